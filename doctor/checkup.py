@@ -1,0 +1,48 @@
+"""One checkup: Host → facts → rules → the finished, ranked Report (no printing, no exiting)."""
+
+from __future__ import annotations
+
+from ai_doctor import __version__, engine
+from ai_doctor.facts import Facts
+from ai_doctor.model import HostSummary, Report, Severity, Status
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+def checkup(host, request, only=(), skip=(), fail_on="high", strict=False, verbose=False, argv=()) -> Report:
+    """Run the selected rules over ``host``; raises LookupError for unknown rule names."""
+    rules = engine.select(only, skip)
+    facts = Facts(host, request)
+    checks, findings = engine.run(facts, rules)
+    summary = host_summary(host, facts)
+    return Report(__version__, summary, request, checks, findings, fail_on, exit_code(checks, findings, fail_on, strict), verbose, tuple(argv))
+
+
+def exit_code(checks, findings, fail_on: str, strict: bool) -> int:
+    """DESIGN.md's exit codes: 3 for a rule error under --strict, 1 at or above the threshold."""
+    if strict and any(check.status is Status.ERROR for check in checks):
+        return EXIT_INTERNAL
+    if fail_on != "never":
+        threshold = Severity.parse(fail_on)
+        if any(finding.severity.at_least(threshold) for finding in findings):
+            return EXIT_FINDINGS
+    return EXIT_OK
+
+
+def host_summary(host, facts) -> HostSummary:
+    def text(name):
+        value = facts.get(name)
+        return value if isinstance(value, str) else None
+
+    container = facts.get("container")
+    distro = facts.get("os_release")
+    return HostSummary(
+        hostname=text("hostname"),
+        kernel=text("release"),
+        source="live system" if host.live else ("snapshot or tree at %s" % host.root if facts.get("running") else "image at %s" % host.root),
+        root=host.root,
+        live=host.live,
+        uid=host.euid,
+        container=(container.runtime or "yes") if container and container.detected else None,
+        distro=distro.pretty if distro else None,
+    )

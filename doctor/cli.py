@@ -1,0 +1,223 @@
+"""The command line: parse, run one checkup, render, write, pick the exit code.
+
+This is the only place that prints, writes report files or exits. Bad input of any kind ends
+with one line on stderr naming it, and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ai_doctor import __version__
+from ai_doctor.checkup import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE
+
+FORMATS = ("text", "json")
+FAIL_ON = ("critical", "high", "medium", "low", "info", "never")
+
+
+class UsageError(Exception):
+    """Bad input: the message is the one line the user sees."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="aidoctor",
+        description="Diagnose a Linux host (or an image or snapshot of one) before it loads and serves an AI model.",
+        epilog="Subcommands: `aidoctor check` (the default) and `aidoctor explain RULE`. Exit codes: 0 nothing at or above --fail-on, 1 findings at or above it, 2 bad input, 3 aidoctor failed.",
+    )
+    model = parser.add_argument_group("the model")
+    model.add_argument("--model-size", metavar="SIZE", help="weights size: 140G, 140GiB (powers of 1024), 150GB (powers of 1000), or bytes")
+    model.add_argument("--params", metavar="COUNT", help="parameter count instead of a size: 70B, 8B, 350M")
+    model.add_argument("--dtype", choices=("fp32", "fp16", "bf16", "fp8", "int8", "int4"), help="weight format for --params (default bf16)")
+    model.add_argument("--hugepages", metavar="N", type=_count, help="the default-size huge page pool the deployment needs")
+    source = parser.add_argument_group("what to examine")
+    source.add_argument("--root", metavar="DIR", help="a host tree: mounted image, unpacked snapshot, fixture (default: this host)")
+    choose = parser.add_argument_group("which checks")
+    choose.add_argument("--only", metavar="RULE", action="append", default=[], help="run only this rule or area (repeatable)")
+    choose.add_argument("--skip", metavar="RULE", action="append", default=[], help="do not run this rule or area (repeatable)")
+    choose.add_argument("--list-rules", action="store_true", help="list the rules and exit")
+    out = parser.add_argument_group("output")
+    out.add_argument("--format", choices=FORMATS, default="text", help="text (default) or json")
+    out.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE instead of standard output")
+    out.add_argument("--fail-on", choices=FAIL_ON, default="high", help="exit 1 when a finding is at least this severe (default high)")
+    out.add_argument("--strict", action="store_true", help="exit 3 when a rule itself fails")
+    out.add_argument("-v", "--verbose", action="store_true", help="show evidence, passed and skipped checks")
+    parser.add_argument("--version", action="version", version="aidoctor %s" % __version__)
+    return parser
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a whole number" % text) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("%r is negative" % text)
+    return value
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="replace")  # a C-locale terminal must not crash the report
+        except (AttributeError, ValueError):
+            pass
+    try:
+        return _dispatch(argv)
+    except UsageError as exc:
+        print("aidoctor: error: %s" % exc, file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("aidoctor: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `aidoctor | head`: the reader left; say nothing more.
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return EXIT_OK
+
+
+def _dispatch(argv) -> int:
+    if argv[:1] == ["explain"]:
+        return _explain(argv[1:])
+    if argv[:1] == ["check"]:
+        argv = argv[1:]
+    args = _parser().parse_args(argv)
+    if args.list_rules:
+        return _list_rules()
+    return _check(args, argv)
+
+
+def _explain(argv) -> int:
+    if len(argv) != 1 or argv[0].startswith("-"):
+        raise UsageError("usage: aidoctor explain RULE (see aidoctor --list-rules)")
+    from ai_doctor import engine
+
+    rules = engine.load_rules()
+    found = rules.get(argv[0])
+    if found is None:
+        raise UsageError("unknown rule id %r (see aidoctor --list-rules)" % argv[0])
+    sys.stdout.write("%s — %s\ndefault severity: %s\n\n%s\n" % (found.id, found.title, found.severity.value, found.docs))
+    return EXIT_OK
+
+
+def _list_rules() -> int:
+    from ai_doctor import engine
+
+    rules = sorted(engine.load_rules().values(), key=lambda r: r.order)
+    width = max(len(r.id) for r in rules)
+    for item in rules:
+        sys.stdout.write("%-*s  %-8s  %s\n" % (width, item.id, item.severity.value, item.title))
+    return EXIT_OK
+
+
+def _request(args, argv):
+    from ai_doctor.model import Request
+    from ai_doctor.units import DTYPE_BYTES, SizeError, decimal, describe_size, gib, params_words, parse_params, parse_size, size_for
+
+    if args.model_size is not None and args.params is not None:
+        raise UsageError("give --model-size or --params, not both")
+    if args.dtype and args.params is None:
+        raise UsageError("--dtype goes with --params (a --model-size is already in bytes)")
+    try:
+        if args.model_size is not None:
+            size = parse_size(args.model_size)
+            described = describe_size(args.model_size, size)
+            return Request(size, args.model_size, "--model-size", described, None, None, args.hugepages, tuple(["aidoctor"] + argv))
+        if args.params is not None:
+            params = parse_params(args.params)
+            dtype = args.dtype or "bf16"
+            size = size_for(params, dtype)
+            text = "%s params × %g bytes (%s)" % (params_words(params), DTYPE_BYTES[dtype], dtype)
+            described = "%s = %s = %s" % (text, gib(size), decimal(size))
+            return Request(size, args.params, "--params", described, dtype, params, args.hugepages, tuple(["aidoctor"] + argv))
+    except SizeError as exc:
+        raise UsageError("--%s %s" % ("model-size" if args.model_size is not None else "params", exc)) from None
+    return Request(None, None, None, None, None, None, args.hugepages, tuple(["aidoctor"] + argv))
+
+
+def _host(args):
+    from ai_doctor.host import BadTree, Host
+
+    if args.root is None:
+        return Host("/")
+    if not os.path.isdir(args.root):
+        raise UsageError("--root %s: not a directory" % args.root)
+    try:
+        return Host(args.root)
+    except BadTree as exc:
+        raise UsageError("--root %s" % exc) from None
+
+
+def _check(args, argv) -> int:
+    from ai_doctor.checkup import checkup
+
+    request = _request(args, argv)
+    host = _host(args)
+    try:
+        report = checkup(host, request, args.only, args.skip, args.fail_on, args.strict, args.verbose, ["aidoctor"] + argv)
+    except LookupError as exc:
+        raise UsageError("unknown rule or area: %s (see aidoctor --list-rules)" % exc.args[0]) from None
+    to_terminal = args.output is None and sys.stdout.isatty()
+    if args.format == "json":
+        from ai_doctor.reports import json as renderer
+
+        text = renderer.render(report)
+    else:
+        from ai_doctor.reports import text as renderer
+
+        text = renderer.render(report, color=to_terminal and not os.environ.get("NO_COLOR"), width=_width(to_terminal), unicode=_unicode(args.output))
+    _write(args.output, text)
+    if any(check.status.value == "error" for check in report.checks) and report.exit_code != EXIT_INTERNAL:
+        failed = [check.rule for check in report.checks if check.status.value == "error"]
+        print("aidoctor: %d rule(s) failed internally: %s (their other checks ran)" % (len(failed), ", ".join(failed)), file=sys.stderr)
+    return report.exit_code
+
+
+def _unicode(path) -> bool:
+    """Whether marks such as ✓ and → survive the output's encoding (a file is UTF-8)."""
+    if path is not None and path != "-":
+        return True
+    try:
+        "✓✗·—→".encode(sys.stdout.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+def _width(to_terminal: bool):
+    if not to_terminal:
+        return None
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).columns
+    except OSError:
+        return None
+
+
+def _write(path, text: str) -> None:
+    if path is None or path == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    temporary = os.path.join(directory, ".%s.aidoctor-tmp" % os.path.basename(path))
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    except OSError as exc:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise UsageError("--output %s: %s" % (path, exc.strerror or exc)) from None

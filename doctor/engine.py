@@ -1,0 +1,273 @@
+"""The rule registry and runner.
+
+A rule is a function from facts to findings, registered with :func:`rule`. Its id, title,
+default severity, docs (the docstring) and the facts it reads are declared once, here; every
+list of rules (``--list-rules``, ``explain``, report tables) is generated from the registry.
+
+Running: the rules a run selects are called in catalogue order with a view of the facts they
+declared. A rule whose required facts are unavailable is skipped with the reason; one that
+raises becomes an error result and the run goes on. Review rules run last and see the other
+rules' findings and which of them read refused files.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import namedtuple
+
+from ai_doctor.facts import Unavailable
+from ai_doctor.model import CheckResult, Finding, Issue, Pass, Severity, Skip, Status
+
+ENTRY_POINT_GROUP = "ai_doctor.rules"
+# The built-in areas in catalogue order (DESIGN.md); other modules follow by name.
+AREAS = ("hugepages", "thp", "overcommit", "memory", "cpu", "storage", "kernel", "access")
+
+REGISTRY = {}
+
+
+class Rule(namedtuple("Rule", "id title severity needs uses review docs check module order")):
+    """A registered check; ``needs`` are facts it cannot run without, ``uses`` optional ones."""
+
+    __slots__ = ()
+
+    @property
+    def area(self) -> str:
+        return self.id.split(".", 1)[0]
+
+    @property
+    def summary(self) -> str:
+        return self.docs.split("\n\n", 1)[0].replace("\n", " ")
+
+
+class RuleDefinitionError(Exception):
+    """A rule declared wrongly (bad id, duplicate id, no docs); a bug in a rule pack."""
+
+
+def rule(id: str, title: str, severity: Severity, needs=(), uses=(), review=False):
+    """Register the decorated function as a check; its docstring is its documentation."""
+
+    def register(check):
+        area, dot, name = id.partition(".")
+        if not (dot and area and name and id.replace(".", "").replace("-", "").replace("_", "").isalnum() and id == id.lower()):
+            raise RuleDefinitionError("rule id %r is not of the form area.name" % id)
+        if id in REGISTRY:
+            raise RuleDefinitionError("rule id %r registered twice (%s, %s)" % (id, REGISTRY[id].module, check.__module__))
+        docs = _cleandoc(check.__doc__ or "")
+        if not docs:
+            raise RuleDefinitionError("rule %r has no documentation (docstring)" % id)
+        REGISTRY[id] = Rule(id, title, severity, tuple(needs), tuple(uses), review, docs, check, check.__module__, len(REGISTRY))
+        return check
+
+    return register
+
+
+def _cleandoc(text: str) -> str:
+    """Docstring indentation removed (inspect.cleandoc without importing inspect)."""
+    lines = text.expandtabs().split("\n")
+    indents = [len(line) - len(line.lstrip()) for line in lines[1:] if line.strip()]
+    margin = min(indents) if indents else 0
+    cleaned = [lines[0].strip()] + [line[margin:].rstrip() for line in lines[1:]]
+    return "\n".join(cleaned).strip()
+
+
+# -- discovery ---------------------------------------------------------------------------
+
+_loaded = False
+
+
+def load_rules() -> dict:
+    """Import the built-in rule modules and any registered rule packs, once."""
+    global _loaded
+    if _loaded:
+        return REGISTRY
+    _loaded = True
+    import importlib
+
+    import ai_doctor.rules as package
+
+    names = set()
+    for directory in package.__path__:
+        try:
+            entries = os.listdir(directory)
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.endswith(".py") and not entry.startswith("_"):
+                names.add(entry[:-3])
+    for name in sorted(names, key=lambda n: (AREAS.index(n) if n in AREAS else len(AREAS), n)):
+        importlib.import_module("ai_doctor.rules." + name)
+    for module in _entry_point_modules():
+        importlib.import_module(module)
+    return REGISTRY
+
+
+def _entry_point_modules():
+    """Modules named in the ``ai_doctor.rules`` entry-point group.
+
+    importlib.metadata costs several times Python's start-up to import and scan, so the
+    installed distributions' entry_points.txt files are looked at first and it only runs when
+    one of them mentions the group.
+    """
+    marker = "[%s]" % ENTRY_POINT_GROUP
+    found = False
+    for directory in sys.path:
+        try:
+            entries = os.listdir(directory or ".")
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.endswith((".dist-info", ".egg-info")):
+                try:
+                    with open(os.path.join(directory, entry, "entry_points.txt"), encoding="utf-8") as handle:
+                        if marker in handle.read():
+                            found = True
+                            break
+                except OSError:
+                    continue
+        if found:
+            break
+    if not found:
+        return []
+    from importlib import metadata
+
+    try:
+        points = metadata.entry_points(group=ENTRY_POINT_GROUP)
+    except TypeError:  # Python 3.9: a dict of groups
+        points = metadata.entry_points().get(ENTRY_POINT_GROUP, [])
+    return sorted({point.value.split(":", 1)[0] for point in points})
+
+
+def select(only=(), skip=()):
+    """Rules chosen by ids or area names; unknown names raise LookupError naming them."""
+    rules = load_rules()
+    areas = {r.area for r in rules.values()}
+    unknown = [name for name in list(only) + list(skip) if name not in rules and name not in areas]
+    if unknown:
+        raise LookupError(", ".join(unknown))
+
+    def matches(rule_, names):
+        return rule_.id in names or rule_.area in names
+
+    chosen = [r for r in rules.values() if (not only or matches(r, only)) and not matches(r, skip)]
+    return sorted(chosen, key=lambda r: r.order)
+
+
+# -- running -----------------------------------------------------------------------------
+
+
+class UndeclaredFact(Exception):
+    """A rule read a fact it did not declare."""
+
+
+class RuleAudit(namedtuple("RuleAudit", "rule title status failed_reads")):
+    """For review rules: what another rule did and which of its inputs were refused."""
+
+    __slots__ = ()
+
+
+class FactView:
+    """The facts one rule declared, by attribute; records what it used."""
+
+    __slots__ = ("_facts", "_allowed", "_rule", "used", "findings", "audit")
+
+    def __init__(self, facts, rule_, findings=(), audit=()):
+        self._facts = facts
+        self._rule = rule_
+        self._allowed = set(rule_.needs) | set(rule_.uses)
+        self.used = set()
+        self.findings = findings
+        self.audit = audit
+
+    def __getattr__(self, name):
+        if name.startswith("_") or name not in self._allowed:
+            raise UndeclaredFact("rule %s reads fact %r without declaring it in needs/uses" % (self._rule.id, name))
+        self.used.add(name)
+        return self._facts.get(name)
+
+
+def run(facts, rules):
+    """Run ``rules`` over ``facts``; returns (check results in catalogue order, ranked findings)."""
+    results = {}
+    findings = []
+    audit = []
+    ordinary = [r for r in rules if not r.review]
+    for rule_ in ordinary:
+        result, used = _run_one(facts, rule_, (), ())
+        results[rule_.id] = result
+        findings.extend(result.findings)
+        refused = []
+        for name in sorted(used):
+            refused.extend(facts.failed_reads(name))
+        audit.append(RuleAudit(rule_.id, rule_.title, result.status, tuple(_unique_paths(refused))))
+    ranked = tuple(sorted(findings, key=lambda f: f.sort_key))
+    for rule_ in rules:
+        if rule_.review:
+            result, _used = _run_one(facts, rule_, ranked, tuple(audit))
+            results[rule_.id] = result
+            findings.extend(result.findings)
+    ordered = tuple(results[r.id] for r in sorted(rules, key=lambda r: r.order))
+    return ordered, tuple(sorted(findings, key=lambda f: f.sort_key))
+
+
+def _unique_paths(reads):
+    seen = set()
+    for got in reads:
+        if got.path not in seen:
+            seen.add(got.path)
+            yield got
+
+
+def _run_one(facts, rule_, findings, audit):
+    view = FactView(facts, rule_, findings, audit)
+    try:
+        for name in rule_.needs:
+            value = getattr(view, name)
+            if isinstance(value, Unavailable):
+                return CheckResult(rule_.id, rule_.title, Status.SKIP, value.reason, ()), view.used
+        outcome = rule_.check(view)
+        result = _result(rule_, outcome)
+    except Exception as exc:  # one broken rule never stops the run
+        result = CheckResult(rule_.id, rule_.title, Status.ERROR, _describe_error(exc), ())
+    return result, view.used
+
+
+def _result(rule_, outcome) -> CheckResult:
+    if outcome is None:
+        return CheckResult(rule_.id, rule_.title, Status.PASS, "", ())
+    if isinstance(outcome, Skip):
+        return CheckResult(rule_.id, rule_.title, Status.SKIP, outcome.reason, ())
+    if isinstance(outcome, Pass):
+        return CheckResult(rule_.id, rule_.title, Status.PASS, outcome.note, ())
+    if isinstance(outcome, Issue):
+        outcome = [outcome]
+    findings = []
+    for index, issue in enumerate(outcome):
+        if not isinstance(issue, Issue):
+            raise TypeError("rule %s returned %r, not an Issue" % (rule_.id, type(issue).__name__))
+        findings.append(
+            Finding(
+                rule_.id,
+                issue.severity or rule_.severity,
+                issue.title or rule_.title,
+                issue.message,
+                tuple(issue.evidence),
+                tuple(issue.remediation),
+                issue.impact,
+                (rule_.order, index),
+            )
+        )
+    if not findings:
+        return CheckResult(rule_.id, rule_.title, Status.PASS, "", ())
+    return CheckResult(rule_.id, rule_.title, Status.FINDING, "", tuple(findings))
+
+
+def _describe_error(exc: Exception) -> str:
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = ""
+    if frames:
+        last = frames[-1]
+        where = " at %s:%d" % (os.path.basename(last.filename), last.lineno)
+    return "%s: %s%s" % (type(exc).__name__, exc, where)

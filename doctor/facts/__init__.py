@@ -1,0 +1,112 @@
+"""Facts: typed values parsed from a Host, computed once per run and cached.
+
+Each fact is a function ``(host, facts) -> value`` registered with :func:`fact`. When its inputs
+are absent it returns :class:`Unavailable` with the reason, which rules pass on as a skip.
+Parsers underneath are pure functions of text, so odd input is tested without a Host.
+"""
+
+from __future__ import annotations
+
+from ai_doctor.host import OK
+
+PROVIDERS = {}
+
+
+def fact(name: str):
+    """Register a fact provider under ``name``."""
+
+    def register(provider):
+        if name in PROVIDERS:
+            raise ValueError("fact %r registered twice" % name)
+        PROVIDERS[name] = provider
+        return provider
+
+    return register
+
+
+class Unavailable:
+    """A fact whose inputs could not be read; falsy, with the reason in words.
+
+    ``tried`` optionally lists (path, outcome) pairs, for checks that report the absence itself.
+    """
+
+    __slots__ = ("reason", "tried")
+
+    def __init__(self, reason: str, tried=()):
+        self.reason = reason
+        self.tried = tried
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return "Unavailable(%r)" % self.reason
+
+
+def unreadable(host, got, what: str) -> Unavailable:
+    """The reason a file could not be used, worded for a skipped check."""
+    if got.status == "missing" and not host.live and got.path.startswith(("/proc/", "/sys/")) and not host.exists("/proc/self"):
+        return Unavailable("no %s in %s: an image, not a running system" % (got.path, host.root))
+    return Unavailable("%s %s: %s" % (what, got.path, got.describe()))
+
+
+class Facts:
+    """The fact cache for one run over one Host.
+
+    ``inputs[name]`` keeps the slice of the Host log read while the fact was computed
+    (nested facts included), so a check that ran on partial data can be named.
+    """
+
+    def __init__(self, host, request=None):
+        self.host = host
+        self.request = request
+        self._values = {"request": request}
+        self.inputs = {}
+        self._computing = []
+
+    def get(self, name: str):
+        try:
+            return self._values[name]
+        except KeyError:
+            pass
+        try:
+            provider = PROVIDERS[name]
+        except KeyError:
+            raise LookupError("no fact named %r" % name) from None
+        if name in self._computing:
+            raise RuntimeError("facts depend on each other in a cycle: %s" % " -> ".join(self._computing + [name]))
+        start = len(self.host.log)
+        self._computing.append(name)
+        try:
+            value = provider(self.host, self)
+        finally:
+            self._computing.pop()
+        self._values[name] = value
+        self.inputs[name] = (start, len(self.host.log))
+        return value
+
+    def failed_reads(self, name: str):
+        """Reads behind ``name`` that were refused (permission) rather than absent."""
+        start, end = self.inputs.get(name, (0, 0))
+        return [got for _kind, _path, got in self.host.log[start:end] if got.status not in (OK, "missing")]
+
+
+def _load_providers() -> None:
+    # Explicit imports: every provider module registers its facts on import.
+    from ai_doctor.facts import (  # noqa: F401
+        blockdev,
+        cgroup,
+        cmdline,
+        container,
+        cpufreq,
+        fixes,
+        kconfig,
+        memory,
+        mounts,
+        request,
+        system,
+        sysctl,
+    )
+
+
+_load_providers()

@@ -1,0 +1,101 @@
+"""CPU frequency policies (Documentation/admin-guide/pm/cpufreq.rst).
+
+One directory /sys/devices/system/cpu/cpufreq/policyN per group of CPUs that share a frequency
+interface; ``affected_cpus`` lists its online CPUs. Kernels before the policy directories
+expose /sys/devices/system/cpu/cpuN/cpufreq instead, which is read when there are no policies.
+No policies at all means the kernel offers no frequency scaling here (a VM, or firmware-fixed
+clocks): governor tuning does not apply.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+from ai_doctor.facts import Unavailable, fact, unreadable
+from ai_doctor.units import parse_cpu_list
+
+CPU_DIR = "/sys/devices/system/cpu"
+CPUFREQ_DIR = CPU_DIR + "/cpufreq"
+
+
+class Policy(namedtuple("Policy", "name path cpus governor driver available")):
+    """One frequency policy: its directory, CPUs, governor, driver and available governors."""
+
+    __slots__ = ()
+
+    @property
+    def governor_path(self) -> str:
+        return self.path + "/scaling_governor"
+
+
+class CpuFreq(namedtuple("CpuFreq", "policies layout unread")):
+    """The policies found (``layout`` is ``policy``, ``per-cpu`` or ``none``).
+
+    ``unread`` lists policy directories whose governor could not be read, with the outcome.
+    """
+
+    __slots__ = ()
+
+
+def _first_line(host, path: str):
+    got = host.read_text(path, cap=65536)
+    return got.data.strip() if got.ok else None, got
+
+
+def _policy(host, name: str, path: str, fallback_cpu, first):
+    governor, got = _first_line(host, path + "/scaling_governor")
+    if governor is None:
+        return None, got
+    cpus_text = _first_line(host, path + "/affected_cpus")[0]
+    if cpus_text is None:
+        cpus_text = _first_line(host, path + "/related_cpus")[0]
+    cpus = parse_cpu_list(cpus_text) if cpus_text else ()
+    if not cpus and fallback_cpu is not None:
+        cpus = (fallback_cpu,)
+    if first is None:
+        driver = _first_line(host, path + "/scaling_driver")[0]
+        available = tuple((_first_line(host, path + "/scaling_available_governors")[0] or "").split())
+    else:
+        # One cpufreq driver serves the whole system; hundreds of per-CPU policies need not
+        # be asked again.
+        driver, available = first.driver, first.available
+    return Policy(name, path, cpus, governor, driver, available), got
+
+
+def _number(name: str, prefix: str):
+    digits = name[len(prefix) :]
+    return int(digits) if name.startswith(prefix) and digits.isdigit() else None
+
+
+@fact("cpufreq")
+def cpufreq(host, facts):
+    cpu_listing = host.listdir(CPU_DIR)
+    if not cpu_listing.ok:
+        return unreadable(host, cpu_listing, "cannot list")
+    policies = []
+    unread = []
+    listing = host.listdir(CPUFREQ_DIR)
+    names = [n for n in (listing.data if listing.ok else ()) if _number(n, "policy") is not None]
+    layout = "policy"
+    first = None
+    if not names:
+        # Older kernels: per-CPU cpufreq directories only.
+        layout = "per-cpu"
+        names = [n for n in cpu_listing.data if _number(n, "cpu") is not None]
+    for name in sorted(names, key=lambda n: _number(n, "policy" if layout == "policy" else "cpu")):
+        if layout == "policy":
+            path = "%s/%s" % (CPUFREQ_DIR, name)
+            policy, got = _policy(host, name, path, _number(name, "policy"), first)
+        else:
+            path = "%s/%s/cpufreq" % (CPU_DIR, name)
+            policy, got = _policy(host, name, path, _number(name, "cpu"), first)
+        if policy is not None:
+            policies.append(policy)
+            first = first or policy
+        elif got.status != "missing":
+            unread.append((got.path, got.describe()))
+    if not policies and not unread:
+        layout = "none"
+    if not policies and unread:
+        return Unavailable("no CPU frequency policy could be read: %s %s" % unread[0], tuple(unread))
+    return CpuFreq(tuple(policies), layout, tuple(unread))

@@ -1,0 +1,239 @@
+"""Memory facts: /proc/meminfo, the huge page pools, transparent huge pages.
+
+References: Documentation/filesystems/proc.rst (meminfo fields),
+Documentation/admin-guide/mm/hugetlbpage.rst (pools and their sysfs files),
+Documentation/admin-guide/mm/transhuge.rst (THP modes).
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+from ai_doctor.facts import Unavailable, fact, unreadable
+
+MEMINFO = "/proc/meminfo"
+HUGEPAGES_DIR = "/sys/kernel/mm/hugepages"
+THP_DIR = "/sys/kernel/mm/transparent_hugepage"
+
+
+class MemInfo(namedtuple("MemInfo", "values notes path")):
+    """meminfo fields: sizes in bytes (the kernel writes kB, meaning KiB), HugePages_* as counts."""
+
+    __slots__ = ()
+
+    def get(self, key: str, default=None):
+        return self.values.get(key, default)
+
+    def __contains__(self, key) -> bool:
+        return key in self.values
+
+
+def parse_meminfo(text: str) -> MemInfo:
+    values = {}
+    notes = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        key, sep, rest = line.partition(":")
+        fields = rest.split()
+        if not sep or not key.strip() or not fields or len(fields) > 2:
+            notes.append("line %d not understood: %r" % (number, line[:80]))
+            continue
+        try:
+            value = int(fields[0])
+        except ValueError:
+            notes.append("line %d has no number: %r" % (number, line[:80]))
+            continue
+        if len(fields) == 2:
+            if fields[1].lower() != "kb":
+                notes.append("line %d has an unknown unit: %r" % (number, line[:80]))
+                continue
+            value *= 1024
+        values[key.strip()] = value
+    return MemInfo(values, tuple(notes), MEMINFO)
+
+
+@fact("meminfo")
+def meminfo(host, facts):
+    got = host.read_text(MEMINFO)
+    if not got.ok:
+        return unreadable(host, got, "cannot read")
+    parsed = parse_meminfo(got.data)
+    if "MemTotal" not in parsed:
+        return Unavailable("%s has no MemTotal line (%d lines read)" % (MEMINFO, len(parsed.values)))
+    return parsed
+
+
+class Pool(namedtuple("Pool", "page_size total free reserved surplus overcommit source")):
+    """One huge page pool (one page size): counts of pages, and where they were read."""
+
+    __slots__ = ()
+
+    @property
+    def bytes_total(self) -> int:
+        return self.total * self.page_size
+
+    @property
+    def in_use(self) -> int:
+        """Pages handed out or promised: the pool minus what is free, plus reservations."""
+        return self.total - self.free + self.reserved
+
+
+class HugePages(namedtuple("HugePages", "supported default_size pools evidence")):
+    """The huge page pools by page size, and the default size (meminfo's Hugepagesize).
+
+    ``supported`` is False when the kernel shows no trace of hugetlb support, None when that
+    could not be seen (no /proc in an image).
+    """
+
+    __slots__ = ()
+
+    def pool(self, page_size=None):
+        size = page_size or self.default_size
+        return self.pools.get(size)
+
+
+def _pool_counts(host, directory: str):
+    counts = {}
+    for name in ("nr_hugepages", "free_hugepages", "resv_hugepages", "surplus_hugepages", "nr_overcommit_hugepages"):
+        got = host.read_text("%s/%s" % (directory, name))
+        if got.ok:
+            try:
+                counts[name] = int(got.data.strip())
+            except ValueError:
+                pass
+    return counts
+
+
+@fact("hugepages")
+def hugepages(host, facts):
+    mem = facts.get("meminfo")
+    pools = {}
+    listing = host.listdir(HUGEPAGES_DIR)
+    if listing.ok:
+        for name in listing.data:
+            # hugepages-2048kB: the page size in kB
+            if not (name.startswith("hugepages-") and name.endswith("kB")):
+                continue
+            try:
+                size = int(name[len("hugepages-") : -2]) * 1024
+            except ValueError:
+                continue
+            directory = "%s/%s" % (HUGEPAGES_DIR, name)
+            counts = _pool_counts(host, directory)
+            if "nr_hugepages" not in counts:
+                continue
+            pools[size] = Pool(
+                size,
+                counts["nr_hugepages"],
+                counts.get("free_hugepages", 0),
+                counts.get("resv_hugepages", 0),
+                counts.get("surplus_hugepages", 0),
+                counts.get("nr_overcommit_hugepages", 0),
+                directory + "/nr_hugepages",
+            )
+    default_size = mem.get("Hugepagesize") if mem else None
+    if mem and default_size and default_size not in pools and "HugePages_Total" in mem:
+        # Kernels and containers without the sysfs directory still show the default pool here.
+        pools[default_size] = Pool(
+            default_size,
+            mem.get("HugePages_Total", 0),
+            mem.get("HugePages_Free", 0),
+            mem.get("HugePages_Rsvd", 0),
+            mem.get("HugePages_Surp", 0),
+            0,
+            MEMINFO,
+        )
+    nr_hugepages = host.read_text("/proc/sys/vm/nr_hugepages")
+    if pools or default_size or nr_hugepages.ok:
+        supported = True
+    elif mem and nr_hugepages.status == "missing":
+        supported = False  # meminfo was read and shows no trace of hugetlb
+    else:
+        supported = None  # nothing to judge by: an image, or /proc unreadable
+    evidence = (
+        ("/proc/sys/vm/nr_hugepages", nr_hugepages.describe() if not nr_hugepages.ok else nr_hugepages.data.strip()),
+        (MEMINFO + " Hugepagesize", str(default_size // 1024) + " kB" if default_size else "absent"),
+    )
+    return HugePages(supported, default_size, pools, evidence)
+
+
+class THP(namedtuple("THP", "enabled defrag choices path")):
+    """Transparent huge pages: the active mode of ``enabled`` and ``defrag``."""
+
+    __slots__ = ()
+
+
+def parse_choice(text: str):
+    """``always [madvise] never`` → (``madvise``, (``always``, ``madvise``, ``never``))."""
+    words = text.split()
+    active = None
+    choices = []
+    for word in words:
+        if word.startswith("[") and word.endswith("]") and len(word) > 2:
+            word = word[1:-1]
+            active = word
+        choices.append(word)
+    if active is None and len(choices) == 1:
+        active = choices[0]
+    return active, tuple(choices)
+
+
+@fact("thp")
+def thp(host, facts):
+    path = THP_DIR + "/enabled"
+    got = host.read_text(path)
+    if not got.ok:
+        if got.status == "missing" and host.exists("/sys/kernel/mm"):
+            return Unavailable("this kernel has no transparent huge pages (no %s)" % THP_DIR)
+        return unreadable(host, got, "cannot read")
+    enabled, choices = parse_choice(got.data)
+    if enabled is None:
+        return Unavailable("%s holds no bracketed mode: %r" % (path, got.data.strip()[:80]))
+    defrag_got = host.read_text(THP_DIR + "/defrag")
+    defrag = parse_choice(defrag_got.data)[0] if defrag_got.ok else None
+    return THP(enabled, defrag, choices, path)
+
+
+class PoolRequest(namedtuple("PoolRequest", "page_size count source path line assignment")):
+    """A huge page pool someone asked for: size, pages, where (``--hugepages``, a sysctl file
+    and line, the kernel command line), and the sysctl assignment behind it if any."""
+
+    __slots__ = ()
+
+    @property
+    def where(self) -> str:
+        return "%s:%d" % (self.path, self.line) if self.line else self.path
+
+
+@fact("hugepage_requests")
+def hugepage_requests(host, facts):
+    """The pool each page size should have, by what is applied last.
+
+    Boot applies the kernel command line first and then the sysctl files, which resize the
+    default pool; ``--hugepages`` states what the user wants now and overrides both.
+    """
+    pools = facts.get("hugepages")
+    default_size = (pools.default_size if pools else None) or 2 << 20
+    requests = {}
+    cmdline = facts.get("cmdline")
+    if cmdline:
+        for item in cmdline.hugepage_requests(default_size):
+            if item.page_size:
+                requests[item.page_size] = PoolRequest(item.page_size, item.count, item.text, cmdline.source, None, None)
+    config = facts.get("sysctl_config")
+    if config:
+        assignment = config.effective("vm.nr_hugepages")
+        if assignment is not None:
+            try:
+                count = int(assignment.value)
+            except ValueError:
+                count = None
+            if count is not None:
+                requests[default_size] = PoolRequest(
+                    default_size, count, "vm.nr_hugepages = %d" % count, assignment.path, assignment.line, assignment
+                )
+    wanted = facts.request.hugepages if facts.request is not None else None
+    if wanted is not None:
+        requests[default_size] = PoolRequest(default_size, wanted, "--hugepages %d" % wanted, "command line of aidoctor", None, None)
+    return tuple(requests[size] for size in sorted(requests))

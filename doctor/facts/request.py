@@ -1,0 +1,22 @@
+"""What the user asked about: the model size (from the command line, not from the host)."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+from ai_doctor.facts import Unavailable, fact
+
+
+class Model(namedtuple("Model", "size described dtype params")):
+    """The model's weight size in bytes, how it was read (``140G = 140.0 GiB = 150.3 GB``),
+    and the dtype and parameter count when the size was computed from them."""
+
+    __slots__ = ()
+
+
+@fact("model")
+def model(host, facts):
+    request = facts.request
+    if request is None or request.model_size is None:
+        return Unavailable("no model size given (--model-size 140G, or --params 70B --dtype bf16)")
+    return Model(request.model_size, request.described, request.dtype, request.params)

@@ -1,0 +1,226 @@
+"""Sysctls: the runtime values in /proc/sys and the persistent configuration applied at boot.
+
+The persistent configuration is merged as systemd-sysctl does (sysctl.d(5)): ``*.conf`` files
+from /etc/sysctl.d, /run/sysctl.d, /usr/local/lib/sysctl.d, /usr/lib/sysctl.d and /lib/sysctl.d;
+a file name in an earlier directory hides the same name in later ones (a link to /dev/null
+masks it); all files are applied in lexicographic order of their names, whatever their
+directory; the last assignment of a key wins. systemd-sysctl does not read /etc/sysctl.conf
+itself: distributions link it in as /etc/sysctl.d/99-sysctl.conf. Where there is no
+systemd-sysctl, the procps boot scripts run ``sysctl --system``, which applies /etc/sysctl.conf
+last.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+from ai_doctor.facts import Unavailable, fact, unreadable
+from ai_doctor.host import join_link
+
+SYSCTL_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d", "/lib/sysctl.d")
+SYSCTL_CONF = "/etc/sysctl.conf"
+SYSTEMD_SYSCTL = ("/usr/lib/systemd/systemd-sysctl", "/lib/systemd/systemd-sysctl")
+
+# Runtime keys the checks read, with the kernel's defaults (Documentation/admin-guide/sysctl/vm.rst).
+RUNTIME_KEYS = (
+    "vm.nr_hugepages",
+    "vm.nr_overcommit_hugepages",
+    "vm.overcommit_memory",
+    "vm.overcommit_ratio",
+    "vm.overcommit_kbytes",
+    "vm.admin_reserve_kbytes",
+    "vm.user_reserve_kbytes",
+    "vm.swappiness",
+    "vm.zone_reclaim_mode",
+    "kernel.numa_balancing",
+)
+DEFAULTS = {"vm.overcommit_memory": "0", "vm.overcommit_ratio": "50", "vm.overcommit_kbytes": "0"}
+
+
+_SWAP = str.maketrans("/.", "./")
+
+
+def key_path(key: str) -> str:
+    """``vm.nr_hugepages`` → ``/proc/sys/vm/nr_hugepages`` (``eth0/100`` → ``eth0.100``)."""
+    return "/proc/sys/" + key.translate(_SWAP)
+
+
+def normal_key(key: str) -> str:
+    """A key in its dotted spelling; sysctl.d(5) also accepts ``vm/nr_hugepages``.
+
+    When the first separator is a slash, slashes and dots swap (``net/ipv4/conf/eth0.100/x`` is
+    ``net.ipv4.conf.eth0/100.x``), as systemd and procps both do.
+    """
+    slash, dot = key.find("/"), key.find(".")
+    if slash != -1 and (dot == -1 or slash < dot):
+        return key.translate(_SWAP)
+    return key
+
+
+class RuntimeSysctl(namedtuple("RuntimeSysctl", "values outcomes")):
+    """Runtime values by key (text as the kernel prints it) and each key's read outcome."""
+
+    __slots__ = ()
+
+    def get(self, key: str, default=None):
+        return self.values.get(key, default)
+
+    def int(self, key: str, default=None):
+        try:
+            return int(self.values[key].split()[0])
+        except (KeyError, ValueError, IndexError):
+            return default
+
+
+@fact("sysctl")
+def runtime_sysctl(host, facts):
+    values = {}
+    outcomes = {}
+    for key in RUNTIME_KEYS:
+        got = host.read_text(key_path(key))
+        outcomes[key] = got
+        if got.ok:
+            values[key] = " ".join(got.data.split())
+    if not values:
+        got = outcomes["vm.overcommit_memory"]
+        return unreadable(host, got, "cannot read")
+    return RuntimeSysctl(values, outcomes)
+
+
+class Assignment(namedtuple("Assignment", "key value path line text ignore_failure")):
+    """One ``key = value`` line: where it is (file, 1-based line) and how it was written."""
+
+    __slots__ = ()
+
+    @property
+    def where(self) -> str:
+        return "%s:%d" % (self.path, self.line)
+
+
+class SysctlConfig(namedtuple("SysctlConfig", "applier files assignments skipped notes")):
+    """The persistent sysctl configuration in the order it is applied at boot.
+
+    ``files`` lists (path, how it was reached) in application order; ``skipped`` lists files
+    that exist but are not applied at boot, with the reason; ``assignments`` is every
+    assignment in application order.
+    """
+
+    __slots__ = ()
+
+    def effective(self, key: str):
+        """The assignment that wins for ``key`` (the last), or None."""
+        found = None
+        for item in self.assignments:
+            if item.key == key:
+                found = item
+        return found
+
+    def all(self, key: str):
+        return [item for item in self.assignments if item.key == key]
+
+
+def parse_sysctl_file(text: str, path: str):
+    """Assignments and notes from one sysctl.d file, as systemd-sysctl reads it."""
+    assignments = []
+    notes = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        key, sep, value = line.partition("=")
+        ignore = key.startswith("-")
+        key = key[1:] if ignore else key
+        key = key.strip()
+        if not sep or not key:
+            notes.append("%s:%d: not an assignment, ignored at boot: %r" % (path, number, line[:80]))
+            continue
+        assignments.append(Assignment(normal_key(key), value.strip(), path, number, line, ignore))
+    return assignments, notes
+
+
+@fact("sysctl_config")
+def sysctl_config(host, facts):
+    systemd = any(host.exists(path) for path in SYSTEMD_SYSCTL)
+    chosen = {}
+    for directory in SYSCTL_DIRS:
+        listing = host.listdir(directory)
+        if not listing.ok:
+            continue
+        for name in listing.data:
+            if name.endswith(".conf") and name not in chosen:
+                chosen[name] = "%s/%s" % (directory, name)
+    files = []
+    skipped = []
+    assignments = []
+    notes = []
+    reached_conf = False
+    for name in sorted(chosen):
+        path = chosen[name]
+        link = host.readlink(path)
+        if link.ok and link.data == "/dev/null":
+            skipped.append((path, "masked: a link to /dev/null"))
+            continue
+        got = host.read_text(path)
+        if link.ok:
+            # Evidence and edits name the file itself: `sed -i` on the link would replace it.
+            path = join_link(path, link.data)
+            reached_conf = reached_conf or path == SYSCTL_CONF
+        if not got.ok:
+            notes.append("%s: %s" % (path, got.describe()))
+            continue
+        parsed, file_notes = parse_sysctl_file(got.data, path)
+        files.append(path)
+        assignments.extend(parsed)
+        notes.extend(file_notes)
+    conf = host.read_text(SYSCTL_CONF)
+    if conf.ok and not reached_conf:
+        if systemd:
+            skipped.append(
+                (SYSCTL_CONF, "systemd-sysctl does not read it at boot (no link to it in /etc/sysctl.d); only `sysctl -p` or `sysctl --system` apply it")
+            )
+        else:
+            parsed, file_notes = parse_sysctl_file(conf.data, SYSCTL_CONF)
+            files.append(SYSCTL_CONF)
+            assignments.extend(parsed)
+            notes.extend(file_notes)
+    elif conf.status not in ("ok", "missing"):
+        notes.append("%s: %s" % (SYSCTL_CONF, conf.describe()))
+    if not files and not skipped and not host.exists("/etc"):
+        return Unavailable("no /etc in %s" % host.display("/"))
+    applier = "systemd-sysctl" if systemd else "sysctl --system"
+    return SysctlConfig(applier, tuple(files), tuple(assignments), tuple(skipped), tuple(notes))
+
+
+class Setting(namedtuple("Setting", "key value path line")):
+    """The value that governs a key, and where it was read (a /proc/sys file, a config file and
+    line, or the kernel default)."""
+
+    __slots__ = ()
+
+    @property
+    def int(self):
+        try:
+            return int(str(self.value).split()[0])
+        except (ValueError, IndexError):
+            return None
+
+    def evidence(self):
+        from ai_doctor.model import Evidence
+
+        return Evidence(self.path, "%s = %s" % (self.key, self.value), self.line)
+
+
+def governing(config, runtime, key: str) -> Setting:
+    """The running kernel's value when it could be read, else what boot would set, else the
+    kernel default."""
+    if runtime:
+        value = runtime.get(key)
+        if value is not None:
+            return Setting(key, value, key_path(key), None)
+    if config:
+        item = config.effective(key)
+        if item is not None:
+            return Setting(key, item.value, item.path, item.line)
+    return Setting(key, DEFAULTS.get(key), "kernel default", None)
+
+

@@ -1,0 +1,138 @@
+"""Who and what the target is: kernel release, hostname, distribution, user, admin tools."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+from ai_doctor.facts import Unavailable, fact, unreadable
+
+OSRELEASE = "/proc/sys/kernel/osrelease"
+TOOL_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
+TOOLS = ("grubby", "update-grub", "grub2-mkconfig", "grub-mkconfig", "tuned-adm", "cpupower", "udevadm", "kernel-install")
+
+
+@fact("release")
+def release(host, facts):
+    got = host.read_text(OSRELEASE, cap=4096)
+    if not got.ok:
+        return unreadable(host, got, "cannot read the kernel release from")
+    text = got.data.strip()
+    if not text or any(c.isspace() for c in text):
+        return Unavailable("%s holds no release: %r" % (OSRELEASE, text[:80]))
+    return text
+
+
+def kernel_version(release_text) -> tuple:
+    """(major, minor) of a release such as ``6.1.0-56-amd64``; (0, 0) when unreadable."""
+    numbers = []
+    for part in str(release_text or "").split("-", 1)[0].split(".")[:2]:
+        digits = ""
+        for char in part:
+            if not char.isdigit():
+                break
+            digits += char
+        if not digits:
+            break
+        numbers.append(int(digits))
+    return tuple(numbers) if len(numbers) == 2 else (0, 0)
+
+
+@fact("hostname")
+def hostname(host, facts):
+    for path in ("/proc/sys/kernel/hostname", "/etc/hostname"):
+        got = host.read_text(path, cap=4096)
+        if got.ok and got.data.strip():
+            return got.data.strip().splitlines()[0][:253]
+    recorded = host.manifest.get("hostname")
+    if isinstance(recorded, str) and recorded:
+        return recorded[:253]
+    return Unavailable("no hostname in /proc/sys/kernel/hostname or /etc/hostname")
+
+
+class OsRelease(namedtuple("OsRelease", "fields path")):
+    """/etc/os-release as a mapping (os-release(5)); ``family`` groups distributions."""
+
+    __slots__ = ()
+
+    @property
+    def pretty(self) -> str:
+        return self.fields.get("PRETTY_NAME") or self.fields.get("NAME") or self.fields.get("ID", "Linux")
+
+    @property
+    def family(self) -> str:
+        """``debian``, ``rhel``, ``suse``, ``arch`` or the distribution's own ID."""
+        ids = [self.fields.get("ID", "")] + self.fields.get("ID_LIKE", "").split()
+        for family, members in _FAMILIES:
+            if any(i in members or i.startswith(members) for i in ids if i):
+                return family
+        return ids[0] or "linux"
+
+
+_FAMILIES = (
+    ("debian", ("debian", "ubuntu")),
+    ("rhel", ("rhel", "fedora", "centos")),
+    ("suse", ("suse", "opensuse", "sles")),
+    ("arch", ("arch",)),
+)
+
+
+def parse_os_release(text: str) -> dict:
+    """KEY=value lines with shell-style quoting, as os-release(5) allows."""
+    fields = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.replace("_", "").isalnum():
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+            value = value.replace('\\"', '"').replace("\\\\", "\\").replace("\\$", "$").replace("\\`", "`")
+        fields[key] = value
+    return fields
+
+
+@fact("os_release")
+def os_release(host, facts):
+    for path in ("/etc/os-release", "/usr/lib/os-release"):
+        got = host.read_text(path, cap=65536)
+        if got.ok:
+            return OsRelease(parse_os_release(got.data), path)
+    return Unavailable("no /etc/os-release or /usr/lib/os-release")
+
+
+class Identity(namedtuple("Identity", "euid")):
+    """The user the checks ran as (None: unknown, e.g. a mounted image)."""
+
+    __slots__ = ()
+
+    @property
+    def is_root(self):
+        return None if self.euid is None else self.euid == 0
+
+
+@fact("identity")
+def identity(host, facts):
+    return Identity(host.euid)
+
+
+@fact("tools")
+def tools(host, facts):
+    """Admin tools installed on the target, by name → path, so fixes name ones that exist."""
+    found = {}
+    for name in TOOLS:
+        for directory in TOOL_DIRS:
+            path = "%s/%s" % (directory, name)
+            got, info = host.stat(path)
+            if got.ok and info.is_file and info.executable:
+                found[name] = path
+                break
+    return found
+
+
+@fact("running")
+def running(host, facts):
+    """Whether the target is a running system (live, or a snapshot with /proc), not an image."""
+    return host.live or host.exists("/proc/self") or host.exists("/proc/meminfo")

@@ -1,0 +1,331 @@
+"""The Host reader: every byte a check sees comes through here.
+
+A Host has a root (``/`` for the live machine, or a directory holding a mounted image, an
+unpacked snapshot or a fixture). Paths are always written as on the target (``/proc/meminfo``)
+and re-rooted inside. Each read returns a :class:`Read` outcome instead of raising, and is
+logged, so a run can say what it could not see and a snapshot can replay it.
+
+Under a directory root, symbolic links resolve *inside* the root as chroot(2) would: absolute
+targets restart at the root, ``..`` stops at the root, and more than 40 links in one lookup
+stop with ELOOP like the kernel's own limit. Nothing outside the root is ever opened.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections import namedtuple
+
+OK = "ok"
+MISSING = "missing"
+DENIED = "denied"
+ERROR = "error"
+
+# /proc and /sys report size 0 or 4096 whatever they hold, so reads are capped instead of sized.
+READ_CAP = 8 << 20
+# Linux gives up after 40 links in one lookup (MAXSYMLINKS); so does the re-rooted resolver.
+MAX_LINKS = 40
+# Where a tree keeps facts about itself that files cannot carry (DESIGN.md, Snapshots).
+MANIFEST_DIR = "/.aidoctor"
+MANIFEST = MANIFEST_DIR + "/manifest.json"
+
+_MISSING_ERRNOS = (errno.ENOENT, errno.ENOTDIR)
+_DENIED_ERRNOS = (errno.EACCES, errno.EPERM)
+
+
+class Read(namedtuple("Read", "path status data detail truncated")):
+    """The outcome of one read.
+
+    ``status`` is ok, missing, denied or error; ``data`` is the text, bytes, names (a tuple) or
+    link target when ok; ``detail`` names the error (``EIO: Input/output error``).
+    """
+
+    __slots__ = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+    def describe(self) -> str:
+        """The outcome in words, for evidence and skip reasons."""
+        if self.status == OK:
+            return "read" + (" (truncated)" if self.truncated else "")
+        if self.status == MISSING:
+            return "not present"
+        if self.status == DENIED:
+            return "permission denied"
+        return self.detail or "error"
+
+
+class Stat(namedtuple("Stat", "mode size uid")):
+    """The parts of stat(2) that checks use."""
+
+    __slots__ = ()
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+    @property
+    def is_file(self) -> bool:
+        return stat.S_ISREG(self.mode)
+
+    @property
+    def executable(self) -> bool:
+        return bool(self.mode & 0o111)
+
+
+def _failed(path: str, exc: OSError) -> Read:
+    code = exc.errno
+    if code in _MISSING_ERRNOS:
+        return Read(path, MISSING, None, None, False)
+    if code in _DENIED_ERRNOS:
+        return Read(path, DENIED, None, None, False)
+    name = errno.errorcode.get(code, "E?") if code else "E?"
+    return Read(path, ERROR, None, "%s: %s" % (name, exc.strerror or exc), False)
+
+
+class _Refused(Exception):
+    """A lookup that the re-rooted resolver stops (a link loop)."""
+
+    def __init__(self, code: int):
+        super().__init__(code)
+        self.error = OSError(code, os.strerror(code))
+
+
+class Host:
+    """Reads a target system under ``root``; see the module docstring for the contract."""
+
+    def __init__(self, root: str = "/"):
+        self.root = os.path.abspath(root)
+        self.live = self.root == "/"
+        # Every access in order: (kind, path, Read). Facts attribute failures with it and
+        # snapshots are written from it.
+        self.log = []
+        self._links = {}
+        self._overrides = {}
+        self.manifest = {}
+        if not self.live:
+            self._load_manifest()
+
+    # -- public reads -------------------------------------------------------------------
+
+    def read_bytes(self, path: str, cap: int = READ_CAP) -> Read:
+        return self._note("file", self._read(path, cap))
+
+    def read_text(self, path: str, cap: int = READ_CAP) -> Read:
+        """Read a file as text; bytes that are not UTF-8 are replaced, never fatal."""
+        got = self._read(path, cap)
+        if got.ok:
+            got = got._replace(data=got.data.decode("utf-8", "replace"))
+        return self._note("file", got)
+
+    def listdir(self, path: str) -> Read:
+        """Names in a directory, sorted, so every run and replay sees one order."""
+        path = _normal(path)
+        got = self._override(path)
+        if got is None:
+            try:
+                real = self._real(path)
+                got = Read(path, OK, tuple(sorted(os.listdir(real))), None, False)
+            except _Refused as refused:
+                got = _failed(path, refused.error)
+            except OSError as exc:
+                got = _failed(path, exc)
+            if got.ok and path == "/" and not self.live:
+                names = tuple(n for n in got.data if n != MANIFEST_DIR[1:])
+                got = got._replace(data=names)
+        return self._note("dir", got)
+
+    def readlink(self, path: str) -> Read:
+        """The target of a link as stored (not resolved), e.g. ``../devices/pci…``."""
+        path = _normal(path)
+        got = self._override(path)
+        if got is None:
+            try:
+                parent, name = path.rsplit("/", 1)
+                real = os.path.join(self._real(parent or "/"), name)
+                got = Read(path, OK, os.readlink(real), None, False)
+            except _Refused as refused:
+                got = _failed(path, refused.error)
+            except OSError as exc:
+                got = _failed(path, exc)
+        return self._note("link", got)
+
+    def stat(self, path: str):
+        """(Read, Stat or None) for a path, following links inside the root."""
+        path = _normal(path)
+        got = self._override(path)
+        info = None
+        if got is None:
+            try:
+                st = os.stat(self._real(path))
+                info = Stat(st.st_mode, st.st_size, st.st_uid)
+                got = Read(path, OK, None, None, False)
+            except _Refused as refused:
+                got = _failed(path, refused.error)
+            except OSError as exc:
+                got = _failed(path, exc)
+        self._note("stat", got)
+        return got, info
+
+    def exists(self, path: str) -> bool:
+        return self.stat(path)[0].ok
+
+    @property
+    def euid(self):
+        """The user the reads ran as; for a tree, the one its manifest records (or None)."""
+        if self.live:
+            return os.geteuid()
+        uid = self.manifest.get("uid")
+        return uid if isinstance(uid, int) and not isinstance(uid, bool) and uid >= 0 else None
+
+    def display(self, path: str) -> str:
+        """Where a target path lies on this machine, for messages about a tree."""
+        return path if self.live else self.root + path
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _note(self, kind: str, got: Read) -> Read:
+        self.log.append((kind, got.path, got))
+        return got
+
+    def _read(self, path: str, cap: int) -> Read:
+        path = _normal(path)
+        got = self._override(path)
+        if got is not None:
+            return got
+        try:
+            real = self._real(path)
+            # O_NONBLOCK: a FIFO planted in an image must not hang the run.
+            flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
+            if not self.live:
+                flags |= os.O_NOFOLLOW
+            fd = os.open(real, flags)
+        except _Refused as refused:
+            return _failed(path, refused.error)
+        except OSError as exc:
+            return _failed(path, exc)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return Read(path, ERROR, None, "not a regular file", False)
+            chunks = []
+            left = cap + 1
+            while left > 0:
+                chunk = os.read(fd, min(left, 1 << 20))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                left -= len(chunk)
+            data = b"".join(chunks)
+        except OSError as exc:
+            return _failed(path, exc)
+        finally:
+            os.close(fd)
+        truncated = len(data) > cap
+        return Read(path, OK, data[:cap] if truncated else data, None, truncated)
+
+    def _override(self, path: str):
+        """A recorded outcome (permission denied, EIO …) that a tree's manifest declares."""
+        if self.live:
+            return None
+        if path == MANIFEST_DIR or path.startswith(MANIFEST_DIR + "/"):
+            return Read(path, MISSING, None, None, False)
+        probe = path
+        while probe:
+            status = self._overrides.get(probe)
+            if status is not None:
+                if status == DENIED:
+                    return Read(path, DENIED, None, None, False)
+                if status == MISSING:
+                    return Read(path, MISSING, None, None, False)
+                return Read(path, ERROR, None, status, False)
+            probe = probe.rpartition("/")[0]
+        return None
+
+    def _load_manifest(self) -> None:
+        import json
+
+        real = os.path.join(self.root, MANIFEST[1:])
+        try:
+            with open(real, "rb") as handle:
+                manifest = json.loads(handle.read(READ_CAP).decode("utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            raise BadTree("%s: unreadable manifest (%s)" % (real, exc)) from None
+        if not isinstance(manifest, dict):
+            raise BadTree("%s: the manifest is not a JSON object" % real)
+        outcomes = manifest.get("outcomes", {})
+        if not isinstance(outcomes, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in outcomes.items()
+        ):
+            raise BadTree('%s: "outcomes" must map paths to outcome strings' % real)
+        self._overrides = {_normal(k): v for k, v in outcomes.items()}
+        self.manifest = manifest
+
+    def _real(self, path: str) -> str:
+        """The path on this machine that holds the target's ``path``."""
+        if self.live:
+            return path
+        return self.root + self._resolve(path)
+
+    def _resolve(self, path: str) -> str:
+        """Resolve every link in ``path`` inside the root; returns a root-relative path."""
+        pending = [part for part in path.split("/") if part][::-1]
+        done = []
+        followed = 0
+        while pending:
+            name = pending.pop()
+            if name == ".":
+                continue
+            if name == "..":
+                if done:
+                    done.pop()
+                continue
+            done.append(name)
+            here = "/" + "/".join(done)
+            target = self._links.get(here)
+            if target is None:
+                try:
+                    is_link = stat.S_ISLNK(os.lstat(self.root + here).st_mode)
+                except OSError:
+                    is_link = False  # the open that follows reports what is wrong
+                target = os.readlink(self.root + here) if is_link else ""
+                self._links[here] = target
+            if target:
+                followed += 1
+                if followed > MAX_LINKS:
+                    raise _Refused(errno.ELOOP)
+                done.pop()
+                if target.startswith("/"):
+                    done = []
+                pending.extend(part for part in reversed(target.split("/")) if part)
+        return "/" + "/".join(done)
+
+
+class BadTree(Exception):
+    """A --root tree whose own metadata cannot be used."""
+
+
+def join_link(path: str, target: str) -> str:
+    """Where the link at ``path`` points, as a normal target path (no filesystem access)."""
+    if not target.startswith("/"):
+        target = path.rsplit("/", 1)[0] + "/" + target
+    parts = []
+    for part in target.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if parts:
+                parts.pop()
+        else:
+            parts.append(part)
+    return "/" + "/".join(parts)
+
+
+def _normal(path: str) -> str:
+    """A target path in one spelling: absolute, no doubled or trailing slashes."""
+    parts = [part for part in path.split("/") if part and part != "."]
+    return "/" + "/".join(parts)

@@ -1,0 +1,144 @@
+"""The report model: severities, findings with evidence and remediation, check results.
+
+Immutable named tuples rather than dataclasses: ``import dataclasses`` pulls in ``inspect`` and
+costs about as much as starting Python, and the whole check is budgeted at a few times that.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import namedtuple
+
+
+class Severity(enum.Enum):
+    """How bad a finding is; ``rank`` orders them, critical first."""
+
+    CRITICAL = "critical"
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+    INFO = "info"
+
+    @property
+    def rank(self) -> int:
+        return _SEVERITY_RANK[self]
+
+    def at_least(self, other: Severity) -> bool:
+        return self.rank <= other.rank
+
+    @classmethod
+    def parse(cls, text: str) -> Severity:
+        try:
+            return cls(text.lower())
+        except ValueError:
+            raise ValueError("unknown severity %r (one of %s)" % (text, ", ".join(s.value for s in cls))) from None
+
+
+_SEVERITY_RANK = {severity: rank for rank, severity in enumerate(Severity)}
+
+
+class Status(enum.Enum):
+    """What became of one check in one run."""
+
+    PASS = "pass"
+    FINDING = "finding"
+    SKIP = "skip"
+    ERROR = "error"
+
+
+class Evidence(namedtuple("Evidence", "path value line", defaults=(None,))):
+    """The file (as on the target), the value read there, and for configuration its line."""
+
+    __slots__ = ()
+
+
+class Step(namedtuple("Step", "summary commands needs_root persistent on_host writes", defaults=(False, ()))):
+    """One remediation step.
+
+    ``commands`` are exact shell lines; ``persistent`` says whether the change survives a
+    reboot; ``on_host`` marks a step that must run on the container's host, not in it;
+    ``writes`` names the kernel files the step changes (``/proc/sys/vm/nr_hugepages``), which
+    tells whether a read-only /proc/sys stands in its way.
+    """
+
+    __slots__ = ()
+
+
+class Issue(namedtuple("Issue", "message evidence remediation severity impact title", defaults=((), (), None, 0, None))):
+    """What a rule reports; the engine turns it into a :class:`Finding`.
+
+    ``severity`` and ``title`` default to the rule's; ``impact`` is the measured size of the
+    problem (bytes short, CPUs affected) and ranks findings of one severity.
+    """
+
+    __slots__ = ()
+
+
+class Finding(namedtuple("Finding", "rule severity title message evidence remediation impact order")):
+    """A ranked problem: rule id, severity, plain message, evidence, ordered remediation."""
+
+    __slots__ = ()
+
+    @property
+    def sort_key(self):
+        return (self.severity.rank, -self.impact, self.order)
+
+    @property
+    def needs_root(self) -> bool:
+        return any(step.needs_root for step in self.remediation)
+
+
+class Skip(namedtuple("Skip", "reason")):
+    """Returned by a rule whose inputs are absent, with the reason in words."""
+
+    __slots__ = ()
+
+
+class Pass(namedtuple("Pass", "note", defaults=("",))):
+    """Returned by a rule that looked and found nothing wrong; ``note`` says what it saw."""
+
+    __slots__ = ()
+
+
+class CheckResult(namedtuple("CheckResult", "rule title status reason findings")):
+    """One rule's outcome in a run: pass, finding, skip (with reason) or error (with reason)."""
+
+    __slots__ = ()
+
+
+class Request(namedtuple("Request", "model_size size_text size_source described dtype params hugepages argv")):
+    """What the user asked for: the model size in bytes (None when not given), the text it was
+    read from and how (``140G = 140.0 GiB = 150.3 GB``), and a ``--hugepages`` pool size."""
+
+    __slots__ = ()
+
+
+Request.__new__.__defaults__ = (None, None, None, None, None, None, None, ())
+
+
+class HostSummary(namedtuple("HostSummary", "hostname kernel source root live uid container distro")):
+    """Who the report is about, for headers."""
+
+    __slots__ = ()
+
+
+class Report(namedtuple("Report", "tool_version host request checks findings fail_on exit_code verbose argv")):
+    """A finished run: findings ranked once here, so every renderer shows the same order."""
+
+    __slots__ = ()
+
+    def counts(self) -> dict:
+        counts = {severity.value: 0 for severity in Severity}
+        for finding in self.findings:
+            counts[finding.severity.value] += 1
+        return counts
+
+    def by_status(self, status: Status):
+        return [check for check in self.checks if check.status is status]
+
+    def failing(self) -> int:
+        """How many findings reach the --fail-on threshold."""
+        if self.fail_on == "never":
+            return 0
+        threshold = Severity.parse(self.fail_on)
+        return sum(1 for finding in self.findings if finding.severity.at_least(threshold))

@@ -1,0 +1,139 @@
+"""Sizes as people write them, and as the report prints them.
+
+``--model-size`` follows coreutils: K, M, G, T, P and KiB … PiB are powers of 1024; KB, MB, GB,
+TB, PB powers of 1000; a bare number is bytes; suffixes are case-insensitive. ``--params 70B``
+counts parameters (K, M, B, T: thousand, million, billion, trillion).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+_BINARY = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
+_SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*", re.I | re.A)
+_PARAMS = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmbt]?)\s*", re.I | re.A)
+_PARAM_SCALE = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
+
+# Bytes per parameter. int4 formats store scales beside the weights; 0.5 is the floor.
+DTYPE_BYTES = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
+
+
+class SizeError(ValueError):
+    """A size or count that cannot be read; the message names the input."""
+
+
+def parse_size(text: str) -> int:
+    """Bytes for a size such as ``140G``, ``1.5TiB``, ``500GB`` or ``1073741824``."""
+    match = _SIZE.fullmatch(text)
+    if not match:
+        raise SizeError("%r is not a size (examples: 140G, 140GiB, 150GB, 1073741824)" % text)
+    number, suffix = match.groups()
+    unit = suffix.upper()
+    if unit in ("B", ""):
+        if unit == "B":
+            raise SizeError(
+                "%r: a B suffix is ambiguous here; for bytes write %s, for %s billion parameters use --params %sB"
+                % (text, number, number, number)
+            )
+        scale = 1
+    elif unit in _BINARY:
+        scale = _BINARY[unit]
+    elif len(unit) == 3 and unit.endswith("IB") and unit[0] in _BINARY:
+        scale = _BINARY[unit[0]]
+    elif len(unit) == 2 and unit.endswith("B") and unit[0] in _BINARY:
+        scale = 1000 ** "_KMGTP".index(unit[0])
+    else:
+        raise SizeError("%r: unknown unit %r (use K, M, G, T, KiB…TiB or KB…TB)" % (text, suffix))
+    value = float(number) * scale
+    if value < 1:
+        raise SizeError("%r: a model size must be at least one byte" % text)
+    if value >= 1 << 70:
+        raise SizeError("%r is larger than any machine's memory" % text)
+    return int(value)
+
+
+def parse_params(text: str) -> int:
+    """A parameter count such as ``70B``, ``8b``, ``1.5T`` or ``350M``."""
+    match = _PARAMS.fullmatch(text)
+    if not match:
+        raise SizeError("%r is not a parameter count (examples: 70B, 8B, 1.5T, 350M)" % text)
+    number, suffix = match.groups()
+    value = float(number) * _PARAM_SCALE[suffix.upper()]
+    if value < 1:
+        raise SizeError("%r: a model has at least one parameter" % text)
+    if value >= 1e16:
+        raise SizeError("%r is more parameters than any model has" % text)
+    return int(value)
+
+
+def size_for(params: int, dtype: str) -> int:
+    """Bytes of weights for ``params`` parameters stored as ``dtype``."""
+    return int(math.ceil(params * DTYPE_BYTES[dtype]))
+
+
+def gib(value: int) -> str:
+    """Bytes in the binary unit that reads best: ``140.0 GiB``, ``512.0 MiB``, ``0 B``."""
+    if value < 0:
+        return "-" + gib(-value)
+    for unit, scale in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if value >= scale:
+            return "%.1f %s" % (value / scale, unit)
+    return "%d B" % value
+
+
+def decimal(value: int) -> str:
+    """Bytes in the decimal unit that reads best: ``150.3 GB``."""
+    for unit, scale in (("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if value >= scale:
+            return "%.1f %s" % (value / scale, unit)
+    return "%d B" % value
+
+
+def describe_size(text: str, value: int) -> str:
+    """How a size was read: ``140G = 140.0 GiB = 150.3 GB``."""
+    return "%s = %s = %s" % (text.strip(), gib(value), decimal(value))
+
+
+def params_words(params: int) -> str:
+    """``70B`` for 70,000,000,000 parameters."""
+    for suffix, scale in (("T", 10**12), ("B", 10**9), ("M", 10**6), ("K", 10**3)):
+        if params >= scale:
+            return ("%.1f" % (params / scale)).rstrip("0").rstrip(".") + suffix
+    return str(params)
+
+
+def cpu_ranges(cpus) -> str:
+    """CPU numbers grouped as the kernel writes them: ``0-3,8,10-11``."""
+    ordered = sorted(set(cpus))
+    parts = []
+    start = prev = None
+    for cpu in ordered:
+        if start is None:
+            start = prev = cpu
+        elif cpu == prev + 1:
+            prev = cpu
+        else:
+            parts.append(str(start) if start == prev else "%d-%d" % (start, prev))
+            start = prev = cpu
+    if start is not None:
+        parts.append(str(start) if start == prev else "%d-%d" % (start, prev))
+    return ",".join(parts)
+
+
+def parse_cpu_list(text: str):
+    """The kernel's CPU list format (``0-3,8``) to a tuple of ints; bad parts are dropped."""
+    cpus = []
+    for part in text.strip().split(","):
+        part = part.strip()
+        if not part:
+            continue
+        low, _, high = part.partition("-")
+        try:
+            first = int(low)
+            last = int(high) if high else first
+        except ValueError:
+            continue
+        if 0 <= first <= last and last - first < 65536:
+            cpus.extend(range(first, last + 1))
+    return tuple(cpus)

@@ -1,0 +1,78 @@
+"""The JSON report (schema ``aidoctor.report/1``, documented in the README)."""
+
+from __future__ import annotations
+
+import json
+
+from ai_doctor.model import Status
+
+SCHEMA = "aidoctor.report/1"
+
+
+def render(report) -> str:
+    return json.dumps(as_dict(report), indent=2, ensure_ascii=False) + "\n"
+
+
+def as_dict(report) -> dict:
+    request = report.request
+    host = report.host
+    statuses = {status.value: 0 for status in Status}
+    for check in report.checks:
+        statuses[check.status.value] += 1
+    return {
+        "schema": SCHEMA,
+        "tool": {"name": "aidoctor", "version": report.tool_version},
+        "host": {
+            "hostname": host.hostname,
+            "kernel": host.kernel,
+            "distro": host.distro,
+            "source": host.source,
+            "root": host.root,
+            "live": host.live,
+            "uid": host.uid,
+            "container": host.container,
+        },
+        "options": {
+            "model_size": None
+            if request is None or request.model_size is None
+            else {"bytes": request.model_size, "as_read": request.size_text, "from": request.size_source, "dtype": request.dtype, "params": request.params},
+            "hugepages": request.hugepages if request else None,
+            "fail_on": report.fail_on,
+            "argv": list(report.argv),
+        },
+        "summary": {
+            "findings": report.counts(),
+            "checks": statuses,
+            "exit_code": report.exit_code,
+        },
+        "findings": [_finding(rank, finding) for rank, finding in enumerate(report.findings, 1)],
+        "checks": [{"rule": check.rule, "title": check.title, "status": check.status.value, "reason": check.reason} for check in report.checks],
+    }
+
+
+def _finding(rank: int, finding) -> dict:
+    return {
+        "rank": rank,
+        "rule": finding.rule,
+        "severity": finding.severity.value,
+        "title": finding.title,
+        "message": finding.message,
+        "evidence": [_evidence(item) for item in finding.evidence],
+        "remediation": [
+            {
+                "summary": step.summary,
+                "commands": list(step.commands),
+                "needs_root": step.needs_root,
+                "persistent": step.persistent,
+                "on_host": step.on_host,
+            }
+            for step in finding.remediation
+        ],
+    }
+
+
+def _evidence(item) -> dict:
+    entry = {"path": item.path, "value": item.value}
+    if item.line is not None:
+        entry["line"] = item.line
+    return entry

@@ -1,0 +1,205 @@
+"""The terminal report, in the spirit of `flutter doctor`: one mark per finding, then its fix.
+
+Host text goes in as rich ``Text`` (never markup), commands are printed whole on their own
+lines so they copy cleanly, and without colour there are no escape codes at all.
+"""
+
+from __future__ import annotations
+
+import io
+
+from ai_doctor.model import Severity, Status
+
+# Severity → (mark, ASCII mark, style)
+_MARKS = {
+    Severity.CRITICAL: ("✗", "x", "bold red"),
+    Severity.HIGH: ("✗", "x", "red"),
+    Severity.MEDIUM: ("!", "!", "yellow"),
+    Severity.LOW: ("!", "!", "cyan"),
+    Severity.INFO: ("i", "i", "blue"),
+}
+_PASS = ("✓", "+", "green")
+_ERROR = ("?", "?", "magenta")
+_SKIP = ("-", "-", "dim")
+# Separators, in Unicode and in ASCII for terminals that cannot show them.
+_GLYPHS = {True: (" · ", " — ", "→"), False: (" - ", " - ", "->")}
+PLAIN_WIDTH = 100
+
+
+def render(report, color: bool = False, width=None, unicode: bool = True) -> str:
+    """The report as terminal text: with ANSI styles through rich when ``color``, plain
+    otherwise (pipes, files, NO_COLOR), where rich's import would be most of the run's cost."""
+    out = _RichOut(width or PLAIN_WIDTH) if color else _PlainOut(width or PLAIN_WIDTH)
+    _Writer(out, unicode).report(report)
+    return out.getvalue()
+
+
+class _PlainOut:
+    """Plain text, wrapped with textwrap; styles are dropped."""
+
+    def __init__(self, width: int):
+        self.width = width
+        self.lines = []
+
+    def line(self, parts, indent: int, hang: int, wrap: bool):
+        text = "".join(part[0] if isinstance(part, tuple) else part for part in parts)
+        if not wrap:
+            self.lines.append(" " * indent + text)
+            return
+        import textwrap
+
+        wrapped = textwrap.wrap(
+            text,
+            width=max(self.width, indent + hang + 20),
+            initial_indent=" " * indent,
+            subsequent_indent=" " * (indent + hang),
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        self.lines.extend(wrapped or [""])
+
+    def blank(self):
+        self.lines.append("")
+
+    def getvalue(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+class _RichOut:
+    """ANSI-styled text through rich, for colour terminals."""
+
+    def __init__(self, width: int):
+        from rich.console import Console
+        from rich.text import Text
+
+        self.Text = Text
+        self.buffer = io.StringIO()
+        self.console = Console(
+            file=self.buffer,
+            force_terminal=True,
+            color_system="standard",
+            width=width,
+            markup=False,
+            emoji=False,
+            highlight=False,
+        )
+
+    def line(self, parts, indent: int, hang: int, wrap: bool):
+        text = self.Text()
+        for part in parts:
+            if isinstance(part, tuple):
+                text.append(part[0], style=part[1])
+            else:
+                text.append(part)
+        if not wrap:
+            self.console.print(self.Text(" " * indent) + text, soft_wrap=True)
+            return
+        width = max(self.console.width - indent - hang, 20)
+        for number, piece in enumerate(text.wrap(self.console, width)):
+            piece.rstrip()
+            self.console.print(self.Text(" " * (indent + (hang if number else 0))) + piece, soft_wrap=True)
+
+    def blank(self):
+        self.out.blank()
+
+    def getvalue(self) -> str:
+        return self.buffer.getvalue()
+
+
+class _Writer:
+    def __init__(self, out, unicode: bool):
+        self.out = out
+        self.unicode = unicode
+        self.dot, self.dash, self.arrow = _GLYPHS[unicode]
+
+    def mark(self, triple):
+        return ("[%s]" % (triple[0] if self.unicode else triple[1]), triple[2])
+
+    def line(self, *parts, indent: int = 0, hang: int = 0, wrap: bool = True):
+        """One logical line of ``parts`` (strings, or (string, style) pairs).
+
+        Wrapped continuation lines are indented ``hang`` more; ``wrap=False`` (commands,
+        paths) never breaks, so a command copies whole.
+        """
+        self.out.line(parts, indent, hang, wrap)
+
+    def report(self, report):
+        self.header(report)
+        for finding in report.findings:
+            self.finding(finding, report.verbose)
+        self.checks(report)
+        self.verdict(report)
+
+    def header(self, report):
+        host = report.host
+        about = [host.hostname or "unknown host"]
+        if host.distro:
+            about.append(host.distro)
+        about.append("kernel %s" % (host.kernel or "unknown"))
+        about.append(host.source)
+        if host.uid is not None:
+            about.append("uid %d" % host.uid)
+        if host.container:
+            about.append("container (%s)" % host.container)
+        self.line(("aidoctor %s" % report.tool_version, "bold"), self.dot + self.dot.join(about))
+        request = report.request
+        if request is not None and request.described:
+            self.line(("Model: ", "bold"), request.described)
+        else:
+            self.line(("Model: ", "bold"), "no size given (--model-size 140G, or --params 70B): the memory checks are skipped")
+        self.out.blank()
+
+    def finding(self, finding, verbose: bool):
+        mark = _MARKS[finding.severity]
+        self.line(
+            self.mark(mark),
+            " ",
+            ("%-8s" % finding.severity.value, mark[2]),
+            " ",
+            (finding.rule, "bold"),
+            self.dash,
+            finding.title,
+        )
+        self.line(finding.message, indent=4)
+        if verbose and finding.evidence:
+            self.line(("Evidence:", "bold"), indent=4)
+            for item in finding.evidence:
+                where = item.path if item.line is None else "%s:%d" % (item.path, item.line)
+                self.line((where, "dim"), "  ", item.value, indent=6, wrap=False)
+        if finding.remediation:
+            self.line(("Fix:", "bold"), indent=4)
+            for number, step in enumerate(finding.remediation, 1):
+                flags = ""
+                if step.commands:
+                    flags = " [%s]" % ", ".join((["root"] if step.needs_root else []) + ["persistent" if step.persistent else "until reboot"])
+                self.line("%d. " % number, step.summary, (flags, "dim"), indent=6, hang=3)
+                for command in step.commands:
+                    self.line((command, "bold cyan"), indent=9, wrap=False)
+        self.out.blank()
+
+    def checks(self, report):
+        passed = report.by_status(Status.PASS)
+        skipped = report.by_status(Status.SKIP)
+        errors = report.by_status(Status.ERROR)
+        parts = ["%d check%s passed" % (len(passed), "" if len(passed) == 1 else "s")]
+        if skipped:
+            parts.append("%d skipped%s" % (len(skipped), "" if report.verbose else " (-v shows why)"))
+        if errors:
+            parts.append("%d failed to run" % len(errors))
+        self.line(self.mark(_PASS), " ", self.dot.join(parts))
+        for check in errors:
+            self.line(self.mark(_ERROR), " ", (check.rule, "bold"), ": ", check.reason, indent=4)
+        if report.verbose:
+            for check in passed:
+                self.line(self.mark(_PASS), " ", (check.rule, "bold"), ": " + check.reason if check.reason else "", indent=4)
+            for check in skipped:
+                self.line(self.mark(_SKIP), " ", (check.rule, "bold"), ": ", check.reason, indent=4)
+
+    def verdict(self, report):
+        counts = report.counts()
+        found = ", ".join("%d %s" % (counts[s.value], s.value) for s in Severity if counts[s.value]) or "no findings"
+        if report.fail_on == "never":
+            threshold = "--fail-on never"
+        else:
+            threshold = "%d at or above %s" % (report.failing(), report.fail_on)
+        self.line(("Result: ", "bold"), "%s; %s %s exit %d" % (found, threshold, self.arrow, report.exit_code))

@@ -1,0 +1,113 @@
+"""What this run could not see or change: refused reads, read-only /proc/sys."""
+
+from __future__ import annotations
+
+from ai_doctor.engine import rule
+from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Status, Step
+
+
+@rule(
+    "access.permission-denied",
+    "Checks ran on partial data",
+    Severity.MEDIUM,
+    uses=("identity", "request", "running"),
+    review=True,
+)
+def permission_denied(f):
+    """Files the checks need could not be read as this user.
+
+    A check whose input was refused either skipped or judged from what it could read, and
+    its verdict may be wrong in either direction. Most of /proc and /sys is world-readable,
+    but some files are not (0400 sysfs attributes, /boot on some distributions, sysctl files
+    with tight modes, paths masked inside containers). The finding names the checks that ran
+    on partial data and the files they missed; rerunning as root (or taking the snapshot as
+    root) gives them everything.
+    """
+    affected = [entry for entry in f.audit if any(got.status == "denied" for got in entry.failed_reads)]
+    if not affected:
+        return Pass("every file the checks needed was readable")
+    denied = []
+    for entry in affected:
+        for got in entry.failed_reads:
+            if got.status == "denied" and got.path not in denied:
+                denied.append(got.path)
+    names = ", ".join("%s (%s)" % (entry.rule, "skipped" if entry.status is Status.SKIP else "partial data") for entry in affected)
+    identity = f.identity
+    who = "uid %d" % identity.euid if identity.euid is not None else "the user that took it"
+    message = "%d file%s could not be read as %s, so these checks ran blind or on partial data: %s." % (
+        len(denied),
+        "" if len(denied) == 1 else "s",
+        who,
+        names,
+    )
+    evidence = [Evidence(path, "permission denied") for path in denied[:12]]
+    if len(denied) > 12:
+        evidence.append(Evidence("…", "%d more" % (len(denied) - 12)))
+    request = f.request
+    argv = " ".join(_shell_word(a) for a in (request.argv if request else ())) or "aidoctor"
+    if not f.running:
+        steps = [Step("Read the tree as a user that can (its files are refused to this one)", ("sudo " + argv,), True, False)]
+    elif identity.is_root:
+        message += " This run was already root: the files are masked (a container's masked paths, or a security module)."
+        steps = [Step("Run aidoctor on the container's host, or with the paths unmasked, to see them", (), True, False)]
+    else:
+        steps = [Step("Rerun as root to see everything", ("sudo " + argv,), True, False)]
+    return Issue(message, evidence, steps, impact=len(denied))
+
+
+def _shell_word(word: str) -> str:
+    import shlex
+
+    return shlex.quote(word)
+
+
+@rule(
+    "access.readonly-sysctl",
+    "/proc/sys is read-only",
+    Severity.INFO,
+    needs=("mounts",),
+    uses=("container", "running"),
+    review=True,
+)
+def readonly_sysctl(f):
+    """/proc/sys is mounted read-only, as container runtimes do by default.
+
+    `sysctl -w` then fails with "Read-only file system" and sysctl.d files are not applied.
+    The vm.* settings (huge pages, overcommit) are not namespaced: they can only be changed
+    on the host, and apply to every container there. Namespaced ones (net.*, kernel.shm*,
+    kernel.msg*, kernel.sem, fs.mqueue.*) are set through the runtime: `docker run --sysctl`,
+    or a Kubernetes pod's securityContext.sysctls.
+
+    Severity is info, raised to that of the most severe finding whose fix writes /proc/sys.
+
+    Reference: Documentation/admin-guide/sysctl/index.rst; the OCI runtime spec's
+    readonlyPaths; runc's sysctl validation (only namespaced keys are accepted).
+    """
+    if not f.running:
+        return Skip("an image, not a running system")
+    mounts = f.mounts
+    proc_sys = mounts.at("/proc/sys")
+    proc = mounts.covering("/proc/sys")
+    mount = proc_sys if proc_sys is not None else proc
+    if mount is None or not mount.read_only:
+        return Pass("/proc/sys is writable (for root)")
+    blocked = [finding for finding in f.findings if any(w.startswith("/proc/sys/") for step in finding.remediation for w in step.writes)]
+    severity = min((x.severity for x in blocked), key=lambda s: s.rank) if blocked else None
+    message = "/proc/sys is mounted read-only here, so `sysctl -w` fails with \"Read-only file system\"."
+    if blocked:
+        message += " The fixes for %s change /proc/sys: make them on %s." % (
+            ", ".join(sorted({x.rule for x in blocked})),
+            f.container.where if f.container and f.container.detected else "the host",
+        )
+    message += " vm.* settings are host-wide (not namespaced); only namespaced ones (net.*, kernel.shm*, …) can be set per container, through the runtime."
+    steps = [
+        Step(
+            "Set host-wide sysctls (vm.*) on the host; pass namespaced ones when the container starts "
+            "(`docker run --sysctl KEY=VALUE`, or securityContext.sysctls in a pod spec)",
+            (),
+            True,
+            True,
+            True,
+        )
+    ]
+    return Issue(message, [Evidence(mounts.source, "%s mounted %s (ro)" % (mount.mountpoint, mount.fstype))], steps, severity=severity)

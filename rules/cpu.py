@@ -1,0 +1,99 @@
+"""CPU frequency: governors, and hosts where there is no frequency scaling to tune."""
+
+from __future__ import annotations
+
+from ai_doctor.engine import rule
+from ai_doctor.facts.cpufreq import CPUFREQ_DIR
+from ai_doctor.facts.system import kernel_version
+from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip
+from ai_doctor.units import cpu_ranges
+
+# Drivers whose "powersave" is their own adaptive algorithm, not the generic governor that
+# pins the lowest frequency (Documentation/admin-guide/pm/intel_pstate.rst, amd-pstate.rst).
+_ADAPTIVE_POWERSAVE = ("intel_pstate", "amd-pstate-epp")
+
+
+@rule("cpu.governor", "CPU not on the performance governor", Severity.MEDIUM, needs=("cpufreq",), uses=("release", "fixes"))
+def governor(f):
+    """A CPU with a frequency policy is not on the `performance` governor.
+
+    Tokenising, batching, data loading and the host side of GPU work run on the CPU; a
+    governor that ramps the clock up on demand adds latency at every burst and lowers
+    throughput for short ones. `performance` runs at the highest frequency the policy allows.
+
+    With intel_pstate or amd-pstate-epp in active mode, `powersave` is the driver's own
+    adaptive algorithm rather than the generic governor pinned at the lowest frequency, so it
+    is reported as low, not medium.
+
+    Fix: write `performance` to each policy's scaling_governor now; keep it with tuned
+    (`tuned-adm profile throughput-performance`) where tuned runs — it would otherwise
+    re-apply its own profile — or with `cpufreq.default_governor=performance` on the kernel
+    command line (Linux 5.9+).
+
+    Reference: Documentation/admin-guide/pm/cpufreq.rst; Documentation/admin-guide/pm/intel_pstate.rst.
+    """
+    freq = f.cpufreq
+    if freq.layout == "none":
+        return Skip("no CPU frequency policies: governor tuning does not apply here (cpu.fixed-frequency)")
+    slow = [p for p in freq.policies if p.governor != "performance"]
+    if not slow:
+        return Pass("all %d policies use performance" % len(freq.policies))
+    cpus = [cpu for p in slow for cpu in p.cpus]
+    governors = sorted({p.governor for p in slow})
+    adaptive = all(p.governor == "powersave" and p.driver in _ADAPTIVE_POWERSAVE for p in slow)
+    message = "CPUs %s (%d of %d) use the %s governor, not performance." % (
+        cpu_ranges(cpus),
+        len(cpus),
+        sum(len(p.cpus) for p in freq.policies),
+        "/".join(governors),
+    )
+    if adaptive:
+        message += " Under %s, powersave is the driver's adaptive algorithm, not the lowest frequency; performance still removes the ramp-up at each burst." % slow[0].driver
+    missing = [p for p in slow if p.available and "performance" not in p.available]
+    if missing:
+        message += " The performance governor is not offered here (%s available): load it with `modprobe cpufreq_performance` first." % " ".join(missing[0].available)
+    evidence = [Evidence(p.governor_path, p.governor) for p in slow[:8]]
+    if len(slow) > 8:
+        evidence.append(Evidence(CPUFREQ_DIR, "%d more policies not on performance" % (len(slow) - 8)))
+    return Issue(message, evidence, _steps(f, freq, slow), severity=Severity.LOW if adaptive else None, impact=len(cpus))
+
+
+def _steps(f, freq, slow):
+    fixes = f.fixes
+    if len(slow) == len(freq.policies) and freq.layout == "policy":
+        paths = [CPUFREQ_DIR + "/policy*/scaling_governor"]
+    else:
+        paths = [p.governor_path for p in slow]
+    # The glob is left to the shell on purpose; every other path is quoted.
+    command = "echo performance | %s" % fixes.sudo("tee %s >/dev/null" % " ".join(paths))
+    steps = fixes.runtime("Switch to the performance governor now", [command], [p.governor_path for p in slow])
+    tuned = fixes.tuned_profile("throughput-performance", "Keep it at boot")
+    if tuned is not None:
+        steps.append(tuned)
+    elif kernel_version(f.release) >= (5, 9) or not f.release:
+        steps.append(fixes.kernel_args(["cpufreq.default_governor=performance"], ["cpufreq.default_governor"], "Keep it at boot"))
+    return steps
+
+
+@rule("cpu.fixed-frequency", "No CPU frequency scaling", Severity.INFO, needs=("cpufreq",))
+def fixed_frequency(f):
+    """No CPU frequency scaling is exposed: there are no policies under
+    /sys/devices/system/cpu/cpufreq.
+
+    Virtual machines usually see no cpufreq driver, and some servers run clocks fixed by
+    firmware. Governor tuning does not apply: the guide's loop over
+    /sys/devices/system/cpu/cpu*/cpufreq/scaling_governor finds no files, and `tee` reports
+    "No such file or directory" — not a permissions problem, and nothing to fix here. On a
+    VM, CPU frequency is the hypervisor's business; on bare metal, firmware (BIOS) power
+    settings decide.
+
+    Reference: Documentation/admin-guide/pm/cpufreq.rst.
+    """
+    freq = f.cpufreq
+    if freq.layout != "none":
+        return Pass("%d frequency policies" % len(freq.policies))
+    return Issue(
+        "No CPU frequency policies in %s: this kernel offers no frequency scaling here (a virtual machine, or clocks fixed by firmware). "
+        "Governor tuning does not apply, and writes to scaling_governor fail with \"No such file or directory\"." % CPUFREQ_DIR,
+        [Evidence(CPUFREQ_DIR, "no policy* directories")],
+    )

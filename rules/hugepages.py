@@ -1,0 +1,277 @@
+"""Static huge pages (hugetlbfs): support, pools that fell short, pools nobody uses."""
+
+from __future__ import annotations
+
+from ai_doctor.engine import rule
+from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Step
+from ai_doctor.units import gib
+
+DOC = "Documentation/admin-guide/mm/hugetlbpage.rst"
+
+
+def _size(page_size) -> str:
+    return gib(page_size).replace(".0 ", " ")
+
+
+def _pool_evidence(pool):
+    return Evidence(pool.source, "%d pages of %s (free %d, reserved %d, surplus %d)" % (pool.total, _size(pool.page_size), pool.free, pool.reserved, pool.surplus))
+
+
+def _request_evidence(request):
+    return Evidence(request.path, request.source, request.line)
+
+
+@rule(
+    "hugepages.unsupported",
+    "Kernel without huge page support",
+    Severity.INFO,
+    uses=("hugepages", "kernel_config", "hugepage_requests", "fixes"),
+)
+def unsupported(f):
+    """The kernel has no hugetlb support, so no static huge page pool can exist.
+
+    Support shows as CONFIG_HUGETLBFS=y and CONFIG_HUGETLB_PAGE=y in the kernel config, and at
+    runtime as /proc/sys/vm/nr_hugepages and a Hugepagesize line in /proc/meminfo. Some VPS and
+    minimal kernels are built without it. (The tuning guide's `grep -i humongous
+    /boot/config-*` finds nothing on any kernel: no option has that name.)
+
+    Ordinary model loaders (safetensors mmap, torch.load) do not use hugetlbfs, so a kernel
+    without it is only a problem when something asks for a pool: then the severity is high,
+    because `sysctl vm.nr_hugepages=…` fails and the pool the deployment expects never exists.
+    Fix: boot a kernel built with CONFIG_HUGETLBFS=y (every mainstream distribution kernel
+    is), or drop the requests. Transparent huge pages (CONFIG_TRANSPARENT_HUGEPAGE) are a
+    separate feature and may still be available.
+
+    Reference: Documentation/admin-guide/mm/hugetlbpage.rst.
+    """
+    pools = f.hugepages
+    if pools and pools.supported:
+        return Pass("hugetlb is supported (the running kernel has huge page pools)")
+    config, requests = f.kernel_config, f.hugepage_requests
+    evidence = []
+    unsupported_by = []
+    if config:
+        for option in ("HUGETLBFS", "HUGETLB_PAGE"):
+            if config.enabled(option) is False:
+                unsupported_by.append("CONFIG_%s is not set" % option)
+                evidence.append(Evidence(config.source, "CONFIG_%s is not set" % option))
+    if pools and pools.supported is False:
+        unsupported_by.append("/proc/sys/vm/nr_hugepages and meminfo's Hugepagesize are absent")
+        evidence.extend(Evidence(path, value) for path, value in pools.evidence)
+    if not unsupported_by:
+        if (not pools or pools.supported is None) and not config:
+            return Skip("neither the running kernel (/proc) nor its config could be read")
+        return Pass("hugetlb is supported")
+    active = [r for r in requests if r.count > 0]
+    evidence.extend(_request_evidence(r) for r in active)
+    message = "This kernel has no hugetlb support (%s)." % "; ".join(unsupported_by)
+    if not active:
+        message += " Nothing here asks for a static huge page pool, and model loaders do not need one."
+        return Issue(message, evidence)
+    message += " Yet %s asks for a pool: it can never be allocated, and whatever expects it will fail." % ", ".join(
+        "%s (%s)" % (r.source, r.where) for r in active
+    )
+    return Issue(message, evidence, remediation=_unsupported_steps(f, active), severity=Severity.HIGH)
+
+
+def _unsupported_steps(f, active):
+    fixes = f.fixes
+    steps = [
+        Step(
+            "Boot a kernel built with CONFIG_HUGETLBFS=y and CONFIG_HUGETLB_PAGE=y (every mainstream distribution "
+            "kernel is; VPS and minimal kernels sometimes are not), if the pool is needed",
+            (),
+            True,
+            True,
+        )
+    ]
+    assignments = [r.assignment for r in active if r.assignment is not None]
+    if assignments:
+        steps.append(fixes.comment_out(assignments, "Otherwise drop the sysctl that asks for a pool"))
+    if any(r.path == "/proc/cmdline" for r in active):
+        steps.append(fixes.kernel_args([], ["hugepages", "hugepagesz"], "Otherwise drop the boot-time request"))
+    return steps
+
+
+@rule(
+    "hugepages.shortfall",
+    "Huge page pool smaller than requested",
+    Severity.HIGH,
+    needs=("hugepages",),
+    uses=("hugepage_requests", "meminfo", "cmdline", "fixes"),
+)
+def shortfall(f):
+    """A huge page pool was requested but the kernel allocated fewer pages.
+
+    Requests come from the persistent sysctl `vm.nr_hugepages` (applied at boot by
+    systemd-sysctl), the kernel command line (`hugepages=`, `hugepagesz=`) or
+    `aidoctor --hugepages N`; the pool is HugePages_Total (and
+    /sys/kernel/mm/hugepages/hugepages-SIZEkB/nr_hugepages for other sizes).
+
+    Writing nr_hugepages does not fail when the kernel finds too few free, physically
+    contiguous blocks: it keeps what it got and the value reads back smaller. This is the
+    guide's "Cannot allocate memory" case, and the cause is fragmentation or too little free
+    memory at the time, not "huge pages already in use" — writing 0 does not free pages that
+    are in use (they become surplus), it only releases free ones.
+
+    Fix: retry after dropping caches and compacting memory, and for a pool that must exist
+    reserve it on the kernel command line, where it is allocated before memory fragments.
+
+    Reference: Documentation/admin-guide/mm/hugetlbpage.rst; Documentation/admin-guide/sysctl/vm.rst
+    (nr_hugepages, compact_memory, drop_caches).
+    """
+    pools = f.hugepages
+    if pools.supported is False:
+        return Skip("the kernel has no hugetlb support (hugepages.unsupported)")
+    if not pools.pools:
+        return Skip("no huge page pool could be read (no /proc/meminfo pool lines, no %s)" % "/sys/kernel/mm/hugepages")
+    requests = [r for r in f.hugepage_requests if r.count > 0]
+    if not requests:
+        return Pass("no huge page pool is requested")
+    issues = []
+    for request in requests:
+        pool = pools.pool(request.page_size)
+        if pool is not None and pool.total >= request.count:
+            continue
+        have = pool.total if pool is not None else 0
+        missing = request.count - have
+        wanted_bytes = request.count * request.page_size
+        message = "%s (%s) asks for %d huge pages of %s (%s), but the pool holds %d: %d pages (%s) could not be allocated." % (
+            request.source,
+            request.where,
+            request.count,
+            _size(request.page_size),
+            gib(wanted_bytes),
+            have,
+            missing,
+            gib(missing * request.page_size),
+        )
+        mem = f.meminfo
+        if pool is None:
+            message += " The kernel has no pool of %s pages at all (the CPU or kernel does not offer that size)." % _size(request.page_size)
+        elif mem and wanted_bytes > mem.get("MemTotal", 0):
+            message += " That is more than all of this host's memory (%s): it can never succeed." % gib(mem.get("MemTotal", 0))
+        else:
+            message += " The kernel found too few free contiguous blocks when the pool was set: memory was fragmented or in use."
+        evidence = [_request_evidence(request)]
+        if pool is not None:
+            evidence.append(_pool_evidence(pool))
+        issues.append(Issue(message, evidence, _shortfall_steps(f, request, pool), impact=missing * request.page_size))
+    return issues or Pass("every requested pool is complete")
+
+
+def _shortfall_steps(f, request, pool):
+    fixes = f.fixes
+    steps = []
+    if pool is not None:
+        count_path = pool.source if pool.source.endswith("nr_hugepages") else "/proc/sys/vm/nr_hugepages"
+        steps += fixes.runtime(
+            "Free page cache and compact memory, then ask again and check what the kernel allocated",
+            [
+                "sync",
+                "echo 3 | %s" % fixes.sudo("tee /proc/sys/vm/drop_caches >/dev/null"),
+                "echo 1 | %s" % fixes.sudo("tee /proc/sys/vm/compact_memory >/dev/null"),
+                "echo %d | %s" % (request.count, fixes.sudo("tee %s >/dev/null" % count_path)),
+                "cat %s" % count_path,
+            ],
+            ("/proc/sys/vm/drop_caches", "/proc/sys/vm/compact_memory", count_path),
+        )
+    # A pool that must exist is reserved at boot, before memory fragments.
+    others = []
+    cmdline = f.cmdline
+    if cmdline:
+        for item in cmdline.hugepage_requests(f.hugepages.default_size):
+            if item.page_size and item.page_size != request.page_size:
+                others += ["hugepagesz=%s" % _kernel_size(item.page_size), "hugepages=%d" % item.count]
+    args = others + ["hugepagesz=%s" % _kernel_size(request.page_size), "hugepages=%d" % request.count]
+    steps.append(fixes.kernel_args(args, ["hugepagesz", "hugepages"], "Reserve the pool at boot"))
+    if request.assignment is not None:
+        steps.append(
+            fixes.comment_out(
+                [request.assignment],
+                "Then drop the sysctl that resizes the pool after boot (%s), so boot-time reservation is the one source" % request.where,
+            )
+        )
+    return steps
+
+
+def _kernel_size(page_size: int) -> str:
+    for suffix, scale in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if page_size % scale == 0:
+            return "%d%s" % (page_size // scale, suffix)
+    return str(page_size)
+
+
+@rule(
+    "hugepages.unused",
+    "Static huge page pool reserved but unused",
+    Severity.MEDIUM,
+    needs=("hugepages",),
+    uses=("model", "meminfo", "hugepage_requests", "cmdline", "fixes"),
+)
+def unused(f):
+    """A static huge page pool is reserved and every page of it is free.
+
+    Pool pages are taken out of ordinary memory when the pool is set: they are not in
+    MemAvailable, the page cache cannot use them, ordinary allocations cannot use them, and
+    under vm.overcommit_memory=2 they are subtracted before CommitLimit is computed. Only
+    hugetlbfs users (mmap with MAP_HUGETLB, SHM_HUGETLB, files on a hugetlbfs mount, e.g.
+    DPDK or a database configured for huge pages) consume them; model loaders such as
+    safetensors (mmap) and torch.load do not. A pool with HugePages_Free == HugePages_Total
+    and no reservations is memory the model cannot use.
+
+    Severity is medium, high when releasing the pool is what would let the model fit
+    (model size > MemAvailable + free swap, but not by more than the pool).
+
+    Reference: Documentation/admin-guide/mm/hugetlbpage.rst; Documentation/filesystems/proc.rst
+    (MemAvailable, CommitLimit).
+    """
+    pools = f.hugepages
+    idle = [p for p in pools.pools.values() if p.total > 0 and p.free == p.total and p.reserved == 0 and p.surplus == 0]
+    if not idle:
+        busy = [p for p in pools.pools.values() if p.total > 0]
+        return Pass("pools in use" if busy else "no static huge page pool is reserved")
+    idle_bytes = sum(p.bytes_total for p in idle)
+    model, mem = f.model, f.meminfo
+    severity = None
+    pushes = ""
+    if model and mem and "MemAvailable" in mem:
+        room = mem.get("MemAvailable") + mem.get("SwapFree", 0)
+        if room < model.size <= room + idle_bytes:
+            severity = Severity.HIGH
+            pushes = " The model (%s) does not fit in what is available (%s) but would with the pool released." % (gib(model.size), gib(room))
+    requests = {r.page_size: r for r in f.hugepage_requests}
+    issues = []
+    for pool in sorted(idle, key=lambda p: p.page_size):
+        message = (
+            "%d huge pages of %s (%s) are reserved and none is used: that memory is out of MemAvailable and unusable "
+            "for the page cache and for ordinary allocations. Model loaders (safetensors mmap, torch.load) do not use "
+            "hugetlbfs, so unless a hugetlbfs user (DPDK, a database with huge pages on) is meant to run here, "
+            "the pool only costs memory." % (pool.total, _size(pool.page_size), gib(pool.bytes_total))
+        ) + pushes
+        evidence = [_pool_evidence(pool)]
+        request = requests.get(pool.page_size)
+        if request is not None:
+            evidence.append(_request_evidence(request))
+        issues.append(Issue(message, evidence, _release_steps(f, pool, request), severity=severity, impact=pool.bytes_total))
+    return issues
+
+
+def _release_steps(f, pool, request):
+    fixes = f.fixes
+    default = pool.page_size == f.hugepages.default_size
+    if default:
+        return _release_default(f, request)
+    path = pool.source
+    steps = fixes.sysfs([path], "0", "Release the pool")
+    if request is not None and request.assignment is None:
+        steps.append(fixes.kernel_args([], ["hugepages", "hugepagesz"], "Stop reserving it at boot"))
+    return steps
+
+
+def _release_default(f, request):
+    fixes = f.fixes
+    steps = fixes.sysctl([("vm.nr_hugepages", "0")], "hugepages", "Release the pool")
+    if request is not None and request.assignment is None and request.path == "/proc/cmdline":
+        steps.append(fixes.kernel_args([], ["hugepages", "hugepagesz"], "Stop reserving it at boot"))
+    return steps

@@ -1,0 +1,224 @@
+"""Virtual memory overcommit (vm.overcommit_memory and friends) against the model size.
+
+The kernel's accounting (Documentation/mm/overcommit-accounting.rst, mm/util.c
+__vm_enough_memory): private writable mappings — anonymous memory, which torch.load and
+readers into fresh buffers use — are charged; a read-only mmap of a weights file is not.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ai_doctor.engine import rule
+from ai_doctor.facts.sysctl import governing
+from ai_doctor.facts.system import kernel_version
+from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Step
+from ai_doctor.units import gib
+
+MODE_NAMES = {0: "0 (heuristic)", 1: "1 (always allow)", 2: "2 (strict accounting)"}
+
+
+def _mode(f):
+    setting = governing(f.sysctl_config, f.sysctl, "vm.overcommit_memory")
+    return setting, setting.int
+
+
+def _mem_evidence(mem, *keys):
+    return [Evidence(mem.path, "%s: %s" % (key, gib(mem.get(key, 0)))) for key in keys if key in mem]
+
+
+@rule(
+    "overcommit.strict-headroom",
+    "Strict overcommit leaves no room for the model",
+    Severity.CRITICAL,
+    needs=("model", "meminfo"),
+    uses=("sysctl", "sysctl_config", "hugepages", "fixes"),
+)
+def strict_headroom(f):
+    """Under vm.overcommit_memory=2 the model does not fit in CommitLimit − Committed_AS.
+
+    In strict mode every private writable allocation is charged against CommitLimit
+    ((MemTotal − huge page pool) × overcommit_ratio / 100 + swap, or overcommit_kbytes + swap);
+    an allocation that would take Committed_AS over it fails at once with ENOMEM, however
+    much memory is actually free. Loading weights into anonymous memory (torch.load, readers
+    into fresh buffers) is charged in full; processes without CAP_SYS_ADMIN also lose
+    admin_reserve_kbytes.
+
+    Fix: raise vm.overcommit_ratio (or overcommit_kbytes) to cover the model, release an
+    unused huge page pool (it is subtracted from CommitLimit), add swap, or return to the
+    heuristic mode 0.
+
+    Reference: Documentation/mm/overcommit-accounting.rst; Documentation/admin-guide/sysctl/vm.rst;
+    Documentation/filesystems/proc.rst (CommitLimit, Committed_AS).
+    """
+    mode_setting, mode = _mode(f)
+    if mode != 2:
+        return Pass("vm.overcommit_memory is %s, not strict" % mode_setting.value)
+    model, mem = f.model, f.meminfo
+    if "CommitLimit" not in mem or "Committed_AS" not in mem:
+        return Skip("%s has no CommitLimit/Committed_AS lines" % mem.path)
+    limit, committed = mem.get("CommitLimit"), mem.get("Committed_AS")
+    headroom = limit - committed
+    if model.size <= headroom:
+        return Pass("CommitLimit − Committed_AS = %s covers the model (%s)" % (gib(headroom), gib(model.size)))
+    message = (
+        "vm.overcommit_memory = 2 (strict): CommitLimit − Committed_AS = %s − %s = %s; the model needs %s. "
+        "Loading it into process memory will fail with ENOMEM (\"Cannot allocate memory\"), even with RAM free."
+        % (gib(limit), gib(committed), gib(max(headroom, 0)), gib(model.size))
+    )
+    evidence = [mode_setting.evidence()] + _mem_evidence(mem, "CommitLimit", "Committed_AS", "MemTotal", "SwapTotal")
+    return Issue(message, evidence, _strict_steps(f, mem, committed, model.size), impact=model.size - headroom)
+
+
+def _strict_steps(f, mem, committed, model_size):
+    fixes = f.fixes
+    runtime = f.sysctl
+    config = f.sysctl_config
+    kbytes = governing(config, runtime, "vm.overcommit_kbytes").int or 0
+    swap = mem.get("SwapTotal", 0)
+    pools = f.hugepages
+    pool_bytes = sum(p.bytes_total for p in pools.pools.values()) if pools else 0
+    ram = mem.get("MemTotal", 0) - pool_bytes
+    # Room for the admin reserve (8 MiB by default) that unprivileged callers cannot use.
+    needed_limit = committed + model_size + (8 << 20)
+    steps = []
+    if kbytes:
+        value = int(math.ceil(max(needed_limit - swap, 0) / 1024))
+        steps += fixes.sysctl([("vm.overcommit_kbytes", str(value))], "overcommit", "Raise the commit limit to cover the model")
+    elif ram > 0:
+        ratio = int(math.ceil(max(needed_limit - swap, 0) * 100 / ram))
+        if ratio <= 100:
+            steps += fixes.sysctl([("vm.overcommit_ratio", str(ratio))], "overcommit", "Raise vm.overcommit_ratio to %d%% so CommitLimit covers the model" % ratio)
+        else:
+            steps.append(
+                Step(
+                    "Even vm.overcommit_ratio=100 would not cover it (%d%% of RAM would be needed): add swap or memory, or use a smaller model" % ratio,
+                    (),
+                    True,
+                    True,
+                )
+            )
+    steps += fixes.sysctl([("vm.overcommit_memory", "0")], "overcommit", "Or return to the heuristic mode, which only refuses single allocations larger than RAM + swap")
+    return steps
+
+
+@rule(
+    "overcommit.heuristic-oversize",
+    "Model larger than RAM + swap under heuristic overcommit",
+    Severity.CRITICAL,
+    needs=("model", "meminfo"),
+    uses=("sysctl", "sysctl_config", "release", "fixes"),
+)
+def heuristic_oversize(f):
+    """Under vm.overcommit_memory=0 the kernel refuses one allocation larger than RAM + swap.
+
+    Since Linux 5.2 (commit 8c7829b04c52) the heuristic mode refuses a single request larger
+    than total RAM plus total swap, and nothing else; before 5.2 it compared against free
+    memory, page cache, reclaimable slab and free swap, which is roughly MemAvailable +
+    SwapFree. A model loaded into anonymous memory as one allocation larger than that fails
+    with ENOMEM; an mmap of the weights file (read-only, not charged) is not refused but then
+    pages from disk on every pass.
+
+    Fix: a smaller (quantized) model, more memory, or swap large enough for the heuristic
+    (the load will then page). Mode 1 ("always") would accept the allocation and hand the
+    problem to the OOM killer; it is not a fix.
+
+    Reference: Documentation/mm/overcommit-accounting.rst; mm/util.c (__vm_enough_memory).
+    """
+    mode_setting, mode = _mode(f)
+    if mode != 0:
+        return Pass("vm.overcommit_memory is %s, not heuristic" % mode_setting.value)
+    model, mem = f.model, f.meminfo
+    release = f.release
+    old_kernel = bool(release) and kernel_version(release) < (5, 2)
+    if old_kernel:
+        limit = mem.get("MemAvailable", mem.get("MemFree", 0)) + mem.get("SwapFree", 0)
+        basis = "MemAvailable + SwapFree = %s (kernels before 5.2 judge by free memory)" % gib(limit)
+        keys = ("MemAvailable", "SwapFree")
+    else:
+        limit = mem.get("MemTotal", 0) + mem.get("SwapTotal", 0)
+        basis = "MemTotal + SwapTotal = %s + %s = %s" % (gib(mem.get("MemTotal", 0)), gib(mem.get("SwapTotal", 0)), gib(limit))
+        keys = ("MemTotal", "SwapTotal")
+    if model.size <= limit:
+        return Pass("the model (%s) is within %s" % (gib(model.size), basis))
+    message = (
+        "vm.overcommit_memory = 0 (heuristic) refuses any single allocation larger than %s; the model needs %s. "
+        "Loading it into process memory in one piece fails with ENOMEM; memory-mapping the weights file is not refused "
+        "but cannot keep them resident." % (basis, gib(model.size))
+    )
+    evidence = [mode_setting.evidence()] + _mem_evidence(mem, *keys)
+    deficit = model.size - limit
+    fixes = f.fixes
+    steps = [Step("Use a model that fits: a quantized variant, or a smaller one (memory.headroom gives sizes)", (), False, True)]
+    if deficit <= mem.get("MemTotal", 0) // 4:
+        swap_gib = int(math.ceil(deficit / (1 << 30))) + 1
+        steps += fixes.runtime(
+            "Or add at least %d GiB of swap so the heuristic accepts the allocation (the load then pages to disk)" % swap_gib,
+            [
+                fixes.sudo("fallocate -l %dG /swapfile.aidoctor" % swap_gib),
+                fixes.sudo("chmod 600 /swapfile.aidoctor"),
+                fixes.sudo("mkswap /swapfile.aidoctor"),
+                fixes.sudo("swapon /swapfile.aidoctor"),
+            ],
+        )
+    else:
+        steps.append(Step("Swap cannot make up %s in practice: the model must get smaller or the host larger" % gib(deficit), (), False, True))
+    return Issue(message, evidence, steps, impact=deficit)
+
+
+@rule(
+    "overcommit.ratio-ignored",
+    "Overcommit ratio set but ignored",
+    Severity.LOW,
+    uses=("sysctl", "sysctl_config", "fixes"),
+)
+def ratio_ignored(f):
+    """vm.overcommit_ratio or vm.overcommit_kbytes is set while vm.overcommit_memory is not 2.
+
+    Both only set CommitLimit, which the kernel enforces in mode 2 (strict accounting) alone.
+    In mode 0 and mode 1 they do nothing. The tuning guide's claim that
+    "overcommit_ratio=95 caps the overcommit at 95% of RAM" with overcommit_memory=1 is false:
+    mode 1 never refuses an allocation, and the ratio caps nothing.
+
+    Fix: remove the setting so the configuration says what the kernel does, or, if a cap was
+    the intent, switch to mode 2 knowingly (see overcommit.strict-headroom).
+
+    Reference: Documentation/admin-guide/sysctl/vm.rst (overcommit_ratio, overcommit_kbytes);
+    Documentation/mm/overcommit-accounting.rst.
+    """
+    runtime, config = f.sysctl, f.sysctl_config
+    if not runtime and not config:
+        return Skip("neither /proc/sys nor the sysctl configuration could be read")
+    mode_setting, mode = _mode(f)
+    if mode == 2:
+        return Pass("vm.overcommit_memory = 2: the ratio applies")
+    evidence = [mode_setting.evidence()]
+    settings = []
+    persistent = []
+    if config:
+        for key in ("vm.overcommit_ratio", "vm.overcommit_kbytes"):
+            for item in config.all(key):
+                persistent.append(item)
+                evidence.append(Evidence(item.path, "%s = %s" % (key, item.value), item.line))
+                settings.append("%s = %s (%s)" % (key, item.value, item.where))
+    if runtime:
+        ratio, kbytes = runtime.int("vm.overcommit_ratio"), runtime.int("vm.overcommit_kbytes")
+        # Writing one of the pair zeroes the other, so ratio 0 with kbytes set is not a ratio.
+        if kbytes:
+            evidence.append(Evidence("/proc/sys/vm/overcommit_kbytes", str(kbytes)))
+            settings.append("vm.overcommit_kbytes = %d (running kernel)" % kbytes)
+        elif ratio is not None and ratio != 50:
+            evidence.append(Evidence("/proc/sys/vm/overcommit_ratio", str(ratio)))
+            settings.append("vm.overcommit_ratio = %d (running kernel; default 50)" % ratio)
+    if not settings:
+        return Pass("no overcommit ratio or kbytes is set")
+    message = "%s has no effect while vm.overcommit_memory = %s: the ratio and kbytes only set CommitLimit, which the kernel enforces in mode 2 alone." % (
+        "; ".join(settings),
+        MODE_NAMES.get(mode, mode_setting.value),
+    )
+    if mode == 1:
+        message += " Mode 1 never refuses an allocation: the ratio does not cap overcommit."
+    steps = []
+    if persistent:
+        steps.append(f.fixes.comment_out(persistent, "Remove the ineffective setting from the configuration, so it says what the kernel does"))
+    return Issue(message, evidence, steps)
