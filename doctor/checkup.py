@@ -15,7 +15,9 @@ def checkup(host, request, only=(), skip=(), fail_on="high", strict=False, verbo
     facts = Facts(host, request)
     checks, findings = engine.run(facts, rules)
     summary = host_summary(host, facts)
-    return Report(__version__, summary, request, checks, findings, fail_on, exit_code(checks, findings, fail_on, strict), verbose, tuple(argv))
+    return Report(
+        __version__, summary, request, checks, findings, fail_on, exit_code(checks, findings, fail_on, strict), verbose, tuple(argv)
+    )
 
 
 def exit_code(checks, findings, fail_on: str, strict: bool) -> int:
@@ -39,7 +41,9 @@ def host_summary(host, facts) -> HostSummary:
     return HostSummary(
         hostname=text("hostname"),
         kernel=text("release"),
-        source="live system" if host.live else ("snapshot or tree at %s" % host.root if facts.get("running") else "image at %s" % host.root),
+        source="live system"
+        if host.live
+        else ("snapshot or tree at %s" % host.root if facts.get("running") else "image at %s" % host.root),
         root=host.root,
         live=host.live,
         uid=host.euid,

@@ -26,9 +26,19 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def _formatter(prog):
+    # argparse would import shutil (and its compression modules) just to ask for the width.
+    try:
+        width = os.get_terminal_size(sys.stderr.fileno()).columns - 2
+    except (OSError, ValueError):
+        width = 78
+    return argparse.HelpFormatter(prog, width=max(width, 40))
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="aidoctor",
+        formatter_class=_formatter,
         description="Diagnose a Linux host (or an image or snapshot of one) before it loads and serves an AI model.",
         epilog="Subcommands: `aidoctor check` (the default) and `aidoctor explain RULE`. Exit codes: 0 nothing at or above --fail-on, 1 findings at or above it, 2 bad input, 3 aidoctor failed.",
     )
@@ -123,7 +133,17 @@ def _list_rules() -> int:
 
 def _request(args, argv):
     from ai_doctor.model import Request
-    from ai_doctor.units import DTYPE_BYTES, SizeError, decimal, describe_size, gib, params_words, parse_params, parse_size, size_for
+    from ai_doctor.units import (
+        DTYPE_BYTES,
+        SizeError,
+        decimal,
+        describe_size,
+        gib,
+        params_words,
+        parse_params,
+        parse_size,
+        size_for,
+    )
 
     if args.model_size is not None and args.params is not None:
         raise UsageError("give --model-size or --params, not both")
@@ -176,7 +196,9 @@ def _check(args, argv) -> int:
     else:
         from ai_doctor.reports import text as renderer
 
-        text = renderer.render(report, color=to_terminal and not os.environ.get("NO_COLOR"), width=_width(to_terminal), unicode=_unicode(args.output))
+        text = renderer.render(
+            report, color=to_terminal and not os.environ.get("NO_COLOR"), width=_width(to_terminal), unicode=_unicode(args.output)
+        )
     _write(args.output, text)
     if any(check.status.value == "error" for check in report.checks) and report.exit_code != EXIT_INTERNAL:
         failed = [check.rule for check in report.checks if check.status.value == "error"]

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import os
 import sys
-from collections import namedtuple
 
 from ai_doctor.facts import Unavailable
 from ai_doctor.model import CheckResult, Finding, Issue, Pass, Severity, Skip, Status
+from ai_doctor.record import Record
 
 ENTRY_POINT_GROUP = "ai_doctor.rules"
 # The built-in areas in catalogue order (DESIGN.md); other modules follow by name.
@@ -26,10 +26,10 @@ AREAS = ("hugepages", "thp", "overcommit", "memory", "cpu", "storage", "kernel",
 REGISTRY = {}
 
 
-class Rule(namedtuple("Rule", "id title severity needs uses review docs check module order")):
+class Rule(Record):
     """A registered check; ``needs`` are facts it cannot run without, ``uses`` optional ones."""
 
-    __slots__ = ()
+    __slots__ = ("id", "title", "severity", "needs", "uses", "review", "docs", "check", "module", "order")
 
     @property
     def area(self) -> str:
@@ -160,10 +160,10 @@ class UndeclaredFact(Exception):
     """A rule read a fact it did not declare."""
 
 
-class RuleAudit(namedtuple("RuleAudit", "rule title status failed_reads")):
+class RuleAudit(Record):
     """For review rules: what another rule did and which of its inputs were refused."""
 
-    __slots__ = ()
+    __slots__ = ("rule", "title", "status", "failed_reads")
 
 
 class FactView:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections import namedtuple
+
+from ai_doctor.record import Record
 
 OK = "ok"
 MISSING = "missing"
@@ -34,14 +35,14 @@ _MISSING_ERRNOS = (errno.ENOENT, errno.ENOTDIR)
 _DENIED_ERRNOS = (errno.EACCES, errno.EPERM)
 
 
-class Read(namedtuple("Read", "path status data detail truncated")):
+class Read(Record):
     """The outcome of one read.
 
     ``status`` is ok, missing, denied or error; ``data`` is the text, bytes, names (a tuple) or
     link target when ok; ``detail`` names the error (``EIO: Input/output error``).
     """
 
-    __slots__ = ()
+    __slots__ = ("path", "status", "data", "detail", "truncated")
 
     @property
     def ok(self) -> bool:
@@ -58,10 +59,10 @@ class Read(namedtuple("Read", "path status data detail truncated")):
         return self.detail or "error"
 
 
-class Stat(namedtuple("Stat", "mode size uid")):
+class Stat(Record):
     """The parts of stat(2) that checks use."""
 
-    __slots__ = ()
+    __slots__ = ("mode", "size", "uid")
 
     @property
     def is_dir(self) -> bool:
@@ -258,9 +259,7 @@ class Host:
         if not isinstance(manifest, dict):
             raise BadTree("%s: the manifest is not a JSON object" % real)
         outcomes = manifest.get("outcomes", {})
-        if not isinstance(outcomes, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in outcomes.items()
-        ):
+        if not isinstance(outcomes, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in outcomes.items()):
             raise BadTree('%s: "outcomes" must map paths to outcome strings' % real)
         self._overrides = {_normal(k): v for k, v in outcomes.items()}
         self.manifest = manifest

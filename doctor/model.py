@@ -7,7 +7,8 @@ costs about as much as starting Python, and the whole check is budgeted at a few
 from __future__ import annotations
 
 import enum
-from collections import namedtuple
+
+from ai_doctor.record import Record
 
 
 class Severity(enum.Enum):
@@ -46,13 +47,14 @@ class Status(enum.Enum):
     ERROR = "error"
 
 
-class Evidence(namedtuple("Evidence", "path value line", defaults=(None,))):
+class Evidence(Record):
     """The file (as on the target), the value read there, and for configuration its line."""
 
-    __slots__ = ()
+    __slots__ = ("path", "value", "line")
+    _defaults = {"line": None}
 
 
-class Step(namedtuple("Step", "summary commands needs_root persistent on_host writes", defaults=(False, ()))):
+class Step(Record):
     """One remediation step.
 
     ``commands`` are exact shell lines; ``persistent`` says whether the change survives a
@@ -61,23 +63,25 @@ class Step(namedtuple("Step", "summary commands needs_root persistent on_host wr
     tells whether a read-only /proc/sys stands in its way.
     """
 
-    __slots__ = ()
+    __slots__ = ("summary", "commands", "needs_root", "persistent", "on_host", "writes")
+    _defaults = {"on_host": False, "writes": ()}
 
 
-class Issue(namedtuple("Issue", "message evidence remediation severity impact title", defaults=((), (), None, 0, None))):
+class Issue(Record):
     """What a rule reports; the engine turns it into a :class:`Finding`.
 
     ``severity`` and ``title`` default to the rule's; ``impact`` is the measured size of the
     problem (bytes short, CPUs affected) and ranks findings of one severity.
     """
 
-    __slots__ = ()
+    __slots__ = ("message", "evidence", "remediation", "severity", "impact", "title")
+    _defaults = {"evidence": (), "remediation": (), "severity": None, "impact": 0, "title": None}
 
 
-class Finding(namedtuple("Finding", "rule severity title message evidence remediation impact order")):
+class Finding(Record):
     """A ranked problem: rule id, severity, plain message, evidence, ordered remediation."""
 
-    __slots__ = ()
+    __slots__ = ("rule", "severity", "title", "message", "evidence", "remediation", "impact", "order")
 
     @property
     def sort_key(self):
@@ -88,44 +92,52 @@ class Finding(namedtuple("Finding", "rule severity title message evidence remedi
         return any(step.needs_root for step in self.remediation)
 
 
-class Skip(namedtuple("Skip", "reason")):
+class Skip(Record):
     """Returned by a rule whose inputs are absent, with the reason in words."""
 
-    __slots__ = ()
+    __slots__ = ("reason",)
 
 
-class Pass(namedtuple("Pass", "note", defaults=("",))):
+class Pass(Record):
     """Returned by a rule that looked and found nothing wrong; ``note`` says what it saw."""
 
-    __slots__ = ()
+    __slots__ = ("note",)
+    _defaults = {"note": ""}
 
 
-class CheckResult(namedtuple("CheckResult", "rule title status reason findings")):
+class CheckResult(Record):
     """One rule's outcome in a run: pass, finding, skip (with reason) or error (with reason)."""
 
-    __slots__ = ()
+    __slots__ = ("rule", "title", "status", "reason", "findings")
 
 
-class Request(namedtuple("Request", "model_size size_text size_source described dtype params hugepages argv")):
+class Request(Record):
     """What the user asked for: the model size in bytes (None when not given), the text it was
     read from and how (``140G = 140.0 GiB = 150.3 GB``), and a ``--hugepages`` pool size."""
 
-    __slots__ = ()
+    __slots__ = ("model_size", "size_text", "size_source", "described", "dtype", "params", "hugepages", "argv")
+    _defaults = {
+        "model_size": None,
+        "size_text": None,
+        "size_source": None,
+        "described": None,
+        "dtype": None,
+        "params": None,
+        "hugepages": None,
+        "argv": (),
+    }
 
 
-Request.__new__.__defaults__ = (None, None, None, None, None, None, None, ())
-
-
-class HostSummary(namedtuple("HostSummary", "hostname kernel source root live uid container distro")):
+class HostSummary(Record):
     """Who the report is about, for headers."""
 
-    __slots__ = ()
+    __slots__ = ("hostname", "kernel", "source", "root", "live", "uid", "container", "distro")
 
 
-class Report(namedtuple("Report", "tool_version host request checks findings fail_on exit_code verbose argv")):
+class Report(Record):
     """A finished run: findings ranked once here, so every renderer shows the same order."""
 
-    __slots__ = ()
+    __slots__ = ("tool_version", "host", "request", "checks", "findings", "fail_on", "exit_code", "verbose", "argv")
 
     def counts(self) -> dict:
         counts = {severity.value: 0 for severity in Severity}

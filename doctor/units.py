@@ -11,8 +11,9 @@ import math
 import re
 
 _BINARY = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
-_SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*", re.I | re.A)
-_PARAMS = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmbt]?)\s*", re.I | re.A)
+# Compiled on first use by re's cache: most runs read no size at all.
+_SIZE = r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*"
+_PARAMS = r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmbt]?)\s*"
 _PARAM_SCALE = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
 
 # Bytes per parameter. int4 formats store scales beside the weights; 0.5 is the floor.
@@ -25,7 +26,7 @@ class SizeError(ValueError):
 
 def parse_size(text: str) -> int:
     """Bytes for a size such as ``140G``, ``1.5TiB``, ``500GB`` or ``1073741824``."""
-    match = _SIZE.fullmatch(text)
+    match = re.fullmatch(_SIZE, text, re.I | re.A)
     if not match:
         raise SizeError("%r is not a size (examples: 140G, 140GiB, 150GB, 1073741824)" % text)
     number, suffix = match.groups()
@@ -55,7 +56,7 @@ def parse_size(text: str) -> int:
 
 def parse_params(text: str) -> int:
     """A parameter count such as ``70B``, ``8b``, ``1.5T`` or ``350M``."""
-    match = _PARAMS.fullmatch(text)
+    match = re.fullmatch(_PARAMS, text, re.I | re.A)
     if not match:
         raise SizeError("%r is not a parameter count (examples: 70B, 8B, 1.5T, 350M)" % text)
     number, suffix = match.groups()

@@ -35,7 +35,13 @@ def as_dict(report) -> dict:
         "options": {
             "model_size": None
             if request is None or request.model_size is None
-            else {"bytes": request.model_size, "as_read": request.size_text, "from": request.size_source, "dtype": request.dtype, "params": request.params},
+            else {
+                "bytes": request.model_size,
+                "as_read": request.size_text,
+                "from": request.size_source,
+                "dtype": request.dtype,
+                "params": request.params,
+            },
             "hugepages": request.hugepages if request else None,
             "fail_on": report.fail_on,
             "argv": list(report.argv),
@@ -46,7 +52,9 @@ def as_dict(report) -> dict:
             "exit_code": report.exit_code,
         },
         "findings": [_finding(rank, finding) for rank, finding in enumerate(report.findings, 1)],
-        "checks": [{"rule": check.rule, "title": check.title, "status": check.status.value, "reason": check.reason} for check in report.checks],
+        "checks": [
+            {"rule": check.rule, "title": check.title, "status": check.status.value, "reason": check.reason} for check in report.checks
+        ],
     }
 
 

@@ -171,7 +171,9 @@ class _Writer:
             for number, step in enumerate(finding.remediation, 1):
                 flags = ""
                 if step.commands:
-                    flags = " [%s]" % ", ".join((["root"] if step.needs_root else []) + ["persistent" if step.persistent else "until reboot"])
+                    flags = " [%s]" % ", ".join(
+                        (["root"] if step.needs_root else []) + ["persistent" if step.persistent else "until reboot"]
+                    )
                 self.line("%d. " % number, step.summary, (flags, "dim"), indent=6, hang=3)
                 for command in step.commands:
                     self.line((command, "bold cyan"), indent=9, wrap=False)
@@ -188,12 +190,12 @@ class _Writer:
             parts.append("%d failed to run" % len(errors))
         self.line(self.mark(_PASS), " ", self.dot.join(parts))
         for check in errors:
-            self.line(self.mark(_ERROR), " ", (check.rule, "bold"), ": ", check.reason, indent=4)
+            self.line(self.mark(_ERROR), " ", (check.rule, "bold"), ": ", check.reason, indent=4, hang=4)
         if report.verbose:
             for check in passed:
-                self.line(self.mark(_PASS), " ", (check.rule, "bold"), ": " + check.reason if check.reason else "", indent=4)
+                self.line(self.mark(_PASS), " ", (check.rule, "bold"), ": " + check.reason if check.reason else "", indent=4, hang=4)
             for check in skipped:
-                self.line(self.mark(_SKIP), " ", (check.rule, "bold"), ": ", check.reason, indent=4)
+                self.line(self.mark(_SKIP), " ", (check.rule, "bold"), ": ", check.reason, indent=4, hang=4)
 
     def verdict(self, report):
         counts = report.counts()

@@ -93,7 +93,7 @@ def readonly_sysctl(f):
         return Pass("/proc/sys is writable (for root)")
     blocked = [finding for finding in f.findings if any(w.startswith("/proc/sys/") for step in finding.remediation for w in step.writes)]
     severity = min((x.severity for x in blocked), key=lambda s: s.rank) if blocked else None
-    message = "/proc/sys is mounted read-only here, so `sysctl -w` fails with \"Read-only file system\"."
+    message = '/proc/sys is mounted read-only here, so `sysctl -w` fails with "Read-only file system".'
     if blocked:
         message += " The fixes for %s change /proc/sys: make them on %s." % (
             ", ".join(sorted({x.rule for x in blocked})),

@@ -48,10 +48,16 @@ def governor(f):
         "/".join(governors),
     )
     if adaptive:
-        message += " Under %s, powersave is the driver's adaptive algorithm, not the lowest frequency; performance still removes the ramp-up at each burst." % slow[0].driver
+        message += (
+            " Under %s, powersave is the driver's adaptive algorithm, not the lowest frequency; performance still removes the ramp-up at each burst."
+            % slow[0].driver
+        )
     missing = [p for p in slow if p.available and "performance" not in p.available]
     if missing:
-        message += " The performance governor is not offered here (%s available): load it with `modprobe cpufreq_performance` first." % " ".join(missing[0].available)
+        message += (
+            " The performance governor is not offered here (%s available): load it with `modprobe cpufreq_performance` first."
+            % " ".join(missing[0].available)
+        )
     evidence = [Evidence(p.governor_path, p.governor) for p in slow[:8]]
     if len(slow) > 8:
         evidence.append(Evidence(CPUFREQ_DIR, "%d more policies not on performance" % (len(slow) - 8)))
@@ -94,6 +100,6 @@ def fixed_frequency(f):
         return Pass("%d frequency policies" % len(freq.policies))
     return Issue(
         "No CPU frequency policies in %s: this kernel offers no frequency scaling here (a virtual machine, or clocks fixed by firmware). "
-        "Governor tuning does not apply, and writes to scaling_governor fail with \"No such file or directory\"." % CPUFREQ_DIR,
+        'Governor tuning does not apply, and writes to scaling_governor fail with "No such file or directory".' % CPUFREQ_DIR,
         [Evidence(CPUFREQ_DIR, "no policy* directories")],
     )

@@ -14,7 +14,10 @@ def _size(page_size) -> str:
 
 
 def _pool_evidence(pool):
-    return Evidence(pool.source, "%d pages of %s (free %d, reserved %d, surplus %d)" % (pool.total, _size(pool.page_size), pool.free, pool.reserved, pool.surplus))
+    return Evidence(
+        pool.source,
+        "%d pages of %s (free %d, reserved %d, surplus %d)" % (pool.total, _size(pool.page_size), pool.free, pool.reserved, pool.surplus),
+    )
 
 
 def _request_evidence(request):
@@ -239,7 +242,10 @@ def unused(f):
         room = mem.get("MemAvailable") + mem.get("SwapFree", 0)
         if room < model.size <= room + idle_bytes:
             severity = Severity.HIGH
-            pushes = " The model (%s) does not fit in what is available (%s) but would with the pool released." % (gib(model.size), gib(room))
+            pushes = " The model (%s) does not fit in what is available (%s) but would with the pool released." % (
+                gib(model.size),
+                gib(room),
+            )
     requests = {r.page_size: r for r in f.hugepage_requests}
     issues = []
     for pool in sorted(idle, key=lambda p: p.page_size):

@@ -6,7 +6,12 @@ from ai_doctor.engine import rule
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Step
 
 
-@rule("kernel.config-missing", "Kernel configuration not found", Severity.LOW, uses=("kernel_config", "release", "configs_module", "running", "fixes"))
+@rule(
+    "kernel.config-missing",
+    "Kernel configuration not found",
+    Severity.LOW,
+    uses=("kernel_config", "release", "configs_module", "running", "fixes"),
+)
 def config_missing(f):
     """Neither /proc/config.gz nor a config file for the running kernel is readable.
 
@@ -33,7 +38,16 @@ def config_missing(f):
     steps = []
     module = f.configs_module
     if module:
-        steps += f.fixes.runtime("Load the configs module, which exposes /proc/config.gz", [f.fixes.sudo("modprobe configs")], host_wide=True)
+        steps += f.fixes.runtime(
+            "Load the configs module, which exposes /proc/config.gz", [f.fixes.sudo("modprobe configs")], host_wide=True
+        )
     else:
-        steps.append(Step("Install the config with the kernel (it ships in the kernel package of every mainstream distribution), or build kernels with CONFIG_IKCONFIG_PROC=y", (), True, True))
+        steps.append(
+            Step(
+                "Install the config with the kernel (it ships in the kernel package of every mainstream distribution), or build kernels with CONFIG_IKCONFIG_PROC=y",
+                (),
+                True,
+                True,
+            )
+        )
     return Issue(message, evidence, steps)

@@ -55,14 +55,31 @@ def headroom(f):
         problems.append(
             (
                 Severity.HIGH,
-                "more than is available now (%s %s%s)" % ("MemFree + Cached" if estimated else "MemAvailable", gib(available), " + free swap %s" % gib(swap_free) if swap_free else ", no swap free"),
+                "more than is available now (%s %s%s)"
+                % (
+                    "MemFree + Cached" if estimated else "MemAvailable",
+                    gib(available),
+                    " + free swap %s" % gib(swap_free) if swap_free else ", no swap free",
+                ),
                 available + swap_free,
             )
         )
     if limit is not None and usage is not None and limit - usage < size <= limit:
-        problems.append((Severity.HIGH, "more than the cgroup's limit leaves after what it already uses (%s of %s)" % (gib(usage), gib(limit)), limit - usage))
+        problems.append(
+            (
+                Severity.HIGH,
+                "more than the cgroup's limit leaves after what it already uses (%s of %s)" % (gib(usage), gib(limit)),
+                limit - usage,
+            )
+        )
     if not problems and available < size:
-        problems.append((Severity.MEDIUM, "more than MemAvailable (%s): it only fits by using swap, and will page" % gib(available), available + swap_free))
+        problems.append(
+            (
+                Severity.MEDIUM,
+                "more than MemAvailable (%s): it only fits by using swap, and will page" % gib(available),
+                available + swap_free,
+            )
+        )
     if not problems:
         return Pass("the model (%s) fits: MemAvailable %s of MemTotal %s" % (gib(size), gib(available), gib(total)))
 
@@ -101,7 +118,9 @@ def _quantized(model, capacity) -> str:
 def _steps(f, cgroup, size, problems, quantized):
     steps = []
     if quantized:
-        steps.append(Step("Load a quantized variant that fits (sizes above; int4 formats need a little more for their scales)", (), False, True))
+        steps.append(
+            Step("Load a quantized variant that fits (sizes above; int4 formats need a little more for their scales)", (), False, True)
+        )
     over_cgroup = cgroup and cgroup.limit is not None and any("cgroup" in p[1] for p in problems)
     if over_cgroup:
         steps.append(_cgroup_step(f, cgroup, size))
@@ -125,7 +144,13 @@ def _cgroup_step(f, cgroup, size):
     fixes = f.fixes
     if container and container.detected:
         if container.runtime == "kubernetes":
-            return Step("Raise the pod's memory limit: set resources.limits.memory to at least %s in its spec (on the cluster, not here)" % want, (), False, True, True)
+            return Step(
+                "Raise the pod's memory limit: set resources.limits.memory to at least %s in its spec (on the cluster, not here)" % want,
+                (),
+                False,
+                True,
+                True,
+            )
         ident = _container_id(cgroup.path)
         command = "docker update --memory %s --memory-swap %s %s" % (want, want, ident or "CONTAINER")
         if container.runtime == "podman":
@@ -138,7 +163,9 @@ def _cgroup_step(f, cgroup, size):
             True,
             True,
         )
-    return Step("Raise the memory limit of cgroup %s to at least %s (memory.max or memory.limit_in_bytes)" % (cgroup.path, want), (), True, False)
+    return Step(
+        "Raise the memory limit of cgroup %s to at least %s (memory.max or memory.limit_in_bytes)" % (cgroup.path, want), (), True, False
+    )
 
 
 def _unit_of(path: str):

@@ -63,7 +63,7 @@ def strict_headroom(f):
         return Pass("CommitLimit − Committed_AS = %s covers the model (%s)" % (gib(headroom), gib(model.size)))
     message = (
         "vm.overcommit_memory = 2 (strict): CommitLimit − Committed_AS = %s − %s = %s; the model needs %s. "
-        "Loading it into process memory will fail with ENOMEM (\"Cannot allocate memory\"), even with RAM free."
+        'Loading it into process memory will fail with ENOMEM ("Cannot allocate memory"), even with RAM free.'
         % (gib(limit), gib(committed), gib(max(headroom, 0)), gib(model.size))
     )
     evidence = [mode_setting.evidence()] + _mem_evidence(mem, "CommitLimit", "Committed_AS", "MemTotal", "SwapTotal")
@@ -88,17 +88,26 @@ def _strict_steps(f, mem, committed, model_size):
     elif ram > 0:
         ratio = int(math.ceil(max(needed_limit - swap, 0) * 100 / ram))
         if ratio <= 100:
-            steps += fixes.sysctl([("vm.overcommit_ratio", str(ratio))], "overcommit", "Raise vm.overcommit_ratio to %d%% so CommitLimit covers the model" % ratio)
+            steps += fixes.sysctl(
+                [("vm.overcommit_ratio", str(ratio))],
+                "overcommit",
+                "Raise vm.overcommit_ratio to %d%% so CommitLimit covers the model" % ratio,
+            )
         else:
             steps.append(
                 Step(
-                    "Even vm.overcommit_ratio=100 would not cover it (%d%% of RAM would be needed): add swap or memory, or use a smaller model" % ratio,
+                    "Even vm.overcommit_ratio=100 would not cover it (%d%% of RAM would be needed): add swap or memory, or use a smaller model"
+                    % ratio,
                     (),
                     True,
                     True,
                 )
             )
-    steps += fixes.sysctl([("vm.overcommit_memory", "0")], "overcommit", "Or return to the heuristic mode, which only refuses single allocations larger than RAM + swap")
+    steps += fixes.sysctl(
+        [("vm.overcommit_memory", "0")],
+        "overcommit",
+        "Or return to the heuristic mode, which only refuses single allocations larger than RAM + swap",
+    )
     return steps
 
 
@@ -162,7 +171,9 @@ def heuristic_oversize(f):
             ],
         )
     else:
-        steps.append(Step("Swap cannot make up %s in practice: the model must get smaller or the host larger" % gib(deficit), (), False, True))
+        steps.append(
+            Step("Swap cannot make up %s in practice: the model must get smaller or the host larger" % gib(deficit), (), False, True)
+        )
     return Issue(message, evidence, steps, impact=deficit)
 
 
@@ -212,13 +223,18 @@ def ratio_ignored(f):
             settings.append("vm.overcommit_ratio = %d (running kernel; default 50)" % ratio)
     if not settings:
         return Pass("no overcommit ratio or kbytes is set")
-    message = "%s has no effect while vm.overcommit_memory = %s: the ratio and kbytes only set CommitLimit, which the kernel enforces in mode 2 alone." % (
-        "; ".join(settings),
-        MODE_NAMES.get(mode, mode_setting.value),
+    message = (
+        "%s has no effect while vm.overcommit_memory = %s: the ratio and kbytes only set CommitLimit, which the kernel enforces in mode 2 alone."
+        % (
+            "; ".join(settings),
+            MODE_NAMES.get(mode, mode_setting.value),
+        )
     )
     if mode == 1:
         message += " Mode 1 never refuses an allocation: the ratio does not cap overcommit."
     steps = []
     if persistent:
-        steps.append(f.fixes.comment_out(persistent, "Remove the ineffective setting from the configuration, so it says what the kernel does"))
+        steps.append(
+            f.fixes.comment_out(persistent, "Remove the ineffective setting from the configuration, so it says what the kernel does")
+        )
     return Issue(message, evidence, steps)

@@ -104,8 +104,8 @@ def _load_providers() -> None:
         memory,
         mounts,
         request,
-        system,
         sysctl,
+        system,
     )
 
 

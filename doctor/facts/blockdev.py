@@ -7,27 +7,24 @@ hidden multipath paths are ``nvme0c0n1``) or by a sysfs path through an ``nvme``
 
 from __future__ import annotations
 
-import re
-from collections import namedtuple
-
 from ai_doctor.facts import fact, unreadable
 from ai_doctor.facts.memory import parse_choice
 from ai_doctor.host import join_link
+from ai_doctor.record import Record
 
 BLOCK_DIR = "/sys/block"
-_NVME_NAME = re.compile(r"nvme\d+(?:c\d+)?n\d+")
 # Pseudo devices whose queues do not matter for loading models from disk.
 _VIRTUAL = ("loop", "ram", "zram", "dm-", "md", "nbd", "sr")
 
 
-class BlockDevice(namedtuple("BlockDevice", "name sysfs_path scheduler schedulers rotational hidden")):
+class BlockDevice(Record):
     """A whole disk: its name, sysfs device path, active and available schedulers."""
 
-    __slots__ = ()
+    __slots__ = ("name", "sysfs_path", "scheduler", "schedulers", "rotational", "hidden")
 
     @property
     def is_nvme(self) -> bool:
-        return bool(_NVME_NAME.fullmatch(self.name)) or "/nvme/" in (self.sysfs_path or "")
+        return _nvme_name(self.name) or "/nvme/" in (self.sysfs_path or "")
 
     @property
     def is_virtual(self) -> bool:
@@ -36,6 +33,17 @@ class BlockDevice(namedtuple("BlockDevice", "name sysfs_path scheduler scheduler
     @property
     def scheduler_path(self) -> str:
         return "%s/%s/queue/scheduler" % (BLOCK_DIR, self.name)
+
+
+def _nvme_name(name: str) -> bool:
+    """``nvme0n1`` or the hidden multipath path ``nvme0c1n1``; not partitions (``nvme0n1p1``)."""
+    if not name.startswith("nvme"):
+        return False
+    controller, sep, namespace = name[4:].partition("n")
+    if "c" in controller:
+        ctrl, _, path = controller.partition("c")
+        controller = ctrl if path.isdigit() else ""
+    return bool(sep) and controller.isdigit() and namespace.isdigit()
 
 
 @fact("block_devices")

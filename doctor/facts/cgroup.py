@@ -8,23 +8,22 @@ unset — 9223372036854771712 with 4 KiB pages, another number with 16 or 64 KiB
 
 from __future__ import annotations
 
-from collections import namedtuple
-
 from ai_doctor.facts import Unavailable, fact, unreadable
+from ai_doctor.record import Record
 
 SELF_CGROUP = "/proc/self/cgroup"
 # Anything this large is "no limit" whatever the page size (PAGE_COUNTER_MAX × page size).
 UNLIMITED_FROM = 1 << 62
 
 
-class CgroupMemory(namedtuple("CgroupMemory", "version path directory limit limit_path high high_path usage usage_path")):
+class CgroupMemory(Record):
     """The memory limit that applies to this process.
 
     ``limit`` is the smallest hard limit on the path in bytes (None: no limit), read at
     ``limit_path``; ``high`` the v2 throttle limit; ``usage`` the cgroup's current usage.
     """
 
-    __slots__ = ()
+    __slots__ = ("version", "path", "directory", "limit", "limit_path", "high", "high_path", "usage", "usage_path")
 
 
 def parse_proc_cgroup(text: str):

@@ -7,33 +7,32 @@ when it comes first; ``hugepages=0:N,1:M`` asks per NUMA node (5.16+).
 
 from __future__ import annotations
 
-from collections import namedtuple
-
 from ai_doctor.facts import fact, unreadable
+from ai_doctor.record import Record
 
 CMDLINE = "/proc/cmdline"
 
 
-class Param(namedtuple("Param", "name value")):
+class Param(Record):
     """``name=value`` (value None for a bare flag such as ``quiet``)."""
 
-    __slots__ = ()
+    __slots__ = ("name", "value")
 
     @property
     def text(self) -> str:
         return self.name if self.value is None else "%s=%s" % (self.name, self.value)
 
 
-class HugepageRequest(namedtuple("HugepageRequest", "page_size count text")):
+class HugepageRequest(Record):
     """A pool asked for at boot; ``page_size`` None means the default size."""
 
-    __slots__ = ()
+    __slots__ = ("page_size", "count", "text")
 
 
-class Cmdline(namedtuple("Cmdline", "raw params source")):
+class Cmdline(Record):
     """The kernel's parameters in order (those after ``--`` belong to init and are dropped)."""
 
-    __slots__ = ()
+    __slots__ = ("raw", "params", "source")
 
     def last(self, name: str):
         """The value of the last ``name=`` (the kernel lets later ones win), or None."""

@@ -8,10 +8,9 @@ directory. Middling ones: an overlay root filesystem, /proc/sys mounted read-onl
 
 from __future__ import annotations
 
-from collections import namedtuple
-
 from ai_doctor.facts import fact
 from ai_doctor.facts.cgroup import parse_proc_cgroup
+from ai_doctor.record import Record
 
 STRONG, MEDIUM, WEAK = 2, 1, 0.5
 # Needed to call it a container: one strong signal, or two middling ones.
@@ -35,16 +34,16 @@ _BIND_MARKERS = (
 )
 
 
-class Signal(namedtuple("Signal", "name weight evidence runtime")):
+class Signal(Record):
     """One hint: what it is, how much it counts, the path behind it, the runtime it names."""
 
-    __slots__ = ()
+    __slots__ = ("name", "weight", "evidence", "runtime")
 
 
-class Container(namedtuple("Container", "detected runtime signals")):
+class Container(Record):
     """Whether the target runs in a container, which runtime if known, and why."""
 
-    __slots__ = ()
+    __slots__ = ("detected", "runtime", "signals")
 
     @property
     def where(self) -> str:
@@ -78,7 +77,9 @@ def container(host, facts):
             runtime = next((rt for key, rt in _BIND_MARKERS if key in mount.root), None)
             if runtime:
                 signals.append(
-                    Signal("%s is bind-mounted from %s's state (%s)" % (mount.mountpoint, runtime, mount.root), STRONG, mounts.source, runtime)
+                    Signal(
+                        "%s is bind-mounted from %s's state (%s)" % (mount.mountpoint, runtime, mount.root), STRONG, mounts.source, runtime
+                    )
                 )
                 break
         root = mounts.at("/")

@@ -9,32 +9,31 @@ clocks): governor tuning does not apply.
 
 from __future__ import annotations
 
-from collections import namedtuple
-
 from ai_doctor.facts import Unavailable, fact, unreadable
+from ai_doctor.record import Record
 from ai_doctor.units import parse_cpu_list
 
 CPU_DIR = "/sys/devices/system/cpu"
 CPUFREQ_DIR = CPU_DIR + "/cpufreq"
 
 
-class Policy(namedtuple("Policy", "name path cpus governor driver available")):
+class Policy(Record):
     """One frequency policy: its directory, CPUs, governor, driver and available governors."""
 
-    __slots__ = ()
+    __slots__ = ("name", "path", "cpus", "governor", "driver", "available")
 
     @property
     def governor_path(self) -> str:
         return self.path + "/scaling_governor"
 
 
-class CpuFreq(namedtuple("CpuFreq", "policies layout unread")):
+class CpuFreq(Record):
     """The policies found (``layout`` is ``policy``, ``per-cpu`` or ``none``).
 
     ``unread`` lists policy directories whose governor could not be read, with the outcome.
     """
 
-    __slots__ = ()
+    __slots__ = ("policies", "layout", "unread")
 
 
 def _first_line(host, path: str):

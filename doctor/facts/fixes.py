@@ -47,7 +47,10 @@ class Fixes:
 
     def _place(self, summary: str, host_wide: bool) -> str:
         if host_wide and self.container is not None:
-            return "On %s (not inside this container, where it cannot be changed): %s" % (self.container.where, summary[0].lower() + summary[1:])
+            return "On %s (not inside this container, where it cannot be changed): %s" % (
+                self.container.where,
+                summary[0].lower() + summary[1:],
+            )
         if not self.running:
             return "In the image (paths as inside it): " + summary[0].lower() + summary[1:]
         return summary
@@ -185,7 +188,9 @@ class Fixes:
         if self.running:
             commands.append(self.sudo("udevadm control --reload"))
             commands.append(self.sudo("udevadm trigger --subsystem-match=block --action=change"))
-        return Step(self._place("%s at every boot with a udev rule" % purpose, True), tuple(commands), True, True, self.container is not None, ())
+        return Step(
+            self._place("%s at every boot with a udev rule" % purpose, True), tuple(commands), True, True, self.container is not None, ()
+        )
 
     def tuned_profile(self, profile: str, purpose: str):
         """Switch tuned's profile where tuned is installed; None otherwise."""

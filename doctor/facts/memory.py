@@ -7,19 +7,18 @@ Documentation/admin-guide/mm/transhuge.rst (THP modes).
 
 from __future__ import annotations
 
-from collections import namedtuple
-
 from ai_doctor.facts import Unavailable, fact, unreadable
+from ai_doctor.record import Record
 
 MEMINFO = "/proc/meminfo"
 HUGEPAGES_DIR = "/sys/kernel/mm/hugepages"
 THP_DIR = "/sys/kernel/mm/transparent_hugepage"
 
 
-class MemInfo(namedtuple("MemInfo", "values notes path")):
+class MemInfo(Record):
     """meminfo fields: sizes in bytes (the kernel writes kB, meaning KiB), HugePages_* as counts."""
 
-    __slots__ = ()
+    __slots__ = ("values", "notes", "path")
 
     def get(self, key: str, default=None):
         return self.values.get(key, default)
@@ -64,10 +63,10 @@ def meminfo(host, facts):
     return parsed
 
 
-class Pool(namedtuple("Pool", "page_size total free reserved surplus overcommit source")):
+class Pool(Record):
     """One huge page pool (one page size): counts of pages, and where they were read."""
 
-    __slots__ = ()
+    __slots__ = ("page_size", "total", "free", "reserved", "surplus", "overcommit", "source")
 
     @property
     def bytes_total(self) -> int:
@@ -79,14 +78,14 @@ class Pool(namedtuple("Pool", "page_size total free reserved surplus overcommit 
         return self.total - self.free + self.reserved
 
 
-class HugePages(namedtuple("HugePages", "supported default_size pools evidence")):
+class HugePages(Record):
     """The huge page pools by page size, and the default size (meminfo's Hugepagesize).
 
     ``supported`` is False when the kernel shows no trace of hugetlb support, None when that
     could not be seen (no /proc in an image).
     """
 
-    __slots__ = ()
+    __slots__ = ("supported", "default_size", "pools", "evidence")
 
     def pool(self, page_size=None):
         size = page_size or self.default_size
@@ -158,10 +157,10 @@ def hugepages(host, facts):
     return HugePages(supported, default_size, pools, evidence)
 
 
-class THP(namedtuple("THP", "enabled defrag choices path")):
+class THP(Record):
     """Transparent huge pages: the active mode of ``enabled`` and ``defrag``."""
 
-    __slots__ = ()
+    __slots__ = ("enabled", "defrag", "choices", "path")
 
 
 def parse_choice(text: str):
@@ -195,11 +194,11 @@ def thp(host, facts):
     return THP(enabled, defrag, choices, path)
 
 
-class PoolRequest(namedtuple("PoolRequest", "page_size count source path line assignment")):
+class PoolRequest(Record):
     """A huge page pool someone asked for: size, pages, where (``--hugepages``, a sysctl file
     and line, the kernel command line), and the sysctl assignment behind it if any."""
 
-    __slots__ = ()
+    __slots__ = ("page_size", "count", "source", "path", "line", "assignment")
 
     @property
     def where(self) -> str:

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import re
-from collections import namedtuple
 
 from ai_doctor.facts import fact, unreadable
+from ai_doctor.record import Record
 
 MOUNTINFO = "/proc/self/mountinfo"
 MOUNTS = "/proc/mounts"
-_ESCAPE = re.compile(r"\\([0-7]{3})")
 
 
-class Mount(namedtuple("Mount", "root mountpoint fstype source options super_options")):
+class Mount(Record):
     """One mount: the mounted subtree (``root``), where, what and with which options."""
 
-    __slots__ = ()
+    __slots__ = ("root", "mountpoint", "fstype", "source", "options", "super_options")
 
     @property
     def read_only(self) -> bool:
@@ -24,7 +23,9 @@ class Mount(namedtuple("Mount", "root mountpoint fstype source options super_opt
 
 def _unescape(field: str) -> str:
     # The kernel writes space, tab, newline and backslash in paths as octal escapes.
-    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
+    if "\\" not in field:
+        return field
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def parse_mountinfo(text: str):
@@ -71,10 +72,10 @@ def parse_mounts(text: str):
     return mounts, notes
 
 
-class Mounts(namedtuple("Mounts", "mounts source notes")):
+class Mounts(Record):
     """The mount table, in kernel order (later mounts stack over earlier ones)."""
 
-    __slots__ = ()
+    __slots__ = ("mounts", "source", "notes")
 
     def at(self, mountpoint: str):
         """The mount visible at exactly ``mountpoint`` (the last one stacked there), or None."""

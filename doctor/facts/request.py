@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections import namedtuple
-
 from ai_doctor.facts import Unavailable, fact
+from ai_doctor.record import Record
 
 
-class Model(namedtuple("Model", "size described dtype params")):
+class Model(Record):
     """The model's weight size in bytes, how it was read (``140G = 140.0 GiB = 150.3 GB``),
     and the dtype and parameter count when the size was computed from them."""
 
-    __slots__ = ()
+    __slots__ = ("size", "described", "dtype", "params")
 
 
 @fact("model")

@@ -12,28 +12,16 @@ last.
 
 from __future__ import annotations
 
-from collections import namedtuple
-
 from ai_doctor.facts import Unavailable, fact, unreadable
 from ai_doctor.host import join_link
+from ai_doctor.record import Record
 
 SYSCTL_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d", "/lib/sysctl.d")
 SYSCTL_CONF = "/etc/sysctl.conf"
 SYSTEMD_SYSCTL = ("/usr/lib/systemd/systemd-sysctl", "/lib/systemd/systemd-sysctl")
 
-# Runtime keys the checks read, with the kernel's defaults (Documentation/admin-guide/sysctl/vm.rst).
-RUNTIME_KEYS = (
-    "vm.nr_hugepages",
-    "vm.nr_overcommit_hugepages",
-    "vm.overcommit_memory",
-    "vm.overcommit_ratio",
-    "vm.overcommit_kbytes",
-    "vm.admin_reserve_kbytes",
-    "vm.user_reserve_kbytes",
-    "vm.swappiness",
-    "vm.zone_reclaim_mode",
-    "kernel.numa_balancing",
-)
+# Runtime keys the checks read (Documentation/admin-guide/sysctl/vm.rst); each costs a read.
+RUNTIME_KEYS = ("vm.overcommit_memory", "vm.overcommit_ratio", "vm.overcommit_kbytes")
 DEFAULTS = {"vm.overcommit_memory": "0", "vm.overcommit_ratio": "50", "vm.overcommit_kbytes": "0"}
 
 
@@ -57,10 +45,10 @@ def normal_key(key: str) -> str:
     return key
 
 
-class RuntimeSysctl(namedtuple("RuntimeSysctl", "values outcomes")):
+class RuntimeSysctl(Record):
     """Runtime values by key (text as the kernel prints it) and each key's read outcome."""
 
-    __slots__ = ()
+    __slots__ = ("values", "outcomes")
 
     def get(self, key: str, default=None):
         return self.values.get(key, default)
@@ -87,17 +75,17 @@ def runtime_sysctl(host, facts):
     return RuntimeSysctl(values, outcomes)
 
 
-class Assignment(namedtuple("Assignment", "key value path line text ignore_failure")):
+class Assignment(Record):
     """One ``key = value`` line: where it is (file, 1-based line) and how it was written."""
 
-    __slots__ = ()
+    __slots__ = ("key", "value", "path", "line", "text", "ignore_failure")
 
     @property
     def where(self) -> str:
         return "%s:%d" % (self.path, self.line)
 
 
-class SysctlConfig(namedtuple("SysctlConfig", "applier files assignments skipped notes")):
+class SysctlConfig(Record):
     """The persistent sysctl configuration in the order it is applied at boot.
 
     ``files`` lists (path, how it was reached) in application order; ``skipped`` lists files
@@ -105,7 +93,7 @@ class SysctlConfig(namedtuple("SysctlConfig", "applier files assignments skipped
     assignment in application order.
     """
 
-    __slots__ = ()
+    __slots__ = ("applier", "files", "assignments", "skipped", "notes")
 
     def effective(self, key: str):
         """The assignment that wins for ``key`` (the last), or None."""
@@ -176,7 +164,10 @@ def sysctl_config(host, facts):
     if conf.ok and not reached_conf:
         if systemd:
             skipped.append(
-                (SYSCTL_CONF, "systemd-sysctl does not read it at boot (no link to it in /etc/sysctl.d); only `sysctl -p` or `sysctl --system` apply it")
+                (
+                    SYSCTL_CONF,
+                    "systemd-sysctl does not read it at boot (no link to it in /etc/sysctl.d); only `sysctl -p` or `sysctl --system` apply it",
+                )
             )
         else:
             parsed, file_notes = parse_sysctl_file(conf.data, SYSCTL_CONF)
@@ -191,11 +182,11 @@ def sysctl_config(host, facts):
     return SysctlConfig(applier, tuple(files), tuple(assignments), tuple(skipped), tuple(notes))
 
 
-class Setting(namedtuple("Setting", "key value path line")):
+class Setting(Record):
     """The value that governs a key, and where it was read (a /proc/sys file, a config file and
     line, or the kernel default)."""
 
-    __slots__ = ()
+    __slots__ = ("key", "value", "path", "line")
 
     @property
     def int(self):
@@ -222,5 +213,3 @@ def governing(config, runtime, key: str) -> Setting:
         if item is not None:
             return Setting(key, item.value, item.path, item.line)
     return Setting(key, DEFAULTS.get(key), "kernel default", None)
-
-

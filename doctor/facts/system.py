@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections import namedtuple
-
 from ai_doctor.facts import Unavailable, fact, unreadable
+from ai_doctor.record import Record
 
 OSRELEASE = "/proc/sys/kernel/osrelease"
 TOOL_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
@@ -49,10 +48,10 @@ def hostname(host, facts):
     return Unavailable("no hostname in /proc/sys/kernel/hostname or /etc/hostname")
 
 
-class OsRelease(namedtuple("OsRelease", "fields path")):
+class OsRelease(Record):
     """/etc/os-release as a mapping (os-release(5)); ``family`` groups distributions."""
 
-    __slots__ = ()
+    __slots__ = ("fields", "path")
 
     @property
     def pretty(self) -> str:
@@ -103,10 +102,10 @@ def os_release(host, facts):
     return Unavailable("no /etc/os-release or /usr/lib/os-release")
 
 
-class Identity(namedtuple("Identity", "euid")):
+class Identity(Record):
     """The user the checks ran as (None: unknown, e.g. a mounted image)."""
 
-    __slots__ = ()
+    __slots__ = ("euid",)
 
     @property
     def is_root(self):
