@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="aidoctor",
         formatter_class=_formatter,
         description="Diagnose a Linux host (or an image or snapshot of one) before it loads and serves an AI model.",
-        epilog="Subcommands: `aidoctor check` (the default) and `aidoctor explain RULE`. Exit codes: 0 nothing at or above --fail-on, 1 findings at or above it, 2 bad input, 3 aidoctor failed.",
+        epilog="Subcommands: `aidoctor check` (the default), `aidoctor explain RULE`, `aidoctor snapshot -o DIR`. Exit codes: 0 nothing at or above --fail-on, 1 findings at or above it, 2 bad input, 3 aidoctor failed.",
     )
     model = parser.add_argument_group("the model")
     model.add_argument("--model-size", metavar="SIZE", help="weights size: 140G, 140GiB (powers of 1024), 150GB (powers of 1000), or bytes")
@@ -100,6 +100,8 @@ def main(argv=None) -> int:
 def _dispatch(argv) -> int:
     if argv[:1] == ["explain"]:
         return _explain(argv[1:])
+    if argv[:1] == ["snapshot"]:
+        return _snapshot(argv[1:])
     if argv[:1] == ["check"]:
         argv = argv[1:]
     args = _parser().parse_args(argv)
@@ -118,6 +120,29 @@ def _explain(argv) -> int:
     if found is None:
         raise UsageError("unknown rule id %r (see aidoctor --list-rules)" % argv[0])
     sys.stdout.write("%s — %s\ndefault severity: %s\n\n%s\n" % (found.id, found.title, found.severity.value, found.docs))
+    return EXIT_OK
+
+
+def _snapshot(argv) -> int:
+    parser = _Parser(
+        prog="aidoctor snapshot",
+        formatter_class=_formatter,
+        description="Record what the checks read on this host as a tree that `aidoctor --root DIR` analyses anywhere.",
+    )
+    parser.add_argument("-o", "--output", metavar="DIR", required=True, help="directory to create (must not exist)")
+    parser.add_argument("--root", metavar="DIR", help="snapshot a host tree instead of this host")
+    args = parser.parse_args(argv)
+    if os.path.lexists(args.output):
+        raise UsageError("snapshot -o %s: already exists; choose a new directory" % args.output)
+    from ai_doctor import snapshot
+
+    root = _host(args).root
+    host = snapshot.capture(root, ["aidoctor", "snapshot"] + argv)
+    try:
+        count = snapshot.write_tree(host, args.output, snapshot.manifest_for(host, ["aidoctor", "snapshot"] + argv))
+    except OSError as exc:
+        raise UsageError("snapshot -o %s: %s" % (args.output, exc.strerror or exc)) from None
+    print("aidoctor: wrote %d entries to %s; analyse it with: aidoctor --root %s" % (count, args.output, args.output), file=sys.stderr)
     return EXIT_OK
 
 

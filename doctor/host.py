@@ -98,9 +98,13 @@ class _Refused(Exception):
 class Host:
     """Reads a target system under ``root``; see the module docstring for the contract."""
 
-    def __init__(self, root: str = "/"):
+    def __init__(self, root: str = "/", trace_links: bool = False):
         self.root = os.path.abspath(root)
         self.live = self.root == "/"
+        # Snapshots need every link a lookup passed through, so the tree can be rebuilt; the
+        # live fast path lets the kernel resolve them unseen.
+        self.trace_links = trace_links
+        self._prefix = "" if self.live else self.root
         # Every access in order: (kind, path, Read). Facts attribute failures with it and
         # snapshots are written from it.
         self.log = []
@@ -140,39 +144,55 @@ class Host:
         return self._note("dir", got)
 
     def readlink(self, path: str) -> Read:
-        """The target of a link as stored (not resolved), e.g. ``../devices/pci…``."""
+        """The target of a link as stored (not resolved), e.g. ``../devices/pci…``; ok with
+        ``data`` None when the path exists but is not a link."""
         path = _normal(path)
         got = self._override(path)
         if got is None:
             try:
                 parent, name = path.rsplit("/", 1)
-                real = os.path.join(self._real(parent or "/"), name)
+                real = self._real(parent or "/").rstrip("/") + "/" + name
                 got = Read(path, OK, os.readlink(real), None, False)
             except _Refused as refused:
                 got = _failed(path, refused.error)
             except OSError as exc:
-                got = _failed(path, exc)
+                # EINVAL: it exists and is not a link, which is an answer, not an error.
+                got = Read(path, OK, None, None, False) if exc.errno == errno.EINVAL else _failed(path, exc)
         return self._note("link", got)
 
     def stat(self, path: str):
-        """(Read, Stat or None) for a path, following links inside the root."""
+        """(Read, Stat or None) for a path, following links inside the root.
+
+        The Read's ``data`` is the Stat too, so a snapshot can recreate what was seen.
+        """
         path = _normal(path)
         got = self._override(path)
-        info = None
         if got is None:
             try:
                 st = os.stat(self._real(path))
-                info = Stat(st.st_mode, st.st_size, st.st_uid)
-                got = Read(path, OK, None, None, False)
+                got = Read(path, OK, Stat(st.st_mode, st.st_size, st.st_uid), None, False)
             except _Refused as refused:
                 got = _failed(path, refused.error)
             except OSError as exc:
                 got = _failed(path, exc)
         self._note("stat", got)
-        return got, info
+        return got, got.data if got.ok else None
 
     def exists(self, path: str) -> bool:
         return self.stat(path)[0].ok
+
+    def entry_kind(self, path: str):
+        """(``dir``/``link``/``file``/None, link target) of a directory entry, not followed and
+        not logged: for snapshots recreating names that were listed but never read."""
+        parent, _, name = _normal(path).rpartition("/")
+        try:
+            real = self._real(parent or "/").rstrip("/") + "/" + name
+            info = os.lstat(real)
+            if stat.S_ISLNK(info.st_mode):
+                return "link", os.readlink(real)
+        except (OSError, _Refused):
+            return None, None
+        return ("dir" if stat.S_ISDIR(info.st_mode) else "file"), None
 
     @property
     def euid(self):
@@ -201,7 +221,7 @@ class Host:
             real = self._real(path)
             # O_NONBLOCK: a FIFO planted in an image must not hang the run.
             flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
-            if not self.live:
+            if not self.live or self.trace_links:
                 flags |= os.O_NOFOLLOW
             fd = os.open(real, flags)
         except _Refused as refused:
@@ -266,9 +286,9 @@ class Host:
 
     def _real(self, path: str) -> str:
         """The path on this machine that holds the target's ``path``."""
-        if self.live:
+        if self.live and not self.trace_links:
             return path
-        return self.root + self._resolve(path)
+        return self._prefix + self._resolve(path)
 
     def _resolve(self, path: str) -> str:
         """Resolve every link in ``path`` inside the root; returns a root-relative path."""
@@ -287,12 +307,15 @@ class Host:
             here = "/" + "/".join(done)
             target = self._links.get(here)
             if target is None:
+                real = self._prefix + here
                 try:
-                    is_link = stat.S_ISLNK(os.lstat(self.root + here).st_mode)
+                    is_link = stat.S_ISLNK(os.lstat(real).st_mode)
                 except OSError:
                     is_link = False  # the open that follows reports what is wrong
-                target = os.readlink(self.root + here) if is_link else ""
+                target = os.readlink(real) if is_link else ""
                 self._links[here] = target
+                if target and self.trace_links:
+                    self._note("link", Read(here, OK, target, None, False))
             if target:
                 followed += 1
                 if followed > MAX_LINKS:

@@ -55,7 +55,7 @@ def block_devices(host, facts):
     for name in listing.data:
         path = "%s/%s" % (BLOCK_DIR, name)
         link = host.readlink(path)
-        sysfs_path = join_link(path, link.data) if link.ok else None
+        sysfs_path = join_link(path, link.data) if link.data else None
         device = BlockDevice(name, sysfs_path, None, (), None, False)
         if not device.is_virtual:
             got = host.read_text(path + "/queue/scheduler", cap=4096)

@@ -145,11 +145,11 @@ def sysctl_config(host, facts):
     for name in sorted(chosen):
         path = chosen[name]
         link = host.readlink(path)
-        if link.ok and link.data == "/dev/null":
+        if link.data == "/dev/null":
             skipped.append((path, "masked: a link to /dev/null"))
             continue
         got = host.read_text(path)
-        if link.ok:
+        if link.data:
             # Evidence and edits name the file itself: `sed -i` on the link would replace it.
             path = join_link(path, link.data)
             reached_conf = reached_conf or path == SYSCTL_CONF
