@@ -127,7 +127,7 @@ def shortfall(f):
     if pools.supported is False:
         return Skip("the kernel has no hugetlb support (hugepages.unsupported)")
     if not pools.pools:
-        return Skip("no huge page pool could be read (no /proc/meminfo pool lines, no %s)" % "/sys/kernel/mm/hugepages")
+        return Skip("no huge page pool could be read (no /proc/meminfo pool lines, no /sys/kernel/mm/hugepages)")
     requests = [r for r in f.hugepage_requests if r.count > 0]
     if not requests:
         return Pass("no huge page pool is requested")
@@ -230,6 +230,8 @@ def unused(f):
     (MemAvailable, CommitLimit).
     """
     pools = f.hugepages
+    if pools.supported is None and not pools.pools:
+        return Skip("no huge page pool could be read (no /proc/meminfo pool lines, no /sys/kernel/mm/hugepages)")
     idle = [p for p in pools.pools.values() if p.total > 0 and p.free == p.total and p.reserved == 0 and p.surplus == 0]
     if not idle:
         busy = [p for p in pools.pools.values() if p.total > 0]

@@ -10,7 +10,7 @@ from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Step
     "kernel.config-missing",
     "Kernel configuration not found",
     Severity.LOW,
-    uses=("kernel_config", "release", "configs_module", "running", "fixes"),
+    uses=("kernel_config", "release", "configs_module", "running", "container", "fixes"),
 )
 def config_missing(f):
     """Neither /proc/config.gz nor a config file for the running kernel is readable.
@@ -37,7 +37,19 @@ def config_missing(f):
     )
     steps = []
     module = f.configs_module
-    if module:
+    container = f.container
+    if container and container.detected:
+        message += " In a container the kernel is the host's, and so is its config."
+        steps.append(
+            Step(
+                "Let the container see the host's kernel config: mount /boot read-only (docker run -v /boot:/boot:ro), or run aidoctor on the host",
+                (),
+                False,
+                True,
+                True,
+            )
+        )
+    elif module:
         steps += f.fixes.runtime(
             "Load the configs module, which exposes /proc/config.gz", [f.fixes.sudo("modprobe configs")], host_wide=True
         )

@@ -50,7 +50,7 @@ def headroom(f):
     if size > total:
         problems.append((Severity.CRITICAL, "more than all of this host's RAM (MemTotal %s)" % gib(total), total))
     if limit is not None and size > limit:
-        problems.append((Severity.CRITICAL, "more than the memory limit of cgroup %s (%s)" % (cgroup.path, gib(limit)), limit))
+        problems.append((Severity.CRITICAL, "more than the memory limit of its cgroup (%s in %s)" % (gib(limit), cgroup.limit_path), limit))
     if available + swap_free < size:
         problems.append(
             (
@@ -130,7 +130,7 @@ def _steps(f, cgroup, size, problems, quantized):
                 "Free memory before loading: stop other large processes, and release unused huge page pools and page cache",
                 ("ps -eo pid,rss,comm --sort=-rss | head", "free -h"),
                 False,
-                False,
+                None,
             )
         )
     return steps
@@ -155,7 +155,7 @@ def _cgroup_step(f, cgroup, size):
         command = "docker update --memory %s --memory-swap %s %s" % (want, want, ident or "CONTAINER")
         if container.runtime == "podman":
             command = "podman update --memory %s %s" % (want, ident or "CONTAINER")
-        return Step("Raise the container's memory limit on its host (or restart it with --memory %s)" % want, (command,), True, False, True)
+        return Step("Raise the container's memory limit on its host (or restart it with --memory %s)" % want, (command,), True, True, True)
     if unit:
         return Step(
             "Raise the memory limit of %s (persists as a systemd drop-in)" % unit,

@@ -208,10 +208,16 @@ def ratio_ignored(f):
     persistent = []
     if config:
         for key in ("vm.overcommit_ratio", "vm.overcommit_kbytes"):
-            for item in config.all(key):
-                persistent.append(item)
-                evidence.append(Evidence(item.path, "%s = %s" % (key, item.value), item.line))
-                settings.append("%s = %s (%s)" % (key, item.value, item.where))
+            items = config.all(key)
+            if not items:
+                continue
+            persistent.extend(items)
+            evidence.extend(Evidence(item.path, "%s = %s" % (key, item.value), item.line) for item in items)
+            last = items[-1]
+            text = "%s = %s (%s)" % (key, last.value, last.where)
+            if len(items) > 1:
+                text += ", set %d times in all" % len(items)
+            settings.append(text)
     if runtime:
         ratio, kbytes = runtime.int("vm.overcommit_ratio"), runtime.int("vm.overcommit_kbytes")
         # Writing one of the pair zeroes the other, so ratio 0 with kbytes set is not a ratio.

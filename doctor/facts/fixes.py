@@ -129,6 +129,11 @@ class Fixes:
         """
         add_text = " ".join(add)
         remove_names = sorted({arg.split("=", 1)[0] for arg in remove})
+        cmdline = self._facts.get("cmdline")
+        if cmdline:
+            # Only what is on the line now needs removing; then a drop-in can simply add.
+            present = {param.name for param in cmdline.params}
+            remove_names = [name for name in remove_names if name in present]
         change = "add `%s` to" % add_text if add else "remove %s from" % ", ".join("`%s=`" % n for n in remove_names)
         if self.container is not None:
             return Step(self._place("%s: %s the kernel command line and reboot" % (purpose, change), True), (), True, True, True, ())
@@ -145,8 +150,10 @@ class Fixes:
             # Debian's grub-mkconfig sources /etc/default/grub.d/*.cfg after /etc/default/grub,
             # so one file of our own is idempotent and leaves the distribution's file alone.
             line = 'GRUB_CMDLINE_LINUX="$GRUB_CMDLINE_LINUX %s"' % add_text
+            # One file per parameter family, so two fixes never overwrite each other.
+            name = "90-aidoctor-%s.cfg" % add[0].split("=", 1)[0].replace(".", "-")
             commands = (
-                "printf '%%s\\n' %s | %s" % (_quote(line), self.sudo("tee /etc/default/grub.d/90-aidoctor.cfg >/dev/null")),
+                "printf '%%s\\n' %s | %s" % (_quote(line), self.sudo("tee /etc/default/grub.d/%s >/dev/null" % name)),
                 self.sudo("update-grub"),
             )
             how = "in a GRUB drop-in"

@@ -22,7 +22,7 @@ SYSTEMD_SYSCTL = ("/usr/lib/systemd/systemd-sysctl", "/lib/systemd/systemd-sysct
 
 # Runtime keys the checks read (Documentation/admin-guide/sysctl/vm.rst); each costs a read.
 RUNTIME_KEYS = ("vm.overcommit_memory", "vm.overcommit_ratio", "vm.overcommit_kbytes")
-DEFAULTS = {"vm.overcommit_memory": "0", "vm.overcommit_ratio": "50", "vm.overcommit_kbytes": "0"}
+DEFAULTS = {"vm.overcommit_memory": "0", "vm.overcommit_ratio": "50", "vm.overcommit_kbytes": "0", "vm.nr_hugepages": "0"}
 
 
 _SWAP = str.maketrans("/.", "./")
