@@ -169,12 +169,7 @@ class _Writer:
         if finding.remediation:
             self.line(("Fix:", "bold"), indent=4)
             for number, step in enumerate(finding.remediation, 1):
-                flags = ""
-                if step.commands:
-                    flags = " [%s]" % ", ".join(
-                        (["root"] if step.needs_root else []) + ["persistent" if step.persistent else "until reboot"]
-                    )
-                self.line("%d. " % number, step.summary, (flags, "dim"), indent=6, hang=3)
+                self.line("%d. " % number, step.summary, (_flags(step), "dim"), indent=6, hang=3)
                 for command in step.commands:
                     self.line((command, "bold cyan"), indent=9, wrap=False)
         self.out.blank()
@@ -205,3 +200,15 @@ class _Writer:
         else:
             threshold = "%d at or above %s" % (report.failing(), report.fail_on)
         self.line(("Result: ", "bold"), "%s; %s %s exit %d" % (found, threshold, self.arrow, report.exit_code))
+
+
+def _flags(step) -> str:
+    """`` [root, persistent, on the host]``: what a step needs and whether it lasts."""
+    flags = []
+    if step.commands and step.needs_root:
+        flags.append("root")
+    if step.commands and step.persistent is not None:
+        flags.append("persistent" if step.persistent else "until reboot")
+    if step.on_host:
+        flags.append("on the host")
+    return " [%s]" % ", ".join(flags) if flags else ""
