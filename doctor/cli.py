@@ -95,6 +95,11 @@ def main(argv=None) -> int:
         except OSError:
             pass
         return EXIT_OK
+    except Exception as exc:  # aidoctor itself failed: one line, exit 3 (DESIGN.md)
+        if os.environ.get("AIDOCTOR_DEBUG"):
+            raise
+        print("aidoctor: internal error: %s: %s (set AIDOCTOR_DEBUG=1 for the traceback)" % (type(exc).__name__, exc), file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 def _dispatch(argv) -> int:

@@ -46,12 +46,12 @@ def parse_size(text: str) -> int:
         scale = 1000 ** "_KMGTP".index(unit[0])
     else:
         raise SizeError("%r: unknown unit %r (use K, M, G, T, KiB…TiB or KB…TB)" % (text, suffix))
-    value = float(number) * scale
+    value = _scaled(number, scale)
     if value < 1:
         raise SizeError("%r: a model size must be at least one byte" % text)
     if value >= 1 << 70:
         raise SizeError("%r is larger than any machine's memory" % text)
-    return int(value)
+    return value
 
 
 def parse_params(text: str) -> int:
@@ -60,12 +60,21 @@ def parse_params(text: str) -> int:
     if not match:
         raise SizeError("%r is not a parameter count (examples: 70B, 8B, 1.5T, 350M)" % text)
     number, suffix = match.groups()
-    value = float(number) * _PARAM_SCALE[suffix.upper()]
+    value = _scaled(number, _PARAM_SCALE[suffix.upper()])
     if value < 1:
         raise SizeError("%r: a model has at least one parameter" % text)
-    if value >= 1e16:
+    if value >= 10**16:
         raise SizeError("%r is more parameters than any model has" % text)
-    return int(value)
+    return value
+
+
+def _scaled(number: str, scale: int) -> int:
+    """``number`` (digits, maybe with a decimal point) times ``scale``, exactly, rounded down."""
+    whole, _, fraction = number.partition(".")
+    value = int(whole or "0") * scale
+    if fraction:
+        value += int(fraction) * scale // 10 ** len(fraction)
+    return value
 
 
 def size_for(params: int, dtype: str) -> int:

@@ -100,7 +100,7 @@ class _RichOut:
             self.console.print(self.Text(" " * (indent + (hang if number else 0))) + piece, soft_wrap=True)
 
     def blank(self):
-        self.out.blank()
+        self.console.print()
 
     def getvalue(self) -> str:
         return self.buffer.getvalue()

@@ -10,7 +10,7 @@ from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Status, Step
     "access.permission-denied",
     "Checks ran on partial data",
     Severity.MEDIUM,
-    uses=("identity", "request", "running"),
+    uses=("identity", "request"),
     review=True,
 )
 def permission_denied(f):
@@ -43,15 +43,23 @@ def permission_denied(f):
     evidence = [Evidence(path, "permission denied") for path in denied[:12]]
     if len(denied) > 12:
         evidence.append(Evidence("…", "%d more" % (len(denied) - 12)))
-    request = f.request
-    argv = " ".join(_shell_word(a) for a in (request.argv if request else ())) or "aidoctor"
-    if not f.running:
-        steps = [Step("Read the tree as a user that can (its files are refused to this one)", ("sudo " + argv,), True, False)]
+    if not identity.live:
+        # The files were refused where the snapshot was taken: take it again there, as root.
+        steps = [
+            Step(
+                "On the host the tree came from, take the snapshot again as root",
+                ("sudo aidoctor snapshot -o snapshot-as-root",),
+                True,
+                None,
+            )
+        ]
     elif identity.is_root:
         message += " This run was already root: the files are masked (a container's masked paths, or a security module)."
-        steps = [Step("Run aidoctor on the container's host, or with the paths unmasked, to see them", (), True, False)]
+        steps = [Step("Run aidoctor on the container's host, or with the paths unmasked, to see them", (), True, None)]
     else:
-        steps = [Step("Rerun as root to see everything", ("sudo " + argv,), True, False)]
+        request = f.request
+        argv = " ".join(_shell_word(a) for a in (request.argv if request else ())) or "aidoctor"
+        steps = [Step("Rerun as root to see everything", ("sudo " + argv,), True, None)]
     return Issue(message, evidence, steps, impact=len(denied))
 
 

@@ -46,7 +46,7 @@ class Unavailable:
 def unreadable(host, got, what: str) -> Unavailable:
     """The reason a file could not be used, worded for a skipped check."""
     if got.status == "missing" and not host.live and got.path.startswith(("/proc/", "/sys/")) and not host.exists("/proc/self"):
-        return Unavailable("no %s in %s: an image, not a running system" % (got.path, host.root))
+        return Unavailable("no %s: an image, not a running system" % got.path)
     return Unavailable("%s %s: %s" % (what, got.path, got.describe()))
 
 

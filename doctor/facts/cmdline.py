@@ -11,6 +11,7 @@ from ai_doctor.facts import fact, unreadable
 from ai_doctor.record import Record
 
 CMDLINE = "/proc/cmdline"
+_INVALID = object()
 
 
 class Param(Record):
@@ -59,11 +60,13 @@ class Cmdline(Record):
             if param.value is None:
                 continue
             if param.name in ("hugepagesz", "default_hugepagesz"):
-                size = memparse(param.value)
+                size = memparse(param.value) or _INVALID
             elif param.name == "hugepages":
                 count = _node_counts(param.value)
-                if count is None or size in seen:
-                    continue  # malformed, or a second count for one size: the kernel ignores it
+                if count is None or size is _INVALID or size in seen:
+                    # Malformed, after an invalid hugepagesz=, or a second count for one size:
+                    # the kernel ignores it.
+                    continue
                 seen.add(size)
                 requests.append(HugepageRequest(size, count, param.text))
         return requests

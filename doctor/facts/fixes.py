@@ -164,7 +164,8 @@ class Fixes:
                 rebuild = "grub2-mkconfig -o /boot/grub2/grub.cfg"
             else:
                 rebuild = "grub-mkconfig -o /boot/grub/grub.cfg"
-            commands = (self.sudo("${EDITOR:-vi} /etc/default/grub"), self.sudo(rebuild))
+            edit = "${EDITOR:-vi} /etc/default/grub" if self.root else "sudoedit /etc/default/grub"
+            commands = (edit, self.sudo(rebuild))
             how = "in GRUB_CMDLINE_LINUX (and GRUB_CMDLINE_LINUX_DEFAULT) of /etc/default/grub, by hand"
         summary = "%s: %s the kernel command line %s" % (purpose, change, how)
         if add and remove_names:

@@ -103,9 +103,10 @@ def os_release(host, facts):
 
 
 class Identity(Record):
-    """The user the checks ran as (None: unknown, e.g. a mounted image)."""
+    """The user the checks ran as (None: unknown, e.g. a mounted image), and whether they ran
+    on this machine (``live``) or on a tree taken elsewhere."""
 
-    __slots__ = ("euid",)
+    __slots__ = ("euid", "live")
 
     @property
     def is_root(self):
@@ -114,7 +115,7 @@ class Identity(Record):
 
 @fact("identity")
 def identity(host, facts):
-    return Identity(host.euid)
+    return Identity(host.euid, host.live)
 
 
 @fact("tools")

@@ -1,0 +1,114 @@
+"""Shared test helpers: fixture trees, a small tree builder, and running the CLI in-process."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from ai_doctor import cli
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "fixtures"
+
+
+def fixture_root(name: str) -> str:
+    return str(FIXTURES / name / "root")
+
+
+class Tree:
+    """Builds a host tree under a temporary directory: ``tree.write("/proc/meminfo", text)``."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def write(self, path: str, text="", mode: int = 0o644) -> Path:
+        target = self.root / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(text, bytes):
+            target.write_bytes(text)
+        else:
+            target.write_text(text)
+        os.chmod(target, mode)
+        return target
+
+    def link(self, path: str, target: str) -> None:
+        where = self.root / path.lstrip("/")
+        where.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(target, where)
+
+    def manifest(self, **fields) -> None:
+        self.write("/.aidoctor/manifest.json", json.dumps(fields))
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+
+@pytest.fixture
+def tree(tmp_path) -> Tree:
+    return Tree(tmp_path / "root")
+
+
+class Run:
+    def __init__(self, code: int, out: str, err: str):
+        self.code, self.out, self.err = code, out, err
+
+    @property
+    def json(self) -> dict:
+        return json.loads(self.out)
+
+    def findings(self) -> dict:
+        return {f["rule"]: f["severity"] for f in self.json["findings"]}
+
+    def statuses(self) -> dict:
+        return {c["rule"]: c["status"] for c in self.json["checks"]}
+
+
+@pytest.fixture
+def run(capsys, monkeypatch):
+    """Run ``aidoctor ARGS`` in-process; returns exit code and output."""
+    monkeypatch.delenv("NO_COLOR", raising=False)
+
+    def invoke(*args) -> Run:
+        code = cli.main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return Run(code, captured.out, captured.err)
+
+    return invoke
+
+
+MEMINFO_64G = """MemTotal:       67108864 kB
+MemFree:        50331648 kB
+MemAvailable:   62914560 kB
+Cached:          8388608 kB
+SwapTotal:             0 kB
+SwapFree:              0 kB
+CommitLimit:    33554432 kB
+Committed_AS:    4194304 kB
+HugePages_Total:       0
+HugePages_Free:        0
+HugePages_Rsvd:        0
+HugePages_Surp:        0
+Hugepagesize:       2048 kB
+"""
+
+
+def minimal_host(tree: Tree, meminfo: str = MEMINFO_64G, overcommit: str = "0", release: str = "6.1.0-18-amd64") -> Tree:
+    """A running host with just enough for every rule to decide."""
+    tree.write("/proc/meminfo", meminfo)
+    tree.write("/proc/sys/kernel/osrelease", release + "\n")
+    tree.write("/proc/sys/kernel/hostname", "testhost\n")
+    tree.write("/proc/sys/vm/overcommit_memory", overcommit + "\n")
+    tree.write("/proc/sys/vm/overcommit_ratio", "50\n")
+    tree.write("/proc/sys/vm/overcommit_kbytes", "0\n")
+    tree.write("/proc/sys/vm/nr_hugepages", "0\n")
+    tree.write("/proc/cmdline", "BOOT_IMAGE=/vmlinuz root=/dev/sda1 ro quiet\n")
+    tree.write("/proc/self/mountinfo", "26 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n22 26 0:21 / /proc rw - proc proc rw\n")
+    tree.write("/proc/self/cgroup", "0::/user.slice\n")
+    tree.write("/sys/kernel/mm/transparent_hugepage/enabled", "always [madvise] never\n")
+    tree.write("/sys/devices/system/cpu/online", "0-1\n")
+    tree.write("/boot/config-%s" % release, "CONFIG_HUGETLBFS=y\nCONFIG_HUGETLB_PAGE=y\nCONFIG_TRANSPARENT_HUGEPAGE=y\n")
+    tree.write("/etc/os-release", 'ID=debian\nPRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\n')
+    return tree

@@ -1,0 +1,224 @@
+"""The command line as a user meets it: exit codes, one-line errors, outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ai_doctor import __version__
+from conftest import fixture_root, minimal_host
+
+GUIDE = fixture_root("guide-followed-literally")
+STRICT = fixture_root("strict-overcommit")
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--model-size", "lots"], "--model-size 'lots' is not a size"),
+        (["--model-size", "70B"], "--params 70B"),
+        (["--model-size", "0"], "at least one byte"),
+        (["--params", "70Q"], "--params '70Q' is not a parameter count"),
+        (["--params", "70B", "--model-size", "1G"], "not both"),
+        (["--dtype", "fp16"], "--dtype goes with --params"),
+        (["--dtype", "fp7", "--params", "7B"], "invalid choice: 'fp7'"),
+        (["--format", "xml"], "invalid choice: 'xml'"),
+        (["--fail-on", "severe"], "invalid choice: 'severe'"),
+        (["--only", "cpu.turbo"], "unknown rule or area: cpu.turbo"),
+        (["--skip", "gpu"], "unknown rule or area: gpu"),
+        (["--root", "/nonexistent/tree"], "--root /nonexistent/tree: not a directory"),
+        (["--hugepages", "-3"], "is negative"),
+        (["--hugepages", "many"], "not a whole number"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+        (["explain"], "usage: aidoctor explain RULE"),
+        (["explain", "memory.nope"], "unknown rule id 'memory.nope'"),
+        (["--output", "/nonexistent/dir/report.json"], "--output /nonexistent/dir/report.json:"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(run, args, words):
+    result = run(*args)
+    assert result.code == 2
+    assert result.out == ""
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("aidoctor: error: ") and words in lines[0], result.err
+
+
+def test_broken_manifest_in_root_is_exit_2(run, tree):
+    tree.write("/.aidoctor/manifest.json", "{")
+    result = run("--root", tree)
+    assert result.code == 2 and "unreadable manifest" in result.err
+
+
+def test_exit_codes_follow_fail_on(run):
+    assert run("--root", GUIDE, "--model-size", "140G").code == 0  # medium and low findings only
+    assert run("--root", GUIDE, "--model-size", "140G", "--fail-on", "medium").code == 1
+    assert run("--root", STRICT, "--model-size", "40G").code == 1
+    assert run("--root", STRICT, "--model-size", "40G", "--fail-on", "never").code == 0
+    assert run("--root", STRICT, "--model-size", "40G", "--fail-on", "critical").code == 1
+
+
+def test_strict_turns_a_rule_error_into_exit_3(run, tree, monkeypatch):
+    from ai_doctor import engine
+
+    minimal_host(tree)
+    rule = engine.load_rules()["thp.disabled"]
+
+    def broken(f):
+        raise RuntimeError("simulated")
+
+    monkeypatch.setitem(engine.REGISTRY, "thp.disabled", rule._replace(check=broken))
+    relaxed = run("--root", tree)
+    assert relaxed.code == 0 and "thp.disabled: RuntimeError: simulated" in relaxed.out
+    assert "1 rule(s) failed internally: thp.disabled" in relaxed.err
+    assert run("--root", tree, "--strict").code == 3
+
+
+def test_json_report_shape(run):
+    result = run("--root", STRICT, "--model-size", "40G", "--format", "json")
+    report = result.json
+    assert report["schema"] == "aidoctor.report/1"
+    assert report["tool"] == {"name": "aidoctor", "version": __version__}
+    assert report["host"]["hostname"] == "infer-strict-01" and report["host"]["kernel"].startswith("5.14.0")
+    assert report["options"]["model_size"]["bytes"] == 40 << 30 and report["options"]["model_size"]["as_read"] == "40G"
+    assert report["summary"]["findings"]["critical"] == 1 and report["summary"]["exit_code"] == 1
+    finding = report["findings"][0]
+    assert set(finding) == {"rank", "rule", "severity", "title", "message", "evidence", "remediation"}
+    assert finding["rank"] == 1
+    assert {"path": "/etc/sysctl.d/90-overcommit.conf", "value": "vm.overcommit_memory = 2", "line": 2} not in finding["evidence"]
+    assert finding["evidence"][0] == {"path": "/proc/sys/vm/overcommit_memory", "value": "vm.overcommit_memory = 2"}
+    step = finding["remediation"][0]
+    assert set(step) == {"summary", "commands", "needs_root", "persistent", "on_host"}
+    assert {c["status"] for c in report["checks"]} <= {"pass", "finding", "skip", "error"}
+    assert (
+        len(report["checks"])
+        == report["summary"]["checks"]["pass"]
+        + report["summary"]["checks"]["finding"]
+        + report["summary"]["checks"]["skip"]
+        + report["summary"]["checks"]["error"]
+    )
+
+
+def test_params_and_dtype_are_read_back(run):
+    result = run("--root", STRICT, "--params", "70B", "--dtype", "int8", "--format", "json")
+    assert result.json["options"]["model_size"] == {
+        "bytes": 70 * 10**9,
+        "as_read": "70B",
+        "from": "--params",
+        "dtype": "int8",
+        "params": 70 * 10**9,
+    }
+    text = run("--root", STRICT, "--params", "70B").out
+    assert "Model: 70B params × 2 bytes (bf16) = 130.4 GiB = 140.0 GB" in text
+
+
+def test_text_header_says_how_the_size_was_read(run):
+    out = run("--root", STRICT, "--model-size", "140G").out
+    assert "Model: 140G = 140.0 GiB = 150.3 GB" in out
+    assert out.splitlines()[0].startswith("aidoctor %s · infer-strict-01" % __version__)
+
+
+def test_verbose_shows_evidence_and_skip_reasons(run):
+    quiet = run("--root", fixture_root("vps-no-hugetlb"), "--model-size", "12G").out
+    loud = run("--root", fixture_root("vps-no-hugetlb"), "--model-size", "12G", "-v").out
+    assert "Evidence:" not in quiet and "(-v shows why)" in quiet
+    assert "Evidence:" in loud and "[-] storage.scheduler: no NVMe namespaces on this host" in loud
+
+
+def test_only_and_skip(run):
+    only = run("--root", GUIDE, "--model-size", "140G", "--only", "cpu", "--format", "json").json
+    assert [c["rule"] for c in only["checks"]] == ["cpu.governor", "cpu.fixed-frequency"]
+    skipped = run("--root", GUIDE, "--model-size", "140G", "--skip", "cpu.governor", "--skip", "hugepages", "--format", "json").json
+    assert {"cpu.governor", "hugepages.unused"}.isdisjoint(c["rule"] for c in skipped["checks"])
+
+
+def test_list_rules_and_explain(run):
+    listing = run("--list-rules")
+    assert listing.code == 0
+    assert listing.out.splitlines()[0].split()[:2] == ["hugepages.unsupported", "info"]
+    assert len(listing.out.splitlines()) >= 14
+    explained = run("explain", "overcommit.ratio-ignored")
+    assert explained.code == 0 and "mode 1 never refuses" in explained.out and "vm.rst" in explained.out
+
+
+def test_version(run, capsys):
+    with pytest.raises(SystemExit) as done:
+        run("--version")
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == "aidoctor %s" % __version__
+
+
+def test_output_file_is_written_whole(run, tmp_path):
+    target = tmp_path / "report.json"
+    result = run("--root", GUIDE, "--model-size", "140G", "--format", "json", "--output", target)
+    assert result.out == "" and json.loads(target.read_text())["schema"] == "aidoctor.report/1"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_check_subcommand_is_the_default(run):
+    assert run("check", "--root", GUIDE, "--format", "json").json == run("--root", GUIDE, "--format", "json").json
+
+
+def console(args, env_extra=None):
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "ai_doctor"] + args, capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_module_entry_point_and_plain_pipe():
+    done = console(["--root", GUIDE, "--model-size", "140G"], {"NO_COLOR": "1"})
+    assert done.returncode == 0 and "\x1b" not in done.stdout and "hugepages.unused" in done.stdout
+
+
+def test_colour_on_a_terminal_and_none_with_no_color():
+    pty = pytest.importorskip("pty")
+    for env, coloured in (({}, True), ({"NO_COLOR": "1"}, False)):
+        leader, follower = pty.openpty()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ai_doctor", "--root", GUIDE, "--model-size", "140G"],
+            stdout=follower,
+            stderr=subprocess.PIPE,
+            env=dict(os.environ, COLUMNS="100", **env),
+        )
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        proc.wait(timeout=60)
+        os.close(leader)
+        out = b"".join(chunks).decode()
+        assert ("\x1b[" in out) is coloured
+        assert "cpu.governor" in out
+        # A command is never broken across lines, even on a 100-column terminal.
+        assert "echo performance | sudo tee /sys/devices/system/cpu/cpufreq/policy*/scaling_governor >/dev/null" in out
+
+
+def test_ascii_terminal_gets_ascii_marks():
+    done = console(["--root", GUIDE, "--model-size", "140G"], {"PYTHONIOENCODING": "ascii"})
+    assert done.returncode == 0 and "[!] medium" in done.stdout and "->" in done.stdout
+
+
+def test_broken_pipe_is_quiet():
+    shell = subprocess.run(
+        "%s -m ai_doctor --root %s --model-size 140G -v | head -1" % (sys.executable, GUIDE),
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shell.stderr == ""
+
+
+def test_hostile_host_text_is_not_markup(run, tree):
+    minimal_host(tree)
+    tree.write("/proc/sys/kernel/hostname", "[bold red]pwn[/] :smile: \x1b[31mred\n")
+    out = run("--root", tree).out
+    assert "[bold red]pwn[/] :smile:" in out

@@ -1,0 +1,157 @@
+"""The rule registry and runner: discovery, contracts, errors, ranking."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from ai_doctor import engine
+from ai_doctor.facts import PROVIDERS, Facts
+from ai_doctor.host import Host
+from ai_doctor.model import Finding, Issue, Pass, Severity, Skip, Status
+
+CATALOGUE = {
+    "hugepages.unsupported",
+    "hugepages.shortfall",
+    "hugepages.unused",
+    "thp.disabled",
+    "overcommit.strict-headroom",
+    "overcommit.heuristic-oversize",
+    "overcommit.ratio-ignored",
+    "memory.headroom",
+    "cpu.governor",
+    "cpu.fixed-frequency",
+    "storage.scheduler",
+    "kernel.config-missing",
+    "access.permission-denied",
+    "access.readonly-sysctl",
+}
+
+
+def test_the_starting_catalogue_is_registered():
+    assert CATALOGUE <= set(engine.load_rules())
+
+
+@pytest.mark.parametrize("rule_id", sorted(CATALOGUE))
+def test_every_rule_is_documented(rule_id):
+    rule = engine.load_rules()[rule_id]
+    assert re.fullmatch(r"[a-z]+\.[a-z0-9-]+", rule.id)
+    assert rule.title and rule.summary and len(rule.docs) > 200
+    assert "\n\n" in rule.docs  # a summary paragraph, then why and how
+    if rule.area not in ("access",):
+        assert "Documentation/" in rule.docs or "Reference:" in rule.docs
+
+
+def test_rules_declare_only_known_facts():
+    for rule in engine.load_rules().values():
+        for name in rule.needs + rule.uses:
+            assert name in PROVIDERS or name == "request", (rule.id, name)
+
+
+def test_select_by_id_and_area_and_unknown():
+    ids = [r.id for r in engine.select(only=["hugepages", "thp.disabled"])]
+    assert ids == ["hugepages.unsupported", "hugepages.shortfall", "hugepages.unused", "thp.disabled"]
+    assert "cpu.governor" not in [r.id for r in engine.select(skip=["cpu"])]
+    with pytest.raises(LookupError) as error:
+        engine.select(only=["cpu.nope"])
+    assert "cpu.nope" in str(error.value)
+
+
+def test_bad_declarations_are_refused():
+    with pytest.raises(engine.RuleDefinitionError):
+        engine.rule("NoDot", "t", Severity.LOW)(lambda f: None)
+    with pytest.raises(engine.RuleDefinitionError):
+        engine.rule("hugepages.shortfall", "dup", Severity.LOW)(lambda f: None)
+
+    def undocumented(f):
+        return None
+
+    with pytest.raises(engine.RuleDefinitionError):
+        engine.rule("test.undocumented", "t", Severity.LOW)(undocumented)
+
+
+def make_rule(rule_id, check, severity=Severity.MEDIUM, needs=(), uses=(), review=False):
+    check.__doc__ = "A test rule.\n\nIt exists for the engine tests."
+    return engine.Rule(rule_id, rule_id, severity, needs, uses, review, check.__doc__, check, __name__, 900)
+
+
+def test_a_raising_rule_is_an_error_and_the_run_goes_on(tree):
+    def boom(f):
+        raise ZeroDivisionError("bad arithmetic")
+
+    def fine(f):
+        return Issue("found it")
+
+    results, findings = engine.run(Facts(Host(str(tree))), [make_rule("t.boom", boom), make_rule("t.fine", fine)])
+    assert results[0].status is Status.ERROR and results[0].reason.startswith("ZeroDivisionError: bad arithmetic at test_engine.py:")
+    assert results[1].status is Status.FINDING and findings[0].message == "found it"
+
+
+def test_undeclared_facts_are_an_error(tree):
+    def sneaky(f):
+        return f.meminfo
+
+    results, _ = engine.run(Facts(Host(str(tree))), [make_rule("t.sneaky", sneaky)])
+    assert results[0].status is Status.ERROR and "without declaring" in results[0].reason
+
+
+def test_missing_required_facts_skip_with_the_reason(tree):
+    results, _ = engine.run(Facts(Host(str(tree))), [make_rule("t.needs", lambda f: None, needs=("meminfo",))])
+    assert results[0].status is Status.SKIP and "/proc/meminfo" in results[0].reason
+
+
+def test_outcomes_normalise(tree):
+    rules = [
+        make_rule("t.none", lambda f: None),
+        make_rule("t.pass", lambda f: Pass("all good")),
+        make_rule("t.skip", lambda f: Skip("nothing to see")),
+        make_rule("t.empty", lambda f: []),
+        make_rule("t.wrong", lambda f: ["not an issue"]),
+    ]
+    results, _ = engine.run(Facts(Host(str(tree))), rules)
+    assert [(r.status, r.reason) for r in results[:4]] == [
+        (Status.PASS, ""),
+        (Status.PASS, "all good"),
+        (Status.SKIP, "nothing to see"),
+        (Status.PASS, ""),
+    ]
+    assert results[4].status is Status.ERROR
+
+
+def test_ranking_is_severity_then_impact_then_catalogue(tree):
+    rules = [
+        make_rule("t.a", lambda f: [Issue("a-low", severity=Severity.LOW), Issue("a-high-small", severity=Severity.HIGH, impact=1)]),
+        make_rule("t.b", lambda f: Issue("b-high-big", severity=Severity.HIGH, impact=100)),
+        make_rule("t.c", lambda f: Issue("c-high-small", severity=Severity.HIGH, impact=1)),
+        make_rule("t.d", lambda f: Issue("d-critical")),
+    ]
+    rules = [r._replace(order=i) for i, r in enumerate(rules)]
+    rules[3] = rules[3]._replace(severity=Severity.CRITICAL)
+    _, findings = engine.run(Facts(Host(str(tree))), rules)
+    assert [f.message for f in findings] == ["d-critical", "b-high-big", "a-high-small", "c-high-small", "a-low"]
+    assert all(isinstance(f, Finding) for f in findings)
+
+
+def test_review_rules_see_findings_and_refused_reads(tree):
+    tree.write("/proc/meminfo", "MemTotal: 1 kB\n")
+    tree.manifest(outcomes={"/proc/meminfo": "denied"})
+    seen = {}
+
+    def reviewer(f):
+        seen["findings"] = [x.rule for x in f.findings]
+        seen["audit"] = {a.rule: [g.path for g in a.failed_reads] for a in f.audit}
+
+    rules = [
+        make_rule("t.reader", lambda f: Issue("x"), needs=("meminfo",)),
+        make_rule("t.review", reviewer, review=True),
+    ]
+    engine.run(Facts(Host(str(tree))), rules)
+    assert seen == {"findings": [], "audit": {"t.reader": ["/proc/meminfo"]}}
+
+
+def test_two_runs_rank_identically():
+    host_a, host_b = Host("/"), Host("/")
+    a = engine.run(Facts(host_a), engine.select())[1]
+    b = engine.run(Facts(host_b), engine.select())[1]
+    assert [(f.rule, f.message) for f in a] == [(f.rule, f.message) for f in b]

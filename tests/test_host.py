@@ -1,0 +1,177 @@
+"""The Host reader: outcomes instead of exceptions, capped reads, links kept inside the root."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ai_doctor.host import MISSING, OK, BadTree, Host, join_link
+
+
+def test_ok_missing_and_not_a_file(tree):
+    tree.write("/proc/meminfo", "MemTotal: 1 kB\n")
+    (tree.root / "etc/sysctl.d").mkdir(parents=True)
+    host = Host(str(tree))
+    assert host.read_text("/proc/meminfo").data == "MemTotal: 1 kB\n"
+    assert host.read_text("/proc/nothing").status == MISSING
+    assert host.read_text("/proc/meminfo/below").status == MISSING  # ENOTDIR is absence too
+    got = host.read_text("/etc/sysctl.d")
+    assert got.status == "error" and got.detail == "not a regular file"
+
+
+def test_reads_are_capped_not_sized(tree):
+    tree.write("/proc/big", b"x" * 5000)
+    got = Host(str(tree)).read_bytes("/proc/big", cap=1024)
+    assert got.ok and got.truncated and len(got.data) == 1024
+    assert not Host(str(tree)).read_bytes("/proc/big", cap=5000).truncated
+
+
+def test_a_fifo_does_not_hang_the_run(tree):
+    (tree.root / "proc").mkdir(parents=True)
+    os.mkfifo(tree.root / "proc/meminfo")
+    got = Host(str(tree)).read_text("/proc/meminfo")
+    assert got.status == "error" and "regular" in got.detail
+
+
+def test_text_that_is_not_utf8_is_replaced(tree):
+    tree.write("/etc/hostname", b"caf\xe9\n")
+    assert Host(str(tree)).read_text("/etc/hostname").data == "caf\ufffd\n"
+
+
+def test_manifest_marks_paths_denied_and_failing(tree):
+    tree.write("/boot/config-1", "CONFIG_X=y\n")
+    tree.write("/sys/x/y", "1\n")
+    tree.manifest(uid=1000, outcomes={"/boot/config-1": "denied", "/sys/x": "EIO: Input/output error"})
+    host = Host(str(tree))
+    assert host.read_text("/boot/config-1").status == "denied"
+    got = host.read_text("/sys/x/y")
+    assert got.status == "error" and got.detail == "EIO: Input/output error"
+    assert host.listdir("/sys/x").status == "error"
+    assert host.euid == 1000
+
+
+def test_the_manifest_is_not_part_of_the_host(tree):
+    tree.write("/etc/hostname", "h\n")
+    tree.manifest(uid=0)
+    host = Host(str(tree))
+    assert host.read_text("/.aidoctor/manifest.json").status == MISSING
+    assert ".aidoctor" not in host.listdir("/").data
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"outcomes": {"/a": 5}}', '{"outcomes": []}'])
+def test_a_broken_manifest_is_refused(tree, text):
+    tree.write("/.aidoctor/manifest.json", text)
+    with pytest.raises(BadTree):
+        Host(str(tree))
+
+
+def test_real_permission_denied_is_an_outcome(tree):
+    if os.geteuid() == 0:
+        pytest.skip("root reads everything; tests/test_nonroot.py runs a real user")
+    secret = tree.write("/etc/sysctl.d/10-secret.conf", "vm.x = 1\n", mode=0o000)
+    assert Host(str(tree)).read_text("/etc/sysctl.d/10-secret.conf").status == "denied"
+    secret.chmod(0o644)
+
+
+@pytest.fixture
+def outside(tmp_path):
+    """A file beside the tree that no read through the tree may ever return."""
+    (tmp_path / "secret").write_text("outside the root\n")
+    return tmp_path / "secret"
+
+
+def test_absolute_links_are_rerooted(tree, outside):
+    tree.write("/etc/real.conf", "inside\n")
+    tree.link("/etc/sysctl.d/abs.conf", "/etc/real.conf")
+    tree.link("/etc/sysctl.d/escape.conf", str(outside))
+    host = Host(str(tree))
+    assert host.read_text("/etc/sysctl.d/abs.conf").data == "inside\n"
+    assert host.read_text("/etc/sysctl.d/escape.conf").status == MISSING
+
+
+def test_dotdot_is_clamped_at_the_root(tree, outside):
+    tree.write("/secret", "the tree's own\n")
+    tree.link("/etc/climb", "../../../../../../../secret")
+    tree.link("/etc/dir-climb", "../../..")
+    host = Host(str(tree))
+    assert host.read_text("/etc/climb").data == "the tree's own\n"
+    assert host.read_text("/etc/dir-climb/secret").data == "the tree's own\n"
+    assert host.read_text("/../../secret").data == "the tree's own\n"
+    assert "secret" in host.listdir("/etc/dir-climb").data
+
+
+def test_intermediate_links_resolve_inside(tree, outside):
+    tree.write("/sys/devices/pci0/block/nvme0n1/queue/scheduler", "[none] mq-deadline\n")
+    tree.link("/sys/block/nvme0n1", "../devices/pci0/block/nvme0n1")
+    tree.link("/proc/self", "4242")
+    tree.write("/proc/4242/cgroup", "0::/\n")
+    tree.link("/lib", "/usr/lib")
+    tree.write("/usr/lib/os-release", "ID=debian\n")
+    tree.link("/escape", str(outside.parent))
+    host = Host(str(tree))
+    assert host.read_text("/sys/block/nvme0n1/queue/scheduler").data.startswith("[none]")
+    assert host.read_text("/proc/self/cgroup").data == "0::/\n"
+    assert host.read_text("/lib/os-release").ok
+    assert host.read_text("/escape/secret").status == MISSING
+    assert host.readlink("/sys/block/nvme0n1").data == "../devices/pci0/block/nvme0n1"
+    assert host.readlink("/proc/4242/cgroup").data is None  # exists, not a link
+
+
+def test_link_loops_stop(tree):
+    tree.link("/a", "/b")
+    tree.link("/b", "/a")
+    tree.link("/self", "self")
+    host = Host(str(tree))
+    got = host.read_text("/a")
+    assert got.status == "error" and got.detail.startswith("ELOOP")
+    assert host.read_text("/self/x").status == "error"
+    assert host.stat("/a")[0].status == "error"
+
+
+def test_every_access_is_logged(tree):
+    tree.write("/proc/meminfo", "x\n")
+    host = Host(str(tree))
+    host.read_text("/proc/meminfo")
+    host.listdir("/proc")
+    host.readlink("/proc/none")
+    host.stat("/proc")
+    assert [(kind, path, got.status) for kind, path, got in host.log] == [
+        ("file", "/proc/meminfo", OK),
+        ("dir", "/proc", OK),
+        ("link", "/proc/none", MISSING),
+        ("stat", "/proc", OK),
+    ]
+
+
+def test_trace_links_records_links_on_the_way(tree):
+    tree.link("/proc/self", "77")
+    tree.write("/proc/77/mountinfo", "x\n")
+    host = Host(str(tree), trace_links=True)
+    host.read_text("/proc/self/mountinfo")
+    assert ("link", "/proc/self") in [(kind, path) for kind, path, _got in host.log]
+
+
+def test_paths_are_normalised(tree):
+    tree.write("/proc/meminfo", "x\n")
+    host = Host(str(tree))
+    assert host.read_text("proc//./meminfo/").path == "/proc/meminfo"
+
+
+def test_live_host_reads_this_machine():
+    host = Host("/")
+    assert host.live and host.euid == os.geteuid()
+    assert host.read_text("/proc/self/status").ok
+
+
+@pytest.mark.parametrize(
+    "path, target, expected",
+    [
+        ("/sys/block/sda", "../devices/pci0/sda", "/sys/devices/pci0/sda"),
+        ("/etc/sysctl.d/99-sysctl.conf", "../sysctl.conf", "/etc/sysctl.conf"),
+        ("/etc/x", "/usr/lib/x", "/usr/lib/x"),
+        ("/a", "../../../b", "/b"),
+    ],
+)
+def test_join_link(path, target, expected):
+    assert join_link(path, target) == expected

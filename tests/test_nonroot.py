@@ -1,0 +1,99 @@
+"""A real unprivileged user meets a file it may not read: permission denied, for real.
+
+Tests usually run as root, who reads everything; this one copies the package where an
+unprivileged user can import it and runs aidoctor as that user with ``runuser``. It skips
+where that is impossible (not root, no runuser, no such user, no interpreter they may run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from conftest import REPO, Tree, minimal_host
+
+USER = "nobody"
+
+
+def _interpreter_for(user: str):
+    for candidate in (sys.executable, shutil.which("python3") or "", "/usr/bin/python3"):
+        if not candidate:
+            continue
+        probe = subprocess.run([shutil.which("runuser"), "-u", user, "--", candidate, "-c", "import json"], capture_output=True, timeout=30)
+        if probe.returncode == 0:
+            return candidate
+    return None
+
+
+@pytest.fixture
+def unprivileged():
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to an unprivileged user")
+    if not shutil.which("runuser"):
+        pytest.skip("no runuser")
+    try:
+        pwd.getpwnam(USER)
+    except KeyError:
+        pytest.skip("no user %r" % USER)
+    python = _interpreter_for(USER)
+    if python is None:
+        pytest.skip("no Python interpreter that %r may run" % USER)
+    work = tempfile.mkdtemp(prefix="aidoctor-nonroot-")
+    os.chmod(work, 0o755)
+    package = os.path.join(work, "lib", "ai_doctor")
+    shutil.copytree(REPO / "doctor", package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "rules", os.path.join(package, "rules"), ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "reports", os.path.join(package, "reports"), ignore=shutil.ignore_patterns("__pycache__"))
+    for folder, dirs, files in os.walk(os.path.join(work, "lib")):
+        os.chmod(folder, 0o755)
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o644)
+    yield python, work
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def test_unreadable_file_is_reported_for_a_real_user(unprivileged):
+    python, work = unprivileged
+    tree = Tree(__import__("pathlib").Path(work) / "host")
+    minimal_host(tree)
+    secret = tree.write("/etc/sysctl.d/10-secret.conf", "vm.nr_hugepages = 64\n", mode=0o600)
+    tree.write("/boot/config-6.1.0-18-amd64", "CONFIG_HUGETLBFS=y\n", mode=0o600)
+    for folder, dirs, files in os.walk(tree.root):
+        os.chmod(folder, 0o755)
+    assert secret.stat().st_mode & 0o777 == 0o600
+    done = subprocess.run(
+        [
+            shutil.which("runuser"),
+            "-u",
+            USER,
+            "--",
+            python,
+            "-m",
+            "ai_doctor",
+            "--root",
+            str(tree.root),
+            "--model-size",
+            "1G",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": os.path.join(work, "lib"), "PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"},
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    findings = {f["rule"]: f for f in report["findings"]}
+    denied = findings["access.permission-denied"]
+    assert {"path": "/etc/sysctl.d/10-secret.conf", "value": "permission denied"} in denied["evidence"]
+    assert {"path": "/boot/config-6.1.0-18-amd64", "value": "permission denied"} in denied["evidence"]
+    assert findings["kernel.config-missing"]["severity"] == "low"
+    assert "permission denied" in findings["kernel.config-missing"]["message"]

@@ -1,0 +1,278 @@
+"""Rules on small constructed trees: conditions, severities, messages, remediation."""
+
+from __future__ import annotations
+
+from conftest import MEMINFO_64G, minimal_host
+
+GiB = 1 << 30
+
+
+def meminfo(**fields):
+    text = MEMINFO_64G
+    for key, value in fields.items():
+        lines = [line for line in text.splitlines() if not line.startswith(key + ":")]
+        unit = "" if key.startswith("HugePages_") else " kB"
+        lines.append("%s: %d%s" % (key, value, unit))
+        text = "\n".join(lines) + "\n"
+    return text
+
+
+def finding(result, rule):
+    return next(f for f in result.json["findings"] if f["rule"] == rule)
+
+
+def commands(found):
+    return [c for step in found["remediation"] for c in step["commands"]]
+
+
+def test_healthy_minimal_host_has_no_findings(tree, run):
+    minimal_host(tree)
+    result = run("--root", tree, "--model-size", "20G", "--format", "json", "--skip", "cpu")
+    assert result.findings() == {}
+    assert result.code == 0
+
+
+def test_strict_headroom_numbers_and_ratio(tree, run):
+    minimal_host(tree, overcommit="2")
+    result = run("--root", tree, "--model-size", "40G", "--format", "json")
+    found = finding(result, "overcommit.strict-headroom")
+    assert found["severity"] == "critical"
+    assert "CommitLimit − Committed_AS = 32.0 GiB − 4.0 GiB = 28.0 GiB; the model needs 40.0 GiB" in found["message"]
+    # (4 GiB committed + 40 GiB + 8 MiB reserve) / 64 GiB RAM → 69 %
+    assert "sudo sysctl -w vm.overcommit_ratio=69" in commands(found)
+    assert any("90-aidoctor-overcommit.conf" in c for c in commands(found))
+
+
+def test_strict_headroom_fits(tree, run):
+    minimal_host(tree, overcommit="2")
+    assert run("--root", tree, "--model-size", "20G", "--format", "json").statuses()["overcommit.strict-headroom"] == "pass"
+
+
+def test_heuristic_oversize_uses_ram_plus_swap(tree, run):
+    minimal_host(tree, meminfo=meminfo(SwapTotal=16 * GiB // 1024, SwapFree=16 * GiB // 1024))
+    assert "overcommit.heuristic-oversize" not in run("--root", tree, "--model-size", "79G", "--format", "json").findings()
+    result = run("--root", tree, "--model-size", "81G", "--format", "json")
+    found = finding(result, "overcommit.heuristic-oversize")
+    assert "MemTotal + SwapTotal = 64.0 GiB + 16.0 GiB = 80.0 GiB" in found["message"]
+    assert "sudo swapon /swapfile.aidoctor" in commands(found)
+
+
+def test_heuristic_before_linux_5_2_judges_by_free_memory(tree, run):
+    minimal_host(tree, release="4.19.0-26-amd64")
+    found = finding(run("--root", tree, "--model-size", "61G", "--format", "json"), "overcommit.heuristic-oversize")
+    assert "kernels before 5.2" in found["message"]
+
+
+def test_ratio_ignored_runtime_only(tree, run):
+    minimal_host(tree, overcommit="1")
+    tree.write("/proc/sys/vm/overcommit_ratio", "95\n")
+    found = finding(run("--root", tree, "--format", "json"), "overcommit.ratio-ignored")
+    assert found["severity"] == "low" and "Mode 1 never refuses" in found["message"]
+
+
+def test_ratio_kbytes_pair_is_read_correctly(tree, run):
+    minimal_host(tree, overcommit="0")
+    tree.write("/proc/sys/vm/overcommit_ratio", "0\n")  # zeroed by writing overcommit_kbytes
+    tree.write("/proc/sys/vm/overcommit_kbytes", "1048576\n")
+    found = finding(run("--root", tree, "--format", "json"), "overcommit.ratio-ignored")
+    assert "vm.overcommit_kbytes = 1048576" in found["message"] and "overcommit_ratio" not in found["message"]
+
+
+def test_memory_headroom_tiers(tree, run):
+    minimal_host(tree)  # MemTotal 64 GiB, MemAvailable 60 GiB, no swap
+    assert run("--root", tree, "--model-size", "50G", "--format", "json").statuses()["memory.headroom"] == "pass"
+    assert run("--root", tree, "--model-size", "62G", "--format", "json").findings()["memory.headroom"] == "high"
+    assert run("--root", tree, "--model-size", "65G", "--format", "json").findings()["memory.headroom"] == "critical"
+    minimal_host(tree, meminfo=meminfo(SwapTotal=8 * GiB // 1024, SwapFree=8 * GiB // 1024))
+    assert run("--root", tree, "--model-size", "62G", "--format", "json").findings()["memory.headroom"] == "medium"
+
+
+def test_memory_headroom_quantized_sizes_from_params(tree, run):
+    minimal_host(tree)
+    found = finding(run("--root", tree, "--params", "70B", "--dtype", "bf16", "--format", "json"), "memory.headroom")
+    assert "int8 ≈ 65.2 GiB (does not fit)" in found["message"]
+    assert "int4 ≈ 32.6 GiB (fits)" in found["message"]
+    assert found["severity"] == "critical"
+
+
+def test_memory_headroom_names_the_systemd_unit(tree, run):
+    minimal_host(tree)
+    tree.write("/proc/self/cgroup", "0::/system.slice/vllm.service\n")
+    tree.write("/proc/self/mountinfo", "26 1 8:1 / / rw - ext4 /dev/sda1 rw\n29 21 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n")
+    tree.write("/sys/fs/cgroup/system.slice/vllm.service/memory.max", "%d\n" % (16 * GiB))
+    found = finding(run("--root", tree, "--model-size", "20G", "--format", "json"), "memory.headroom")
+    assert found["severity"] == "critical"
+    assert "sudo systemctl set-property vllm.service MemoryMax=23G" in commands(found)
+
+
+def test_shortfall_from_sysctl_and_hugepages_option(tree, run):
+    minimal_host(tree, meminfo=meminfo(HugePages_Total=100, HugePages_Free=100))
+    tree.write("/proc/sys/vm/nr_hugepages", "100\n")
+    tree.write("/etc/sysctl.d/80-pool.conf", "vm.nr_hugepages = 512\n")
+    found = finding(run("--root", tree, "--format", "json"), "hugepages.shortfall")
+    assert found["severity"] == "high"
+    assert "vm.nr_hugepages = 512 (/etc/sysctl.d/80-pool.conf:1) asks for 512 huge pages of 2 MiB" in found["message"]
+    assert {"path": "/etc/sysctl.d/80-pool.conf", "value": "vm.nr_hugepages = 512", "line": 1} in found["evidence"]
+    cmds = commands(found)
+    assert "echo 1 | sudo tee /proc/sys/vm/compact_memory >/dev/null" in cmds
+    assert (
+        any(c.startswith("printf '%s\\n' 'GRUB_CMDLINE_LINUX=\"$GRUB_CMDLINE_LINUX hugepagesz=2M hugepages=512\"'") for c in cmds) is False
+    )
+    # --hugepages states what the user wants now and overrides the configuration
+    assert "hugepages.shortfall" not in run("--root", tree, "--hugepages", "64", "--format", "json").findings()
+
+
+def test_shortfall_reserves_on_the_command_line_with_grubby(tree, run):
+    minimal_host(tree)
+    tree.write("/usr/sbin/grubby", "", 0o755)
+    found = finding(run("--root", tree, "--hugepages", "64", "--format", "json"), "hugepages.shortfall")
+    assert "sudo grubby --update-kernel=ALL --args='hugepagesz=2M hugepages=64'" in commands(found)
+
+
+def test_unused_pool_medium_and_its_fix(tree, run):
+    minimal_host(tree, meminfo=meminfo(HugePages_Total=512, HugePages_Free=512))
+    tree.write("/proc/sys/vm/nr_hugepages", "512\n")
+    tree.write("/etc/sysctl.conf", "vm.nr_hugepages=512\n")
+    found = finding(run("--root", tree, "--model-size", "1G", "--format", "json"), "hugepages.unused")
+    assert found["severity"] == "medium"
+    cmds = commands(found)
+    assert "sudo sysctl -w vm.nr_hugepages=0" in cmds
+    assert "sudo sed -i -E 's/^([[:space:]]*-?(vm\\.nr_hugepages)[[:space:]]*=)/# \\1/' /etc/sysctl.conf" in cmds
+    assert not any("tee /etc/sysctl.d" in c for c in cmds)  # 0 is the default: nothing to write
+
+
+def test_pool_in_use_is_not_unused(tree, run):
+    minimal_host(tree, meminfo=meminfo(HugePages_Total=512, HugePages_Free=512, HugePages_Rsvd=10))
+    assert run("--root", tree, "--format", "json").statuses()["hugepages.unused"] == "pass"
+
+
+def test_thp_never(tree, run):
+    minimal_host(tree)
+    tree.write("/sys/kernel/mm/transparent_hugepage/enabled", "always madvise [never]\n")
+    found = finding(run("--root", tree, "--format", "json"), "thp.disabled")
+    assert found["severity"] == "low"
+    assert "echo madvise | sudo tee /sys/kernel/mm/transparent_hugepage/enabled >/dev/null" in commands(found)
+
+
+def test_thp_not_built_skips(tree, run):
+    minimal_host(tree)
+    (tree.root / "sys/kernel/mm/transparent_hugepage/enabled").unlink()
+    result = run("--root", tree, "--format", "json", "--only", "thp")
+    assert result.statuses() == {"thp.disabled": "skip"}
+    assert "no transparent huge pages" in result.json["checks"][0]["reason"]
+
+
+def policies(tree, governors, driver="acpi-cpufreq"):
+    for n, governor in enumerate(governors):
+        base = "/sys/devices/system/cpu/cpufreq/policy%d" % n
+        tree.write(base + "/scaling_governor", governor + "\n")
+        tree.write(base + "/affected_cpus", "%d\n" % n)
+        tree.write(base + "/scaling_driver", driver + "\n")
+
+
+def test_governor_groups_cpus(tree, run):
+    minimal_host(tree, release="6.5.0-1-generic")
+    policies(tree, ["performance", "powersave", "powersave", "performance", "ondemand"])
+    found = finding(run("--root", tree, "--format", "json"), "cpu.governor")
+    assert found["severity"] == "medium"
+    assert found["message"].startswith("CPUs 1-2,4 (3 of 5) use the ondemand/powersave governor")
+    cmds = commands(found)
+    assert cmds[0].startswith("echo performance | sudo tee /sys/devices/system/cpu/cpufreq/policy1/scaling_governor")
+    assert "cpufreq.default_governor=performance" in found["remediation"][1]["summary"]
+    assert "sudoedit /etc/default/grub" in cmds
+
+
+def test_intel_pstate_powersave_is_low(tree, run):
+    minimal_host(tree)
+    policies(tree, ["powersave", "powersave"], driver="intel_pstate")
+    found = finding(run("--root", tree, "--format", "json"), "cpu.governor")
+    assert found["severity"] == "low" and "adaptive algorithm" in found["message"]
+    assert "policy*" in commands(found)[0]
+
+
+def test_governor_persists_with_tuned_where_tuned_runs(tree, run):
+    minimal_host(tree)
+    policies(tree, ["schedutil"])
+    tree.write("/usr/sbin/tuned-adm", "", 0o755)
+    found = finding(run("--root", tree, "--format", "json"), "cpu.governor")
+    assert "sudo tuned-adm profile throughput-performance" in commands(found)
+
+
+def test_scheduler_udev_rule(tree, run):
+    minimal_host(tree)
+    tree.write("/sys/block/nvme0n1/queue/scheduler", "none [kyber]\n")
+    found = finding(run("--root", tree, "--format", "json"), "storage.scheduler")
+    cmds = commands(found)
+    assert "echo none | sudo tee /sys/block/nvme0n1/queue/scheduler >/dev/null" in cmds
+    assert any("/etc/udev/rules.d/60-aidoctor-nvme-scheduler.rules" in c and 'ATTR{queue/scheduler}="none"' in c for c in cmds)
+    assert "sudo udevadm trigger --subsystem-match=block --action=change" in cmds
+
+
+def test_hidden_nvme_multipath_paths_are_ignored(tree, run):
+    minimal_host(tree)
+    tree.write("/sys/block/nvme0c0n1/queue/scheduler", "none [mq-deadline]\n")
+    tree.write("/sys/block/nvme0c0n1/hidden", "1\n")
+    assert run("--root", tree, "--format", "json").statuses()["storage.scheduler"] == "skip"
+
+
+def test_config_missing_suggests_the_configs_module(tree, run):
+    minimal_host(tree)
+    (tree.root / "boot/config-6.1.0-18-amd64").unlink()
+    tree.write("/lib/modules/6.1.0-18-amd64/kernel/kernel/configs.ko.xz", b"")
+    found = finding(run("--root", tree, "--format", "json"), "kernel.config-missing")
+    assert "sudo modprobe configs" in commands(found)
+
+
+def test_unsupported_hugetlb_without_requests_is_info(tree, run):
+    minimal_host(tree, meminfo="MemTotal: 1048576 kB\nMemAvailable: 524288 kB\n")
+    (tree.root / "proc/sys/vm/nr_hugepages").unlink()
+    found = finding(run("--root", tree, "--format", "json"), "hugepages.unsupported")
+    assert found["severity"] == "info"
+
+
+def test_root_needs_no_sudo(tree, run):
+    minimal_host(tree)
+    tree.manifest(uid=0)
+    tree.write("/sys/kernel/mm/transparent_hugepage/enabled", "always madvise [never]\n")
+    found = finding(run("--root", tree, "--format", "json"), "thp.disabled")
+    assert commands(found)[0] == "echo madvise | tee /sys/kernel/mm/transparent_hugepage/enabled >/dev/null"
+
+
+def test_container_fixes_go_to_the_host(tree, run):
+    minimal_host(tree)
+    tree.write("/run/.containerenv", "")
+    tree.write("/proc/self/mountinfo", "1 0 0:1 / / rw - overlay overlay rw\n3 2 0:2 /sys /proc/sys ro - proc proc rw\n")
+    tree.write("/sys/kernel/mm/transparent_hugepage/enabled", "always madvise [never]\n")
+    result = run("--root", tree, "--format", "json")
+    found = finding(result, "thp.disabled")
+    assert all(step["on_host"] for step in found["remediation"])
+    assert found["remediation"][0]["summary"].startswith("On the container's host")
+
+
+def test_readonly_sysctl_is_raised_by_the_findings_it_blocks(tree, run):
+    minimal_host(tree, overcommit="2")
+    tree.write("/proc/self/mountinfo", "1 0 0:1 / / rw - overlay overlay rw\n3 2 0:2 /sys /proc/sys ro - proc proc rw\n")
+    result = run("--root", tree, "--model-size", "40G", "--format", "json")
+    assert result.findings()["access.readonly-sysctl"] == "critical"
+    assert "overcommit.strict-headroom" in finding(result, "access.readonly-sysctl")["message"]
+
+
+def test_permission_denied_names_the_checks(tree, run):
+    minimal_host(tree)
+    tree.write("/etc/sysctl.d/10-secret.conf", "")
+    tree.manifest(uid=1000, outcomes={"/etc/sysctl.d/10-secret.conf": "denied", "/boot/config-6.1.0-18-amd64": "denied"})
+    result = run("--root", tree, "--model-size", "1G", "--format", "json")
+    found = finding(result, "access.permission-denied")
+    assert found["severity"] == "medium"
+    assert "uid 1000" in found["message"] and "kernel.config-missing" in found["message"]
+    assert {"path": "/etc/sysctl.d/10-secret.conf", "value": "permission denied"} in found["evidence"]
+    assert commands(found) == ["sudo aidoctor snapshot -o snapshot-as-root"]
+
+
+def test_image_mode_skips_runtime_checks_with_reasons(tree, run):
+    tree.write("/etc/sysctl.conf", "vm.overcommit_memory = 1\nvm.overcommit_ratio = 95\n")
+    result = run("--root", tree, "--model-size", "1G", "--format", "json")
+    checks = {c["rule"]: c for c in result.json["checks"]}
+    assert checks["memory.headroom"]["status"] == "skip" and "an image, not a running system" in checks["memory.headroom"]["reason"]
+    found = finding(result, "overcommit.ratio-ignored")
+    assert [s["summary"] for s in found["remediation"]][0].startswith("In the image")

@@ -1,0 +1,65 @@
+"""A snapshot replays to the same findings as the run that took it."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+
+from ai_doctor import snapshot
+from conftest import FIXTURES, fixture_root
+
+ARGS = [[], ["--model-size", "140G"], ["--model-size", "2G", "--hugepages", "16"], ["--params", "8B", "-v"]]
+
+
+def comparable(report: dict) -> dict:
+    for key in ("source", "root", "live"):
+        report["host"].pop(key)
+    report["options"].pop("argv")
+    return report
+
+
+def replay_matches(run, source_args, destination, args):
+    original = comparable(run(*(source_args + args + ["--format", "json"])).json)
+    replayed = comparable(run(*(["--root", destination] + args + ["--format", "json"])).json)
+    assert replayed == original
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not os.path.exists("/proc/meminfo"), reason="needs a live Linux /proc")
+def test_live_snapshot_replays_identically(run, tmp_path):
+    destination = tmp_path / "snap"
+    result = run("snapshot", "-o", destination)
+    assert result.code == 0 and "analyse it with: aidoctor --root" in result.err
+    manifest = json.loads((destination / ".aidoctor/manifest.json").read_text())
+    assert manifest["uid"] == os.geteuid() and manifest["format"] == 1
+    for args in ARGS:
+        replay_matches(run, [], destination, args)
+
+
+@pytest.mark.parametrize("name", ["container-cgroup-64g", "permission-denied", "image-without-proc", "guide-followed-literally"])
+def test_tree_snapshot_replays_identically(run, tmp_path, name):
+    destination = tmp_path / "snap"
+    assert run("snapshot", "--root", fixture_root(name), "-o", destination).code == 0
+    for args in ARGS:
+        replay_matches(run, ["--root", fixture_root(name)], destination, args)
+
+
+def test_snapshot_records_refusals_in_the_manifest(run, tmp_path):
+    destination = tmp_path / "snap"
+    run("snapshot", "--root", fixture_root("permission-denied"), "-o", destination)
+    outcomes = json.loads((destination / ".aidoctor/manifest.json").read_text())["outcomes"]
+    assert outcomes["/boot/config-6.8.0-45-generic"] == "denied"
+
+
+def test_snapshot_refuses_an_existing_destination(run, tmp_path):
+    result = run("snapshot", "-o", tmp_path)
+    assert result.code == 2 and "already exists" in result.err
+
+
+def test_snapshot_holds_only_what_the_checks_read(tmp_path):
+    host = snapshot.capture(fixture_root("healthy-tuned"))
+    snapshot.write_tree(host, str(tmp_path / "snap"), snapshot.manifest_for(host))
+    assert not (tmp_path / "snap/boot/vmlinuz-5.14.0-427.13.1.el9_4.x86_64").exists()
+    assert (tmp_path / "snap/proc/meminfo").read_text() == (FIXTURES / "healthy-tuned/root/proc/meminfo").read_text()
