@@ -261,6 +261,14 @@ def _write(path, text: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
+    if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
+        # /dev/stdout, a FIFO: write straight through, no temporary file beside it.
+        try:
+            with open(path, "w", encoding="utf-8") as handle:
+                handle.write(text)
+        except OSError as exc:
+            raise UsageError("--output %s: %s" % (path, exc.strerror or exc)) from None
+        return
     directory = os.path.dirname(os.path.abspath(path))
     temporary = os.path.join(directory, ".%s.aidoctor-tmp" % os.path.basename(path))
     try:

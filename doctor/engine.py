@@ -144,7 +144,7 @@ def select(only=(), skip=()):
     areas = {r.area for r in rules.values()}
     unknown = [name for name in list(only) + list(skip) if name not in rules and name not in areas]
     if unknown:
-        raise LookupError(", ".join(unknown))
+        raise LookupError(", ".join(repr(name) for name in unknown))
 
     def matches(rule_, names):
         return rule_.id in names or rule_.area in names

@@ -248,7 +248,10 @@ class Host:
         return Read(path, OK, data[:cap] if truncated else data, None, truncated)
 
     def _override(self, path: str):
-        """A recorded outcome (permission denied, EIO …) that a tree's manifest declares."""
+        """A recorded outcome (permission denied, EIO …) that a tree's manifest declares, or
+        the refusal of a path no filesystem can hold."""
+        if "\x00" in path:
+            return Read(path, ERROR, None, "EINVAL: the path holds a NUL byte", False)
         if self.live:
             return None
         if path == MANIFEST_DIR or path.startswith(MANIFEST_DIR + "/"):
@@ -309,10 +312,9 @@ class Host:
             if target is None:
                 real = self._prefix + here
                 try:
-                    is_link = stat.S_ISLNK(os.lstat(real).st_mode)
+                    target = os.readlink(real) if stat.S_ISLNK(os.lstat(real).st_mode) else ""
                 except OSError:
-                    is_link = False  # the open that follows reports what is wrong
-                target = os.readlink(real) if is_link else ""
+                    target = ""  # the open that follows reports what is wrong
                 self._links[here] = target
                 if target and self.trace_links:
                     self._note("link", Read(here, OK, target, None, False))

@@ -155,3 +155,27 @@ def test_two_runs_rank_identically():
     a = engine.run(Facts(host_a), engine.select())[1]
     b = engine.run(Facts(host_b), engine.select())[1]
     assert [(f.rule, f.message) for f in a] == [(f.rule, f.message) for f in b]
+
+
+def test_rule_packs_register_through_entry_points(tmp_path, monkeypatch):
+    """A third-party distribution naming a module in the ai_doctor.rules group is loaded."""
+    (tmp_path / "aidoctor_pack_example.py").write_text(
+        "from ai_doctor.engine import rule\n"
+        "from ai_doctor.model import Severity, Pass\n"
+        "@rule('pack.example', 'An example pack rule', Severity.LOW)\n"
+        "def example(f):\n"
+        "    '''A rule from a pack.\n\n    It passes.'''\n"
+        "    return Pass('from the pack')\n"
+    )
+    info = tmp_path / "aidoctor_pack_example-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: aidoctor-pack-example\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[ai_doctor.rules]\nexample = aidoctor_pack_example\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(engine, "REGISTRY", dict(engine.load_rules()))
+    monkeypatch.setattr(engine, "_loaded", False)
+    monkeypatch.delitem(__import__("sys").modules, "aidoctor_pack_example", raising=False)
+    # the built-in modules are already imported, so only the pack registers anew
+    rules = engine.load_rules()
+    assert rules["pack.example"].title == "An example pack rule"
+    assert [r.id for r in engine.select(only=["pack"])] == ["pack.example"]

@@ -336,3 +336,51 @@ def test_block_devices_know_nvme(tree):
     assert devices["nvme0n1"].sysfs_path == "/sys/devices/pci0/nvme/nvme0/nvme0n1"
     assert not devices["sda"].is_nvme and devices["sda"].scheduler == "bfq"
     assert devices["loop0"].is_virtual and devices["loop0"].scheduler is None
+
+
+# -- nothing a future kernel writes makes a parser raise -----------------------------------
+
+odd_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=400)
+
+
+@given(odd_text)
+def test_parsers_never_raise(text):
+    parse_mountinfo(text)
+    parse_mounts(text)
+    parse_kconfig(text)
+    parse_sysctl_file(text, "/etc/sysctl.conf")
+    parse_proc_cgroup(text)
+    parse_os_release(text)
+    parse_choice(text)
+    cmdline = Cmdline(text, tuple(split_cmdline(text)), "/proc/cmdline")
+    cmdline.hugepage_requests(2 << 20)
+    memparse(text)
+
+
+@given(st.binary(max_size=300))
+def test_facts_survive_arbitrary_bytes(tmp_path_factory, data):
+    from conftest import Tree
+
+    tree = Tree(tmp_path_factory.mktemp("odd") / "root")
+    for path in (
+        "/proc/meminfo",
+        "/proc/cmdline",
+        "/proc/self/mountinfo",
+        "/proc/self/cgroup",
+        "/proc/sys/kernel/osrelease",
+        "/proc/sys/vm/overcommit_memory",
+        "/sys/kernel/mm/transparent_hugepage/enabled",
+        "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages",
+        "/sys/devices/system/cpu/cpufreq/policy0/scaling_governor",
+        "/sys/devices/system/cpu/cpufreq/policy0/affected_cpus",
+        "/sys/block/nvme0n1/queue/scheduler",
+        "/etc/sysctl.conf",
+        "/etc/os-release",
+        "/proc/config.gz",
+    ):
+        tree.write(path, data)
+    facts = facts_for(tree)
+    from ai_doctor.facts import PROVIDERS
+
+    for name in sorted(PROVIDERS):
+        facts.get(name)

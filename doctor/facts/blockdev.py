@@ -42,8 +42,12 @@ def _nvme_name(name: str) -> bool:
     controller, sep, namespace = name[4:].partition("n")
     if "c" in controller:
         ctrl, _, path = controller.partition("c")
-        controller = ctrl if path.isdigit() else ""
-    return bool(sep) and controller.isdigit() and namespace.isdigit()
+        controller = ctrl if _digits(path) else ""
+    return bool(sep) and _digits(controller) and _digits(namespace)
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
 
 
 @fact("block_devices")

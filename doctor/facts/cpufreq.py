@@ -63,7 +63,7 @@ def _policy(host, name: str, path: str, fallback_cpu, first):
 
 def _number(name: str, prefix: str):
     digits = name[len(prefix) :]
-    return int(digits) if name.startswith(prefix) and digits.isdigit() else None
+    return int(digits) if name.startswith(prefix) and digits.isascii() and digits.isdigit() else None
 
 
 @fact("cpufreq")

@@ -16,7 +16,7 @@ def release(host, facts):
     if not got.ok:
         return unreadable(host, got, "cannot read the kernel release from")
     text = got.data.strip()
-    if not text or any(c.isspace() for c in text):
+    if not text or any(c.isspace() or c in "/\x00" for c in text) or text in (".", ".."):
         return Unavailable("%s holds no release: %r" % (OSRELEASE, text[:80]))
     return text
 
@@ -27,7 +27,7 @@ def kernel_version(release_text) -> tuple:
     for part in str(release_text or "").split("-", 1)[0].split(".")[:2]:
         digits = ""
         for char in part:
-            if not char.isdigit():
+            if char not in "0123456789":
                 break
             digits += char
         if not digits:

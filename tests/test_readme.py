@@ -1,0 +1,42 @@
+"""The README's lists agree with the code (the registry is the one source of rule ids)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from ai_doctor import engine
+from conftest import FIXTURES, REPO
+
+README = (REPO / "README.md").read_text()
+
+
+def section(title: str) -> str:
+    start = re.search(r"^#+ %s.*$" % re.escape(title), README, re.M)
+    end = re.search(r"^## ", README[start.end() :], re.M)
+    return README[start.end() : start.end() + end.start()] if end else README[start.end() :]
+
+
+def test_rule_table_matches_the_registry():
+    table = re.findall(r"^\| `([a-z]+\.[a-z0-9-]+)` \| (\w+) \|", section("What each finding means"), re.M)
+    rules = engine.load_rules()
+    assert [rule_id for rule_id, _ in table] == [r.id for r in sorted(rules.values(), key=lambda r: r.order)]
+    assert {rule_id: severity for rule_id, severity in table} == {r.id: r.severity.value for r in rules.values()}
+
+
+def test_fixture_table_matches_the_fixtures():
+    listed = set(re.findall(r"^\| `([a-z0-9-]+)` \|", section("Host trees, snapshots and fixtures"), re.M))
+    assert listed == {path.parent.name for path in FIXTURES.glob("*/expect.json")}
+
+
+def test_quick_start_has_exactly_two_shell_blocks():
+    blocks = re.findall(r"```(?:bash|sh|shell|console)?\n(.*?)```", section("Quick start"), re.S)
+    assert len(blocks) == 2
+    assert "aidoctor" in blocks[0] and "pytest" not in blocks[0]
+    assert "pytest" in blocks[1]
+
+
+def test_json_example_is_json_with_the_documented_keys():
+    example = re.search(r"```json\n(.*?)```", section("JSON output"), re.S).group(1).replace("…", "...")
+    report = json.loads(example)
+    assert set(report) == {"schema", "tool", "host", "options", "summary", "findings", "checks"}
