@@ -6,9 +6,6 @@ from ai_doctor.engine import rule
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Step
 from ai_doctor.units import gib
 
-DOC = "Documentation/admin-guide/mm/hugetlbpage.rst"
-
-
 def _size(page_size) -> str:
     return gib(page_size).replace(".0 ", " ")
 
@@ -62,9 +59,9 @@ def unsupported(f):
         unsupported_by.append("/proc/sys/vm/nr_hugepages and meminfo's Hugepagesize are absent")
         evidence.extend(Evidence(path, value) for path, value in pools.evidence)
     if not unsupported_by:
-        if (not pools or pools.supported is None) and not config:
-            return Skip("neither the running kernel (/proc) nor its config could be read")
-        return Pass("hugetlb is supported")
+        if config and config.enabled("HUGETLBFS"):
+            return Pass("CONFIG_HUGETLBFS=%s in %s" % (config.get("HUGETLBFS"), config.source))
+        return Skip("cannot tell: no running kernel to ask (/proc) and no kernel config that mentions CONFIG_HUGETLBFS")
     active = [r for r in requests if r.count > 0]
     evidence.extend(_request_evidence(r) for r in active)
     message = "This kernel has no hugetlb support (%s)." % "; ".join(unsupported_by)
@@ -154,6 +151,8 @@ def shortfall(f):
             message += " The kernel has no pool of %s pages at all (the CPU or kernel does not offer that size)." % _size(request.page_size)
         elif mem and wanted_bytes > mem.get("MemTotal", 0):
             message += " That is more than all of this host's memory (%s): it can never succeed." % gib(mem.get("MemTotal", 0))
+        elif request.path == "/proc/cmdline":
+            message += " Even at boot the kernel could not find that much free memory (other reservations, or more than the NUMA nodes hold)."
         else:
             message += " The kernel found too few free contiguous blocks when the pool was set: memory was fragmented or in use."
         evidence = [_request_evidence(request)]
@@ -179,6 +178,10 @@ def _shortfall_steps(f, request, pool):
             ],
             ("/proc/sys/vm/drop_caches", "/proc/sys/vm/compact_memory", count_path),
         )
+    if request.path == "/proc/cmdline":
+        # Already reserved at boot, and still short: the memory was not there to take.
+        steps.append(Step("Ask the kernel command line for no more than the memory can hold (%s now)" % request.source, (), True, True))
+        return steps
     # A pool that must exist is reserved at boot, before memory fragments.
     others = []
     cmdline = f.cmdline
@@ -272,7 +275,7 @@ def _release_steps(f, pool, request):
         return _release_default(f, request)
     path = pool.source
     steps = fixes.sysfs([path], "0", "Release the pool")
-    if request is not None and request.assignment is None:
+    if request is not None and request.path == "/proc/cmdline":
         steps.append(fixes.kernel_args([], ["hugepages", "hugepagesz"], "Stop reserving it at boot"))
     return steps
 
