@@ -64,7 +64,7 @@ def main() -> int:
         "text (terminal)": (tool + ["--model-size", args.model_size], True),
     }
     samples = {name: [] for name in commands}
-    for name, (command, terminal) in commands.items():  # warm the page cache and bytecode
+    for command, terminal in commands.values():  # warm the page cache and bytecode
         timed(command, terminal)
     for _ in range(args.rounds):
         for name, (command, terminal) in commands.items():

@@ -40,7 +40,10 @@ def _parser() -> argparse.ArgumentParser:
         prog="aidoctor",
         formatter_class=_formatter,
         description="Diagnose a Linux host (or an image or snapshot of one) before it loads and serves an AI model.",
-        epilog="Subcommands: `aidoctor check` (the default), `aidoctor explain RULE`, `aidoctor snapshot -o DIR`. Exit codes: 0 nothing at or above --fail-on, 1 findings at or above it, 2 bad input, 3 aidoctor failed.",
+        epilog=(
+            "Subcommands: `aidoctor check` (the default), `aidoctor explain RULE`, `aidoctor snapshot -o DIR`. Exit "
+            "codes: 0 nothing at or above --fail-on, 1 findings at or above it, 2 bad input, 3 aidoctor failed."
+        ),
     )
     model = parser.add_argument_group("the model")
     model.add_argument("--model-size", metavar="SIZE", help="weights size: 140G, 140GiB (powers of 1024), 150GB (powers of 1000), or bytes")

@@ -107,7 +107,10 @@ def readonly_sysctl(f):
             ", ".join(sorted({x.rule for x in blocked})),
             f.container.where if f.container and f.container.detected else "the host",
         )
-    message += " vm.* settings are host-wide (not namespaced); only namespaced ones (net.*, kernel.shm*, …) can be set per container, through the runtime."
+    message += (
+        " vm.* settings are host-wide (not namespaced); only namespaced ones (net.*, "
+        "kernel.shm*, …) can be set per container, through the runtime."
+    )
     steps = [
         Step(
             "Set host-wide sysctls (vm.*) on the host; pass namespaced ones when the container starts "

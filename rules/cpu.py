@@ -49,9 +49,9 @@ def governor(f):
     )
     if adaptive:
         message += (
-            " Under %s, powersave is the driver's adaptive algorithm, not the lowest frequency; performance still removes the ramp-up at each burst."
-            % slow[0].driver
-        )
+            " Under %s, powersave is the driver's adaptive algorithm, not the lowest "
+            "frequency; performance still removes the ramp-up at each burst."
+        ) % slow[0].driver
     missing = [p for p in slow if p.available and "performance" not in p.available]
     if missing:
         message += (

@@ -6,6 +6,7 @@ from ai_doctor.engine import rule
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Step
 from ai_doctor.units import gib
 
+
 def _size(page_size) -> str:
     return gib(page_size).replace(".0 ", " ")
 
@@ -152,7 +153,9 @@ def shortfall(f):
         elif mem and wanted_bytes > mem.get("MemTotal", 0):
             message += " That is more than all of this host's memory (%s): it can never succeed." % gib(mem.get("MemTotal", 0))
         elif request.path == "/proc/cmdline":
-            message += " Even at boot the kernel could not find that much free memory (other reservations, or more than the NUMA nodes hold)."
+            message += (
+                " Even at boot the kernel could not find that much free memory (other reservations, or more than the NUMA nodes hold)."
+            )
         else:
             message += " The kernel found too few free contiguous blocks when the pool was set: memory was fragmented or in use."
         evidence = [_request_evidence(request)]

@@ -42,7 +42,10 @@ def config_missing(f):
         message += " In a container the kernel is the host's, and so is its config."
         steps.append(
             Step(
-                "Let the container see the host's kernel config: mount /boot read-only (docker run -v /boot:/boot:ro), or run aidoctor on the host",
+                (
+                    "Let the container see the host's kernel config: mount /boot read-only "
+                    "(docker run -v /boot:/boot:ro), or run aidoctor on the host"
+                ),
                 (),
                 False,
                 True,
@@ -56,7 +59,8 @@ def config_missing(f):
     else:
         steps.append(
             Step(
-                "Install the config with the kernel (it ships in the kernel package of every mainstream distribution), or build kernels with CONFIG_IKCONFIG_PROC=y",
+                "Install the config with the kernel (it ships in the kernel package of every mainstream distribution), "
+                "or build kernels with CONFIG_IKCONFIG_PROC=y",
                 (),
                 True,
                 True,

@@ -96,7 +96,10 @@ def _strict_steps(f, mem, committed, model_size):
         else:
             steps.append(
                 Step(
-                    "Even vm.overcommit_ratio=100 would not cover it (%d%% of RAM would be needed): add swap or memory, or use a smaller model"
+                    (
+                        "Even vm.overcommit_ratio=100 would not cover it (%d%% of RAM "
+                        "would be needed): add swap or memory, or use a smaller model"
+                    )
                     % ratio,
                     (),
                     True,
@@ -230,7 +233,8 @@ def ratio_ignored(f):
     if not settings:
         return Pass("no overcommit ratio or kbytes is set")
     message = (
-        "%s has no effect while vm.overcommit_memory = %s: the ratio and kbytes only set CommitLimit, which the kernel enforces in mode 2 alone."
+        "%s has no effect while vm.overcommit_memory = %s: "
+        "the ratio and kbytes only set CommitLimit, which the kernel enforces in mode 2 alone."
         % (
             "; ".join(settings),
             MODE_NAMES.get(mode, mode_setting.value),

@@ -25,7 +25,10 @@ def disabled(f):
     if thp.enabled != "never":
         return Pass("transparent huge pages: %s" % thp.enabled)
     evidence = [Evidence(thp.path, " ".join("[%s]" % c if c == thp.enabled else c for c in thp.choices))]
-    message = "Transparent huge pages are off (`never`): large buffers are mapped 4 KiB at a time, even for programs that ask for huge pages with madvise."
+    message = (
+        "Transparent huge pages are off (`never`): large buffers are mapped 4 KiB "
+        "at a time, even for programs that ask for huge pages with madvise."
+    )
     cmdline = f.cmdline
     boot = cmdline.last("transparent_hugepage") if cmdline else None
     if boot is not None:

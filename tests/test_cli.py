@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from ai_doctor import __version__
+
 from conftest import fixture_root, minimal_host
 
 GUIDE = fixture_root("guide-followed-literally")

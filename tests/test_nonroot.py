@@ -51,7 +51,7 @@ def unprivileged():
     shutil.copytree(REPO / "doctor", package, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "rules", os.path.join(package, "rules"), ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "reports", os.path.join(package, "reports"), ignore=shutil.ignore_patterns("__pycache__"))
-    for folder, dirs, files in os.walk(os.path.join(work, "lib")):
+    for folder, _dirs, files in os.walk(os.path.join(work, "lib")):
         os.chmod(folder, 0o755)
         for name in files:
             os.chmod(os.path.join(folder, name), 0o644)
@@ -65,7 +65,7 @@ def test_unreadable_file_is_reported_for_a_real_user(unprivileged):
     minimal_host(tree)
     secret = tree.write("/etc/sysctl.d/10-secret.conf", "vm.nr_hugepages = 64\n", mode=0o600)
     tree.write("/boot/config-6.1.0-18-amd64", "CONFIG_HUGETLBFS=y\n", mode=0o600)
-    for folder, dirs, files in os.walk(tree.root):
+    for folder, _dirs, _files in os.walk(tree.root):
         os.chmod(folder, 0o755)
     assert secret.stat().st_mode & 0o777 == 0o600
     done = subprocess.run(

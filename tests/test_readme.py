@@ -6,6 +6,7 @@ import json
 import re
 
 from ai_doctor import engine
+
 from conftest import FIXTURES, REPO
 
 README = (REPO / "README.md").read_text()

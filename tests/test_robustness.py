@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from ai_doctor.checkup import checkup
 from ai_doctor.host import Host
 from ai_doctor.model import Request, Status
+
 from conftest import MEMINFO_64G, Tree, minimal_host
 
 PATHS = (

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from ai_doctor import snapshot
+
 from conftest import FIXTURES, fixture_root
 
 ARGS = [[], ["--model-size", "140G"], ["--model-size", "2G", "--hugepages", "16"], ["--params", "8B", "-v"]]

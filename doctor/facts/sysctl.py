@@ -166,7 +166,10 @@ def sysctl_config(host, facts):
             skipped.append(
                 (
                     SYSCTL_CONF,
-                    "systemd-sysctl does not read it at boot (no link to it in /etc/sysctl.d); only `sysctl -p` or `sysctl --system` apply it",
+                    (
+                        "systemd-sysctl does not read it at boot (no link to it in /etc/sysctl.d); "
+                        "only `sysctl -p` or `sysctl --system` apply it"
+                    ),
                 )
             )
         else:
