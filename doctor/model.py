@@ -59,8 +59,9 @@ class Step(Record):
 
     ``commands`` are exact shell lines; ``persistent`` says whether the change survives a
     reboot (None: the step changes nothing, e.g. a command that shows what uses memory);
-    ``on_host`` marks a step that must run on the container's host, not in it; ``writes`` names the kernel files the step changes (``/proc/sys/vm/nr_hugepages``), which
-    tells whether a read-only /proc/sys stands in its way.
+    ``on_host`` marks a step that must run on the container's host, not in it; ``writes``
+    names the kernel files the step changes (``/proc/sys/vm/nr_hugepages``), which tells
+    whether a read-only /proc/sys stands in its way.
     """
 
     __slots__ = ("summary", "commands", "needs_root", "persistent", "on_host", "writes")

@@ -26,6 +26,7 @@ _CGROUP_MARKERS = (
     ("/lxc/", "lxc"),
     ("lxc.payload", "lxc"),
 )
+_INJECTED = ("/etc/hostname", "/etc/hosts", "/etc/resolv.conf")
 _BIND_MARKERS = (
     ("/var/lib/kubelet/pods/", "kubernetes"),
     ("/var/lib/docker/containers/", "docker"),
@@ -74,6 +75,10 @@ def container(host, facts):
     mounts = facts.get("mounts")
     if mounts:
         for mount in mounts.mounts:
+            # Runtimes bind their per-container hostname, hosts and resolv.conf over /etc; a host
+            # that merely runs a runtime mounts the state directory onto itself instead.
+            if mount.mountpoint not in _INJECTED:
+                continue
             runtime = next((rt for key, rt in _BIND_MARKERS if key in mount.root), None)
             if runtime:
                 signals.append(

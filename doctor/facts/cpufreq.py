@@ -41,16 +41,20 @@ def _first_line(host, path: str):
     return got.data.strip() if got.ok else None, got
 
 
-def _policy(host, name: str, path: str, fallback_cpu, first):
+def _policy(host, name: str, path: str, number, per_cpu: bool, first):
     governor, got = _first_line(host, path + "/scaling_governor")
     if governor is None:
         return None, got
-    cpus_text = _first_line(host, path + "/affected_cpus")[0]
-    if cpus_text is None:
-        cpus_text = _first_line(host, path + "/related_cpus")[0]
-    cpus = parse_cpu_list(cpus_text) if cpus_text else ()
-    if not cpus and fallback_cpu is not None:
-        cpus = (fallback_cpu,)
+    if per_cpu:
+        # Each cpuN/cpufreq speaks for CPU N; its related_cpus would count siblings twice.
+        cpus = (number,)
+    else:
+        cpus_text = _first_line(host, path + "/affected_cpus")[0]
+        if cpus_text is None:
+            cpus_text = _first_line(host, path + "/related_cpus")[0]
+        cpus = parse_cpu_list(cpus_text) if cpus_text else ()
+        if not cpus and number is not None:
+            cpus = (number,)
     if first is None:
         driver = _first_line(host, path + "/scaling_driver")[0]
         available = tuple((_first_line(host, path + "/scaling_available_governors")[0] or "").split())
@@ -84,10 +88,10 @@ def cpufreq(host, facts):
     for name in sorted(names, key=lambda n: _number(n, "policy" if layout == "policy" else "cpu")):
         if layout == "policy":
             path = "%s/%s" % (CPUFREQ_DIR, name)
-            policy, got = _policy(host, name, path, _number(name, "policy"), first)
+            policy, got = _policy(host, name, path, _number(name, "policy"), False, first)
         else:
             path = "%s/%s/cpufreq" % (CPU_DIR, name)
-            policy, got = _policy(host, name, path, _number(name, "cpu"), first)
+            policy, got = _policy(host, name, path, _number(name, "cpu"), True, first)
         if policy is not None:
             policies.append(policy)
             first = first or policy

@@ -98,10 +98,14 @@ def kernel_config(host, facts):
             continue
         data = got.data
         if path.endswith(".gz"):
+            stream = zlib.decompressobj(16 + zlib.MAX_WBITS)
             try:
-                data = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data, 16 << 20)
+                data = stream.decompress(data, 16 << 20)
             except zlib.error as exc:
                 tried[-1] = (path, "not gzip data (%s)" % exc)
+                continue
+            if not stream.eof:
+                tried[-1] = (path, "truncated gzip data")
                 continue
         text = data.decode("utf-8", "replace")
         if "CONFIG_" not in text:
