@@ -33,7 +33,6 @@ class Fixes:
 
     def __init__(self, host, facts):
         self._facts = facts
-        self.live = host.live
         self.running = facts.get("running")
         identity = facts.get("identity")
         self.root = identity.is_root is True
@@ -153,6 +152,7 @@ class Fixes:
             # One file per parameter family, so two fixes never overwrite each other.
             name = "90-aidoctor-%s.cfg" % add[0].split("=", 1)[0].replace(".", "-")
             commands = (
+                self.sudo("mkdir -p /etc/default/grub.d"),
                 "printf '%%s\\n' %s | %s" % (_quote(line), self.sudo("tee /etc/default/grub.d/%s >/dev/null" % name)),
                 self.sudo("update-grub"),
             )
