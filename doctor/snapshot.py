@@ -52,13 +52,15 @@ def manifest_for(host, argv=()) -> dict:
 
 
 def write_tree(host, destination: str, manifest: dict) -> int:
-    """Write what ``host`` logged under ``destination`` (which must not exist); returns entries."""
-    os.makedirs(destination)
+    """Write what ``host`` logged under ``destination`` (which must not exist, in a directory
+    that does); returns the number of entries written."""
+    os.mkdir(destination)
     links = {}
     for kind, path, got in host.log:
         if kind == "link" and got.data:
             links[path] = got.data
     outcomes = {}
+    listed = []
     written = 0
     for kind, path, got in host.log:
         if got.status not in (OK, "missing"):
@@ -82,10 +84,7 @@ def write_tree(host, destination: str, manifest: dict) -> int:
                 written += 1
         elif kind == "dir":
             os.makedirs(target, exist_ok=True)
-            for name in got.data:
-                entry = target + "/" + name
-                if not os.path.lexists(entry):
-                    _placeholder(host, path.rstrip("/") + "/" + name, entry)
+            listed.extend((path.rstrip("/") + "/" + name, target + "/" + name) for name in got.data)
             written += 1
         elif kind == "stat":
             if not os.path.lexists(target):
@@ -97,6 +96,11 @@ def write_tree(host, destination: str, manifest: dict) -> int:
                         pass
                     os.chmod(target, stat.S_IMODE(got.data.mode))
                 written += 1
+    # Names that were listed but never read get an empty stand-in of their kind, last, so a
+    # stand-in never takes the place of a file that was read.
+    for path, entry in listed:
+        if not os.path.lexists(entry):
+            _placeholder(host, path, entry)
     manifest = dict(manifest, outcomes=dict(sorted(outcomes.items())))
     os.makedirs(destination + MANIFEST_DIR, exist_ok=True)
     with open(destination + MANIFEST, "w", encoding="utf-8") as handle:

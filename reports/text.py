@@ -26,6 +26,20 @@ _GLYPHS = {True: (" · ", " — ", "→"), False: (" - ", " - ", "->")}
 PLAIN_WIDTH = 100
 
 
+def _escapes() -> dict:
+    # C0 and C1 controls and DEL (terminal escapes), and the bidirectional overrides that can
+    # make text read as something else: shown as \xNN / \uNNNN.
+    table = {code: "\\x%02x" % code for code in list(range(0x20)) + list(range(0x7F, 0xA0))}
+    table.update({code: "\\u%04x" % code for code in list(range(0x202A, 0x202F)) + list(range(0x2066, 0x206A))})
+    return table
+
+
+_VISIBLE = _escapes()
+# For terminals that cannot show them, the report's own typography in ASCII.
+_ASCII = dict(_VISIBLE)
+_ASCII.update((ord(k), v) for k, v in {"≈": "~", "−": "-", "×": "x", "…": "...", "—": "-", "→": "->", "·": "-", "✓": "+", "✗": "x"}.items())
+
+
 def render(report, color: bool = False, width=None, unicode: bool = True) -> str:
     """The report as terminal text: with ANSI styles through rich when ``color``, plain
     otherwise (pipes, files, NO_COLOR), where rich's import would be most of the run's cost."""
@@ -119,9 +133,12 @@ class _Writer:
         """One logical line of ``parts`` (strings, or (string, style) pairs).
 
         Wrapped continuation lines are indented ``hang`` more; ``wrap=False`` (commands,
-        paths) never breaks, so a command copies whole.
+        paths) never breaks, so a command copies whole. Control characters from the host's
+        files are shown escaped, never sent to the terminal.
         """
-        self.out.line(parts, indent, hang, wrap)
+        table = _VISIBLE if self.unicode else _ASCII
+        cleaned = tuple((p[0].translate(table), p[1]) if isinstance(p, tuple) else p.translate(table) for p in parts)
+        self.out.line(cleaned, indent, hang, wrap)
 
     def report(self, report):
         self.header(report)

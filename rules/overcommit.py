@@ -203,48 +203,54 @@ def ratio_ignored(f):
     runtime, config = f.sysctl, f.sysctl_config
     if not runtime and not config:
         return Skip("neither /proc/sys nor the sysctl configuration could be read")
-    mode_setting, mode = _mode(f)
-    if mode == 2:
-        return Pass("vm.overcommit_memory = 2: the ratio applies")
-    evidence = [mode_setting.evidence()]
+    ratio_keys = ("vm.overcommit_ratio", "vm.overcommit_kbytes")
+    # The running kernel is judged by its own mode, the configuration by the mode it sets at
+    # boot: a ratio that waits for a mode 2 still to come is not ignored.
+    boot = governing(config, None, "vm.overcommit_memory")
+    evidence = []
     settings = []
-    persistent = []
-    if config:
-        for key in ("vm.overcommit_ratio", "vm.overcommit_kbytes"):
+    ignored_lines = []
+    if config and boot.int != 2:
+        for key in ratio_keys:
             items = config.all(key)
             if not items:
                 continue
-            persistent.extend(items)
+            ignored_lines.extend(items)
             evidence.extend(Evidence(item.path, "%s = %s" % (key, item.value), item.line) for item in items)
-            last = items[-1]
-            text = "%s = %s (%s)" % (key, last.value, last.where)
-            if len(items) > 1:
-                text += ", set %d times in all" % len(items)
-            settings.append(text)
-    if runtime:
+            repeated = " (set %d times; the last wins)" % len(items) if len(items) > 1 else ""
+            settings.append("%s = %s at %s%s" % (key, items[-1].value, items[-1].where, repeated))
+        if ignored_lines:
+            evidence.insert(0, boot.evidence())
+    now = governing(None, runtime, "vm.overcommit_memory") if runtime else None
+    configured = {item.key for item in config.assignments if item.key in ratio_keys} if config else set()
+    if now is not None and now.int != 2 and not (boot.int == 2 and configured):
         ratio, kbytes = runtime.int("vm.overcommit_ratio"), runtime.int("vm.overcommit_kbytes")
         # Writing one of the pair zeroes the other, so ratio 0 with kbytes set is not a ratio.
         if kbytes:
-            evidence.append(Evidence("/proc/sys/vm/overcommit_kbytes", str(kbytes)))
-            settings.append("vm.overcommit_kbytes = %d (running kernel)" % kbytes)
+            settings.append("vm.overcommit_kbytes = %d in the running kernel" % kbytes)
+            evidence += [now.evidence(), Evidence("/proc/sys/vm/overcommit_kbytes", str(kbytes))]
         elif ratio is not None and ratio != 50:
-            evidence.append(Evidence("/proc/sys/vm/overcommit_ratio", str(ratio)))
-            settings.append("vm.overcommit_ratio = %d (running kernel; default 50)" % ratio)
+            settings.append("vm.overcommit_ratio = %d in the running kernel (default 50)" % ratio)
+            evidence += [now.evidence(), Evidence("/proc/sys/vm/overcommit_ratio", str(ratio))]
     if not settings:
-        return Pass("no overcommit ratio or kbytes is set")
+        return Pass("no overcommit ratio or kbytes is set where vm.overcommit_memory is not 2")
+    judged_now = now is not None and any("running kernel" in text for text in settings)
+    if ignored_lines and judged_now and boot.int == now.int:
+        modes = "vm.overcommit_memory is %s, at boot and now" % MODE_NAMES.get(now.int, now.value)
+    else:
+        parts = []
+        if ignored_lines:
+            parts.append("the configuration boots with vm.overcommit_memory = %s" % MODE_NAMES.get(boot.int, boot.value))
+        if judged_now:
+            parts.append("the running kernel has vm.overcommit_memory = %s" % MODE_NAMES.get(now.int, now.value))
+        modes = " and ".join(parts)
     message = (
-        "%s has no effect while vm.overcommit_memory = %s: "
-        "the ratio and kbytes only set CommitLimit, which the kernel enforces in mode 2 alone."
-        % (
-            "; ".join(settings),
-            MODE_NAMES.get(mode, mode_setting.value),
-        )
+        "These settings do nothing: %s. The ratio and kbytes only set CommitLimit, which the kernel enforces in mode 2 alone, "
+        "and %s." % ("; ".join(settings), modes)
     )
-    if mode == 1:
+    if 1 in (boot.int if ignored_lines else None, now.int if now is not None else None):
         message += " Mode 1 never refuses an allocation: the ratio does not cap overcommit."
     steps = []
-    if persistent:
-        steps.append(
-            f.fixes.comment_out(persistent, "Remove the ineffective setting from the configuration, so it says what the kernel does")
-        )
+    if ignored_lines:
+        steps.append(f.fixes.comment_out(ignored_lines, "Remove the ineffective setting from the configuration, so it says what the kernel does"))
     return Issue(message, evidence, steps)

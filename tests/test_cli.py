@@ -219,8 +219,11 @@ def test_broken_pipe_is_quiet():
     assert shell.stderr == ""
 
 
-def test_hostile_host_text_is_not_markup(run, tree):
+def test_hostile_host_text_is_not_markup_nor_terminal_escapes(run, tree):
     minimal_host(tree)
-    tree.write("/proc/sys/kernel/hostname", "[bold red]pwn[/] :smile: \x1b[31mred\n")
-    out = run("--root", tree).out
-    assert "[bold red]pwn[/] :smile:" in out
+    tree.write("/proc/sys/kernel/hostname", "[bold red]pwn[/] :smile: \x1b[31mred\x1b]0;title\x07\u202egnp\n")
+    tree.write("/etc/sysctl.d/50-x.conf", "vm.overcommit_ratio = 9\x1b[2J\n")
+    out = run("--root", tree, "-v").out
+    assert "[bold red]pwn[/] :smile: \\x1b[31mred\\x1b]0;title\\x07\\u202egnp" in out
+    assert "vm.overcommit_ratio = 9\\x1b[2J" in out
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out

@@ -276,3 +276,18 @@ def test_image_mode_skips_runtime_checks_with_reasons(tree, run):
     assert checks["memory.headroom"]["status"] == "skip" and "an image, not a running system" in checks["memory.headroom"]["reason"]
     found = finding(result, "overcommit.ratio-ignored")
     assert [s["summary"] for s in found["remediation"]][0].startswith("In the image")
+
+
+def test_ratio_waiting_for_mode_2_at_boot_is_not_ignored(tree, run):
+    minimal_host(tree, overcommit="0")
+    tree.write("/etc/sysctl.d/90-overcommit.conf", "vm.overcommit_memory = 2\nvm.overcommit_ratio = 80\n")
+    tree.write("/proc/sys/vm/overcommit_ratio", "80\n")
+    assert run("--root", tree, "--format", "json").statuses()["overcommit.ratio-ignored"] == "pass"
+
+
+def test_ratio_ignored_is_judged_by_the_boot_mode(tree, run):
+    minimal_host(tree, overcommit="2")
+    tree.write("/etc/sysctl.d/90-overcommit.conf", "vm.overcommit_memory = 1\nvm.overcommit_ratio = 80\n")
+    found = finding(run("--root", tree, "--format", "json"), "overcommit.ratio-ignored")
+    assert "vm.overcommit_ratio = 80 at /etc/sysctl.d/90-overcommit.conf:2" in found["message"]
+    assert "the configuration boots with vm.overcommit_memory = 1" in found["message"]

@@ -39,12 +39,20 @@ def test_live_snapshot_replays_identically(run, tmp_path):
         replay_matches(run, [], destination, args)
 
 
-@pytest.mark.parametrize("name", ["container-cgroup-64g", "permission-denied", "image-without-proc", "guide-followed-literally"])
+@pytest.mark.parametrize("name", sorted(path.parent.name for path in FIXTURES.glob("*/expect.json")))
 def test_tree_snapshot_replays_identically(run, tmp_path, name):
     destination = tmp_path / "snap"
     assert run("snapshot", "--root", fixture_root(name), "-o", destination).code == 0
-    for args in ARGS:
+    expect = json.loads((FIXTURES / name / "expect.json").read_text())
+    for args in ARGS + [expect["args"]]:
         replay_matches(run, ["--root", fixture_root(name)], destination, args)
+
+
+def test_snapshot_keeps_the_content_of_listed_files(tmp_path):
+    host = snapshot.capture(fixture_root("hugepage-shortfall"))
+    snapshot.write_tree(host, str(tmp_path / "snap"), snapshot.manifest_for(host))
+    written = (tmp_path / "snap/etc/sysctl.d/60-hugepages.conf").read_text()
+    assert written == (FIXTURES / "hugepage-shortfall/root/etc/sysctl.d/60-hugepages.conf").read_text()
 
 
 def test_snapshot_records_refusals_in_the_manifest(run, tmp_path):
@@ -57,6 +65,12 @@ def test_snapshot_records_refusals_in_the_manifest(run, tmp_path):
 def test_snapshot_refuses_an_existing_destination(run, tmp_path):
     result = run("snapshot", "-o", tmp_path)
     assert result.code == 2 and "already exists" in result.err
+
+
+def test_snapshot_does_not_create_missing_parents(run, tmp_path):
+    result = run("snapshot", "-o", tmp_path / "no" / "such" / "place")
+    assert result.code == 2 and "No such file or directory" in result.err
+    assert not (tmp_path / "no").exists()
 
 
 def test_snapshot_holds_only_what_the_checks_read(tmp_path):
