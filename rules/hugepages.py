@@ -130,6 +130,7 @@ def shortfall(f):
     if not requests:
         return Pass("no huge page pool is requested")
     issues = []
+    mem = f.meminfo
     for request in requests:
         pool = pools.pool(request.page_size)
         if pool is not None and pool.total >= request.count:
@@ -137,7 +138,7 @@ def shortfall(f):
         have = pool.total if pool is not None else 0
         missing = request.count - have
         wanted_bytes = request.count * request.page_size
-        message = "%s (%s) asks for %d huge pages of %s (%s), but the pool holds %d: %d pages (%s) could not be allocated." % (
+        message = "%s (%s) asks for %d huge pages of %s (%s), but the pool holds %d: %d pages (%s) short." % (
             request.source,
             request.where,
             request.count,
@@ -147,53 +148,58 @@ def shortfall(f):
             missing,
             gib(missing * request.page_size),
         )
-        mem = f.meminfo
+        configured = request.configured
+        impossible = bool(mem) and wanted_bytes > mem.get("MemTotal", 0)
         if pool is None:
-            message += " The kernel has no pool of %s pages at all (the CPU or kernel does not offer that size)." % _size(request.page_size)
-        elif mem and wanted_bytes > mem.get("MemTotal", 0):
-            message += " That is more than all of this host's memory (%s): it can never succeed." % gib(mem.get("MemTotal", 0))
+            cause = "The kernel has no pool of %s pages at all (the CPU or kernel does not offer that size)." % _size(request.page_size)
+        elif impossible:
+            cause = "That is more than all of this host's memory (%s): it can never succeed." % gib(mem.get("MemTotal", 0))
+        elif request.from_user and configured is None:
+            cause = "Nothing configures a pool of that size: no vm.nr_hugepages in the sysctl files, no hugepages= on the kernel command line."
+        elif request.from_user and configured.count < request.count:
+            cause = "The host's configuration asks for only %d (%s at %s)." % (configured.count, configured.source, configured.where)
         elif request.path == "/proc/cmdline":
-            message += (
-                " Even at boot the kernel could not find that much free memory (other reservations, or more than the NUMA nodes hold)."
-            )
+            cause = "Even at boot the kernel could not find that much free memory (other reservations, or more than the NUMA nodes hold)."
         else:
-            message += " The kernel found too few free contiguous blocks when the pool was set: memory was fragmented or in use."
+            cause = "The kernel found too few free contiguous blocks when the pool was set: memory was fragmented or in use."
         evidence = [_request_evidence(request)]
+        if configured is not None:
+            evidence.append(_request_evidence(configured))
         if pool is not None:
             evidence.append(_pool_evidence(pool))
-        issues.append(Issue(message, evidence, _shortfall_steps(f, request, pool), impact=missing * request.page_size))
+        steps = _shortfall_steps(f, request, pool, impossible)
+        issues.append(Issue(message + " " + cause, evidence, steps, impact=missing * request.page_size))
     return issues or Pass("every requested pool is complete")
 
 
-def _shortfall_steps(f, request, pool):
+def _shortfall_steps(f, request, pool, impossible):
     fixes = f.fixes
+    if impossible or pool is None:
+        return [Step("Ask for a pool the host can hold: fewer pages, or a page size the kernel offers", (), False, None)]
     steps = []
-    if pool is not None:
-        count_path = pool.source if pool.source.endswith("nr_hugepages") else "/proc/sys/vm/nr_hugepages"
-        steps += fixes.runtime(
-            "Free page cache and compact memory, then ask again and check what the kernel allocated",
-            [
-                "sync",
-                "echo 3 | %s" % fixes.sudo("tee /proc/sys/vm/drop_caches >/dev/null"),
-                "echo 1 | %s" % fixes.sudo("tee /proc/sys/vm/compact_memory >/dev/null"),
-                "echo %d | %s" % (request.count, fixes.sudo("tee %s >/dev/null" % count_path)),
-                "cat %s" % count_path,
-            ],
-            ("/proc/sys/vm/drop_caches", "/proc/sys/vm/compact_memory", count_path),
-        )
+    unconfigured = request.from_user and (request.configured is None or request.configured.count < request.count)
+    if unconfigured and request.page_size == f.hugepages.default_size:
+        # Nothing asks for this pool yet: ask for it, now and at boot.
+        return fixes.sysctl([("vm.nr_hugepages", str(request.count))], "hugepages", "Reserve the pool") + [
+            _boot_reservation(f, request, "Or, for a pool that must survive fragmentation, reserve it at boot instead")
+        ]
+    count_path = pool.source if pool.source.endswith("nr_hugepages") else "/proc/sys/vm/nr_hugepages"
+    steps += fixes.runtime(
+        "Free page cache and compact memory, then ask again and check what the kernel allocated",
+        [
+            "sync",
+            "echo 3 | %s" % fixes.sudo("tee /proc/sys/vm/drop_caches >/dev/null"),
+            "echo 1 | %s" % fixes.sudo("tee /proc/sys/vm/compact_memory >/dev/null"),
+            "echo %d | %s" % (request.count, fixes.sudo("tee %s >/dev/null" % count_path)),
+            "cat %s" % count_path,
+        ],
+        ("/proc/sys/vm/drop_caches", "/proc/sys/vm/compact_memory", count_path),
+    )
     if request.path == "/proc/cmdline":
         # Already reserved at boot, and still short: the memory was not there to take.
         steps.append(Step("Ask the kernel command line for no more than the memory can hold (%s now)" % request.source, (), True, True))
         return steps
-    # A pool that must exist is reserved at boot, before memory fragments.
-    others = []
-    cmdline = f.cmdline
-    if cmdline:
-        for item in cmdline.hugepage_requests(f.hugepages.default_size):
-            if item.page_size and item.page_size != request.page_size:
-                others += ["hugepagesz=%s" % _kernel_size(item.page_size), "hugepages=%d" % item.count]
-    args = others + ["hugepagesz=%s" % _kernel_size(request.page_size), "hugepages=%d" % request.count]
-    steps.append(fixes.kernel_args(args, ["hugepagesz", "hugepages"], "Reserve the pool at boot"))
+    steps.append(_boot_reservation(f, request, "Reserve the pool at boot"))
     if request.assignment is not None:
         steps.append(
             fixes.comment_out(
@@ -202,6 +208,19 @@ def _shortfall_steps(f, request, pool):
             )
         )
     return steps
+
+
+def _boot_reservation(f, request, purpose):
+    """A kernel command line step reserving ``request`` at boot, keeping other sizes' pools."""
+    # A pool that must exist is reserved at boot, before memory fragments.
+    others = []
+    cmdline = f.cmdline
+    if cmdline:
+        for item in cmdline.hugepage_requests(f.hugepages.default_size):
+            if item.page_size and item.page_size != request.page_size:
+                others += ["hugepagesz=%s" % _kernel_size(item.page_size), "hugepages=%d" % item.count]
+    args = others + ["hugepagesz=%s" % _kernel_size(request.page_size), "hugepages=%d" % request.count]
+    return f.fixes.kernel_args(args, ["hugepagesz", "hugepages"], purpose)
 
 
 def _kernel_size(page_size: int) -> str:

@@ -172,6 +172,8 @@ def policies(tree, governors, driver="acpi-cpufreq"):
 
 def test_governor_groups_cpus(tree, run):
     minimal_host(tree, release="6.5.0-1-generic")
+    tree.write("/etc/default/grub", 'GRUB_CMDLINE_LINUX=""\n')
+    tree.write("/usr/sbin/grub-mkconfig", "", 0o755)
     policies(tree, ["performance", "powersave", "powersave", "performance", "ondemand"])
     found = finding(run("--root", tree, "--format", "json"), "cpu.governor")
     assert found["severity"] == "medium"
@@ -291,3 +293,20 @@ def test_ratio_ignored_is_judged_by_the_boot_mode(tree, run):
     found = finding(run("--root", tree, "--format", "json"), "overcommit.ratio-ignored")
     assert "vm.overcommit_ratio = 80 at /etc/sysctl.d/90-overcommit.conf:2" in found["message"]
     assert "the configuration boots with vm.overcommit_memory = 1" in found["message"]
+
+
+def test_no_boot_loader_here_says_so(tree, run):
+    minimal_host(tree)
+    policies(tree, ["schedutil"])
+    found = finding(run("--root", tree, "--format", "json"), "cpu.governor")
+    last = found["remediation"][-1]
+    assert last["commands"] == [] and "no boot loader configuration was found here" in last["summary"]
+
+
+def test_kernel_install_hosts_edit_etc_kernel_cmdline(tree, run):
+    minimal_host(tree)
+    policies(tree, ["schedutil"])
+    tree.write("/etc/kernel/cmdline", "root=/dev/sda1 ro\n")
+    tree.write("/usr/bin/kernel-install", "", 0o755)
+    found = finding(run("--root", tree, "--format", "json"), "cpu.governor")
+    assert found["remediation"][-1]["commands"][0] == "sudoedit /etc/kernel/cmdline"

@@ -157,22 +157,36 @@ class Fixes:
                 self.sudo("update-grub"),
             )
             how = "in a GRUB drop-in"
-        else:
+        elif "/etc/default/grub" in tools and ({"update-grub", "grub2-mkconfig", "grub-mkconfig"} & set(tools)):
             if "update-grub" in tools:
                 rebuild = "update-grub"
             elif "grub2-mkconfig" in tools:
                 rebuild = "grub2-mkconfig -o /boot/grub2/grub.cfg"
             else:
                 rebuild = "grub-mkconfig -o /boot/grub/grub.cfg"
-            edit = "${EDITOR:-vi} /etc/default/grub" if self.root else "sudoedit /etc/default/grub"
-            commands = (edit, self.sudo(rebuild))
+            commands = (self._edit("/etc/default/grub"), self.sudo(rebuild))
             how = "in GRUB_CMDLINE_LINUX (and GRUB_CMDLINE_LINUX_DEFAULT) of /etc/default/grub, by hand"
+        elif "/etc/kernel/cmdline" in tools:
+            commands = (self._edit("/etc/kernel/cmdline"),)
+            if "kernel-install" in tools:
+                commands += (self.sudo('kernel-install add "$(uname -r)" "/usr/lib/modules/$(uname -r)/vmlinuz"'),)
+            how = "in /etc/kernel/cmdline (systemd-boot / kernel-install), by hand, then regenerate the boot entries"
+        else:
+            summary = (
+                "%s: %s the kernel command line where this machine's is set: no boot loader configuration was found here "
+                "(no grubby, update-grub, grub-mkconfig, /etc/default/grub or /etc/kernel/cmdline), so it is the VM's, "
+                "the firmware's or an image builder's" % (purpose, change)
+            )
+            return Step(self._place(summary, True), (), True, True, False, ())
         summary = "%s: %s the kernel command line %s" % (purpose, change, how)
         if add and remove_names:
             summary += ", replacing any %s already there" % ", ".join("`%s=`" % n for n in remove_names)
         if self.running:
             summary += ", then reboot"
         return Step(self._place(summary, True), commands, True, True, False, ())
+
+    def _edit(self, path: str) -> str:
+        return "${EDITOR:-vi} %s" % path if self.root else "sudoedit %s" % path
 
     def runtime(self, summary: str, commands, writes=(), host_wide: bool = True):
         """Commands (already with ``sudo`` where needed) that change the running kernel now;

@@ -196,13 +196,25 @@ def thp(host, facts):
 
 class PoolRequest(Record):
     """A huge page pool someone asked for: size, pages, where (``--hugepages``, a sysctl file
-    and line, the kernel command line), and the sysctl assignment behind it if any."""
+    and line, the kernel command line), and the sysctl assignment behind it if any.
 
-    __slots__ = ("page_size", "count", "source", "path", "line", "assignment")
+    For ``--hugepages``, ``configured`` is what the host's own configuration asks for (another
+    PoolRequest, or None when nothing does).
+    """
+
+    __slots__ = ("page_size", "count", "source", "path", "line", "assignment", "configured")
+    _defaults = {"configured": None}
+
+    @property
+    def from_user(self) -> bool:
+        return self.path == FROM_USER
 
     @property
     def where(self) -> str:
         return "%s:%d" % (self.path, self.line) if self.line else self.path
+
+
+FROM_USER = "aidoctor's command line"
 
 
 @fact("hugepage_requests")
@@ -234,5 +246,6 @@ def hugepage_requests(host, facts):
                 )
     wanted = facts.request.hugepages if facts.request is not None else None
     if wanted is not None:
-        requests[default_size] = PoolRequest(default_size, wanted, "--hugepages %d" % wanted, "command line of aidoctor", None, None)
+        configured = requests.get(default_size)
+        requests[default_size] = PoolRequest(default_size, wanted, "--hugepages %d" % wanted, FROM_USER, None, None, configured)
     return tuple(requests[size] for size in sorted(requests))

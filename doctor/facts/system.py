@@ -118,9 +118,13 @@ def identity(host, facts):
     return Identity(host.euid, host.live)
 
 
+BOOT_FILES = ("/etc/default/grub", "/etc/kernel/cmdline")
+
+
 @fact("tools")
 def tools(host, facts):
-    """Admin tools installed on the target, by name → path, so fixes name ones that exist."""
+    """Admin tools installed on the target, by name → path, so fixes name ones that exist;
+    boot loader configuration files (BOOT_FILES) that exist are listed under their path."""
     found = {}
     for name in TOOLS:
         for directory in TOOL_DIRS:
@@ -129,6 +133,10 @@ def tools(host, facts):
             if got.ok and info.is_file and info.executable:
                 found[name] = path
                 break
+    for path in BOOT_FILES:
+        got, info = host.stat(path)
+        if got.ok and info.is_file:
+            found[path] = path
     return found
 
 
