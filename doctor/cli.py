@@ -14,6 +14,7 @@ from ai_doctor import __version__
 from ai_doctor.checkup import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE
 
 FORMATS = ("text", "json")
+HOST_MARKERS = ("/etc", "/usr", "/boot", "/proc/meminfo", "/sys/devices")
 FAIL_ON = ("critical", "high", "medium", "low", "info", "never")
 
 
@@ -68,11 +69,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def _count(text: str) -> int:
     try:
-        value = int(text, 10)
+        value = int(text, 10) if len(text) <= 24 else 1 << 80
     except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a whole number" % text) from None
+        raise argparse.ArgumentTypeError("%r is not a whole number" % text[:40]) from None
     if value < 0:
         raise argparse.ArgumentTypeError("%r is negative" % text)
+    if value >= 1 << 32:
+        raise argparse.ArgumentTypeError("%r: more huge pages than any machine holds" % text[:40])
     return value
 
 
@@ -207,9 +210,13 @@ def _host(args):
     if not os.path.isdir(args.root):
         raise UsageError("--root %s: not a directory" % args.root)
     try:
-        return Host(args.root)
+        host = Host(args.root)
     except BadTree as exc:
         raise UsageError("--root %s" % exc) from None
+    # A mistyped mount point must not pass a CI gate as a host with nothing wrong.
+    if not any(host.exists(path) for path in HOST_MARKERS):
+        raise UsageError("--root %s: not a host tree (none of %s in it)" % (args.root, ", ".join(HOST_MARKERS)))
+    return host
 
 
 def _check(args, argv) -> int:
@@ -221,6 +228,8 @@ def _check(args, argv) -> int:
         report = checkup(host, request, args.only, args.skip, args.fail_on, args.strict, args.verbose, ["aidoctor"] + argv)
     except LookupError as exc:
         raise UsageError("unknown rule or area: %s (see aidoctor --list-rules)" % exc.args[0]) from None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     to_terminal = args.output is None and sys.stdout.isatty()
     if args.format == "json":
         from ai_doctor.reports import json as renderer
@@ -264,7 +273,9 @@ def _write(path, text: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
+    if os.path.isdir(path):
+        raise UsageError("--output %s: is a directory" % path)
+    if os.path.exists(path) and not os.path.isfile(path):
         # /dev/stdout, a FIFO: write straight through, no temporary file beside it.
         try:
             with open(path, "w", encoding="utf-8") as handle:

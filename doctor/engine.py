@@ -139,7 +139,8 @@ def _entry_point_modules():
 
 
 def select(only=(), skip=()):
-    """Rules chosen by ids or area names; unknown names raise LookupError naming them."""
+    """Rules chosen by ids or area names; unknown names raise LookupError naming them, a choice
+    that leaves nothing raises ValueError."""
     rules = load_rules()
     areas = {r.area for r in rules.values()}
     unknown = [name for name in list(only) + list(skip) if name not in rules and name not in areas]
@@ -150,6 +151,8 @@ def select(only=(), skip=()):
         return rule_.id in names or rule_.area in names
 
     chosen = [r for r in rules.values() if (not only or matches(r, only)) and not matches(r, skip)]
+    if not chosen:
+        raise ValueError("--only and --skip together select no rules")
     return sorted(chosen, key=lambda r: r.order)
 
 

@@ -1,7 +1,7 @@
 """Sizes as people write them, and as the report prints them.
 
-``--model-size`` follows coreutils: K, M, G, T, P and KiB … PiB are powers of 1024; KB, MB, GB,
-TB, PB powers of 1000; a bare number is bytes; suffixes are case-insensitive. ``--params 70B``
+``--model-size`` follows coreutils: K, M, G, T, P, Ki … Pi and KiB … PiB are powers of 1024;
+KB, MB, GB, TB, PB powers of 1000; a bare number is bytes; suffixes are case-insensitive. ``--params 70B``
 counts parameters (K, M, B, T: thousand, million, billion, trillion).
 """
 
@@ -24,33 +24,40 @@ class SizeError(ValueError):
     """A size or count that cannot be read; the message names the input."""
 
 
+def _shown(text: str) -> str:
+    """The input as an error message quotes it: in full when short, cut when not."""
+    return repr(text) if len(text) <= 40 else repr(text[:40]) + "…"
+
+
 def parse_size(text: str) -> int:
     """Bytes for a size such as ``140G``, ``1.5TiB``, ``500GB`` or ``1073741824``."""
     match = re.fullmatch(_SIZE, text, re.I | re.A)
     if not match:
-        raise SizeError("%r is not a size (examples: 140G, 140GiB, 150GB, 1073741824)" % text)
+        raise SizeError("%s is not a size (examples: 140G, 140GiB, 150GB, 1073741824)" % _shown(text))
     number, suffix = match.groups()
+    if len(number) > 24:
+        raise SizeError("%s is larger than any machine's memory" % _shown(text))
     unit = suffix.upper()
     if unit in ("B", ""):
         if unit == "B":
             raise SizeError(
-                "%r: a B suffix is ambiguous here; for bytes write %s, for %s billion parameters use --params %sB"
-                % (text, number, number, number)
+                "%s: a B suffix is ambiguous here; for bytes write %s, for %s billion parameters use --params %sB"
+                % (_shown(text), number, number, number)
             )
         scale = 1
     elif unit in _BINARY:
         scale = _BINARY[unit]
-    elif len(unit) == 3 and unit.endswith("IB") and unit[0] in _BINARY:
+    elif unit[1:] in ("I", "IB") and unit[0] in _BINARY:
         scale = _BINARY[unit[0]]
     elif len(unit) == 2 and unit.endswith("B") and unit[0] in _BINARY:
         scale = 1000 ** "_KMGTP".index(unit[0])
     else:
-        raise SizeError("%r: unknown unit %r (use K, M, G, T, KiB…TiB or KB…TB)" % (text, suffix))
+        raise SizeError("%s: unknown unit %r (use K, M, G, T, P, KiB…PiB or KB…PB)" % (_shown(text), suffix))
     value = _scaled(number, scale)
     if value < 1:
-        raise SizeError("%r: a model size must be at least one byte" % text)
+        raise SizeError("%s: a model size must be at least one byte" % _shown(text))
     if value >= 1 << 70:
-        raise SizeError("%r is larger than any machine's memory" % text)
+        raise SizeError("%s is larger than any machine's memory" % _shown(text))
     return value
 
 
@@ -58,19 +65,21 @@ def parse_params(text: str) -> int:
     """A parameter count such as ``70B``, ``8b``, ``1.5T`` or ``350M``."""
     match = re.fullmatch(_PARAMS, text, re.I | re.A)
     if not match:
-        raise SizeError("%r is not a parameter count (examples: 70B, 8B, 1.5T, 350M)" % text)
+        raise SizeError("%s is not a parameter count (examples: 70B, 8B, 1.5T, 350M)" % _shown(text))
     number, suffix = match.groups()
     value = _scaled(number, _PARAM_SCALE[suffix.upper()])
     if value < 1:
-        raise SizeError("%r: a model has at least one parameter" % text)
+        raise SizeError("%s: a model has at least one parameter" % _shown(text))
     if value >= 10**16:
-        raise SizeError("%r is more parameters than any model has" % text)
+        raise SizeError("%s is more parameters than any model has" % _shown(text))
     return value
 
 
 def _scaled(number: str, scale: int) -> int:
     """``number`` (digits, maybe with a decimal point) times ``scale``, exactly, rounded down."""
     whole, _, fraction = number.partition(".")
+    if len(whole) > 24 or len(fraction) > 24:
+        return 1 << 80  # past every bound; also keeps int() inside its digit limit
     value = int(whole or "0") * scale
     if fraction:
         value += int(fraction) * scale // 10 ** len(fraction)

@@ -28,9 +28,13 @@ def scheduler(f):
     nvme = [d for d in f.block_devices if d.is_nvme and not d.hidden]
     if not nvme:
         return Skip("no NVMe namespaces on this host")
-    wrong = [d for d in nvme if d.scheduler and d.scheduler != "none"]
+    unknown = [d.name for d in nvme if d.scheduler is None]
+    if len(unknown) == len(nvme):
+        return Skip("the scheduler of %s could not be read" % ", ".join(unknown))
+    wrong = [d for d in nvme if d.scheduler is not None and d.scheduler != "none"]
     if not wrong:
-        return Pass("%d NVMe namespace(s) on none" % len(nvme))
+        note = "%d NVMe namespace(s) on none" % (len(nvme) - len(unknown))
+        return Pass(note + ("; not readable: %s" % ", ".join(unknown) if unknown else ""))
     names = ", ".join("%s (%s)" % (d.name, d.scheduler) for d in wrong)
     message = "%s use%s a kernel I/O scheduler; NVMe does its own queueing, and `none` gives model loads the most throughput." % (
         names,

@@ -39,6 +39,13 @@ STRICT = fixture_root("strict-overcommit")
         (["explain"], "usage: aidoctor explain RULE"),
         (["explain", "memory.nope"], "unknown rule id 'memory.nope'"),
         (["--output", "/nonexistent/dir/report.json"], "--output /nonexistent/dir/report.json:"),
+        (["--output", "/"], "--output /: is a directory"),
+        (["--root", "/proc"], "--root /proc: not a host tree"),
+        (["--only", "cpu", "--skip", "cpu"], "select no rules"),
+        (["--hugepages", "99999999999999999999999"], "more huge pages than any machine holds"),
+        (["--model-size", "9" * 5000], "is larger than any machine's memory"),
+        (["--params", "9" * 5000 + "B"], "more parameters than any model has"),
+        (["--model-size", "140Q"], "unknown unit 'Q'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(run, args, words):
@@ -47,6 +54,11 @@ def test_bad_input_is_one_line_and_exit_2(run, args, words):
     assert result.out == ""
     lines = result.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("aidoctor: error: ") and words in lines[0], result.err
+
+
+def test_empty_root_is_not_a_host(run, tmp_path):
+    result = run("--root", tmp_path, "--fail-on", "high")
+    assert result.code == 2 and "not a host tree" in result.err
 
 
 def test_broken_manifest_in_root_is_exit_2(run, tree):

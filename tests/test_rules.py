@@ -277,7 +277,9 @@ def test_image_mode_skips_runtime_checks_with_reasons(tree, run):
     checks = {c["rule"]: c for c in result.json["checks"]}
     assert checks["memory.headroom"]["status"] == "skip" and "an image, not a running system" in checks["memory.headroom"]["reason"]
     found = finding(result, "overcommit.ratio-ignored")
-    assert [s["summary"] for s in found["remediation"]][0].startswith("In the image")
+    step = found["remediation"][0]
+    assert step["summary"].startswith("In the image at %s: " % tree.root)
+    assert step["commands"][0].startswith("sudo chroot %s sed -i -E " % tree.root)
 
 
 def test_ratio_waiting_for_mode_2_at_boot_is_not_ignored(tree, run):

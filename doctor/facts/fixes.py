@@ -38,10 +38,15 @@ class Fixes:
         self.root = identity.is_root is True
         container = facts.get("container")
         self.container = container if container and container.detected else None
+        # An image is changed from outside: commands run in it through chroot, so a pasted
+        # command never edits the analysing machine's own files.
+        self.image = None if self.running or host.live else host.root
 
     # -- shared pieces ------------------------------------------------------------------
 
     def sudo(self, command: str) -> str:
+        if self.image is not None:
+            command = "chroot %s %s" % (_quote(self.image), command)
         return command if self.root else "sudo " + command
 
     def _place(self, summary: str, host_wide: bool) -> str:
@@ -50,8 +55,8 @@ class Fixes:
                 self.container.where,
                 summary[0].lower() + summary[1:],
             )
-        if not self.running:
-            return "In the image (paths as inside it): " + summary[0].lower() + summary[1:]
+        if self.image is not None:
+            return "In the image at %s: %s" % (self.image, summary[0].lower() + summary[1:])
         return summary
 
     # -- sysctl -------------------------------------------------------------------------
@@ -186,6 +191,8 @@ class Fixes:
         return Step(self._place(summary, True), commands, True, True, False, ())
 
     def _edit(self, path: str) -> str:
+        if self.image is not None:
+            path = _quote(self.image.rstrip("/") + path)
         return "${EDITOR:-vi} %s" % path if self.root else "sudoedit %s" % path
 
     def runtime(self, summary: str, commands, writes=(), host_wide: bool = True):

@@ -105,7 +105,7 @@ def kernel_config(host, facts):
                 tried[-1] = (path, "not gzip data (%s)" % exc)
                 continue
             if not stream.eof:
-                tried[-1] = (path, "truncated gzip data")
+                tried[-1] = (path, "larger than 16 MiB uncompressed" if stream.unconsumed_tail else "truncated gzip data")
                 continue
         text = data.decode("utf-8", "replace")
         if "CONFIG_" not in text:
