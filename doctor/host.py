@@ -16,6 +16,7 @@ import errno
 import os
 import stat
 
+from ai_doctor.model import RECORDED
 from ai_doctor.record import Record
 
 OK = "ok"
@@ -202,6 +203,11 @@ class Host:
         uid = self.manifest.get("uid")
         return uid if isinstance(uid, int) and not isinstance(uid, bool) and uid >= 0 else None
 
+    @property
+    def reader_uid(self) -> int:
+        """The user this process reads as, whatever the target (its refusals are real ones)."""
+        return os.geteuid()
+
     def display(self, path: str) -> str:
         """Where a target path lies on this machine, for messages about a tree."""
         return path if self.live else self.root + path
@@ -261,7 +267,7 @@ class Host:
             status = self._overrides.get(probe)
             if status is not None:
                 if status == DENIED:
-                    return Read(path, DENIED, None, None, False)
+                    return Read(path, DENIED, None, RECORDED, False)
                 if status == MISSING:
                     return Read(path, MISSING, None, None, False)
                 return Read(path, ERROR, None, status, False)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ai_doctor.engine import rule
-from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Status, Step
+from ai_doctor.model import RECORDED, Evidence, Issue, Pass, Severity, Skip, Status, Step
 
 
 @rule(
@@ -27,13 +27,18 @@ def permission_denied(f):
     if not affected:
         return Pass("every file the checks needed was readable")
     denied = []
+    recorded = False
     for entry in affected:
         for got in entry.failed_reads:
             if got.status == "denied" and got.path not in denied:
                 denied.append(got.path)
+                recorded = recorded or got.detail == RECORDED
     names = ", ".join("%s (%s)" % (entry.rule, "skipped" if entry.status is Status.SKIP else "partial data") for entry in affected)
     identity = f.identity
-    who = "uid %d" % identity.euid if identity.euid is not None else "the user that took it"
+    if recorded:
+        who = "uid %d where the snapshot was taken" % identity.euid if identity.euid is not None else "the user that took the snapshot"
+    else:
+        who = "uid %d" % identity.reader
     message = "%d file%s could not be read as %s, so these checks ran blind or on partial data: %s." % (
         len(denied),
         "" if len(denied) == 1 else "s",
@@ -43,23 +48,25 @@ def permission_denied(f):
     evidence = [Evidence(path, "permission denied") for path in denied[:12]]
     if len(denied) > 12:
         evidence.append(Evidence("…", "%d more" % (len(denied) - 12)))
-    if not identity.live:
+    if recorded:
         # The files were refused where the snapshot was taken: take it again there, as root.
         steps = [
             Step(
                 "On the host the tree came from, take the snapshot again as root",
-                ("sudo aidoctor snapshot -o snapshot-as-root",),
+                ('sudo "$(command -v aidoctor)" snapshot -o snapshot-as-root',),
                 True,
                 None,
             )
         ]
-    elif identity.is_root:
+    elif identity.reader == 0:
         message += " This run was already root: the files are masked (a container's masked paths, or a security module)."
         steps = [Step("Run aidoctor on the container's host, or with the paths unmasked, to see them", (), True, None)]
     else:
         request = f.request
-        argv = " ".join(_shell_word(a) for a in (request.argv if request else ())) or "aidoctor"
-        steps = [Step("Rerun as root to see everything", ("sudo " + argv,), True, None)]
+        # sudo's secure_path rarely holds a venv: name the program by where it is.
+        argv = [_shell_word(a) for a in (request.argv if request else ())][1:]
+        command = " ".join(['sudo "$(command -v aidoctor)"'] + argv)
+        steps = [Step("Rerun as root to see everything", (command,), True, None)]
     return Issue(message, evidence, steps, impact=len(denied))
 
 

@@ -155,7 +155,9 @@ def shortfall(f):
         elif impossible:
             cause = "That is more than all of this host's memory (%s): it can never succeed." % gib(mem.get("MemTotal", 0))
         elif request.from_user and configured is None:
-            cause = "Nothing configures a pool of that size: no vm.nr_hugepages in the sysctl files, no hugepages= on the kernel command line."
+            cause = (
+                "Nothing configures a pool of that size: no vm.nr_hugepages in the sysctl files, no hugepages= on the kernel command line."
+            )
         elif request.from_user and configured.count < request.count:
             cause = "The host's configuration asks for only %d (%s at %s)." % (configured.count, configured.source, configured.where)
         elif request.path == "/proc/cmdline":

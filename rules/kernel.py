@@ -38,7 +38,11 @@ def config_missing(f):
     steps = []
     module = f.configs_module
     container = f.container
-    if container and container.detected:
+    refused = [path for path, outcome in config.tried if outcome == "permission denied"]
+    if refused:
+        message += " %s exists but is readable only by root here." % " and ".join(refused)
+        steps.append(Step("Nothing to install: rerun aidoctor as root to read it (see access.permission-denied)", (), True, None))
+    elif container and container.detected:
         message += " In a container the kernel is the host's, and so is its config."
         steps.append(
             Step(

@@ -119,7 +119,7 @@ def _steps(f, cgroup, size, problems, quantized):
     steps = []
     if quantized:
         steps.append(
-            Step("Load a quantized variant that fits (sizes above; int4 formats need a little more for their scales)", (), False, True)
+            Step("Load a quantized variant that fits (sizes above; int4 formats need a little more for their scales)", (), False, None)
         )
     over_cgroup = cgroup and cgroup.limit is not None and any("cgroup" in p[1] for p in problems)
     if over_cgroup:
@@ -127,7 +127,8 @@ def _steps(f, cgroup, size, problems, quantized):
     if not any(p[0] is Severity.CRITICAL for p in problems) and any("cgroup" not in p[1] for p in problems):
         steps.append(
             Step(
-                "Free memory before loading: stop other large processes, and release unused huge page pools and page cache",
+                "Free memory before loading: stop other large processes and release unused huge page pools "
+                "(page cache needs nothing: MemAvailable already counts what can be reclaimed)",
                 ("ps -eo pid,rss,comm --sort=-rss | head", "free -h"),
                 False,
                 None,
@@ -155,7 +156,7 @@ def _cgroup_step(f, cgroup, size):
         command = "docker update --memory %s --memory-swap %s %s" % (want, want, ident or "CONTAINER")
         if container.runtime == "podman":
             command = "podman update --memory %s %s" % (want, ident or "CONTAINER")
-        return Step("Raise the container's memory limit on its host (or restart it with --memory %s)" % want, (command,), True, True, True)
+        return Step("Raise the container's memory limit on its host (or recreate it with --memory %s)" % want, (command,), True, True, True)
     if unit:
         return Step(
             "Raise the memory limit of %s (persists as a systemd drop-in)" % unit,

@@ -19,7 +19,13 @@ MODE_NAMES = {0: "0 (heuristic)", 1: "1 (always allow)", 2: "2 (strict accountin
 
 
 def _mode(f):
-    setting = governing(f.sysctl_config, f.sysctl, "vm.overcommit_memory")
+    """vm.overcommit_memory as it governs now; the configuration only counts (and is only read)
+    where the running kernel cannot be asked."""
+    runtime = f.sysctl
+    if runtime and runtime.get("vm.overcommit_memory") is not None:
+        setting = governing(None, runtime, "vm.overcommit_memory")
+    else:
+        setting = governing(f.sysctl_config, None, "vm.overcommit_memory")
     return setting, setting.int
 
 
@@ -102,8 +108,8 @@ def _strict_steps(f, mem, committed, model_size):
                     )
                     % ratio,
                     (),
-                    True,
-                    True,
+                    False,
+                    None,
                 )
             )
     steps += fixes.sysctl(
@@ -161,7 +167,7 @@ def heuristic_oversize(f):
     evidence = [mode_setting.evidence()] + _mem_evidence(mem, *keys)
     deficit = model.size - limit
     fixes = f.fixes
-    steps = [Step("Use a model that fits: a quantized variant, or a smaller one (memory.headroom gives sizes)", (), False, True)]
+    steps = [Step("Use a model that fits: a quantized variant, or a smaller one (memory.headroom gives sizes)", (), False, None)]
     if deficit <= mem.get("MemTotal", 0) // 4:
         swap_gib = int(math.ceil(deficit / (1 << 30))) + 1
         steps += fixes.runtime(
@@ -175,7 +181,7 @@ def heuristic_oversize(f):
         )
     else:
         steps.append(
-            Step("Swap cannot make up %s in practice: the model must get smaller or the host larger" % gib(deficit), (), False, True)
+            Step("Swap cannot make up %s in practice: the model must get smaller or the host larger" % gib(deficit), (), False, None)
         )
     return Issue(message, evidence, steps, impact=deficit)
 
@@ -252,5 +258,7 @@ def ratio_ignored(f):
         message += " Mode 1 never refuses an allocation: the ratio does not cap overcommit."
     steps = []
     if ignored_lines:
-        steps.append(f.fixes.comment_out(ignored_lines, "Remove the ineffective setting from the configuration, so it says what the kernel does"))
+        steps.append(
+            f.fixes.comment_out(ignored_lines, "Remove the ineffective setting from the configuration, so it says what the kernel does")
+        )
     return Issue(message, evidence, steps)

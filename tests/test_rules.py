@@ -268,7 +268,7 @@ def test_permission_denied_names_the_checks(tree, run):
     assert found["severity"] == "medium"
     assert "uid 1000" in found["message"] and "kernel.config-missing" in found["message"]
     assert {"path": "/etc/sysctl.d/10-secret.conf", "value": "permission denied"} in found["evidence"]
-    assert commands(found) == ["sudo aidoctor snapshot -o snapshot-as-root"]
+    assert commands(found) == ['sudo "$(command -v aidoctor)" snapshot -o snapshot-as-root']
 
 
 def test_image_mode_skips_runtime_checks_with_reasons(tree, run):

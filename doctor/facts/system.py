@@ -103,10 +103,10 @@ def os_release(host, facts):
 
 
 class Identity(Record):
-    """The user the checks ran as (None: unknown, e.g. a mounted image), and whether they ran
-    on this machine (``live``) or on a tree taken elsewhere."""
+    """The user the target was read as (None: unknown, e.g. a mounted image), whether that was
+    on this machine (``live``) or in a tree taken elsewhere, and who reads it now (``reader``)."""
 
-    __slots__ = ("euid", "live")
+    __slots__ = ("euid", "live", "reader")
 
     @property
     def is_root(self):
@@ -115,7 +115,7 @@ class Identity(Record):
 
 @fact("identity")
 def identity(host, facts):
-    return Identity(host.euid, host.live)
+    return Identity(host.euid, host.live, host.reader_uid)
 
 
 BOOT_FILES = ("/etc/default/grub", "/etc/kernel/cmdline")
