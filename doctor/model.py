@@ -10,7 +10,6 @@ import enum
 
 from ai_doctor.record import Record
 
-
 # The detail of a read outcome that a tree's manifest recorded (a snapshot taken elsewhere),
 # rather than this machine's own answer.
 RECORDED = "recorded in the tree's manifest"
