@@ -8,7 +8,13 @@ from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip
 UDEV_RULE = 'ACTION=="add|change", SUBSYSTEM=="block", ENV{DEVTYPE}=="disk", KERNEL=="nvme[0-9]*n[0-9]*", ATTR{queue/scheduler}="none"'
 
 
-@rule("storage.scheduler", "NVMe namespace with an I/O scheduler", Severity.MEDIUM, needs=("block_devices",), uses=("fixes",))
+@rule(
+    "storage.scheduler",
+    "NVMe namespace with an I/O scheduler",
+    Severity.MEDIUM,
+    needs=("block_devices",),
+    uses=("udev_scheduler_rules", "fixes"),
+)
 def scheduler(f):
     """An NVMe namespace uses an I/O scheduler other than `none`.
 
@@ -20,10 +26,12 @@ def scheduler(f):
 
     Fix: write `none` to /sys/block/DEV/queue/scheduler now, and install a udev rule so every
     NVMe namespace gets it at boot and hot-plug (an /etc/rc.local line runs only where
-    rc-local.service runs and the file is executable).
+    rc-local.service runs and the file is executable). udev runs rules files in file-name
+    order and the last assignment wins, so the rule is named to sort after every rules file
+    that sets a scheduler, and those are named in the finding.
 
     Reference: Documentation/block/switching-sched.rst; Documentation/ABI/stable/sysfs-block
-    (queue/scheduler); block/elevator.c (elevator_get_default).
+    (queue/scheduler); block/elevator.c (elevator_get_default); udev(7) (rules files and their order).
     """
     nvme = [d for d in f.block_devices if d.is_nvme and not d.hidden]
     if not nvme:
@@ -41,7 +49,15 @@ def scheduler(f):
         "s" if len(wrong) == 1 else "",
     )
     evidence = [Evidence(d.scheduler_path, " ".join("[%s]" % c if c == d.scheduler else c for c in d.schedulers)) for d in wrong]
+    setters = [r for r in f.udev_scheduler_rules if r.value != "none" and any(r.may_match(d.name) for d in wrong)]
+    if setters:
+        message += " udev rules set a scheduler at boot: %s." % ", ".join("%s:%d (%s)" % (r.path, r.line, r.value) for r in setters)
+        evidence += [Evidence(r.path, r.text, r.line) for r in setters]
+    # Rules run in file-name order and the last assignment wins: ours must sort after theirs.
+    name = "60-aidoctor-nvme-scheduler.rules"
+    if any(r.name >= name for r in f.udev_scheduler_rules):
+        name = "99-zz-aidoctor-nvme-scheduler.rules"
     fixes = f.fixes
     steps = fixes.sysfs([d.scheduler_path for d in wrong], "none", "Switch to none")
-    steps.append(fixes.udev_rule("60-aidoctor-nvme-scheduler.rules", UDEV_RULE, "Keep none for every NVMe namespace"))
+    steps.append(fixes.udev_rule(name, UDEV_RULE, "Keep none for every NVMe namespace"))
     return Issue(message, evidence, steps, impact=len(wrong))

@@ -312,3 +312,13 @@ def test_kernel_install_hosts_edit_etc_kernel_cmdline(tree, run):
     tree.write("/usr/bin/kernel-install", "", 0o755)
     found = finding(run("--root", tree, "--format", "json"), "cpu.governor")
     assert found["remediation"][-1]["commands"][0] == "sudoedit /etc/kernel/cmdline"
+
+
+def test_scheduler_rule_sorts_after_the_rules_that_set_one(tree, run):
+    minimal_host(tree)
+    tree.write("/sys/block/nvme0n1/queue/scheduler", "none [mq-deadline]\n")
+    tree.write("/etc/udev/rules.d/99-ssd.rules", 'ACTION=="add", KERNEL=="nvme*", ATTR{queue/scheduler}="mq-deadline"\n')
+    tree.write("/etc/udev/rules.d/70-sata.rules", 'ACTION=="add", KERNEL=="sd*", ATTR{queue/scheduler}="bfq"\n')
+    found = finding(run("--root", tree, "--format", "json"), "storage.scheduler")
+    assert "/etc/udev/rules.d/99-ssd.rules:1 (mq-deadline)" in found["message"] and "70-sata" not in found["message"]
+    assert any("99-zz-aidoctor-nvme-scheduler.rules" in c for c in commands(found))

@@ -106,6 +106,7 @@ def _load_providers() -> None:
         request,
         sysctl,
         system,
+        udev,
     )
 
 
