@@ -117,11 +117,18 @@ def _dispatch(argv) -> int:
         argv = argv[1:]
     args = _parser().parse_args(argv)
     if args.list_rules:
-        return _list_rules()
+        return _list_rules(args.format)
     return _check(args, argv)
 
 
 def _explain(argv) -> int:
+    if argv in (["-h"], ["--help"]):
+        sys.stdout.write(
+            "usage: aidoctor explain RULE\n\n"
+            "Prints a rule's documentation: why it matters, how its fix works, the kernel documents it rests on.\n"
+            "The rules: aidoctor --list-rules\n"
+        )
+        return EXIT_OK
     if len(argv) != 1 or argv[0].startswith("-"):
         raise UsageError("usage: aidoctor explain RULE (see aidoctor --list-rules)")
     from ai_doctor import engine
@@ -157,10 +164,16 @@ def _snapshot(argv) -> int:
     return EXIT_OK
 
 
-def _list_rules() -> int:
+def _list_rules(output_format: str) -> int:
     from ai_doctor import engine
 
     rules = sorted(engine.load_rules().values(), key=lambda r: r.order)
+    if output_format == "json":
+        import json
+
+        listing = [{"rule": r.id, "severity": r.severity.value, "title": r.title, "summary": r.summary} for r in rules]
+        sys.stdout.write(json.dumps(listing, indent=2, ensure_ascii=False) + "\n")
+        return EXIT_OK
     width = max(len(r.id) for r in rules)
     for item in rules:
         sys.stdout.write("%-*s  %-8s  %s\n" % (width, item.id, item.severity.value, item.title))
@@ -194,7 +207,8 @@ def _request(args, argv):
             params = parse_params(args.params)
             dtype = args.dtype or "bf16"
             size = size_for(params, dtype)
-            text = "%s params × %g bytes (%s)" % (params_words(params), DTYPE_BYTES[dtype], dtype)
+            per = DTYPE_BYTES[dtype]
+            text = "%s params × %g byte%s (%s)" % (params_words(params), per, "" if per == 1 else "s", dtype)
             described = "%s = %s = %s" % (text, gib(size), decimal(size))
             return Request(size, args.params, "--params", described, dtype, params, args.hugepages, tuple(["aidoctor"] + argv))
     except SizeError as exc:

@@ -7,6 +7,7 @@ lines so they copy cleanly, and without colour there are no escape codes at all.
 from __future__ import annotations
 
 import io
+import re
 
 from ai_doctor.model import Severity, Status
 
@@ -48,8 +49,33 @@ def render(report, color: bool = False, width=None, unicode: bool = True) -> str
     return out.getvalue()
 
 
+def _pieces(text: str, width: int, indent: int, hang: int):
+    """(first character, end) of each line ``text`` wraps into, breaking only at spaces and
+    never between a number and its unit (``64.0 GiB``, ``uid 1000``)."""
+    import textwrap
+
+    glued = re.sub(_GLUE, "\ue000", text)
+    lines = textwrap.wrap(
+        glued,
+        width=max(width, indent + hang + 20),
+        initial_indent=" " * indent,
+        subsequent_indent=" " * (indent + hang),
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+    position = 0
+    for line in lines:
+        content = line.lstrip(" ")
+        start = glued.find(content, position)
+        position = start + len(content)
+        yield start, position
+
+
+_GLUE = r"(?<=\d) (?=(?:B|KiB|MiB|GiB|TiB|kB|MB|GB|TB)\b)|(?<=\buid) (?=\d)"
+
+
 class _PlainOut:
-    """Plain text, wrapped with textwrap; styles are dropped."""
+    """Plain text, wrapped at spaces; styles are dropped."""
 
     def __init__(self, width: int):
         self.width = width
@@ -60,17 +86,9 @@ class _PlainOut:
         if not wrap:
             self.lines.append(" " * indent + text)
             return
-        import textwrap
-
-        wrapped = textwrap.wrap(
-            text,
-            width=max(self.width, indent + hang + 20),
-            initial_indent=" " * indent,
-            subsequent_indent=" " * (indent + hang),
-            break_long_words=False,
-            break_on_hyphens=False,
-        )
-        self.lines.extend(wrapped or [""])
+        spans = list(_pieces(text, self.width, indent, hang)) or [(0, 0)]
+        for number, (start, end) in enumerate(spans):
+            self.lines.append(" " * (indent + (hang if number else 0)) + text[start:end])
 
     def blank(self):
         self.lines.append("")
@@ -80,13 +98,14 @@ class _PlainOut:
 
 
 class _RichOut:
-    """ANSI-styled text through rich, for colour terminals."""
+    """ANSI-styled text through rich, for colour terminals; wrapped like the plain text."""
 
     def __init__(self, width: int):
         from rich.console import Console
         from rich.text import Text
 
         self.Text = Text
+        self.width = width
         self.buffer = io.StringIO()
         self.console = Console(
             file=self.buffer,
@@ -108,10 +127,9 @@ class _RichOut:
         if not wrap:
             self.console.print(self.Text(" " * indent) + text, soft_wrap=True)
             return
-        width = max(self.console.width - indent - hang, 20)
-        for number, piece in enumerate(text.wrap(self.console, width)):
-            piece.rstrip()
-            self.console.print(self.Text(" " * (indent + (hang if number else 0))) + piece, soft_wrap=True)
+        spans = list(_pieces(text.plain, self.width, indent, hang)) or [(0, 0)]
+        for number, (start, end) in enumerate(spans):
+            self.console.print(self.Text(" " * (indent + (hang if number else 0))) + text[start:end], soft_wrap=True)
 
     def blank(self):
         self.console.print()

@@ -39,14 +39,12 @@ def governor(f):
     if not slow:
         return Pass("all %d policies use performance" % len(freq.policies))
     cpus = [cpu for p in slow for cpu in p.cpus]
-    governors = sorted({p.governor for p in slow})
+    by_governor = {}
+    for policy in slow:
+        by_governor.setdefault(policy.governor, []).extend(policy.cpus)
+    groups = ["%s %s on %s" % ("CPU" if len(c) == 1 else "CPUs", cpu_ranges(c), g) for g, c in sorted(by_governor.items())]
     adaptive = all(p.governor == "powersave" and p.driver in _ADAPTIVE_POWERSAVE for p in slow)
-    message = "CPUs %s (%d of %d) use the %s governor, not performance." % (
-        cpu_ranges(cpus),
-        len(cpus),
-        sum(len(p.cpus) for p in freq.policies),
-        "/".join(governors),
-    )
+    message = "%s: %d of %d CPUs not on performance." % ("; ".join(groups), len(cpus), sum(len(p.cpus) for p in freq.policies))
     if adaptive:
         message += (
             " Under %s, powersave is the driver's adaptive algorithm, not the lowest "

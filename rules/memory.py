@@ -107,12 +107,12 @@ def _quantized(model, capacity) -> str:
         base = "%s parameters" % params_words(model.params)
         sizes = [(dtype, size_for(model.params, dtype)) for dtype in ("int8", "int4") if DTYPE_BYTES[dtype] < DTYPE_BYTES[model.dtype]]
     else:
-        base = "16-bit weights"
+        base = "16-bit weights (an assumption: --params and --dtype make it exact)"
         sizes = [(dtype, int(model.size * factor)) for dtype, factor in _QUANTIZED]
     if not sizes:
         return ""
     parts = ["%s ≈ %s (%s)" % (dtype, gib(value), "fits" if value <= capacity else "does not fit") for dtype, value in sizes]
-    return "As %s, quantized it would need: %s." % (base, ", ".join(parts))
+    return "As %s, quantized it would need %s." % (base, ", ".join(parts))
 
 
 def _steps(f, cgroup, size, problems, quantized):

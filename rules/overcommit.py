@@ -85,8 +85,9 @@ def _strict_steps(f, mem, committed, model_size):
     pools = f.hugepages
     pool_bytes = sum(p.bytes_total for p in pools.pools.values()) if pools else 0
     ram = mem.get("MemTotal", 0) - pool_bytes
-    # Room for the admin reserve (8 MiB by default) that unprivileged callers cannot use.
-    needed_limit = committed + model_size + (8 << 20)
+    # The admin reserve (8 MiB by default) is closed to unprivileged callers, and the loader and
+    # its runtime commit memory of their own beside the weights: leave 5 %, at least 1 GiB.
+    needed_limit = committed + model_size + (8 << 20) + max(1 << 30, model_size // 20)
     steps = []
     if kbytes:
         value = int(math.ceil(max(needed_limit - swap, 0) / 1024))

@@ -239,3 +239,24 @@ def test_hostile_host_text_is_not_markup_nor_terminal_escapes(run, tree):
     assert "[bold red]pwn[/] :smile: \\x1b[31mred\\x1b]0;title\\x07\\u202egnp" in out
     assert "vm.overcommit_ratio = 9\\x1b[2J" in out
     assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+
+
+def test_explain_help_and_rule_list_as_json(run):
+    assert run("explain", "--help").out.startswith("usage: aidoctor explain RULE")
+    listing = json.loads(run("--list-rules", "--format", "json").out)
+    assert listing[0] == {
+        "rule": "hugepages.unsupported",
+        "severity": "info",
+        "title": "Kernel without huge page support",
+        "summary": "The kernel has no hugetlb support, so no static huge page pool can exist.",
+    }
+
+
+def test_numbers_stay_with_their_units_when_wrapped():
+    from ai_doctor.reports.text import _pieces
+
+    text = "aaaa bbbb 64.0 GiB and uid 1000 too"
+    for width in range(24, 40):
+        lines = [text[start:end] for start, end in _pieces(text, width, 0, 0)]
+        assert " ".join(lines) == text
+        assert not any(line.endswith(("64.0", "uid")) for line in lines), (width, lines)

@@ -59,6 +59,7 @@ def _directory(mount, cgroup_path: str) -> str:
     else:
         # A cgroup namespace or a bind-mounted subtree: the mount point is this cgroup.
         rel = ""
+    rel = rel.rstrip("/")
     return mount.mountpoint.rstrip("/") + rel if rel else mount.mountpoint
 
 

@@ -86,8 +86,14 @@ class Fixes:
             return steps  # nothing persistent sets it, and the kernel default is what is wanted
         if self.running:
             commands.append(self.sudo("sysctl --system"))
-        what = "keep it at boot: " + ("comment out the lines that set it and " if conflicts else "")
-        what += "write a drop-in under /etc/sysctl.d" if needed else "(the kernel default applies)"
+        if needed:
+            what = (
+                "keep it at boot: "
+                + ("comment out the lines that set it and " if conflicts else "")
+                + "write a drop-in under /etc/sysctl.d"
+            )
+        else:
+            what = "keep it at boot: comment out the lines that set it (the kernel default then applies)"
         if self.running:
             what += ", then reload all sysctl files (`sysctl -p` reads only /etc/sysctl.conf)"
         steps.append(Step(self._place(what[0].upper() + what[1:], True), tuple(commands), True, True, self.container is not None, writes))
