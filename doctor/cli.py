@@ -115,10 +115,30 @@ def _dispatch(argv) -> int:
         return _snapshot(argv[1:])
     if argv[:1] == ["check"]:
         argv = argv[1:]
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(_attach_negative_values(argv))
     if args.list_rules:
         return _list_rules(args.format)
     return _check(args, argv)
+
+
+def _attach_negative_values(argv):
+    """``--model-size -5G`` as ``--model-size=-5G``, so the error names the value rather than
+    argparse's "expected one argument"."""
+    joined = []
+    index = 0
+    while index < len(argv):
+        if (
+            argv[index] in ("--model-size", "--params", "--hugepages")
+            and index + 1 < len(argv)
+            and argv[index + 1][:1] == "-"
+            and argv[index + 1][1:2].isdigit()
+        ):
+            joined.append("%s=%s" % (argv[index], argv[index + 1]))
+            index += 2
+            continue
+        joined.append(argv[index])
+        index += 1
+    return joined
 
 
 def _explain(argv) -> int:

@@ -46,6 +46,8 @@ STRICT = fixture_root("strict-overcommit")
         (["--model-size", "9" * 5000], "is larger than any machine's memory"),
         (["--params", "9" * 5000 + "B"], "more parameters than any model has"),
         (["--model-size", "140Q"], "unknown unit 'Q'"),
+        (["--model-size", "-5G"], "--model-size '-5G' is not a size"),
+        (["--hugepages", "-3"], "is negative"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(run, args, words):
