@@ -4,31 +4,26 @@ from __future__ import annotations
 
 from ai_doctor import __version__, engine
 from ai_doctor.facts import Facts
-from ai_doctor.model import HostSummary, Report, Severity, Status
+from ai_doctor.model import HostSummary, Report, Status, reaching
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
 
-def checkup(host, request, only=(), skip=(), fail_on="high", strict=False, verbose=False, argv=()) -> Report:
-    """Run the selected rules over ``host``; raises LookupError for unknown rule names."""
-    rules = engine.select(only, skip)
+def checkup(host, request, rules=None, fail_on="high", strict=False, verbose=False) -> Report:
+    """Run ``rules`` (default: all, see engine.select) over ``host``."""
+    if rules is None:
+        rules = engine.select()
     facts = Facts(host, request)
     checks, findings = engine.run(facts, rules)
     summary = host_summary(host, facts)
-    return Report(
-        __version__, summary, request, checks, findings, fail_on, exit_code(checks, findings, fail_on, strict), verbose, tuple(argv)
-    )
+    return Report(__version__, summary, request, checks, findings, fail_on, exit_code(checks, findings, fail_on, strict), verbose)
 
 
 def exit_code(checks, findings, fail_on: str, strict: bool) -> int:
     """DESIGN.md's exit codes: 3 for a rule error under --strict, 1 at or above the threshold."""
     if strict and any(check.status is Status.ERROR for check in checks):
         return EXIT_INTERNAL
-    if fail_on != "never":
-        threshold = Severity.parse(fail_on)
-        if any(finding.severity.at_least(threshold) for finding in findings):
-            return EXIT_FINDINGS
-    return EXIT_OK
+    return EXIT_FINDINGS if reaching(findings, fail_on) else EXIT_OK
 
 
 def host_summary(host, facts) -> HostSummary:

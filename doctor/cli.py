@@ -254,16 +254,19 @@ def _host(args):
 
 
 def _check(args, argv) -> int:
+    from ai_doctor import engine
     from ai_doctor.checkup import checkup
+    from ai_doctor.model import Status
 
     request = _request(args, argv)
     host = _host(args)
     try:
-        report = checkup(host, request, args.only, args.skip, args.fail_on, args.strict, args.verbose, ["aidoctor"] + argv)
+        rules = engine.select(args.only, args.skip)
     except LookupError as exc:
         raise UsageError("unknown rule or area: %s (see aidoctor --list-rules)" % exc.args[0]) from None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    report = checkup(host, request, rules, args.fail_on, args.strict, args.verbose)
     to_terminal = args.output is None and sys.stdout.isatty()
     if args.format == "json":
         from ai_doctor.reports import json as renderer
@@ -276,8 +279,8 @@ def _check(args, argv) -> int:
             report, color=to_terminal and not os.environ.get("NO_COLOR"), width=_width(to_terminal), unicode=_unicode(args.output)
         )
     _write(args.output, text)
-    if any(check.status.value == "error" for check in report.checks) and report.exit_code != EXIT_INTERNAL:
-        failed = [check.rule for check in report.checks if check.status.value == "error"]
+    failed = [check.rule for check in report.by_status(Status.ERROR)]
+    if failed and report.exit_code != EXIT_INTERNAL:
         print("aidoctor: %d rule(s) failed internally: %s (their other checks ran)" % (len(failed), ", ".join(failed)), file=sys.stderr)
     return report.exit_code
 

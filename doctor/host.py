@@ -49,6 +49,19 @@ class Read(Record):
     def ok(self) -> bool:
         return self.status == OK
 
+    @property
+    def missing(self) -> bool:
+        return self.status == MISSING
+
+    @property
+    def denied(self) -> bool:
+        return self.status == DENIED
+
+    @property
+    def failed(self) -> bool:
+        """Present but not readable: denied or an error (a missing file is an answer)."""
+        return self.status in (DENIED, ERROR)
+
     def describe(self) -> str:
         """The outcome in words, for evidence and skip reasons."""
         if self.status == OK:

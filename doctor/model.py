@@ -142,12 +142,20 @@ class HostSummary(Record):
 class Report(Record):
     """A finished run: findings ranked once here, so every renderer shows the same order."""
 
-    __slots__ = ("tool_version", "host", "request", "checks", "findings", "fail_on", "exit_code", "verbose", "argv")
+    __slots__ = ("tool_version", "host", "request", "checks", "findings", "fail_on", "exit_code", "verbose")
 
     def counts(self) -> dict:
+        """Findings by severity value, every severity present."""
         counts = {severity.value: 0 for severity in Severity}
         for finding in self.findings:
             counts[finding.severity.value] += 1
+        return counts
+
+    def status_counts(self) -> dict:
+        """Checks by status value, every status present."""
+        counts = {status.value: 0 for status in Status}
+        for check in self.checks:
+            counts[check.status.value] += 1
         return counts
 
     def by_status(self, status: Status):
@@ -155,7 +163,12 @@ class Report(Record):
 
     def failing(self) -> int:
         """How many findings reach the --fail-on threshold."""
-        if self.fail_on == "never":
-            return 0
-        threshold = Severity.parse(self.fail_on)
-        return sum(1 for finding in self.findings if finding.severity.at_least(threshold))
+        return len(reaching(self.findings, self.fail_on))
+
+
+def reaching(findings, fail_on: str):
+    """The findings at or above a --fail-on threshold (none for ``never``)."""
+    if fail_on == "never":
+        return []
+    threshold = Severity.parse(fail_on)
+    return [finding for finding in findings if finding.severity.at_least(threshold)]

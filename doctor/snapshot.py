@@ -13,7 +13,7 @@ import stat
 import time
 
 from ai_doctor import __version__
-from ai_doctor.host import MANIFEST, MANIFEST_DIR, OK, Host, join_link
+from ai_doctor.host import MANIFEST, MANIFEST_DIR, Host, join_link
 
 FORMAT = 1
 
@@ -63,8 +63,8 @@ def write_tree(host, destination: str, manifest: dict) -> int:
     listed = []
     written = 0
     for kind, path, got in host.log:
-        if got.status not in (OK, "missing"):
-            outcomes[path] = got.status if got.status == "denied" else (got.detail or "error")
+        if got.failed:
+            outcomes[path] = got.status if got.denied else (got.detail or got.status)
             continue
         if not got.ok or path == "/":
             continue

@@ -101,6 +101,22 @@ def gib(value: int) -> str:
     return "%d B" % value
 
 
+def page_size(value: int) -> str:
+    """A page size in the largest binary unit it is a whole multiple of: ``2 MiB``, ``1 GiB``."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if value and value % scale == 0:
+            return "%d %s" % (value // scale, unit)
+    return "%d B" % value
+
+
+def kernel_size(value: int) -> str:
+    """A size as the kernel command line writes it (memparse suffixes): ``2M``, ``1G``."""
+    for suffix, scale in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if value and value % scale == 0:
+            return "%d%s" % (value // scale, suffix)
+    return str(value)
+
+
 def decimal(value: int) -> str:
     """Bytes in the decimal unit that reads best: ``150.3 GB``."""
     for unit, scale in (("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-from ai_doctor.model import Status
-
 SCHEMA = "aidoctor.report/1"
 
 
@@ -16,9 +14,6 @@ def render(report) -> str:
 def as_dict(report) -> dict:
     request = report.request
     host = report.host
-    statuses = {status.value: 0 for status in Status}
-    for check in report.checks:
-        statuses[check.status.value] += 1
     return {
         "schema": SCHEMA,
         "tool": {"name": "aidoctor", "version": report.tool_version},
@@ -44,11 +39,11 @@ def as_dict(report) -> dict:
             },
             "hugepages": request.hugepages if request else None,
             "fail_on": report.fail_on,
-            "argv": list(report.argv),
+            "argv": list(request.argv) if request else [],
         },
         "summary": {
             "findings": report.counts(),
-            "checks": statuses,
+            "checks": report.status_counts(),
             "exit_code": report.exit_code,
         },
         "findings": [_finding(rank, finding) for rank, finding in enumerate(report.findings, 1)],

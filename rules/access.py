@@ -23,14 +23,14 @@ def permission_denied(f):
     on partial data and the files they missed; rerunning as root (or taking the snapshot as
     root) gives them everything.
     """
-    affected = [entry for entry in f.audit if any(got.status == "denied" for got in entry.failed_reads)]
+    affected = [entry for entry in f.audit if any(got.denied for got in entry.failed_reads)]
     if not affected:
         return Pass("every file the checks needed was readable")
     denied = []
     recorded = False
     for entry in affected:
         for got in entry.failed_reads:
-            if got.status == "denied" and got.path not in denied:
+            if got.denied and got.path not in denied:
                 denied.append(got.path)
                 recorded = recorded or got.detail == RECORDED
     names = ", ".join("%s (%s)" % (entry.rule, "skipped" if entry.status is Status.SKIP else "partial data") for entry in affected)

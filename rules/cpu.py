@@ -5,7 +5,7 @@ from __future__ import annotations
 from ai_doctor.engine import rule
 from ai_doctor.facts.cpufreq import CPUFREQ_DIR
 from ai_doctor.facts.system import kernel_version
-from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip
+from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Step
 from ai_doctor.units import cpu_ranges
 
 # Drivers whose "powersave" is their own adaptive algorithm, not the generic governor that
@@ -36,8 +36,9 @@ def governor(f):
     if freq.layout == "none":
         return Skip("no CPU frequency policies: governor tuning does not apply here (cpu.fixed-frequency)")
     slow = [p for p in freq.policies if p.governor != "performance"]
+    unread = "; not readable: %s" % ", ".join("%s (%s)" % item for item in freq.unread) if freq.unread else ""
     if not slow:
-        return Pass("all %d policies use performance" % len(freq.policies))
+        return Pass("all %d readable policies use performance%s" % (len(freq.policies), unread))
     cpus = [cpu for p in slow for cpu in p.cpus]
     by_governor = {}
     for policy in slow:
@@ -76,6 +77,16 @@ def _steps(f, freq, slow):
         steps.append(tuned)
     elif kernel_version(f.release) >= (5, 9) or not f.release:
         steps.append(fixes.kernel_args(["cpufreq.default_governor=performance"], ["cpufreq.default_governor"], "Keep it at boot"))
+    else:
+        steps.append(
+            Step(
+                "Keep it at boot: kernels before 5.9 have no boot parameter for the default governor; install tuned "
+                "(`tuned-adm profile throughput-performance`) or enable your distribution's cpupower service with governor=performance",
+                (),
+                True,
+                True,
+            )
+        )
     return steps
 
 

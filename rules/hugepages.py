@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from ai_doctor.engine import rule
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Step
-from ai_doctor.units import gib
-
-
-def _size(page_size) -> str:
-    return gib(page_size).replace(".0 ", " ")
+from ai_doctor.units import gib, kernel_size
+from ai_doctor.units import page_size as _size
 
 
 def _pool_evidence(pool):
@@ -133,18 +130,20 @@ def shortfall(f):
     mem = f.meminfo
     for request in requests:
         pool = pools.pool(request.page_size)
-        if pool is not None and pool.total >= request.count:
+        # Surplus pages (nr_overcommit_hugepages) are lent for now, not the pool asked for.
+        if pool is not None and pool.persistent >= request.count:
             continue
-        have = pool.total if pool is not None else 0
+        have = pool.persistent if pool is not None else 0
         missing = request.count - have
         wanted_bytes = request.count * request.page_size
-        message = "%s (%s) asks for %d huge pages of %s (%s), but the pool holds %d: %d pages (%s) short." % (
+        message = "%s (%s) asks for %d huge pages of %s (%s), but the pool holds %d%s: %d pages (%s) short." % (
             request.source,
             request.where,
             request.count,
             _size(request.page_size),
             gib(wanted_bytes),
             have,
+            " besides %d surplus" % pool.surplus if pool is not None and pool.surplus else "",
             missing,
             gib(missing * request.page_size),
         )
@@ -214,22 +213,30 @@ def _shortfall_steps(f, request, pool, impossible):
 
 def _boot_reservation(f, request, purpose):
     """A kernel command line step reserving ``request`` at boot, keeping other sizes' pools."""
-    # A pool that must exist is reserved at boot, before memory fragments.
-    others = []
+    return _boot_pools(f, request.page_size, request.count, purpose)
+
+
+def _boot_pools(f, size, count, purpose):
+    """A kernel command line step that sets the boot-time pool of ``size`` to ``count`` pages
+    (none: drop it) and writes every other size's pool back as it was, since the boot loader
+    tools remove every ``hugepagesz=``/``hugepages=`` pair at once."""
+    args = []
     cmdline = f.cmdline
     if cmdline:
         for item in cmdline.hugepage_requests(f.hugepages.default_size):
-            if item.page_size and item.page_size != request.page_size:
-                others += ["hugepagesz=%s" % _kernel_size(item.page_size), "hugepages=%d" % item.count]
-    args = others + ["hugepagesz=%s" % _kernel_size(request.page_size), "hugepages=%d" % request.count]
+            if item.page_size and item.page_size != size:
+                args += ["hugepagesz=%s" % kernel_size(item.page_size), "hugepages=%d" % item.count]
+    if count:
+        args += ["hugepagesz=%s" % kernel_size(size), "hugepages=%d" % count]
     return f.fixes.kernel_args(args, ["hugepagesz", "hugepages"], purpose)
 
 
-def _kernel_size(page_size: int) -> str:
-    for suffix, scale in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
-        if page_size % scale == 0:
-            return "%d%s" % (page_size // scale, suffix)
-    return str(page_size)
+def _boot_pool_sizes(f):
+    """Page sizes the kernel command line reserves a pool of."""
+    cmdline = f.cmdline
+    if not cmdline:
+        return set()
+    return {item.page_size for item in cmdline.hugepage_requests(f.hugepages.default_size) if item.page_size and item.count}
 
 
 @rule(
@@ -259,8 +266,13 @@ def unused(f):
     pools = f.hugepages
     if pools.supported is None and not pools.pools:
         return Skip("no huge page pool could be read (no /proc/meminfo pool lines, no /sys/kernel/mm/hugepages)")
-    idle = [p for p in pools.pools.values() if p.total > 0 and p.free == p.total and p.reserved == 0 and p.surplus == 0]
+    requests = {r.page_size: r for r in f.hugepage_requests}
+    # A pool declared with --hugepages is wanted here, used or not.
+    declared = [p for p in pools.pools.values() if p.total > 0 and getattr(requests.get(p.page_size), "from_user", False)]
+    idle = [p for p in pools.pools.values() if p.idle and p not in declared]
     if not idle:
+        if declared:
+            return Pass("the pool of %s pages is declared as needed (--hugepages)" % ", ".join(_size(p.page_size) for p in declared))
         busy = [p for p in pools.pools.values() if p.total > 0]
         return Pass("pools in use" if busy else "no static huge page pool is reserved")
     idle_bytes = sum(p.bytes_total for p in idle)
@@ -275,7 +287,6 @@ def unused(f):
                 gib(model.size),
                 gib(room),
             )
-    requests = {r.page_size: r for r in f.hugepage_requests}
     issues = []
     for pool in sorted(idle, key=lambda p: p.page_size):
         message = (
@@ -294,19 +305,11 @@ def unused(f):
 
 def _release_steps(f, pool, request):
     fixes = f.fixes
-    default = pool.page_size == f.hugepages.default_size
-    if default:
-        return _release_default(f, request)
-    path = pool.source
-    steps = fixes.sysfs([path], "0", "Release the pool")
-    if request is not None and request.path == "/proc/cmdline":
-        steps.append(fixes.kernel_args([], ["hugepages", "hugepagesz"], "Stop reserving it at boot"))
-    return steps
-
-
-def _release_default(f, request):
-    fixes = f.fixes
-    steps = fixes.sysctl([("vm.nr_hugepages", "0")], "hugepages", "Release the pool")
-    if request is not None and request.assignment is None and request.path == "/proc/cmdline":
-        steps.append(fixes.kernel_args([], ["hugepages", "hugepagesz"], "Stop reserving it at boot"))
+    if pool.page_size == f.hugepages.default_size:
+        steps = fixes.sysctl([("vm.nr_hugepages", "0")], "hugepages", "Release the pool")
+    else:
+        steps = fixes.sysfs([pool.source], "0", "Release the pool")
+    if pool.page_size in _boot_pool_sizes(f):
+        # Otherwise the next boot reserves it again, before any sysctl file is read.
+        steps.append(_boot_pools(f, pool.page_size, 0, "Stop reserving it at boot"))
     return steps

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from ai_doctor.engine import rule
+from ai_doctor.facts.cgroup import HIGH, MAX
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Step
+from ai_doctor.record import Record
 from ai_doctor.units import DTYPE_BYTES, gib, params_words, size_for
 
 # What a 16-bit checkpoint shrinks to; int4 formats carry scales, so they are "about".
 _QUANTIZED = (("int8", 0.5), ("int4", 0.25))
+
+
+class _Problem(Record):
+    """One way the model does not fit: how bad, in words, the bytes it has to fit in, and the
+    cgroup limits behind it, worst first (none: the host's own memory)."""
+
+    __slots__ = ("severity", "sentence", "capacity", "levels")
+    _defaults = {"levels": ()}
 
 
 @rule(
@@ -20,19 +30,31 @@ _QUANTIZED = (("int8", 0.5), ("int4", 0.25))
 def headroom(f):
     """The model is larger than the memory it can get.
 
-    Critical when it exceeds all RAM (MemTotal) or the hard memory limit of the cgroup
-    aidoctor runs in (memory.max in cgroup v2, memory.limit_in_bytes in v1, the smallest on
-    the path to the root): it cannot be held, and the OOM killer ends the loader. High when it
-    exceeds MemAvailable plus free swap, or the cgroup's limit minus what the cgroup already
-    uses: the load evicts everything else or is killed. Medium when it only fits by using
-    swap: it loads, slowly, and pages during inference.
+    Critical when it exceeds all RAM (MemTotal) or a hard memory limit of a cgroup on the path
+    from aidoctor's own cgroup to the root (memory.max in cgroup v2, memory.limit_in_bytes or
+    memory.stat hierarchical_memory_limit in v1): it cannot be held, and the OOM killer ends the
+    loader. High when it exceeds MemAvailable plus free swap, or what a hard limit leaves: each
+    limit is judged against the usage of the cgroup that carries it, which counts all its
+    descendants, less its inactive file cache, which reclaim drops before the OOM killer acts
+    (the working set of docker stats and the kubelet); the tightest limit binds. Medium when it
+    only fits by using swap: it loads, slowly, and pages during inference.
+
+    memory.high is a throttle, not a limit the OOM killer enforces: above it the cgroup is
+    throttled and put under heavy reclaim. A model larger than memory.high is high (it is paged
+    out while it serves); one larger than what memory.high leaves is medium (the load crawls).
+    Limits at or above MemTotal are left to the RAM checks.
 
     MemAvailable is the kernel's estimate of memory available without swapping; it excludes
     static huge page pools. When the model does not fit, the message gives the sizes of
     quantized variants (int8, int4).
 
-    Reference: Documentation/filesystems/proc.rst (MemAvailable); Documentation/admin-guide/cgroup-v2.rst
-    (memory.max, memory.high); Documentation/admin-guide/cgroup-v1/memory.rst.
+    References: Documentation/filesystems/proc.rst (MemAvailable); Documentation/admin-guide/
+    cgroup-v2.rst, Memory Interface Files (memory.current: "the cgroup and its descendants";
+    memory.high: "throttled and put under heavy reclaim pressure", "never invokes the OOM
+    killer"; memory.max: the OOM killer "is invoked in the cgroup"; memory.stat inactive_file:
+    on "the internal memory management lists used by the page reclaim algorithm");
+    Documentation/admin-guide/cgroup-v1/memory.rst, 5.2 (hierarchical_memory_limit,
+    total_<counter>) and 6 (hierarchical accounting).
     """
     model, mem = f.model, f.meminfo
     size = model.size
@@ -43,17 +65,21 @@ def headroom(f):
         available = mem.get("MemFree", 0) + mem.get("Cached", 0)
     swap_free = mem.get("SwapFree", 0)
     cgroup = f.cgroup_memory
-    limit = cgroup.limit if cgroup else None
-    usage = cgroup.usage if cgroup else None
+    # A limit at or above all RAM never binds before RAM does (and is how 32-bit kernels
+    # spell "unlimited"): the MemTotal and MemAvailable checks cover it.
+    levels = [level for level in cgroup.limits if not total or level.limit < total] if cgroup else []
+    hard = [level for level in levels if level.kind == MAX]
+    soft = [level for level in levels if level.kind == HIGH]
 
-    problems = []  # (severity, sentence, capacity)
+    problems = []
     if size > total:
-        problems.append((Severity.CRITICAL, "more than all of this host's RAM (MemTotal %s)" % gib(total), total))
-    if limit is not None and size > limit:
-        problems.append((Severity.CRITICAL, "more than the memory limit of its cgroup (%s in %s)" % (gib(limit), cgroup.limit_path), limit))
+        problems.append(_Problem(Severity.CRITICAL, "more than all of this host's RAM (MemTotal %s)" % gib(total), total))
+    cgroup_problem = _over_limit(cgroup, hard, size, MAX) or _over_limit(cgroup, soft, size, HIGH)
+    if cgroup_problem:
+        problems.append(cgroup_problem)
     if available + swap_free < size:
         problems.append(
-            (
+            _Problem(
                 Severity.HIGH,
                 "more than is available now (%s %s%s)"
                 % (
@@ -64,41 +90,124 @@ def headroom(f):
                 available + swap_free,
             )
         )
-    if limit is not None and usage is not None and limit - usage < size <= limit:
-        problems.append(
-            (
-                Severity.HIGH,
-                "more than the cgroup's limit leaves after what it already uses (%s of %s)" % (gib(usage), gib(limit)),
-                limit - usage,
-            )
-        )
     if not problems and available < size:
         problems.append(
-            (
+            _Problem(
                 Severity.MEDIUM,
                 "more than MemAvailable (%s): it only fits by using swap, and will page" % gib(available),
                 available + swap_free,
             )
         )
+    tightest = _tightest(hard)
+    notes = " Could not read %s." % "; ".join(cgroup.notes) if cgroup and cgroup.notes else ""
     if not problems:
-        return Pass("the model (%s) fits: MemAvailable %s of MemTotal %s" % (gib(size), gib(available), gib(total)))
+        note = "the model (%s) fits: MemAvailable %s of MemTotal %s" % (gib(size), gib(available), gib(total))
+        if tightest is not None:
+            note += "; the tightest cgroup limit (%s in %s) leaves %s" % (
+                gib(tightest.limit),
+                tightest.path,
+                gib(tightest.headroom) if tightest.headroom is not None else "an unknown amount (usage unreadable)",
+            )
+        return Pass(note + notes)
 
-    severity = min((p[0] for p in problems), key=lambda s: s.rank)
-    capacity = min(p[2] for p in problems)
-    message = "The model needs %s: %s." % (model.described, "; ".join(p[1] for p in problems))
+    severity = min((p.severity for p in problems), key=lambda s: s.rank)
+    # A smaller variant must fit under every hard limit, not only the one that failed.
+    capacity = min([p.capacity for p in problems] + [_room(level) for level in hard])
+    message = "The model needs %s: %s." % (model.described, "; ".join(p.sentence for p in problems))
     pools = f.hugepages
-    idle = sum(p.bytes_total for p in pools.pools.values() if p.total and p.free == p.total and not p.reserved) if pools else 0
+    idle = sum(p.bytes_total for p in pools.pools.values() if p.idle) if pools else 0
     if idle:
         message += " An unused huge page pool holds %s out of MemAvailable (hugepages.unused)." % gib(idle)
     quantized = _quantized(model, capacity)
     if quantized:
         message += " " + quantized
+    message += notes
     evidence = [Evidence(mem.path, "%s: %s" % (key, gib(mem.get(key)))) for key in ("MemTotal", "MemAvailable", "SwapFree") if key in mem]
-    if limit is not None:
-        evidence.append(Evidence(cgroup.limit_path, str(limit)))
-    if usage is not None and limit is not None:
-        evidence.append(Evidence(cgroup.usage_path, str(usage)))
+    for level in cgroup_problem.levels if cgroup_problem else (tightest,) if tightest else ():
+        evidence += _level_evidence(cgroup, level)
     return Issue(message, evidence, _steps(f, cgroup, size, problems, quantized), severity=severity, impact=size - capacity)
+
+
+def _room(level) -> int:
+    """What ``level`` leaves; all of its limit when the usage under it is unknown."""
+    return level.limit if level.headroom is None else level.headroom
+
+
+def _tightest(levels):
+    """The limit that leaves least: the one that binds."""
+    return min(levels, key=lambda level: (_room(level), level.limit)) if levels else None
+
+
+def _who(cgroup, level) -> str:
+    if level.cgroup is None:
+        return "an ancestor cgroup not visible here (hierarchical_memory_limit)"
+    if level.cgroup == cgroup.path:
+        return "its cgroup"
+    return "cgroup %s" % level.cgroup
+
+
+def _in_use(level) -> str:
+    """What the cgroup carrying ``level`` holds now, in words, with the numbers behind it."""
+    what = level.usage_path.rsplit("/", 1)[-1]
+    held = ""
+    if level.cgroup is None:  # the ancestor's own usage is not visible; this cgroup's is part of it
+        what, held = "this cgroup's " + what, "at least "
+    if level.reclaimable is None:
+        return "%s%s in use (%s; page cache counted as used, memory.stat unreadable)" % (held, gib(level.usage), what)
+    return "%s%s in use (%s %s less %s of inactive file cache, which the kernel reclaims first)" % (
+        held,
+        gib(level.working_set),
+        what,
+        gib(level.usage),
+        gib(level.reclaimable),
+    )
+
+
+def _over_limit(cgroup, levels, size, kind):
+    """The problem the limits of ``kind`` make for a model of ``size``, or None.
+
+    Every limit that leaves less than the model blocks it; the worst one leads the sentence:
+    a limit below the model itself, else the one that leaves least.
+    """
+    blocking = sorted((level for level in levels if size > _room(level)), key=lambda level: (size <= level.limit, _room(level)))
+    if not blocking:
+        return None
+    level, others = blocking[0], blocking[1:]
+    who, where = _who(cgroup, level), "%s in %s" % (gib(level.limit), level.path)
+    if size > level.limit:
+        if kind == MAX:
+            severity, sentence = Severity.CRITICAL, "more than the memory limit of %s (%s)" % (who, where)
+        else:
+            severity, sentence = (
+                Severity.HIGH,
+                "more than the memory.high of %s (%s): above it the kernel throttles the cgroup and reclaims its memory "
+                "hard (it never OOM-kills for it), so the model is paged in and out while it serves" % (who, where),
+            )
+    elif kind == MAX:
+        severity, sentence = Severity.HIGH, "more than the memory limit of %s leaves (%s, %s)" % (who, where, _in_use(level))
+    else:
+        severity, sentence = (
+            Severity.MEDIUM,
+            "more than the memory.high of %s leaves before throttling (%s, %s): the load crawls under reclaim"
+            % (who, where, _in_use(level)),
+        )
+    if others:
+        sentence += " (also too small: %s)" % ", ".join(
+            "%s, %s in %s leaving %s" % (_who(cgroup, other), gib(other.limit), other.path, gib(_room(other))) for other in others
+        )
+    return _Problem(severity, sentence, _room(level), tuple(blocking))
+
+
+def _level_evidence(cgroup, level):
+    evidence = [Evidence(level.path, str(level.limit))]
+    if level.cgroup is None:
+        evidence = [Evidence(level.path, "hierarchical_memory_limit %d" % level.limit)]
+    if level.usage is not None:
+        evidence.append(Evidence(level.usage_path, str(level.usage)))
+    if level.reclaimable is not None:
+        key = "inactive_file" if cgroup.version == "v2" else "total_inactive_file"
+        evidence.append(Evidence(level.stat_path, "%s %d" % (key, level.reclaimable)))
+    return evidence
 
 
 def _quantized(model, capacity) -> str:
@@ -121,10 +230,11 @@ def _steps(f, cgroup, size, problems, quantized):
         steps.append(
             Step("Load a quantized variant that fits (sizes above; int4 formats need a little more for their scales)", (), False, None)
         )
-    over_cgroup = cgroup and cgroup.limit is not None and any("cgroup" in p[1] for p in problems)
-    if over_cgroup:
-        steps.append(_cgroup_step(f, cgroup, size))
-    if not any(p[0] is Severity.CRITICAL for p in problems) and any("cgroup" not in p[1] for p in problems):
+    for level in next((p.levels for p in problems if p.levels), ()):
+        step = _cgroup_step(f, cgroup, level, size)
+        if step not in steps:  # e.g. one pod spec sets the limits of several levels
+            steps.append(step)
+    if not any(p.severity is Severity.CRITICAL for p in problems) and any(not p.levels for p in problems):
         steps.append(
             Step(
                 "Free memory before loading: stop other large processes and release unused huge page pools "
@@ -137,19 +247,48 @@ def _steps(f, cgroup, size, problems, quantized):
     return steps
 
 
-def _cgroup_step(f, cgroup, size):
-    # Leave an eighth on top for the loader's own buffers and the runtime.
-    want = "%dG" % -(-(size + size // 8) // (1 << 30))
-    unit = _unit_of(cgroup.path)
+def _cgroup_step(f, cgroup, level, size):
+    """How to raise ``level``: through whoever owns the cgroup that carries it."""
+    import shlex  # only when a fix is printed
+
+    # What the cgroup already holds, the model, and an eighth more for the loader and runtime.
+    want = "%dG" % -(-((level.working_set or 0) + size + size // 8) // (1 << 30))
+    knob, prop = ("memory limit", "MemoryMax") if level.kind == MAX else ("memory.high", "MemoryHigh")
+    where = "cgroup %s" % level.cgroup if level.cgroup else "the cgroup above the mount that sets %s" % level.path
+    unit, user = _unit_of(level.cgroup) if level.cgroup else (None, False)
+    systemctl = None
+    if unit:
+        command = "systemctl %sset-property %s %s=%s" % ("--user " if user else "", shlex.quote(unit), prop, want)
+        systemctl = command if user else f.fixes.sudo(command)
     container = f.container
-    fixes = f.fixes
     if container and container.detected:
         if container.runtime == "kubernetes":
+            why = " (with the MemoryQoS feature the kubelet derives memory.high from it)" if level.kind == HIGH else ""
             return Step(
-                "Raise the pod's memory limit: set resources.limits.memory to at least %s in its spec (on the cluster, not here)" % want,
+                "Raise the pod's memory limit: set resources.limits.memory to at least %s in its spec%s (on the cluster, not here)"
+                % (want, why),
                 (),
                 False,
                 True,
+                True,
+            )
+        if level.cgroup != cgroup.path:
+            # An ancestor of the container's cgroup: the container's own limit cannot lift it.
+            return Step(
+                "On the container's host, raise the %s of %s to at least %s (the container's own --memory does not lift it)"
+                % (knob, where, want),
+                (systemctl,) if systemctl else (),
+                True,
+                bool(systemctl),
+                True,
+            )
+        if level.kind == HIGH:
+            return Step(
+                "On the container's host, raise memory.high of the container's cgroup to at least %s, or to max "
+                "(the runtime option or cgroup manager that set it must change for it to last)" % want,
+                (),
+                True,
+                False,
                 True,
             )
         ident = _container_id(cgroup.path)
@@ -157,21 +296,33 @@ def _cgroup_step(f, cgroup, size):
         if container.runtime == "podman":
             command = "podman update --memory %s %s" % (want, ident or "CONTAINER")
         return Step("Raise the container's memory limit on its host (or recreate it with --memory %s)" % want, (command,), True, True, True)
-    if unit:
+    if systemctl:
         return Step(
-            "Raise the memory limit of %s (persists as a systemd drop-in)" % unit,
-            (fixes.sudo("systemctl set-property %s MemoryMax=%s" % (unit, want)),),
-            True,
+            "Raise the %s of %s to at least %s (set-property persists as a systemd drop-in)" % (knob, unit, want),
+            (systemctl,),
+            not user,
             True,
         )
-    return Step(
-        "Raise the memory limit of cgroup %s to at least %s (memory.max or memory.limit_in_bytes)" % (cgroup.path, want), (), True, False
-    )
+    if level.cgroup:
+        command = "echo %s | %s" % (want, f.fixes.sudo("tee %s >/dev/null" % shlex.quote(level.path)))
+        return Step(
+            "Raise the %s of cgroup %s to at least %s (lost when the cgroup is recreated: change whatever creates it to keep it)"
+            % (knob, level.cgroup, want),
+            (command,),
+            True,
+            False,
+        )
+    return Step("Raise the %s of %s to at least %s" % (knob, where, want), (), True, False)
 
 
 def _unit_of(path: str):
-    last = path.rstrip("/").rsplit("/", 1)[-1]
-    return last if last.endswith((".service", ".scope", ".slice")) and last != "-.slice" else None
+    """The systemd unit whose cgroup ``path`` is, and whether a user's manager (user@UID.service)
+    runs it; (None, False) for a cgroup that is no unit's."""
+    parts = [part for part in path.split("/") if part]
+    last = parts[-1] if parts else ""
+    if not last.endswith((".service", ".scope", ".slice")) or last == "-.slice":
+        return None, False
+    return last, any(part.startswith("user@") and part.endswith(".service") for part in parts[:-1])
 
 
 def _container_id(path: str):

@@ -15,6 +15,7 @@ from ai_doctor.facts.system import kernel_version
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Step
 from ai_doctor.units import gib
 
+SWAPFILE = "/swapfile.aidoctor"
 MODE_NAMES = {0: "0 (heuristic)", 1: "1 (always allow)", 2: "2 (strict accounting)"}
 
 
@@ -47,8 +48,10 @@ def strict_headroom(f):
     ((MemTotal − huge page pool) × overcommit_ratio / 100 + swap, or overcommit_kbytes + swap);
     an allocation that would take Committed_AS over it fails at once with ENOMEM, however
     much memory is actually free. Loading weights into anonymous memory (torch.load, readers
-    into fresh buffers) is charged in full; processes without CAP_SYS_ADMIN also lose
-    admin_reserve_kbytes.
+    into fresh buffers) is charged in full. Two reserves are closed to the loader as well
+    (mm/util.c __vm_enough_memory): admin_reserve_kbytes for a process without CAP_SYS_ADMIN,
+    and user_reserve_kbytes (capped at 1/32 of the process's own size) for any process; both
+    are counted, since a model server rarely runs with CAP_SYS_ADMIN.
 
     Fix: raise vm.overcommit_ratio (or overcommit_kbytes) to cover the model, release an
     unused huge page pool (it is subtracted from CommitLimit), add swap, or return to the
@@ -65,15 +68,31 @@ def strict_headroom(f):
         return Skip("%s has no CommitLimit/Committed_AS lines" % mem.path)
     limit, committed = mem.get("CommitLimit"), mem.get("Committed_AS")
     headroom = limit - committed
-    if model.size <= headroom:
-        return Pass("CommitLimit − Committed_AS = %s covers the model (%s)" % (gib(headroom), gib(model.size)))
-    message = (
-        "vm.overcommit_memory = 2 (strict): CommitLimit − Committed_AS = %s − %s = %s; the model needs %s. "
-        'Loading it into process memory will fail with ENOMEM ("Cannot allocate memory"), even with RAM free.'
-        % (gib(limit), gib(committed), gib(max(headroom, 0)), gib(model.size))
+    reserves = _reserves(f)
+    if model.size + reserves <= headroom:
+        return Pass(
+            "CommitLimit − Committed_AS = %s covers the model (%s) and the reserves closed to it (%s)"
+            % (gib(headroom), gib(model.size), gib(reserves))
+        )
+    message = "vm.overcommit_memory = 2 (strict): CommitLimit − Committed_AS = %s − %s = %s; the model needs %s" % (
+        gib(limit),
+        gib(committed),
+        gib(max(headroom, 0)),
+        gib(model.size),
     )
+    if model.size <= headroom:
+        message += ", and the admin and user reserves (%s) are closed to it" % gib(reserves)
+    message += '. Loading it into process memory will fail with ENOMEM ("Cannot allocate memory"), even with RAM free.'
     evidence = [mode_setting.evidence()] + _mem_evidence(mem, "CommitLimit", "Committed_AS", "MemTotal", "SwapTotal")
-    return Issue(message, evidence, _strict_steps(f, mem, committed, model.size), impact=model.size - headroom)
+    return Issue(message, evidence, _strict_steps(f, mem, committed + reserves, model.size), impact=model.size + reserves - headroom)
+
+
+def _reserves(f) -> int:
+    """admin_reserve_kbytes + user_reserve_kbytes in bytes: what a loader cannot commit."""
+    total = 0
+    for key in ("vm.admin_reserve_kbytes", "vm.user_reserve_kbytes"):
+        total += governing(None, f.sysctl, key).int * 1024
+    return total
 
 
 def _strict_steps(f, mem, committed, model_size):
@@ -85,13 +104,18 @@ def _strict_steps(f, mem, committed, model_size):
     pools = f.hugepages
     pool_bytes = sum(p.bytes_total for p in pools.pools.values()) if pools else 0
     ram = mem.get("MemTotal", 0) - pool_bytes
-    # The admin reserve (8 MiB by default) is closed to unprivileged callers, and the loader and
-    # its runtime commit memory of their own beside the weights: leave 5 %, at least 1 GiB.
-    needed_limit = committed + model_size + (8 << 20) + max(1 << 30, model_size // 20)
+    # The loader and its runtime commit memory of their own beside the weights: leave 5 %, at
+    # least 1 GiB (``committed`` already holds the reserves).
+    needed_limit = committed + model_size + max(1 << 30, model_size // 20)
     steps = []
     if kbytes:
         value = int(math.ceil(max(needed_limit - swap, 0) / 1024))
-        steps += fixes.sysctl([("vm.overcommit_kbytes", str(value))], "overcommit", "Raise the commit limit to cover the model")
+        steps += fixes.sysctl(
+            [("vm.overcommit_kbytes", str(value))],
+            "overcommit",
+            "Raise the commit limit to cover the model",
+            displaces=("vm.overcommit_ratio",),
+        )
     elif ram > 0:
         ratio = int(math.ceil(max(needed_limit - swap, 0) * 100 / ram))
         if ratio <= 100:
@@ -99,6 +123,7 @@ def _strict_steps(f, mem, committed, model_size):
                 [("vm.overcommit_ratio", str(ratio))],
                 "overcommit",
                 "Raise vm.overcommit_ratio to %d%% so CommitLimit covers the model" % ratio,
+                displaces=("vm.overcommit_kbytes",),
             )
         else:
             steps.append(
@@ -126,7 +151,7 @@ def _strict_steps(f, mem, committed, model_size):
     "Model larger than RAM + swap under heuristic overcommit",
     Severity.CRITICAL,
     needs=("model", "meminfo"),
-    uses=("sysctl", "sysctl_config", "release", "fixes"),
+    uses=("sysctl", "sysctl_config", "release", "mounts", "fixes"),
 )
 def heuristic_oversize(f):
     """Under vm.overcommit_memory=0 the kernel refuses one allocation larger than RAM + swap.
@@ -171,14 +196,15 @@ def heuristic_oversize(f):
     steps = [Step("Use a model that fits: a quantized variant, or a smaller one (memory.headroom gives sizes)", (), False, None)]
     if deficit <= mem.get("MemTotal", 0) // 4:
         swap_gib = int(math.ceil(deficit / (1 << 30))) + 1
+        create = [fixes.sudo("fallocate -l %dG %s" % (swap_gib, SWAPFILE))]
+        mounts = f.mounts
+        under = mounts.covering(SWAPFILE) if mounts else None
+        if under is not None and under.fstype == "btrfs":
+            # btrfs swaps only to a file without copy-on-write, set while it is still empty (btrfs(5), SWAPFILE SUPPORT).
+            create = [fixes.sudo("truncate -s 0 %s" % SWAPFILE), fixes.sudo("chattr +C %s" % SWAPFILE)] + create
         steps += fixes.runtime(
             "Or add at least %d GiB of swap so the heuristic accepts the allocation (the load then pages to disk)" % swap_gib,
-            [
-                fixes.sudo("fallocate -l %dG /swapfile.aidoctor" % swap_gib),
-                fixes.sudo("chmod 600 /swapfile.aidoctor"),
-                fixes.sudo("mkswap /swapfile.aidoctor"),
-                fixes.sudo("swapon /swapfile.aidoctor"),
-            ],
+            create + [fixes.sudo("chmod 600 %s" % SWAPFILE), fixes.sudo("mkswap %s" % SWAPFILE), fixes.sudo("swapon %s" % SWAPFILE)],
         )
     else:
         steps.append(

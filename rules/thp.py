@@ -3,38 +3,238 @@
 from __future__ import annotations
 
 from ai_doctor.engine import rule
-from ai_doctor.model import Evidence, Issue, Pass, Severity
+from ai_doctor.facts.thp import boot_modes, format_thp_anon
+from ai_doctor.model import Evidence, Issue, Pass, Severity, Step
+from ai_doctor.units import page_size
+
+TUNED_OVERRIDE = "aidoctor-thp"
 
 
-@rule("thp.disabled", "Transparent huge pages disabled", Severity.LOW, needs=("thp",), uses=("cmdline", "fixes"))
+@rule(
+    "thp.disabled",
+    "Transparent huge pages disabled",
+    Severity.LOW,
+    needs=("thp",),
+    uses=("cmdline", "kernel_config", "thp_writers", "fixes"),
+)
 def disabled(f):
-    """Transparent huge pages are set to `never`.
+    """Transparent huge pages are `never` for the PMD size (2 MiB on x86-64).
 
-    With THP the kernel backs large anonymous mappings with 2 MiB pages (on x86-64) without
-    a reserved pool: fewer page faults and TLB misses when a loader fills large buffers, and
-    for the CPU-side tensors. `never` turns that off for every process, including those that
-    ask for it with madvise(MADV_HUGEPAGE). `madvise` is the usual choice for serving hosts:
-    huge pages where a program asks, no surprise compaction stalls elsewhere.
+    With THP the kernel backs large anonymous mappings with 2 MiB pages without a reserved
+    pool: fewer page faults and TLB misses when a loader fills large buffers, and for the
+    CPU-side tensors. `never` turns that off, including for programs that ask for it with
+    madvise(MADV_HUGEPAGE). `madvise` is the usual choice for serving hosts: huge pages where a
+    program asks, no surprise compaction stalls elsewhere.
 
-    Fix: write `madvise` to /sys/kernel/mm/transparent_hugepage/enabled now, and set
-    `transparent_hugepage=madvise` on the kernel command line so it holds after reboot.
+    Since Linux 6.8 each size has its own control, hugepages-<size>kB/enabled (always, inherit,
+    madvise, never), and the top-level `enabled` applies only to sizes set to `inherit`, which
+    the PMD size is by default (transhuge.rst, "Global THP controls"). So a top-level `never`
+    with the PMD size set to `madvise` is not THP off, and a PMD size set to `never` is off
+    whatever the top level says; the check judges the mode the PMD size ends up with.
+
+    Fix: write `madvise` to /sys/kernel/mm/transparent_hugepage/enabled (and `inherit` to the
+    PMD size's own control where that says `never`) now. To keep it, change what set `never`:
+    `transparent_hugepage=` or `thp_anon=` on the kernel command line, or the kernel's build
+    default CONFIG_TRANSPARENT_HUGEPAGE_NEVER (transhuge.rst, "Boot parameters"). When the
+    kernel starts with THP on, something in user space wrote `never` after boot (a tuned
+    profile, a systemd unit, rc.local, configuration management, a node tuning operator), and
+    a kernel argument does not stop it: the check names what it finds. Running programs keep
+    their mappings until restarted (transhuge.rst, "Need of application restart").
 
     Reference: Documentation/admin-guide/mm/transhuge.rst.
     """
     thp = f.thp
-    if thp.enabled != "never":
-        return Pass("transparent huge pages: %s" % thp.enabled)
-    evidence = [Evidence(thp.path, " ".join("[%s]" % c if c == thp.enabled else c for c in thp.choices))]
-    message = (
-        "Transparent huge pages are off (`never`): large buffers are mapped 4 KiB "
-        "at a time, even for programs that ask for huge pages with madvise."
-    )
+    pmd = thp.pmd
+    size = page_size(thp.pmd_size) if thp.pmd_size else None
+    if thp.pmd_mode != "never":
+        if pmd is not None and pmd.mode != "inherit":
+            return Pass("%s transparent huge pages: %s (their own setting; top level %s)" % (size, pmd.mode, thp.top.mode))
+        return Pass("transparent huge pages: %s" % thp.top.mode)
+    top_never = thp.top.mode == "never"
+    size_never = pmd is not None and pmd.mode == "never"
+    evidence = [Evidence(thp.top.path, thp.top.shown)]
+    if pmd is not None:
+        evidence.append(Evidence(pmd.path, pmd.shown))
+    if pmd is None:
+        message = "Transparent huge pages are off (`never`)"
+    elif size_never:
+        message = "Transparent huge pages are off for %s pages (their own setting is `never`)" % size
+    else:
+        message = "Transparent huge pages are off for %s pages (`never`, inherited from the top level)" % size
+    message += ": large buffers are mapped in small pages, even for programs that ask for huge pages with madvise."
+    others = thp.others_on()
+    if others:
+        message += " Smaller sizes are on: %s." % ", ".join("%s (%s)" % (page_size(s), mode) for s, mode in others)
+
     cmdline = f.cmdline
-    boot = cmdline.last("transparent_hugepage") if cmdline else None
-    if boot is not None:
-        evidence.append(Evidence(cmdline.source, boot.text))
-        message += " The kernel command line sets it (%s)." % boot.text
+    # The build default only matters for the top level, and only when the command line is silent.
+    boot = boot_modes(cmdline, f.kernel_config if top_never else None, tuple(thp.sizes))
+    add, remove, runtime_written, notes = [], [], [], []
+    by_hand = None
+    if top_never:
+        if boot.top_source:
+            evidence.append(Evidence(*boot.top_source))
+        if boot.top == "never":
+            notes.append("%s sets the top level to `never` at boot." % _source_words(boot.top_source))
+            add.append("transparent_hugepage=madvise")
+            remove.append("transparent_hugepage")
+        elif boot.top is None:
+            notes.append("Neither the kernel command line nor the kernel's build configuration says what THP starts with.")
+            add.append("transparent_hugepage=madvise")
+            remove.append("transparent_hugepage")
+        else:
+            notes.append("The kernel starts the top level at `%s` (%s)." % (boot.top, boot.top_source[1]))
+            runtime_written.append(thp.top.path)
+    if size_never:
+        if boot.size_mode(thp.pmd_size, thp.pmd_size) == "never":
+            evidence.append(Evidence(cmdline.source, " ".join(boot.thp_anon)))
+            notes.append("`%s` on the kernel command line sets %s pages to `never` at boot." % (" ".join(boot.thp_anon), size))
+            wanted = dict(boot.sizes)
+            wanted[thp.pmd_size] = "inherit"
+            value = format_thp_anon(wanted)
+            if ";" in value:
+                # GRUB's script reads an unquoted ";" as the end of the `linux` command: by hand.
+                by_hand = Step(
+                    'Keep it at boot: replace `%s` on the kernel command line with `thp_anon="%s"`, by hand, quoted '
+                    "(in GRUB's configuration an unquoted `;` ends the command line)" % (" ".join(boot.thp_anon), value),
+                    (),
+                    True,
+                    True,
+                )
+            elif value != "%dK:inherit" % (thp.pmd_size // 1024):
+                add.append("thp_anon=" + value)
+                remove.append("thp_anon")
+            else:
+                remove.append("thp_anon")
+        else:
+            notes.append("%s pages start as `inherit` (no thp_anon= at boot sets them)." % size)
+            runtime_written.append(pmd.path)
+    if runtime_written:
+        notes.append(
+            "So something wrote `never` to %s after boot, and a kernel argument would not stop it." % " and ".join(runtime_written)
+        )
+    message += " " + " ".join(notes)
+    message += " Restart the model server afterwards: the setting applies to what programs map from then on."
+
     fixes = f.fixes
-    steps = fixes.sysfs([thp.path], "madvise", "Turn THP on for programs that ask (madvise)")
-    steps.append(fixes.kernel_args(["transparent_hugepage=madvise"], ["transparent_hugepage"], "Keep it at boot"))
+    steps = []
+    if top_never:
+        steps += fixes.sysfs([thp.top.path], "madvise", "Turn THP on for programs that ask (madvise)")
+    if size_never:
+        steps += fixes.sysfs([pmd.path], "inherit", "Let %s pages follow the top-level setting" % size)
+    if add or remove:
+        steps.append(fixes.kernel_args(add, remove, "Keep it at boot"))
+    if by_hand is not None:
+        steps.append(by_hand)
+    if runtime_written or boot.top is None:
+        # Where the boot default is unknown, a writer found is still worth naming.
+        targets = {"top"} if top_never and boot.top != "never" else set()
+        if size_never and pmd.path in runtime_written:
+            targets.add("size")
+        writer_steps, writer_evidence = _writer_steps(f, fixes, targets, bool(runtime_written))
+        steps += writer_steps
+        evidence += writer_evidence
     return Issue(message, evidence, steps)
+
+
+def _source_words(source) -> str:
+    path, text = source
+    if text.startswith("CONFIG_"):
+        return "The kernel's build configuration (%s)" % text
+    return "The kernel command line (%s)" % text
+
+
+def _writer_steps(f, fixes, targets, certain):
+    """Steps that stop what writes `never` after boot to the ``targets`` controls (``top``,
+    ``size``), and the evidence of what was found. Only when ``certain`` that something does,
+    a step says where to look if nothing was found."""
+    look = (
+        "a tuned profile ([vm] transparent_hugepages, or [sysfs]), a systemd unit, /etc/rc.local, "
+        "configuration management (Ansible, Puppet, cloud-init), or a node tuning operator"
+    )
+    if fixes.container is not None:
+        if not certain:
+            return [], []
+        summary = "On %s (not inside this container): find what writes `never` after boot and change it there: %s" % (
+            fixes.container.where,
+            look,
+        )
+        return [Step(summary, (), True, None, True, ())], []
+    writers = f.thp_writers
+    # A writer of a control that is not `never` now is not the one to blame.
+    found = [w for w in (writers.found if writers else ()) if not w.targets or targets & set(w.targets)]
+    evidence = [Evidence(w.path, w.text, w.line) for w in found]
+    steps = []
+    tuned = [w for w in found if w.kind == "tuned"]
+    if tuned:
+        steps.append(_tuned_override(fixes, writers.tuned_profiles, tuned))
+    for writer in found:
+        if writer.kind == "systemd":
+            name = writer.path.rsplit("/", 1)[1]
+            steps.append(
+                Step(
+                    "Stop the unit %s, which writes it at boot (read it first: it may do more)" % name,
+                    ("systemctl cat %s" % _quote(name), fixes.sudo("systemctl disable %s" % _quote(name))),
+                    True,
+                    True,
+                )
+            )
+        elif writer.kind == "rc.local":
+            script = "%ds/^/# /" % writer.line
+            steps.append(
+                Step(
+                    "Comment out line %d of %s, which writes it at boot" % (writer.line, writer.path),
+                    (fixes.sudo("sed -i %s %s" % (_quote(script), _quote(writer.path))),),
+                    True,
+                    True,
+                )
+            )
+    if not steps and certain:
+        steps.append(
+            Step(
+                "Find what writes `never` after boot and change it there: " + look,
+                ("grep -rIls transparent_hugepage /etc",),
+                False,
+                None,
+            )
+        )
+    return steps, evidence
+
+
+def _tuned_override(fixes, profiles, settings):
+    """A profile of our own, applied after the active ones, that sets the same keys to on.
+
+    tuned-adm merges the profiles it is given, the last winning (tuned-adm(8)).
+    """
+    new_layout = any("/tuned/profiles/" in s.path for s in settings)
+    directory = "/etc/tuned/profiles/%s" % TUNED_OVERRIDE if new_layout else "/etc/tuned/%s" % TUNED_OVERRIDE
+    lines = ["[main]", "summary=Transparent huge pages for programs that ask (aidoctor)"]
+    sections = {}
+    for s in settings:
+        # The per-size files go back to following the top level, which this sets to madvise.
+        value = "inherit" if "/hugepages-" in s.key else "madvise"
+        sections.setdefault(s.section, []).append("%s=%s" % (s.key, value))
+    for s in settings:
+        if s.section != s.plugin and "type=%s" % s.plugin not in sections[s.section]:
+            sections[s.section].insert(0, "type=%s" % s.plugin)
+    for section, keys in sections.items():
+        lines.append("[%s]" % section)
+        lines.extend(keys)
+    names = [p for p in profiles if p != TUNED_OVERRIDE] + [TUNED_OVERRIDE]
+    where = ", ".join("%s:%d" % (s.path, s.line) for s in settings)
+    return Step(
+        "The active tuned profile writes it (%s): add a profile that sets it to madvise and apply it after the active one" % where,
+        (
+            fixes.sudo("mkdir -p %s" % directory),
+            "printf '%%s\\n' %s | %s" % (" ".join(_quote(line) for line in lines), fixes.sudo("tee %s/tuned.conf >/dev/null" % directory)),
+            fixes.sudo("tuned-adm profile %s" % " ".join(_quote(n) for n in names)),
+        ),
+        True,
+        True,
+    )
+
+
+def _quote(word: str) -> str:
+    import shlex  # only when a fix is printed
+
+    return shlex.quote(word)

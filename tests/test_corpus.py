@@ -213,7 +213,13 @@ def test_thp_fact_without_the_sysfs_directory():
 
 def test_procfs_runtime_sysctls():
     sysctl = facts_of(PROCFS).get("sysctl")
-    assert sysctl.values == {"vm.overcommit_memory": "0", "vm.overcommit_ratio": "50", "vm.overcommit_kbytes": "0"}
+    assert sysctl.values == {
+        "vm.overcommit_memory": "0",
+        "vm.overcommit_ratio": "50",
+        "vm.overcommit_kbytes": "0",
+        "vm.admin_reserve_kbytes": "8192",
+        "vm.user_reserve_kbytes": "131072",
+    }
     assert sysctl.int("vm.overcommit_ratio") == 50
     host = Host(str(PROCFS))
     assert host.read_text("/proc/sys/vm/swappiness").data.strip() == "60"

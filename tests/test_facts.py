@@ -243,7 +243,11 @@ def test_cgroup_v2_limit_is_the_smallest_on_the_path(tree):
     tree.write("/sys/fs/cgroup/system.slice/model.service/memory.current", "%d\n" % GiB)
     limit = facts_for(tree).get("cgroup_memory")
     assert limit.version == "v2" and limit.limit == 32 * GiB
-    assert limit.limit_path == "/sys/fs/cgroup/system.slice/memory.max" and limit.usage == GiB
+    assert limit.limit_path == "/sys/fs/cgroup/system.slice/memory.max"
+    # Usage is read where the limit is: memory.current there counts every process below it.
+    assert [(level.path, level.usage_path) for level in limit.limits] == [
+        ("/sys/fs/cgroup/system.slice/memory.max", "/sys/fs/cgroup/system.slice/memory.current")
+    ]
 
 
 def test_cgroup_v1_memory_controller_wins_on_hybrid_hosts(tree):

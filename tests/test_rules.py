@@ -38,9 +38,30 @@ def test_strict_headroom_numbers_and_ratio(tree, run):
     found = finding(result, "overcommit.strict-headroom")
     assert found["severity"] == "critical"
     assert "CommitLimit − Committed_AS = 32.0 GiB − 4.0 GiB = 28.0 GiB; the model needs 40.0 GiB" in found["message"]
-    # (4 GiB committed + 40 GiB + 8 MiB reserve + 2 GiB for the loader) / 64 GiB RAM → 72 %
-    assert "sudo sysctl -w vm.overcommit_ratio=72" in commands(found)
+    # (4 GiB committed + 40 GiB + 8 + 128 MiB of reserves + 2 GiB for the loader) / 64 GiB RAM → 72.1 %
+    assert "sudo sysctl -w vm.overcommit_ratio=73" in commands(found)
     assert any("90-aidoctor-overcommit.conf" in c for c in commands(found))
+
+
+def test_strict_headroom_counts_the_reserves_closed_to_the_loader(tree, run):
+    minimal_host(tree, overcommit="2")
+    tree.write("/proc/sys/vm/user_reserve_kbytes", "%d\n" % (1 << 20))  # 1 GiB
+    # 28 GiB of headroom: 27.5 GiB fits, but not with 1 GiB + 8 MiB reserved.
+    found = finding(run("--root", tree, "--model-size", "27.5G", "--format", "json"), "overcommit.strict-headroom")
+    assert "the model needs 27.5 GiB, and the admin and user reserves (1.0 GiB) are closed to it" in found["message"]
+    result = run("--root", tree, "--model-size", "26G", "--format", "json")
+    assert result.statuses()["overcommit.strict-headroom"] == "pass"
+
+
+def test_strict_ratio_fix_comments_out_kbytes_that_would_override_it(tree, run):
+    minimal_host(tree, overcommit="2")
+    tree.write("/etc/sysctl.d/80-cap.conf", "vm.overcommit_memory = 2\nvm.overcommit_kbytes = 0\n")
+    tree.write("/usr/lib/sysctl.d/95-vendor.conf", "vm.overcommit_kbytes = 1000\n")
+    found = finding(run("--root", tree, "--model-size", "40G", "--format", "json"), "overcommit.strict-headroom")
+    cmds = commands(found)
+    # Writing vm.overcommit_kbytes zeroes the ratio: no later kbytes line may survive the fix.
+    assert "sudo sed -i -E 's/^([[:space:]]*-?(vm\\.overcommit_kbytes)[[:space:]]*=)/# \\1/' /etc/sysctl.d/80-cap.conf" in cmds
+    assert any("/etc/sysctl.d/99-aidoctor-overcommit.conf" in c for c in cmds)  # after 95-vendor.conf
 
 
 def test_strict_headroom_fits(tree, run):
@@ -115,9 +136,13 @@ def test_shortfall_from_sysctl_and_hugepages_option(tree, run):
     assert {"path": "/etc/sysctl.d/80-pool.conf", "value": "vm.nr_hugepages = 512", "line": 1} in found["evidence"]
     cmds = commands(found)
     assert "echo 1 | sudo tee /proc/sys/vm/compact_memory >/dev/null" in cmds
-    assert (
-        any(c.startswith("printf '%s\\n' 'GRUB_CMDLINE_LINUX=\"$GRUB_CMDLINE_LINUX hugepagesz=2M hugepages=512\"'") for c in cmds) is False
-    )
+    boot = found["remediation"][-2]
+    assert boot["summary"].startswith("Reserve the pool at boot: add `hugepagesz=2M hugepages=512` to the kernel command line")
+    assert "no boot loader configuration was found here" in boot["summary"] and boot["commands"] == []
+    assert found["remediation"][-1]["commands"] == [
+        "sudo sed -i -E 's/^([[:space:]]*-?(vm\\.nr_hugepages)[[:space:]]*=)/# \\1/' /etc/sysctl.d/80-pool.conf",
+        "sudo sysctl --system",
+    ]
     # --hugepages states what the user wants now and overrides the configuration
     assert "hugepages.shortfall" not in run("--root", tree, "--hugepages", "64", "--format", "json").findings()
 
@@ -210,11 +235,15 @@ def test_scheduler_udev_rule(tree, run):
     assert "sudo udevadm trigger --subsystem-match=block --action=change" in cmds
 
 
-def test_hidden_nvme_multipath_paths_are_ignored(tree, run):
+def test_hidden_nvme_multipath_paths_are_judged(tree, run):
+    # The path device, not the bio-based head, is where the scheduler sits (tests/test_storage.py).
     minimal_host(tree)
+    tree.write("/sys/block/nvme0n1/queue/scheduler", "none\n")
     tree.write("/sys/block/nvme0c0n1/queue/scheduler", "none [mq-deadline]\n")
     tree.write("/sys/block/nvme0c0n1/hidden", "1\n")
-    assert run("--root", tree, "--format", "json").statuses()["storage.scheduler"] == "skip"
+    found = finding(run("--root", tree, "--format", "json"), "storage.scheduler")
+    assert found["message"].startswith("nvme0c0n1 (path of nvme0n1, mq-deadline) uses a kernel I/O scheduler")
+    assert "echo none | sudo tee /sys/block/nvme0c0n1/queue/scheduler >/dev/null" in commands(found)
 
 
 def test_config_missing_suggests_the_configs_module(tree, run):

@@ -7,8 +7,6 @@ Parsers underneath are pure functions of text, so odd input is tested without a 
 
 from __future__ import annotations
 
-from ai_doctor.host import OK
-
 PROVIDERS = {}
 
 
@@ -45,7 +43,7 @@ class Unavailable:
 
 def unreadable(host, got, what: str) -> Unavailable:
     """The reason a file could not be used, worded for a skipped check."""
-    if got.status == "missing" and not host.live and got.path.startswith(("/proc/", "/sys/")) and not host.exists("/proc/self"):
+    if got.missing and not host.live and got.path.startswith(("/proc/", "/sys/")) and not host.exists("/proc/self"):
         return Unavailable("no %s: an image, not a running system" % got.path)
     return Unavailable("%s %s: %s" % (what, got.path, got.describe()))
 
@@ -88,7 +86,7 @@ class Facts:
     def failed_reads(self, name: str):
         """Reads behind ``name`` that were refused (permission) rather than absent."""
         start, end = self.inputs.get(name, (0, 0))
-        return [got for _kind, _path, got in self.host.log[start:end] if got.status not in (OK, "missing")]
+        return [got for _kind, _path, got in self.host.log[start:end] if got.failed]
 
 
 def _load_providers() -> None:
@@ -106,6 +104,7 @@ def _load_providers() -> None:
         request,
         sysctl,
         system,
+        thp,
         udev,
     )
 

@@ -1,29 +1,86 @@
-"""The memory limit of the cgroup this process runs in (cgroup v2, or v1's memory controller).
+"""The memory limits on the cgroup path of this process (cgroup v2, or v1's memory controller).
 
-The effective limit is the smallest along the path to the hierarchy's root
-(Documentation/admin-guide/cgroup-v2.rst: memory.max, "max" when unset;
-cgroup-v1/memory.rst: memory.limit_in_bytes, which reads back PAGE_COUNTER_MAX pages when
-unset — 9223372036854771712 with 4 KiB pages, another number with 16 or 64 KiB pages).
+Every cgroup from this process's own up to the top of the mount can carry a limit, and each is
+judged against the usage of the cgroup that carries it: memory.current "the total amount of
+memory currently being used by the cgroup and its descendants" (Documentation/admin-guide/
+cgroup-v2.rst), memory.usage_in_bytes with hierarchical accounting in v1 (cgroup-v1/memory.rst,
+section 6). That usage includes page cache; the inactive part of it (memory.stat
+``inactive_file`` in v2, whose memory.stat counts descendants too; ``total_inactive_file``,
+"hierarchical version of <counter>", in v1) is what reclaim takes first.
+
+Limits: v2 memory.max (hard: the OOM killer acts at it) and memory.high (throttle: "Going over
+the high limit never invokes the OOM killer"), both "max" when unset; v1 memory.limit_in_bytes,
+which reads back PAGE_COUNTER_MAX pages when unset (9223372036854771712 with 4 KiB pages,
+another number with 16 or 64 KiB pages), and memory.stat ``hierarchical_memory_limit``, "memory
+limit with regard to hierarchy": the effective limit, including ancestors above the mount.
 """
 
 from __future__ import annotations
 
 from ai_doctor.facts import Unavailable, fact, unreadable
+from ai_doctor.host import MISSING, OK
 from ai_doctor.record import Record
 
 SELF_CGROUP = "/proc/self/cgroup"
 # Anything this large is "no limit" whatever the page size (PAGE_COUNTER_MAX × page size).
 UNLIMITED_FROM = 1 << 62
 
+MAX = "max"  # a hard limit: memory.max, memory.limit_in_bytes, hierarchical_memory_limit
+HIGH = "high"  # v2 memory.high: throttling and reclaim above it, never the OOM killer
+_UNSEEN = "a limit set there is not seen"
 
-class CgroupMemory(Record):
-    """The memory limit that applies to this process.
 
-    ``limit`` is the smallest hard limit on the path in bytes (None: no limit), read at
-    ``limit_path``; ``high`` the v2 throttle limit; ``usage`` the cgroup's current usage.
+class CgroupLimit(Record):
+    """One limit on the path, with the usage of the cgroup that carries it.
+
+    ``kind`` is :data:`MAX` or :data:`HIGH`; ``cgroup`` the cgroup's path as /proc/self/cgroup
+    writes it (None for a v1 ``hierarchical_memory_limit`` set above what the mount shows);
+    ``limit`` in bytes, read at ``path``; ``usage`` that cgroup's memory.current (v2) or
+    memory.usage_in_bytes (v1), read at ``usage_path`` (for a limit above the mount: this
+    process's cgroup's, a lower bound); ``reclaimable`` its inactive file cache from memory.stat
+    at ``stat_path``. None where a file could not be read (the fact's ``notes`` say why).
     """
 
-    __slots__ = ("version", "path", "directory", "limit", "limit_path", "high", "high_path", "usage", "usage_path")
+    __slots__ = ("kind", "cgroup", "limit", "path", "usage", "usage_path", "reclaimable", "stat_path")
+
+    @property
+    def working_set(self):
+        """Usage less the inactive file cache reclaim drops first (what docker stats and the
+        kubelet call the working set); all of the usage when memory.stat was unreadable."""
+        if self.usage is None:
+            return None
+        return max(self.usage - (self.reclaimable or 0), 0)
+
+    @property
+    def headroom(self):
+        """What the limit leaves for a new allocation; None when the usage is unknown."""
+        used = self.working_set
+        return None if used is None else self.limit - used
+
+
+class CgroupMemory(Record):
+    """The memory limits that apply to this process.
+
+    ``limits``: every limit on the path as :class:`CgroupLimit`, this process's cgroup first,
+    each with the usage of the cgroup that carries it. ``notes``: files that could not be read
+    or understood, as "path (outcome: what that costs)".
+    """
+
+    __slots__ = ("version", "path", "directory", "limits", "notes")
+    _defaults = {"limits": (), "notes": ()}
+
+    @property
+    def hard(self):
+        """The smallest hard limit (memory.max, memory.limit_in_bytes), or None."""
+        return _smallest(self.limits, MAX)
+
+    @property
+    def limit(self):
+        return self.hard.limit if self.hard else None
+
+    @property
+    def limit_path(self):
+        return self.hard.path if self.hard else None
 
 
 def parse_proc_cgroup(text: str):
@@ -37,18 +94,83 @@ def parse_proc_cgroup(text: str):
     return entries
 
 
-def _number(host, path: str):
-    got = host.read_text(path, cap=4096)
-    if not got.ok:
-        return got, None
-    text = got.data.strip()
-    if text == "max":
-        return got, None
-    try:
-        value = int(text.split()[0])
-    except (ValueError, IndexError):
-        return got, None
-    return got, (None if value >= UNLIMITED_FROM else value)
+def parse_memory_stat(text: str):
+    """A flat-keyed memory.stat as {key: int}; lines without a number are left out."""
+    values = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            try:
+                values[parts[0]] = int(parts[1])
+            except ValueError:
+                continue
+    return values
+
+
+def _limit_value(value: int):
+    return None if value >= UNLIMITED_FROM else value
+
+
+class _Reader:
+    """Reads through the Host once per file, and notes each file it could not use and what
+    that costs the judgement."""
+
+    def __init__(self, host):
+        self.host = host
+        self._reads = {}
+        self._notes = {}  # path -> [outcome, consequences]
+
+    def note(self, path: str, outcome: str, why: str) -> None:
+        entry = self._notes.setdefault(path, [outcome, []])
+        if why not in entry[1]:
+            entry[1].append(why)
+
+    @property
+    def notes(self):
+        return tuple("%s (%s: %s)" % (path, outcome, ", and ".join(whys)) for path, (outcome, whys) in self._notes.items())
+
+    def _read(self, path: str, cap: int, why, missing_matters: bool):
+        got = self._reads.get(path)
+        if got is None:
+            got = self._reads[path] = self.host.read_text(path, cap=cap)
+        if why and got.status != OK and (got.status != MISSING or missing_matters):
+            self.note(got.path, got.describe(), why)
+        return got
+
+    def number(self, path: str, why=None, missing_matters: bool = False):
+        """A single-number file as (bytes, or None for no limit or no value; its read)."""
+        got = self._read(path, 4096, why, missing_matters)
+        if not got.ok:
+            return None, got
+        text = got.data.strip()
+        if text == "max":
+            return None, got
+        try:
+            return _limit_value(int(text.split()[0])), got
+        except (ValueError, IndexError):
+            if why:
+                self.note(path, "not a number: %r" % text[:40], why)
+            return None, got
+
+    def stat(self, directory: str, why: str):
+        """memory.stat of one cgroup as ({key: int} or None, its path)."""
+        got = self._read(directory + "/memory.stat", 65536, why, True)
+        return (parse_memory_stat(got.data) if got.ok else None), got.path
+
+    def usage(self, directory: str, usage_file: str, inactive_key: str):
+        """(usage, its path, inactive file cache, memory.stat path) of a cgroup that has a limit."""
+        usage, got = self.number(directory + "/" + usage_file, "what its limit leaves is not known", True)
+        why = "its page cache is counted as in use"
+        stat, stat_path = self.stat(directory, why)
+        reclaimable = stat.get(inactive_key) if stat is not None else None
+        if stat is not None and reclaimable is None:
+            self.note(stat_path, "no %s" % inactive_key, why)
+        return usage, got.path, reclaimable, stat_path
+
+
+def _smallest(levels, kind: str):
+    found = [level for level in levels if level.kind == kind]
+    return min(found, key=lambda level: level.limit) if found else None
 
 
 def _directory(mount, cgroup_path: str) -> str:
@@ -63,20 +185,45 @@ def _directory(mount, cgroup_path: str) -> str:
     return mount.mountpoint.rstrip("/") + rel if rel else mount.mountpoint
 
 
-def _walk(host, mountpoint: str, directory: str, filename: str):
-    """The smallest limit from ``directory`` up to the mount point, and the file that set it."""
-    best = None
-    best_path = None
-    current = directory
+def _path_up(mount, cgroup_path: str, directory: str):
+    """(directory, cgroup path) from this process's cgroup up to the mount point."""
+    top = mount.mountpoint.rstrip("/")
+    current, cgroup = directory.rstrip("/"), cgroup_path.rstrip("/") or "/"
     while True:
-        path = current.rstrip("/") + "/" + filename
-        _got, value = _number(host, path)
-        if value is not None and (best is None or value < best):
-            best, best_path = value, path
-        if current.rstrip("/") == mountpoint.rstrip("/") or current in ("/", ""):
-            break
-        current = current.rsplit("/", 1)[0] or "/"
-    return best, best_path
+        yield current or "/", cgroup
+        if current == top or not current:
+            return
+        current = current.rsplit("/", 1)[0]
+        cgroup = cgroup.rsplit("/", 1)[0] or "/"
+
+
+def _limits_v2(reader, mount, cgroup_path: str, directory: str):
+    levels = []
+    for current, cgroup in _path_up(mount, cgroup_path, directory):
+        for kind, name in ((MAX, "memory.max"), (HIGH, "memory.high")):
+            # Absent limit files mean no limit there (the root cgroup has none).
+            value, got = reader.number(current + "/" + name, _UNSEEN)
+            if value is not None:
+                usage, usage_path, reclaimable, stat_path = reader.usage(current, "memory.current", "inactive_file")
+                levels.append(CgroupLimit(kind, cgroup, value, got.path, usage, usage_path, reclaimable, stat_path))
+    return levels
+
+
+def _limits_v1(reader, mount, cgroup_path: str, directory: str):
+    levels = []
+    for current, cgroup in _path_up(mount, cgroup_path, directory):
+        value, got = reader.number(current + "/memory.limit_in_bytes", _UNSEEN)
+        if value is not None:
+            usage, usage_path, reclaimable, stat_path = reader.usage(current, "memory.usage_in_bytes", "total_inactive_file")
+            levels.append(CgroupLimit(MAX, cgroup, value, got.path, usage, usage_path, reclaimable, stat_path))
+    # A limit tighter than every visible one belongs to an ancestor above the mount (a container
+    # sees only its own cgroup); its usage is not visible, so this cgroup's stands in for it.
+    stat, stat_path = reader.stat(directory, "a limit set above the mount is not seen")
+    hierarchical = _limit_value(stat["hierarchical_memory_limit"]) if stat and "hierarchical_memory_limit" in stat else None
+    if hierarchical is not None and all(hierarchical < level.limit for level in levels):
+        usage, usage_path, reclaimable, _ = reader.usage(directory, "memory.usage_in_bytes", "total_inactive_file")
+        levels.append(CgroupLimit(MAX, None, hierarchical, stat_path, usage, usage_path, reclaimable, stat_path))
+    return levels
 
 
 @fact("cgroup_memory")
@@ -88,27 +235,29 @@ def cgroup_memory(host, facts):
     mounts = facts.get("mounts")
     if not mounts:
         return Unavailable("cannot find cgroup mounts: " + mounts.reason)
+    reader = _Reader(host)
     v1 = [e for e in entries if "memory" in e[1]]
     if v1:
-        cgroup_path = v1[0][2]
+        version, cgroup_path = "v1", v1[0][2]
         mount = next((m for m in mounts.mounts if m.fstype == "cgroup" and "memory" in m.super_options), None)
         if mount is None:
             return Unavailable("the memory controller (cgroup v1, %s) is not mounted" % cgroup_path)
         directory = _directory(mount, cgroup_path)
-        limit, limit_path = _walk(host, mount.mountpoint, directory, "memory.limit_in_bytes")
-        usage_path = directory + "/memory.usage_in_bytes"
-        usage = _number(host, usage_path)[1]
-        return CgroupMemory("v1", cgroup_path, directory, limit, limit_path, None, None, usage, usage_path)
-    unified = [e for e in entries if e[0] == "0" and not e[1]]
-    if not unified:
-        return Unavailable("%s names no memory cgroup" % SELF_CGROUP)
-    cgroup_path = unified[0][2]
-    mount = next((m for m in mounts.mounts if m.fstype == "cgroup2"), None)
-    if mount is None:
-        return Unavailable("cgroup v2 is not mounted (path %s)" % cgroup_path)
-    directory = _directory(mount, cgroup_path)
-    limit, limit_path = _walk(host, mount.mountpoint, directory, "memory.max")
-    high, high_path = _walk(host, mount.mountpoint, directory, "memory.high")
-    usage_path = directory + "/memory.current"
-    usage = _number(host, usage_path)[1]
-    return CgroupMemory("v2", cgroup_path, directory, limit, limit_path, high, high_path, usage, usage_path)
+        levels = _limits_v1(reader, mount, cgroup_path, directory)
+    else:
+        unified = [e for e in entries if e[0] == "0" and not e[1]]
+        if not unified:
+            return Unavailable("%s names no memory cgroup" % SELF_CGROUP)
+        version, cgroup_path = "v2", unified[0][2]
+        mount = next((m for m in mounts.mounts if m.fstype == "cgroup2"), None)
+        if mount is None:
+            return Unavailable("cgroup v2 is not mounted (path %s)" % cgroup_path)
+        directory = _directory(mount, cgroup_path)
+        levels = _limits_v2(reader, mount, cgroup_path, directory)
+    return CgroupMemory(
+        version,
+        cgroup_path,
+        directory,
+        tuple(levels),
+        reader.notes,
+    )

@@ -7,6 +7,8 @@ when it comes first; ``hugepages=0:N,1:M`` asks per NUMA node (5.16+).
 
 from __future__ import annotations
 
+import re
+
 from ai_doctor.facts import fact, unreadable
 from ai_doctor.record import Record
 
@@ -43,6 +45,13 @@ class Cmdline(Record):
                 found = param
         return found
 
+    def first(self, name: str):
+        """The first ``name=``, for the parameters where the kernel keeps the first."""
+        for param in self.params:
+            if param.name == name:
+                return param
+        return None
+
     def hugepage_requests(self, default_size=None):
         """The pools these parameters reserve at boot, in order.
 
@@ -50,16 +59,22 @@ class Cmdline(Record):
         a ``default_hugepagesz=`` on the line takes its place. A size the kernel would not know
         stays None.
         """
-        chosen = self.last("default_hugepagesz")
+        # The first default_hugepagesz= counts; the kernel warns about and ignores later ones.
+        chosen = self.first("default_hugepagesz")
         if chosen is not None and chosen.value is not None:
             default_size = memparse(chosen.value) or default_size
         requests = []
         size = default_size
         seen = set()
+        default_seen = False
         for param in self.params:
             if param.value is None:
                 continue
-            if param.name in ("hugepagesz", "default_hugepagesz"):
+            if param.name == "default_hugepagesz":
+                # A second one is refused, and a hugepages= right after it with it.
+                size = _INVALID if default_seen else memparse(param.value) or _INVALID
+                default_seen = True
+            elif param.name == "hugepagesz":
                 size = memparse(param.value) or _INVALID
             elif param.name == "hugepages":
                 count = _node_counts(param.value)
@@ -97,36 +112,39 @@ def split_cmdline(text: str):
     return params
 
 
+_MEMPARSE = re.compile(r"\s*(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)([KMGTPEkmgtpe]?)")
+
+
 def memparse(text: str):
-    """The kernel's memparse(): a number with an optional K/M/G/T/P/E suffix (binary)."""
-    text = text.strip()
-    scale = 1
-    if text and text[-1].upper() in "KMGTPE":
-        scale = 1 << (10 * ("KMGTPE".index(text[-1].upper()) + 1))
-        text = text[:-1]
-    try:
-        value = int(text, 0)
-    except ValueError:
+    """The kernel's memparse(): a number in C notation (``0x`` hex, leading-0 octal, decimal)
+    with an optional K/M/G/T/P/E suffix (binary); what follows is ignored. None for zero or
+    no number."""
+    match = _MEMPARSE.match(text)
+    if not match:
         return None
-    return value * scale if value > 0 else None
+    value = int(match.group(1), 16 if match.group(1)[:2].lower() == "0x" else 8 if match.group(1)[0] == "0" else 10)
+    suffix = match.group(2).upper()
+    if suffix:
+        value <<= 10 * ("KMGTPE".index(suffix) + 1)
+    return value or None
+
+
+_PLAIN_COUNT = re.compile(r"\s*(\d+)")
+_NODE_COUNTS = re.compile(r"\d+:\d+(?:,\d+:\d+)*")
 
 
 def _node_counts(value: str):
-    """``512`` → 512; ``0:256,1:256`` → 512 (pages over all nodes); malformed → None."""
+    """``512`` → 512; ``0:256,1:256`` → 512 (pages over all nodes); malformed → None.
+
+    As mm/hugetlb.c hugepages_setup() reads it: decimal (sscanf ``%lu``), and a plain count
+    may carry trailing characters, which the kernel ignores.
+    """
     if ":" not in value:
-        try:
-            return int(value, 0)
-        except ValueError:
-            return None
-    total = 0
-    for part in value.split(","):
-        node, sep, count = part.partition(":")
-        try:
-            int(node)
-            total += int(count, 0)
-        except ValueError:
-            return None
-    return total
+        match = _PLAIN_COUNT.match(value)
+        return int(match.group(1)) if match else None
+    if not _NODE_COUNTS.fullmatch(value):
+        return None
+    return sum(int(part.partition(":")[2]) for part in value.split(","))
 
 
 @fact("cmdline")
@@ -135,3 +153,60 @@ def cmdline(host, facts):
     if not got.ok:
         return unreadable(host, got, "cannot read")
     return Cmdline(got.data.strip(), tuple(split_cmdline(got.data)), CMDLINE)
+
+
+GRUB_DEFAULTS = "/etc/default/grub"
+GRUB_DROP_INS = "/etc/default/grub.d"
+KERNEL_CMDLINE_FILE = "/etc/kernel/cmdline"
+_GRUB_CMDLINE = re.compile(r"\s*(?:export\s+)?(GRUB_CMDLINE_LINUX(?:_DEFAULT)?)=(.*)")
+
+
+class BootArgs(Record):
+    """Kernel parameters a boot loader file sets for the next boot: the file, the line, the
+    variable (``GRUB_CMDLINE_LINUX``…, or None for /etc/kernel/cmdline) and the parameters."""
+
+    __slots__ = ("path", "line", "variable", "params")
+
+    @property
+    def names(self):
+        return {param.name for param in self.params}
+
+
+def _shell_value(text: str) -> str:
+    """The value of a one-line shell assignment: the quoted string, or the word up to a blank."""
+    text = text.strip()
+    if text[:1] in ("'", '"'):
+        end = text.find(text[0], 1)
+        return text[1:end] if end != -1 else text[1:]
+    return text.split(None, 1)[0] if text else ""
+
+
+def parse_grub_defaults(text: str, path: str):
+    """GRUB_CMDLINE_LINUX and GRUB_CMDLINE_LINUX_DEFAULT assignments of a /etc/default/grub file."""
+    found = []
+    for number, line in enumerate(text.splitlines(), 1):
+        match = _GRUB_CMDLINE.match(line)
+        if match:
+            # ``$GRUB_CMDLINE_LINUX`` and the like add nothing of their own.
+            params = tuple(p for p in split_cmdline(_shell_value(match.group(2))) if not p.name.startswith("$"))
+            found.append(BootArgs(path, number, match.group(1), params))
+    return found
+
+
+@fact("boot_args")
+def boot_args(host, facts):
+    """What the boot loader files give the next boot: /etc/default/grub and the drop-ins
+    Debian's grub-mkconfig sources after it, and /etc/kernel/cmdline (kernel-install)."""
+    found = []
+    paths = [GRUB_DEFAULTS]
+    listing = host.listdir(GRUB_DROP_INS)
+    if listing.ok:
+        paths += ["%s/%s" % (GRUB_DROP_INS, name) for name in sorted(listing.data) if name.endswith(".cfg")]
+    for path in paths:
+        got = host.read_text(path)
+        if got.ok:
+            found += parse_grub_defaults(got.data, path)
+    got = host.read_text(KERNEL_CMDLINE_FILE)
+    if got.ok:
+        found.append(BootArgs(KERNEL_CMDLINE_FILE, 1, None, tuple(split_cmdline(" ".join(got.data.split())))))
+    return tuple(found)

@@ -95,7 +95,7 @@ def cpufreq(host, facts):
         if policy is not None:
             policies.append(policy)
             first = first or policy
-        elif got.status != "missing":
+        elif not got.missing:
             unread.append((got.path, got.describe()))
     if not policies and not unread:
         layout = "none"

@@ -11,6 +11,7 @@ host when the target is a container. Every host-derived word in a command is she
 from __future__ import annotations
 
 from ai_doctor.facts import fact
+from ai_doctor.facts.cmdline import GRUB_DROP_INS
 from ai_doctor.facts.sysctl import DEFAULTS, key_path
 from ai_doctor.model import Step
 
@@ -32,7 +33,7 @@ class Fixes:
     """Builds :class:`Step` lists for one target; see the module docstring."""
 
     def __init__(self, host, facts):
-        self._facts = facts
+        # Every fact a fix may consult is taken here, so the reads count as this fact's inputs.
         self.running = facts.get("running")
         identity = facts.get("identity")
         self.root = identity.is_root is True
@@ -41,6 +42,12 @@ class Fixes:
         # An image is changed from outside: commands run in it through chroot, so a pasted
         # command never edits the analysing machine's own files.
         self.image = None if self.running or host.live else host.root
+        config = facts.get("sysctl_config")
+        self._sysctl_lines = (config.assignments + config.manual) if config else ()
+        self._tools = facts.get("tools") or {}
+        cmdline = facts.get("cmdline")
+        self._running_args = {param.name for param in cmdline.params} if cmdline else None
+        self._boot_args = facts.get("boot_args") or ()
 
     # -- shared pieces ------------------------------------------------------------------
 
@@ -61,24 +68,28 @@ class Fixes:
 
     # -- sysctl -------------------------------------------------------------------------
 
-    def sysctl(self, settings, topic: str, purpose: str):
+    def sysctl(self, settings, topic: str, purpose: str, displaces=()):
         """Set ``settings`` [(key, value)] now and at every boot.
 
-        The drop-in is /etc/sysctl.d/90-aidoctor-TOPIC.conf, written whole (re-running the fix
-        leaves one copy). Editable assignments of the same keys elsewhere are commented out,
-        because whichever file sorts last would otherwise win at boot.
+        The drop-in is /etc/sysctl.d/NN-aidoctor-TOPIC.conf, written whole (re-running the fix
+        leaves one copy) and named to sort after every file outside /etc that sets one of the
+        keys, because the file applied last wins. Assignments of the keys in /etc (and in an
+        /etc/sysctl.conf that only `sysctl --system` reads) are commented out. ``displaces``
+        names keys the settings override, such as vm.overcommit_kbytes for the ratio: writing
+        one of that pair zeroes the other, so a later line of the other would undo the fix.
         """
         keys = [key for key, _value in settings]
+        touched = set(keys) | set(displaces)
         writes = tuple(key_path(key) for key in keys)
         command = self.sudo("sysctl -w %s" % " ".join(_quote("%s=%s" % item) for item in settings))
         steps = self.runtime(purpose + " now", [command], writes)
-        conflicts = self._editable_assignments(keys)
-        commands = [self._comment_out_command(path, raw_keys) for path, raw_keys in conflicts]
-        needed = [(k, v) for k, v in settings if not (DEFAULTS.get(k) == v and not self._vendor_files(k))]
+        editable = [item for item in self._sysctl_lines if item.key in touched and _in_etc(item)]
+        vendor = [item for item in self._sysctl_lines if item.key in touched and not _in_etc(item)]
+        commands = self._comment_out_commands(editable)
+        vendor_keys = {item.key for item in vendor}
+        needed = [(k, v) for k, v in settings if not (DEFAULTS.get(k) == v and not vendor_keys)]
         if needed:
-            name = "90-aidoctor-%s.conf" % topic
-            if any(other.rsplit("/", 1)[1] >= name for k, _v in needed for other in self._vendor_files(k)):
-                name = "99-zz-aidoctor-%s.conf" % topic  # sort after the vendor file that sets it
+            name = _drop_in_name(topic, {item.name for item in vendor})
             lines = " ".join(_quote("%s = %s" % item) for item in needed)
             target = "%s/%s" % (DROP_IN_DIR, name)
             commands.append("printf '%%s\\n' %s | %s" % (lines, self.sudo("tee " + target + " >/dev/null")))
@@ -88,9 +99,7 @@ class Fixes:
             commands.append(self.sudo("sysctl --system"))
         if needed:
             what = (
-                "keep it at boot: "
-                + ("comment out the lines that set it and " if conflicts else "")
-                + "write a drop-in under /etc/sysctl.d"
+                "keep it at boot: " + ("comment out the lines that set it and " if editable else "") + "write a drop-in under /etc/sysctl.d"
             )
         else:
             what = "keep it at boot: comment out the lines that set it (the kernel default then applies)"
@@ -100,34 +109,30 @@ class Fixes:
         return steps
 
     def comment_out(self, assignments, summary: str):
-        """A step commenting out persistent assignments (the settings do nothing or harm)."""
+        """A step commenting out persistent assignments (the settings do nothing or harm).
+
+        Files in /etc are edited in place. A file elsewhere (/usr/lib/sysctl.d belongs to a
+        package, /run/sysctl.d is rebuilt at boot) is overridden by an edited copy of the same
+        name in /etc/sysctl.d, which hides it.
+        """
+        commands = self._comment_out_commands(item for item in assignments if _in_etc(item))
+        by_origin = {}
+        for item in assignments:
+            if not _in_etc(item):
+                by_origin.setdefault((item.path, item.name), []).append(_raw_key(item.text))
+        for (path, name), raw_keys in sorted(by_origin.items()):
+            override = "%s/%s" % (DROP_IN_DIR, name)
+            edited = self.sudo("sed -E %s %s" % (_quote(_comment_script(raw_keys)), _quote(path)))
+            commands.append("%s | %s" % (edited, self.sudo("tee %s >/dev/null" % override)))
+        if self.running:
+            commands.append(self.sudo("sysctl --system"))
+        return Step(self._place(summary, True), tuple(commands), True, True, self.container is not None, ())
+
+    def _comment_out_commands(self, assignments):
         by_file = {}
         for item in assignments:
             by_file.setdefault(item.path, []).append(_raw_key(item.text))
-        commands = [self._comment_out_command(path, keys) for path, keys in sorted(by_file.items())]
-        return Step(self._place(summary, True), tuple(commands), True, True, self.container is not None, ())
-
-    def _editable_assignments(self, keys):
-        config = self._facts.get("sysctl_config")
-        if not config:
-            return []
-        by_file = {}
-        for item in config.assignments:
-            if item.key in keys and item.path.startswith("/etc/"):
-                by_file.setdefault(item.path, []).append(_raw_key(item.text))
-        return sorted(by_file.items())
-
-    def _vendor_files(self, key: str):
-        """Files outside /etc (not ours to edit) that set ``key``."""
-        config = self._facts.get("sysctl_config")
-        if not config:
-            return []
-        return [item.path for item in config.assignments if item.key == key and not item.path.startswith("/etc/")]
-
-    def _comment_out_command(self, path: str, raw_keys) -> str:
-        pattern = "|".join(sorted({_ere(key) for key in raw_keys}))
-        script = "s/^([[:space:]]*-?(%s)[[:space:]]*=)/# \\1/" % pattern
-        return self.sudo("sed -i -E %s %s" % (_quote(script), _quote(path)))
+        return [self.sudo("sed -i -E %s %s" % (_quote(_comment_script(keys)), _quote(path))) for path, keys in sorted(by_file.items())]
 
     # -- kernel command line ------------------------------------------------------------
 
@@ -138,16 +143,23 @@ class Fixes:
         first (``hugepages``), so a parameter is never left on the line twice.
         """
         add_text = " ".join(add)
-        remove_names = sorted({arg.split("=", 1)[0] for arg in remove})
-        cmdline = self._facts.get("cmdline")
-        if cmdline:
-            # Only what is on the line now needs removing; then a drop-in can simply add.
-            present = {param.name for param in cmdline.params}
-            remove_names = [name for name in remove_names if name in present]
+        drop_in = "%s/90-aidoctor-%s.cfg" % (GRUB_DROP_INS, add[0].split("=", 1)[0].replace(".", "-")) if add else None
+        own, configured = set(), set()
+        for args in self._boot_args:
+            (own if args.path == drop_in else configured).update(args.names)
+        wanted = sorted({arg.split("=", 1)[0] for arg in remove})
+        if self._running_args is None:
+            # No running kernel to ask (an image). grubby's boot entries are not read here, and
+            # removing an absent argument is harmless, so grubby is told to remove them all.
+            present = configured | (set(wanted) if "grubby" in self._tools else set())
+        else:
+            # On the line now (unless our own drop-in put it there), or set for the next boot.
+            present = configured | (self._running_args - own)
+        remove_names = [name for name in wanted if name in present]
         change = "add `%s` to" % add_text if add else "remove %s from" % ", ".join("`%s=`" % n for n in remove_names)
         if self.container is not None:
             return Step(self._place("%s: %s the kernel command line and reboot" % (purpose, change), True), (), True, True, True, ())
-        tools = self._facts.get("tools") or {}
+        tools = self._tools
         if "grubby" in tools:
             command = "grubby --update-kernel=ALL"
             if remove_names:
@@ -159,12 +171,11 @@ class Fixes:
         elif "update-grub" in tools and add and not remove_names:
             # Debian's grub-mkconfig sources /etc/default/grub.d/*.cfg after /etc/default/grub,
             # so one file of our own is idempotent and leaves the distribution's file alone.
-            line = 'GRUB_CMDLINE_LINUX="$GRUB_CMDLINE_LINUX %s"' % add_text
             # One file per parameter family, so two fixes never overwrite each other.
-            name = "90-aidoctor-%s.cfg" % add[0].split("=", 1)[0].replace(".", "-")
+            line = 'GRUB_CMDLINE_LINUX="$GRUB_CMDLINE_LINUX %s"' % add_text
             commands = (
-                self.sudo("mkdir -p /etc/default/grub.d"),
-                "printf '%%s\\n' %s | %s" % (_quote(line), self.sudo("tee /etc/default/grub.d/%s >/dev/null" % name)),
+                self.sudo("mkdir -p %s" % GRUB_DROP_INS),
+                "printf '%%s\\n' %s | %s" % (_quote(line), self.sudo("tee %s >/dev/null" % drop_in)),
                 self.sudo("update-grub"),
             )
             how = "in a GRUB drop-in"
@@ -229,8 +240,7 @@ class Fixes:
 
     def tuned_profile(self, profile: str, purpose: str):
         """Switch tuned's profile where tuned is installed; None otherwise."""
-        tools = self._facts.get("tools") or {}
-        if "tuned-adm" not in tools:
+        if "tuned-adm" not in self._tools:
             return None
         return Step(
             self._place("%s with tuned (it re-applies the profile at every boot)" % purpose, True),
@@ -240,6 +250,27 @@ class Fixes:
             self.container is not None,
             (),
         )
+
+
+def _in_etc(item) -> bool:
+    """Whether an assignment was reached through /etc, where the administrator edits files."""
+    return (item.origin or item.path).startswith("/etc/")
+
+
+def _drop_in_name(topic: str, others) -> str:
+    """A drop-in file name that sorts after every name in ``others``."""
+    for prefix in ("90-aidoctor-", "99-aidoctor-", "zz-aidoctor-"):
+        name = "%s%s.conf" % (prefix, topic)
+        if all(name > other for other in others):
+            return name
+    # "~" sorts after every other printable ASCII character.
+    return "%s~aidoctor-%s.conf" % (max(others)[: -len(".conf")], topic)
+
+
+def _comment_script(raw_keys) -> str:
+    """A sed -E script turning the assignments of ``raw_keys`` into comments."""
+    pattern = "|".join(sorted({_ere(key) for key in raw_keys}))
+    return "s/^([[:space:]]*-?(%s)[[:space:]]*=)/# \\1/" % pattern
 
 
 def _raw_key(text: str) -> str:

@@ -1,8 +1,8 @@
-"""Memory facts: /proc/meminfo, the huge page pools, transparent huge pages.
+"""Memory facts: /proc/meminfo, the huge page pools and the pools asked for.
 
 References: Documentation/filesystems/proc.rst (meminfo fields),
-Documentation/admin-guide/mm/hugetlbpage.rst (pools and their sysfs files),
-Documentation/admin-guide/mm/transhuge.rst (THP modes).
+Documentation/admin-guide/mm/hugetlbpage.rst (pools and their sysfs files). The mode choice
+parser is shared with the THP facts (doctor/facts/thp.py) and the block device schedulers.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from ai_doctor.record import Record
 
 MEMINFO = "/proc/meminfo"
 HUGEPAGES_DIR = "/sys/kernel/mm/hugepages"
-THP_DIR = "/sys/kernel/mm/transparent_hugepage"
 
 
 class MemInfo(Record):
@@ -73,9 +72,14 @@ class Pool(Record):
         return self.total * self.page_size
 
     @property
-    def in_use(self) -> int:
-        """Pages handed out or promised: the pool minus what is free, plus reservations."""
-        return self.total - self.free + self.reserved
+    def persistent(self) -> int:
+        """Pages of the pool proper: surplus pages (nr_overcommit_hugepages) come and go."""
+        return self.total - self.surplus
+
+    @property
+    def idle(self) -> bool:
+        """Reserved, and not one page used, promised (reserved for a mapping) or surplus."""
+        return self.total > 0 and self.free == self.total and self.reserved == 0 and self.surplus == 0
 
 
 class HugePages(Record):
@@ -146,7 +150,7 @@ def hugepages(host, facts):
     nr_hugepages = host.read_text("/proc/sys/vm/nr_hugepages")
     if pools or default_size or nr_hugepages.ok:
         supported = True
-    elif mem and nr_hugepages.status == "missing":
+    elif mem and nr_hugepages.missing:
         supported = False  # meminfo was read and shows no trace of hugetlb
     else:
         supported = None  # nothing to judge by: an image, or /proc unreadable
@@ -155,12 +159,6 @@ def hugepages(host, facts):
         (MEMINFO + " Hugepagesize", str(default_size // 1024) + " kB" if default_size else "absent"),
     )
     return HugePages(supported, default_size, pools, evidence)
-
-
-class THP(Record):
-    """Transparent huge pages: the active mode of ``enabled`` and ``defrag``."""
-
-    __slots__ = ("enabled", "defrag", "choices", "path")
 
 
 def parse_choice(text: str):
@@ -176,22 +174,6 @@ def parse_choice(text: str):
     if active is None and len(choices) == 1:
         active = choices[0]
     return active, tuple(choices)
-
-
-@fact("thp")
-def thp(host, facts):
-    path = THP_DIR + "/enabled"
-    got = host.read_text(path)
-    if not got.ok:
-        if got.status == "missing" and host.exists("/sys/kernel/mm"):
-            return Unavailable("this kernel has no transparent huge pages (no %s)" % THP_DIR)
-        return unreadable(host, got, "cannot read")
-    enabled, choices = parse_choice(got.data)
-    if enabled is None:
-        return Unavailable("%s holds no bracketed mode: %r" % (path, got.data.strip()[:80]))
-    defrag_got = host.read_text(THP_DIR + "/defrag")
-    defrag = parse_choice(defrag_got.data)[0] if defrag_got.ok else None
-    return THP(enabled, defrag, choices, path)
 
 
 class PoolRequest(Record):

@@ -21,8 +21,22 @@ SYSCTL_CONF = "/etc/sysctl.conf"
 SYSTEMD_SYSCTL = ("/usr/lib/systemd/systemd-sysctl", "/lib/systemd/systemd-sysctl")
 
 # Runtime keys the checks read (Documentation/admin-guide/sysctl/vm.rst); each costs a read.
-RUNTIME_KEYS = ("vm.overcommit_memory", "vm.overcommit_ratio", "vm.overcommit_kbytes")
-DEFAULTS = {"vm.overcommit_memory": "0", "vm.overcommit_ratio": "50", "vm.overcommit_kbytes": "0", "vm.nr_hugepages": "0"}
+RUNTIME_KEYS = (
+    "vm.overcommit_memory",
+    "vm.overcommit_ratio",
+    "vm.overcommit_kbytes",
+    "vm.admin_reserve_kbytes",
+    "vm.user_reserve_kbytes",
+)
+# The reserves' defaults are their usual ceilings (8 MiB and 128 MiB; smaller on tiny hosts).
+DEFAULTS = {
+    "vm.overcommit_memory": "0",
+    "vm.overcommit_ratio": "50",
+    "vm.overcommit_kbytes": "0",
+    "vm.nr_hugepages": "0",
+    "vm.admin_reserve_kbytes": "8192",
+    "vm.user_reserve_kbytes": "131072",
+}
 
 
 _SWAP = str.maketrans("/.", "./")
@@ -76,9 +90,17 @@ def runtime_sysctl(host, facts):
 
 
 class Assignment(Record):
-    """One ``key = value`` line: where it is (file, 1-based line) and how it was written."""
+    """One ``key = value`` line: where it is (file, 1-based line), how it was written, and
+    ``origin``, the path in a sysctl directory it was reached by (a link's own path when
+    ``path`` is the link's target)."""
 
-    __slots__ = ("key", "value", "path", "line", "text", "ignore_failure")
+    __slots__ = ("key", "value", "path", "line", "text", "ignore_failure", "origin")
+    _defaults = {"origin": None}
+
+    @property
+    def name(self) -> str:
+        """The file name that orders it at boot: the link's own name, not its target's."""
+        return (self.origin or self.path).rsplit("/", 1)[-1]
 
     @property
     def where(self) -> str:
@@ -88,12 +110,14 @@ class Assignment(Record):
 class SysctlConfig(Record):
     """The persistent sysctl configuration in the order it is applied at boot.
 
-    ``files`` lists (path, how it was reached) in application order; ``skipped`` lists files
-    that exist but are not applied at boot, with the reason; ``assignments`` is every
-    assignment in application order.
+    ``files`` lists the files applied, in order; ``skipped`` lists (path, reason) for files
+    that exist but are not applied at boot; ``assignments`` is every assignment in application
+    order; ``manual`` holds the assignments of an /etc/sysctl.conf that boot skips but
+    ``sysctl --system`` and ``sysctl -p`` still apply (procps reads it last).
     """
 
-    __slots__ = ("applier", "files", "assignments", "skipped", "notes")
+    __slots__ = ("applier", "files", "assignments", "skipped", "notes", "manual")
+    _defaults = {"manual": ()}
 
     def effective(self, key: str):
         """The assignment that wins for ``key`` (the last), or None."""
@@ -107,8 +131,10 @@ class SysctlConfig(Record):
         return [item for item in self.assignments if item.key == key]
 
 
-def parse_sysctl_file(text: str, path: str):
-    """Assignments and notes from one sysctl.d file, as systemd-sysctl reads it."""
+def parse_sysctl_file(text: str, path: str, origin=None):
+    """Assignments and notes from one sysctl.d file, as systemd-sysctl reads it; ``origin`` is
+    the path it was reached by when that is a link to ``path``."""
+    origin = origin or path
     assignments = []
     notes = []
     for number, raw in enumerate(text.splitlines(), 1):
@@ -122,12 +148,16 @@ def parse_sysctl_file(text: str, path: str):
         if not sep or not key:
             notes.append("%s:%d: not an assignment, ignored at boot: %r" % (path, number, line[:80]))
             continue
-        assignments.append(Assignment(normal_key(key), value.strip(), path, number, line, ignore))
+        assignments.append(Assignment(normal_key(key), value.strip(), path, number, line, ignore, origin))
     return assignments, notes
 
 
 @fact("sysctl_config")
 def sysctl_config(host, facts):
+    container = facts.get("container")
+    if container and container.detected and facts.get("running"):
+        # vm.* and most other sysctls are not namespaced: boot of the host applies the host's files.
+        return Unavailable("inside a container: its own sysctl files are never applied to the kernel it shares with %s" % container.where)
     systemd = any(host.exists(path) for path in SYSTEMD_SYSCTL)
     chosen = {}
     for directory in SYSCTL_DIRS:
@@ -143,7 +173,7 @@ def sysctl_config(host, facts):
     notes = []
     reached_conf = False
     for name in sorted(chosen):
-        path = chosen[name]
+        path = origin = chosen[name]
         link = host.readlink(path)
         if link.data == "/dev/null":
             skipped.append((path, "masked: a link to /dev/null"))
@@ -156,13 +186,15 @@ def sysctl_config(host, facts):
         if not got.ok:
             notes.append("%s: %s" % (path, got.describe()))
             continue
-        parsed, file_notes = parse_sysctl_file(got.data, path)
+        parsed, file_notes = parse_sysctl_file(got.data, path, origin)
         files.append(path)
         assignments.extend(parsed)
         notes.extend(file_notes)
     conf = host.read_text(SYSCTL_CONF)
+    manual = ()
     if conf.ok and not reached_conf:
         if systemd:
+            manual = tuple(parse_sysctl_file(conf.data, SYSCTL_CONF)[0])
             skipped.append(
                 (
                     SYSCTL_CONF,
@@ -177,12 +209,12 @@ def sysctl_config(host, facts):
             files.append(SYSCTL_CONF)
             assignments.extend(parsed)
             notes.extend(file_notes)
-    elif conf.status not in ("ok", "missing"):
+    elif conf.failed:
         notes.append("%s: %s" % (SYSCTL_CONF, conf.describe()))
     if not files and not skipped and not host.exists("/etc"):
         return Unavailable("no /etc in %s" % host.display("/"))
     applier = "systemd-sysctl" if systemd else "sysctl --system"
-    return SysctlConfig(applier, tuple(files), tuple(assignments), tuple(skipped), tuple(notes))
+    return SysctlConfig(applier, tuple(files), tuple(assignments), tuple(skipped), tuple(notes), manual)
 
 
 class Setting(Record):

@@ -2,8 +2,9 @@
 
 Rules files (``*.rules``) come from /etc/udev/rules.d, /run/udev/rules.d,
 /usr/local/lib/udev/rules.d, /usr/lib/udev/rules.d and /lib/udev/rules.d; a name in an earlier
-directory hides the same name in later ones, and all files run in lexicographic order of their
-names, so for one device the last matching rule's ``ATTR{queue/scheduler}="…"`` wins.
+directory hides the same name in later ones, and all files run in lexicographic (byte) order of
+their names, so for one device the last matching rule's ``ATTR{queue/scheduler}="…"`` wins. A
+symbolic link is ordered by its own name, not its target's; names starting with a dot are ignored.
 """
 
 from __future__ import annotations
@@ -37,6 +38,30 @@ class SchedulerRule(Record):
         return not patterns or any(fnmatch.fnmatchcase(device, alt) for pattern in patterns for alt in pattern.split("|"))
 
 
+# Characters a file name may keep unquoted in a shell command; "~" is the highest in ASCII.
+_PLAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._+,=@%~-")
+_PREFIXES = ("60-", "99-", "99-zz-", "zz-")
+
+
+def name_after(names, base: str):
+    """A rules file name ending in ``base`` (``x.rules``) that sorts strictly after every name in
+    ``names``, so udev runs it last; only shell-safe characters. None when no ASCII name can."""
+    names = list(names)
+    for prefix in _PREFIXES:
+        if all(name < prefix + base for name in names):
+            return prefix + base
+    top = max(names)
+    stem = top[: -len(".rules")] if top.endswith(".rules") else top
+    plain = 0
+    while plain < len(stem) and stem[plain] in _PLAIN:
+        plain += 1
+    # Put "~" at the last place where the top name has a lower character: greater from there on.
+    for index in range(plain, -1, -1):
+        if index < len(top) and top[index] < "~":
+            return top[:index] + "~" + base
+    return None
+
+
 @fact("udev_scheduler_rules")
 def udev_scheduler_rules(host, facts):
     chosen = {}
@@ -44,7 +69,7 @@ def udev_scheduler_rules(host, facts):
         listing = host.listdir(directory)
         if listing.ok:
             for name in listing.data:
-                if name.endswith(".rules") and name not in chosen:
+                if name.endswith(".rules") and not name.startswith(".") and name not in chosen:
                     chosen[name] = "%s/%s" % (directory, name)
     found = []
     for name in sorted(chosen):

@@ -1,0 +1,360 @@
+"""Transparent huge pages: the mode of each control, what the kernel sets at boot, and what in
+user space writes the modes afterwards.
+
+Documentation/admin-guide/mm/transhuge.rst, "Global THP controls": since Linux 6.8 every THP
+size has its own ``hugepages-<size>kB/enabled`` (always, inherit, madvise, never). The
+top-level ``enabled`` only applies to sizes set to ``inherit``; by default that is the PMD size
+(2 MiB on x86-64), and every other size is ``never``. "Boot parameters": the kernel command line
+sets the top-level default with ``transparent_hugepage=`` and the per-size defaults with
+``thp_anon=`` (6.12+).
+"""
+
+from __future__ import annotations
+
+from ai_doctor.facts import Unavailable, fact, unreadable
+from ai_doctor.facts.cmdline import memparse
+from ai_doctor.facts.memory import parse_choice
+from ai_doctor.record import Record
+
+THP_DIR = "/sys/kernel/mm/transparent_hugepage"
+TOP_MODES = ("always", "madvise", "never")
+SIZE_MODES = ("always", "inherit", "madvise", "never")
+# The Kconfig choice behind the top-level default when the command line says nothing
+# (CONFIG_TRANSPARENT_HUGEPAGE_NEVER exists since 6.8).
+KCONFIG_DEFAULTS = (
+    ("CONFIG_TRANSPARENT_HUGEPAGE_ALWAYS", "always"),
+    ("CONFIG_TRANSPARENT_HUGEPAGE_MADVISE", "madvise"),
+    ("CONFIG_TRANSPARENT_HUGEPAGE_NEVER", "never"),
+)
+
+
+class Control(Record):
+    """One ``enabled`` file: where, the active mode, and the modes it offers in file order."""
+
+    __slots__ = ("path", "mode", "choices")
+
+    @property
+    def shown(self) -> str:
+        """The file's text as the kernel prints it, the active mode in brackets."""
+        return " ".join("[%s]" % c if c == self.mode else c for c in self.choices)
+
+
+class THP(Record):
+    """Anonymous transparent huge pages.
+
+    ``top`` is the top-level control; ``sizes`` maps a page size in bytes to its per-size
+    control (empty before 6.8); ``pmd_size`` is the PMD-mapped size in bytes (None when unknown).
+    """
+
+    __slots__ = ("top", "sizes", "pmd_size")
+
+    def mode(self, size) -> str:
+        """The mode that applies to ``size``: its own, or the top-level one where it inherits."""
+        control = self.sizes.get(size)
+        if control is None or control.mode == "inherit":
+            return self.top.mode
+        return control.mode
+
+    @property
+    def pmd(self):
+        """The PMD size's own control, or None (before 6.8)."""
+        return self.sizes.get(self.pmd_size)
+
+    @property
+    def pmd_mode(self) -> str:
+        return self.mode(self.pmd_size)
+
+    def others_on(self):
+        """(size, mode) of the sizes other than PMD that are not ``never``, smallest first."""
+        return tuple((size, self.mode(size)) for size in sorted(self.sizes) if size != self.pmd_size and self.mode(size) != "never")
+
+
+@fact("thp")
+def thp(host, facts):
+    path = THP_DIR + "/enabled"
+    got = host.read_text(path)
+    if not got.ok:
+        if got.status == "missing" and host.exists("/sys/kernel/mm"):
+            return Unavailable("this kernel has no transparent huge pages (no %s)" % THP_DIR)
+        return unreadable(host, got, "cannot read")
+    mode, choices = parse_choice(got.data)
+    if mode not in TOP_MODES:
+        return Unavailable("%s holds no known mode: %r" % (path, got.data.strip()[:80]))
+    top = Control(path, mode, choices)
+    sizes = {}
+    listing = host.listdir(THP_DIR)
+    for name in listing.data if listing.ok else ():
+        size = _dir_size(name)
+        if size is None:
+            continue
+        size_path = "%s/%s/enabled" % (THP_DIR, name)
+        got = host.read_text(size_path)
+        # A size without an anonymous ``enabled`` (shmem-only sizes) or with an odd one is left out.
+        if got.ok:
+            mode, choices = parse_choice(got.data)
+            if mode in SIZE_MODES:
+                sizes[size] = Control(size_path, mode, choices)
+    pmd_size = None
+    if sizes:
+        got = host.read_text(THP_DIR + "/hpage_pmd_size")
+        if got.ok and got.data.strip().isdigit():
+            pmd_size = int(got.data.strip())
+        if pmd_size not in sizes:
+            # Anonymous THP sizes run up to the PMD size, so the largest is it.
+            pmd_size = max(sizes)
+    return THP(top, sizes, pmd_size)
+
+
+def _dir_size(name: str):
+    """``hugepages-2048kB`` → 2097152; None for other names."""
+    if not (name.startswith("hugepages-") and name.endswith("kB")):
+        return None
+    digits = name[len("hugepages-") : -2]
+    return int(digits) * 1024 if digits.isdigit() and int(digits) > 0 else None
+
+
+# -- what the kernel sets at boot ----------------------------------------------------------
+
+
+class BootModes(Record):
+    """The modes the kernel starts with, before user space writes anything.
+
+    ``top`` is the top-level mode (None: unknown) and ``top_source`` (path, text) says where it
+    comes from; ``sizes`` maps size → mode from ``thp_anon=`` (None when the command line has
+    none, so the PMD size inherits and other sizes are ``never``); ``thp_anon`` lists the
+    ``thp_anon=`` texts that were applied.
+    """
+
+    __slots__ = ("top", "top_source", "sizes", "thp_anon")
+
+    def size_mode(self, size, pmd_size) -> str:
+        if self.sizes is None:
+            return "inherit" if size == pmd_size else "never"
+        return self.sizes.get(size, "never")
+
+    def mode(self, size, pmd_size):
+        """The mode ``size`` gets at boot; None when it inherits an unknown top-level mode."""
+        own = self.size_mode(size, pmd_size)
+        return self.top if own == "inherit" else own
+
+
+def boot_modes(cmdline, kconfig, sizes) -> BootModes:
+    """What ``transparent_hugepage=``, ``thp_anon=`` and the build default set at boot.
+
+    ``cmdline`` and ``kconfig`` may be Unavailable; ``sizes`` are the THP sizes the kernel
+    offers (bytes), which ``thp_anon=`` ranges cover.
+    """
+    top = source = None
+    params = cmdline.params if cmdline else ()
+    for param in params:
+        # setup_transparent_hugepage() ignores unknown words; the last valid one wins.
+        if param.name == "transparent_hugepage" and param.value in TOP_MODES:
+            top, source = param.value, (cmdline.source, param.text)
+    if top is None and kconfig:
+        for option, mode in KCONFIG_DEFAULTS:
+            if kconfig.get(option) == "y":
+                top, source = mode, (kconfig.source, "%s=y" % option)
+    modes = None
+    applied = []
+    if sizes:
+        for param in params:
+            if param.name == "thp_anon" and param.value is not None:
+                parsed = parse_thp_anon(param.value, sizes, modes)
+                if parsed is not None:
+                    modes = parsed
+                    applied.append(param.text)
+    return BootModes(top, source, modes, tuple(applied))
+
+
+def parse_thp_anon(value: str, sizes, before=None):
+    """Apply one ``thp_anon=16K-64K:always;2M:inherit`` to ``before`` (size → mode), as
+    setup_thp_anon() does: sizes it does not name keep their mode (``never`` on the first one),
+    and a parameter with any bad size or mode is ignored whole (None)."""
+    modes = dict(before) if before is not None else {size: "never" for size in sizes}
+    for token in value.split(";"):
+        ranges, sep, mode = token.partition(":")
+        if not sep or mode not in SIZE_MODES:
+            return None
+        for part in ranges.split(","):
+            start_text, dash, end_text = part.partition("-")
+            start = memparse(start_text)
+            end = memparse(end_text) if dash else start
+            if start not in sizes or end not in sizes or start > end:
+                return None
+            for size in sizes:
+                if start <= size <= end:
+                    modes[size] = mode
+    return modes
+
+
+def format_thp_anon(modes) -> str:
+    """size → mode as one ``thp_anon=`` value; ``never`` sizes are left out (implied)."""
+    groups = []
+    for mode in ("always", "madvise", "inherit"):
+        chosen = [size for size in sorted(modes) if modes[size] == mode]
+        if chosen:
+            groups.append("%s:%s" % (",".join("%dK" % (size // 1024) for size in chosen), mode))
+    return ";".join(groups)
+
+
+# -- what writes the modes after boot ------------------------------------------------------
+
+
+class Writer(Record):
+    """A line on the target that writes a THP mode after boot.
+
+    ``kind`` is ``tuned``, ``systemd`` or ``rc.local``; ``targets`` holds ``top`` and/or
+    ``size`` for the top-level and per-size controls it writes (empty: could not tell). For
+    tuned, ``section``, its ``plugin`` (``type=``, else the section's name) and ``key`` are the
+    profile's (``vm``, ``vm``, ``transparent_hugepages``) and ``value`` what it sets.
+    """
+
+    __slots__ = ("kind", "path", "line", "text", "targets", "section", "plugin", "key", "value")
+    _defaults = {"section": None, "plugin": None, "key": None, "value": None}
+
+
+class Writers(Record):
+    """``tuned_profiles`` are tuned's active profiles (empty when none); ``found`` the writers."""
+
+    __slots__ = ("tuned_profiles", "found")
+
+
+TUNED_ACTIVE = "/etc/tuned/active_profile"
+# User profiles first: tuned prefers /etc over /usr/lib; tuned 2.24 moved both into profiles/.
+TUNED_DIRS = ("/etc/tuned/profiles", "/etc/tuned", "/usr/lib/tuned/profiles", "/usr/lib/tuned")
+SYSTEMD_DIR = "/etc/systemd/system"
+RC_LOCAL = ("/etc/rc.local", "/etc/rc.d/rc.local")
+_UNIT_HINTS = ("thp", "hugepage")
+
+
+@fact("thp_writers")
+def thp_writers(host, facts):
+    """Cheap places that set THP at boot: the active tuned profile, systemd units named for
+    THP, rc.local. Anything else (configuration management, a node tuning operator) is not
+    looked for."""
+    found = []
+    profiles = ()
+    got = host.read_text(TUNED_ACTIVE, cap=4096)
+    if got.ok:
+        profiles = tuple(got.data.split())
+        cmdline = facts.get("cmdline")
+        # tuned's vm plugin leaves THP alone when the kernel command line sets it.
+        boot_set = bool(cmdline) and any(p.name == "transparent_hugepage" for p in cmdline.params)
+        for setting in _tuned_settings(host, profiles):
+            if setting.section_type == "vm" and boot_set:
+                continue
+            if setting.value == "never":
+                targets = ("top",) if setting.section_type == "vm" else _targets(setting.key)
+                found.append(
+                    Writer(
+                        "tuned",
+                        setting.path,
+                        setting.line,
+                        setting.text,
+                        targets,
+                        setting.section,
+                        setting.section_type,
+                        setting.key,
+                        setting.value,
+                    )
+                )
+    listing = host.listdir(SYSTEMD_DIR)
+    for name in listing.data if listing.ok else ():
+        if not (name.endswith(".service") and any(hint in name.lower() for hint in _UNIT_HINTS)):
+            continue
+        path = "%s/%s" % (SYSTEMD_DIR, name)
+        unit = host.read_text(path, cap=65536)
+        text = unit.data if unit.ok else ""
+        # A "hugepages" unit may only reserve a hugetlb pool; "thp" in the name is clear enough.
+        if "transparent_hugepage" in text or "thp" in name.lower():
+            line, shown = _first_line(text, (("transparent_hugepage", "enabled"), ("ExecStart",)))
+            found.append(Writer("systemd", path, line, shown or name, _targets(shown or "")))
+    for path in RC_LOCAL:
+        got = host.read_text(path, cap=65536)
+        if got.ok:
+            for number, raw in enumerate(got.data.splitlines(), 1):
+                line = raw.strip()
+                # ``enabled`` only: writing never to ``defrag`` leaves THP on.
+                if all(word in line for word in ("transparent_hugepage", "enabled", "never")) and not line.startswith("#"):
+                    found.append(Writer("rc.local", path, number, line, _targets(line)))
+            break  # rc.local is often a link to rc.d/rc.local: one is enough
+    return Writers(profiles, tuple(found))
+
+
+class _Setting(Record):
+    __slots__ = ("path", "line", "text", "section", "section_type", "key", "value")
+
+
+def _tuned_settings(host, profiles):
+    """THP settings of the profiles and what they include, parents first, each key's last."""
+    chosen = {}
+    seen = set()
+
+    def load(name, depth):
+        name = name.strip().lstrip("-")
+        if not name or "$" in name or "/" in name or name in seen or depth > 8:
+            return
+        seen.add(name)
+        for directory in TUNED_DIRS:
+            path = "%s/%s/tuned.conf" % (directory, name)
+            got = host.read_text(path, cap=1 << 20)
+            if got.ok:
+                break
+        else:
+            return
+        sections = parse_tuned_conf(got.data)
+        for include in sections.get("main", {}).get("include", (None, ""))[1].replace(";", ",").split(","):
+            load(include, depth + 1)
+        for section, options in sections.items():
+            kind = options.get("type", (None, section))[1]
+            for key, (line, value) in options.items():
+                if _sets_thp(kind, key):
+                    # transparent_hugepage is tuned's alias of transparent_hugepages.
+                    option = "transparent_hugepages" if kind == "vm" else key
+                    chosen[(section, option)] = _Setting(path, line, "%s=%s" % (key, value), section, kind, key, value)
+
+    for profile in profiles:
+        load(profile, 0)
+    return list(chosen.values())
+
+
+def _sets_thp(kind: str, key: str) -> bool:
+    if kind == "vm":
+        return key in ("transparent_hugepages", "transparent_hugepage")
+    return kind == "sysfs" and key.startswith(THP_DIR + "/") and key.endswith("/enabled")
+
+
+def parse_tuned_conf(text: str) -> dict:
+    """tuned.conf as {section: {key: (line, value)}}; comments and odd lines are skipped."""
+    sections = {}
+    current = None
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1].strip(), {})
+            continue
+        key, sep, value = line.partition("=")
+        if sep and current is not None and key.strip():
+            current[key.strip()] = (number, value.strip())
+    return sections
+
+
+def _targets(text: str):
+    """Which controls a line names: the top-level ``enabled``, per-size ones, or both."""
+    targets = []
+    if THP_DIR + "/enabled" in text:
+        targets.append("top")
+    if THP_DIR + "/hugepages-" in text:
+        targets.append("size")
+    return tuple(targets)
+
+
+def _first_line(text: str, choices):
+    """The first uncommented line holding every word of a choice, trying the choices in order."""
+    for words in choices:
+        for number, raw in enumerate(text.splitlines(), 1):
+            if all(word in raw for word in words) and not raw.lstrip().startswith("#"):
+                return number, raw.strip()
+    return None, None

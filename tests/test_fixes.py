@@ -1,0 +1,225 @@
+"""Remediation that is right for the host: which files are edited, what sorts last, what the
+boot loader is told, and commands that a shell accepts and that do what they say."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+
+import pytest
+from test_rules import commands, finding, meminfo
+
+from conftest import FIXTURES, minimal_host
+
+GiB = 1 << 30
+
+
+def test_unlinked_sysctl_conf_is_commented_out_too_since_sysctl_system_applies_it_last(tree, run):
+    minimal_host(tree, overcommit="1")
+    tree.write("/usr/lib/systemd/systemd-sysctl", "", 0o755)
+    tree.write("/etc/sysctl.d/80-x.conf", "vm.overcommit_memory = 1\nvm.overcommit_ratio = 95\n")
+    tree.write("/etc/sysctl.conf", "vm.overcommit_memory=1\n")  # not linked into /etc/sysctl.d
+    minimal_host(tree, overcommit="2")
+    found = finding(run("--root", tree, "--model-size", "40G", "--format", "json"), "overcommit.strict-headroom")
+    cmds = commands(found)
+    script = "'s/^([[:space:]]*-?(vm\\.overcommit_memory)[[:space:]]*=)/# \\1/'"
+    assert "sudo sed -i -E %s /etc/sysctl.conf" % script in cmds
+    assert "sudo sed -i -E %s /etc/sysctl.d/80-x.conf" % script in cmds
+    assert cmds[-1] == "sudo sysctl --system"
+
+
+def test_drop_in_sorts_after_every_vendor_file_that_sets_the_key(tree, run):
+    minimal_host(tree, overcommit="2")
+    tree.write("/usr/lib/sysctl.d/99-zzz-batch.conf", "vm.overcommit_memory = 2\n")
+    tree.write("/usr/lib/sysctl.d/zz-tuning.conf", "vm.overcommit_memory = 2\n")
+    cmds = commands(finding(run("--root", tree, "--model-size", "40G", "--format", "json"), "overcommit.strict-headroom"))
+    mode_drop_in = next(c for c in cmds if "'vm.overcommit_memory = 0'" in c)
+    assert mode_drop_in.endswith("sudo tee /etc/sysctl.d/zz-tuning~aidoctor-overcommit.conf >/dev/null")
+    assert "zz-tuning~aidoctor-overcommit.conf" > "zz-tuning.conf" > "99-zzz-batch.conf"
+
+
+def test_linked_vendor_file_is_ordered_by_its_link_name(tree, run):
+    minimal_host(tree, overcommit="2")
+    tree.write("/usr/share/tuning/a.conf", "vm.overcommit_memory = 2\n")
+    tree.link("/usr/lib/sysctl.d/95-tuning.conf", "/usr/share/tuning/a.conf")
+    cmds = commands(finding(run("--root", tree, "--model-size", "40G", "--format", "json"), "overcommit.strict-headroom"))
+    assert any("tee /etc/sysctl.d/99-aidoctor-overcommit.conf" in c for c in cmds)  # after 95-tuning.conf, not a.conf
+
+
+def test_vendor_file_is_overridden_by_an_edited_copy_in_etc_never_edited_in_place(tree, run):
+    minimal_host(tree, meminfo=meminfo(HugePages_Total=512, HugePages_Free=512))
+    tree.write("/proc/sys/vm/nr_hugepages", "512\n")
+    tree.write("/usr/lib/sysctl.d/60-dpdk.conf", "kernel.x = 1\nvm.nr_hugepages = 512\n")
+    cmds = commands(finding(run("--root", tree, "--format", "json"), "hugepages.unused"))
+    # nr_hugepages=0 is the default, but the vendor file would set 512 again: our drop-in overrides it.
+    assert any("vm.nr_hugepages = 0" in c and "tee /etc/sysctl.d/90-aidoctor-hugepages.conf" in c for c in cmds)
+    assert not any("sed -i" in c and "/usr/lib/" in c for c in cmds)
+
+
+def test_vendor_file_asking_for_a_pool_the_kernel_cannot_have_is_overridden_by_a_copy(tree, run):
+    minimal_host(tree, meminfo=meminfo().replace("Hugepagesize:", "X:"))
+    (tree.root / "proc/sys/vm/nr_hugepages").unlink()
+    tree.write("/usr/lib/sysctl.d/60-dpdk.conf", "kernel.x = 1\nvm.nr_hugepages = 512\n")
+    found = finding(run("--root", tree, "--format", "json"), "hugepages.unsupported")
+    script = "'s/^([[:space:]]*-?(vm\\.nr_hugepages)[[:space:]]*=)/# \\1/'"
+    assert "sudo sed -E %s /usr/lib/sysctl.d/60-dpdk.conf | sudo tee /etc/sysctl.d/60-dpdk.conf >/dev/null" % script in commands(found)
+
+
+def test_container_sysctl_files_are_not_the_hosts_configuration(tree, run):
+    minimal_host(tree)
+    tree.write("/run/.containerenv", "")
+    tree.write("/.dockerenv", "")
+    tree.write("/proc/self/cgroup", "0::/system.slice/docker-0123abcd.scope\n")
+    tree.write("/etc/sysctl.d/80-pool.conf", "vm.nr_hugepages = 512\n")
+    result = run("--root", tree, "--format", "json")
+    assert result.statuses()["hugepages.shortfall"] == "pass"  # no request: the image's file never reaches the kernel
+    assert "hugepages.shortfall" not in result.findings()
+
+
+def test_releasing_one_size_keeps_the_other_sizes_boot_reservation(tree, run):
+    minimal_host(tree, meminfo=meminfo(HugePages_Total=512, HugePages_Free=512))
+    tree.write("/proc/cmdline", "ro default_hugepagesz=2M hugepagesz=1G hugepages=4 hugepagesz=2M hugepages=512\n")
+    tree.write("/usr/sbin/grubby", "", 0o755)
+    base = "/sys/kernel/mm/hugepages/hugepages-%dkB/"
+    for size, total, free in ((2048, 512, 512), (1 << 20, 4, 0)):
+        tree.write(base % size + "nr_hugepages", "%d\n" % total)
+        tree.write(base % size + "free_hugepages", "%d\n" % free)
+    found = finding(run("--root", tree, "--format", "json"), "hugepages.unused")
+    assert "sudo grubby --update-kernel=ALL --remove-args='hugepages hugepagesz' --args='hugepagesz=1G hugepages=4'" in commands(found)
+    assert "512 huge pages of 2 MiB" in found["message"]
+
+
+def test_releasing_the_only_boot_pool_that_a_sysctl_also_sets(tree, run):
+    minimal_host(tree, meminfo=meminfo(HugePages_Total=512, HugePages_Free=512))
+    tree.write("/proc/cmdline", "ro hugepages=512\n")
+    tree.write("/etc/sysctl.d/80-pool.conf", "vm.nr_hugepages = 512\n")
+    tree.write("/usr/sbin/grubby", "", 0o755)
+    cmds = commands(finding(run("--root", tree, "--format", "json"), "hugepages.unused"))
+    assert "sudo grubby --update-kernel=ALL --remove-args=hugepages" in cmds
+    assert any("sed -i" in c and "/etc/sysctl.d/80-pool.conf" in c for c in cmds)
+
+
+def test_pool_declared_with_hugepages_option_is_not_unused(tree, run):
+    minimal_host(tree, meminfo=meminfo(HugePages_Total=512, HugePages_Free=512))
+    result = run("--root", tree, "--hugepages", "512", "--format", "json")
+    assert result.statuses()["hugepages.unused"] == "pass"
+    assert "declared as needed" in next(c["reason"] for c in result.json["checks"] if c["rule"] == "hugepages.unused")
+
+
+def test_surplus_pages_do_not_count_toward_the_requested_pool(tree, run):
+    minimal_host(tree, meminfo=meminfo(HugePages_Total=512, HugePages_Free=0, HugePages_Surp=100))
+    tree.write("/etc/sysctl.d/80-pool.conf", "vm.nr_hugepages = 512\n")
+    found = finding(run("--root", tree, "--format", "json"), "hugepages.shortfall")
+    assert "but the pool holds 412 besides 100 surplus: 100 pages (200.0 MiB) short" in found["message"]
+
+
+def test_grub_drop_in_is_not_used_when_the_grub_file_already_sets_the_parameter(tree, run):
+    minimal_host(tree)
+    tree.write("/usr/sbin/update-grub", "", 0o755)
+    tree.write("/etc/default/grub", 'GRUB_CMDLINE_LINUX="quiet hugepages=16"\n')  # pending, not booted yet
+    cmds = commands(finding(run("--root", tree, "--hugepages", "64", "--format", "json"), "hugepages.shortfall"))
+    assert "sudoedit /etc/default/grub" in cmds
+    assert not any("/etc/default/grub.d" in c for c in cmds)
+
+
+def test_grub_drop_in_of_our_own_is_rewritten_in_place(tree, run):
+    minimal_host(tree)
+    tree.write("/proc/cmdline", "ro quiet hugepagesz=2M hugepages=16\n")
+    tree.write("/usr/sbin/update-grub", "", 0o755)
+    tree.write("/etc/default/grub", 'GRUB_CMDLINE_LINUX="quiet"\n')
+    tree.write("/etc/default/grub.d/90-aidoctor-hugepagesz.cfg", 'GRUB_CMDLINE_LINUX="$GRUB_CMDLINE_LINUX hugepagesz=2M hugepages=16"\n')
+    cmds = commands(finding(run("--root", tree, "--hugepages", "64", "--format", "json"), "hugepages.shortfall"))
+    assert "printf '%s\\n' 'GRUB_CMDLINE_LINUX=\"$GRUB_CMDLINE_LINUX hugepagesz=2M hugepages=64\"' | " in "\n".join(cmds)
+    assert "sudo tee /etc/default/grub.d/90-aidoctor-hugepagesz.cfg >/dev/null" in "\n".join(cmds)
+
+
+def test_first_default_hugepagesz_wins_and_counts_are_decimal(tree, run):
+    from ai_doctor.facts.cmdline import Cmdline, split_cmdline
+
+    def pools(line):
+        cmdline = Cmdline(line, tuple(split_cmdline(line)), "/proc/cmdline")
+        return [(r.page_size, r.count) for r in cmdline.hugepage_requests(2 << 20)]
+
+    # A second default_hugepagesz= is refused, and so is the hugepages= after it (mm/hugetlb.c).
+    assert pools("default_hugepagesz=1G hugepages=2 default_hugepagesz=2M hugepages=9 hugepagesz=2M hugepages=0x10") == [
+        (1 << 30, 2),
+        (2 << 20, 0),  # sscanf %lu reads the 0 of 0x10
+    ]
+    assert pools("hugepages=010") == [(2 << 20, 10)]
+    assert pools("hugepages=0:010,1:5") == [(2 << 20, 15)]
+
+
+def _all_commands(result):
+    return [c for f in result.json["findings"] for step in f["remediation"] for c in step["commands"]]
+
+
+def test_every_command_of_a_troubled_host_is_valid_shell(tree, run):
+    minimal_host(tree, meminfo=meminfo(HugePages_Total=512, HugePages_Free=512), overcommit="2")
+    tree.write("/proc/cmdline", "ro hugepagesz=1G hugepages=4 hugepagesz=2M hugepages=512 transparent_hugepage=never\n")
+    tree.write("/sys/kernel/mm/transparent_hugepage/enabled", "always madvise [never]\n")
+    tree.write("/etc/sysctl.d/80-x.conf", "vm.nr_hugepages = 512\nvm.overcommit_ratio = 50\n")
+    tree.write("/usr/sbin/update-grub", "", 0o755)
+    tree.write("/etc/default/grub", 'GRUB_CMDLINE_LINUX="quiet"\n')
+    cmds = _all_commands(run("--root", tree, "--model-size", "70G", "--hugepages", "600", "--format", "json"))
+    assert len(cmds) >= 8
+    _assert_valid_shell(cmds)
+
+
+@pytest.mark.parametrize("name", sorted(path.parent.name for path in FIXTURES.glob("*/expect.json")))
+def test_every_command_of_every_fixture_is_valid_shell(run, name):
+    expect = json.loads((FIXTURES / name / "expect.json").read_text())
+    result = run("--root", FIXTURES / name / "root", "--format", "json", *expect["args"])
+    cmds = _all_commands(result)
+    _assert_valid_shell(cmds)
+    if name == "image-without-proc":
+        # An image is changed through chroot, so a pasted command never edits this machine.
+        root = str(FIXTURES / name / "root")
+        assert cmds and all(root in c for c in cmds if not c.startswith(("sync", "cat ", "echo ", "printf "))), cmds
+
+
+def _assert_valid_shell(cmds):
+    for command in cmds:
+        check = subprocess.run(["bash", "-n", "-c", command], capture_output=True, text=True)
+        assert check.returncode == 0, (command, check.stderr)
+
+
+def test_comment_out_script_comments_exactly_the_keys(tree, run, tmp_path):
+    minimal_host(tree, meminfo=meminfo(HugePages_Total=512, HugePages_Free=512))
+    sample = (
+        "# pools\nvm.nr_hugepages = 512\n  -vm.nr_hugepages=16\nvm.nr_hugepages_mempolicy = 1\n"
+        "vm/nr_hugepages = 8\nkernel.x = vm.nr_hugepages\n"
+    )
+    tree.write("/etc/sysctl.d/80-pool.conf", sample)
+    cmds = commands(finding(run("--root", tree, "--format", "json"), "hugepages.unused"))
+    sed = next(c for c in cmds if "sed -i" in c)
+    words = shlex.split(sed)
+    target = tmp_path / "copy.conf"
+    target.write_text(sample)
+    subprocess.run(words[words.index("sed") : -1] + [str(target)], check=True)
+    assert target.read_text() == (
+        "# pools\n# vm.nr_hugepages = 512\n#   -vm.nr_hugepages=16\nvm.nr_hugepages_mempolicy = 1\n"
+        "# vm/nr_hugepages = 8\nkernel.x = vm.nr_hugepages\n"
+    )
+
+
+def test_swap_file_on_btrfs_is_made_without_copy_on_write(tree, run):
+    minimal_host(tree)
+    tree.write("/proc/self/mountinfo", "26 1 0:30 /@ / rw,relatime - btrfs /dev/sda2 rw\n")
+    cmds = commands(finding(run("--root", tree, "--model-size", "70G", "--format", "json"), "overcommit.heuristic-oversize"))
+    assert cmds[:3] == [
+        "sudo truncate -s 0 /swapfile.aidoctor",
+        "sudo chattr +C /swapfile.aidoctor",
+        "sudo fallocate -l 7G /swapfile.aidoctor",
+    ]
+    assert cmds[-1] == "sudo swapon /swapfile.aidoctor"
+
+
+def test_governor_on_a_kernel_before_5_9_without_tuned_says_how_to_keep_it(tree, run):
+    minimal_host(tree, release="5.4.0-150-generic")
+    base = "/sys/devices/system/cpu/cpufreq/policy0"
+    tree.write(base + "/scaling_governor", "ondemand\n")
+    tree.write(base + "/affected_cpus", "0\n")
+    found = finding(run("--root", tree, "--format", "json"), "cpu.governor")
+    assert "kernels before 5.9 have no boot parameter for the default governor" in found["remediation"][-1]["summary"]
+    assert not any("cpufreq.default_governor" in c for c in commands(found))
