@@ -309,7 +309,6 @@ def test_block_devices_of_the_corpus_trees(root, disks):
     sda = named["sda"]
     assert sda.scheduler == "bfq"
     assert sda.schedulers == ("mq-deadline", "kyber", "bfq", "none")
-    assert sda.rotational is True
     assert sda.hidden is False
     assert sda.is_nvme is False
     assert sda.scheduler_path == "/sys/block/sda/queue/scheduler"
@@ -319,7 +318,7 @@ def test_block_devices_of_the_corpus_trees(root, disks):
         assert device.is_virtual == device.name.startswith(("dm-", "md"))
         if device.name != "sda":
             # dm/md are skipped as virtual; the other sd* have only device/state, no queue.
-            assert (device.scheduler, device.schedulers, device.rotational) == (None, (), None)
+            assert (device.scheduler, device.schedulers) == (None, ())
     # The NVMe namespace exists only under /sys/devices here; /sys/block does not list it.
     assert not any(d.is_nvme for d in devices)
 
@@ -355,7 +354,6 @@ def test_nvme_namespace_as_a_plain_sys_block_directory_is_known_by_name(mirror, 
     assert nvme.is_nvme is True
     assert nvme.scheduler == "none"
     assert nvme.schedulers == ("none", "mq-deadline")
-    assert nvme.rotational is False
     assert nvme.hidden is False  # hidden: "0"
     assert named["sda"].is_nvme is False and named["sda"].scheduler == "bfq"
 
@@ -370,7 +368,7 @@ def test_nvme_namespace_as_a_sys_block_link_into_sys_devices(mirror):
     assert nvme.name == "nvme0n1"
     assert nvme.sysfs_path == NVME_NS
     assert nvme.is_nvme is True
-    assert (nvme.scheduler, nvme.schedulers, nvme.rotational, nvme.hidden) == ("none", ("none", "mq-deadline"), False, False)
+    assert (nvme.scheduler, nvme.schedulers, nvme.hidden) == ("none", ("none", "mq-deadline"), False)
 
 
 # -- mounts ----------------------------------------------------------------------------------

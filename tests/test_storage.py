@@ -85,7 +85,7 @@ def multipath(tree, paths) -> None:
     ],
 )
 def test_nvme_names_and_the_head_of_a_path(name, nvme, head):
-    device = BlockDevice(name, None, None, (), None, head is not None)
+    device = BlockDevice(name, None, None, (), head is not None)
     assert (device.is_nvme, device.head) == (nvme, head)
 
 

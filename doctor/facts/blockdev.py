@@ -22,7 +22,7 @@ class BlockDevice(Record):
     """A whole disk: its name, sysfs device path, active and available schedulers, whether
     the kernel hides it, and how many hardware queues it has (None: not read)."""
 
-    __slots__ = ("name", "sysfs_path", "scheduler", "schedulers", "rotational", "hidden", "hw_queues")
+    __slots__ = ("name", "sysfs_path", "scheduler", "schedulers", "hidden", "hw_queues")
     _defaults = {"hw_queues": None}
 
     @property
@@ -72,18 +72,16 @@ def block_devices(host, facts):
         path = "%s/%s" % (BLOCK_DIR, name)
         link = host.readlink(path)
         sysfs_path = join_link(path, link.data) if link.data else None
-        device = BlockDevice(name, sysfs_path, None, (), None, False)
+        device = BlockDevice(name, sysfs_path, None, (), False)
         if not device.is_virtual:
             got = host.read_text(path + "/queue/scheduler", cap=4096)
             active, choices = parse_choice(got.data) if got.ok else (None, ())
-            rotational = host.read_text(path + "/queue/rotational", cap=64)
             hidden = host.read_text(path + "/hidden", cap=64) if device.is_nvme else None
             # One listing per NVMe device: the kernel's default scheduler depends on the count.
             queues = host.listdir(path + "/mq") if device.is_nvme else None
             device = device._replace(
                 scheduler=active,
                 schedulers=choices,
-                rotational=rotational.data.strip() == "1" if rotational.ok else None,
                 hidden=bool(hidden and hidden.ok and hidden.data.strip() == "1"),
                 hw_queues=sum(1 for q in queues.data if _digits(q)) if queues and queues.ok else None,
             )

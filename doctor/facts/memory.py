@@ -65,7 +65,7 @@ def meminfo(host, facts):
 class Pool(Record):
     """One huge page pool (one page size): counts of pages, and where they were read."""
 
-    __slots__ = ("page_size", "total", "free", "reserved", "surplus", "overcommit", "source")
+    __slots__ = ("page_size", "total", "free", "reserved", "surplus", "source")
 
     @property
     def bytes_total(self) -> int:
@@ -98,7 +98,7 @@ class HugePages(Record):
 
 def _pool_counts(host, directory: str):
     counts = {}
-    for name in ("nr_hugepages", "free_hugepages", "resv_hugepages", "surplus_hugepages", "nr_overcommit_hugepages"):
+    for name in ("nr_hugepages", "free_hugepages", "resv_hugepages", "surplus_hugepages"):
         got = host.read_text("%s/%s" % (directory, name))
         if got.ok:
             try:
@@ -132,7 +132,6 @@ def hugepages(host, facts):
                 counts.get("free_hugepages", 0),
                 counts.get("resv_hugepages", 0),
                 counts.get("surplus_hugepages", 0),
-                counts.get("nr_overcommit_hugepages", 0),
                 directory + "/nr_hugepages",
             )
     default_size = mem.get("Hugepagesize") if mem else None
@@ -144,7 +143,6 @@ def hugepages(host, facts):
             mem.get("HugePages_Free", 0),
             mem.get("HugePages_Rsvd", 0),
             mem.get("HugePages_Surp", 0),
-            0,
             MEMINFO,
         )
     nr_hugepages = host.read_text("/proc/sys/vm/nr_hugepages")
