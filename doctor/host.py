@@ -101,6 +101,37 @@ def _failed(path: str, exc: OSError) -> Read:
     return Read(path, ERROR, None, "%s: %s" % (name, exc.strerror or exc), False)
 
 
+def _read_file(path: str, real: str, cap: int, nofollow: bool) -> Read:
+    """Read the regular file at ``real`` (this machine's path for target ``path``), at most
+    ``cap`` bytes."""
+    # O_NONBLOCK: a FIFO planted in an image must not hang the run.
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
+    if nofollow:
+        flags |= os.O_NOFOLLOW
+    try:
+        fd = os.open(real, flags)
+    except OSError as exc:
+        return _failed(path, exc)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return Read(path, ERROR, None, "not a regular file", False)
+        chunks = []
+        left = cap + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+    except OSError as exc:
+        return _failed(path, exc)
+    finally:
+        os.close(fd)
+    truncated = len(data) > cap
+    return Read(path, OK, data[:cap] if truncated else data, None, truncated)
+
+
 class _Refused(Exception):
     """A lookup that the re-rooted resolver stops (a link loop)."""
 
@@ -238,33 +269,9 @@ class Host:
             return got
         try:
             real = self._real(path)
-            # O_NONBLOCK: a FIFO planted in an image must not hang the run.
-            flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
-            if not self.live or self.trace_links:
-                flags |= os.O_NOFOLLOW
-            fd = os.open(real, flags)
         except _Refused as refused:
             return _failed(path, refused.error)
-        except OSError as exc:
-            return _failed(path, exc)
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return Read(path, ERROR, None, "not a regular file", False)
-            chunks = []
-            left = cap + 1
-            while left > 0:
-                chunk = os.read(fd, min(left, 1 << 20))
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                left -= len(chunk)
-            data = b"".join(chunks)
-        except OSError as exc:
-            return _failed(path, exc)
-        finally:
-            os.close(fd)
-        truncated = len(data) > cap
-        return Read(path, OK, data[:cap] if truncated else data, None, truncated)
+        return _read_file(path, real, cap, nofollow=not self.live or self.trace_links)
 
     def _override(self, path: str):
         """A recorded outcome (permission denied, EIO …) that a tree's manifest declares, or
@@ -292,11 +299,22 @@ class Host:
 
         real = os.path.join(self.root, MANIFEST[1:])
         try:
-            with open(real, "rb") as handle:
-                manifest = json.loads(handle.read(READ_CAP).decode("utf-8"))
+            # The manifest is tree content too: a link or a FIFO there must not reach outside.
+            if not stat.S_ISDIR(os.lstat(os.path.join(self.root, MANIFEST_DIR[1:])).st_mode):
+                raise BadTree("%s: not a directory" % (self.root + MANIFEST_DIR))
         except FileNotFoundError:
             return
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
+            raise BadTree("%s: unreadable (%s)" % (self.root + MANIFEST_DIR, exc.strerror or exc)) from None
+        got = _read_file(MANIFEST, real, READ_CAP, nofollow=True)
+        if got.missing:
+            return
+        if not got.ok or got.truncated:
+            why = got.describe() if not got.ok else "larger than %d MiB" % (READ_CAP >> 20)
+            raise BadTree("%s: unreadable manifest (%s)" % (real, why))
+        try:
+            manifest = json.loads(got.data.decode("utf-8"))
+        except ValueError as exc:
             raise BadTree("%s: unreadable manifest (%s)" % (real, exc)) from None
         if not isinstance(manifest, dict):
             raise BadTree("%s: the manifest is not a JSON object" % real)

@@ -30,6 +30,14 @@ def _mode(f):
     return setting, setting.int
 
 
+def _unknown_mode(setting):
+    """A Skip for a value no kernel takes (the sysctl accepts 0, 1 and 2 only), else None."""
+    if setting.int in MODE_NAMES:
+        return None
+    where = setting.path + (":%d" % setting.line if setting.line else "")
+    return Skip("vm.overcommit_memory reads %r at %s, which is not a mode (0, 1 or 2)" % (setting.value, where))
+
+
 def _mem_evidence(mem, *keys):
     return [Evidence(mem.path, "%s: %s" % (key, gib(mem.get(key, 0)))) for key in keys if key in mem]
 
@@ -39,7 +47,7 @@ def _mem_evidence(mem, *keys):
     "Strict overcommit leaves no room for the model",
     Severity.CRITICAL,
     needs=("model", "meminfo"),
-    uses=("sysctl", "sysctl_config", "hugepages", "fixes"),
+    uses=("sysctl", "sysctl_config", "hugepages", "release", "fixes"),
 )
 def strict_headroom(f):
     """Under vm.overcommit_memory=2 the model does not fit in CommitLimit − Committed_AS.
@@ -54,13 +62,18 @@ def strict_headroom(f):
     are counted, since a model server rarely runs with CAP_SYS_ADMIN.
 
     Fix: raise vm.overcommit_ratio (or overcommit_kbytes) to cover the model, release an
-    unused huge page pool (it is subtracted from CommitLimit), add swap, or return to the
-    heuristic mode 0.
+    unused huge page pool (its pages are taken out of RAM before the ratio applies, so
+    releasing P bytes raises CommitLimit by P × ratio / 100), add swap, or return to the
+    heuristic mode 0. The ratio has no upper bound: above 100 the commit limit exceeds RAM
+    and strict mode stops promising that committed memory exists.
 
     Reference: Documentation/mm/overcommit-accounting.rst; Documentation/admin-guide/sysctl/vm.rst;
     Documentation/filesystems/proc.rst (CommitLimit, Committed_AS).
     """
     mode_setting, mode = _mode(f)
+    unknown = _unknown_mode(mode_setting)
+    if unknown:
+        return unknown
     if mode != 2:
         return Pass("vm.overcommit_memory is %s, not strict" % mode_setting.value)
     model, mem = f.model, f.meminfo
@@ -118,31 +131,29 @@ def _strict_steps(f, mem, committed, model_size):
         )
     elif ram > 0:
         ratio = int(math.ceil(max(needed_limit - swap, 0) * 100 / ram))
-        if ratio <= 100:
-            steps += fixes.sysctl(
-                [("vm.overcommit_ratio", str(ratio))],
-                "overcommit",
-                "Raise vm.overcommit_ratio to %d%% so CommitLimit covers the model" % ratio,
-                displaces=("vm.overcommit_kbytes",),
-            )
-        else:
+        if ratio > 100:
+            # The kernel takes any ratio; past 100 the limit promises memory the host lacks.
             steps.append(
                 Step(
-                    (
-                        "Even vm.overcommit_ratio=100 would not cover it (%d%% of RAM "
-                        "would be needed): add swap or memory, or use a smaller model"
-                    )
-                    % ratio,
+                    "A ratio of %d%% sets a commit limit larger than RAM, so strict mode no longer guarantees that "
+                    "committed memory exists; adding swap or memory is the sound fix" % ratio,
                     (),
                     False,
                     None,
                 )
             )
-    steps += fixes.sysctl(
-        [("vm.overcommit_memory", "0")],
-        "overcommit",
-        "Or return to the heuristic mode, which only refuses single allocations larger than RAM + swap",
-    )
+        steps += fixes.sysctl(
+            [("vm.overcommit_ratio", str(ratio))],
+            "overcommit",
+            "Raise vm.overcommit_ratio to %d%% so CommitLimit covers the model" % ratio,
+            displaces=("vm.overcommit_kbytes",),
+        )
+    release = f.release
+    if release and kernel_version(release) < (5, 2):
+        heuristic = "which refuses an allocation larger than free memory, page cache and free swap together"
+    else:
+        heuristic = "which only refuses a single allocation larger than RAM + swap"
+    steps += fixes.sysctl([("vm.overcommit_memory", "0")], "overcommit", "Or return to the heuristic mode, " + heuristic)
     return steps
 
 
@@ -159,9 +170,11 @@ def heuristic_oversize(f):
     Since Linux 5.2 (commit 8c7829b04c52) the heuristic mode refuses a single request larger
     than total RAM plus total swap, and nothing else; before 5.2 it compared against free
     memory, page cache, reclaimable slab and free swap, which is roughly MemAvailable +
-    SwapFree. A model loaded into anonymous memory as one allocation larger than that fails
-    with ENOMEM; an mmap of the weights file (read-only, not charged) is not refused but then
-    pages from disk on every pass.
+    SwapFree. The test is per allocation: a model read into one anonymous buffer larger than
+    that fails with ENOMEM at once; a loader that allocates tensor by tensor is not refused,
+    but a model larger than RAM + swap cannot be held, so it ends in the OOM killer instead.
+    An mmap of the weights file (read-only, not charged) is not refused but then pages from
+    disk on every pass.
 
     Fix: a smaller (quantized) model, more memory, or swap large enough for the heuristic
     (the load will then page). Mode 1 ("always") would accept the allocation and hand the
@@ -170,6 +183,9 @@ def heuristic_oversize(f):
     Reference: Documentation/mm/overcommit-accounting.rst; mm/util.c (__vm_enough_memory).
     """
     mode_setting, mode = _mode(f)
+    unknown = _unknown_mode(mode_setting)
+    if unknown:
+        return unknown
     if mode != 0:
         return Pass("vm.overcommit_memory is %s, not heuristic" % mode_setting.value)
     model, mem = f.model, f.meminfo
@@ -187,8 +203,9 @@ def heuristic_oversize(f):
         return Pass("the model (%s) is within %s" % (gib(model.size), basis))
     message = (
         "vm.overcommit_memory = 0 (heuristic) refuses any single allocation larger than %s; the model needs %s. "
-        "Loading it into process memory in one piece fails with ENOMEM; memory-mapping the weights file is not refused "
-        "but cannot keep them resident." % (basis, gib(model.size))
+        "A loader that reads it into one buffer fails at once with ENOMEM; one that allocates tensor by tensor passes "
+        "that check but cannot hold the model (the OOM killer ends it, or it swaps); memory-mapping the weights file "
+        "is not refused but cannot keep them resident." % (basis, gib(model.size))
     )
     evidence = [mode_setting.evidence()] + _mem_evidence(mem, *keys)
     deficit = model.size - limit

@@ -66,6 +66,29 @@ def test_a_broken_manifest_is_refused(tree, text):
         Host(str(tree))
 
 
+def test_a_manifest_link_leaving_the_tree_is_refused(tree, tmp_path):
+    outside = tmp_path / "outside.json"
+    outside.write_text('{"uid": 0}')
+    tree.link("/.aidoctor/manifest.json", str(outside))
+    with pytest.raises(BadTree, match="unreadable manifest"):
+        Host(str(tree))
+
+
+def test_a_manifest_folder_that_is_a_link_is_refused(tree, tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere/manifest.json").write_text('{"uid": 0}')
+    tree.link("/.aidoctor", str(tmp_path / "elsewhere"))
+    with pytest.raises(BadTree, match="not a directory"):
+        Host(str(tree))
+
+
+def test_a_manifest_fifo_is_refused_without_hanging(tree):
+    (tree.root / ".aidoctor").mkdir(parents=True)
+    os.mkfifo(tree.root / ".aidoctor/manifest.json")
+    with pytest.raises(BadTree, match="not a regular file"):
+        Host(str(tree))
+
+
 def test_real_permission_denied_is_an_outcome(tree):
     if os.geteuid() == 0:
         pytest.skip("root reads everything; tests/test_nonroot.py runs a real user")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from conftest import MEMINFO_64G, minimal_host
 
 GiB = 1 << 30
@@ -82,6 +84,29 @@ def test_heuristic_before_linux_5_2_judges_by_free_memory(tree, run):
     minimal_host(tree, release="4.19.0-26-amd64")
     found = finding(run("--root", tree, "--model-size", "61G", "--format", "json"), "overcommit.heuristic-oversize")
     assert "kernels before 5.2" in found["message"]
+
+
+def test_strict_ratio_above_100_is_offered_with_its_cost(tree, run):
+    minimal_host(tree, overcommit="2")
+    found = finding(run("--root", tree, "--model-size", "70G", "--format", "json"), "overcommit.strict-headroom")
+    # (4 GiB committed + 70 GiB + 8 + 128 MiB of reserves + 3.5 GiB for the loader) / 64 GiB RAM → 121.3 %
+    summaries = [s["summary"] for s in found["remediation"]]
+    assert "A ratio of 122% sets a commit limit larger than RAM" in summaries[0]
+    assert "sudo sysctl -w vm.overcommit_ratio=122" in commands(found)
+
+
+def test_strict_return_to_heuristic_says_what_the_old_kernel_judges(tree, run):
+    minimal_host(tree, overcommit="2", release="4.19.0-26-amd64")
+    found = finding(run("--root", tree, "--model-size", "40G", "--format", "json"), "overcommit.strict-headroom")
+    assert any("free memory, page cache and free swap" in s["summary"] for s in found["remediation"])
+
+
+@pytest.mark.parametrize("value", ["abc", "7", ""])
+def test_an_overcommit_mode_no_kernel_takes_is_not_judged(tree, run, value):
+    minimal_host(tree, overcommit=value)
+    statuses = run("--root", tree, "--model-size", "200G", "--format", "json", "-v").statuses()
+    assert statuses["overcommit.strict-headroom"] == "skip"
+    assert statuses["overcommit.heuristic-oversize"] == "skip"
 
 
 def test_ratio_ignored_runtime_only(tree, run):
