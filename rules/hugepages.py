@@ -60,7 +60,10 @@ def unsupported(f):
         if config and config.enabled("HUGETLBFS"):
             return Pass("CONFIG_HUGETLBFS=%s in %s" % (config.get("HUGETLBFS"), config.source))
         return Skip("cannot tell: no running kernel to ask (/proc) and no kernel config that mentions CONFIG_HUGETLBFS")
-    active = [r for r in requests if r.count > 0]
+    # Every request counts here, the overridden ones too: each of them fails on this kernel.
+    active = [r for request in requests for r in request.chain() if r.count > 0 and not r.from_user] + [
+        r for r in requests if r.from_user and r.count > 0
+    ]
     evidence.extend(_request_evidence(r) for r in active)
     message = "This kernel has no hugetlb support (%s)." % "; ".join(unsupported_by)
     if not active:
@@ -107,13 +110,19 @@ def shortfall(f):
     /sys/kernel/mm/hugepages/hugepages-SIZEkB/nr_hugepages for other sizes).
 
     Writing nr_hugepages does not fail when the kernel finds too few free, physically
-    contiguous blocks: it keeps what it got and the value reads back smaller. This is the
-    guide's "Cannot allocate memory" case, and the cause is fragmentation or too little free
-    memory at the time, not "huge pages already in use" — writing 0 does not free pages that
-    are in use (they become surplus), it only releases free ones.
+    contiguous blocks: it keeps what it got and the value reads back smaller. The failure
+    shows later, as "Cannot allocate memory" from the mmap(MAP_HUGETLB) or shmget(SHM_HUGETLB)
+    of the program that expected the pool. The cause is fragmentation or too little free
+    memory when the pool was set, not "huge pages already in use" — writing 0 does not free
+    pages that are in use (they become surplus), it only releases free ones. An empty pool
+    with a sysctl file asking for one may also mean the file was never applied (added after
+    boot without `sysctl --system`).
 
-    Fix: retry after dropping caches and compacting memory, and for a pool that must exist
-    reserve it on the kernel command line, where it is allocated before memory fragments.
+    Fix: compact memory and ask again, and for a pool that must exist reserve it on the
+    kernel command line, where it is allocated before memory fragments, leaving enough memory
+    for the kernel and the model server. (Dropping caches also frees blocks, but vm.rst
+    discourages it outside testing, and compaction alone is the targeted step.) When nothing
+    on the host maps hugetlbfs — model loaders do not — dropping the request is a fix too.
 
     Reference: Documentation/admin-guide/mm/hugetlbpage.rst; Documentation/admin-guide/sysctl/vm.rst
     (nr_hugepages, compact_memory, drop_caches).
@@ -123,16 +132,11 @@ def shortfall(f):
         return Skip("the kernel has no hugetlb support (hugepages.unsupported)")
     if not pools.pools:
         return Skip("no huge page pool could be read (no /proc/meminfo pool lines, no /sys/kernel/mm/hugepages)")
-    requests = [r for r in f.hugepage_requests if r.count > 0]
-    if not requests:
+    if not any(r.count > 0 for r in f.hugepage_requests):
         return Pass("no huge page pool is requested")
     issues = []
     mem = f.meminfo
-    for request in requests:
-        pool = pools.pool(request.page_size)
-        # Surplus pages (nr_overcommit_hugepages) are lent for now, not the pool asked for.
-        if pool is not None and pool.persistent >= request.count:
-            continue
+    for request, pool, impossible in _short_requests(f):
         have = pool.persistent if pool is not None else 0
         missing = request.count - have
         wanted_bytes = request.count * request.page_size
@@ -148,7 +152,6 @@ def shortfall(f):
             gib(missing * request.page_size),
         )
         configured = request.configured
-        impossible = bool(mem) and wanted_bytes > mem.get("MemTotal", 0)
         if pool is None:
             cause = "The kernel has no pool of %s pages at all (the CPU or kernel does not offer that size)." % _size(request.page_size)
         elif impossible:
@@ -161,8 +164,18 @@ def shortfall(f):
             cause = "The host's configuration asks for only %d (%s at %s)." % (configured.count, configured.source, configured.where)
         elif request.path == "/proc/cmdline":
             cause = "Even at boot the kernel could not find that much free memory (other reservations, or more than the NUMA nodes hold)."
+        elif have == 0 and request.assignment is not None:
+            cause = (
+                "An empty pool: either the setting was never applied (the file came after boot and `sysctl --system` was "
+                "not run), or the kernel found no free contiguous block at all."
+            )
         else:
             cause = "The kernel found too few free contiguous blocks when the pool was set: memory was fragmented or in use."
+        if pool is not None and pool.idle:
+            cause += (
+                " None of the %d pages it does hold is in use: unless a hugetlbfs user (DPDK, a database with huge pages "
+                "on) is meant to run here, the request itself can go (model loaders do not use these pools)." % pool.total
+            )
         evidence = [_request_evidence(request)]
         if configured is not None:
             evidence.append(_request_evidence(configured))
@@ -186,49 +199,129 @@ def _shortfall_steps(f, request, pool, impossible):
         ]
     count_path = pool.source if pool.source.endswith("nr_hugepages") else "/proc/sys/vm/nr_hugepages"
     steps += fixes.runtime(
-        "Free page cache and compact memory, then ask again and check what the kernel allocated",
+        "Compact memory, then ask again and check what the kernel allocated",
         [
-            "sync",
-            "echo 3 | %s" % fixes.sudo("tee /proc/sys/vm/drop_caches >/dev/null"),
             "echo 1 | %s" % fixes.sudo("tee /proc/sys/vm/compact_memory >/dev/null"),
             "echo %d | %s" % (request.count, fixes.sudo("tee %s >/dev/null" % count_path)),
             "cat %s" % count_path,
         ],
-        ("/proc/sys/vm/drop_caches", "/proc/sys/vm/compact_memory", count_path),
+        ("/proc/sys/vm/compact_memory", count_path),
     )
     if request.path == "/proc/cmdline":
         # Already reserved at boot, and still short: the memory was not there to take.
         steps.append(Step("Ask the kernel command line for no more than the memory can hold (%s now)" % request.source, (), True, True))
-        return steps
-    steps.append(_boot_reservation(f, request, "Reserve the pool at boot"))
-    if request.assignment is not None:
-        steps.append(
-            fixes.comment_out(
-                [request.assignment],
-                "Then drop the sysctl that resizes the pool after boot (%s), so boot-time reservation is the one source" % request.where,
+    else:
+        steps.append(_boot_reservation(f, request, "Reserve the pool at boot"))
+        if request.assignment is not None:
+            steps.append(
+                fixes.comment_out(
+                    [request.assignment],
+                    "Then drop the sysctl that resizes the pool after boot (%s), so boot-time reservation is the one source"
+                    % request.where,
+                )
             )
-        )
+    if pool.idle:
+        steps += _drop_request_steps(f, request, "Or, if nothing here maps hugetlbfs, drop the request")
     return steps
+
+
+def _drop_request_steps(f, request, purpose):
+    """Steps that stop asking for ``request``'s pool, in the configuration it came from."""
+    fixes = f.fixes
+    if request.assignment is not None:
+        return [fixes.comment_out([request.assignment], purpose)]
+    if request.path == "/proc/cmdline":
+        return [_boot_pools(f, request.page_size, 0, purpose)]
+    return []
+
+
+# Memory a boot-time reservation must leave to the kernel and the programs that run beside it.
+def _boot_margin(mem_total: int) -> int:
+    return max(2 << 30, mem_total // 10)
 
 
 def _boot_reservation(f, request, purpose):
     """A kernel command line step reserving ``request`` at boot, keeping other sizes' pools."""
+    mem = f.meminfo
+    total = mem.get("MemTotal", 0) if mem else 0
+    wanted = request.count * request.page_size
+    if total and wanted > total - _boot_margin(total):
+        # A boot reservation is taken before anything else runs: too large and the host boots starved or not at all.
+        purpose += " (it would leave %s of %s to everything else: ask for fewer pages unless that is truly enough)" % (
+            gib(max(total - wanted, 0)),
+            gib(total),
+        )
     return _boot_pools(f, request.page_size, request.count, purpose)
 
 
 def _boot_pools(f, size, count, purpose):
     """A kernel command line step that sets the boot-time pool of ``size`` to ``count`` pages
-    (none: drop it) and writes every other size's pool back as it was, since the boot loader
-    tools remove every ``hugepagesz=``/``hugepages=`` pair at once."""
+    (0: drop it) and writes every other size's pool as the huge page findings together want
+    it, since the boot loader tools remove every ``hugepagesz=``/``hugepages=`` pair at once:
+    each step then prints the same final line, whichever is run last."""
+    plan, why = _boot_plan(f)
+    plan[size] = count
     args = []
+    carried = []
+    for other in sorted(plan):
+        if plan[other]:
+            args += ["hugepagesz=%s" % kernel_size(other), "hugepages=%d" % plan[other]]
+        if other != size and other in why:
+            carried.append("%s pages → %d, %s" % (_size(other), plan[other], why[other]))
+    if carried:
+        purpose += " (with the other pool changes on the same line: %s)" % "; ".join(carried)
+    return f.fixes.kernel_args(args, ["hugepagesz", "hugepages"], purpose)
+
+
+def _short_requests(f):
+    """(request, pool or None, impossible) for every requested pool the kernel holds less of."""
+    pools, mem = f.hugepages, f.meminfo
+    found = []
+    for request in f.hugepage_requests:
+        if request.count <= 0:
+            continue
+        pool = pools.pool(request.page_size)
+        # Surplus pages (nr_overcommit_hugepages) are lent for now, not the pool asked for.
+        if pool is not None and pool.persistent >= request.count:
+            continue
+        impossible = bool(mem) and request.count * request.page_size > mem.get("MemTotal", 0)
+        found.append((request, pool, impossible))
+    return found
+
+
+def _boot_plan(f):
+    """The boot-time pools once every huge page finding's boot step is taken: (pages by size,
+    the rule behind each change)."""
+    plan = {}
     cmdline = f.cmdline
     if cmdline:
         for item in cmdline.hugepage_requests(f.hugepages.default_size):
-            if item.page_size and item.page_size != size:
-                args += ["hugepagesz=%s" % kernel_size(item.page_size), "hugepages=%d" % item.count]
-    if count:
-        args += ["hugepagesz=%s" % kernel_size(size), "hugepages=%d" % count]
-    return f.fixes.kernel_args(args, ["hugepagesz", "hugepages"], purpose)
+            if item.page_size:
+                plan[item.page_size] = item.count
+    why = {}
+    for request, pool, impossible in _short_requests(f):
+        unconfigured = request.from_user and (request.configured is None or request.configured.count < request.count)
+        # Only where shortfall's boot reservation is the fix, not one choice among others.
+        if pool is not None and not impossible and request.path != "/proc/cmdline" and not unconfigured:
+            plan[request.page_size] = request.count
+            why[request.page_size] = "hugepages.shortfall"
+    for pool in _idle_pools(f):
+        if plan.get(pool.page_size):
+            plan[pool.page_size] = 0
+            why[pool.page_size] = "hugepages.unused"
+    return plan, why
+
+
+def _idle_pools(f):
+    """Pools reserved with every page free that nothing declared or short claims."""
+    pools = f.hugepages
+    requests = {r.page_size: r for r in f.hugepage_requests}
+    short = {request.page_size for request, _, _ in _short_requests(f)}
+    return [
+        p
+        for p in pools.pools.values()
+        if p.idle and p.page_size not in short and not getattr(requests.get(p.page_size), "from_user", False)
+    ]
 
 
 def _boot_pool_sizes(f):
@@ -267,12 +360,19 @@ def unused(f):
     if pools.supported is None and not pools.pools:
         return Skip("no huge page pool could be read (no /proc/meminfo pool lines, no /sys/kernel/mm/hugepages)")
     requests = {r.page_size: r for r in f.hugepage_requests}
-    # A pool declared with --hugepages is wanted here, used or not.
+    # A pool declared with --hugepages is wanted here, used or not; a short one is
+    # hugepages.shortfall's to judge, which also offers dropping an idle request.
     declared = [p for p in pools.pools.values() if p.total > 0 and getattr(requests.get(p.page_size), "from_user", False)]
-    idle = [p for p in pools.pools.values() if p.idle and p not in declared]
+    idle = _idle_pools(f)
     if not idle:
         if declared:
             return Pass("the pool of %s pages is declared as needed (--hugepages)" % ", ".join(_size(p.page_size) for p in declared))
+        short = [p for p in pools.pools.values() if p.idle]
+        if short:
+            return Pass(
+                "the idle pool of %s pages falls short of its request: hugepages.shortfall covers it"
+                % ", ".join(_size(p.page_size) for p in short)
+            )
         busy = [p for p in pools.pools.values() if p.total > 0]
         return Pass("pools in use" if busy else "no static huge page pool is reserved")
     idle_bytes = sum(p.bytes_total for p in idle)

@@ -152,7 +152,7 @@ def test_memory_headroom_names_the_systemd_unit(tree, run):
 
 
 def test_shortfall_from_sysctl_and_hugepages_option(tree, run):
-    minimal_host(tree, meminfo=meminfo(HugePages_Total=100, HugePages_Free=100))
+    minimal_host(tree, meminfo=meminfo(HugePages_Total=100, HugePages_Free=90))
     tree.write("/proc/sys/vm/nr_hugepages", "100\n")
     tree.write("/etc/sysctl.d/80-pool.conf", "vm.nr_hugepages = 512\n")
     found = finding(run("--root", tree, "--format", "json"), "hugepages.shortfall")
@@ -170,6 +170,46 @@ def test_shortfall_from_sysctl_and_hugepages_option(tree, run):
     ]
     # --hugepages states what the user wants now and overrides the configuration
     assert "hugepages.shortfall" not in run("--root", tree, "--hugepages", "64", "--format", "json").findings()
+
+
+def test_an_idle_short_pool_is_shortfalls_alone_and_may_be_dropped(tree, run):
+    minimal_host(tree, meminfo=meminfo(HugePages_Total=100, HugePages_Free=100))
+    tree.write("/proc/sys/vm/nr_hugepages", "100\n")
+    tree.write("/etc/sysctl.d/80-pool.conf", "vm.nr_hugepages = 512\n")
+    result = run("--root", tree, "--format", "json", "-v")
+    # Not "release it" from one rule and "grow it" from the other.
+    assert result.statuses()["hugepages.unused"] == "pass"
+    found = finding(result, "hugepages.shortfall")
+    assert "None of the 100 pages it does hold is in use" in found["message"]
+    last = found["remediation"][-1]
+    assert last["summary"].startswith("Or, if nothing here maps hugetlbfs, drop the request")
+    assert "/etc/sysctl.d/80-pool.conf" in last["commands"][0]
+
+
+def test_an_empty_pool_asked_for_in_a_file_may_never_have_been_applied(tree, run):
+    minimal_host(tree)
+    tree.write("/etc/sysctl.d/80-pool.conf", "vm.nr_hugepages = 512\n")
+    found = finding(run("--root", tree, "--format", "json"), "hugepages.shortfall")
+    assert "the setting was never applied" in found["message"]
+    assert not any("drop_caches" in c for c in commands(found))
+
+
+def test_boot_steps_for_two_pools_print_one_final_line(tree, run):
+    # 1 GiB pool reserved at boot and idle; 2 MiB pool asked for in sysctl.d and short.
+    minimal_host(tree, meminfo=meminfo(HugePages_Total=10, HugePages_Free=5))
+    tree.write("/proc/cmdline", "BOOT_IMAGE=/vmlinuz root=/dev/sda1 hugepagesz=1G hugepages=4\n")
+    tree.write("/proc/sys/vm/nr_hugepages", "10\n")
+    tree.write("/etc/sysctl.d/80-pool.conf", "vm.nr_hugepages = 512\n")
+    gig = "/sys/kernel/mm/hugepages/hugepages-1048576kB/"
+    for name, value in (("nr_hugepages", 4), ("free_hugepages", 4), ("resv_hugepages", 0), ("surplus_hugepages", 0)):
+        tree.write(gig + name, "%d\n" % value)
+    tree.write("/usr/sbin/grubby", "", 0o755)
+    result = run("--root", tree, "--format", "json")
+    short, unused = finding(result, "hugepages.shortfall"), finding(result, "hugepages.unused")
+    final = "sudo grubby --update-kernel=ALL --remove-args='hugepages hugepagesz' --args='hugepagesz=2M hugepages=512'"
+    assert final in commands(short) and final in commands(unused)
+    boot = next(s for s in short["remediation"] if s["summary"].startswith("Reserve the pool at boot"))
+    assert "(with the other pool changes on the same line: 1 GiB pages → 0, hugepages.unused)" in boot["summary"]
 
 
 def test_shortfall_reserves_on_the_command_line_with_grubby(tree, run):
@@ -284,6 +324,20 @@ def test_unsupported_hugetlb_without_requests_is_info(tree, run):
     (tree.root / "proc/sys/vm/nr_hugepages").unlink()
     found = finding(run("--root", tree, "--format", "json"), "hugepages.unsupported")
     assert found["severity"] == "info"
+
+
+def test_unsupported_names_the_boot_request_a_sysctl_overrides(tree, run):
+    minimal_host(tree, meminfo="MemTotal: 1048576 kB\nMemAvailable: 524288 kB\n")
+    (tree.root / "proc/sys/vm/nr_hugepages").unlink()
+    tree.write("/proc/cmdline", "BOOT_IMAGE=/vmlinuz root=/dev/sda1 hugepages=64\n")
+    tree.write("/etc/sysctl.d/80-pool.conf", "vm.nr_hugepages = 128\n")
+    found = finding(run("--root", tree, "--format", "json"), "hugepages.unsupported")
+    assert found["severity"] == "high"
+    assert "vm.nr_hugepages = 128 (/etc/sysctl.d/80-pool.conf:1)" in found["message"]
+    assert "hugepages=64 (/proc/cmdline)" in found["message"]
+    summaries = [s["summary"] for s in found["remediation"]]
+    assert any(s.startswith("Otherwise drop the sysctl") for s in summaries)
+    assert any(s.startswith("Otherwise drop the boot-time request") for s in summaries)
 
 
 def test_root_needs_no_sudo(tree, run):

@@ -179,11 +179,20 @@ class PoolRequest(Record):
     and line, the kernel command line), and the sysctl assignment behind it if any.
 
     For ``--hugepages``, ``configured`` is what the host's own configuration asks for (another
-    PoolRequest, or None when nothing does).
+    PoolRequest, or None when nothing does). ``replaces`` is the request this one overrides at
+    boot (a sysctl file resizing a pool the kernel command line reserved).
     """
 
-    __slots__ = ("page_size", "count", "source", "path", "line", "assignment", "configured")
-    _defaults = {"configured": None}
+    __slots__ = ("page_size", "count", "source", "path", "line", "assignment", "configured", "replaces")
+    _defaults = {"configured": None, "replaces": None}
+
+    def chain(self):
+        """This request and every one it overrides, latest first."""
+        found, seen = [], self
+        while seen is not None:
+            found.append(seen)
+            seen = seen.configured if seen.from_user else seen.replaces
+        return found
 
     @property
     def from_user(self) -> bool:
@@ -222,7 +231,13 @@ def hugepage_requests(host, facts):
                 count = None
             if count is not None:
                 requests[default_size] = PoolRequest(
-                    default_size, count, "vm.nr_hugepages = %d" % count, assignment.path, assignment.line, assignment
+                    default_size,
+                    count,
+                    "vm.nr_hugepages = %d" % count,
+                    assignment.path,
+                    assignment.line,
+                    assignment,
+                    replaces=requests.get(default_size),
                 )
     wanted = facts.request.hugepages if facts.request is not None else None
     if wanted is not None:
