@@ -44,6 +44,11 @@ def headroom(f):
     out while it serves); one larger than what memory.high leaves is medium (the load crawls).
     Limits at or above MemTotal are left to the RAM checks.
 
+    The cgroup judged is the one aidoctor itself runs in (/proc/self/cgroup): inside the
+    model server's container, pod or service unit that is the server's; from an ssh session it
+    is the session's, and the server's own unit may be limited differently. When the cgroup
+    cannot be read, the message says the limits went unchecked.
+
     MemAvailable is the kernel's estimate of memory available without swapping; it excludes
     static huge page pools. When the model does not fit, the message gives the sizes of
     quantized variants (int8, int4).
@@ -74,9 +79,9 @@ def headroom(f):
     problems = []
     if size > total:
         problems.append(_Problem(Severity.CRITICAL, "more than all of this host's RAM (MemTotal %s)" % gib(total), total))
-    cgroup_problem = _over_limit(cgroup, hard, size, MAX) or _over_limit(cgroup, soft, size, HIGH)
-    if cgroup_problem:
-        problems.append(cgroup_problem)
+    # Both kinds can bind at once: a hard limit the model overflows and a throttle below it.
+    cgroup_problems = [p for p in (_over_limit(cgroup, hard, size, MAX), _over_limit(cgroup, soft, size, HIGH)) if p]
+    problems += cgroup_problems
     if available + swap_free < size:
         problems.append(
             _Problem(
@@ -100,6 +105,13 @@ def headroom(f):
         )
     tightest = _tightest(hard)
     notes = " Could not read %s." % "; ".join(cgroup.notes) if cgroup and cgroup.notes else ""
+    if not cgroup:
+        notes += " Cgroup memory limits were not checked: %s." % cgroup.reason
+    elif cgroup.limits and not (f.container and f.container.detected):
+        notes += (
+            " These are the limits of the cgroup aidoctor ran in (%s); run it inside the model server's service or "
+            "container to judge that one's." % cgroup.path
+        )
     if not problems:
         note = "the model (%s) fits: MemAvailable %s of MemTotal %s" % (gib(size), gib(available), gib(total))
         if tightest is not None:
@@ -108,7 +120,7 @@ def headroom(f):
                 tightest.path,
                 gib(tightest.headroom) if tightest.headroom is not None else "an unknown amount (usage unreadable)",
             )
-        return Pass(note + notes)
+        return Pass(note + ("." + notes if notes else ""))
 
     severity = min((p.severity for p in problems), key=lambda s: s.rank)
     # A smaller variant must fit under every hard limit, not only the one that failed.
@@ -123,7 +135,8 @@ def headroom(f):
         message += " " + quantized
     message += notes
     evidence = [Evidence(mem.path, "%s: %s" % (key, gib(mem.get(key)))) for key in ("MemTotal", "MemAvailable", "SwapFree") if key in mem]
-    for level in cgroup_problem.levels if cgroup_problem else (tightest,) if tightest else ():
+    shown = [level for p in cgroup_problems for level in p.levels] or ([tightest] if tightest else [])
+    for level in shown:
         evidence += _level_evidence(cgroup, level)
     return Issue(message, evidence, _steps(f, cgroup, size, problems, quantized), severity=severity, impact=size - capacity)
 
@@ -230,7 +243,7 @@ def _steps(f, cgroup, size, problems, quantized):
         steps.append(
             Step("Load a quantized variant that fits (sizes above; int4 formats need a little more for their scales)", (), False, None)
         )
-    for level in next((p.levels for p in problems if p.levels), ()):
+    for level in (level for p in problems for level in p.levels):
         step = _cgroup_step(f, cgroup, level, size)
         if step not in steps:  # e.g. one pod spec sets the limits of several levels
             steps.append(step)
@@ -251,8 +264,13 @@ def _cgroup_step(f, cgroup, level, size):
     """How to raise ``level``: through whoever owns the cgroup that carries it."""
     import shlex  # only when a fix is printed
 
-    # What the cgroup already holds, the model, and an eighth more for the loader and runtime.
-    want = "%dG" % -(-((level.working_set or 0) + size + size // 8) // (1 << 30))
+    # What the cgroup already holds, the model, and an eighth more for the loader and runtime;
+    # never past all RAM, where a limit stops binding anyway.
+    want_bytes = (level.working_set or 0) + size + size // 8
+    mem = f.meminfo
+    if mem and mem.get("MemTotal"):
+        want_bytes = min(want_bytes, mem.get("MemTotal"))
+    want = "%dG" % -(-want_bytes // (1 << 30))
     knob, prop = ("memory limit", "MemoryMax") if level.kind == MAX else ("memory.high", "MemoryHigh")
     where = "cgroup %s" % level.cgroup if level.cgroup else "the cgroup above the mount that sets %s" % level.path
     unit, user = _unit_of(level.cgroup) if level.cgroup else (None, False)

@@ -275,7 +275,7 @@ def test_memory_high_throttles_and_ranks_below_memory_max(tree, run):
     assert headroom(run, tree, "8G").statuses()["memory.headroom"] == "pass"
 
 
-def test_memory_max_is_judged_before_memory_high(tree, run):
+def test_memory_max_and_memory_high_are_both_named_max_first(tree, run):
     v2_host(
         tree,
         "/system.slice/vllm.service",
@@ -287,7 +287,13 @@ def test_memory_max_is_judged_before_memory_high(tree, run):
         },
     )
     found = finding(headroom(run, tree, "16G"))
-    assert found["severity"] == "critical" and "memory.high" not in found["message"]
+    assert found["severity"] == "critical"
+    # Raising memory.max alone would leave the throttle below the model.
+    message = found["message"]
+    assert message.index("more than the memory limit of its cgroup") < message.index("more than the memory.high of its cgroup")
+    cmds = [c for step in found["remediation"] for c in step["commands"]]
+    assert "sudo systemctl set-property vllm.service MemoryMax=19G" in cmds
+    assert "sudo systemctl set-property vllm.service MemoryHigh=19G" in cmds
 
 
 def test_a_limit_at_or_above_memtotal_is_left_to_the_ram_checks(tree, run):
@@ -357,3 +363,30 @@ def test_a_docker_container_and_the_slice_above_it_are_raised_in_their_own_ways(
     assert steps[0]["commands"] == ["docker update --memory 22G --memory-swap 22G 4f2b8a9c3d1e"] and steps[0]["on_host"]
     assert steps[1]["summary"].startswith("On the container's host, raise the memory limit of cgroup /system.slice to at least 33G")
     assert steps[1]["commands"] == ["sudo systemctl set-property system.slice MemoryMax=33G"] and steps[1]["on_host"]
+
+
+def test_a_limit_is_never_advised_past_all_ram(tree, run):
+    v2_host(
+        tree,
+        "/system.slice/vllm.service",
+        {
+            "system.slice/vllm.service/memory.max": 40 * GiB,
+            "system.slice/vllm.service/memory.current": 30 * GiB,
+            "system.slice/vllm.service/memory.stat": stat(inactive_file=0),
+        },
+    )
+    found = finding(headroom(run, tree, "50G"))
+    # 30 GiB held + 50 GiB + an eighth would be 87 GiB; the host has 64 GiB.
+    assert "sudo systemctl set-property vllm.service MemoryMax=64G" in commands(found)
+    assert "the cgroup aidoctor ran in (/system.slice/vllm.service)" in found["message"]
+
+
+def test_unreadable_cgroup_membership_is_said_not_passed_silently(tree, run):
+    minimal_host(tree)
+    tree.write("/proc/self/cgroup", "0::/user.slice\n")
+    tree.write("/proc/self/mountinfo", CGROUP2)
+    tree.manifest(outcomes={"/proc/self/cgroup": "denied"})
+    result = run("--root", tree, "--model-size", "8G", "--format", "json", "--only", "memory", "-v")
+    check = next(c for c in result.json["checks"] if c["rule"] == "memory.headroom")
+    assert check["status"] == "pass"
+    assert "GiB. Cgroup memory limits were not checked: cannot read /proc/self/cgroup: permission denied." in check["reason"]

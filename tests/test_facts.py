@@ -388,3 +388,12 @@ def test_facts_survive_arbitrary_bytes(tmp_path_factory, data):
 
     for name in sorted(PROVIDERS):
         facts.get(name)
+
+
+def test_a_proc_that_was_denied_still_marks_a_running_system(tree):
+    tree.write("/proc/meminfo", "MemTotal: 1 kB\n")
+    tree.manifest(outcomes={"/proc/meminfo": "denied"})
+    assert Facts(Host(str(tree))).get("running") is True
+    image = tree.root.parent / "image"
+    (image / "etc").mkdir(parents=True)
+    assert Facts(Host(str(image))).get("running") is False
