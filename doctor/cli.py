@@ -27,6 +27,18 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+class _Once(argparse.Action):
+    """Stores a value, refusing a second one: ``--model-size 8G --model-size 80G`` has no
+    right answer to guess."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = namespace.__dict__.setdefault("_given", set())
+        if self.dest in given:
+            parser.error("%s given more than once" % "/".join(self.option_strings))
+        given.add(self.dest)
+        setattr(namespace, self.dest, values)
+
+
 def _formatter(prog):
     # argparse would import shutil (and its compression modules) just to ask for the width.
     try:
@@ -47,20 +59,28 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     model = parser.add_argument_group("the model")
-    model.add_argument("--model-size", metavar="SIZE", help="weights size: 140G, 140GiB (powers of 1024), 150GB (powers of 1000), or bytes")
-    model.add_argument("--params", metavar="COUNT", help="parameter count instead of a size: 70B, 8B, 350M")
-    model.add_argument("--dtype", choices=("fp32", "fp16", "bf16", "fp8", "int8", "int4"), help="weight format for --params (default bf16)")
-    model.add_argument("--hugepages", metavar="N", type=_count, help="the default-size huge page pool the deployment needs")
+    model.add_argument(
+        "--model-size", action=_Once, metavar="SIZE", help="weights size: 140G, 140GiB (powers of 1024), 150GB (powers of 1000), or bytes"
+    )
+    model.add_argument("--params", action=_Once, metavar="COUNT", help="parameter count instead of a size: 70B, 8B, 350M")
+    model.add_argument(
+        "--dtype", action=_Once, choices=("fp32", "fp16", "bf16", "fp8", "int8", "int4"), help="weight format for --params (default bf16)"
+    )
+    model.add_argument("--hugepages", action=_Once, metavar="N", type=_count, help="the default-size huge page pool the deployment needs")
     source = parser.add_argument_group("what to examine")
-    source.add_argument("--root", metavar="DIR", help="a host tree: mounted image, unpacked snapshot, fixture (default: this host)")
+    source.add_argument(
+        "--root", action=_Once, metavar="DIR", help="a host tree: mounted image, unpacked snapshot, fixture (default: this host)"
+    )
     choose = parser.add_argument_group("which checks")
     choose.add_argument("--only", metavar="RULE", action="append", default=[], help="run only this rule or area (repeatable)")
     choose.add_argument("--skip", metavar="RULE", action="append", default=[], help="do not run this rule or area (repeatable)")
     choose.add_argument("--list-rules", action="store_true", help="list the rules and exit")
     out = parser.add_argument_group("output")
-    out.add_argument("--format", choices=FORMATS, default="text", help="text (default) or json")
-    out.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE instead of standard output")
-    out.add_argument("--fail-on", choices=FAIL_ON, default="high", help="exit 1 when a finding is at least this severe (default high)")
+    out.add_argument("--format", action=_Once, choices=FORMATS, default="text", help="text (default) or json")
+    out.add_argument("--output", "-o", action=_Once, metavar="FILE", help="write the report to FILE instead of standard output")
+    out.add_argument(
+        "--fail-on", action=_Once, choices=FAIL_ON, default="high", help="exit 1 when a finding is at least this severe (default high)"
+    )
     out.add_argument("--strict", action="store_true", help="exit 3 when a rule itself fails")
     out.add_argument("-v", "--verbose", action="store_true", help="show evidence, passed and skipped checks")
     parser.add_argument("--version", action="version", version="aidoctor %s" % __version__)
@@ -68,12 +88,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _count(text: str) -> int:
-    try:
-        value = int(text, 10) if len(text) <= 24 else 1 << 80
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a whole number" % text[:40]) from None
-    if value < 0:
+    if text.startswith("-") and text[1:].isascii() and text[1:].isdigit():
         raise argparse.ArgumentTypeError("%r is negative" % text)
+    # Plain ASCII digits only: int() would also take "+5", "1_000" and other scripts' digits.
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError("%r is not a whole number" % text[:40])
+    value = int(text) if len(text) <= 24 else 1 << 80
     if value >= 1 << 32:
         raise argparse.ArgumentTypeError("%r: more huge pages than any machine holds" % text[:40])
     return value
@@ -117,8 +137,20 @@ def _dispatch(argv) -> int:
         argv = argv[1:]
     args = _parser().parse_args(_attach_negative_values(argv))
     if args.list_rules:
-        return _list_rules(args.format)
+        return _list_rules(args.format, _rules(args))
     return _check(args, argv)
+
+
+def _rules(args):
+    """The rules --only and --skip choose."""
+    from ai_doctor import engine
+
+    try:
+        return engine.select(args.only, args.skip)
+    except LookupError as exc:
+        raise UsageError("unknown rule or area: %s (see aidoctor --list-rules)" % exc.args[0]) from None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _attach_negative_values(argv):
@@ -143,10 +175,11 @@ def _attach_negative_values(argv):
 
 def _explain(argv) -> int:
     if argv in (["-h"], ["--help"]):
-        sys.stdout.write(
+        _write(
+            None,
             "usage: aidoctor explain RULE\n\n"
             "Prints a rule's documentation: why it matters, how its fix works, the kernel documents it rests on.\n"
-            "The rules: aidoctor --list-rules\n"
+            "The rules: aidoctor --list-rules\n",
         )
         return EXIT_OK
     if len(argv) != 1 or argv[0].startswith("-"):
@@ -157,7 +190,7 @@ def _explain(argv) -> int:
     found = rules.get(argv[0])
     if found is None:
         raise UsageError("unknown rule id %r (see aidoctor --list-rules)" % argv[0])
-    sys.stdout.write("%s — %s\ndefault severity: %s\n\n%s\n" % (found.id, found.title, found.severity.value, found.docs))
+    _write(None, "%s — %s\ndefault severity: %s\n\n%s\n" % (found.id, found.title, found.severity.value, found.docs))
     return EXIT_OK
 
 
@@ -184,19 +217,15 @@ def _snapshot(argv) -> int:
     return EXIT_OK
 
 
-def _list_rules(output_format: str) -> int:
-    from ai_doctor import engine
-
-    rules = sorted(engine.load_rules().values(), key=lambda r: r.order)
+def _list_rules(output_format: str, rules) -> int:
     if output_format == "json":
         import json
 
         listing = [{"rule": r.id, "severity": r.severity.value, "title": r.title, "summary": r.summary} for r in rules]
-        sys.stdout.write(json.dumps(listing, indent=2, ensure_ascii=False) + "\n")
+        _write(None, json.dumps(listing, indent=2, ensure_ascii=False) + "\n")
         return EXIT_OK
     width = max(len(r.id) for r in rules)
-    for item in rules:
-        sys.stdout.write("%-*s  %-8s  %s\n" % (width, item.id, item.severity.value, item.title))
+    _write(None, "".join("%-*s  %-8s  %s\n" % (width, item.id, item.severity.value, item.title) for item in rules))
     return EXIT_OK
 
 
@@ -254,18 +283,14 @@ def _host(args):
 
 
 def _check(args, argv) -> int:
-    from ai_doctor import engine
     from ai_doctor.checkup import checkup
     from ai_doctor.model import Status
 
     request = _request(args, argv)
     host = _host(args)
-    try:
-        rules = engine.select(args.only, args.skip)
-    except LookupError as exc:
-        raise UsageError("unknown rule or area: %s (see aidoctor --list-rules)" % exc.args[0]) from None
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    rules = _rules(args)
+    if sys.stdout is None and args.output in (None, "-"):
+        raise UsageError("standard output is closed; write the report with --output FILE")
     report = checkup(host, request, rules, args.fail_on, args.strict, args.verbose)
     to_terminal = args.output is None and sys.stdout.isatty()
     if args.format == "json":
@@ -276,7 +301,10 @@ def _check(args, argv) -> int:
         from ai_doctor.reports import text as renderer
 
         text = renderer.render(
-            report, color=to_terminal and not os.environ.get("NO_COLOR"), width=_width(to_terminal), unicode=_unicode(args.output)
+            report,
+            color=to_terminal and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb",
+            width=_width(to_terminal),
+            unicode=_unicode(args.output),
         )
     _write(args.output, text)
     failed = [check.rule for check in report.by_status(Status.ERROR)]
@@ -307,11 +335,20 @@ def _width(to_terminal: bool):
 
 def _write(path, text: str) -> None:
     if path is None or path == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        if sys.stdout is None:
+            raise UsageError("standard output is closed; write the report with --output FILE")
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise UsageError("standard output: %s" % (exc.strerror or exc)) from None
         return
     if os.path.isdir(path):
         raise UsageError("--output %s: is a directory" % path)
+    if os.path.realpath(path).startswith(("/proc/", "/sys/")):
+        raise UsageError("--output %s: a kernel interface file, not a place for a report" % path)
     if os.path.exists(path) and not os.path.isfile(path):
         # /dev/stdout, a FIFO: write straight through, no temporary file beside it.
         try:

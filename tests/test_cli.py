@@ -47,7 +47,14 @@ STRICT = fixture_root("strict-overcommit")
         (["--params", "9" * 5000 + "B"], "more parameters than any model has"),
         (["--model-size", "140Q"], "unknown unit 'Q'"),
         (["--model-size", "-5G"], "--model-size '-5G' is not a size"),
-        (["--hugepages", "-3"], "is negative"),
+        (["--model-size", "8G", "--model-size", "80G"], "--model-size given more than once"),
+        (["--format", "json", "--format", "text"], "--format given more than once"),
+        (["-o", "/tmp/a.json", "--output", "/tmp/b.json"], "-o given more than once"),
+        (["--hugepages", "+5"], "not a whole number"),
+        (["--hugepages", "1_000"], "not a whole number"),
+        (["--hugepages", "\u0663"], "not a whole number"),  # ARABIC-INDIC DIGIT THREE
+        (["--output", "/proc/version"], "a kernel interface file"),
+        (["--list-rules", "--only", "gpu"], "unknown rule or area: 'gpu'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(run, args, words):
@@ -151,6 +158,11 @@ def test_only_and_skip(run):
     assert {"cpu.governor", "hugepages.unused"}.isdisjoint(c["rule"] for c in skipped["checks"])
 
 
+def test_list_rules_follows_only_and_skip(run):
+    listing = run("--list-rules", "--only", "cpu", "--skip", "cpu.fixed-frequency")
+    assert [line.split()[0] for line in listing.out.splitlines()] == ["cpu.governor"]
+
+
 def test_list_rules_and_explain(run):
     listing = run("--list-rules")
     assert listing.code == 0
@@ -190,7 +202,7 @@ def test_module_entry_point_and_plain_pipe():
 
 def test_colour_on_a_terminal_and_none_with_no_color():
     pty = pytest.importorskip("pty")
-    for env, coloured in (({}, True), ({"NO_COLOR": "1"}, False)):
+    for env, coloured in (({}, True), ({"NO_COLOR": "1"}, False), ({"TERM": "dumb"}, False)):
         leader, follower = pty.openpty()
         proc = subprocess.Popen(
             [sys.executable, "-m", "ai_doctor", "--root", GUIDE, "--model-size", "140G"],
@@ -220,6 +232,22 @@ def test_colour_on_a_terminal_and_none_with_no_color():
 def test_ascii_terminal_gets_ascii_marks():
     done = console(["--root", GUIDE, "--model-size", "140G"], {"PYTHONIOENCODING": "ascii"})
     assert done.returncode == 0 and "[!] medium" in done.stdout and "->" in done.stdout
+
+
+@pytest.mark.parametrize("redirect", [">/dev/full", ">&-"])
+def test_standard_output_that_cannot_be_written_is_one_line_exit_2(redirect):
+    if redirect == ">/dev/full" and not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    shell = subprocess.run(
+        "%s -m ai_doctor --root %s --model-size 140G %s" % (sys.executable, GUIDE, redirect),
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shell.returncode == 2
+    lines = shell.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("aidoctor: error: standard output"), shell.stderr
 
 
 def test_broken_pipe_is_quiet():
