@@ -213,12 +213,13 @@ class _Writer:
         passed = report.by_status(Status.PASS)
         skipped = report.by_status(Status.SKIP)
         errors = report.by_status(Status.ERROR)
-        parts = ["%d check%s passed" % (len(passed), "" if len(passed) == 1 else "s")]
+        parts = ["%d check%s passed" % (len(passed), "" if len(passed) == 1 else "s")] if passed else []
         if skipped:
             parts.append("%d skipped%s" % (len(skipped), "" if report.verbose else " (-v shows why)"))
         if errors:
             parts.append("%d failed to run" % len(errors))
-        self.line(self.mark(_PASS), " ", self.dot.join(parts))
+        if parts:
+            self.line(self.mark(_PASS if passed else _SKIP), " ", self.dot.join(parts))
         for check in errors:
             self.line(self.mark(_ERROR), " ", (check.rule, "bold"), ": ", check.reason, indent=4, hang=4)
         if report.verbose:

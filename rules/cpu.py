@@ -25,10 +25,11 @@ def governor(f):
     adaptive algorithm rather than the generic governor pinned at the lowest frequency, so it
     is reported as low, not medium.
 
-    Fix: write `performance` to each policy's scaling_governor now; keep it with tuned
-    (`tuned-adm profile throughput-performance`) where tuned runs — it would otherwise
-    re-apply its own profile — or with `cpufreq.default_governor=performance` on the kernel
-    command line (Linux 5.9+).
+    Fix: write `performance` to each policy's scaling_governor now; keep it with tuned where
+    tuned is installed — it would otherwise re-apply its own profile's governor — through a
+    small profile of our own applied after the active ones (`[cpu] governor=performance`),
+    so the rest of the active profile stays; else with `cpufreq.default_governor=performance`
+    on the kernel command line (Linux 5.9+).
 
     Reference: Documentation/admin-guide/pm/cpufreq.rst; Documentation/admin-guide/pm/intel_pstate.rst.
     """
@@ -43,9 +44,18 @@ def governor(f):
     by_governor = {}
     for policy in slow:
         by_governor.setdefault(policy.governor, []).extend(policy.cpus)
-    groups = ["%s %s on %s" % ("CPU" if len(c) == 1 else "CPUs", cpu_ranges(c), g) for g, c in sorted(by_governor.items())]
+    groups = [
+        "%s %s on %s" % ("CPU" if len(c) == 1 else "CPUs", cpu_ranges(c), g or "no governor (scaling_governor is empty)")
+        for g, c in sorted(by_governor.items())
+    ]
     adaptive = all(p.governor == "powersave" and p.driver in _ADAPTIVE_POWERSAVE for p in slow)
     message = "%s: %d of %d CPUs not on performance." % ("; ".join(groups), len(cpus), sum(len(p.cpus) for p in freq.policies))
+    if freq.unread:
+        message += " %d more %s could not be read (%s)." % (
+            len(freq.unread),
+            "policy" if len(freq.unread) == 1 else "policies",
+            ", ".join("%s: %s" % item for item in freq.unread[:4]) + (", …" if len(freq.unread) > 4 else ""),
+        )
     if adaptive:
         message += (
             " Under %s, powersave is the driver's adaptive algorithm, not the lowest "
@@ -57,7 +67,7 @@ def governor(f):
             " The performance governor is not offered here (%s available): load it with `modprobe cpufreq_performance` first."
             % " ".join(missing[0].available)
         )
-    evidence = [Evidence(p.governor_path, p.governor) for p in slow[:8]]
+    evidence = [Evidence(p.governor_path, p.governor or "(empty)") for p in slow[:8]]
     if len(slow) > 8:
         evidence.append(Evidence(CPUFREQ_DIR, "%d more policies not on performance" % (len(slow) - 8)))
     return Issue(message, evidence, _steps(f, freq, slow), severity=Severity.LOW if adaptive else None, impact=len(cpus))
@@ -72,7 +82,9 @@ def _steps(f, freq, slow):
     # The glob is left to the shell on purpose; every other path is quoted.
     command = "echo performance | %s" % fixes.sudo("tee %s >/dev/null" % " ".join(paths))
     steps = fixes.runtime("Switch to the performance governor now", [command], [p.governor_path for p in slow])
-    tuned = fixes.tuned_profile("throughput-performance", "Keep it at boot")
+    tuned = fixes.tuned_override(
+        "aidoctor-cpu", "CPU governor performance (aidoctor)", [("cpu", ["governor=performance"])], "Keep it at boot"
+    )
     if tuned is not None:
         steps.append(tuned)
     elif kernel_version(f.release) >= (5, 9) or not f.release:
@@ -90,7 +102,7 @@ def _steps(f, freq, slow):
     return steps
 
 
-@rule("cpu.fixed-frequency", "No CPU frequency scaling", Severity.INFO, needs=("cpufreq",))
+@rule("cpu.fixed-frequency", "No CPU frequency scaling", Severity.INFO, needs=("cpufreq",), uses=("machine", "cmdline", "fixes"))
 def fixed_frequency(f):
     """No CPU frequency scaling is exposed: there are no policies under
     /sys/devices/system/cpu/cpufreq.
@@ -98,17 +110,62 @@ def fixed_frequency(f):
     Virtual machines usually see no cpufreq driver, and some servers run clocks fixed by
     firmware. Governor tuning does not apply: the guide's loop over
     /sys/devices/system/cpu/cpu*/cpufreq/scaling_governor finds no files, and `tee` reports
-    "No such file or directory" — not a permissions problem, and nothing to fix here. On a
-    VM, CPU frequency is the hypervisor's business; on bare metal, firmware (BIOS) power
-    settings decide.
+    "No such file or directory" — not a permissions problem. On a VM, CPU frequency is the
+    hypervisor's business and there is nothing to do. On bare metal, either the firmware
+    keeps P-states to itself (a BIOS/UEFI power profile that is not OS-controlled), so its
+    power profile is what to set to maximum performance, or no cpufreq driver is loaded
+    (intel_pstate=disable or amd_pstate=disable on the kernel command line without
+    acpi-cpufreq, or the module missing).
 
-    Reference: Documentation/admin-guide/pm/cpufreq.rst.
+    Virtual or bare metal is told from /sys/hypervisor/type, the DMI vendor and product
+    names, and the x86 `hypervisor` CPU flag.
+
+    Reference: Documentation/admin-guide/pm/cpufreq.rst; Documentation/admin-guide/pm/intel_pstate.rst
+    (intel_pstate=disable); Documentation/arch/x86/cpuinfo.rst (the hypervisor flag).
     """
     freq = f.cpufreq
     if freq.layout != "none":
         return Pass("%d frequency policies" % len(freq.policies))
+    evidence = [Evidence(CPUFREQ_DIR, "no policy* directories")]
+    fixed = 'Governor tuning does not apply, and writes to scaling_governor fail with "No such file or directory".'
+    machine = f.machine
+    if machine and machine.virtual:
+        evidence.append(Evidence(machine.path, machine.sign))
+        return Issue(
+            "No CPU frequency policies in %s: this is a virtual machine, and the hypervisor sets CPU frequency. %s "
+            "Nothing to do here." % (CPUFREQ_DIR, fixed),
+            evidence,
+        )
+    if machine and machine.virtual is False:
+        evidence.append(Evidence(machine.path, machine.sign))
+        cmdline = f.cmdline
+        disabled = [p for p in (cmdline.params if cmdline else ()) if p.name in ("intel_pstate", "amd_pstate") and p.value == "disable"]
+        steps = [
+            Step(
+                "In the firmware (BIOS/UEFI) setup, choose the maximum-performance power profile, or hand P-state control to "
+                "the OS (often called OS Control or OS DBPM) so a cpufreq driver appears; then reboot",
+                (),
+                False,
+                True,
+            )
+        ]
+        message = (
+            "No CPU frequency policies in %s on bare metal: the firmware keeps CPU frequency to itself, or no cpufreq driver is loaded. %s"
+            % (
+                CPUFREQ_DIR,
+                fixed,
+            )
+        )
+        if disabled:
+            message += " The kernel command line has %s, which leaves only acpi-cpufreq." % " ".join(
+                "%s=%s" % (p.name, p.value) for p in disabled
+            )
+            steps += f.fixes.runtime(
+                "Load the ACPI cpufreq driver, if the firmware offers P-states", [f.fixes.sudo("modprobe acpi-cpufreq")]
+            )
+        return Issue(message, evidence, steps)
     return Issue(
         "No CPU frequency policies in %s: this kernel offers no frequency scaling here (a virtual machine, or clocks fixed by firmware). "
-        'Governor tuning does not apply, and writes to scaling_governor fail with "No such file or directory".' % CPUFREQ_DIR,
-        [Evidence(CPUFREQ_DIR, "no policy* directories")],
+        "%s" % (CPUFREQ_DIR, fixed),
+        evidence,
     )

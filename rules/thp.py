@@ -167,7 +167,9 @@ def _writer_steps(f, fixes, targets, certain):
     steps = []
     tuned = [w for w in found if w.kind == "tuned"]
     if tuned:
-        steps.append(_tuned_override(fixes, writers.tuned_profiles, tuned))
+        override = _tuned_override(fixes, tuned)
+        if override is not None:
+            steps.append(override)
     for writer in found:
         if writer.kind == "systemd":
             name = writer.path.rsplit("/", 1)[1]
@@ -201,14 +203,8 @@ def _writer_steps(f, fixes, targets, certain):
     return steps, evidence
 
 
-def _tuned_override(fixes, profiles, settings):
-    """A profile of our own, applied after the active ones, that sets the same keys to on.
-
-    tuned-adm merges the profiles it is given, the last winning (tuned-adm(8)).
-    """
-    new_layout = any("/tuned/profiles/" in s.path for s in settings)
-    directory = "/etc/tuned/profiles/%s" % TUNED_OVERRIDE if new_layout else "/etc/tuned/%s" % TUNED_OVERRIDE
-    lines = ["[main]", "summary=Transparent huge pages for programs that ask (aidoctor)"]
+def _tuned_override(fixes, settings):
+    """A profile of our own, applied after the active ones, that sets the same keys to on."""
     sections = {}
     for s in settings:
         # The per-size files go back to following the top level, which this sets to madvise.
@@ -217,20 +213,12 @@ def _tuned_override(fixes, profiles, settings):
     for s in settings:
         if s.section != s.plugin and "type=%s" % s.plugin not in sections[s.section]:
             sections[s.section].insert(0, "type=%s" % s.plugin)
-    for section, keys in sections.items():
-        lines.append("[%s]" % section)
-        lines.extend(keys)
-    names = [p for p in profiles if p != TUNED_OVERRIDE] + [TUNED_OVERRIDE]
     where = ", ".join("%s:%d" % (s.path, s.line) for s in settings)
-    return Step(
-        "The active tuned profile writes it (%s): add a profile that sets it to madvise and apply it after the active one" % where,
-        (
-            fixes.sudo("mkdir -p %s" % directory),
-            "printf '%%s\\n' %s | %s" % (" ".join(_quote(line) for line in lines), fixes.sudo("tee %s/tuned.conf >/dev/null" % directory)),
-            fixes.sudo("tuned-adm profile %s" % " ".join(_quote(n) for n in names)),
-        ),
-        True,
-        True,
+    return fixes.tuned_override(
+        TUNED_OVERRIDE,
+        "Transparent huge pages for programs that ask (aidoctor)",
+        list(sections.items()),
+        "The active tuned profile writes it (%s): set it to madvise" % where,
     )
 
 

@@ -286,8 +286,39 @@ def test_governor_persists_with_tuned_where_tuned_runs(tree, run):
     minimal_host(tree)
     policies(tree, ["schedutil"])
     tree.write("/usr/sbin/tuned-adm", "", 0o755)
+    tree.write("/etc/tuned/active_profile", "virtual-guest\n")
     found = finding(run("--root", tree, "--format", "json"), "cpu.governor")
-    assert "sudo tuned-adm profile throughput-performance" in commands(found)
+    cmds = commands(found)
+    # A profile of our own after the active one, not a switch away from it.
+    assert "sudo mkdir -p /etc/tuned/aidoctor-cpu" in cmds
+    assert "printf '%s\\n' '[main]' 'summary=CPU governor performance (aidoctor)' '[cpu]' governor=performance" in cmds[2]
+    assert (
+        cmds[-1] == "sudo tuned-adm profile $(tr -s ' ' '\\n' 2>/dev/null </etc/tuned/active_profile | grep -vx aidoctor-cpu) aidoctor-cpu"
+    )
+
+
+def test_the_tuned_profile_list_keeps_other_overrides_whichever_runs_last(tmp_path):
+    import subprocess
+
+    from ai_doctor.facts.fixes import Fixes
+    from ai_doctor.facts.system import Identity, Tuned
+
+    class Facts:
+        def get(self, name):
+            facts = {"running": True, "identity": Identity(1000, True, 1000), "tuned": Tuned(("virtual-guest",), "/etc/tuned", True)}
+            return facts.get(name)
+
+    class Host:
+        live, root = True, "/"
+
+    step = Fixes(Host(), Facts()).tuned_override("aidoctor-cpu", "s", [("cpu", ["governor=performance"])], "Keep it")
+    active = tmp_path / "active_profile"
+    active.write_text("virtual-guest aidoctor-thp aidoctor-cpu\n")
+    listing = step.commands[-1].replace("sudo tuned-adm profile", "echo").replace("/etc/tuned/active_profile", str(active))
+    done = subprocess.run(["bash", "-c", listing], capture_output=True, text=True, check=True)
+    assert done.stdout == "virtual-guest aidoctor-thp aidoctor-cpu\n"
+    active.unlink()  # tuned never ran: only our own profile
+    assert subprocess.run(["bash", "-c", listing], capture_output=True, text=True).stdout == "aidoctor-cpu\n"
 
 
 def test_scheduler_udev_rule(tree, run):
@@ -430,3 +461,33 @@ def test_scheduler_rule_sorts_after_the_rules_that_set_one(tree, run):
     found = finding(run("--root", tree, "--format", "json"), "storage.scheduler")
     assert "/etc/udev/rules.d/99-ssd.rules:1 (mq-deadline)" in found["message"] and "70-sata" not in found["message"]
     assert any("99-zz-aidoctor-nvme-scheduler.rules" in c for c in commands(found))
+
+
+def test_fixed_frequency_on_a_vm_needs_nothing(run):
+    from conftest import fixture_root
+
+    found = finding(run("--root", fixture_root("vm-fixed-frequency"), "--format", "json"), "cpu.fixed-frequency")
+    assert "this is a virtual machine" in found["message"] and found["remediation"] == []
+    assert {"path": "/sys/class/dmi/id/sys_vendor", "value": "QEMU"} in found["evidence"]
+
+
+def test_fixed_frequency_on_bare_metal_points_at_firmware_and_the_driver(tree, run):
+    minimal_host(tree)
+    tree.write("/proc/cpuinfo", "processor\t: 0\nflags\t\t: fpu vme de pse tsc msr pae\n")
+    tree.write("/sys/class/dmi/id/sys_vendor", "Dell Inc.\n")
+    tree.write("/proc/cmdline", "BOOT_IMAGE=/vmlinuz root=/dev/sda1 intel_pstate=disable\n")
+    found = finding(run("--root", tree, "--format", "json"), "cpu.fixed-frequency")
+    assert "on bare metal" in found["message"] and "intel_pstate=disable" in found["message"]
+    assert found["remediation"][0]["summary"].startswith("In the firmware (BIOS/UEFI) setup")
+    assert "sudo modprobe acpi-cpufreq" in commands(found)
+
+
+def test_an_empty_governor_and_unreadable_policies_are_said(tree, run):
+    minimal_host(tree)
+    policies(tree, ["", "performance", "performance"])
+    tree.manifest(outcomes={"/sys/devices/system/cpu/cpufreq/policy2/scaling_governor": "denied"})
+    found = finding(run("--root", tree, "--format", "json"), "cpu.governor")
+    assert found["message"].startswith("CPU 0 on no governor (scaling_governor is empty): 1 of 2 CPUs not on performance.")
+    assert (
+        "1 more policy could not be read (/sys/devices/system/cpu/cpufreq/policy2/scaling_governor: permission denied)" in found["message"]
+    )

@@ -102,3 +102,39 @@ def cpufreq(host, facts):
     if not policies and unread:
         return Unavailable("no CPU frequency policy could be read: %s %s" % unread[0], tuple(unread))
     return CpuFreq(tuple(policies), layout, tuple(unread))
+
+
+# DMI names hypervisors give their machines (systemd's detect-virt keeps a longer list).
+_VM_VENDORS = ("QEMU", "KVM", "VMware", "VirtualBox", "innotek", "Xen", "Amazon EC2", "Google", "Parallels", "Bochs", "BHYVE", "OpenStack")
+CPUINFO = "/proc/cpuinfo"
+DMI_DIR = "/sys/class/dmi/id"
+
+
+class Machine(Record):
+    """Whether the target runs under a hypervisor: True, False, or None (cannot tell), and
+    the sign that said so (a path and what it showed)."""
+
+    __slots__ = ("virtual", "path", "sign")
+
+
+@fact("machine")
+def machine(host, facts):
+    """Virtual or bare metal, from cheap signs: a Xen /sys/hypervisor/type, DMI vendor names,
+    and the x86 ``hypervisor`` CPU flag (set for guests, Documentation/arch/x86/cpuinfo.rst)."""
+    xen = host.read_text("/sys/hypervisor/type", cap=256)
+    if xen.ok and xen.data.strip():
+        return Machine(True, xen.path, xen.data.strip())
+    for name in ("sys_vendor", "product_name"):
+        got = host.read_text("%s/%s" % (DMI_DIR, name), cap=256)
+        value = got.data.strip() if got.ok else ""
+        if any(vendor.lower() in value.lower() for vendor in _VM_VENDORS) or value == "Virtual Machine":
+            return Machine(True, got.path, value)
+    # The first CPU's flags are enough, and sit in the first few KiB.
+    got = host.read_text(CPUINFO, cap=65536)
+    if not got.ok:
+        return Machine(None, CPUINFO, got.describe())
+    for line in got.data.splitlines():
+        if line.startswith("flags"):
+            virtual = "hypervisor" in line.split(":", 1)[-1].split()
+            return Machine(virtual, CPUINFO, "flags %s hypervisor" % ("include" if virtual else "lack"))
+    return Machine(None, CPUINFO, "no x86 flags line")

@@ -13,6 +13,7 @@ from __future__ import annotations
 from ai_doctor.facts import fact
 from ai_doctor.facts.cmdline import GRUB_DROP_INS
 from ai_doctor.facts.sysctl import DEFAULTS, key_path
+from ai_doctor.facts.system import TUNED_ACTIVE
 from ai_doctor.model import Step
 
 DROP_IN_DIR = "/etc/sysctl.d"
@@ -45,6 +46,7 @@ class Fixes:
         config = facts.get("sysctl_config")
         self._sysctl_lines = (config.assignments + config.manual) if config else ()
         self._tools = facts.get("tools") or {}
+        self._tuned = facts.get("tuned") or None
         cmdline = facts.get("cmdline")
         self._running_args = {param.name for param in cmdline.params} if cmdline else None
         self._boot_args = facts.get("boot_args") or ()
@@ -238,13 +240,33 @@ class Fixes:
             self._place("%s at every boot with a udev rule" % purpose, True), tuple(commands), True, True, self.container is not None, ()
         )
 
-    def tuned_profile(self, profile: str, purpose: str):
-        """Switch tuned's profile where tuned is installed; None otherwise."""
-        if "tuned-adm" not in self._tools:
+    def tuned_override(self, name: str, summary: str, sections, purpose: str):
+        """A step adding tuned profile ``name`` (``sections``: (section, ["key=value", …]))
+        after the active profiles, where tuned is installed; None otherwise.
+
+        tuned-adm merges the profiles it is given, the last winning (tuned-adm(8)), so the
+        active ones keep every other setting. The active list is read when the command runs,
+        so overrides that other findings add survive whichever runs last.
+        """
+        tuned = self._tuned
+        if tuned is None or not tuned.installed or self.image is not None:  # an image has no daemon to switch profiles
             return None
+        directory = "%s/%s" % (tuned.user_dir, name)
+        lines = ["[main]", "summary=%s" % summary]
+        for section, keys in sections:
+            lines.append("[%s]" % section)
+            lines.extend(keys)
+        others = "$(tr -s ' ' '\\n' 2>/dev/null <%s | grep -vx %s)" % (TUNED_ACTIVE, _quote(name))
+        commands = (
+            self.sudo("mkdir -p %s" % _quote(directory)),
+            "printf '%%s\\n' %s | %s"
+            % (" ".join(_quote(line) for line in lines), self.sudo("tee %s/tuned.conf >/dev/null" % _quote(directory))),
+            self.sudo("systemctl enable --now tuned"),
+            "%s %s %s" % (self.sudo("tuned-adm profile"), others, _quote(name)),
+        )
         return Step(
-            self._place("%s with tuned (it re-applies the profile at every boot)" % purpose, True),
-            (self.sudo("tuned-adm profile %s" % profile),),
+            self._place("%s with tuned (a profile of its own, applied after the active ones)" % purpose, True),
+            commands,
             True,
             True,
             self.container is not None,

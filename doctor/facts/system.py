@@ -145,3 +145,22 @@ def running(host, facts):
     """Whether the target is a running system (live, or a snapshot with /proc), not an image."""
     # Present counts, readable or not: a snapshot taken without root still had a /proc.
     return host.live or any(not host.stat(path)[0].missing for path in ("/proc/self", "/proc/meminfo"))
+
+
+TUNED_ACTIVE = "/etc/tuned/active_profile"
+
+
+class Tuned(Record):
+    """tuned's active profiles (empty: none recorded), where user profiles go
+    (/etc/tuned/profiles since tuned 2.24, /etc/tuned before), and whether tuned-adm is there."""
+
+    __slots__ = ("profiles", "user_dir", "installed")
+
+
+@fact("tuned")
+def tuned(host, facts):
+    got = host.read_text(TUNED_ACTIVE, cap=4096)
+    profiles = tuple(got.data.split()) if got.ok else ()
+    new_layout = host.exists("/etc/tuned/profiles") or host.exists("/usr/lib/tuned/profiles")
+    installed = "tuned-adm" in (facts.get("tools") or {})
+    return Tuned(profiles, "/etc/tuned/profiles" if new_layout else "/etc/tuned", installed)

@@ -214,12 +214,11 @@ class Writer(Record):
 
 
 class Writers(Record):
-    """``tuned_profiles`` are tuned's active profiles (empty when none); ``found`` the writers."""
+    """``found``: the writers, in the order they were looked for."""
 
-    __slots__ = ("tuned_profiles", "found")
+    __slots__ = ("found",)
 
 
-TUNED_ACTIVE = "/etc/tuned/active_profile"
 # User profiles first: tuned prefers /etc over /usr/lib; tuned 2.24 moved both into profiles/.
 TUNED_DIRS = ("/etc/tuned/profiles", "/etc/tuned", "/usr/lib/tuned/profiles", "/usr/lib/tuned")
 SYSTEMD_DIR = "/etc/systemd/system"
@@ -233,10 +232,9 @@ def thp_writers(host, facts):
     THP, rc.local. Anything else (configuration management, a node tuning operator) is not
     looked for."""
     found = []
-    profiles = ()
-    got = host.read_text(TUNED_ACTIVE, cap=4096)
-    if got.ok:
-        profiles = tuple(got.data.split())
+    tuned = facts.get("tuned")
+    if tuned and tuned.profiles:
+        profiles = tuned.profiles
         cmdline = facts.get("cmdline")
         # tuned's vm plugin leaves THP alone when the kernel command line sets it.
         boot_set = bool(cmdline) and any(p.name == "transparent_hugepage" for p in cmdline.params)
@@ -278,7 +276,7 @@ def thp_writers(host, facts):
                 if all(word in line for word in ("transparent_hugepage", "enabled", "never")) and not line.startswith("#"):
                     found.append(Writer("rc.local", path, number, line, _targets(line)))
             break  # rc.local is often a link to rc.d/rc.local: one is enough
-    return Writers(profiles, tuple(found))
+    return Writers(tuple(found))
 
 
 class _Setting(Record):
