@@ -254,7 +254,8 @@ def _result(rule_, outcome) -> CheckResult:
                 issue.severity or rule_.severity,
                 issue.title or rule_.title,
                 issue.message,
-                tuple(issue.evidence),
+                # One file can be reached by two names (sysctl.conf and its 99-sysctl.conf link).
+                tuple(dict.fromkeys(issue.evidence)),
                 tuple(issue.remediation),
                 issue.impact,
                 (rule_.order, index),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ai_doctor.engine import rule
+from ai_doctor.facts.fixes import quote
 from ai_doctor.model import RECORDED, Evidence, Issue, Pass, Severity, Skip, Status, Step
 
 
@@ -64,16 +65,10 @@ def permission_denied(f):
     else:
         request = f.request
         # sudo's secure_path rarely holds a venv: name the program by where it is.
-        argv = [_shell_word(a) for a in (request.argv if request else ())][1:]
+        argv = [quote(a) for a in (request.argv if request else ())][1:]
         command = " ".join(['sudo "$(command -v aidoctor)"'] + argv)
         steps = [Step("Rerun as root to see everything", (command,), True, None)]
     return Issue(message, evidence, steps, impact=len(denied))
-
-
-def _shell_word(word: str) -> str:
-    import shlex
-
-    return shlex.quote(word)
 
 
 @rule(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ai_doctor.engine import rule
 from ai_doctor.facts.cgroup import HIGH, MAX
+from ai_doctor.facts.fixes import quote
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Step
 from ai_doctor.record import Record
 from ai_doctor.units import DTYPE_BYTES, gib, params_words, size_for
@@ -32,9 +33,11 @@ def headroom(f):
 
     Critical when it exceeds all RAM (MemTotal) or a hard memory limit of a cgroup on the path
     from aidoctor's own cgroup to the root (memory.max in cgroup v2, memory.limit_in_bytes or
-    memory.stat hierarchical_memory_limit in v1): it cannot be held, and the OOM killer ends the
-    loader. High when it exceeds MemAvailable plus free swap, or what a hard limit leaves: each
-    limit is judged against the usage of the cgroup that carries it, which counts all its
+    memory.stat hierarchical_memory_limit in v1): it cannot be held in memory. At the limit the
+    kernel reclaims the cgroup's page cache and swaps its anonymous memory out (as far as swap
+    and memory.swap.max allow); when that frees too little, the OOM killer ends the loader.
+    High when it exceeds MemAvailable plus free swap, or what a hard limit leaves: each limit
+    is judged against the usage of the cgroup that carries it, which counts all its
     descendants, less its inactive file cache, which reclaim drops before the OOM killer acts
     (the working set of docker stats and the kubelet); the tightest limit binds. Medium when it
     only fits by using swap: it loads, slowly, and pages during inference.
@@ -262,8 +265,6 @@ def _steps(f, cgroup, size, problems, quantized):
 
 def _cgroup_step(f, cgroup, level, size):
     """How to raise ``level``: through whoever owns the cgroup that carries it."""
-    import shlex  # only when a fix is printed
-
     # What the cgroup already holds, the model, and an eighth more for the loader and runtime;
     # never past all RAM, where a limit stops binding anyway.
     want_bytes = (level.working_set or 0) + size + size // 8
@@ -276,7 +277,7 @@ def _cgroup_step(f, cgroup, level, size):
     unit, user = _unit_of(level.cgroup) if level.cgroup else (None, False)
     systemctl = None
     if unit:
-        command = "systemctl %sset-property %s %s=%s" % ("--user " if user else "", shlex.quote(unit), prop, want)
+        command = "systemctl %sset-property %s %s=%s" % ("--user " if user else "", quote(unit), prop, want)
         systemctl = command if user else f.fixes.sudo(command)
     container = f.container
     if container and container.detected:
@@ -322,7 +323,7 @@ def _cgroup_step(f, cgroup, level, size):
             True,
         )
     if level.cgroup:
-        command = "echo %s | %s" % (want, f.fixes.sudo("tee %s >/dev/null" % shlex.quote(level.path)))
+        command = "echo %s | %s" % (want, f.fixes.sudo("tee %s >/dev/null" % quote(level.path)))
         return Step(
             "Raise the %s of cgroup %s to at least %s (lost when the cgroup is recreated: change whatever creates it to keep it)"
             % (knob, level.cgroup, want),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ai_doctor.engine import rule
+from ai_doctor.facts.fixes import quote
 from ai_doctor.facts.thp import boot_modes, format_thp_anon
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Step
 from ai_doctor.units import page_size
@@ -176,7 +177,7 @@ def _writer_steps(f, fixes, targets, certain):
             steps.append(
                 Step(
                     "Stop the unit %s, which writes it at boot (read it first: it may do more)" % name,
-                    ("systemctl cat %s" % _quote(name), fixes.sudo("systemctl disable %s" % _quote(name))),
+                    ("systemctl cat %s" % quote(name), fixes.sudo("systemctl disable %s" % quote(name))),
                     True,
                     True,
                 )
@@ -186,7 +187,7 @@ def _writer_steps(f, fixes, targets, certain):
             steps.append(
                 Step(
                     "Comment out line %d of %s, which writes it at boot" % (writer.line, writer.path),
-                    (fixes.sudo("sed -i %s %s" % (_quote(script), _quote(writer.path))),),
+                    (fixes.sudo("sed -i %s %s" % (quote(script), quote(writer.path))),),
                     True,
                     True,
                 )
@@ -220,9 +221,3 @@ def _tuned_override(fixes, settings):
         list(sections.items()),
         "The active tuned profile writes it (%s): set it to madvise" % where,
     )
-
-
-def _quote(word: str) -> str:
-    import shlex  # only when a fix is printed
-
-    return shlex.quote(word)

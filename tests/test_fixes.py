@@ -8,7 +8,11 @@ import shlex
 import subprocess
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_rules import commands, finding, meminfo
+
+from ai_doctor.facts.fixes import quote
 
 from conftest import FIXTURES, minimal_host
 
@@ -223,3 +227,14 @@ def test_governor_on_a_kernel_before_5_9_without_tuned_says_how_to_keep_it(tree,
     found = finding(run("--root", tree, "--format", "json"), "cpu.governor")
     assert "kernels before 5.9 have no boot parameter for the default governor" in found["remediation"][-1]["summary"]
     assert not any("cpufreq.default_governor" in c for c in commands(found))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12))
+def test_a_quoted_word_is_one_printable_shell_word(word):
+    import subprocess
+
+    quoted = quote(word)
+    assert quoted.isprintable()
+    done = subprocess.run(["bash", "-c", "printf %s " + quoted], capture_output=True, env={"LC_ALL": "C.UTF-8"})
+    assert done.stdout == word.encode("utf-8", "surrogateescape")

@@ -20,10 +20,24 @@ DROP_IN_DIR = "/etc/sysctl.d"
 _ERE_SPECIAL = set("\\.[]()*+?{}|^$/")
 
 
-def _quote(word: str) -> str:
+def quote(word: str) -> str:
+    """``word`` as one shell word. Host text with unprintable characters (a newline or an
+    escape in a file name) is written as bash's $'…' with \\x and \\u escapes, so the command
+    shown is the command that runs, and a terminal shows it as text."""
+    if not word.isprintable():
+        return "$'%s'" % "".join(_ansi_c(c) for c in word)
     import shlex  # only when a fix is printed
 
     return shlex.quote(word)
+
+
+def _ansi_c(char: str) -> str:
+    if char in "\\'":
+        return "\\" + char
+    if char.isprintable():
+        return char
+    code = ord(char)
+    return "\\x%02x" % code if code < 0x80 else "\\u%04x" % code if code < 0x10000 else "\\U%08x" % code
 
 
 def _ere(text: str) -> str:
@@ -55,7 +69,7 @@ class Fixes:
 
     def sudo(self, command: str) -> str:
         if self.image is not None:
-            command = "chroot %s %s" % (_quote(self.image), command)
+            command = "chroot %s %s" % (quote(self.image), command)
         return command if self.root else "sudo " + command
 
     def _place(self, summary: str, host_wide: bool) -> str:
@@ -83,7 +97,7 @@ class Fixes:
         keys = [key for key, _value in settings]
         touched = set(keys) | set(displaces)
         writes = tuple(key_path(key) for key in keys)
-        command = self.sudo("sysctl -w %s" % " ".join(_quote("%s=%s" % item) for item in settings))
+        command = self.sudo("sysctl -w %s" % " ".join(quote("%s=%s" % item) for item in settings))
         steps = self.runtime(purpose + " now", [command], writes)
         editable = [item for item in self._sysctl_lines if item.key in touched and _in_etc(item)]
         vendor = [item for item in self._sysctl_lines if item.key in touched and not _in_etc(item)]
@@ -92,7 +106,7 @@ class Fixes:
         needed = [(k, v) for k, v in settings if not (DEFAULTS.get(k) == v and not vendor_keys)]
         if needed:
             name = _drop_in_name(topic, {item.name for item in vendor})
-            lines = " ".join(_quote("%s = %s" % item) for item in needed)
+            lines = " ".join(quote("%s = %s" % item) for item in needed)
             target = "%s/%s" % (DROP_IN_DIR, name)
             commands.append("printf '%%s\\n' %s | %s" % (lines, self.sudo("tee " + target + " >/dev/null")))
         if not commands:
@@ -124,7 +138,7 @@ class Fixes:
                 by_origin.setdefault((item.path, item.name), []).append(_raw_key(item.text))
         for (path, name), raw_keys in sorted(by_origin.items()):
             override = "%s/%s" % (DROP_IN_DIR, name)
-            edited = self.sudo("sed -E %s %s" % (_quote(_comment_script(raw_keys)), _quote(path)))
+            edited = self.sudo("sed -E %s %s" % (quote(_comment_script(raw_keys)), quote(path)))
             commands.append("%s | %s" % (edited, self.sudo("tee %s >/dev/null" % override)))
         if self.running:
             commands.append(self.sudo("sysctl --system"))
@@ -134,7 +148,7 @@ class Fixes:
         by_file = {}
         for item in assignments:
             by_file.setdefault(item.path, []).append(_raw_key(item.text))
-        return [self.sudo("sed -i -E %s %s" % (_quote(_comment_script(keys)), _quote(path))) for path, keys in sorted(by_file.items())]
+        return [self.sudo("sed -i -E %s %s" % (quote(_comment_script(keys)), quote(path))) for path, keys in sorted(by_file.items())]
 
     # -- kernel command line ------------------------------------------------------------
 
@@ -165,9 +179,9 @@ class Fixes:
         if "grubby" in tools:
             command = "grubby --update-kernel=ALL"
             if remove_names:
-                command += " --remove-args=%s" % _quote(" ".join(remove_names))
+                command += " --remove-args=%s" % quote(" ".join(remove_names))
             if add:
-                command += " --args=%s" % _quote(add_text)
+                command += " --args=%s" % quote(add_text)
             commands = (self.sudo(command),)
             how = "with grubby"
         elif "update-grub" in tools and add and not remove_names:
@@ -177,7 +191,7 @@ class Fixes:
             line = 'GRUB_CMDLINE_LINUX="$GRUB_CMDLINE_LINUX %s"' % add_text
             commands = (
                 self.sudo("mkdir -p %s" % GRUB_DROP_INS),
-                "printf '%%s\\n' %s | %s" % (_quote(line), self.sudo("tee %s >/dev/null" % drop_in)),
+                "printf '%%s\\n' %s | %s" % (quote(line), self.sudo("tee %s >/dev/null" % drop_in)),
                 self.sudo("update-grub"),
             )
             how = "in a GRUB drop-in"
@@ -211,7 +225,7 @@ class Fixes:
 
     def _edit(self, path: str) -> str:
         if self.image is not None:
-            path = _quote(self.image.rstrip("/") + path)
+            path = quote(self.image.rstrip("/") + path)
         return "${EDITOR:-vi} %s" % path if self.root else "sudoedit %s" % path
 
     def runtime(self, summary: str, commands, writes=(), host_wide: bool = True):
@@ -226,13 +240,13 @@ class Fixes:
 
     def sysfs(self, paths, value: str, purpose: str):
         """Write ``value`` to sysfs files now (lost at reboot); none for a stopped image."""
-        command = "echo %s | %s" % (_quote(value), self.sudo("tee %s >/dev/null" % " ".join(_quote(p) for p in paths)))
+        command = "echo %s | %s" % (quote(value), self.sudo("tee %s >/dev/null" % " ".join(quote(p) for p in paths)))
         return self.runtime(purpose + " now", [command], paths)
 
     def udev_rule(self, name: str, rule: str, purpose: str):
         """Install a udev rule file and apply it to present devices."""
         target = "/etc/udev/rules.d/%s" % name
-        commands = ["printf '%%s\\n' %s | %s" % (_quote(rule), self.sudo("tee %s >/dev/null" % target))]
+        commands = ["printf '%%s\\n' %s | %s" % (quote(rule), self.sudo("tee %s >/dev/null" % target))]
         if self.running:
             commands.append(self.sudo("udevadm control --reload"))
             commands.append(self.sudo("udevadm trigger --subsystem-match=block --action=change"))
@@ -256,13 +270,13 @@ class Fixes:
         for section, keys in sections:
             lines.append("[%s]" % section)
             lines.extend(keys)
-        others = "$(tr -s ' ' '\\n' 2>/dev/null <%s | grep -vx %s)" % (TUNED_ACTIVE, _quote(name))
+        others = "$(tr -s ' ' '\\n' 2>/dev/null <%s | grep -vx %s)" % (TUNED_ACTIVE, quote(name))
         commands = (
-            self.sudo("mkdir -p %s" % _quote(directory)),
+            self.sudo("mkdir -p %s" % quote(directory)),
             "printf '%%s\\n' %s | %s"
-            % (" ".join(_quote(line) for line in lines), self.sudo("tee %s/tuned.conf >/dev/null" % _quote(directory))),
+            % (" ".join(quote(line) for line in lines), self.sudo("tee %s/tuned.conf >/dev/null" % quote(directory))),
             self.sudo("systemctl enable --now tuned"),
-            "%s %s %s" % (self.sudo("tuned-adm profile"), others, _quote(name)),
+            "%s %s %s" % (self.sudo("tuned-adm profile"), others, quote(name)),
         )
         return Step(
             self._place("%s with tuned (a profile of its own, applied after the active ones)" % purpose, True),
