@@ -133,7 +133,7 @@ def headroom(f):
     idle = sum(p.bytes_total for p in pools.pools.values() if p.idle) if pools else 0
     if idle:
         message += " An unused huge page pool holds %s out of MemAvailable (hugepages.unused)." % gib(idle)
-    quantized = _quantized(model, capacity)
+    quantized, fits = _quantized(model, capacity)
     if quantized:
         message += " " + quantized
     message += notes
@@ -141,7 +141,7 @@ def headroom(f):
     shown = [level for p in cgroup_problems for level in p.levels] or ([tightest] if tightest else [])
     for level in shown:
         evidence += _level_evidence(cgroup, level)
-    return Issue(message, evidence, _steps(f, cgroup, size, problems, quantized), severity=severity, impact=size - capacity)
+    return Issue(message, evidence, _steps(f, cgroup, size, problems, quantized, fits), severity=severity, impact=size - capacity)
 
 
 def _room(level) -> int:
@@ -226,8 +226,9 @@ def _level_evidence(cgroup, level):
     return evidence
 
 
-def _quantized(model, capacity) -> str:
-    """What the same model needs at smaller formats, and whether that fits ``capacity``."""
+def _quantized(model, capacity):
+    """What the same model needs at smaller formats and whether each fits ``capacity``, in
+    words; and whether any does."""
     if model.params and model.dtype:
         base = "%s parameters" % params_words(model.params)
         sizes = [(dtype, size_for(model.params, dtype)) for dtype in ("int8", "int4") if DTYPE_BYTES[dtype] < DTYPE_BYTES[model.dtype]]
@@ -235,17 +236,19 @@ def _quantized(model, capacity) -> str:
         base = "16-bit weights (an assumption: --params and --dtype make it exact)"
         sizes = [(dtype, int(model.size * factor)) for dtype, factor in _QUANTIZED]
     if not sizes:
-        return ""
+        return "", False
     parts = ["%s ≈ %s (%s)" % (dtype, gib(value), "fits" if value <= capacity else "does not fit") for dtype, value in sizes]
-    return "As %s, quantized it would need %s." % (base, ", ".join(parts))
+    return "As %s, quantized it would need %s." % (base, ", ".join(parts)), any(value <= capacity for _, value in sizes)
 
 
-def _steps(f, cgroup, size, problems, quantized):
+def _steps(f, cgroup, size, problems, quantized, fits):
     steps = []
-    if quantized:
+    if fits:
         steps.append(
             Step("Load a quantized variant that fits (sizes above; int4 formats need a little more for their scales)", (), False, None)
         )
+    elif quantized:
+        steps.append(Step("Not even int4 fits here: use a smaller model, or a host (or limit) with more memory", (), False, None))
     for level in (level for p in problems for level in p.levels):
         step = _cgroup_step(f, cgroup, level, size)
         if step not in steps:  # e.g. one pod spec sets the limits of several levels

@@ -491,3 +491,12 @@ def test_an_empty_governor_and_unreadable_policies_are_said(tree, run):
     assert (
         "1 more policy could not be read (/sys/devices/system/cpu/cpufreq/policy2/scaling_governor: permission denied)" in found["message"]
     )
+
+
+def test_no_quantized_variant_offered_when_none_fits(tree, run):
+    minimal_host(tree)
+    found = finding(run("--root", tree, "--model-size", "300G", "--format", "json"), "memory.headroom")
+    assert "int4 ≈ 75.0 GiB (does not fit)" in found["message"]
+    assert [s["summary"] for s in found["remediation"]] == [
+        "Not even int4 fits here: use a smaller model, or a host (or limit) with more memory"
+    ]
