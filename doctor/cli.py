@@ -43,7 +43,7 @@ def _formatter(prog):
     # argparse would import shutil (and its compression modules) just to ask for the width.
     try:
         width = os.get_terminal_size(sys.stderr.fileno()).columns - 2
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):  # AttributeError: stderr closed (None)
         width = 78
     return argparse.HelpFormatter(prog, width=max(width, 40))
 
@@ -100,14 +100,18 @@ def _count(text: str) -> int:
 
 
 def main(argv=None) -> int:
+    invoked = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    if sys.stderr is None:
+        # Started with stderr closed: messages go nowhere rather than into the report on stdout.
+        sys.stderr = open(os.devnull, "w")
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.reconfigure(errors="replace")  # a C-locale terminal must not crash the report
         except (AttributeError, ValueError):
             pass
     try:
-        return _dispatch(argv)
+        return _dispatch(argv, _program() if invoked else ("aidoctor",))
     except UsageError as exc:
         print("aidoctor: error: %s" % exc, file=sys.stderr)
         return EXIT_USAGE
@@ -115,11 +119,8 @@ def main(argv=None) -> int:
         print("aidoctor: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        # `aidoctor | head`: the reader left; say nothing more.
-        try:
-            sys.stdout = open(os.devnull, "w")
-        except OSError:
-            pass
+        # `aidoctor --list-rules | head`: the reader left; say nothing more.
+        _silence_stdout()
         return EXIT_OK
     except Exception as exc:  # aidoctor itself failed: one line, exit 3 (DESIGN.md)
         if os.environ.get("AIDOCTOR_DEBUG"):
@@ -128,7 +129,24 @@ def main(argv=None) -> int:
         return EXIT_INTERNAL
 
 
-def _dispatch(argv) -> int:
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush finds no closed pipe."""
+    try:
+        sys.stdout = open(os.devnull, "w")
+    except OSError:
+        pass
+
+
+def _program():
+    """The words that start this aidoctor again, for a rerun under sudo, whose secure_path
+    rarely holds a virtual environment."""
+    started = sys.argv[0] if sys.argv else ""
+    if not started or started.endswith("__main__.py"):
+        return (sys.executable, "-m", "ai_doctor")
+    return (os.path.abspath(started),) if os.path.exists(started) else ("aidoctor",)
+
+
+def _dispatch(argv, program) -> int:
     if argv[:1] == ["explain"]:
         return _explain(argv[1:])
     if argv[:1] == ["snapshot"]:
@@ -138,7 +156,7 @@ def _dispatch(argv) -> int:
     args = _parser().parse_args(_attach_negative_values(argv))
     if args.list_rules:
         return _list_rules(args.format, _rules(args))
-    return _check(args, argv)
+    return _check(args, argv, program)
 
 
 def _rules(args):
@@ -282,11 +300,11 @@ def _host(args):
     return host
 
 
-def _check(args, argv) -> int:
+def _check(args, argv, program) -> int:
     from ai_doctor.checkup import checkup
     from ai_doctor.model import Status
 
-    request = _request(args, argv)
+    request = _request(args, argv)._replace(program=tuple(program))
     host = _host(args)
     rules = _rules(args)
     if sys.stdout is None and args.output in (None, "-"):
@@ -306,7 +324,12 @@ def _check(args, argv) -> int:
             width=_width(to_terminal),
             unicode=_unicode(args.output),
         )
-    _write(args.output, text)
+    try:
+        _write(args.output, text)
+    except BrokenPipeError:
+        # `aidoctor | grep -q …`: the reader left early; the verdict still counts.
+        _silence_stdout()
+        return report.exit_code
     failed = [check.rule for check in report.by_status(Status.ERROR)]
     if failed and report.exit_code != EXIT_INTERNAL:
         print("aidoctor: %d rule(s) failed internally: %s (their other checks ran)" % (len(failed), ", ".join(failed)), file=sys.stderr)

@@ -202,7 +202,14 @@ def run(facts, rules):
         refused = []
         for name in sorted(used):
             refused.extend(facts.failed_reads(name))
-        audit.append(RuleAudit(rule_.id, rule_.title, result.status, tuple(_unique_paths(refused))))
+        refused = tuple(_unique_paths(refused))
+        denied = sum(1 for got in refused if got.denied)
+        if denied and result.status is Status.PASS:
+            # A pass from what could be read is not a clean bill: say so where it is read.
+            note = "judged without %d unreadable file%s (access.permission-denied)" % (denied, "" if denied == 1 else "s")
+            result = result._replace(reason="%s; %s" % (result.reason.rstrip("."), note) if result.reason else note)
+            results[rule_.id] = result
+        audit.append(RuleAudit(rule_.id, rule_.title, result.status, refused))
     ranked = tuple(sorted(findings, key=lambda f: f.sort_key))
     for rule_ in rules:
         if rule_.review:

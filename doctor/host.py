@@ -69,7 +69,8 @@ class Read(Record):
         if self.status == MISSING:
             return "not present"
         if self.status == DENIED:
-            return "permission denied"
+            # A denial a snapshot's manifest replays happened where the tree was taken.
+            return "permission denied where the tree was taken" if self.detail == RECORDED else "permission denied"
         return self.detail or "error"
 
 
@@ -144,7 +145,8 @@ class Host:
     """Reads a target system under ``root``; see the module docstring for the contract."""
 
     def __init__(self, root: str = "/", trace_links: bool = False):
-        self.root = os.path.abspath(root)
+        # abspath keeps POSIX's leading "//"; "//" is still this machine's root.
+        self.root = "/" + os.path.abspath(root).lstrip("/")
         self.live = self.root == "/"
         # Snapshots need every link a lookup passed through, so the tree can be rebuilt; the
         # live fast path lets the kernel resolve them unseen.
@@ -306,6 +308,8 @@ class Host:
             return
         except OSError as exc:
             raise BadTree("%s: unreadable (%s)" % (self.root + MANIFEST_DIR, exc.strerror or exc)) from None
+        if os.path.islink(real):
+            raise BadTree("%s: the manifest is a symbolic link" % real)
         got = _read_file(MANIFEST, real, READ_CAP, nofollow=True)
         if got.missing:
             return

@@ -118,10 +118,12 @@ class CheckResult(Record):
 
 class Request(Record):
     """What the user asked for: the model size in bytes (None when not given), the text it was
-    read from and how (``140G = 140.0 GiB = 150.3 GB``), and a ``--hugepages`` pool size."""
+    read from and how (``140G = 140.0 GiB = 150.3 GB``), and a ``--hugepages`` pool size.
+    ``program`` is how to start this aidoctor again (its script's path, or python -m)."""
 
-    __slots__ = ("model_size", "size_text", "size_source", "described", "dtype", "params", "hugepages", "argv")
+    __slots__ = ("model_size", "size_text", "size_source", "described", "dtype", "params", "hugepages", "argv", "program")
     _defaults = {
+        "program": ("aidoctor",),
         "model_size": None,
         "size_text": None,
         "size_source": None,

@@ -54,7 +54,8 @@ def permission_denied(f):
         steps = [
             Step(
                 "On the host the tree came from, take the snapshot again as root",
-                ('sudo "$(command -v aidoctor)" snapshot -o snapshot-as-root',),
+                # sudo's secure_path rarely holds a venv: keep the user's PATH.
+                ('sudo env "PATH=$PATH" aidoctor snapshot -o snapshot-as-root',),
                 True,
                 None,
             )
@@ -65,8 +66,9 @@ def permission_denied(f):
     else:
         request = f.request
         # sudo's secure_path rarely holds a venv: name the program by where it is.
-        argv = [quote(a) for a in (request.argv if request else ())][1:]
-        command = " ".join(['sudo "$(command -v aidoctor)"'] + argv)
+        program = request.program if request else ("aidoctor",)
+        argv = list(request.argv[1:]) if request else []
+        command = "sudo " + " ".join(quote(word) for word in list(program) + argv)
         steps = [Step("Rerun as root to see everything", (command,), True, None)]
     return Issue(message, evidence, steps, impact=len(denied))
 

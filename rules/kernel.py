@@ -38,10 +38,14 @@ def config_missing(f):
     steps = []
     module = f.configs_module
     container = f.container
-    refused = [path for path, outcome in config.tried if outcome == "permission denied"]
+    refused = [path for path, outcome in config.tried if outcome.startswith("permission denied")]
     if refused:
-        message += " %s exists but is readable only by root here." % " and ".join(refused)
-        steps.append(Step("Nothing to install: rerun aidoctor as root to read it (see access.permission-denied)", (), True, None))
+        if any(outcome.endswith("where the tree was taken") for _, outcome in config.tried):
+            message += " %s exists but was readable only by root where this tree was taken." % " and ".join(refused)
+            steps.append(Step("Nothing to install: take the snapshot again as root (see access.permission-denied)", (), True, None))
+        else:
+            message += " %s exists but is readable only by root here." % " and ".join(refused)
+            steps.append(Step("Nothing to install: rerun aidoctor as root to read it (see access.permission-denied)", (), True, None))
     elif container and container.detected:
         message += " In a container the kernel is the host's, and so is its config."
         steps.append(

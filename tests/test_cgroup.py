@@ -127,7 +127,7 @@ def test_unreadable_usage_and_stat_are_named_with_what_they_cost(tree):
     (level,) = memory.limits
     assert level.usage is None and level.headroom is None
     assert memory.notes == (
-        "/sys/fs/cgroup/batch/memory.current (permission denied: what its limit leaves is not known)",
+        "/sys/fs/cgroup/batch/memory.current (permission denied where the tree was taken: what its limit leaves is not known)",
         "/sys/fs/cgroup/batch/memory.stat (not present: its page cache is counted as in use)",
     )
 
@@ -389,4 +389,7 @@ def test_unreadable_cgroup_membership_is_said_not_passed_silently(tree, run):
     result = run("--root", tree, "--model-size", "8G", "--format", "json", "--only", "memory", "-v")
     check = next(c for c in result.json["checks"] if c["rule"] == "memory.headroom")
     assert check["status"] == "pass"
-    assert "GiB. Cgroup memory limits were not checked: cannot read /proc/self/cgroup: permission denied." in check["reason"]
+    assert (
+        "GiB. Cgroup memory limits were not checked: cannot read /proc/self/cgroup: permission denied where the tree was taken; judged without 1 unreadable file"
+        in check["reason"]
+    )
