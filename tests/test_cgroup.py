@@ -390,6 +390,6 @@ def test_unreadable_cgroup_membership_is_said_not_passed_silently(tree, run):
     check = next(c for c in result.json["checks"] if c["rule"] == "memory.headroom")
     assert check["status"] == "pass"
     assert (
-        "GiB. Cgroup memory limits were not checked: cannot read /proc/self/cgroup: permission denied where the tree was taken; judged without 1 unreadable file"
-        in check["reason"]
+        "GiB. Cgroup memory limits were not checked: cannot read /proc/self/cgroup: "
+        "permission denied where the tree was taken; judged without 1 unreadable file" in check["reason"]
     )

@@ -489,8 +489,8 @@ def test_an_empty_governor_and_unreadable_policies_are_said(tree, run):
     found = finding(run("--root", tree, "--format", "json"), "cpu.governor")
     assert found["message"].startswith("CPU 0 on no governor (scaling_governor is empty): 1 of 2 CPUs not on performance.")
     assert (
-        "1 more policy could not be read (/sys/devices/system/cpu/cpufreq/policy2/scaling_governor: permission denied where the tree was taken)"
-        in found["message"]
+        "1 more policy could not be read "
+        "(/sys/devices/system/cpu/cpufreq/policy2/scaling_governor: permission denied where the tree was taken)" in found["message"]
     )
 
 
