@@ -68,10 +68,18 @@ class RuntimeSysctl(Record):
         return self.values.get(key, default)
 
     def int(self, key: str, default=None):
-        try:
-            return int(self.values[key].split()[0])
-        except (KeyError, ValueError, IndexError):
-            return default
+        number = sysctl_int(self.values.get(key))
+        return default if number is None else number
+
+
+def sysctl_int(value):
+    """A one-number sysctl value as the kernel's integer parser takes it (decimal, optional
+    sign), or None: "2 garbage", other scripts' digits and several lines are not a number."""
+    text = str(value).strip() if value is not None else ""
+    digits = text[1:] if text[:1] in "+-" else text
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 20:
+        return None
+    return int(text)
 
 
 @fact("sysctl")
@@ -225,10 +233,7 @@ class Setting(Record):
 
     @property
     def int(self):
-        try:
-            return int(str(self.value).split()[0])
-        except (ValueError, IndexError):
-            return None
+        return sysctl_int(self.value)
 
     def evidence(self):
         from ai_doctor.model import Evidence
