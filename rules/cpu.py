@@ -11,9 +11,17 @@ from ai_doctor.units import cpu_ranges
 # Drivers whose "powersave" is their own adaptive algorithm, not the generic governor that
 # pins the lowest frequency (Documentation/admin-guide/pm/intel_pstate.rst, amd-pstate.rst).
 _ADAPTIVE_POWERSAVE = ("intel_pstate", "amd-pstate-epp")
+# Drivers with an energy-performance preference (intel_pstate.rst, amd-pstate.rst).
+_EPP_DRIVERS = ("intel_pstate", "amd-pstate-epp")
 
 
-@rule("cpu.governor", "CPU not on the performance governor", Severity.MEDIUM, needs=("cpufreq",), uses=("release", "fixes"))
+@rule(
+    "cpu.governor",
+    "CPU not on the performance governor",
+    Severity.MEDIUM,
+    needs=("cpufreq",),
+    uses=("release", "ondemand_unit", "fixes"),
+)
 def governor(f):
     """A CPU with a frequency policy is not on the `performance` governor.
 
@@ -26,10 +34,14 @@ def governor(f):
     is reported as low, not medium.
 
     Fix: write `performance` to each policy's scaling_governor now; keep it with tuned where
-    tuned is installed — it would otherwise re-apply its own profile's governor — through a
-    small profile of our own applied after the active ones (`[cpu] governor=performance`),
-    so the rest of the active profile stays; else with `cpufreq.default_governor=performance`
-    on the kernel command line (Linux 5.9+).
+    tuned runs — it would otherwise re-apply its own profile's governor — through a small
+    profile of our own applied after the active ones (`[cpu] governor=performance`, and
+    `energy_performance_preference=performance` where the driver has one, since
+    intel_pstate refuses any other preference under performance), so the rest of the
+    active profile stays; else with `cpufreq.default_governor=performance` on the kernel
+    command line (Linux 5.9+). On Ubuntu, an enabled ondemand.service switches every CPU
+    to ondemand or powersave a minute after boot whatever the kernel's default was: it is
+    disabled first.
 
     Reference: Documentation/admin-guide/pm/cpufreq.rst; Documentation/admin-guide/pm/intel_pstate.rst.
     """
@@ -82,9 +94,23 @@ def _steps(f, freq, slow):
     # The glob is left to the shell on purpose; every other path is quoted.
     command = "echo performance | %s" % fixes.sudo("tee %s >/dev/null" % " ".join(paths))
     steps = fixes.runtime("Switch to the performance governor now", [command], [p.governor_path for p in slow])
-    tuned = fixes.tuned_override(
-        "aidoctor-cpu", "CPU governor performance (aidoctor)", [("cpu", ["governor=performance"])], "Keep it at boot"
-    )
+    ondemand = f.ondemand_unit
+    if ondemand:
+        # Otherwise it switches the CPUs back a minute after every boot, whatever else is set.
+        steps.append(
+            Step(
+                "Stop Ubuntu's ondemand.service (%s), which sets every CPU to ondemand or powersave after each boot" % ondemand,
+                (fixes.sudo("systemctl disable --now ondemand.service"),),
+                True,
+                True,
+            )
+        )
+    keys = ["governor=performance"]
+    if any(p.driver in _EPP_DRIVERS for p in slow):
+        # intel_pstate refuses any energy preference but 0 under performance (EBUSY): a
+        # profile below that asks for balance_performance would fail on every apply.
+        keys.append("energy_performance_preference=performance")
+    tuned = fixes.tuned_override("aidoctor-cpu", "CPU governor performance (aidoctor)", [("cpu", keys)], "Keep it at boot")
     if tuned is not None:
         steps.append(tuned)
     elif kernel_version(f.release) >= (5, 9) or not f.release:
@@ -114,11 +140,13 @@ def fixed_frequency(f):
     hypervisor's business and there is nothing to do. On bare metal, either the firmware
     keeps P-states to itself (a BIOS/UEFI power profile that is not OS-controlled), so its
     power profile is what to set to maximum performance, or no cpufreq driver is loaded
-    (intel_pstate=disable or amd_pstate=disable on the kernel command line without
-    acpi-cpufreq, or the module missing).
+    (cpufreq.off=1 on the kernel command line). With intel_pstate=disable or
+    amd_pstate=disable, udev loads acpi-cpufreq by itself, so no policies then still means
+    the firmware offers no P-states.
 
-    Virtual or bare metal is told from /sys/hypervisor/type, the DMI vendor and product
-    names, and the x86 `hypervisor` CPU flag.
+    Virtual or bare metal is told from /sys/hypervisor/type (not for Xen's dom0), the DMI
+    vendor and product names (an EC2 `*.metal` product is bare metal), and the x86
+    `hypervisor` CPU flag.
 
     Reference: Documentation/admin-guide/pm/cpufreq.rst; Documentation/admin-guide/pm/intel_pstate.rst
     (intel_pstate=disable); Documentation/arch/x86/cpuinfo.rst (the hypervisor flag).
@@ -139,29 +167,28 @@ def fixed_frequency(f):
     if machine and machine.virtual is False:
         evidence.append(Evidence(machine.path, machine.sign))
         cmdline = f.cmdline
-        disabled = [p for p in (cmdline.params if cmdline else ()) if p.name in ("intel_pstate", "amd_pstate") and p.value == "disable"]
-        steps = [
-            Step(
-                "In the firmware (BIOS/UEFI) setup, choose the maximum-performance power profile, or hand P-state control to "
-                "the OS (often called OS Control or OS DBPM) so a cpufreq driver appears; then reboot",
-                (),
-                False,
-                True,
-            )
-        ]
-        message = (
-            "No CPU frequency policies in %s on bare metal: the firmware keeps CPU frequency to itself, or no cpufreq driver is loaded. %s"
-            % (
-                CPUFREQ_DIR,
-                fixed,
-            )
-        )
-        if disabled:
-            message += " The kernel command line has %s, which leaves only acpi-cpufreq." % " ".join(
-                "%s=%s" % (p.name, p.value) for p in disabled
-            )
-            steps += f.fixes.runtime(
-                "Load the ACPI cpufreq driver, if the firmware offers P-states", [f.fixes.sudo("modprobe acpi-cpufreq")]
+        params = cmdline.params if cmdline else ()
+        off = [p for p in params if p.name == "cpufreq.off" and p.value == "1"]
+        disabled = [p for p in params if p.name in ("intel_pstate", "amd_pstate") and p.value == "disable"]
+        steps = []
+        message = "No CPU frequency policies in %s on bare metal: " % CPUFREQ_DIR
+        if off:
+            message += "the kernel command line has cpufreq.off=1, which turns CPU frequency scaling off. %s" % fixed
+            steps.append(f.fixes.kernel_args([], ["cpufreq.off"], "Remove cpufreq.off=1 from the kernel command line"))
+        else:
+            message += "the firmware keeps CPU frequency to itself (no ACPI P-states offered to the OS). %s" % fixed
+            if disabled:
+                message += " (%s is set, so only acpi-cpufreq could have taken over, and found nothing.)" % " ".join(
+                    "%s=%s" % (p.name, p.value) for p in disabled
+                )
+            steps.append(
+                Step(
+                    "In the firmware (BIOS/UEFI) setup, choose the maximum-performance power profile, or hand P-state "
+                    "control to the OS (often called OS Control or OS DBPM) so a cpufreq driver appears; then reboot",
+                    (),
+                    False,
+                    True,
+                )
             )
         return Issue(message, evidence, steps)
     return Issue(

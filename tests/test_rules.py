@@ -287,6 +287,12 @@ def test_governor_persists_with_tuned_where_tuned_runs(tree, run):
     policies(tree, ["schedutil"])
     tree.write("/usr/sbin/tuned-adm", "", 0o755)
     tree.write("/etc/tuned/active_profile", "virtual-guest\n")
+    # Installed but not enabled: enabling it would apply a whole profile for one setting.
+    found = finding(run("--root", tree, "--format", "json"), "cpu.governor")
+    assert not any("tuned" in c for c in commands(found))
+    assert found["remediation"][-1]["summary"].startswith("Keep it at boot: add `cpufreq.default_governor=performance`")
+    tree.link("/etc/systemd/system/multi-user.target.wants/tuned.service", "/usr/lib/systemd/system/tuned.service")
+    tree.write("/usr/lib/systemd/system/tuned.service", "[Service]\n")
     found = finding(run("--root", tree, "--format", "json"), "cpu.governor")
     cmds = commands(found)
     # A profile of our own after the active one, not a switch away from it.
@@ -305,7 +311,7 @@ def test_the_tuned_profile_list_keeps_other_overrides_whichever_runs_last(tmp_pa
 
     class Facts:
         def get(self, name):
-            facts = {"running": True, "identity": Identity(1000, True, 1000), "tuned": Tuned(("virtual-guest",), "/etc/tuned", True)}
+            facts = {"running": True, "identity": Identity(1000, True, 1000), "tuned": Tuned(("virtual-guest",), "/etc/tuned", True, True)}
             return facts.get(name)
 
     class Host:
@@ -478,8 +484,19 @@ def test_fixed_frequency_on_bare_metal_points_at_firmware_and_the_driver(tree, r
     tree.write("/proc/cmdline", "BOOT_IMAGE=/vmlinuz root=/dev/sda1 intel_pstate=disable\n")
     found = finding(run("--root", tree, "--format", "json"), "cpu.fixed-frequency")
     assert "on bare metal" in found["message"] and "intel_pstate=disable" in found["message"]
-    assert found["remediation"][0]["summary"].startswith("In the firmware (BIOS/UEFI) setup")
-    assert "sudo modprobe acpi-cpufreq" in commands(found)
+    assert [s["summary"][:37] for s in found["remediation"]] == ["In the firmware (BIOS/UEFI) setup, ch"]
+    tree.write("/proc/cmdline", "BOOT_IMAGE=/vmlinuz root=/dev/sda1 cpufreq.off=1\n")
+    found = finding(run("--root", tree, "--format", "json"), "cpu.fixed-frequency")
+    assert "cpufreq.off=1, which turns CPU frequency scaling off" in found["message"]
+    assert found["remediation"][0]["summary"].startswith("Remove cpufreq.off=1 from the kernel command line")
+
+
+def test_an_ec2_metal_instance_is_bare_metal(tree, run):
+    minimal_host(tree)
+    tree.write("/sys/class/dmi/id/sys_vendor", "Amazon EC2\n")
+    tree.write("/sys/class/dmi/id/product_name", "p4d.metal\n")
+    found = finding(run("--root", tree, "--format", "json"), "cpu.fixed-frequency")
+    assert "on bare metal" in found["message"]
 
 
 def test_an_empty_governor_and_unreadable_policies_are_said(tree, run):
@@ -501,3 +518,18 @@ def test_no_quantized_variant_offered_when_none_fits(tree, run):
     assert [s["summary"] for s in found["remediation"]] == [
         "Not even int4 fits here: use a smaller model, or a host (or limit) with more memory"
     ]
+
+
+def test_ubuntus_ondemand_service_is_stopped_and_epp_kept_with_performance(tree, run):
+    minimal_host(tree)
+    policies(tree, ["powersave", "powersave"], driver="intel_pstate")
+    tree.write("/lib/systemd/system/ondemand.service", "[Service]\nExecStart=/lib/systemd/set-cpufreq\n")
+    tree.link("/etc/systemd/system/multi-user.target.wants/ondemand.service", "/lib/systemd/system/ondemand.service")
+    tree.write("/usr/sbin/tuned-adm", "", 0o755)
+    tree.write("/run/tuned/tuned.pid", "812\n")
+    found = finding(run("--root", tree, "--format", "json"), "cpu.governor")
+    summaries = [s["summary"] for s in found["remediation"]]
+    assert summaries[1].startswith("Stop Ubuntu's ondemand.service (/lib/systemd/system/ondemand.service)")
+    cmds = commands(found)
+    assert "sudo systemctl disable --now ondemand.service" in cmds
+    assert any("'[cpu]' governor=performance energy_performance_preference=performance" in c for c in cmds)

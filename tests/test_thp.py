@@ -235,6 +235,7 @@ def test_tuned_profile_that_writes_never_is_named_and_overridden(tree, run):
     tree.write("/boot/config-6.1.0-18-amd64", "CONFIG_TRANSPARENT_HUGEPAGE=y\nCONFIG_TRANSPARENT_HUGEPAGE_MADVISE=y\n")
     tree.write("/usr/sbin/tuned-adm", "", 0o755)
     tree.write("/etc/tuned/active_profile", "db-server\n")
+    tree.write("/run/tuned/tuned.pid", "812\n")
     tree.write("/usr/lib/tuned/db-server/tuned.conf", "[main]\ninclude=db-base\n[sysctl]\nvm.swappiness=10\n")
     tree.write("/usr/lib/tuned/db-base/tuned.conf", "[main]\nsummary=base\n\n[vm]\ntransparent_hugepages=never\n")
     found = finding(run_thp(run, tree))

@@ -123,9 +123,17 @@ def machine(host, facts):
     and the x86 ``hypervisor`` CPU flag (set for guests, Documentation/arch/x86/cpuinfo.rst)."""
     xen = host.read_text("/sys/hypervisor/type", cap=256)
     if xen.ok and xen.data.strip():
+        # Xen's control domain (dom0) shows the same file but drives the hardware itself.
+        capabilities = host.read_text("/proc/xen/capabilities", cap=256)
+        if capabilities.ok and "control_d" in capabilities.data:
+            return Machine(None, capabilities.path, "Xen dom0 (frequency is Xen's: xenpm)")
         return Machine(True, xen.path, xen.data.strip())
+    product = host.read_text(DMI_DIR + "/product_name", cap=256)
+    if product.ok and product.data.strip().endswith(".metal"):
+        # EC2 bare-metal instances keep the "Amazon EC2" vendor name.
+        return Machine(False, product.path, product.data.strip())
     for name in ("sys_vendor", "product_name"):
-        got = host.read_text("%s/%s" % (DMI_DIR, name), cap=256)
+        got = product if name == "product_name" else host.read_text("%s/%s" % (DMI_DIR, name), cap=256)
         value = got.data.strip() if got.ok else ""
         if any(vendor.lower() in value.lower() for vendor in _VM_VENDORS) or value == "Virtual Machine":
             return Machine(True, got.path, value)

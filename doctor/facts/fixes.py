@@ -263,7 +263,10 @@ class Fixes:
         so overrides that other findings add survive whichever runs last.
         """
         tuned = self._tuned
-        if tuned is None or not tuned.installed or self.image is not None:  # an image has no daemon to switch profiles
+        # Only where tuned already runs: enabling it would apply a whole profile (and stop the
+        # services tuned.service conflicts with) for one setting. tuned-adm merges several
+        # profiles only through the running daemon; an image has none.
+        if tuned is None or not tuned.enabled or self.image is not None:
             return None
         directory = "%s/%s" % (tuned.user_dir, name)
         lines = ["[main]", "summary=%s" % summary]
@@ -275,7 +278,6 @@ class Fixes:
             self.sudo("mkdir -p %s" % quote(directory)),
             "printf '%%s\\n' %s | %s"
             % (" ".join(quote(line) for line in lines), self.sudo("tee %s/tuned.conf >/dev/null" % quote(directory))),
-            self.sudo("systemctl enable --now tuned"),
             "%s %s %s" % (self.sudo("tuned-adm profile"), others, quote(name)),
         )
         return Step(

@@ -152,9 +152,14 @@ TUNED_ACTIVE = "/etc/tuned/active_profile"
 
 class Tuned(Record):
     """tuned's active profiles (empty: none recorded), where user profiles go
-    (/etc/tuned/profiles since tuned 2.24, /etc/tuned before), and whether tuned-adm is there."""
+    (/etc/tuned/profiles since tuned 2.24, /etc/tuned before), whether tuned-adm is there,
+    and whether the daemon starts at boot or runs now (``enabled``)."""
 
-    __slots__ = ("profiles", "user_dir", "installed")
+    __slots__ = ("profiles", "user_dir", "installed", "enabled")
+
+
+TUNED_WANTED = "/etc/systemd/system/multi-user.target.wants/tuned.service"
+TUNED_PID = "/run/tuned/tuned.pid"
 
 
 @fact("tuned")
@@ -163,4 +168,19 @@ def tuned(host, facts):
     profiles = tuple(got.data.split()) if got.ok else ()
     new_layout = host.exists("/etc/tuned/profiles") or host.exists("/usr/lib/tuned/profiles")
     installed = "tuned-adm" in (facts.get("tools") or {})
-    return Tuned(profiles, "/etc/tuned/profiles" if new_layout else "/etc/tuned", installed)
+    enabled = installed and (host.exists(TUNED_WANTED) or host.exists(TUNED_PID))
+    return Tuned(profiles, "/etc/tuned/profiles" if new_layout else "/etc/tuned", installed, enabled)
+
+
+# Ubuntu's ondemand.service switches every CPU to ondemand/powersave shortly after boot,
+# whatever the kernel's default governor was.
+ONDEMAND_UNITS = ("/lib/systemd/system/ondemand.service", "/usr/lib/systemd/system/ondemand.service")
+ONDEMAND_WANTED = "/etc/systemd/system/multi-user.target.wants/ondemand.service"
+
+
+@fact("ondemand_unit")
+def ondemand_unit(host, facts):
+    """The path of an enabled ondemand.service, or None."""
+    if not host.exists(ONDEMAND_WANTED):
+        return None
+    return next((path for path in ONDEMAND_UNITS if host.exists(path)), ONDEMAND_WANTED)
