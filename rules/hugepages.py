@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ai_doctor.engine import rule
+from ai_doctor.facts.system import kernel_version
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Step
 from ai_doctor.units import gib, kernel_size
 from ai_doctor.units import page_size as _size
@@ -99,7 +100,7 @@ def _unsupported_steps(f, active):
     "Huge page pool smaller than requested",
     Severity.HIGH,
     needs=("hugepages",),
-    uses=("hugepage_requests", "meminfo", "cmdline", "fixes"),
+    uses=("hugepage_requests", "meminfo", "cmdline", "release", "model", "fixes"),
 )
 def shortfall(f):
     """A huge page pool was requested but the kernel allocated fewer pages.
@@ -162,6 +163,12 @@ def shortfall(f):
             )
         elif request.from_user and configured.count < request.count:
             cause = "The host's configuration asks for only %d (%s at %s)." % (configured.count, configured.source, configured.where)
+        elif request.path == "/proc/cmdline" and _unsized_before_5_7(f, request):
+            cause = (
+                "Before Linux 5.7 a count that no hugepagesz= names goes to the default pool only, and a gigantic "
+                "(1 GiB) default pool is never filled from it at boot: the line must name the size with hugepagesz= "
+                "before the count."
+            )
         elif request.path == "/proc/cmdline":
             cause = "Even at boot the kernel could not find that much free memory (other reservations, or more than the NUMA nodes hold)."
         elif have == 0 and request.assignment is not None:
@@ -171,6 +178,20 @@ def shortfall(f):
             )
         else:
             cause = "The kernel found too few free contiguous blocks when the pool was set: memory was fragmented or in use."
+        model = f.model
+        if model and mem and "MemAvailable" in mem and pool is not None and not impossible:
+            grown = mem.get("MemAvailable") - missing * request.page_size
+            if grown < model.size <= mem.get("MemAvailable"):
+                # Fixing the pool would break the model's fit: say so before anyone does it.
+                cause += (
+                    " Growing the pool takes %s out of MemAvailable (%s now): the model (%s) would then no longer fit "
+                    "(memory.headroom); settle which of the two this host is for."
+                    % (
+                        gib(missing * request.page_size),
+                        gib(mem.get("MemAvailable")),
+                        gib(model.size),
+                    )
+                )
         if pool is not None and pool.idle:
             cause += (
                 " None of the %d pages it does hold is in use: unless a hugetlbfs user (DPDK, a database with huge pages "
@@ -207,9 +228,20 @@ def _shortfall_steps(f, request, pool, impossible):
         ],
         ("/proc/sys/vm/compact_memory", count_path),
     )
-    if request.path == "/proc/cmdline":
-        # Already reserved at boot, and still short: the memory was not there to take.
-        steps.append(Step("Ask the kernel command line for no more than the memory can hold (%s now)" % request.source, (), True, True))
+    if request.path == "/proc/cmdline" and _unsized_before_5_7(f, request):
+        steps.append(_boot_reservation(f, request, "Name the size before the count on the kernel command line"))
+    elif request.path == "/proc/cmdline":
+        # Reserved at boot and still short: the memory was not there to take. Asking for what
+        # the kernel could reserve makes the line say what the host has.
+        steps.append(
+            _boot_pools(
+                f,
+                request.page_size,
+                pool.persistent,
+                "Ask the kernel command line for no more than it could reserve, %d pages (%s now), unless memory is freed for more"
+                % (pool.persistent, request.source),
+            )
+        )
     else:
         steps.append(_boot_reservation(f, request, "Reserve the pool at boot"))
         if request.assignment is not None:
@@ -242,15 +274,6 @@ def _boot_margin(mem_total: int) -> int:
 
 def _boot_reservation(f, request, purpose):
     """A kernel command line step reserving ``request`` at boot, keeping other sizes' pools."""
-    mem = f.meminfo
-    total = mem.get("MemTotal", 0) if mem else 0
-    wanted = request.count * request.page_size
-    if total and wanted > total - _boot_margin(total):
-        # A boot reservation is taken before anything else runs: too large and the host boots starved or not at all.
-        purpose += " (it would leave %s of %s to everything else: ask for fewer pages unless that is truly enough)" % (
-            gib(max(total - wanted, 0)),
-            gib(total),
-        )
     return _boot_pools(f, request.page_size, request.count, purpose)
 
 
@@ -270,7 +293,31 @@ def _boot_pools(f, size, count, purpose):
             carried.append("%s pages → %d, %s" % (_size(other), plan[other], why[other]))
     if carried:
         purpose += " (with the other pool changes on the same line: %s)" % "; ".join(carried)
+    mem = f.meminfo
+    total = mem.get("MemTotal", 0) if mem else 0
+    if total:
+        # Gigantic pages reserved at boot come from memblock, outside MemTotal.
+        total += sum(p.bytes_total for p in f.hugepages.pools.values() if p.page_size >= 1 << 30 and p.page_size in _boot_pool_sizes(f))
+    reserved = sum(size * pages for size, pages in plan.items())
+    if total and reserved > total - _boot_margin(total):
+        # Boot reservations are taken before anything else runs: too large and the host boots starved or not at all.
+        purpose += "; the line reserves %s of %s and leaves %s to everything else: ask for fewer pages unless that is truly enough" % (
+            gib(reserved),
+            gib(total),
+            gib(max(total - reserved, 0)),
+        )
     return f.fixes.kernel_args(args, ["hugepagesz", "hugepages"], purpose)
+
+
+def _unsized_before_5_7(f, request) -> bool:
+    """Whether a pre-5.7 kernel's command line gives ``request``'s count without a
+    hugepagesz= naming its size."""
+    release, cmdline = f.release, f.cmdline
+    if not release or not cmdline or kernel_version(release) >= (5, 7):
+        return False
+    from ai_doctor.facts.cmdline import memparse
+
+    return not any(p.name == "hugepagesz" and p.value and memparse(p.value) == request.page_size for p in cmdline.params)
 
 
 def _short_requests(f):
@@ -293,18 +340,20 @@ def _boot_plan(f):
     """The boot-time pools once every huge page finding's boot step is taken: (pages by size,
     the rule behind each change)."""
     plan = {}
-    cmdline = f.cmdline
-    if cmdline:
-        for item in cmdline.hugepage_requests(f.hugepages.default_size):
-            if item.page_size:
-                plan[item.page_size] = item.count
+    for item in _cmdline_pools(f):
+        if item.page_size:
+            plan[item.page_size] = item.count
     why = {}
     for request, pool, impossible in _short_requests(f):
         unconfigured = request.from_user and (request.configured is None or request.configured.count < request.count)
-        # Only where shortfall's boot reservation is the fix, not one choice among others.
-        if pool is not None and not impossible and request.path != "/proc/cmdline" and not unconfigured:
+        # Only where shortfall's boot line is the fix, not one choice among others.
+        if pool is None or impossible or unconfigured:
+            continue
+        if request.path == "/proc/cmdline" and not _unsized_before_5_7(f, request):
+            plan[request.page_size] = pool.persistent  # what the kernel could reserve
+        else:
             plan[request.page_size] = request.count
-            why[request.page_size] = "hugepages.shortfall"
+        why[request.page_size] = "hugepages.shortfall"
     for pool in _idle_pools(f):
         if plan.get(pool.page_size):
             plan[pool.page_size] = 0
@@ -326,10 +375,15 @@ def _idle_pools(f):
 
 def _boot_pool_sizes(f):
     """Page sizes the kernel command line reserves a pool of."""
+    return {item.page_size for item in _cmdline_pools(f) if item.page_size and item.count}
+
+
+def _cmdline_pools(f):
+    """The pools the running kernel's command line asks for, read by that kernel's rules."""
     cmdline = f.cmdline
     if not cmdline:
-        return set()
-    return {item.page_size for item in cmdline.hugepage_requests(f.hugepages.default_size) if item.page_size and item.count}
+        return []
+    return cmdline.hugepage_requests(f.hugepages.default_size, kernel_version(f.release) if f.release else None)
 
 
 @rule(
@@ -337,7 +391,7 @@ def _boot_pool_sizes(f):
     "Static huge page pool reserved but unused",
     Severity.MEDIUM,
     needs=("hugepages",),
-    uses=("model", "meminfo", "hugepage_requests", "cmdline", "fixes"),
+    uses=("model", "meminfo", "hugepage_requests", "cmdline", "release", "fixes"),
 )
 def unused(f):
     """A static huge page pool is reserved and every page of it is free.

@@ -164,6 +164,32 @@ def test_hugepage_requests_follow_hugetlbpage_rst(line, expected):
     assert [(r.page_size, r.count) for r in requests] == expected
 
 
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        # Before 5.7 the last default_hugepagesz= wins …
+        ("default_hugepagesz=1G default_hugepagesz=2M hugepages=64", [(2 << 20, 64)]),
+        # … and an explicit count for the default size beats a leading one.
+        ("hugepages=256 hugepagesz=2M hugepages=512", [(2 << 20, 512)]),
+        ("hugepagesz=1G hugepages=4 hugepagesz=2M hugepages=512", [(1 << 30, 4), (2 << 20, 512)]),
+        # No per-node form before 5.16: sscanf("%lu") reads 0.
+        ("hugepagesz=2M hugepages=0:1,1:2", [(2 << 20, 0)]),
+        # A second leading count is refused ("specified twice without interleaving hugepagesz=").
+        ("hugepages=1 hugepages=2", [(2 << 20, 1)]),
+    ],
+)
+def test_hugepage_requests_on_kernels_before_5_7(line, expected):
+    requests = Cmdline(line, tuple(split_cmdline(line)), "/proc/cmdline").hugepage_requests(2 << 20, (5, 4))
+    assert [(r.page_size, r.count) for r in requests] == expected
+
+
+def test_per_node_counts_need_5_16():
+    line = "hugepagesz=2M hugepages=0:1,1:2"
+    cmdline = Cmdline(line, tuple(split_cmdline(line)), "/proc/cmdline")
+    assert [r.count for r in cmdline.hugepage_requests(2 << 20, (5, 15))] == [0]
+    assert [r.count for r in cmdline.hugepage_requests(2 << 20, (5, 16))] == [3]
+
+
 def test_memparse():
     assert memparse("2M") == 2 << 20 and memparse("1G") == 1 << 30 and memparse("0x10") == 16
     assert memparse("") is None and memparse("x") is None and memparse("0") is None

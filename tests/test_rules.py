@@ -533,3 +533,53 @@ def test_ubuntus_ondemand_service_is_stopped_and_epp_kept_with_performance(tree,
     cmds = commands(found)
     assert "sudo systemctl disable --now ondemand.service" in cmds
     assert any("'[cpu]' governor=performance energy_performance_preference=performance" in c for c in cmds)
+
+
+def _two_boot_pools(tree, release="6.1.0-18-amd64", line="hugepagesz=2M hugepages=4096 hugepagesz=1G hugepages=8"):
+    """A 2 MiB pool the command line asks 4096 of and got 1500; an idle 1 GiB pool of 8."""
+    minimal_host(tree, meminfo=meminfo(HugePages_Total=1500, HugePages_Free=1000), release=release)
+    tree.write("/proc/sys/vm/nr_hugepages", "1500\n")
+    tree.write("/proc/cmdline", "BOOT_IMAGE=/vmlinuz root=/dev/sda1 %s\n" % line)
+    gig = "/sys/kernel/mm/hugepages/hugepages-1048576kB/"
+    for name, value in (("nr_hugepages", 8), ("free_hugepages", 8), ("resv_hugepages", 0), ("surplus_hugepages", 0)):
+        tree.write(gig + name, "%d\n" % value)
+    tree.write("/usr/sbin/grubby", "", 0o755)
+
+
+def test_a_short_boot_pool_and_an_idle_one_agree_on_one_line(tree, run):
+    _two_boot_pools(tree)
+    result = run("--root", tree, "--format", "json")
+    short, unused = finding(result, "hugepages.shortfall"), finding(result, "hugepages.unused")
+    final = "sudo grubby --update-kernel=ALL --remove-args='hugepages hugepagesz' --args='hugepagesz=2M hugepages=1500'"
+    assert final in commands(short) and final in commands(unused)
+    assert any(
+        s["summary"].startswith("Ask the kernel command line for no more than it could reserve, 1500 pages") for s in short["remediation"]
+    )
+
+
+def test_before_5_7_an_unsized_count_is_named_as_the_cause(tree, run):
+    _two_boot_pools(tree, release="5.4.0-150-generic", line="default_hugepagesz=1G hugepages=16")
+    tree.write("/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages", "0\n")
+    tree.write("/sys/kernel/mm/hugepages/hugepages-1048576kB/free_hugepages", "0\n")
+    found = finding(run("--root", tree, "--format", "json"), "hugepages.shortfall")
+    assert "Before Linux 5.7 a count that no hugepagesz= names" in found["message"]
+    assert "--args='hugepagesz=1G hugepages=16'" in " ".join(commands(found))
+
+
+def test_growing_a_pool_that_would_push_the_model_out_is_said(tree, run):
+    minimal_host(tree, meminfo=meminfo(HugePages_Total=100, HugePages_Free=90))
+    tree.write("/proc/sys/vm/nr_hugepages", "100\n")
+    tree.write("/etc/sysctl.d/80-pool.conf", "vm.nr_hugepages = 10340\n")  # 20 GiB more than now
+    found = finding(run("--root", tree, "--model-size", "50G", "--format", "json"), "hugepages.shortfall")
+    assert (
+        "Growing the pool takes 20.0 GiB out of MemAvailable (60.0 GiB now): the model (50.0 GiB) would then no longer fit"
+        in found["message"]
+    )
+
+
+def test_a_boot_line_near_all_memory_is_flagged(tree, run):
+    minimal_host(tree)
+    tree.write("/usr/sbin/grubby", "", 0o755)
+    found = finding(run("--root", tree, "--hugepages", "31000", "--format", "json"), "hugepages.shortfall")
+    boot = next(s for s in found["remediation"] if "kernel command line" in s["summary"])
+    assert "the line reserves 60.5 GiB of 64.0 GiB and leaves 3.5 GiB to everything else" in boot["summary"]

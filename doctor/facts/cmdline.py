@@ -2,7 +2,8 @@
 
 Huge page parameters follow Documentation/admin-guide/mm/hugetlbpage.rst: ``hugepages=N``
 applies to the ``hugepagesz=`` (or ``default_hugepagesz=``) before it, or to the default size
-when it comes first; ``hugepages=0:N,1:M`` asks per NUMA node (5.16+).
+when it comes first; ``hugepages=0:N,1:M`` asks per NUMA node (5.16+). Kernels before 5.7
+parse by older rules (see Cmdline.hugepage_requests).
 """
 
 from __future__ import annotations
@@ -52,38 +53,63 @@ class Cmdline(Record):
                 return param
         return None
 
-    def hugepage_requests(self, default_size=None):
+    def hugepage_requests(self, default_size=None, version=None):
         """The pools these parameters reserve at boot, in order.
 
         ``default_size`` is the architecture's default page size (meminfo's Hugepagesize);
         a ``default_hugepagesz=`` on the line takes its place. A size the kernel would not know
-        stays None.
+        stays None. ``version`` is the kernel's (major, minor) when known: Linux 5.7 rewrote
+        this parsing (commit 282f4214384e) and 5.16 added per-node counts; older kernels
+        read the line by their own rules.
         """
-        # The first default_hugepagesz= counts; the kernel warns about and ignores later ones.
-        chosen = self.first("default_hugepagesz")
+        old = version is not None and version < (5, 7)
+        if old:
+            # Before 5.7 each default_hugepagesz= overwrote the last.
+            chosen = self.last("default_hugepagesz")
+        else:
+            # The first default_hugepagesz= counts; the kernel warns about and ignores later ones.
+            chosen = self.first("default_hugepagesz")
         if chosen is not None and chosen.value is not None:
             default_size = memparse(chosen.value) or default_size
+        per_node = version is None or version >= (5, 16)
         requests = []
         size = default_size
         seen = set()
         default_seen = False
+        leading = None  # before 5.7: the count given before any hugepagesz=
+        sized = False  # a hugepagesz= came before
         for param in self.params:
             if param.value is None:
                 continue
             if param.name == "default_hugepagesz":
+                if old:
+                    continue  # only names the default; counts follow hugepagesz= alone
                 # A second one is refused, and a hugepages= right after it with it.
                 size = _INVALID if default_seen else memparse(param.value) or _INVALID
                 default_seen = True
             elif param.name == "hugepagesz":
                 size = memparse(param.value) or _INVALID
+                sized = True
             elif param.name == "hugepages":
-                count = _node_counts(param.value)
+                count = _node_counts(param.value, per_node)
+                if old and not sized:
+                    # Its own slot before 5.7: a later hugepagesz=<default> count is no repeat.
+                    if count is not None and leading is None:
+                        leading = HugepageRequest(size, count, param.text)
+                        requests.append(leading)
+                    continue
                 if count is None or size is _INVALID or size in seen:
                     # Malformed, after an invalid hugepagesz=, or a second count for one size:
                     # the kernel ignores it.
                     continue
                 seen.add(size)
                 requests.append(HugepageRequest(size, count, param.text))
+        if old and leading is not None:
+            # Before 5.7 the leading count only filled the default pool when no
+            # hugepagesz=<default> hugepages= gave it one of its own.
+            explicit = [r for r in requests if r is not leading and r.page_size == leading.page_size]
+            if explicit:
+                requests.remove(leading)
         return requests
 
 
@@ -133,13 +159,14 @@ _PLAIN_COUNT = re.compile(r"\s*(\d+)")
 _NODE_COUNTS = re.compile(r"\d+:\d+(?:,\d+:\d+)*")
 
 
-def _node_counts(value: str):
+def _node_counts(value: str, per_node: bool = True):
     """``512`` → 512; ``0:256,1:256`` → 512 (pages over all nodes); malformed → None.
 
     As mm/hugetlb.c hugepages_setup() reads it: decimal (sscanf ``%lu``), and a plain count
-    may carry trailing characters, which the kernel ignores.
+    may carry trailing characters, which the kernel ignores. Before 5.16 there is no
+    per-node form, and sscanf reads ``0:256,1:256`` as 0.
     """
-    if ":" not in value:
+    if ":" not in value or not per_node:
         match = _PLAIN_COUNT.match(value)
         return int(match.group(1)) if match else None
     if not _NODE_COUNTS.fullmatch(value):

@@ -8,6 +8,7 @@ parser is shared with the THP facts (doctor/facts/thp.py) and the block device s
 from __future__ import annotations
 
 from ai_doctor.facts import Unavailable, fact, unreadable
+from ai_doctor.facts.system import kernel_version
 from ai_doctor.record import Record
 
 MEMINFO = "/proc/meminfo"
@@ -218,7 +219,8 @@ def hugepage_requests(host, facts):
     requests = {}
     cmdline = facts.get("cmdline")
     if cmdline:
-        for item in cmdline.hugepage_requests(default_size):
+        release = facts.get("release")
+        for item in cmdline.hugepage_requests(default_size, kernel_version(release) if release else None):
             if item.page_size:
                 requests[item.page_size] = PoolRequest(item.page_size, item.count, item.text, cmdline.source, None, None)
     config = facts.get("sysctl_config")
