@@ -91,6 +91,22 @@ def size_for(params: int, dtype: str) -> int:
     return int(math.ceil(params * DTYPE_BYTES[dtype]))
 
 
+# What a 16-bit checkpoint shrinks to; int4 formats carry scales, so they are "about".
+_FROM_16_BIT = (("int8", 0.5), ("int4", 0.25))
+
+
+def quantized_sizes(size: int, params=None, dtype=None):
+    """(what the sizes assume, [(format, bytes)]) for the smaller formats of a model: exact
+    from a parameter count and format, else assuming 16-bit weights of ``size`` bytes. An
+    empty list when the model is already int4."""
+    if params and dtype:
+        smaller = [(name, size_for(params, name)) for name in ("int8", "int4") if DTYPE_BYTES[name] < DTYPE_BYTES[dtype]]
+        return "%s parameters" % params_words(params), smaller
+    return "16-bit weights (an assumption: --params and --dtype make it exact)", [
+        (name, int(size * factor)) for name, factor in _FROM_16_BIT
+    ]
+
+
 def gib(value: int) -> str:
     """Bytes in the binary unit that reads best: ``140.0 GiB``, ``512.0 MiB``, ``0 B``."""
     if value < 0:

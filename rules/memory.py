@@ -7,10 +7,7 @@ from ai_doctor.facts.cgroup import HIGH, MAX
 from ai_doctor.facts.fixes import quote
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Step
 from ai_doctor.record import Record
-from ai_doctor.units import DTYPE_BYTES, gib, params_words, size_for
-
-# What a 16-bit checkpoint shrinks to; int4 formats carry scales, so they are "about".
-_QUANTIZED = (("int8", 0.5), ("int4", 0.25))
+from ai_doctor.units import gib, quantized_sizes
 
 
 class _Problem(Record):
@@ -126,14 +123,18 @@ def headroom(f):
         return Pass(note + ("." + notes if notes else ""))
 
     severity = min((p.severity for p in problems), key=lambda s: s.rank)
-    # A smaller variant must fit under every hard limit, not only the one that failed.
+    # How far the model is over what it can get, for ranking.
     capacity = min([p.capacity for p in problems] + [_room(level) for level in hard])
+    # "Fits" for a smaller variant means without swap or throttling: in what is available
+    # now and under every limit; an unused pool's memory counts once it is released.
+    rooms = [_room(level) for level in hard + soft]
+    fit = min([available, total] + rooms)
     message = "The model needs %s: %s." % (model.described, "; ".join(p.sentence for p in problems))
     pools = f.hugepages
     idle = sum(p.bytes_total for p in pools.pools.values() if p.idle) if pools else 0
     if idle:
         message += " An unused huge page pool holds %s out of MemAvailable (hugepages.unused)." % gib(idle)
-    quantized, fits = _quantized(model, capacity)
+    quantized, fits = _quantized(model, fit, min([available + idle, total] + rooms))
     if quantized:
         message += " " + quantized
     message += notes
@@ -141,7 +142,7 @@ def headroom(f):
     shown = [level for p in cgroup_problems for level in p.levels] or ([tightest] if tightest else [])
     for level in shown:
         evidence += _level_evidence(cgroup, level)
-    return Issue(message, evidence, _steps(f, cgroup, size, problems, quantized, fits), severity=severity, impact=size - capacity)
+    return Issue(message, evidence, _steps(f, cgroup, size, problems, fits), severity=severity, impact=size - capacity)
 
 
 def _room(level) -> int:
@@ -226,29 +227,33 @@ def _level_evidence(cgroup, level):
     return evidence
 
 
-def _quantized(model, capacity):
-    """What the same model needs at smaller formats and whether each fits ``capacity``, in
-    words; and whether any does."""
-    if model.params and model.dtype:
-        base = "%s parameters" % params_words(model.params)
-        sizes = [(dtype, size_for(model.params, dtype)) for dtype in ("int8", "int4") if DTYPE_BYTES[dtype] < DTYPE_BYTES[model.dtype]]
-    else:
-        base = "16-bit weights (an assumption: --params and --dtype make it exact)"
-        sizes = [(dtype, int(model.size * factor)) for dtype, factor in _QUANTIZED]
+def _quantized(model, fit, with_pool):
+    """What the same model needs at smaller formats and whether each fits in ``fit`` bytes (or
+    in ``with_pool`` once an unused huge page pool is released), in words; and whether any
+    does (None: there is no smaller format)."""
+    base, sizes = quantized_sizes(model.size, model.params, model.dtype)
     if not sizes:
-        return "", False
-    parts = ["%s ≈ %s (%s)" % (dtype, gib(value), "fits" if value <= capacity else "does not fit") for dtype, value in sizes]
-    return "As %s, quantized it would need %s." % (base, ", ".join(parts)), any(value <= capacity for _, value in sizes)
+        return "", None
+
+    def verdict(value):
+        if value <= fit:
+            return "fits"
+        return "fits once the unused huge page pool is released" if value <= with_pool else "does not fit"
+
+    parts = ["%s ≈ %s (%s)" % (dtype, gib(value), verdict(value)) for dtype, value in sizes]
+    return "As %s, quantized it would need %s." % (base, ", ".join(parts)), any(value <= with_pool for _, value in sizes)
 
 
-def _steps(f, cgroup, size, problems, quantized, fits):
+def _steps(f, cgroup, size, problems, fits):
     steps = []
     if fits:
         steps.append(
             Step("Load a quantized variant that fits (sizes above; int4 formats need a little more for their scales)", (), False, None)
         )
-    elif quantized:
+    elif fits is False:
         steps.append(Step("Not even int4 fits here: use a smaller model, or a host (or limit) with more memory", (), False, None))
+    else:
+        steps.append(Step("The weights are int4 already: use a smaller model, or a host (or limit) with more memory", (), False, None))
     for level in (level for p in problems for level in p.levels):
         step = _cgroup_step(f, cgroup, level, size)
         if step not in steps:  # e.g. one pod spec sets the limits of several levels

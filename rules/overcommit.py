@@ -13,7 +13,7 @@ from ai_doctor.engine import rule
 from ai_doctor.facts.sysctl import governing
 from ai_doctor.facts.system import kernel_version
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Step
-from ai_doctor.units import gib
+from ai_doctor.units import gib, quantized_sizes
 
 SWAPFILE = "/swapfile.aidoctor"
 MODE_NAMES = {0: "0 (heuristic)", 1: "1 (always allow)", 2: "2 (strict accounting)"}
@@ -97,7 +97,21 @@ def strict_headroom(f):
         message += ", and the admin and user reserves (%s) are closed to it" % gib(reserves)
     message += '. Loading it into process memory will fail with ENOMEM ("Cannot allocate memory"), even with RAM free.'
     evidence = [mode_setting.evidence()] + _mem_evidence(mem, "CommitLimit", "Committed_AS", "MemTotal", "SwapTotal")
-    return Issue(message, evidence, _strict_steps(f, mem, committed + reserves, model.size), impact=model.size + reserves - headroom)
+    physical = mem.get("MemTotal", 0) + mem.get("SwapTotal", 0)
+    if model.size > physical:
+        # No commit limit fixes that: raising it only moves the failure to the OOM killer.
+        steps = [
+            Step(
+                "No commit limit makes it fit: the model is larger than RAM + swap (%s), so it must get smaller or the "
+                "host larger (memory.headroom gives quantized sizes)" % gib(physical),
+                (),
+                False,
+                None,
+            )
+        ]
+    else:
+        steps = _strict_steps(f, mem, committed + reserves, model.size)
+    return Issue(message, evidence, steps, impact=model.size + reserves - headroom)
 
 
 def _reserves(f) -> int:
@@ -151,9 +165,12 @@ def _strict_steps(f, mem, committed, model_size):
     release = f.release
     if release and kernel_version(release) < (5, 2):
         heuristic = "which refuses an allocation larger than free memory, page cache and free swap together"
+        room = mem.get("MemAvailable", mem.get("MemFree", 0)) + mem.get("SwapFree", 0)
     else:
         heuristic = "which only refuses a single allocation larger than RAM + swap"
-    steps += fixes.sysctl([("vm.overcommit_memory", "0")], "overcommit", "Or return to the heuristic mode, " + heuristic)
+        room = mem.get("MemTotal", 0) + swap
+    if model_size <= room:  # else the heuristic refuses it too (overcommit.heuristic-oversize)
+        steps += fixes.sysctl([("vm.overcommit_memory", "0")], "overcommit", "Or return to the heuristic mode, " + heuristic)
     return steps
 
 
@@ -210,7 +227,11 @@ def heuristic_oversize(f):
     evidence = [mode_setting.evidence()] + _mem_evidence(mem, *keys)
     deficit = model.size - limit
     fixes = f.fixes
-    steps = [Step("Use a model that fits: a quantized variant, or a smaller one (memory.headroom gives sizes)", (), False, None)]
+    _, smaller = quantized_sizes(model.size, model.params, model.dtype)
+    if any(value <= limit for _, value in smaller):
+        steps = [Step("Use a model that fits: a quantized variant, or a smaller one (memory.headroom gives sizes)", (), False, None)]
+    else:
+        steps = [Step("Use a smaller model or a larger host: no quantized variant of this one fits either", (), False, None)]
     if deficit <= mem.get("MemTotal", 0) // 4:
         swap_gib = int(math.ceil(deficit / (1 << 30))) + 1
         create = [fixes.sudo("fallocate -l %dG %s" % (swap_gib, SWAPFILE))]
@@ -257,6 +278,11 @@ def ratio_ignored(f):
     # The running kernel is judged by its own mode, the configuration by the mode it sets at
     # boot: a ratio that waits for a mode 2 still to come is not ignored.
     boot = governing(config, None, "vm.overcommit_memory")
+    unknown = _unknown_mode(boot) or (
+        runtime and runtime.get("vm.overcommit_memory") is not None and _unknown_mode(governing(None, runtime, "vm.overcommit_memory"))
+    )
+    if unknown:
+        return unknown
     evidence = []
     settings = []
     ignored_lines = []
@@ -304,5 +330,12 @@ def ratio_ignored(f):
     if ignored_lines:
         steps.append(
             f.fixes.comment_out(ignored_lines, "Remove the ineffective setting from the configuration, so it says what the kernel does")
+        )
+    if judged_now:
+        # sysctl --system leaves a key no file sets as it is; writing the ratio zeroes kbytes too.
+        steps += f.fixes.runtime(
+            "Put the running kernel back on the default ratio (50), which also clears overcommit_kbytes",
+            [f.fixes.sudo("sysctl -w vm.overcommit_ratio=50")],
+            ["/proc/sys/vm/overcommit_ratio", "/proc/sys/vm/overcommit_kbytes"],
         )
     return Issue(message, evidence, steps)

@@ -88,11 +88,19 @@ def test_heuristic_before_linux_5_2_judges_by_free_memory(tree, run):
 
 def test_strict_ratio_above_100_is_offered_with_its_cost(tree, run):
     minimal_host(tree, overcommit="2")
-    found = finding(run("--root", tree, "--model-size", "70G", "--format", "json"), "overcommit.strict-headroom")
-    # (4 GiB committed + 70 GiB + 8 + 128 MiB of reserves + 3.5 GiB for the loader) / 64 GiB RAM → 121.3 %
+    found = finding(run("--root", tree, "--model-size", "60G", "--format", "json"), "overcommit.strict-headroom")
+    # (4 GiB committed + 60 GiB + 8 + 128 MiB of reserves + 3 GiB for the loader) / 64 GiB RAM → 104.9 %
     summaries = [s["summary"] for s in found["remediation"]]
-    assert "A ratio of 122% sets a commit limit larger than RAM" in summaries[0]
-    assert "sudo sysctl -w vm.overcommit_ratio=122" in commands(found)
+    assert "A ratio of 105% sets a commit limit larger than RAM" in summaries[0]
+    assert "sudo sysctl -w vm.overcommit_ratio=105" in commands(found)
+
+
+def test_strict_offers_no_limit_for_a_model_larger_than_ram_and_swap(tree, run):
+    minimal_host(tree, overcommit="2")
+    found = finding(run("--root", tree, "--model-size", "70G", "--format", "json"), "overcommit.strict-headroom")
+    assert [s["summary"][:31] for s in found["remediation"]] == ["No commit limit makes it fit: t"]
+    # and no "return to the heuristic mode", which would refuse it as well
+    assert commands(found) == []
 
 
 def test_strict_return_to_heuristic_says_what_the_old_kernel_judges(tree, run):
@@ -101,12 +109,13 @@ def test_strict_return_to_heuristic_says_what_the_old_kernel_judges(tree, run):
     assert any("free memory, page cache and free swap" in s["summary"] for s in found["remediation"])
 
 
-@pytest.mark.parametrize("value", ["abc", "7", ""])
+@pytest.mark.parametrize("value", ["abc", "7", "", "2 garbage", "\u0662", "99999999999999999999999999"])
 def test_an_overcommit_mode_no_kernel_takes_is_not_judged(tree, run, value):
     minimal_host(tree, overcommit=value)
     statuses = run("--root", tree, "--model-size", "200G", "--format", "json", "-v").statuses()
     assert statuses["overcommit.strict-headroom"] == "skip"
     assert statuses["overcommit.heuristic-oversize"] == "skip"
+    assert statuses["overcommit.ratio-ignored"] == "skip"
 
 
 def test_ratio_ignored_runtime_only(tree, run):
@@ -114,6 +123,8 @@ def test_ratio_ignored_runtime_only(tree, run):
     tree.write("/proc/sys/vm/overcommit_ratio", "95\n")
     found = finding(run("--root", tree, "--format", "json"), "overcommit.ratio-ignored")
     assert found["severity"] == "low" and "Mode 1 never refuses" in found["message"]
+    # sysctl --system would leave the value as it is: the fix resets it in the running kernel.
+    assert commands(found) == ["sudo sysctl -w vm.overcommit_ratio=50"]
 
 
 def test_ratio_kbytes_pair_is_read_correctly(tree, run):
