@@ -16,7 +16,7 @@ import os
 import sys
 
 from ai_doctor.facts import Unavailable
-from ai_doctor.model import CheckResult, Finding, Issue, Pass, Severity, Skip, Status
+from ai_doctor.model import CheckResult, Evidence, Finding, Issue, Pass, Severity, Skip, Status
 from ai_doctor.record import Record
 
 ENTRY_POINT_GROUP = "ai_doctor.rules"
@@ -220,6 +220,19 @@ def run(facts, rules):
     return ordered, tuple(sorted(findings, key=lambda f: f.sort_key))
 
 
+# Evidence shown for one finding; a file repeating a key a million times must not make a
+# report of a million lines.
+MAX_EVIDENCE = 40
+
+
+def _evidence(items):
+    # One file can be reached by two names (sysctl.conf and its 99-sysctl.conf link).
+    unique = tuple(dict.fromkeys(items))
+    if len(unique) <= MAX_EVIDENCE:
+        return unique
+    return unique[:MAX_EVIDENCE] + (Evidence("…", "%d more not shown" % (len(unique) - MAX_EVIDENCE)),)
+
+
 def _unique_paths(reads):
     seen = set()
     for got in reads:
@@ -261,8 +274,7 @@ def _result(rule_, outcome) -> CheckResult:
                 issue.severity or rule_.severity,
                 issue.title or rule_.title,
                 issue.message,
-                # One file can be reached by two names (sysctl.conf and its 99-sysctl.conf link).
-                tuple(dict.fromkeys(issue.evidence)),
+                _evidence(issue.evidence),
                 tuple(issue.remediation),
                 issue.impact,
                 (rule_.order, index),

@@ -167,10 +167,15 @@ class Host:
         return self._note("file", self._read(path, cap))
 
     def read_text(self, path: str, cap: int = READ_CAP) -> Read:
-        """Read a file as text; bytes that are not UTF-8 are replaced, never fatal."""
+        """Read a file as text; bytes that are not UTF-8 are replaced, never fatal. A file cut
+        at ``cap`` ends at its last whole line: a parser never sees half a line
+        (``vm.nr_hugepages = 40`` of ``4096``); ``truncated`` says that more was there."""
         got = self._read(path, cap)
         if got.ok:
-            got = got._replace(data=got.data.decode("utf-8", "replace"))
+            data = got.data
+            if got.truncated:
+                data = data[: data.rfind(b"\n") + 1]
+            got = got._replace(data=data.decode("utf-8", "replace"))
         return self._note("file", got)
 
     def listdir(self, path: str) -> Read:

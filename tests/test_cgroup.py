@@ -393,3 +393,10 @@ def test_unreadable_cgroup_membership_is_said_not_passed_silently(tree, run):
         "GiB. Cgroup memory limits were not checked: cannot read /proc/self/cgroup: "
         "permission denied where the tree was taken; judged without 1 unreadable file" in check["reason"]
     )
+
+
+def test_a_cgroup_outside_the_namespace_is_not_looked_up(tree):
+    v2_host(tree, "/../../../../etc", {})
+    tree.write("/etc/memory.max", "%d\n" % GiB)
+    got = cgroup_of(tree)
+    assert not got and "outside the cgroups this namespace can see" in got.reason

@@ -179,3 +179,12 @@ def test_rule_packs_register_through_entry_points(tmp_path, monkeypatch):
     rules = engine.load_rules()
     assert rules["pack.example"].title == "An example pack rule"
     assert [r.id for r in engine.select(only=["pack"])] == ["pack.example"]
+
+
+def test_evidence_is_capped_and_deduplicated(tree, run):
+    from conftest import minimal_host
+
+    minimal_host(tree, overcommit="1")
+    tree.write("/etc/sysctl.d/50-guide.conf", "vm.overcommit_ratio = 95\n" * 500)
+    found = next(f for f in run("--root", tree, "--format", "json").json["findings"] if f["rule"] == "overcommit.ratio-ignored")
+    assert len(found["evidence"]) == 41 and found["evidence"][-1]["value"].endswith("more not shown")

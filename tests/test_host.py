@@ -198,3 +198,9 @@ def test_live_host_reads_this_machine():
 )
 def test_join_link(path, target, expected):
     assert join_link(path, target) == expected
+
+
+def test_a_text_cut_at_the_cap_ends_at_its_last_whole_line(tree):
+    tree.write("/etc/sysctl.d/10-big.conf", "vm.swappiness = 10\nvm.nr_hugepages = 4096\n")
+    got = Host(str(tree)).read_text("/etc/sysctl.d/10-big.conf", cap=24)
+    assert got.truncated and got.data == "vm.swappiness = 10\n"

@@ -236,6 +236,10 @@ def cgroup_memory(host, facts):
     if not mounts:
         return Unavailable("cannot find cgroup mounts: " + mounts.reason)
     reader = _Reader(host)
+    outside = next((e[2] for e in entries if any(part in (".", "..") for part in e[2].split("/"))), None)
+    if outside is not None:
+        # A cgroup namespace shows cgroups outside its own root as /../…: not visible from here.
+        return Unavailable("%s places this process at %s, outside the cgroups this namespace can see" % (SELF_CGROUP, outside))
     v1 = [e for e in entries if "memory" in e[1]]
     if v1:
         version, cgroup_path = "v1", v1[0][2]

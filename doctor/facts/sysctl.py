@@ -13,7 +13,7 @@ last.
 from __future__ import annotations
 
 from ai_doctor.facts import Unavailable, fact, unreadable
-from ai_doctor.host import join_link
+from ai_doctor.host import READ_CAP, join_link
 from ai_doctor.record import Record
 
 SYSCTL_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d", "/lib/sysctl.d")
@@ -195,6 +195,8 @@ def sysctl_config(host, facts):
             notes.append("%s: %s" % (path, got.describe()))
             continue
         parsed, file_notes = parse_sysctl_file(got.data, path, origin)
+        if got.truncated:
+            file_notes.append("%s: larger than %d MiB; only its first part was read" % (path, READ_CAP >> 20))
         files.append(path)
         assignments.extend(parsed)
         notes.extend(file_notes)
