@@ -113,7 +113,12 @@ def headroom(f):
             "container to judge that one's." % cgroup.path
         )
     if not problems:
-        note = "the model (%s) fits: MemAvailable %s of MemTotal %s" % (gib(size), gib(available), gib(total))
+        note = "the model (%s) fits: %s %s of MemTotal %s" % (
+            gib(size),
+            "MemFree + Cached (no MemAvailable line)" if estimated else "MemAvailable",
+            gib(available),
+            gib(total),
+        )
         if tightest is not None:
             note += "; the tightest cgroup limit (%s in %s) leaves %s" % (
                 gib(tightest.limit),

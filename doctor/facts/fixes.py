@@ -115,10 +115,12 @@ class Fixes:
             commands.append(self.sudo("sysctl --system"))
         if needed:
             what = (
-                "keep it at boot: " + ("comment out the lines that set it and " if editable else "") + "write a drop-in under /etc/sysctl.d"
+                "make it persistent: "
+                + ("comment out the lines that set it and " if editable else "")
+                + "write a drop-in under /etc/sysctl.d"
             )
         else:
-            what = "keep it at boot: comment out the lines that set it (the kernel default then applies)"
+            what = "make it persistent: comment out the lines that set it (the kernel default then applies)"
         if self.running:
             what += ", then reload all sysctl files (`sysctl -p` reads only /etc/sysctl.conf)"
         steps.append(Step(self._place(what[0].upper() + what[1:], True), tuple(commands), True, True, self.container is not None, writes))
