@@ -23,7 +23,7 @@ class _Problem(Record):
     "Not enough memory for the model",
     Severity.HIGH,
     needs=("model", "meminfo"),
-    uses=("cgroup_memory", "hugepages", "container", "fixes"),
+    uses=("cgroup_memory", "hugepages", "container", "hostname", "fixes"),
 )
 def headroom(f):
     """The model is larger than the memory it can get.
@@ -323,7 +323,10 @@ def _cgroup_step(f, cgroup, level, size):
                 False,
                 True,
             )
-        ident = _container_id(cgroup.path)
+        hostname = f.hostname
+        # Docker names a container's host after its short id unless told otherwise.
+        guessed = hostname if isinstance(hostname, str) and len(hostname) == 12 and all(c in "0123456789abcdef" for c in hostname) else None
+        ident = _container_id(cgroup.path) or guessed
         command = "docker update --memory %s --memory-swap %s %s" % (want, want, ident or "CONTAINER")
         if container.runtime == "podman":
             command = "podman update --memory %s %s" % (want, ident or "CONTAINER")

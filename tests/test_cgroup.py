@@ -400,3 +400,10 @@ def test_a_cgroup_outside_the_namespace_is_not_looked_up(tree):
     tree.write("/etc/memory.max", "%d\n" % GiB)
     got = cgroup_of(tree)
     assert not got and "outside the cgroups this namespace can see" in got.reason
+
+
+def test_a_container_in_its_own_cgroup_namespace_is_named_by_its_hostname(run):
+    from conftest import fixture_root
+
+    found = finding(headroom(run, fixture_root("container-cgroup-64g"), "140G"))
+    assert any(c.startswith("docker update --memory ") and c.endswith(" 4f2b8a9c3d1e") for c in commands(found))
