@@ -118,10 +118,26 @@ def test_surplus_pages_do_not_count_toward_the_requested_pool(tree, run):
     assert "but the pool holds 412 besides 100 surplus: 100 pages (200.0 MiB) short" in found["message"]
 
 
-def test_grub_drop_in_is_not_used_when_the_grub_file_already_sets_the_parameter(tree, run):
+def test_a_parameter_the_grub_file_sets_is_cut_out_before_the_drop_in_adds_it(tree, run, tmp_path):
     minimal_host(tree)
     tree.write("/usr/sbin/update-grub", "", 0o755)
-    tree.write("/etc/default/grub", 'GRUB_CMDLINE_LINUX="quiet hugepages=16"\n')  # pending, not booted yet
+    grub = 'GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX="quiet hugepages=16 hugepagesz=2M"\nGRUB_CMDLINE_LINUX_DEFAULT=hugepages=8\n# hugepages=3 in a comment\n'
+    tree.write("/etc/default/grub", grub)  # pending, not booted yet
+    cmds = commands(finding(run("--root", tree, "--hugepages", "64", "--format", "json"), "hugepages.shortfall"))
+    sed = next(c for c in cmds if c.startswith("sudo sed -i -E") and c.endswith(" /etc/default/grub"))
+    assert "/etc/default/grub.d/90-aidoctor-hugepagesz.cfg" in "\n".join(cmds)
+    # Run the very command on a copy: the pairs go, everything else stays.
+    copy = tmp_path / "grub"
+    copy.write_text(grub)
+    subprocess.run(["bash", "-c", sed.replace("sudo ", "", 1).replace("/etc/default/grub", str(copy))], check=True)
+    assert copy.read_text() == 'GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX="quiet  "\nGRUB_CMDLINE_LINUX_DEFAULT=\n# hugepages=3 in a comment\n'
+
+
+def test_a_parameter_set_only_outside_grubs_files_is_changed_by_hand(tree, run):
+    minimal_host(tree)
+    tree.write("/proc/cmdline", "ro quiet hugepages=16\n")  # from a grub.cfg edited by hand
+    tree.write("/usr/sbin/update-grub", "", 0o755)
+    tree.write("/etc/default/grub", 'GRUB_CMDLINE_LINUX="quiet"\n')
     cmds = commands(finding(run("--root", tree, "--hugepages", "64", "--format", "json"), "hugepages.shortfall"))
     assert "sudoedit /etc/default/grub" in cmds
     assert not any("/etc/default/grub.d" in c for c in cmds)

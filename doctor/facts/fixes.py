@@ -186,17 +186,20 @@ class Fixes:
                 command += " --args=%s" % quote(add_text)
             commands = (self.sudo(command),)
             how = "with grubby"
-        elif "update-grub" in tools and add and not remove_names:
+        elif "update-grub" in tools and (add or remove_names) and set(remove_names) <= self._grub_set(drop_in):
             # Debian's grub-mkconfig sources /etc/default/grub.d/*.cfg after /etc/default/grub,
             # so one file of our own is idempotent and leaves the distribution's file alone.
-            # One file per parameter family, so two fixes never overwrite each other.
-            line = 'GRUB_CMDLINE_LINUX="$GRUB_CMDLINE_LINUX %s"' % add_text
-            commands = (
-                self.sudo("mkdir -p %s" % GRUB_DROP_INS),
-                "printf '%%s\\n' %s | %s" % (quote(line), self.sudo("tee %s >/dev/null" % drop_in)),
-                self.sudo("update-grub"),
-            )
-            how = "in a GRUB drop-in"
+            # One file per parameter family, so two fixes never overwrite each other. A name
+            # to drop is cut out of the GRUB_CMDLINE_LINUX* lines of the files that set it.
+            commands = tuple(self._grub_removals(remove_names, drop_in))
+            if add:
+                line = 'GRUB_CMDLINE_LINUX="$GRUB_CMDLINE_LINUX %s"' % add_text
+                commands += (
+                    self.sudo("mkdir -p %s" % GRUB_DROP_INS),
+                    "printf '%%s\\n' %s | %s" % (quote(line), self.sudo("tee %s >/dev/null" % drop_in)),
+                )
+            commands += (self.sudo("update-grub"),)
+            how = "in a GRUB drop-in" if add else "in the GRUB files that set it"
         elif "/etc/default/grub" in tools and ({"update-grub", "grub2-mkconfig", "grub-mkconfig"} & set(tools)):
             if "update-grub" in tools:
                 rebuild = "update-grub"
@@ -224,6 +227,21 @@ class Fixes:
         if self.running:
             summary += ", then reboot"
         return Step(self._place(summary, True), commands, True, True, False, ())
+
+    def _grub_set(self, drop_in) -> set:
+        """Parameter names the GRUB defaults files (not ``drop_in``, rewritten whole) set."""
+        return {name for args in self._boot_args if args.variable and args.path != drop_in for name in args.names}
+
+    def _grub_removals(self, names, drop_in):
+        """sed commands cutting ``names`` out of the GRUB_CMDLINE_LINUX* lines that set them."""
+        if not names:
+            return []
+        pattern = "|".join(_ere(name) for name in names)
+        script = (
+            "/^[[:space:]]*(export[[:space:]]+)?GRUB_CMDLINE_LINUX(_DEFAULT)?=/ s/([\"'[:space:]=])(%s)=[^\"'[:space:]]*/\\1/g" % pattern
+        )
+        files = sorted({args.path for args in self._boot_args if args.variable and args.path != drop_in and args.names & set(names)})
+        return [self.sudo("sed -i -E %s %s" % (quote(script), quote(path))) for path in files]
 
     def _edit(self, path: str) -> str:
         if self.image is not None:
