@@ -121,7 +121,10 @@ def test_surplus_pages_do_not_count_toward_the_requested_pool(tree, run):
 def test_a_parameter_the_grub_file_sets_is_cut_out_before_the_drop_in_adds_it(tree, run, tmp_path):
     minimal_host(tree)
     tree.write("/usr/sbin/update-grub", "", 0o755)
-    grub = 'GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX="quiet hugepages=16 hugepagesz=2M"\nGRUB_CMDLINE_LINUX_DEFAULT=hugepages=8\n# hugepages=3 in a comment\n'
+    grub = (
+        'GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX="quiet hugepages=16 hugepagesz=2M"\n'
+        "GRUB_CMDLINE_LINUX_DEFAULT=hugepages=8\n# hugepages=3 in a comment\n"
+    )
     tree.write("/etc/default/grub", grub)  # pending, not booted yet
     cmds = commands(finding(run("--root", tree, "--hugepages", "64", "--format", "json"), "hugepages.shortfall"))
     sed = next(c for c in cmds if c.startswith("sudo sed -i -E") and c.endswith(" /etc/default/grub"))
