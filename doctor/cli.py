@@ -359,7 +359,7 @@ def _width(to_terminal: bool):
 def _write(path, text: str) -> None:
     if path is None or path == "-":
         if sys.stdout is None:
-            raise UsageError("standard output is closed; write the report with --output FILE")
+            raise UsageError("standard output is closed")
         try:
             sys.stdout.write(text)
             sys.stdout.flush()
@@ -370,7 +370,7 @@ def _write(path, text: str) -> None:
         return
     if os.path.isdir(path):
         raise UsageError("--output %s: is a directory" % path)
-    if os.path.realpath(path).startswith(("/proc/", "/sys/")):
+    if os.path.abspath(path).startswith(("/proc/", "/sys/")):
         raise UsageError("--output %s: a kernel interface file, not a place for a report" % path)
     if os.path.exists(path) and not os.path.isfile(path):
         # /dev/stdout, a FIFO: write straight through, no temporary file beside it.
@@ -380,15 +380,23 @@ def _write(path, text: str) -> None:
         except OSError as exc:
             raise UsageError("--output %s: %s" % (path, exc.strerror or exc)) from None
         return
+    import tempfile
+
     directory = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(directory, ".%s.aidoctor-tmp" % os.path.basename(path))
+    temporary = None
     try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        # A fresh name, created exclusively: a link planted beside the target is never followed.
+        handle, temporary = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".aidoctor-tmp", dir=directory)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.fchmod(handle, 0o666 & ~mask)
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
         os.replace(temporary, path)
     except OSError as exc:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
+        if temporary is not None:
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
         raise UsageError("--output %s: %s" % (path, exc.strerror or exc)) from None

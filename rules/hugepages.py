@@ -100,7 +100,7 @@ def _unsupported_steps(f, active):
     "Huge page pool smaller than requested",
     Severity.HIGH,
     needs=("hugepages",),
-    uses=("hugepage_requests", "meminfo", "cmdline", "release", "model", "fixes"),
+    uses=("hugepage_requests", "meminfo", "cmdline", "release", "model", "unused_pools", "fixes"),
 )
 def shortfall(f):
     """A huge page pool was requested but the kernel allocated fewer pages.
@@ -215,9 +215,19 @@ def _shortfall_steps(f, request, pool, impossible):
     unconfigured = request.from_user and (request.configured is None or request.configured.count < request.count)
     if unconfigured and request.page_size == f.hugepages.default_size:
         # Nothing asks for this pool yet: ask for it, now and at boot.
-        return fixes.sysctl([("vm.nr_hugepages", str(request.count))], "hugepages", "Reserve the pool") + [
+        steps = fixes.sysctl([("vm.nr_hugepages", str(request.count))], "hugepages", "Reserve the pool") + [
             _boot_reservation(f, request, "Or, for a pool that must survive fragmentation, reserve it at boot instead")
         ]
+        configured = request.configured
+        if configured is not None and configured.assignment is not None:
+            # Else systemd-sysctl shrinks the boot pool back to the configured count.
+            steps.append(
+                fixes.comment_out(
+                    [configured.assignment],
+                    "With the boot reservation, drop the sysctl that resizes the pool after boot (%s)" % configured.where,
+                )
+            )
+        return steps
     count_path = pool.source if pool.source.endswith("nr_hugepages") else "/proc/sys/vm/nr_hugepages"
     steps += fixes.runtime(
         "Compact memory, then ask again and check what the kernel allocated",
@@ -345,9 +355,7 @@ def _boot_plan(f):
             plan[item.page_size] = item.count
     why = {}
     for request, pool, impossible in _short_requests(f):
-        unconfigured = request.from_user and (request.configured is None or request.configured.count < request.count)
-        # Only where shortfall's boot line is the fix, not one choice among others.
-        if pool is None or impossible or unconfigured:
+        if pool is None or impossible:
             continue
         if request.path == "/proc/cmdline" and not _unsized_before_5_7(f, request):
             plan[request.page_size] = pool.persistent  # what the kernel could reserve
@@ -363,14 +371,7 @@ def _boot_plan(f):
 
 def _idle_pools(f):
     """Pools reserved with every page free that nothing declared or short claims."""
-    pools = f.hugepages
-    requests = {r.page_size: r for r in f.hugepage_requests}
-    short = {request.page_size for request, _, _ in _short_requests(f)}
-    return [
-        p
-        for p in pools.pools.values()
-        if p.idle and p.page_size not in short and not getattr(requests.get(p.page_size), "from_user", False)
-    ]
+    return list(f.unused_pools)
 
 
 def _boot_pool_sizes(f):
@@ -391,7 +392,7 @@ def _cmdline_pools(f):
     "Static huge page pool reserved but unused",
     Severity.MEDIUM,
     needs=("hugepages",),
-    uses=("model", "meminfo", "hugepage_requests", "cmdline", "release", "fixes"),
+    uses=("model", "meminfo", "hugepage_requests", "cmdline", "release", "unused_pools", "fixes"),
 )
 def unused(f):
     """A static huge page pool is reserved and every page of it is free.

@@ -23,7 +23,7 @@ class _Problem(Record):
     "Not enough memory for the model",
     Severity.HIGH,
     needs=("model", "meminfo"),
-    uses=("cgroup_memory", "hugepages", "container", "hostname", "fixes"),
+    uses=("cgroup_memory", "unused_pools", "container", "hostname", "fixes"),
 )
 def headroom(f):
     """The model is larger than the memory it can get.
@@ -135,8 +135,7 @@ def headroom(f):
     rooms = [_room(level) for level in hard + soft]
     fit = min([available, total] + rooms)
     message = "The model needs %s: %s." % (model.described, "; ".join(p.sentence for p in problems))
-    pools = f.hugepages
-    idle = sum(p.bytes_total for p in pools.pools.values() if p.idle) if pools else 0
+    idle = sum(p.bytes_total for p in f.unused_pools)
     if idle:
         message += " An unused huge page pool holds %s out of MemAvailable (hugepages.unused)." % gib(idle)
     quantized, fits = _quantized(model, fit, min([available + idle, total] + rooms))
@@ -266,8 +265,9 @@ def _steps(f, cgroup, size, problems, fits):
     if not any(p.severity is Severity.CRITICAL for p in problems) and any(not p.levels for p in problems):
         steps.append(
             Step(
-                "Free memory before loading: stop other large processes and release unused huge page pools "
-                "(page cache needs nothing: MemAvailable already counts what can be reclaimed)",
+                "Free memory before loading: stop other large processes%s "
+                "(page cache needs nothing: MemAvailable already counts what can be reclaimed)"
+                % (" and release the unused huge page pool (hugepages.unused)" if f.unused_pools else ""),
                 ("ps -eo pid,rss,comm --sort=-rss | head", "free -h"),
                 False,
                 None,

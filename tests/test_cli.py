@@ -290,3 +290,21 @@ def test_numbers_stay_with_their_units_when_wrapped():
         lines = [text[start:end] for start, end in _pieces(text, width, 0, 0)]
         assert " ".join(lines) == text
         assert not any(line.endswith(("64.0", "uid")) for line in lines), (width, lines)
+
+
+def test_output_never_follows_a_link_planted_beside_the_target(run, tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    # The name an older aidoctor used for its temporary file, and any other guess.
+    (shared / ".r.txt.aidoctor-tmp").symlink_to(victim)
+    assert run("--root", GUIDE, "--model-size", "140G", "-o", str(shared / "r.txt")).code == 0
+    assert victim.read_text() == "precious\n"
+    assert (shared / "r.txt").is_file() and not (shared / "r.txt").is_symlink()
+    assert "aidoctor" in (shared / "r.txt").read_text()
+
+
+def test_output_to_dev_stdout_writes_through_a_pipe():
+    done = console(["--root", GUIDE, "--model-size", "140G", "--format", "json", "-o", "/dev/stdout"])
+    assert done.returncode == 0 and json.loads(done.stdout)["schema"]

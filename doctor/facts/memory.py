@@ -246,3 +246,21 @@ def hugepage_requests(host, facts):
         configured = requests.get(default_size)
         requests[default_size] = PoolRequest(default_size, wanted, "--hugepages %d" % wanted, FROM_USER, None, None, configured)
     return tuple(requests[size] for size in sorted(requests))
+
+
+@fact("unused_pools")
+def unused_pools(host, facts):
+    """Pools reserved with every page free that nothing claims: not declared with
+    ``--hugepages``, and not short of what a request asks (those are a shortfall's to judge).
+    One answer for every rule that speaks of memory an unused pool holds."""
+    pools = facts.get("hugepages")
+    if not pools:
+        return ()
+    requests = {r.page_size: r for r in facts.get("hugepage_requests") or ()}
+    found = []
+    for pool in pools.pools.values():
+        request = requests.get(pool.page_size)
+        if not pool.idle or (request is not None and (request.from_user or request.count > pool.persistent)):
+            continue
+        found.append(pool)
+    return tuple(sorted(found, key=lambda p: p.page_size))
