@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from conftest import MEMINFO_64G, minimal_host
@@ -594,3 +596,33 @@ def test_a_boot_line_near_all_memory_is_flagged(tree, run):
     found = finding(run("--root", tree, "--hugepages", "31000", "--format", "json"), "hugepages.shortfall")
     boot = next(s for s in found["remediation"] if "kernel command line" in s["summary"])
     assert "the line reserves 60.5 GiB of 64.0 GiB and leaves 3.5 GiB to everything else" in boot["summary"]
+
+
+def test_reserving_at_boot_instead_drops_the_sysctl_that_would_shrink_it(run):
+    from conftest import fixture_root
+
+    found = finding(
+        run("--root", fixture_root("guide-followed-literally"), "--hugepages", "4096", "--format", "json"), "hugepages.shortfall"
+    )
+    summaries = [s["summary"] for s in found["remediation"]]
+    boot = next(i for i, s in enumerate(summaries) if s.startswith("Or, for a pool that must survive fragmentation"))
+    assert summaries[boot + 1].startswith("With the boot reservation, drop the sysctl that resizes the pool after boot (/etc/sysctl.conf:")
+
+
+def test_a_declared_pool_is_not_called_unused_by_any_rule(run):
+    from conftest import fixture_root
+
+    result = run("--root", fixture_root("unused-static-pool"), "--model-size", "80G", "--hugepages", "32", "--format", "json")
+    assert "hugepages.unused" not in result.findings()
+    text = json.dumps(result.json["findings"])
+    assert "unused huge page pool" not in text
+
+
+def test_boot_lines_agree_when_the_pool_asked_for_is_only_declared(tree, run):
+    _two_boot_pools(tree, line="hugepagesz=1G hugepages=8")
+    tree.write("/proc/sys/vm/nr_hugepages", "0\n")
+    tree.write("/proc/meminfo", meminfo(HugePages_Total=0, HugePages_Free=0))
+    result = run("--root", tree, "--hugepages", "4096", "--format", "json")
+    short, unused = finding(result, "hugepages.shortfall"), finding(result, "hugepages.unused")
+    grubby = [c for c in commands(short) + commands(unused) if "grubby" in c]
+    assert len(set(grubby)) == 1 and grubby[0].endswith("--args='hugepagesz=2M hugepages=4096'")
