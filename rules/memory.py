@@ -23,7 +23,7 @@ class _Problem(Record):
     "Not enough memory for the model",
     Severity.HIGH,
     needs=("model", "meminfo"),
-    uses=("cgroup_memory", "unused_pools", "container", "hostname", "fixes"),
+    uses=("cgroup_memory", "unused_pools", "sysctl", "container", "hostname", "fixes"),
 )
 def headroom(f):
     """The model is larger than the memory it can get.
@@ -50,8 +50,12 @@ def headroom(f):
     cannot be read, the message says the limits went unchecked.
 
     MemAvailable is the kernel's estimate of memory available without swapping; it excludes
-    static huge page pools. When the model does not fit, the message gives the sizes of
-    quantized variants (int8, int4).
+    static huge page pools. Under strict overcommit (vm.overcommit_memory = 2) the model must
+    also fit in CommitLimit − Committed_AS, or the allocation is refused at once: that is
+    overcommit.strict-headroom's finding, and it is named here (never a bare "fits") without
+    being counted twice. When the model does not fit, the message gives the sizes of
+    quantized variants (int8, int4) and whether each fits without swap, strict overcommit
+    included.
 
     References: Documentation/filesystems/proc.rst (MemAvailable); Documentation/admin-guide/
     cgroup-v2.rst, Memory Interface Files (memory.current: "the cgroup and its descendants";
@@ -105,6 +109,14 @@ def headroom(f):
         )
     tightest = _tightest(hard)
     notes = " Could not read %s." % "; ".join(cgroup.notes) if cgroup and cgroup.notes else ""
+    commit_room = _commit_room(f, mem)
+    if commit_room is not None and size > commit_room:
+        # Strict accounting refuses the allocation before any of this memory is touched; that
+        # finding is overcommit.strict-headroom's, so it is said here, not counted twice.
+        notes += (
+            " Strict overcommit lets a process commit only CommitLimit − Committed_AS = %s, so loading it into "
+            "process memory fails with ENOMEM before then (overcommit.strict-headroom)." % gib(max(commit_room, 0))
+        )
     if not cgroup:
         notes += " Cgroup memory limits were not checked: %s." % cgroup.reason
     elif cgroup.limits and not (f.container and f.container.detected):
@@ -113,7 +125,8 @@ def headroom(f):
             "container to judge that one's." % cgroup.path
         )
     if not problems:
-        note = "the model (%s) fits: %s %s of MemTotal %s" % (
+        blocked = commit_room is not None and size > commit_room
+        note = ("there is memory for the model (%s): %s %s of MemTotal %s" if blocked else "the model (%s) fits: %s %s of MemTotal %s") % (
             gib(size),
             "MemFree + Cached (no MemAvailable line)" if estimated else "MemAvailable",
             gib(available),
@@ -133,12 +146,12 @@ def headroom(f):
     # "Fits" for a smaller variant means without swap or throttling: in what is available
     # now and under every limit; an unused pool's memory counts once it is released.
     rooms = [_room(level) for level in hard + soft]
-    fit = min([available, total] + rooms)
+    fit = min([available, total] + rooms + ([commit_room] if commit_room is not None else []))
     message = "The model needs %s: %s." % (model.described, "; ".join(p.sentence for p in problems))
     idle = sum(p.bytes_total for p in f.unused_pools)
     if idle:
         message += " An unused huge page pool holds %s out of MemAvailable (hugepages.unused)." % gib(idle)
-    quantized, fits = _quantized(model, fit, min([available + idle, total] + rooms))
+    quantized, fits = _quantized(model, fit, min([available + idle, total] + rooms + ([commit_room] if commit_room is not None else [])))
     if quantized:
         message += " " + quantized
     message += notes
@@ -147,6 +160,15 @@ def headroom(f):
     for level in shown:
         evidence += _level_evidence(cgroup, level)
     return Issue(message, evidence, _steps(f, cgroup, size, problems, fits), severity=severity, impact=size - capacity)
+
+
+def _commit_room(f, mem):
+    """CommitLimit − Committed_AS where the running kernel enforces it (vm.overcommit_memory
+    = 2), else None."""
+    runtime = f.sysctl
+    if not runtime or runtime.int("vm.overcommit_memory") != 2 or "CommitLimit" not in mem or "Committed_AS" not in mem:
+        return None
+    return mem.get("CommitLimit") - mem.get("Committed_AS")
 
 
 def _room(level) -> int:

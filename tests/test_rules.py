@@ -626,3 +626,14 @@ def test_boot_lines_agree_when_the_pool_asked_for_is_only_declared(tree, run):
     short, unused = finding(result, "hugepages.shortfall"), finding(result, "hugepages.unused")
     grubby = [c for c in commands(short) + commands(unused) if "grubby" in c]
     assert len(set(grubby)) == 1 and grubby[0].endswith("--args='hugepagesz=2M hugepages=4096'")
+
+
+def test_headroom_never_says_fits_where_strict_overcommit_refuses(tree, run):
+    minimal_host(tree, overcommit="2")
+    result = run("--root", tree, "--model-size", "40G", "--format", "json", "-v")
+    check = next(c for c in result.json["checks"] if c["rule"] == "memory.headroom")
+    assert check["status"] == "pass" and "fits" not in check["reason"]
+    assert "Strict overcommit lets a process commit only CommitLimit − Committed_AS = 28.0 GiB" in check["reason"]
+    # and a quantized variant "fits" only within the commit limit too
+    found = finding(run("--root", tree, "--model-size", "70G", "--format", "json"), "memory.headroom")
+    assert "int8 ≈ 35.0 GiB (does not fit), int4 ≈ 17.5 GiB (fits)" in found["message"]
