@@ -170,7 +170,13 @@ def _strict_steps(f, mem, committed, model_size):
         heuristic = "which only refuses a single allocation larger than RAM + swap"
         room = mem.get("MemTotal", 0) + swap
     if model_size <= room:  # else the heuristic refuses it too (overcommit.heuristic-oversize)
-        steps += fixes.sysctl([("vm.overcommit_memory", "0")], "overcommit", "Or return to the heuristic mode, " + heuristic)
+        # The ratio and kbytes mean nothing outside mode 2: they go too (overcommit.ratio-ignored).
+        steps += fixes.sysctl(
+            [("vm.overcommit_memory", "0"), ("vm.overcommit_ratio", "50")],
+            "overcommit",
+            "Or return to the heuristic mode, " + heuristic,
+            displaces=("vm.overcommit_kbytes",),
+        )
     return steps
 
 
@@ -232,7 +238,7 @@ def heuristic_oversize(f):
         steps = [Step("Use a model that fits: a quantized variant, or a smaller one (memory.headroom gives sizes)", (), False, None)]
     else:
         steps = [Step("Use a smaller model or a larger host: no quantized variant of this one fits either", (), False, None)]
-    if deficit <= mem.get("MemTotal", 0) // 4:
+    if model.size <= mem.get("MemTotal", 0) and deficit <= mem.get("MemTotal", 0) // 4:
         swap_gib = int(math.ceil(deficit / (1 << 30))) + 1
         create = [fixes.sudo("fallocate -l %dG %s" % (swap_gib, SWAPFILE))]
         mounts = f.mounts
@@ -245,8 +251,9 @@ def heuristic_oversize(f):
             create + [fixes.sudo("chmod 600 %s" % SWAPFILE), fixes.sudo("mkswap %s" % SWAPFILE), fixes.sudo("swapon %s" % SWAPFILE)],
         )
     else:
+        why = "the model is larger than all RAM, so it would live in swap" if model.size > mem.get("MemTotal", 0) else "not in practice"
         steps.append(
-            Step("Swap cannot make up %s in practice: the model must get smaller or the host larger" % gib(deficit), (), False, None)
+            Step("Swap cannot make up %s (%s): the model must get smaller or the host larger" % (gib(deficit), why), (), False, None)
         )
     return Issue(message, evidence, steps, impact=deficit)
 

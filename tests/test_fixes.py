@@ -29,7 +29,9 @@ def test_unlinked_sysctl_conf_is_commented_out_too_since_sysctl_system_applies_i
     cmds = commands(found)
     script = "'s/^([[:space:]]*-?(vm\\.overcommit_memory)[[:space:]]*=)/# \\1/'"
     assert "sudo sed -i -E %s /etc/sysctl.conf" % script in cmds
-    assert "sudo sed -i -E %s /etc/sysctl.d/80-x.conf" % script in cmds
+    # Back in the heuristic mode the ratio means nothing: its line goes too.
+    both = "'s/^([[:space:]]*-?(vm\\.overcommit_memory|vm\\.overcommit_ratio)[[:space:]]*=)/# \\1/'"
+    assert "sudo sed -i -E %s /etc/sysctl.d/80-x.conf" % both in cmds
     assert cmds[-1] == "sudo sysctl --system"
 
 
@@ -227,13 +229,14 @@ def test_comment_out_script_comments_exactly_the_keys(tree, run, tmp_path):
 
 
 def test_swap_file_on_btrfs_is_made_without_copy_on_write(tree, run):
-    minimal_host(tree)
+    # Before 5.2 the heuristic judges free memory + free swap: swap can make up a small deficit.
+    minimal_host(tree, release="4.19.0-26-amd64")
     tree.write("/proc/self/mountinfo", "26 1 0:30 /@ / rw,relatime - btrfs /dev/sda2 rw\n")
-    cmds = commands(finding(run("--root", tree, "--model-size", "70G", "--format", "json"), "overcommit.heuristic-oversize"))
+    cmds = commands(finding(run("--root", tree, "--model-size", "61G", "--format", "json"), "overcommit.heuristic-oversize"))
     assert cmds[:3] == [
         "sudo truncate -s 0 /swapfile.aidoctor",
         "sudo chattr +C /swapfile.aidoctor",
-        "sudo fallocate -l 7G /swapfile.aidoctor",
+        "sudo fallocate -l 2G /swapfile.aidoctor",
     ]
     assert cmds[-1] == "sudo swapon /swapfile.aidoctor"
 

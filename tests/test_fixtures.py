@@ -27,8 +27,7 @@ def test_fixture_findings(run, name):
     # Commands each finding must print, exactly ({root}: the tree, for an image changed through chroot).
     for rule, wanted in expect.get("commands", {}).items():
         printed = [c for f in result.json["findings"] if f["rule"] == rule for step in f["remediation"] for c in step["commands"]]
-        for command in wanted:
-            assert command.replace("{root}", str(FIXTURES / name / "root")) in printed, (rule, command, printed)
+        assert printed == [command.replace("{root}", str(FIXTURES / name / "root")) for command in wanted], (rule, printed)
     worst = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
     failing = any(worst[s] <= worst["high"] for s in expect["findings"].values())
     assert result.code == (1 if failing else 0)
