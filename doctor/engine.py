@@ -16,6 +16,7 @@ import os
 import sys
 
 from ai_doctor.facts import Unavailable
+from ai_doctor.host import READ_CAP
 from ai_doctor.model import CheckResult, Evidence, Finding, Issue, Pass, Severity, Skip, Status
 from ai_doctor.record import Record
 
@@ -198,17 +199,22 @@ def run(facts, rules):
     for rule_ in ordinary:
         result, used = _run_one(facts, rule_, (), ())
         results[rule_.id] = result
-        findings.extend(result.findings)
-        refused = []
+        refused, cut = [], []
         for name in sorted(used):
             refused.extend(facts.failed_reads(name))
+            cut.extend(facts.cut_reads(name))
         refused = tuple(_unique_paths(refused))
+        cut = sorted({got.path for got in cut})
+        if cut and result.status in (Status.PASS, Status.FINDING):
+            result = _said_in_part(result, cut)
+            results[rule_.id] = result
         denied = sum(1 for got in refused if got.denied)
         if denied and result.status is Status.PASS:
             # A pass from what could be read is not a clean bill: say so where it is read.
             note = "judged without %d unreadable file%s (access.permission-denied)" % (denied, "" if denied == 1 else "s")
             result = result._replace(reason="%s; %s" % (result.reason.rstrip("."), note) if result.reason else note)
             results[rule_.id] = result
+        findings.extend(result.findings)
         audit.append(RuleAudit(rule_.id, rule_.title, result.status, refused))
     ranked = tuple(sorted(findings, key=lambda f: f.sort_key))
     for rule_ in rules:
@@ -218,6 +224,15 @@ def run(facts, rules):
             findings.extend(result.findings)
     ordered = tuple(results[r.id] for r in sorted(rules, key=lambda r: r.order))
     return ordered, tuple(sorted(findings, key=lambda f: f.sort_key))
+
+
+def _said_in_part(result, paths):
+    """``result`` saying that it rests on files read only up to the cap."""
+    note = "read only in part (larger than %d MiB): %s" % (READ_CAP >> 20, ", ".join(paths))
+    if result.status is Status.PASS:
+        return result._replace(reason="%s; judged on files %s" % (result.reason.rstrip("."), note) if result.reason else "files " + note)
+    changed = tuple(f._replace(message="%s (Files %s.)" % (f.message, note)) for f in result.findings)
+    return result._replace(findings=changed)
 
 
 # Evidence shown for one finding; a file repeating a key a million times must not make a

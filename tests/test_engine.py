@@ -188,3 +188,16 @@ def test_evidence_is_capped_and_deduplicated(tree, run):
     tree.write("/etc/sysctl.d/50-guide.conf", "vm.overcommit_ratio = 95\n" * 500)
     found = next(f for f in run("--root", tree, "--format", "json").json["findings"] if f["rule"] == "overcommit.ratio-ignored")
     assert len(found["evidence"]) == 41 and found["evidence"][-1]["value"].endswith("more not shown")
+
+
+def test_a_file_read_only_in_part_is_said_in_the_verdict(tree, run):
+    from conftest import minimal_host
+
+    minimal_host(tree, overcommit="1")
+    padding = "# " + "x" * 1022 + "\n"
+    tree.write("/etc/sysctl.d/50-tuning.conf", "vm.overcommit_ratio = 80\n" + padding * (9 << 10) + "vm.overcommit_memory = 2\n")
+    report = run("--root", tree, "--format", "json", "-v").json
+    found = next(f for f in report["findings"] if f["rule"] == "overcommit.ratio-ignored")
+    assert found["message"].endswith("(Files read only in part (larger than 8 MiB): /etc/sysctl.d/50-tuning.conf.)")
+    passed = next(c for c in report["checks"] if c["rule"] == "hugepages.shortfall")
+    assert "judged on files read only in part" in passed["reason"]

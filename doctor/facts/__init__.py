@@ -88,6 +88,11 @@ class Facts:
         start, end = self.inputs.get(name, (0, 0))
         return [got for _kind, _path, got in self.host.log[start:end] if got.failed]
 
+    def cut_reads(self, name: str):
+        """Reads behind ``name`` that stopped at the read cap: the fact saw part of a file."""
+        start, end = self.inputs.get(name, (0, 0))
+        return [got for _kind, _path, got in self.host.log[start:end] if got.ok and got.truncated]
+
 
 def _load_providers() -> None:
     # Explicit imports: every provider module registers its facts on import.
