@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from ai_doctor.engine import rule
-from ai_doctor.facts.sysctl import governing
+from ai_doctor.facts.sysctl import DEFAULTS, governing
 from ai_doctor.facts.system import kernel_version
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Step
 from ai_doctor.units import gib, quantized_sizes
@@ -118,7 +118,9 @@ def _reserves(f) -> int:
     """admin_reserve_kbytes + user_reserve_kbytes in bytes: what a loader cannot commit."""
     total = 0
     for key in ("vm.admin_reserve_kbytes", "vm.user_reserve_kbytes"):
-        total += governing(None, f.sysctl, key).int * 1024
+        value = governing(None, f.sysctl, key).int
+        # An unreadable or odd value: the kernel default is the likeliest truth.
+        total += (value if value is not None and value >= 0 else int(DEFAULTS[key])) * 1024
     return total
 
 

@@ -260,3 +260,10 @@ def test_a_quoted_word_is_one_printable_shell_word(word):
     assert quoted.isprintable()
     done = subprocess.run(["bash", "-c", "printf %s " + quoted], capture_output=True, env={"LC_ALL": "C.UTF-8"})
     assert done.stdout == word.encode("utf-8", "surrogateescape")
+
+
+def test_a_file_name_that_is_not_utf8_is_quoted_as_its_bytes():
+    name = b"/etc/sysctl.d/bad\xff.conf".decode("utf-8", "surrogateescape")  # as os.listdir gives it
+    assert quote(name) == "$'/etc/sysctl.d/bad\\xff.conf'"
+    done = subprocess.run(["bash", "-c", "printf %s " + quote(name)], capture_output=True)
+    assert done.stdout == b"/etc/sysctl.d/bad\xff.conf"

@@ -509,7 +509,7 @@ def test_fixed_frequency_on_bare_metal_points_at_firmware_and_the_driver(tree, r
 def test_an_ec2_metal_instance_is_bare_metal(tree, run):
     minimal_host(tree)
     tree.write("/sys/class/dmi/id/sys_vendor", "Amazon EC2\n")
-    tree.write("/sys/class/dmi/id/product_name", "p4d.metal\n")
+    tree.write("/sys/class/dmi/id/product_name", "m7i.metal-24xl\n")
     found = finding(run("--root", tree, "--format", "json"), "cpu.fixed-frequency")
     assert "on bare metal" in found["message"]
 
@@ -639,3 +639,11 @@ def test_headroom_never_says_fits_where_strict_overcommit_refuses(tree, run):
     # and a quantized variant "fits" only within the commit limit too
     found = finding(run("--root", tree, "--model-size", "70G", "--format", "json"), "memory.headroom")
     assert "int8 ≈ 35.0 GiB (does not fit), int4 ≈ 17.5 GiB (fits)" in found["message"]
+
+
+@pytest.mark.parametrize("value", ["", "abc", "-5"])
+def test_an_odd_reserve_falls_back_to_the_kernel_default(tree, run, value):
+    minimal_host(tree, overcommit="2")
+    tree.write("/proc/sys/vm/user_reserve_kbytes", value + "\n")
+    result = run("--root", tree, "--model-size", "40G", "--format", "json")
+    assert result.statuses()["overcommit.strict-headroom"] == "finding"

@@ -129,7 +129,7 @@ def machine(host, facts):
             return Machine(None, capabilities.path, "Xen dom0 (frequency is Xen's: xenpm)")
         return Machine(True, xen.path, xen.data.strip())
     product = host.read_text(DMI_DIR + "/product_name", cap=256)
-    if product.ok and product.data.strip().endswith(".metal"):
+    if product.ok and ".metal" in product.data:  # c7i.metal, m7i.metal-24xl
         # EC2 bare-metal instances keep the "Amazon EC2" vendor name.
         return Machine(False, product.path, product.data.strip())
     for name in ("sys_vendor", "product_name"):
