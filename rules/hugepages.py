@@ -165,9 +165,8 @@ def shortfall(f):
             cause = "The host's configuration asks for only %d (%s at %s)." % (configured.count, configured.source, configured.where)
         elif request.path == "/proc/cmdline" and _unsized_before_5_7(f, request):
             cause = (
-                "Before Linux 5.7 a count that no hugepagesz= names goes to the default pool only, and a gigantic "
-                "(1 GiB) default pool is never filled from it at boot: the line must name the size with hugepagesz= "
-                "before the count."
+                "Before Linux 5.7 a count given before any hugepagesz= fills only the default pool, and never a "
+                "gigantic (1 GiB) one at boot: the line must name the size with hugepagesz= before the count."
             )
         elif request.path == "/proc/cmdline":
             cause = "Even at boot the kernel could not find that much free memory (other reservations, or more than the NUMA nodes hold)."
@@ -304,10 +303,9 @@ def _boot_pools(f, size, count, purpose):
     if carried:
         purpose += " (with the other pool changes on the same line: %s)" % "; ".join(carried)
     mem = f.meminfo
+    # Boot-time gigantic pages are given back to MemTotal (gather_bootmem_prealloc), so it is
+    # all of RAM either way.
     total = mem.get("MemTotal", 0) if mem else 0
-    if total:
-        # Gigantic pages reserved at boot come from memblock, outside MemTotal.
-        total += sum(p.bytes_total for p in f.hugepages.pools.values() if p.page_size >= 1 << 30 and p.page_size in _boot_pool_sizes(f))
     reserved = sum(size * pages for size, pages in plan.items())
     if total and reserved > total - _boot_margin(total):
         # Boot reservations are taken before anything else runs: too large and the host boots starved or not at all.
@@ -319,15 +317,17 @@ def _boot_pools(f, size, count, purpose):
     return f.fixes.kernel_args(args, ["hugepagesz", "hugepages"], purpose)
 
 
-def _unsized_before_5_7(f, request) -> bool:
-    """Whether a pre-5.7 kernel's command line gives ``request``'s count without a
-    hugepagesz= naming its size."""
-    release, cmdline = f.release, f.cmdline
-    if not release or not cmdline or kernel_version(release) >= (5, 7):
-        return False
-    from ai_doctor.facts.cmdline import memparse
+# Pages of this size or larger are gigantic (above the buddy allocator's largest block with
+# 4 KiB base pages): before 5.7 they come only from counts parsed after their hugepagesz=.
+_GIGANTIC = 8 << 20
 
-    return not any(p.name == "hugepagesz" and p.value and memparse(p.value) == request.page_size for p in cmdline.params)
+
+def _unsized_before_5_7(f, request) -> bool:
+    """Whether a pre-5.7 kernel took ``request``'s count from the slot before any hugepagesz=,
+    which it never allocates for a gigantic default size."""
+    if request.path != "/proc/cmdline" or request.page_size < _GIGANTIC:
+        return False
+    return any(item.leading and item.page_size == request.page_size for item in _cmdline_pools(f))
 
 
 def _short_requests(f):

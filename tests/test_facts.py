@@ -176,6 +176,14 @@ def test_hugepage_requests_follow_hugetlbpage_rst(line, expected):
         ("hugepagesz=2M hugepages=0:1,1:2", [(2 << 20, 0)]),
         # A second leading count is refused ("specified twice without interleaving hugepagesz=").
         ("hugepages=1 hugepages=2", [(2 << 20, 1)]),
+        # An explicit 0 is no count of its own: the leading one still fills the pool.
+        ("hugepages=512 hugepagesz=2M hugepages=0", [(2 << 20, 512)]),
+        # A malformed count takes the slot as 0.
+        ("hugepages=x hugepages=7", [(2 << 20, 0)]),
+        # A size given again does not move where counts go: 4 lands on 2M's slot twice in a row.
+        ("hugepagesz=1G hugepagesz=2M hugepages=512 hugepagesz=1G hugepages=4", [(2 << 20, 512)]),
+        # One count after an unsupported size is dropped.
+        ("hugepagesz=bogus hugepages=4 hugepages=8", [(2 << 20, 8)]),
     ],
 )
 def test_hugepage_requests_on_kernels_before_5_7(line, expected):

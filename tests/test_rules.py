@@ -577,7 +577,7 @@ def test_before_5_7_an_unsized_count_is_named_as_the_cause(tree, run):
     tree.write("/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages", "0\n")
     tree.write("/sys/kernel/mm/hugepages/hugepages-1048576kB/free_hugepages", "0\n")
     found = finding(run("--root", tree, "--format", "json"), "hugepages.shortfall")
-    assert "Before Linux 5.7 a count that no hugepagesz= names" in found["message"]
+    assert "Before Linux 5.7 a count given before any hugepagesz=" in found["message"]
     assert "--args='hugepagesz=1G hugepages=16'" in " ".join(commands(found))
 
 
@@ -647,3 +647,19 @@ def test_an_odd_reserve_falls_back_to_the_kernel_default(tree, run, value):
     tree.write("/proc/sys/vm/user_reserve_kbytes", value + "\n")
     result = run("--root", tree, "--model-size", "40G", "--format", "json")
     assert result.statuses()["overcommit.strict-headroom"] == "finding"
+
+
+def test_before_5_7_a_leading_count_for_2m_pages_is_an_ordinary_shortfall(tree, run):
+    _two_boot_pools(tree, release="5.4.0-150-generic", line="hugepages=4096")
+    found = finding(run("--root", tree, "--format", "json"), "hugepages.shortfall")
+    assert "Before Linux 5.7" not in found["message"]
+    assert "Even at boot the kernel could not find that much free memory" in found["message"]
+
+
+def test_before_5_7_a_later_hugepagesz_does_not_rescue_a_leading_gigantic_count(tree, run):
+    _two_boot_pools(tree, release="5.4.0-150-generic", line="hugepages=16 default_hugepagesz=1G hugepagesz=1G")
+    tree.write("/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages", "0\n")
+    tree.write("/sys/kernel/mm/hugepages/hugepages-1048576kB/free_hugepages", "0\n")
+    found = finding(run("--root", tree, "--format", "json"), "hugepages.shortfall")
+    assert "Before Linux 5.7 a count given before any hugepagesz=" in found["message"]
+    assert "--args='hugepagesz=1G hugepages=16'" in " ".join(commands(found))

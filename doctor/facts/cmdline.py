@@ -28,9 +28,12 @@ class Param(Record):
 
 
 class HugepageRequest(Record):
-    """A pool asked for at boot; ``page_size`` None means the default size."""
+    """A pool asked for at boot; ``page_size`` None means the default size. ``leading``: before
+    Linux 5.7, a count given before any hugepagesz= (the kernel's default_hstate_max_huge_pages),
+    which is never allocated for a gigantic default size."""
 
-    __slots__ = ("page_size", "count", "text")
+    __slots__ = ("page_size", "count", "text", "leading")
+    _defaults = {"leading": False}
 
 
 class Cmdline(Record):
@@ -59,16 +62,13 @@ class Cmdline(Record):
         ``default_size`` is the architecture's default page size (meminfo's Hugepagesize);
         a ``default_hugepagesz=`` on the line takes its place. A size the kernel would not know
         stays None. ``version`` is the kernel's (major, minor) when known: Linux 5.7 rewrote
-        this parsing (commit 282f4214384e) and 5.16 added per-node counts; older kernels
-        read the line by their own rules.
+        this parsing (commit 282f4214384e, "hugetlbfs: clean up command line processing") and
+        5.16 added per-node counts; older kernels read the line by their own rules.
         """
-        old = version is not None and version < (5, 7)
-        if old:
-            # Before 5.7 each default_hugepagesz= overwrote the last.
-            chosen = self.last("default_hugepagesz")
-        else:
-            # The first default_hugepagesz= counts; the kernel warns about and ignores later ones.
-            chosen = self.first("default_hugepagesz")
+        if version is not None and version < (5, 7):
+            return _requests_before_5_7(self.params, default_size)
+        # The first default_hugepagesz= counts; the kernel warns about and ignores later ones.
+        chosen = self.first("default_hugepagesz")
         if chosen is not None and chosen.value is not None:
             default_size = memparse(chosen.value) or default_size
         per_node = version is None or version >= (5, 16)
@@ -76,41 +76,77 @@ class Cmdline(Record):
         size = default_size
         seen = set()
         default_seen = False
-        leading = None  # before 5.7: the count given before any hugepagesz=
-        sized = False  # a hugepagesz= came before
         for param in self.params:
             if param.value is None:
                 continue
             if param.name == "default_hugepagesz":
-                if old:
-                    continue  # only names the default; counts follow hugepagesz= alone
                 # A second one is refused, and a hugepages= right after it with it.
                 size = _INVALID if default_seen else memparse(param.value) or _INVALID
                 default_seen = True
             elif param.name == "hugepagesz":
                 size = memparse(param.value) or _INVALID
-                sized = True
             elif param.name == "hugepages":
                 count = _node_counts(param.value, per_node)
-                if old and not sized:
-                    # Its own slot before 5.7: a later hugepagesz=<default> count is no repeat.
-                    if count is not None and leading is None:
-                        leading = HugepageRequest(size, count, param.text)
-                        requests.append(leading)
-                    continue
                 if count is None or size is _INVALID or size in seen:
                     # Malformed, after an invalid hugepagesz=, or a second count for one size:
                     # the kernel ignores it.
                     continue
                 seen.add(size)
                 requests.append(HugepageRequest(size, count, param.text))
-        if old and leading is not None:
-            # Before 5.7 the leading count only filled the default pool when no
-            # hugepagesz=<default> hugepages= gave it one of its own.
-            explicit = [r for r in requests if r is not leading and r.page_size == leading.page_size]
-            if explicit:
-                requests.remove(leading)
         return requests
+
+
+def _requests_before_5_7(params, default_size):
+    """The pools a kernel before 5.7 reserves, as its mm/hugetlb.c reads the line.
+
+    hugetlb_nrpages_setup(): a count before any hugepagesz= goes to its own slot
+    (default_hstate_max_huge_pages), later ones to the last hugepagesz='s pool; the same slot
+    twice in a row keeps the first; a malformed count takes the slot as 0 (sscanf "%lu");
+    one count after an unsupported hugepagesz= is dropped. setup_hugepagesz(): a size given
+    again does not move the pool counts go to. The last default_hugepagesz= names the
+    default, and hugetlb_init() fills it from the leading slot only when no count of its own
+    was given (a 0 counts as none). There is no per-node form.
+    """
+    chosen = None
+    for param in params:
+        if param.name == "default_hugepagesz" and param.value is not None:
+            chosen = memparse(param.value) or chosen
+    default = chosen or default_size
+    counts = {}
+    leading = None
+    parsed = None  # the pool counts go to; None until a hugepagesz= is given
+    declared = set()
+    last_slot = None
+    valid = True
+    for param in params:
+        if param.value is None:
+            continue
+        if param.name == "hugepagesz":
+            size = memparse(param.value)
+            if size is None:
+                valid = False
+            elif size not in declared:
+                declared.add(size)
+                parsed = size
+        elif param.name == "hugepages":
+            if not valid:
+                valid = True
+                continue
+            slot = "leading" if parsed is None else parsed
+            if slot == last_slot:
+                continue
+            last_slot = slot
+            count = _node_counts(param.value, False)
+            count = 0 if count is None else count
+            if slot == "leading":
+                leading = (count, param.text)
+            else:
+                counts[slot] = (count, param.text)
+    requests = [HugepageRequest(size, count, text) for size, (count, text) in counts.items()]
+    if leading is not None and default and not counts.get(default, (0,))[0]:
+        requests = [r for r in requests if r.page_size != default]
+        requests.append(HugepageRequest(default, leading[0], leading[1], True))
+    return requests
 
 
 def split_cmdline(text: str):
