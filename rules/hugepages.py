@@ -100,7 +100,7 @@ def _unsupported_steps(f, active):
     "Huge page pool smaller than requested",
     Severity.HIGH,
     needs=("hugepages",),
-    uses=("hugepage_requests", "meminfo", "cmdline", "release", "model", "unused_pools", "fixes"),
+    uses=("hugepage_requests", "meminfo", "cmdline", "boot_args", "release", "model", "unused_pools", "fixes"),
 )
 def shortfall(f):
     """A huge page pool was requested but the kernel allocated fewer pages.
@@ -333,6 +333,7 @@ def _unsized_before_5_7(f, request) -> bool:
 def _short_requests(f):
     """(request, pool or None, impossible) for every requested pool the kernel holds less of."""
     pools, mem = f.hugepages, f.meminfo
+    next_boot = _next_boot_pools(f)
     found = []
     for request in f.hugepage_requests:
         if request.count <= 0:
@@ -341,6 +342,11 @@ def _short_requests(f):
         # Surplus pages (nr_overcommit_hugepages) are lent for now, not the pool asked for.
         if pool is not None and pool.persistent >= request.count:
             continue
+        if request.path == "/proc/cmdline" and next_boot is not None and pool is not None:
+            # The boot loader no longer asks for it (a pool released, a reboot pending): what
+            # the running line asked for is history.
+            if pool.persistent >= next_boot.get(request.page_size, 0):
+                continue
         impossible = bool(mem) and request.count * request.page_size > mem.get("MemTotal", 0)
         found.append((request, pool, impossible))
     return found
@@ -379,6 +385,22 @@ def _boot_pool_sizes(f):
     return {item.page_size for item in _cmdline_pools(f) if item.page_size and item.count}
 
 
+def _next_boot_pools(f):
+    """Pages by size that the boot loader files give the next boot, or None where they are
+    not known (no GRUB defaults or /etc/kernel/cmdline to read; grubby's own entries)."""
+    from ai_doctor.facts.cmdline import Cmdline
+
+    entries = f.boot_args
+    if not entries:
+        return None
+    # grub-mkconfig puts GRUB_CMDLINE_LINUX before GRUB_CMDLINE_LINUX_DEFAULT.
+    ordered = sorted(entries, key=lambda args: args.variable == "GRUB_CMDLINE_LINUX_DEFAULT")
+    params = tuple(param for args in ordered for param in args.params)
+    line = Cmdline(" ".join(p.text for p in params), params, "boot loader files")
+    version = kernel_version(f.release) if f.release else None
+    return {item.page_size: item.count for item in line.hugepage_requests(f.hugepages.default_size, version) if item.page_size}
+
+
 def _cmdline_pools(f):
     """The pools the running kernel's command line asks for, read by that kernel's rules."""
     cmdline = f.cmdline
@@ -392,7 +414,7 @@ def _cmdline_pools(f):
     "Static huge page pool reserved but unused",
     Severity.MEDIUM,
     needs=("hugepages",),
-    uses=("model", "meminfo", "hugepage_requests", "cmdline", "release", "unused_pools", "fixes"),
+    uses=("model", "meminfo", "hugepage_requests", "cmdline", "boot_args", "release", "unused_pools", "fixes"),
 )
 def unused(f):
     """A static huge page pool is reserved and every page of it is free.

@@ -663,3 +663,16 @@ def test_before_5_7_a_later_hugepagesz_does_not_rescue_a_leading_gigantic_count(
     found = finding(run("--root", tree, "--format", "json"), "hugepages.shortfall")
     assert "Before Linux 5.7 a count given before any hugepagesz=" in found["message"]
     assert "--args='hugepagesz=1G hugepages=16'" in " ".join(commands(found))
+
+
+def test_a_boot_pool_released_with_the_reboot_pending_is_no_shortfall(tree, run):
+    # hugepages.unused's steps were taken: pool released now, GRUB no longer asks; no reboot yet.
+    _two_boot_pools(tree, line="hugepagesz=1G hugepages=8")
+    tree.write("/proc/sys/vm/nr_hugepages", "0\n")
+    tree.write("/proc/meminfo", meminfo(HugePages_Total=0, HugePages_Free=0))
+    for name in ("nr_hugepages", "free_hugepages"):
+        tree.write("/sys/kernel/mm/hugepages/hugepages-1048576kB/" + name, "0\n")
+    tree.write("/etc/default/grub", 'GRUB_CMDLINE_LINUX="quiet"\n')
+    assert not {"hugepages.shortfall", "hugepages.unused"} & set(run("--root", tree, "--format", "json").findings())
+    tree.write("/etc/default/grub", 'GRUB_CMDLINE_LINUX="quiet hugepagesz=1G hugepages=8"\n')
+    assert "hugepages.shortfall" in run("--root", tree, "--format", "json").findings()
