@@ -239,6 +239,16 @@ def _shortfall_steps(f, request, pool, impossible):
     )
     if request.path == "/proc/cmdline" and _unsized_before_5_7(f, request):
         steps.append(_boot_reservation(f, request, "Name the size before the count on the kernel command line"))
+    elif request.path == "/proc/cmdline" and _boot_release_covers(f, request, pool):
+        steps.append(
+            _boot_pools(
+                f,
+                request.page_size,
+                request.count,
+                "Keep asking for %d pages at boot: releasing the unused pool there (hugepages.unused) frees %s, more than "
+                "the %s missing" % (request.count, gib(_boot_freed(f)), gib((request.count - pool.persistent) * request.page_size)),
+            )
+        )
     elif request.path == "/proc/cmdline":
         # Reserved at boot and still short: the memory was not there to take. Asking for what
         # the kernel could reserve makes the line say what the host has.
@@ -322,6 +332,17 @@ def _boot_pools(f, size, count, purpose):
 _GIGANTIC = 8 << 20
 
 
+def _boot_freed(f) -> int:
+    """Bytes the boot plan frees by no longer reserving unused pools at boot."""
+    reserved = _boot_pool_sizes(f)
+    return sum(p.bytes_total for p in f.unused_pools if p.page_size in reserved)
+
+
+def _boot_release_covers(f, request, pool) -> bool:
+    """Whether releasing unused boot pools frees at least what ``request`` lacks at boot."""
+    return _boot_freed(f) >= (request.count - pool.persistent) * request.page_size
+
+
 def _unsized_before_5_7(f, request) -> bool:
     """Whether a pre-5.7 kernel took ``request``'s count from the slot before any hugepagesz=,
     which it never allocates for a gigantic default size."""
@@ -363,7 +384,7 @@ def _boot_plan(f):
     for request, pool, impossible in _short_requests(f):
         if pool is None or impossible:
             continue
-        if request.path == "/proc/cmdline" and not _unsized_before_5_7(f, request):
+        if request.path == "/proc/cmdline" and not _unsized_before_5_7(f, request) and not _boot_release_covers(f, request, pool):
             plan[request.page_size] = pool.persistent  # what the kernel could reserve
         else:
             plan[request.page_size] = request.count

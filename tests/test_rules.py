@@ -561,15 +561,24 @@ def _two_boot_pools(tree, release="6.1.0-18-amd64", line="hugepagesz=2M hugepage
     tree.write("/usr/sbin/grubby", "", 0o755)
 
 
-def test_a_short_boot_pool_and_an_idle_one_agree_on_one_line(tree, run):
-    _two_boot_pools(tree)
+@pytest.mark.parametrize(
+    "gig_pages, final, summary",
+    [
+        # 8 GiB released covers the 5.1 GiB missing: keep asking for all of it.
+        (8, 4096, "Keep asking for 4096 pages at boot: releasing the unused pool there (hugepages.unused) frees 8.0 GiB"),
+        # 2 GiB does not: ask for what the kernel could reserve.
+        (2, 1500, "Ask the kernel command line for no more than it could reserve, 1500 pages"),
+    ],
+)
+def test_a_short_boot_pool_and_an_idle_one_agree_on_one_line(tree, run, gig_pages, final, summary):
+    _two_boot_pools(tree, line="hugepagesz=2M hugepages=4096 hugepagesz=1G hugepages=%d" % gig_pages)
+    for name in ("nr_hugepages", "free_hugepages"):
+        tree.write("/sys/kernel/mm/hugepages/hugepages-1048576kB/" + name, "%d\n" % gig_pages)
     result = run("--root", tree, "--format", "json")
     short, unused = finding(result, "hugepages.shortfall"), finding(result, "hugepages.unused")
-    final = "sudo grubby --update-kernel=ALL --remove-args='hugepages hugepagesz' --args='hugepagesz=2M hugepages=1500'"
-    assert final in commands(short) and final in commands(unused)
-    assert any(
-        s["summary"].startswith("Ask the kernel command line for no more than it could reserve, 1500 pages") for s in short["remediation"]
-    )
+    line = "sudo grubby --update-kernel=ALL --remove-args='hugepages hugepagesz' --args='hugepagesz=2M hugepages=%d'" % final
+    assert line in commands(short) and line in commands(unused)
+    assert any(s["summary"].startswith(summary) for s in short["remediation"])
 
 
 def test_before_5_7_an_unsized_count_is_named_as_the_cause(tree, run):
