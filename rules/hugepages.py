@@ -178,18 +178,22 @@ def shortfall(f):
         else:
             cause = "The kernel found too few free contiguous blocks when the pool was set: memory was fragmented or in use."
         model = f.model
+        competes = False
         if model and mem and "MemAvailable" in mem and pool is not None and not impossible:
-            grown = mem.get("MemAvailable") - missing * request.page_size
-            if grown < model.size <= mem.get("MemAvailable"):
-                # Fixing the pool would break the model's fit: say so before anyone does it.
+            available = mem.get("MemAvailable")
+            taken = missing * request.page_size
+            # Fixing the pool would break (or worsen) the model's fit: say so before anyone does it.
+            if available - taken < model.size <= available:
+                competes = True
                 cause += (
                     " Growing the pool takes %s out of MemAvailable (%s now): the model (%s) would then no longer fit "
-                    "(memory.headroom); settle which of the two this host is for."
-                    % (
-                        gib(missing * request.page_size),
-                        gib(mem.get("MemAvailable")),
-                        gib(model.size),
-                    )
+                    "(memory.headroom); settle which of the two this host is for." % (gib(taken), gib(available), gib(model.size))
+                )
+            elif model.size > available:
+                competes = True
+                cause += (
+                    " Growing the pool takes %s more out of MemAvailable, which is already short of the model (%s of %s; "
+                    "memory.headroom)." % (gib(taken), gib(available), gib(model.size))
                 )
         if pool is not None and pool.idle:
             cause += (
@@ -202,6 +206,8 @@ def shortfall(f):
         if pool is not None:
             evidence.append(_pool_evidence(pool))
         steps = _shortfall_steps(f, request, pool, impossible)
+        if competes:
+            steps += _keep_pool_steps(f, request, pool)
         issues.append(Issue(message + " " + cause, evidence, steps, impact=missing * request.page_size))
     return issues or Pass("every requested pool is complete")
 
@@ -274,6 +280,18 @@ def _shortfall_steps(f, request, pool, impossible):
     if pool.idle:
         steps += _drop_request_steps(f, request, "Or, if nothing here maps hugetlbfs, drop the request")
     return steps
+
+
+def _keep_pool_steps(f, request, pool):
+    """The other choice where the pool competes with the model: ask for what it holds."""
+    purpose = "Or keep the pool as it is, for the model's sake: ask for the %d pages it holds" % pool.persistent
+    if request.from_user:
+        return [Step("%s (--hugepages %d)" % (purpose, pool.persistent), (), False, None)]
+    if request.path == "/proc/cmdline":
+        return [_boot_pools(f, request.page_size, pool.persistent, purpose)]
+    if request.assignment is not None:
+        return f.fixes.sysctl([("vm.nr_hugepages", str(pool.persistent))], "hugepages", purpose)
+    return []
 
 
 def _drop_request_steps(f, request, purpose):

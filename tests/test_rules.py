@@ -685,3 +685,16 @@ def test_a_boot_pool_released_with_the_reboot_pending_is_no_shortfall(tree, run)
     assert not {"hugepages.shortfall", "hugepages.unused"} & set(run("--root", tree, "--format", "json").findings())
     tree.write("/etc/default/grub", 'GRUB_CMDLINE_LINUX="quiet hugepagesz=1G hugepages=8"\n')
     assert "hugepages.shortfall" in run("--root", tree, "--format", "json").findings()
+
+
+def test_a_pool_competing_with_the_model_offers_keeping_it(run):
+    from conftest import fixture_root
+
+    found = finding(run("--root", fixture_root("hugepage-shortfall"), "--model-size", "40G", "--format", "json"), "hugepages.shortfall")
+    assert "the model (40.0 GiB) would then no longer fit" in found["message"]
+    assert any(
+        s["summary"].startswith("Or keep the pool as it is, for the model's sake: ask for the 1500 pages") for s in found["remediation"]
+    )
+    assert "printf '%s\\n' 'vm.nr_hugepages = 1500' | sudo tee /etc/sysctl.d/90-aidoctor-hugepages.conf >/dev/null" in commands(found)
+    worse = finding(run("--root", fixture_root("hugepage-shortfall"), "--model-size", "50G", "--format", "json"), "hugepages.shortfall")
+    assert "Growing the pool takes 5.1 GiB more out of MemAvailable, which is already short of the model" in worse["message"]
