@@ -353,7 +353,7 @@ _GIGANTIC = 8 << 20
 def _boot_freed(f) -> int:
     """Bytes the boot plan frees by no longer reserving unused pools at boot."""
     reserved = _boot_pool_sizes(f)
-    return sum(p.bytes_total for p in f.unused_pools if p.page_size in reserved)
+    return sum(u.spare for u in f.unused_pools if u.pool.page_size in reserved)
 
 
 def _boot_release_covers(f, request, pool) -> bool:
@@ -407,16 +407,12 @@ def _boot_plan(f):
         else:
             plan[request.page_size] = request.count
         why[request.page_size] = "hugepages.shortfall"
-    for pool in _idle_pools(f):
-        if plan.get(pool.page_size):
-            plan[pool.page_size] = 0
-            why[pool.page_size] = "hugepages.unused"
+    for unused in f.unused_pools:
+        size = unused.pool.page_size
+        if plan.get(size, 0) > unused.keep:
+            plan[size] = unused.keep
+            why[size] = "hugepages.unused"
     return plan, why
-
-
-def _idle_pools(f):
-    """Pools reserved with every page free that nothing declared or short claims."""
-    return list(f.unused_pools)
 
 
 def _boot_pool_sizes(f):
@@ -479,7 +475,7 @@ def unused(f):
     # A pool declared with --hugepages is wanted here, used or not; a short one is
     # hugepages.shortfall's to judge, which also offers dropping an idle request.
     declared = [p for p in pools.pools.values() if p.total > 0 and getattr(requests.get(p.page_size), "from_user", False)]
-    idle = _idle_pools(f)
+    idle = f.unused_pools
     if not idle:
         if declared:
             return Pass("the pool of %s pages is declared as needed (--hugepages)" % ", ".join(_size(p.page_size) for p in declared))
@@ -491,7 +487,7 @@ def unused(f):
             )
         busy = [p for p in pools.pools.values() if p.total > 0]
         return Pass("pools in use" if busy else "no static huge page pool is reserved")
-    idle_bytes = sum(p.bytes_total for p in idle)
+    idle_bytes = sum(u.spare for u in idle)
     model, mem = f.model, f.meminfo
     severity = None
     pushes = ""
@@ -504,28 +500,40 @@ def unused(f):
                 gib(room),
             )
     issues = []
-    for pool in sorted(idle, key=lambda p: p.page_size):
+    for unused in idle:
+        pool = unused.pool
         message = (
             "%d huge pages of %s (%s) are reserved and none is used: that memory is out of MemAvailable and unusable "
-            "for the page cache and for ordinary allocations. Model loaders (safetensors mmap, torch.load) do not use "
-            "hugetlbfs, so unless a hugetlbfs user (DPDK, a database with huge pages on) is meant to run here, "
-            "the pool only costs memory." % (pool.total, _size(pool.page_size), gib(pool.bytes_total))
-        ) + pushes
+            "for the page cache and for ordinary allocations." % (pool.total, _size(pool.page_size), gib(pool.bytes_total))
+        )
+        if unused.keep:
+            message += " --hugepages declares %d of them needed; the other %d (%s) only cost memory." % (
+                unused.keep,
+                pool.total - unused.keep,
+                gib(unused.spare),
+            )
+        else:
+            message += (
+                " Model loaders (safetensors mmap, torch.load) do not use hugetlbfs, so unless a hugetlbfs user (DPDK, "
+                "a database with huge pages on) is meant to run here, the pool only costs memory."
+            )
         evidence = [_pool_evidence(pool)]
         request = requests.get(pool.page_size)
         if request is not None:
             evidence.append(_request_evidence(request))
-        issues.append(Issue(message, evidence, _release_steps(f, pool, request), severity=severity, impact=pool.bytes_total))
+        steps = _release_steps(f, pool, request, unused.keep)
+        issues.append(Issue(message + pushes, evidence, steps, severity=severity, impact=unused.spare))
     return issues
 
 
-def _release_steps(f, pool, request):
+def _release_steps(f, pool, request, keep=0):
     fixes = f.fixes
+    what = "Shrink the pool to the %d pages declared" % keep if keep else "Release the pool"
     if pool.page_size == f.hugepages.default_size:
-        steps = fixes.sysctl([("vm.nr_hugepages", "0")], "hugepages", "Release the pool")
+        steps = fixes.sysctl([("vm.nr_hugepages", str(keep))], "hugepages", what)
     else:
-        steps = fixes.sysfs([pool.source], "0", "Release the pool")
+        steps = fixes.sysfs([pool.source], str(keep), what)
     if pool.page_size in _boot_pool_sizes(f):
         # Otherwise the next boot reserves it again, before any sysctl file is read.
-        steps.append(_boot_pools(f, pool.page_size, 0, "Stop reserving it at boot"))
+        steps.append(_boot_pools(f, pool.page_size, keep, "Reserve only those at boot" if keep else "Stop reserving it at boot"))
     return steps

@@ -148,7 +148,7 @@ def headroom(f):
     rooms = [_room(level) for level in hard + soft]
     fit = min([available, total] + rooms + ([commit_room] if commit_room is not None else []))
     message = "The model needs %s: %s." % (model.described, "; ".join(p.sentence for p in problems))
-    idle = sum(p.bytes_total for p in f.unused_pools)
+    idle = sum(u.spare for u in f.unused_pools)
     if idle:
         message += " An unused huge page pool holds %s out of MemAvailable (hugepages.unused)." % gib(idle)
     quantized, fits = _quantized(model, fit, min([available + idle, total] + rooms + ([commit_room] if commit_room is not None else [])))

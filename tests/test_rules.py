@@ -698,3 +698,15 @@ def test_a_pool_competing_with_the_model_offers_keeping_it(run):
     assert "printf '%s\\n' 'vm.nr_hugepages = 1500' | sudo tee /etc/sysctl.d/90-aidoctor-hugepages.conf >/dev/null" in commands(found)
     worse = finding(run("--root", fixture_root("hugepage-shortfall"), "--model-size", "50G", "--format", "json"), "hugepages.shortfall")
     assert "Growing the pool takes 5.1 GiB more out of MemAvailable, which is already short of the model" in worse["message"]
+
+
+@pytest.mark.parametrize("declared, spare", [("0", "32.0 GiB"), ("16", "16.0 GiB")])
+def test_pages_beyond_what_hugepages_declares_are_unused(run, declared, spare):
+    from conftest import fixture_root
+
+    result = run("--root", fixture_root("unused-static-pool"), "--model-size", "8G", "--hugepages", declared, "--format", "json")
+    found = finding(result, "hugepages.unused")
+    assert found["severity"] == "medium"
+    if declared != "0":
+        assert "--hugepages declares 16 of them needed; the other 16 (%s) only cost memory." % spare in found["message"]
+        assert any(s["summary"].startswith("Shrink the pool to the 16 pages declared") for s in found["remediation"])

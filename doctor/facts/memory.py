@@ -248,11 +248,22 @@ def hugepage_requests(host, facts):
     return tuple(requests[size] for size in sorted(requests))
 
 
+class UnusedPool(Record):
+    """An idle pool and the pages of it still wanted (``keep``: what ``--hugepages`` declares,
+    else 0); ``spare`` bytes are the rest."""
+
+    __slots__ = ("pool", "keep")
+
+    @property
+    def spare(self) -> int:
+        return (self.pool.total - self.keep) * self.pool.page_size
+
+
 @fact("unused_pools")
 def unused_pools(host, facts):
-    """Pools reserved with every page free that nothing claims: not declared with
-    ``--hugepages``, and not short of what a request asks (those are a shortfall's to judge).
-    One answer for every rule that speaks of memory an unused pool holds."""
+    """Pools reserved with every page free, beyond what anything claims: ``--hugepages N``
+    keeps N of them (0 keeps none), and a pool short of what a request asks is a shortfall's
+    to judge. One answer for every rule that speaks of memory an unused pool holds."""
     pools = facts.get("hugepages")
     if not pools:
         return ()
@@ -260,7 +271,11 @@ def unused_pools(host, facts):
     found = []
     for pool in pools.pools.values():
         request = requests.get(pool.page_size)
-        if not pool.idle or (request is not None and (request.from_user or request.count > pool.persistent)):
+        if not pool.idle:
             continue
-        found.append(pool)
-    return tuple(sorted(found, key=lambda p: p.page_size))
+        if request is not None and request.from_user:
+            if request.count < pool.total:
+                found.append(UnusedPool(pool, request.count))
+        elif request is None or request.count <= pool.persistent:
+            found.append(UnusedPool(pool, 0))
+    return tuple(sorted(found, key=lambda u: u.pool.page_size))
