@@ -178,6 +178,7 @@ def _strict_steps(f, mem, committed, model_size):
             "overcommit",
             "Or return to the heuristic mode, " + heuristic,
             displaces=("vm.overcommit_kbytes",),
+            replaces_ours=True,
         )
     return steps
 

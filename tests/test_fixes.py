@@ -267,3 +267,13 @@ def test_a_file_name_that_is_not_utf8_is_quoted_as_its_bytes():
     assert quote(name) == "$'/etc/sysctl.d/bad\\xff.conf'"
     done = subprocess.run(["bash", "-c", "printf %s " + quote(name)], capture_output=True)
     assert done.stdout == b"/etc/sysctl.d/bad\xff.conf"
+
+
+def test_a_missing_sysctl_d_is_created_before_the_drop_in(tree, run):
+    minimal_host(tree, overcommit="2")
+    assert not (tree.root / "etc/sysctl.d").exists()
+    cmds = commands(finding(run("--root", tree, "--model-size", "40G", "--format", "json"), "overcommit.strict-headroom"))
+    made = cmds.index("sudo mkdir -p /etc/sysctl.d")
+    assert cmds[made + 1].endswith("| sudo tee /etc/sysctl.d/90-aidoctor-overcommit.conf >/dev/null")
+    # Back to the heuristic mode, the drop-in the ratio step may have written goes.
+    assert "sudo rm -f /etc/sysctl.d/90-aidoctor-overcommit.conf" in cmds

@@ -329,10 +329,9 @@ def test_the_tuned_profile_list_keeps_other_overrides_whichever_runs_last(tmp_pa
             facts = {"running": True, "identity": Identity(1000, True, 1000), "tuned": Tuned(("virtual-guest",), "/etc/tuned", True, True)}
             return facts.get(name)
 
-    class Host:
-        live, root = True, "/"
+    from ai_doctor.host import Host
 
-    step = Fixes(Host(), Facts()).tuned_override("aidoctor-cpu", "s", [("cpu", ["governor=performance"])], "Keep it")
+    step = Fixes(Host("/"), Facts()).tuned_override("aidoctor-cpu", "s", [("cpu", ["governor=performance"])], "Keep it")
     active = tmp_path / "active_profile"
     active.write_text("virtual-guest aidoctor-thp aidoctor-cpu\n")
     listing = step.commands[-1].replace("sudo tuned-adm profile", "echo").replace("/etc/tuned/active_profile", str(active))

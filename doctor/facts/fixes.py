@@ -66,6 +66,7 @@ class Fixes:
         cmdline = facts.get("cmdline")
         self._running_args = {param.name for param in cmdline.params} if cmdline else None
         self._boot_args = facts.get("boot_args") or ()
+        self._drop_in_dir = host.stat(DROP_IN_DIR)[0].ok
 
     # -- shared pieces ------------------------------------------------------------------
 
@@ -86,7 +87,7 @@ class Fixes:
 
     # -- sysctl -------------------------------------------------------------------------
 
-    def sysctl(self, settings, topic: str, purpose: str, displaces=()):
+    def sysctl(self, settings, topic: str, purpose: str, displaces=(), replaces_ours=False):
         """Set ``settings`` [(key, value)] now and at every boot.
 
         The drop-in is /etc/sysctl.d/NN-aidoctor-TOPIC.conf, written whole (re-running the fix
@@ -95,6 +96,8 @@ class Fixes:
         /etc/sysctl.conf that only `sysctl --system` reads) are commented out. ``displaces``
         names keys the settings override, such as vm.overcommit_kbytes for the ratio: writing
         one of that pair zeroes the other, so a later line of the other would undo the fix.
+        ``replaces_ours``: another step of the same finding may have written this topic's
+        drop-in (an alternative taken first); settings back at kernel defaults then remove it.
         """
         keys = [key for key, _value in settings]
         touched = set(keys) | set(displaces)
@@ -106,11 +109,15 @@ class Fixes:
         commands = self._comment_out_commands(editable)
         vendor_keys = {item.key for item in vendor}
         needed = [(k, v) for k, v in settings if not (DEFAULTS.get(k) == v and not vendor_keys)]
+        target = "%s/%s" % (DROP_IN_DIR, _drop_in_name(topic, {item.name for item in vendor}))
         if needed:
-            name = _drop_in_name(topic, {item.name for item in vendor})
             lines = " ".join(quote("%s = %s" % item) for item in needed)
-            target = "%s/%s" % (DROP_IN_DIR, name)
+            if not self._drop_in_dir:
+                commands.append(self.sudo("mkdir -p %s" % DROP_IN_DIR))
             commands.append("printf '%%s\\n' %s | %s" % (lines, self.sudo("tee " + target + " >/dev/null")))
+        elif replaces_ours or any(item.path == target for item in self._sysctl_lines):
+            # Back to kernel defaults: a drop-in of ours would otherwise keep its values.
+            commands.append(self.sudo("rm -f %s" % target))
         if not commands:
             return steps  # nothing persistent sets it, and the kernel default is what is wanted
         if self.running:
