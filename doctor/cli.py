@@ -382,21 +382,47 @@ def _write(path, text: str) -> None:
         return
     import tempfile
 
-    directory = os.path.dirname(os.path.abspath(path))
+    # Like a shell redirection, a link names the file written; the report replaces it whole.
+    target = os.path.realpath(path)
+    try:
+        existing = os.stat(target)
+    except OSError:
+        existing = None
+    directory = os.path.dirname(target)
     temporary = None
     try:
         # A fresh name, created exclusively: a link planted beside the target is never followed.
-        handle, temporary = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".aidoctor-tmp", dir=directory)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.fchmod(handle, 0o666 & ~mask)
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
+        handle, temporary = tempfile.mkstemp(prefix=".%s." % os.path.basename(target), suffix=".aidoctor-tmp", dir=directory)
+    except PermissionError:
+        if existing is None:
+            raise UsageError("--output %s: cannot create files in %s (permission denied)" % (path, directory)) from None
+        # A file we may write in a folder we may not: write it in place.
+        try:
+            with open(target, "w", encoding="utf-8") as stream:
+                stream.write(text)
+        except OSError as exc:
+            raise UsageError("--output %s: %s" % (path, exc.strerror or exc)) from None
+        return
     except OSError as exc:
-        if temporary is not None:
+        raise UsageError("--output %s: %s" % (path, exc.strerror or exc)) from None
+    try:
+        if existing is not None:
+            # The report replaces the file: keep its mode and, where allowed, its owner.
+            os.fchmod(handle, existing.st_mode & 0o7777)
             try:
-                os.unlink(temporary)
+                os.fchown(handle, existing.st_uid, existing.st_gid)
             except OSError:
                 pass
+        else:
+            mask = os.umask(0)
+            os.umask(mask)
+            os.fchmod(handle, 0o666 & ~mask)
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(temporary, target)
+    except OSError as exc:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
         raise UsageError("--output %s: %s" % (path, exc.strerror or exc)) from None

@@ -308,3 +308,14 @@ def test_output_never_follows_a_link_planted_beside_the_target(run, tmp_path):
 def test_output_to_dev_stdout_writes_through_a_pipe():
     done = console(["--root", GUIDE, "--model-size", "140G", "--format", "json", "-o", "/dev/stdout"])
     assert done.returncode == 0 and json.loads(done.stdout)["schema"]
+
+
+def test_output_through_a_link_writes_its_target_and_keeps_its_mode(run, tmp_path):
+    real = tmp_path / "real.txt"
+    real.write_text("old\n")
+    os.chmod(real, 0o640)
+    (tmp_path / "link.txt").symlink_to("real.txt")
+    assert run("--root", GUIDE, "--model-size", "140G", "-o", str(tmp_path / "link.txt")).code == 0
+    assert (tmp_path / "link.txt").is_symlink()
+    assert "aidoctor" in real.read_text() and real.stat().st_mode & 0o777 == 0o640
+    assert not list(tmp_path.glob(".*aidoctor-tmp"))
