@@ -126,7 +126,15 @@ def headroom(f):
         )
     if not problems:
         blocked = commit_room is not None and size > commit_room
-        note = ("there is memory for the model (%s): %s %s of MemTotal %s" if blocked else "the model (%s) fits: %s %s of MemTotal %s") % (
+        # The loader and runtime need memory beside the weights (the margin strict-headroom keeps).
+        tight = available - size < max(1 << 30, size // 20)
+        if blocked:
+            pattern = "there is memory for the model (%s): %s %s of MemTotal %s"
+        elif tight:
+            pattern = "the model (%s) fits, with little to spare for the loader and runtime beside it: %s %s of MemTotal %s"
+        else:
+            pattern = "the model (%s) fits: %s %s of MemTotal %s"
+        note = pattern % (
             gib(size),
             "MemFree + Cached (no MemAvailable line)" if estimated else "MemAvailable",
             gib(available),
