@@ -100,7 +100,7 @@ def _unsupported_steps(f, active):
     "Huge page pool smaller than requested",
     Severity.HIGH,
     needs=("hugepages",),
-    uses=("hugepage_requests", "meminfo", "cmdline", "boot_args", "release", "model", "unused_pools", "fixes"),
+    uses=("hugepage_requests", "meminfo", "cmdline", "boot_args", "release", "model", "unused_pools", "container", "fixes"),
 )
 def shortfall(f):
     """A huge page pool was requested but the kernel allocated fewer pages.
@@ -157,6 +157,9 @@ def shortfall(f):
             cause = "The kernel has no pool of %s pages at all (the CPU or kernel does not offer that size)." % _size(request.page_size)
         elif impossible:
             cause = "That is more than all of this host's memory (%s): it can never succeed." % gib(mem.get("MemTotal", 0))
+        elif request.from_user and configured is None and f.container and f.container.detected:
+            # The host's sysctl files are not visible from a container.
+            cause = "The pool is the container host's to set (vm.nr_hugepages there); nothing visible here asks for it."
         elif request.from_user and configured is None:
             cause = (
                 "Nothing configures a pool of that size: no vm.nr_hugepages in the sysctl files, no hugepages= on the kernel command line."
@@ -176,7 +179,10 @@ def shortfall(f):
                 "not run), or the kernel found no free contiguous block at all."
             )
         else:
-            cause = "The kernel found too few free contiguous blocks when the pool was set: memory was fragmented or in use."
+            cause = (
+                "The kernel found too few free contiguous blocks when the pool was set (memory fragmented or in use), "
+                "or the setting has not been applied since it changed (`sysctl --system`)."
+            )
         model = f.model
         competes = False
         if model and mem and "MemAvailable" in mem and pool is not None and not impossible:

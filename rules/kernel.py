@@ -31,22 +31,30 @@ def config_missing(f):
     if not f.running:
         return Skip("an image, not a running system: no running kernel to look up")
     evidence = [Evidence(path, outcome) for path, outcome in config.tried]
-    message = "No kernel configuration is readable for %s (%s): kernel capabilities can only be judged from runtime traces." % (
-        release if release else "the running kernel",
-        "; ".join("%s %s" % item for item in config.tried) or config.reason,
-    )
     steps = []
     module = f.configs_module
     container = f.container
     refused = [path for path, outcome in config.tried if outcome.startswith("permission denied")]
     if refused:
-        if any(outcome.endswith("where the tree was taken") for _, outcome in config.tried):
-            message += " %s exists but was readable only by root where this tree was taken." % " and ".join(refused)
+        # It is there, only closed to this user: no "not found" and no list repeating it.
+        recorded = any(outcome.endswith("where the tree was taken") for _, outcome in config.tried)
+        message = "The kernel configuration for %s exists (%s) but %s, so kernel capabilities can only be judged from runtime traces." % (
+            release if release else "the running kernel",
+            " and ".join(refused),
+            "was readable only by root where this tree was taken" if recorded else "is readable only by root here",
+        )
+        if recorded:
             steps.append(Step("Nothing to install: take the snapshot again as root (see access.permission-denied)", (), True, None))
         else:
-            message += " %s exists but is readable only by root here." % " and ".join(refused)
             steps.append(Step("Nothing to install: rerun aidoctor as root to read it (see access.permission-denied)", (), True, None))
-    elif container and container.detected:
+    else:
+        message = "No kernel configuration is readable for %s (%s): kernel capabilities can only be judged from runtime traces." % (
+            release if release else "the running kernel",
+            "; ".join("%s %s" % item for item in config.tried) or config.reason,
+        )
+    if refused:
+        return Issue(message, evidence, steps, title="Kernel configuration unreadable")
+    if container and container.detected:
         message += " In a container the kernel is the host's, and so is its config."
         steps.append(
             Step(

@@ -295,8 +295,8 @@ def _steps(f, cgroup, size, problems, fits):
     if not any(p.severity is Severity.CRITICAL for p in problems) and any(not p.levels for p in problems):
         steps.append(
             Step(
-                "Free memory before loading: stop other large processes%s "
-                "(page cache needs nothing: MemAvailable already counts what can be reclaimed)"
+                "Free memory before loading: stop other large processes%s; page cache needs nothing, as MemAvailable "
+                "already counts what can be reclaimed"
                 % (" and release the unused huge page pool (hugepages.unused)" if f.unused_pools else ""),
                 ("ps -eo pid,rss,comm --sort=-rss | head", "free -h"),
                 False,

@@ -64,9 +64,10 @@ def scheduler(f):
     wrong = [d for d in judged if d.scheduler is not None and d.scheduler != "none"]
     if not wrong:
         paths = sum(1 for d in judged if d.hidden and d.scheduler is not None)
-        note = "%d NVMe namespace(s)" % (len(judged) - len(unknown) - paths)
+        count = len(judged) - len(unknown) - paths
+        note = "%d NVMe namespace%s" % (count, "" if count == 1 else "s")
         if paths:
-            note += " and %d multipath path(s) of %s" % (paths, ", ".join(sorted(heads)))
+            note += " and %d multipath path%s of %s" % (paths, "" if paths == 1 else "s", ", ".join(sorted(heads)))
         note += " on none"
         return Pass(note + ("; not readable: %s" % ", ".join(unknown) if unknown else ""))
     names = ", ".join("%s (%s%s)" % (d.name, "path of %s, " % d.head if d.hidden else "", d.scheduler) for d in wrong)

@@ -96,7 +96,8 @@ def test_unreadable_file_is_reported_for_a_real_user(unprivileged):
     assert {"path": "/etc/sysctl.d/10-secret.conf", "value": "permission denied"} in denied["evidence"]
     assert {"path": "/boot/config-6.1.0-18-amd64", "value": "permission denied"} in denied["evidence"]
     assert findings["kernel.config-missing"]["severity"] == "low"
-    assert "permission denied" in findings["kernel.config-missing"]["message"]
+    assert "is readable only by root here" in findings["kernel.config-missing"]["message"]
+    assert findings["kernel.config-missing"]["title"] == "Kernel configuration unreadable"
     # The rerun names this very interpreter: sudo's secure_path would not find a venv's aidoctor.
     rerun = denied["remediation"][0]["commands"][0]
     assert rerun.startswith("sudo %s -m ai_doctor --root " % python), rerun

@@ -205,7 +205,7 @@ def test_multipath_with_every_path_on_none_passes(tree, run):
     result = run_json(run, tree)
     (check,) = result.json["checks"]
     assert check["status"] == "pass"
-    assert check["reason"] == "1 NVMe namespace(s) and 2 multipath path(s) of nvme0n1 on none"
+    assert check["reason"] == "1 NVMe namespace and 2 multipath paths of nvme0n1 on none"
 
 
 def test_a_head_without_a_scheduler_choice_is_not_judged_by_itself(tree, run):

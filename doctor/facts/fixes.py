@@ -77,13 +77,19 @@ class Fixes:
 
     def _place(self, summary: str, host_wide: bool) -> str:
         if host_wide and self.container is not None:
-            return "On %s (not inside this container, where it cannot be changed): %s" % (
-                self.container.where,
-                summary[0].lower() + summary[1:],
-            )
-        if self.image is not None:
-            return "In the image at %s: %s" % (self.image, summary[0].lower() + summary[1:])
-        return summary
+            where = "on %s (not inside this container, where it cannot be changed)" % self.container.where
+        elif self.image is not None:
+            where = "in the image at %s" % self.image
+        else:
+            return summary
+        # "Or, for a pool …" stays an alternative: "Or, on the host (…): for a pool …".
+        lead = ""
+        for word in ("Or, ", "Or "):
+            if summary.startswith(word):
+                lead, summary = "Or, ", summary[len(word) :]
+                break
+        text = "%s%s: %s" % (lead, where, summary[0].lower() + summary[1:])
+        return text[0].upper() + text[1:]
 
     # -- sysctl -------------------------------------------------------------------------
 
