@@ -20,7 +20,7 @@ _EPP_DRIVERS = ("intel_pstate", "amd-pstate-epp")
     "CPU not on the performance governor",
     Severity.MEDIUM,
     needs=("cpufreq",),
-    uses=("release", "ondemand_unit", "fixes"),
+    uses=("release", "ondemand_unit", "machine", "fixes"),
 )
 def governor(f):
     """A CPU with a frequency policy is not on the `performance` governor.
@@ -37,10 +37,10 @@ def governor(f):
     tuned runs — it would otherwise re-apply its own profile's governor — through a small
     profile of our own applied after the active ones (`[cpu] governor=performance`, and
     `energy_performance_preference=performance` where the driver has one, since
-    intel_pstate refuses any other preference under performance), so the rest of the
+    intel_pstate since about 5.10 refuses any other preference under performance), so the rest of the
     active profile stays; else with `cpufreq.default_governor=performance` on the kernel
     command line (Linux 5.9+). On Ubuntu, an enabled ondemand.service switches every CPU
-    to ondemand or powersave a minute after boot whatever the kernel's default was: it is
+    to ondemand or powersave seconds after boot whatever the kernel's default was: it is
     disabled first.
 
     Reference: Documentation/admin-guide/pm/cpufreq.rst; Documentation/admin-guide/pm/intel_pstate.rst.
@@ -95,8 +95,10 @@ def _steps(f, freq, slow):
     command = "echo performance | %s" % fixes.sudo("tee %s >/dev/null" % " ".join(paths))
     steps = fixes.runtime("Switch to the performance governor now", [command], [p.governor_path for p in slow])
     ondemand = f.ondemand_unit
-    if ondemand:
-        # Otherwise it switches the CPUs back a minute after every boot, whatever else is set.
+    machine = f.machine
+    # The unit has ConditionVirtualization=no: in a VM it never runs.
+    if ondemand and not (machine and machine.virtual):
+        # Otherwise it switches the CPUs back seconds after every boot, whatever else is set.
         steps.append(
             Step(
                 "Stop Ubuntu's ondemand.service (%s), which sets every CPU to ondemand or powersave after each boot" % ondemand,
@@ -140,8 +142,9 @@ def fixed_frequency(f):
     hypervisor's business and there is nothing to do. On bare metal, either the firmware
     keeps P-states to itself (a BIOS/UEFI power profile that is not OS-controlled), so its
     power profile is what to set to maximum performance, or no cpufreq driver is loaded
-    (cpufreq.off=1 on the kernel command line). With intel_pstate=disable or
-    amd_pstate=disable, udev loads acpi-cpufreq by itself, so no policies then still means
+    (cpufreq.off=1, or any non-zero value, on the kernel command line). With
+    intel_pstate=disable or amd_pstate=disable, acpi-cpufreq takes over (built into most
+    distribution kernels, else loaded by udev), so no policies then still means
     the firmware offers no P-states.
 
     Virtual or bare metal is told from /sys/hypervisor/type (not for Xen's dom0), the DMI
@@ -168,13 +171,13 @@ def fixed_frequency(f):
         evidence.append(Evidence(machine.path, machine.sign))
         cmdline = f.cmdline
         params = cmdline.params if cmdline else ()
-        off = [p for p in params if p.name == "cpufreq.off" and p.value == "1"]
+        off = [p for p in params if p.name == "cpufreq.off" and _nonzero(p.value)]
         disabled = [p for p in params if p.name in ("intel_pstate", "amd_pstate") and p.value == "disable"]
         steps = []
         message = "No CPU frequency policies in %s on bare metal: " % CPUFREQ_DIR
         if off:
-            message += "the kernel command line has cpufreq.off=1, which turns CPU frequency scaling off. %s" % fixed
-            steps.append(f.fixes.kernel_args([], ["cpufreq.off"], "Remove cpufreq.off=1 from the kernel command line"))
+            message += "the kernel command line has %s, which turns CPU frequency scaling off. %s" % (off[-1].text, fixed)
+            steps.append(f.fixes.kernel_args([], ["cpufreq.off"], "Remove %s from the kernel command line" % off[-1].text))
         else:
             message += "the firmware keeps CPU frequency to itself (no ACPI P-states offered to the OS). %s" % fixed
             if disabled:
@@ -196,3 +199,13 @@ def fixed_frequency(f):
         "%s" % (CPUFREQ_DIR, fixed),
         evidence,
     )
+
+
+def _nonzero(value) -> bool:
+    """A module parameter int (kstrtoint, base 0: 1, 0x1, 010 octal) that is not zero."""
+    text = (value or "").strip().lstrip("+-")
+    base = 16 if text[:2].lower() == "0x" else 8 if text[:1] == "0" and len(text) > 1 else 10
+    try:
+        return int(text[2:] if base == 16 else text, base) != 0
+    except ValueError:
+        return False

@@ -709,3 +709,21 @@ def test_pages_beyond_what_hugepages_declares_are_unused(run, declared, spare):
     if declared != "0":
         assert "--hugepages declares 16 of them needed; the other 16 (%s) only cost memory." % spare in found["message"]
         assert any(s["summary"].startswith("Shrink the pool to the 16 pages declared") for s in found["remediation"])
+
+
+def test_ondemand_service_is_left_alone_in_a_vm_where_it_never_runs(tree, run):
+    minimal_host(tree)
+    policies(tree, ["powersave"], driver="intel_pstate")
+    tree.write("/lib/systemd/system/ondemand.service", "[Unit]\nConditionVirtualization=no\n")
+    tree.link("/etc/systemd/system/multi-user.target.wants/ondemand.service", "/lib/systemd/system/ondemand.service")
+    tree.write("/sys/class/dmi/id/sys_vendor", "QEMU\n")
+    found = finding(run("--root", tree, "--format", "json"), "cpu.governor")
+    assert not any("ondemand" in c for c in commands(found))
+
+
+def test_any_nonzero_cpufreq_off_is_named(tree, run):
+    minimal_host(tree)
+    tree.write("/proc/cpuinfo", "processor\t: 0\nflags\t\t: fpu vme\n")
+    tree.write("/proc/cmdline", "BOOT_IMAGE=/vmlinuz root=/dev/sda1 cpufreq.off=0x1\n")
+    found = finding(run("--root", tree, "--format", "json"), "cpu.fixed-frequency")
+    assert "cpufreq.off=0x1, which turns CPU frequency scaling off" in found["message"]
