@@ -5,6 +5,7 @@ from __future__ import annotations
 from ai_doctor.engine import rule
 from ai_doctor.facts.cgroup import HIGH, MAX
 from ai_doctor.facts.fixes import quote
+from ai_doctor.facts.sysctl import loader_reserves
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Step
 from ai_doctor.record import Record
 from ai_doctor.units import gib, quantized_sizes
@@ -114,7 +115,8 @@ def headroom(f):
         # Strict accounting refuses the allocation before any of this memory is touched; that
         # finding is overcommit.strict-headroom's, so it is said here, not counted twice.
         notes += (
-            " Strict overcommit lets a process commit only CommitLimit − Committed_AS = %s, so loading it into "
+            " Strict overcommit lets a loader commit only %s (CommitLimit − Committed_AS, less the admin and user "
+            "reserves), so loading it into "
             "process memory fails with ENOMEM before then (overcommit.strict-headroom)." % gib(max(commit_room, 0))
         )
     if not cgroup:
@@ -159,7 +161,8 @@ def headroom(f):
     idle = sum(u.spare for u in f.unused_pools)
     if idle:
         message += " An unused huge page pool holds %s out of MemAvailable (hugepages.unused)." % gib(idle)
-    quantized, fits = _quantized(model, fit, min([available + idle, total] + rooms + ([commit_room] if commit_room is not None else [])))
+    commit_after = [commit_room + _commit_gain(f, idle)] if commit_room is not None else []
+    quantized, fits = _quantized(model, fit, min([available + idle, total] + rooms + commit_after))
     if quantized:
         message += " " + quantized
     message += notes
@@ -171,12 +174,23 @@ def headroom(f):
 
 
 def _commit_room(f, mem):
-    """CommitLimit − Committed_AS where the running kernel enforces it (vm.overcommit_memory
-    = 2), else None."""
+    """What strict overcommit lets a loader commit where the running kernel enforces it
+    (vm.overcommit_memory = 2): CommitLimit − Committed_AS less the reserves closed to it, as
+    overcommit.strict-headroom counts it; else None."""
     runtime = f.sysctl
     if not runtime or runtime.int("vm.overcommit_memory") != 2 or "CommitLimit" not in mem or "Committed_AS" not in mem:
         return None
-    return mem.get("CommitLimit") - mem.get("Committed_AS")
+    return mem.get("CommitLimit") - mem.get("Committed_AS") - loader_reserves(runtime)
+
+
+def _commit_gain(f, pool_bytes: int) -> int:
+    """How much CommitLimit rises when ``pool_bytes`` of huge pages are released: the pool is
+    taken out of RAM before the ratio applies (vm_commit_limit); with overcommit_kbytes set,
+    nothing."""
+    runtime = f.sysctl
+    if not runtime or runtime.int("vm.overcommit_kbytes"):
+        return 0
+    return pool_bytes * runtime.int("vm.overcommit_ratio", 50) // 100
 
 
 def _room(level) -> int:

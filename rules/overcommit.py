@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from ai_doctor.engine import rule
-from ai_doctor.facts.sysctl import DEFAULTS, governing
+from ai_doctor.facts.sysctl import governing, loader_reserves
 from ai_doctor.facts.system import kernel_version
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Step
 from ai_doctor.units import gib, quantized_sizes
@@ -81,7 +81,7 @@ def strict_headroom(f):
         return Skip("%s has no CommitLimit/Committed_AS lines" % mem.path)
     limit, committed = mem.get("CommitLimit"), mem.get("Committed_AS")
     headroom = limit - committed
-    reserves = _reserves(f)
+    reserves = loader_reserves(f.sysctl)
     if model.size + reserves <= headroom:
         return Pass(
             "CommitLimit − Committed_AS = %s covers the model (%s) and the reserves closed to it (%s)"
@@ -112,16 +112,6 @@ def strict_headroom(f):
     else:
         steps = _strict_steps(f, mem, committed + reserves, model.size)
     return Issue(message, evidence, steps, impact=model.size + reserves - headroom)
-
-
-def _reserves(f) -> int:
-    """admin_reserve_kbytes + user_reserve_kbytes in bytes: what a loader cannot commit."""
-    total = 0
-    for key in ("vm.admin_reserve_kbytes", "vm.user_reserve_kbytes"):
-        value = governing(None, f.sysctl, key).int
-        # An unreadable or odd value: the kernel default is the likeliest truth.
-        total += (value if value is not None and value >= 0 else int(DEFAULTS[key])) * 1024
-    return total
 
 
 def _strict_steps(f, mem, committed, model_size):

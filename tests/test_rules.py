@@ -643,7 +643,10 @@ def test_headroom_never_says_fits_where_strict_overcommit_refuses(tree, run):
     result = run("--root", tree, "--model-size", "40G", "--format", "json", "-v")
     check = next(c for c in result.json["checks"] if c["rule"] == "memory.headroom")
     assert check["status"] == "pass" and "fits" not in check["reason"]
-    assert "Strict overcommit lets a process commit only CommitLimit − Committed_AS = 28.0 GiB" in check["reason"]
+    assert (
+        "Strict overcommit lets a loader commit only 27.9 GiB (CommitLimit − Committed_AS, less the admin and user reserves)"
+        in check["reason"]
+    )
     # and a quantized variant "fits" only within the commit limit too
     found = finding(run("--root", tree, "--model-size", "70G", "--format", "json"), "memory.headroom")
     assert "int8 ≈ 35.0 GiB (does not fit), int4 ≈ 17.5 GiB (fits)" in found["message"]

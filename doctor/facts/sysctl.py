@@ -255,3 +255,14 @@ def governing(config, runtime, key: str) -> Setting:
         if item is not None:
             return Setting(key, item.value, item.path, item.line)
     return Setting(key, DEFAULTS.get(key), "kernel default", None)
+
+
+def loader_reserves(runtime) -> int:
+    """Bytes strict overcommit keeps from a model loader (mm/util.c __vm_enough_memory):
+    vm.admin_reserve_kbytes (it rarely has CAP_SYS_ADMIN) + vm.user_reserve_kbytes. An
+    unreadable or odd value counts as the kernel default."""
+    total = 0
+    for key in ("vm.admin_reserve_kbytes", "vm.user_reserve_kbytes"):
+        value = governing(None, runtime, key).int
+        total += (value if value is not None and value >= 0 else int(DEFAULTS[key])) * 1024
+    return total
