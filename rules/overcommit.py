@@ -192,9 +192,10 @@ def heuristic_oversize(f):
     An mmap of the weights file (read-only, not charged) is not refused but then pages from
     disk on every pass.
 
-    Fix: a smaller (quantized) model, more memory, or swap large enough for the heuristic
-    (the load will then page). Mode 1 ("always") would accept the allocation and hand the
-    problem to the OOM killer; it is not a fix.
+    Fix: a smaller (quantized) model or more memory. Swap is offered only where it can help
+    (kernels before 5.2, a small deficit, a model within RAM): past RAM it would hold the model
+    itself. Mode 1 ("always") would accept the allocation and hand the problem to the OOM
+    killer; it is not a fix.
 
     Reference: Documentation/mm/overcommit-accounting.rst; mm/util.c (__vm_enough_memory).
     """
@@ -229,8 +230,10 @@ def heuristic_oversize(f):
     _, smaller = quantized_sizes(model.size, model.params, model.dtype)
     if any(value <= limit for _, value in smaller):
         steps = [Step("Use a model that fits: a quantized variant, or a smaller one (memory.headroom gives sizes)", (), False, None)]
-    else:
+    elif smaller:
         steps = [Step("Use a smaller model or a larger host: no quantized variant of this one fits either", (), False, None)]
+    else:
+        steps = [Step("Use a smaller model or a larger host", (), False, None)]
     if model.size <= mem.get("MemTotal", 0) and deficit <= mem.get("MemTotal", 0) // 4:
         swap_gib = int(math.ceil(deficit / (1 << 30))) + 1
         create = [fixes.sudo("fallocate -l %dG %s" % (swap_gib, SWAPFILE))]
@@ -243,10 +246,9 @@ def heuristic_oversize(f):
             "Or add at least %d GiB of swap so the heuristic accepts the allocation (the load then pages to disk)" % swap_gib,
             create + [fixes.sudo("chmod 600 %s" % SWAPFILE), fixes.sudo("mkswap %s" % SWAPFILE), fixes.sudo("swapon %s" % SWAPFILE)],
         )
-    else:
-        why = "the model is larger than all RAM, so it would live in swap" if model.size > mem.get("MemTotal", 0) else "not in practice"
+    elif model.size <= mem.get("MemTotal", 0):
         steps.append(
-            Step("Swap cannot make up %s (%s): the model must get smaller or the host larger" % (gib(deficit), why), (), False, None)
+            Step("Swap cannot make up %s in practice: the model must get smaller or the host larger" % gib(deficit), (), False, None)
         )
     return Issue(message, evidence, steps, impact=deficit)
 

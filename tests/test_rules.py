@@ -80,8 +80,7 @@ def test_heuristic_oversize_uses_ram_plus_swap(tree, run):
     found = finding(result, "overcommit.heuristic-oversize")
     assert "MemTotal + SwapTotal = 64.0 GiB + 16.0 GiB = 80.0 GiB" in found["message"]
     # More swap would let the allocation through and leave the model living in swap.
-    assert commands(found) == []
-    assert "the model is larger than all RAM, so it would live in swap" in found["remediation"][-1]["summary"]
+    assert commands(found) == [] and len(found["remediation"]) == 1
 
 
 def test_heuristic_before_linux_5_2_judges_by_free_memory(tree, run):
