@@ -221,8 +221,9 @@ def heuristic_oversize(f):
     message = (
         "vm.overcommit_memory = 0 (heuristic) refuses any single allocation larger than %s; the model needs %s. "
         "A loader that reads it into one buffer fails at once with ENOMEM; one that allocates tensor by tensor passes "
-        "that check but cannot hold the model (the OOM killer ends it, or it swaps); memory-mapping the weights file "
-        "is not refused but cannot keep them resident." % (basis, gib(model.size))
+        "that check but cannot hold the model (%s); memory-mapping the weights file "
+        "is not refused but cannot keep them resident."
+        % (basis, gib(model.size), "it swaps, then the OOM killer ends it" if mem.get("SwapTotal", 0) else "the OOM killer ends it")
     )
     evidence = [mode_setting.evidence()] + _mem_evidence(mem, *keys)
     deficit = model.size - limit
