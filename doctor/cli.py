@@ -368,46 +368,70 @@ def _write(path, text: str) -> None:
         except OSError as exc:
             raise UsageError("standard output: %s" % (exc.strerror or exc)) from None
         return
+    _write_file(path, text)
+
+
+def _write_file(path: str, text: str) -> None:
+    """Write the report to ``path`` the way a shell redirection would let this user, but
+    whole: a temporary file beside it, renamed over it."""
+    import stat
+
+    if not path:
+        raise UsageError("--output: the path is empty")
     if os.path.isdir(path):
         raise UsageError("--output %s: is a directory" % path)
+    if path.endswith("/"):
+        raise UsageError("--output %s: names a directory, and there is none" % path)
     if os.path.abspath(path).startswith(("/proc/", "/sys/")):
         raise UsageError("--output %s: a kernel interface file, not a place for a report" % path)
+    if os.path.islink(path):
+        folder, link = os.stat(os.path.dirname(os.path.abspath(path))), os.lstat(path)
+        shared = folder.st_mode & stat.S_ISVTX and folder.st_mode & stat.S_IWOTH
+        if shared and link.st_uid not in (os.geteuid(), folder.st_uid):
+            # What fs.protected_symlinks refuses: another user's link in /tmp aimed at our files.
+            raise UsageError("--output %s: a link another user left in a shared folder; not followed" % path)
     if os.path.exists(path) and not os.path.isfile(path):
         # /dev/stdout, a FIFO: write straight through, no temporary file beside it.
-        try:
-            with open(path, "w", encoding="utf-8") as handle:
-                handle.write(text)
-        except OSError as exc:
-            raise UsageError("--output %s: %s" % (path, exc.strerror or exc)) from None
+        _write_in_place(path, text, path)
         return
-    import tempfile
-
-    # Like a shell redirection, a link names the file written; the report replaces it whole.
+    # Like a shell redirection, a link names the file written.
     target = os.path.realpath(path)
     try:
         existing = os.stat(target)
     except OSError:
         existing = None
-    directory = os.path.dirname(target)
-    temporary = None
+    if existing is not None and not os.access(target, os.W_OK):
+        raise UsageError("--output %s: permission denied" % path)
+    if existing is not None and existing.st_nlink > 1:
+        _write_in_place(target, text, path)  # a rename would leave the other names with the old text
+        return
     try:
-        # A fresh name, created exclusively: a link planted beside the target is never followed.
-        handle, temporary = tempfile.mkstemp(prefix=".%s." % os.path.basename(target), suffix=".aidoctor-tmp", dir=directory)
+        _replace_whole(target, text, existing)
     except PermissionError:
         if existing is None:
-            raise UsageError("--output %s: cannot create files in %s (permission denied)" % (path, directory)) from None
-        # A file we may write in a folder we may not: write it in place.
-        try:
-            with open(target, "w", encoding="utf-8") as stream:
-                stream.write(text)
-        except OSError as exc:
-            raise UsageError("--output %s: %s" % (path, exc.strerror or exc)) from None
-        return
+            raise UsageError("--output %s: cannot create files in %s (permission denied)" % (path, os.path.dirname(target))) from None
+        # A file this user may write in a folder it may not change (or a sticky one): in place.
+        _write_in_place(target, text, path)
     except OSError as exc:
         raise UsageError("--output %s: %s" % (path, exc.strerror or exc)) from None
+
+
+def _write_in_place(target: str, text: str, shown: str) -> None:
+    try:
+        with open(target, "w", encoding="utf-8") as stream:
+            stream.write(text)
+    except OSError as exc:
+        raise UsageError("--output %s: %s" % (shown, exc.strerror or exc)) from None
+
+
+def _replace_whole(target: str, text: str, existing) -> None:
+    """A temporary file beside ``target``, created exclusively (a link planted there is never
+    followed), keeping an existing file's mode and owner, renamed over it."""
+    import tempfile
+
+    handle, temporary = tempfile.mkstemp(prefix=".%s." % os.path.basename(target), suffix=".aidoctor-tmp", dir=os.path.dirname(target))
     try:
         if existing is not None:
-            # The report replaces the file: keep its mode and, where allowed, its owner.
             os.fchmod(handle, existing.st_mode & 0o7777)
             try:
                 os.fchown(handle, existing.st_uid, existing.st_gid)
@@ -420,9 +444,9 @@ def _write(path, text: str) -> None:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
         os.replace(temporary, target)
-    except OSError as exc:
+    except BaseException:
         try:
             os.unlink(temporary)
         except OSError:
             pass
-        raise UsageError("--output %s: %s" % (path, exc.strerror or exc)) from None
+        raise

@@ -319,3 +319,29 @@ def test_output_through_a_link_writes_its_target_and_keeps_its_mode(run, tmp_pat
     assert (tmp_path / "link.txt").is_symlink()
     assert "aidoctor" in real.read_text() and real.stat().st_mode & 0o777 == 0o640
     assert not list(tmp_path.glob(".*aidoctor-tmp"))
+
+
+def test_output_refuses_another_users_link_in_a_shared_folder(run, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to plant a link owned by another user")
+    shared = tmp_path / "tmp"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    victim = tmp_path / "victim.conf"
+    victim.write_text("SECRET\n")
+    (shared / "report.txt").symlink_to(victim)
+    os.lchown(shared / "report.txt", 65534, 65534)
+    result = run("--root", GUIDE, "--model-size", "140G", "-o", str(shared / "report.txt"))
+    assert result.code == 2 and "a link another user left in a shared folder" in result.err
+    assert victim.read_text() == "SECRET\n"
+
+
+def test_output_keeps_hard_links_and_refuses_odd_paths(run, tmp_path):
+    first = tmp_path / "h1"
+    first.write_text("old\n")
+    os.link(first, tmp_path / "h2")
+    assert run("--root", GUIDE, "--model-size", "140G", "-o", str(first)).code == 0
+    assert "aidoctor" in (tmp_path / "h2").read_text()
+    assert "names a directory" in run("--root", GUIDE, "-o", str(tmp_path / "zz") + "/").err
+    assert not (tmp_path / "zz").exists()
+    assert "the path is empty" in run("--root", GUIDE, "-o", "").err
