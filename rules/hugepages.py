@@ -137,6 +137,7 @@ def shortfall(f):
         return Pass("no huge page pool is requested")
     issues = []
     mem = f.meminfo
+    next_boot = _next_boot_pools(f)
     for request, pool, impossible in _short_requests(f):
         have = pool.persistent if pool is not None else 0
         missing = request.count - have
@@ -153,7 +154,14 @@ def shortfall(f):
             gib(missing * request.page_size),
         )
         configured = request.configured
-        if pool is None:
+        booked = (next_boot or {}).get(request.page_size, 0)
+        # A sysctl asking for fewer would shrink the boot pool again right after boot.
+        shrunk_after_boot = any(r.assignment is not None and r.count < request.count for r in request.chain())
+        pending = pool is not None and not impossible and request.path != "/proc/cmdline" and booked >= request.count
+        pending = pending and not shrunk_after_boot
+        if pending:
+            cause = "The boot loader files reserve %d of them at the next boot: a reboot is pending." % booked
+        elif pool is None:
             cause = "The kernel has no pool of %s pages at all (the CPU or kernel does not offer that size)." % _size(request.page_size)
         elif impossible:
             cause = "That is more than all of this host's memory (%s): it can never succeed." % gib(mem.get("MemTotal", 0))
@@ -211,8 +219,11 @@ def shortfall(f):
             evidence.append(_request_evidence(configured))
         if pool is not None:
             evidence.append(_pool_evidence(pool))
-        steps = _shortfall_steps(f, request, pool, impossible)
-        if competes:
+        if pending:
+            steps = [Step("Reboot to take the boot-time reservation", (), True, True)]
+        else:
+            steps = _shortfall_steps(f, request, pool, impossible)
+        if competes and not pending:
             steps += _keep_pool_steps(f, request, pool)
         issues.append(Issue(message + " " + cause, evidence, steps, impact=missing * request.page_size))
     return issues or Pass("every requested pool is complete")

@@ -729,3 +729,16 @@ def test_any_nonzero_cpufreq_off_is_named(tree, run):
     tree.write("/proc/cmdline", "BOOT_IMAGE=/vmlinuz root=/dev/sda1 cpufreq.off=0x1\n")
     found = finding(run("--root", tree, "--format", "json"), "cpu.fixed-frequency")
     assert "cpufreq.off=0x1, which turns CPU frequency scaling off" in found["message"]
+
+
+def test_a_boot_reservation_waiting_for_a_reboot_is_said_so(tree, run):
+    minimal_host(tree)
+    tree.write("/etc/default/grub", 'GRUB_CMDLINE_LINUX="quiet hugepagesz=2M hugepages=64"\n')
+    tree.write("/usr/sbin/update-grub", "", 0o755)
+    found = finding(run("--root", tree, "--hugepages", "64", "--format", "json"), "hugepages.shortfall")
+    assert "The boot loader files reserve 64 of them at the next boot: a reboot is pending." in found["message"]
+    assert [s["summary"] for s in found["remediation"]] == ["Reboot to take the boot-time reservation"]
+    # A sysctl asking for fewer would shrink it again after boot: not merely pending.
+    tree.write("/etc/sysctl.d/60-pool.conf", "vm.nr_hugepages = 8\n")
+    found = finding(run("--root", tree, "--hugepages", "64", "--format", "json"), "hugepages.shortfall")
+    assert "a reboot is pending" not in found["message"]
