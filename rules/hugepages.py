@@ -180,7 +180,10 @@ def shortfall(f):
                 "gigantic (1 GiB) one at boot: the line must name the size with hugepagesz= before the count."
             )
         elif request.path == "/proc/cmdline":
-            cause = "Even at boot the kernel could not find that much free memory (other reservations, or more than the NUMA nodes hold)."
+            cause = (
+                "Either the kernel could not reserve that much at boot (other reservations, or more than the NUMA nodes "
+                "hold), or the pool was shrunk after boot (a release not yet made persistent)."
+            )
         elif have == 0 and request.assignment is not None:
             cause = (
                 "An empty pool: either the setting was never applied (the file came after boot and `sysctl --system` was "
@@ -280,8 +283,8 @@ def _shortfall_steps(f, request, pool, impossible):
                 f,
                 request.page_size,
                 pool.persistent,
-                "Ask the kernel command line for no more than it could reserve, %d pages (%s now), unless memory is freed for more"
-                % (pool.persistent, request.source),
+                "Ask the kernel command line for no more than the pool holds, %d pages (%s now): what the kernel could "
+                "reserve, or what it was shrunk to on purpose" % (pool.persistent, request.source),
             )
         )
     else:

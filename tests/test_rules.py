@@ -565,7 +565,7 @@ def _two_boot_pools(tree, release="6.1.0-18-amd64", line="hugepagesz=2M hugepage
         # 8 GiB released covers the 5.1 GiB missing: keep asking for all of it.
         (8, 4096, "Keep asking for 4096 pages at boot: releasing the unused pool there (hugepages.unused) frees 8.0 GiB"),
         # 2 GiB does not: ask for what the kernel could reserve.
-        (2, 1500, "Ask the kernel command line for no more than it could reserve, 1500 pages"),
+        (2, 1500, "Ask the kernel command line for no more than the pool holds, 1500 pages"),
     ],
 )
 def test_a_short_boot_pool_and_an_idle_one_agree_on_one_line(tree, run, gig_pages, final, summary):
@@ -663,7 +663,7 @@ def test_before_5_7_a_leading_count_for_2m_pages_is_an_ordinary_shortfall(tree, 
     _two_boot_pools(tree, release="5.4.0-150-generic", line="hugepages=4096")
     found = finding(run("--root", tree, "--format", "json"), "hugepages.shortfall")
     assert "Before Linux 5.7" not in found["message"]
-    assert "Even at boot the kernel could not find that much free memory" in found["message"]
+    assert "Either the kernel could not reserve that much at boot" in found["message"]
 
 
 def test_before_5_7_a_later_hugepagesz_does_not_rescue_a_leading_gigantic_count(tree, run):
