@@ -5,7 +5,7 @@ from __future__ import annotations
 from ai_doctor.engine import rule
 from ai_doctor.facts.cgroup import HIGH, MAX
 from ai_doctor.facts.fixes import quote
-from ai_doctor.facts.sysctl import loader_reserves
+from ai_doctor.facts.sysctl import commit_change, commit_room
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Step
 from ai_doctor.record import Record
 from ai_doctor.units import gib, quantized_sizes
@@ -110,14 +110,14 @@ def headroom(f):
         )
     tightest = _tightest(hard)
     notes = " Could not read %s." % "; ".join(cgroup.notes) if cgroup and cgroup.notes else ""
-    commit_room = _commit_room(f, mem)
-    if commit_room is not None and size > commit_room:
+    committable = commit_room(f.sysctl, mem)
+    if committable is not None and size > committable:
         # Strict accounting refuses the allocation before any of this memory is touched; that
         # finding is overcommit.strict-headroom's, so it is said here, not counted twice.
         notes += (
             " Strict overcommit lets a loader commit only %s (CommitLimit − Committed_AS, less the admin and user "
             "reserves), so loading it into "
-            "process memory fails with ENOMEM before then (overcommit.strict-headroom)." % gib(max(commit_room, 0))
+            "process memory fails with ENOMEM before then (overcommit.strict-headroom)." % gib(max(committable, 0))
         )
     if not cgroup:
         notes += " Cgroup memory limits were not checked: %s." % cgroup.reason
@@ -127,7 +127,7 @@ def headroom(f):
             "container to judge that one's." % cgroup.path
         )
     if not problems:
-        blocked = commit_room is not None and size > commit_room
+        blocked = committable is not None and size > committable
         # The loader and runtime need memory beside the weights (the margin strict-headroom keeps).
         tight = available - size < max(1 << 30, size // 20)
         if blocked:
@@ -156,13 +156,13 @@ def headroom(f):
     # "Fits" for a smaller variant means without swap or throttling: in what is available
     # now and under every limit; an unused pool's memory counts once it is released.
     rooms = [_room(level) for level in hard + soft]
-    fit = min([available, total] + rooms + ([commit_room] if commit_room is not None else []))
+    fit = min([available, total] + rooms)
     message = "The model needs %s: %s." % (model.described, "; ".join(p.sentence for p in problems))
     idle = sum(u.spare for u in f.unused_pools)
     if idle:
         message += " An unused huge page pool holds %s out of MemAvailable (hugepages.unused)." % gib(idle)
-    commit_after = [commit_room + _commit_gain(f, idle)] if commit_room is not None else []
-    quantized, fits = _quantized(model, fit, min([available + idle, total] + rooms + commit_after))
+    commit = (committable, committable + commit_change(f.sysctl, idle)) if committable is not None else None
+    quantized, fits = _quantized(model, fit, min([available + idle, total] + rooms), commit)
     if quantized:
         message += " " + quantized
     message += notes
@@ -171,26 +171,6 @@ def headroom(f):
     for level in shown:
         evidence += _level_evidence(cgroup, level)
     return Issue(message, evidence, _steps(f, cgroup, size, problems, fits), severity=severity, impact=size - capacity)
-
-
-def _commit_room(f, mem):
-    """What strict overcommit lets a loader commit where the running kernel enforces it
-    (vm.overcommit_memory = 2): CommitLimit − Committed_AS less the reserves closed to it, as
-    overcommit.strict-headroom counts it; else None."""
-    runtime = f.sysctl
-    if not runtime or runtime.int("vm.overcommit_memory") != 2 or "CommitLimit" not in mem or "Committed_AS" not in mem:
-        return None
-    return mem.get("CommitLimit") - mem.get("Committed_AS") - loader_reserves(runtime)
-
-
-def _commit_gain(f, pool_bytes: int) -> int:
-    """How much CommitLimit rises when ``pool_bytes`` of huge pages are released: the pool is
-    taken out of RAM before the ratio applies (vm_commit_limit); with overcommit_kbytes set,
-    nothing."""
-    runtime = f.sysctl
-    if not runtime or runtime.int("vm.overcommit_kbytes"):
-        return 0
-    return pool_bytes * runtime.int("vm.overcommit_ratio", 50) // 100
 
 
 def _room(level) -> int:
@@ -275,21 +255,28 @@ def _level_evidence(cgroup, level):
     return evidence
 
 
-def _quantized(model, fit, with_pool):
+def _quantized(model, fit, with_pool, commit):
     """What the same model needs at smaller formats and whether each fits in ``fit`` bytes (or
-    in ``with_pool`` once an unused huge page pool is released), in words; and whether any
+    in ``with_pool`` once an unused huge page pool is released), within strict overcommit's
+    ``commit`` room (now, after the release) where it applies; in words, and whether any
     does (None: there is no smaller format)."""
     base, sizes = quantized_sizes(model.size, model.params, model.dtype)
     if not sizes:
         return "", None
+    now, later = commit if commit is not None else (None, None)
 
     def verdict(value):
-        if value <= fit:
+        if value <= fit and (now is None or value <= now):
             return "fits"
-        return "fits once the unused huge page pool is released" if value <= with_pool else "does not fit"
+        if value <= with_pool and (later is None or value <= later):
+            return "fits once the unused huge page pool is released"
+        if value <= fit:
+            return "fits in memory once the strict commit limit is raised: overcommit.strict-headroom"
+        return "does not fit"
 
-    parts = ["%s ≈ %s (%s)" % (dtype, gib(value), verdict(value)) for dtype, value in sizes]
-    return "As %s, quantized it would need %s." % (base, ", ".join(parts)), any(value <= with_pool for _, value in sizes)
+    verdicts = [(dtype, value, verdict(value)) for dtype, value in sizes]
+    parts = ["%s ≈ %s (%s)" % (dtype, gib(value), said) for dtype, value, said in verdicts]
+    return "As %s, quantized it would need %s." % (base, ", ".join(parts)), any(v != "does not fit" for _, _, v in verdicts)
 
 
 def _steps(f, cgroup, size, problems, fits):

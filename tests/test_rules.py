@@ -648,7 +648,10 @@ def test_headroom_never_says_fits_where_strict_overcommit_refuses(tree, run):
     )
     # and a quantized variant "fits" only within the commit limit too
     found = finding(run("--root", tree, "--model-size", "70G", "--format", "json"), "memory.headroom")
-    assert "int8 ≈ 35.0 GiB (does not fit), int4 ≈ 17.5 GiB (fits)" in found["message"]
+    assert (
+        "int8 ≈ 35.0 GiB (fits in memory once the strict commit limit is raised: overcommit.strict-headroom), int4 ≈ 17.5 GiB (fits)"
+        in found["message"]
+    )
 
 
 @pytest.mark.parametrize("value", ["", "abc", "-5"])

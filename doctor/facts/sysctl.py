@@ -266,3 +266,21 @@ def loader_reserves(runtime) -> int:
         value = governing(None, runtime, key).int
         total += (value if value is not None and value >= 0 else int(DEFAULTS[key])) * 1024
     return total
+
+
+def commit_room(runtime, mem):
+    """What strict overcommit lets a loader commit where the running kernel enforces it
+    (vm.overcommit_memory = 2): CommitLimit − Committed_AS less the reserves closed to it;
+    else None."""
+    if not runtime or runtime.int("vm.overcommit_memory") != 2 or "CommitLimit" not in mem or "Committed_AS" not in mem:
+        return None
+    return mem.get("CommitLimit") - mem.get("Committed_AS") - loader_reserves(runtime)
+
+
+def commit_change(runtime, pool_bytes: int) -> int:
+    """How much CommitLimit moves when ``pool_bytes`` of huge pages leave (or, negative, join)
+    the pool: the pool is taken out of RAM before the ratio applies (mm/util.c
+    vm_commit_limit); with overcommit_kbytes set, not at all."""
+    if not runtime or runtime.int("vm.overcommit_kbytes"):
+        return 0
+    return pool_bytes * runtime.int("vm.overcommit_ratio", 50) // 100
