@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ai_doctor.engine import rule
+from ai_doctor.facts.sysctl import commit_change, commit_room
 from ai_doctor.facts.system import kernel_version
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Step
 from ai_doctor.units import gib, kernel_size
@@ -100,7 +101,7 @@ def _unsupported_steps(f, active):
     "Huge page pool smaller than requested",
     Severity.HIGH,
     needs=("hugepages",),
-    uses=("hugepage_requests", "meminfo", "cmdline", "boot_args", "release", "model", "unused_pools", "container", "fixes"),
+    uses=("hugepage_requests", "meminfo", "cmdline", "boot_args", "release", "model", "unused_pools", "container", "sysctl", "fixes"),
 )
 def shortfall(f):
     """A huge page pool was requested but the kernel allocated fewer pages.
@@ -212,6 +213,16 @@ def shortfall(f):
                     " Growing the pool takes %s more out of MemAvailable, which is already short of the model (%s of %s; "
                     "memory.headroom)." % (gib(taken), gib(available), gib(model.size))
                 )
+            committable = commit_room(f.sysctl, mem)
+            if committable is not None and not competes:
+                after = committable - commit_change(f.sysctl, taken)
+                if after < model.size <= committable:
+                    # Strict overcommit: the pool leaves RAM before the ratio applies.
+                    competes = True
+                    cause += (
+                        " Under strict overcommit growing the pool lowers what a loader may commit from %s to %s: the "
+                        "model (%s) would then be refused (overcommit.strict-headroom)." % (gib(committable), gib(after), gib(model.size))
+                    )
         if pool is not None and pool.idle:
             cause += (
                 " None of the %d pages it does hold is in use: unless a hugetlbfs user (DPDK, a database with huge pages "

@@ -47,7 +47,7 @@ def _mem_evidence(mem, *keys):
     "Strict overcommit leaves no room for the model",
     Severity.CRITICAL,
     needs=("model", "meminfo"),
-    uses=("sysctl", "sysctl_config", "hugepages", "release", "fixes"),
+    uses=("sysctl", "sysctl_config", "hugepages", "hugepage_requests", "release", "fixes"),
 )
 def strict_headroom(f):
     """Under vm.overcommit_memory=2 the model does not fit in CommitLimit − Committed_AS.
@@ -121,7 +121,10 @@ def _strict_steps(f, mem, committed, model_size):
     kbytes = governing(config, runtime, "vm.overcommit_kbytes").int or 0
     swap = mem.get("SwapTotal", 0)
     pools = f.hugepages
-    pool_bytes = sum(p.bytes_total for p in pools.pools.values()) if pools else 0
+    # The pools as they will be once the requested ones are complete: each leaves RAM before
+    # the ratio applies, so a ratio for today's pool falls short after hugepages.shortfall's fix.
+    wanted = {r.page_size: r.count for r in f.hugepage_requests or ()}
+    pool_bytes = sum(max(p.total, wanted.get(p.page_size, 0)) * p.page_size for p in pools.pools.values()) if pools else 0
     ram = mem.get("MemTotal", 0) - pool_bytes
     # The loader and its runtime commit memory of their own beside the weights: leave 5 %, at
     # least 1 GiB (``committed`` already holds the reserves).

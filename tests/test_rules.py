@@ -745,3 +745,21 @@ def test_a_boot_reservation_waiting_for_a_reboot_is_said_so(tree, run):
     tree.write("/etc/sysctl.d/60-pool.conf", "vm.nr_hugepages = 8\n")
     found = finding(run("--root", tree, "--hugepages", "64", "--format", "json"), "hugepages.shortfall")
     assert "a reboot is pending" not in found["message"]
+
+
+def test_growing_a_pool_under_strict_overcommit_weighs_the_commit_limit(run):
+    from conftest import fixture_root
+
+    result = run("--root", fixture_root("strict-overcommit"), "--model-size", "24G", "--hugepages", "4096", "--format", "json")
+    found = finding(result, "hugepages.shortfall")
+    assert "growing the pool lowers what a loader may commit from 25.9 GiB to 21.9 GiB" in found["message"]
+    # and the ratio strict-headroom offers counts the pool as it will be
+    strict = finding(
+        run("--root", fixture_root("strict-overcommit"), "--model-size", "40G", "--hugepages", "4096", "--format", "json"),
+        "overcommit.strict-headroom",
+    )
+    plain = finding(
+        run("--root", fixture_root("strict-overcommit"), "--model-size", "40G", "--format", "json"), "overcommit.strict-headroom"
+    )
+    ratio = [c for c in commands(strict) if c.startswith("sudo sysctl -w vm.overcommit_ratio=")][0]
+    assert ratio != [c for c in commands(plain) if c.startswith("sudo sysctl -w vm.overcommit_ratio=")][0]
