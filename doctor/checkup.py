@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from ai_doctor import __version__, engine
 from ai_doctor.facts import Facts
 from ai_doctor.model import HostSummary, Report, Status, reaching
@@ -16,7 +18,8 @@ def checkup(host, request, rules=None, fail_on="high", strict=False, verbose=Fal
     facts = Facts(host, request)
     checks, findings = engine.run(facts, rules)
     summary = host_summary(host, facts)
-    return Report(__version__, summary, request, checks, findings, fail_on, exit_code(checks, findings, fail_on, strict), verbose)
+    code = exit_code(checks, findings, fail_on, strict)
+    return Report(__version__, summary, request, checks, findings, fail_on, code, verbose, time.time())
 
 
 def exit_code(checks, findings, fail_on: str, strict: bool) -> int:

@@ -13,7 +13,9 @@ import sys
 from ai_doctor import __version__
 from ai_doctor.checkup import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE
 
-FORMATS = ("text", "json")
+FORMATS = ("text", "json", "markdown", "npd")
+# Report files written beside the main output: option → renderer module under ai_doctor.reports.
+FILE_OUTPUTS = (("junit", "junit"), ("prom", "prometheus"))
 HOST_MARKERS = ("/etc", "/usr", "/boot", "/proc/meminfo", "/sys/devices")
 FAIL_ON = ("critical", "high", "medium", "low", "info", "never")
 
@@ -76,8 +78,16 @@ def _parser() -> argparse.ArgumentParser:
     choose.add_argument("--skip", metavar="RULE", action="append", default=[], help="do not run this rule or area (repeatable)")
     choose.add_argument("--list-rules", action="store_true", help="list the rules and exit")
     out = parser.add_argument_group("output")
-    out.add_argument("--format", action=_Once, choices=FORMATS, default="text", help="text (default) or json")
+    out.add_argument(
+        "--format",
+        action=_Once,
+        choices=FORMATS,
+        default="text",
+        help="text (default), json, markdown, or npd (a node-problem-detector plugin line and exit status)",
+    )
     out.add_argument("--output", "-o", action=_Once, metavar="FILE", help="write the report to FILE instead of standard output")
+    out.add_argument("--junit", action=_Once, metavar="FILE", help="also write JUnit XML (one testcase per check) to FILE")
+    out.add_argument("--prom", action=_Once, metavar="FILE", help="also write a Prometheus textfile (node_exporter) to FILE")
     out.add_argument(
         "--fail-on", action=_Once, choices=FAIL_ON, default="high", help="exit 1 when a finding is at least this severe (default high)"
     )
@@ -311,9 +321,8 @@ def _check(args, argv, program) -> int:
         raise UsageError("standard output is closed; write the report with --output FILE")
     report = checkup(host, request, rules, args.fail_on, args.strict, args.verbose)
     to_terminal = args.output is None and sys.stdout.isatty()
-    if args.format == "json":
-        from ai_doctor.reports import json as renderer
-
+    if args.format != "text":
+        renderer = _renderer({"json": "json", "markdown": "markdown", "npd": "npd"}[args.format])
         text = renderer.render(report)
     else:
         from ai_doctor.reports import text as renderer
@@ -324,16 +333,35 @@ def _check(args, argv, program) -> int:
             width=_width(to_terminal),
             unicode=_unicode(args.output),
         )
+    code = _renderer("npd").status(report) if args.format == "npd" else report.exit_code
     try:
         _write(args.output, text)
     except BrokenPipeError:
         # `aidoctor | grep -q …`: the reader left early; the verdict still counts.
         _silence_stdout()
-        return report.exit_code
+        return code
+    for option, module in FILE_OUTPUTS:
+        path = getattr(args, option)
+        if path is not None:
+            _write_file_as(path, _renderer(module).render(report), "--" + option)
     failed = [check.rule for check in report.by_status(Status.ERROR)]
-    if failed and report.exit_code != EXIT_INTERNAL:
+    if failed and report.exit_code != EXIT_INTERNAL and args.format != "npd":
         print("aidoctor: %d rule(s) failed internally: %s (their other checks ran)" % (len(failed), ", ".join(failed)), file=sys.stderr)
-    return report.exit_code
+    return code
+
+
+def _renderer(name: str):
+    import importlib
+
+    return importlib.import_module("ai_doctor.reports." + name)
+
+
+def _write_file_as(path: str, text: str, option: str) -> None:
+    """A report file named by ``option``: its errors name that option, not --output."""
+    try:
+        _write_file(path, text)
+    except UsageError as exc:
+        raise UsageError(str(exc).replace("--output", option, 1)) from None
 
 
 def _unicode(path) -> bool:

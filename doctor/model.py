@@ -144,7 +144,9 @@ class HostSummary(Record):
 class Report(Record):
     """A finished run: findings ranked once here, so every renderer shows the same order."""
 
-    __slots__ = ("tool_version", "host", "request", "checks", "findings", "fail_on", "exit_code", "verbose")
+    __slots__ = ("tool_version", "host", "request", "checks", "findings", "fail_on", "exit_code", "verbose", "finished")
+    # ``finished``: when the run ended, seconds since the epoch (renderers never ask the clock).
+    _defaults = {"finished": None}
 
     def counts(self) -> dict:
         """Findings by severity value, every severity present."""

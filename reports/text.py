@@ -10,6 +10,7 @@ import io
 import re
 
 from ai_doctor.model import Severity, Status
+from ai_doctor.reports.verdict import found_words, step_flags, threshold_words
 
 # Severity → (mark, ASCII mark, style)
 _MARKS = {
@@ -229,22 +230,10 @@ class _Writer:
                 self.line(self.mark(_SKIP), " ", (check.rule, "bold"), ": ", check.reason, indent=4, hang=4)
 
     def verdict(self, report):
-        counts = report.counts()
-        found = ", ".join("%d %s" % (counts[s.value], s.value) for s in Severity if counts[s.value]) or "no findings"
-        if report.fail_on == "never":
-            threshold = "--fail-on never"
-        else:
-            threshold = "%d at or above %s" % (report.failing(), report.fail_on)
-        self.line(("Result: ", "bold"), "%s; %s %s exit %d" % (found, threshold, self.arrow, report.exit_code))
+        self.line(("Result: ", "bold"), "%s; %s %s exit %d" % (found_words(report), threshold_words(report), self.arrow, report.exit_code))
 
 
 def _flags(step) -> str:
     """`` [root, persistent, on the host]``: what a step needs and whether it lasts."""
-    flags = []
-    if step.commands and step.needs_root:
-        flags.append("root")
-    if step.commands and step.persistent is not None:
-        flags.append("persistent" if step.persistent else "until reboot")
-    if step.on_host:
-        flags.append("on the host")
+    flags = step_flags(step)
     return " [%s]" % ", ".join(flags) if flags else ""
