@@ -19,7 +19,7 @@ def checkup(host, request, rules=None, fail_on="high", strict=False, verbose=Fal
     checks, findings = engine.run(facts, rules)
     summary = host_summary(host, facts)
     code = exit_code(checks, findings, fail_on, strict)
-    return Report(__version__, summary, request, checks, findings, fail_on, code, verbose, time.time())
+    return Report(__version__, summary, request, checks, findings, fail_on, code, verbose, time.time(), tuple(rules))
 
 
 def exit_code(checks, findings, fail_on: str, strict: bool) -> int:

@@ -13,9 +13,9 @@ import sys
 from ai_doctor import __version__
 from ai_doctor.checkup import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE
 
-FORMATS = ("text", "json", "markdown", "npd")
+FORMATS = ("text", "json", "markdown", "html", "npd")
 # Report files written beside the main output: option → renderer module under ai_doctor.reports.
-FILE_OUTPUTS = (("junit", "junit"), ("prom", "prometheus"))
+FILE_OUTPUTS = (("html", "html"), ("junit", "junit"), ("sarif", "sarif"), ("prom", "prometheus"))
 HOST_MARKERS = ("/etc", "/usr", "/boot", "/proc/meminfo", "/sys/devices")
 FAIL_ON = ("critical", "high", "medium", "low", "info", "never")
 
@@ -56,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=_formatter,
         description="Diagnose a Linux host (or an image or snapshot of one) before it loads and serves an AI model.",
         epilog=(
-            "Subcommands: `aidoctor check` (the default), `aidoctor explain RULE`, `aidoctor snapshot -o DIR`. Exit "
+            "Subcommands: `aidoctor check` (the default), `aidoctor explain RULE`, `aidoctor snapshot -o DIR`, "
+            "`aidoctor merge REPORT.json …`. Exit "
             "codes: 0 nothing at or above --fail-on, 1 findings at or above it, 2 bad input, 3 aidoctor failed."
         ),
     )
@@ -83,10 +84,12 @@ def _parser() -> argparse.ArgumentParser:
         action=_Once,
         choices=FORMATS,
         default="text",
-        help="text (default), json, markdown, or npd (a node-problem-detector plugin line and exit status)",
+        help="text (default), json, markdown, html, or npd (a node-problem-detector plugin line and exit status)",
     )
     out.add_argument("--output", "-o", action=_Once, metavar="FILE", help="write the report to FILE instead of standard output")
+    out.add_argument("--html", action=_Once, metavar="FILE", help="also write a self-contained HTML report to FILE")
     out.add_argument("--junit", action=_Once, metavar="FILE", help="also write JUnit XML (one testcase per check) to FILE")
+    out.add_argument("--sarif", action=_Once, metavar="FILE", help="also write SARIF 2.1.0 (code-scanning views) to FILE")
     out.add_argument("--prom", action=_Once, metavar="FILE", help="also write a Prometheus textfile (node_exporter) to FILE")
     out.add_argument(
         "--fail-on", action=_Once, choices=FAIL_ON, default="high", help="exit 1 when a finding is at least this severe (default high)"
@@ -161,6 +164,8 @@ def _dispatch(argv, program) -> int:
         return _explain(argv[1:])
     if argv[:1] == ["snapshot"]:
         return _snapshot(argv[1:])
+    if argv[:1] == ["merge"]:
+        return _merge(argv[1:])
     if argv[:1] == ["check"]:
         argv = argv[1:]
     args = _parser().parse_args(_attach_negative_values(argv))
@@ -245,6 +250,34 @@ def _snapshot(argv) -> int:
     return EXIT_OK
 
 
+def _merge(argv) -> int:
+    parser = _Parser(
+        prog="aidoctor merge",
+        formatter_class=_formatter,
+        description="Combine many hosts' JSON reports (aidoctor --format json) into one fleet view.",
+    )
+    parser.add_argument("reports", metavar="REPORT.json", nargs="+", help="reports to combine")
+    parser.add_argument("--format", action=_Once, choices=("text", "markdown", "json", "html"), default="text", help="for standard output")
+    parser.add_argument("--output", "-o", action=_Once, metavar="FILE", help="write it to FILE instead of standard output")
+    parser.add_argument("--html", action=_Once, metavar="FILE", help="also write the fleet page as self-contained HTML to FILE")
+    args = parser.parse_args(argv)
+    from ai_doctor import fleet as fleet_model
+    from ai_doctor.reports import fleet as renderer
+
+    try:
+        fleet = fleet_model.load(args.reports)
+    except fleet_model.FleetError as exc:
+        raise UsageError(str(exc)) from None
+    text = getattr(renderer, "render_" + args.format)(fleet)
+    try:
+        _write(args.output, text)
+    except BrokenPipeError:
+        _silence_stdout()
+    if args.html is not None:
+        _write_file_as(args.html, renderer.render_html(fleet), "--html")
+    return EXIT_OK
+
+
 def _list_rules(output_format: str, rules) -> int:
     if output_format == "json":
         import json
@@ -322,7 +355,7 @@ def _check(args, argv, program) -> int:
     report = checkup(host, request, rules, args.fail_on, args.strict, args.verbose)
     to_terminal = args.output is None and sys.stdout.isatty()
     if args.format != "text":
-        renderer = _renderer({"json": "json", "markdown": "markdown", "npd": "npd"}[args.format])
+        renderer = _renderer(args.format)
         text = renderer.render(report)
     else:
         from ai_doctor.reports import text as renderer

@@ -12,7 +12,7 @@ import html
 import re
 
 from ai_doctor.model import Status
-from ai_doctor.reports.verdict import found_words, step_flags, threshold_words
+from ai_doctor.reports.words import found_words, step_flags, threshold_words
 
 _MARKS = {"critical": "🔴", "high": "🟠", "medium": "🟡", "low": "🔵", "info": "⚪"}
 # Characters that start emphasis, code, links, cell borders or strikethrough anywhere …

@@ -10,7 +10,7 @@ import io
 import re
 
 from ai_doctor.model import Severity, Status
-from ai_doctor.reports.verdict import found_words, step_flags, threshold_words
+from ai_doctor.reports.words import CONTROLS, found_words, step_flags, threshold_words
 
 # Severity → (mark, ASCII mark, style)
 _MARKS = {
@@ -28,15 +28,7 @@ _GLYPHS = {True: (" · ", " — ", "→"), False: (" - ", " - ", "->")}
 PLAIN_WIDTH = 100
 
 
-def _escapes() -> dict:
-    # C0 and C1 controls and DEL (terminal escapes), and the bidirectional overrides that can
-    # make text read as something else: shown as \xNN / \uNNNN.
-    table = {code: "\\x%02x" % code for code in list(range(0x20)) + list(range(0x7F, 0xA0))}
-    table.update({code: "\\u%04x" % code for code in list(range(0x202A, 0x202F)) + list(range(0x2066, 0x206A))})
-    return table
-
-
-_VISIBLE = _escapes()
+_VISIBLE = CONTROLS
 # For terminals that cannot show them, the report's own typography in ASCII.
 _ASCII = dict(_VISIBLE)
 _ASCII.update((ord(k), v) for k, v in {"≈": "~", "−": "-", "×": "x", "…": "...", "—": "-", "→": "->", "·": "-", "✓": "+", "✗": "x"}.items())

@@ -142,3 +142,57 @@ def test_fixture_reports_render_in_every_format(run, tmp_path):
             1,
         )
         ET.parse(tmp_path / "j.xml")
+
+
+# -- SARIF ------------------------------------------------------------------------------------
+
+SARIF_SCHEMA = FIXTURES.parent / "tests" / "sarif-schema-2.1.0.json"
+
+
+def _sarif(run, tmp_path, *args):
+    import json
+
+    target = tmp_path / "out.sarif"
+    run(*args, "--sarif", str(target))
+    return json.loads(target.read_text())
+
+
+def _validate(log):
+    import json
+
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads(SARIF_SCHEMA.read_text())
+    jsonschema.validators.validator_for(schema)(schema).validate(log)
+
+
+def test_sarif_validates_and_carries_the_rules_table(run, tmp_path):
+    log = _sarif(run, tmp_path, "--root", GUIDE, "--model-size", "140G")
+    _validate(log)
+    run_ = log["runs"][0]
+    rules = {rule["id"]: rule for rule in run_["tool"]["driver"]["rules"]}
+    assert len(rules) == 14
+    assert rules["overcommit.strict-headroom"]["defaultConfiguration"]["level"] == "error"
+    assert rules["thp.disabled"]["defaultConfiguration"]["level"] == "note"
+    assert "vm.rst" in rules["overcommit.ratio-ignored"]["help"]["text"]
+    results = {result["ruleId"]: result for result in run_["results"]}
+    unused = results["hugepages.unused"]
+    assert unused["level"] == "warning" and run_["tool"]["driver"]["rules"][unused["ruleIndex"]]["id"] == "hugepages.unused"
+    location = unused["locations"][0]["physicalLocation"]
+    assert location == {"artifactLocation": {"uri": "etc/sysctl.conf", "uriBaseId": "HOSTROOT"}, "region": {"startLine": 16}}
+    assert run_["originalUriBaseIds"]["HOSTROOT"]["uri"].endswith("/guide-followed-literally/root/")
+
+
+def test_sarif_fingerprints_are_stable_and_distinct(run, tmp_path):
+    first = _sarif(run, tmp_path, "--root", GUIDE, "--model-size", "140G")["runs"][0]["results"]
+    second = _sarif(run, tmp_path, "--root", GUIDE, "--model-size", "8G")["runs"][0]["results"]
+    prints = [r["partialFingerprints"]["aidoctor/v1"] for r in first]
+    assert prints == [r["partialFingerprints"]["aidoctor/v1"] for r in second]
+    assert len(set(prints)) == len(prints)
+
+
+def test_sarif_with_hostile_host_text_is_still_valid(run, tree, tmp_path):
+    log = _sarif(run, tmp_path, "--root", hostile_host(tree))
+    _validate(log)
+    result = next(r for r in log["runs"][0]["results"] if r["ruleId"] == "overcommit.ratio-ignored")
+    uris = [loc["physicalLocation"]["artifactLocation"]["uri"] for loc in result["locations"]]
+    assert "etc/sysctl.d/50-x%7C%60y%60.conf" in uris

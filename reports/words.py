@@ -1,4 +1,5 @@
-"""The words every renderer uses for a run's outcome, so no two of them disagree."""
+"""Words every renderer shares, so no two of them disagree: the outcome, what a step needs,
+and host text made visible."""
 
 from __future__ import annotations
 
@@ -29,3 +30,19 @@ def step_flags(step) -> list:
     if step.on_host:
         flags.append("on the host")
     return flags
+
+
+def _controls() -> dict:
+    # C0 and C1 controls and DEL (terminal escapes), and the bidirectional overrides that can
+    # make text read as something else: shown as \xNN / \uNNNN.
+    table = {code: "\\x%02x" % code for code in list(range(0x20)) + list(range(0x7F, 0xA0))}
+    table.update({code: "\\u%04x" % code for code in list(range(0x202A, 0x202F)) + list(range(0x2066, 0x206A))})
+    return table
+
+
+CONTROLS = _controls()
+
+
+def visible(text) -> str:
+    """Host text with every control character shown as an escape instead of acting."""
+    return str(text).translate(CONTROLS)

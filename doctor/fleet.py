@@ -1,0 +1,121 @@
+"""Many hosts' JSON reports (``aidoctor --format json``) read into one fleet model: a hosts ×
+rules matrix with the worst severity per cell, hosts ranked by their worst finding.
+
+Input that is not an aidoctor report of this schema is refused with the file named
+(:class:`FleetError`), never half-read.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ai_doctor.model import Severity
+from ai_doctor.record import Record
+
+SCHEMA = "aidoctor.report/1"
+# A report is a few KiB; a file far larger is not one.
+MAX_REPORT = 64 << 20
+
+
+class FleetError(Exception):
+    """An input file that cannot be merged: the message names it."""
+
+
+class FleetFinding(Record):
+    """One finding of one host, as its report gave it."""
+
+    __slots__ = ("rank", "rule", "severity", "title", "message", "commands")
+
+
+class FleetHost(Record):
+    """One report: who, from which file, its findings and the worst severity per rule."""
+
+    __slots__ = ("name", "path", "kernel", "source", "exit_code", "findings", "cells", "worst", "counts", "errors", "targets")
+
+    @property
+    def worst_rank(self) -> int:
+        return self.worst.rank if self.worst is not None else len(Severity)
+
+
+class Fleet(Record):
+    """Hosts ranked worst first, and the rules that appear in any report, in first-seen order."""
+
+    __slots__ = ("hosts", "rules", "titles")
+
+    def counts(self) -> dict:
+        """Hosts by their worst severity (``ok`` for none)."""
+        counts = {severity.value: 0 for severity in Severity}
+        counts["ok"] = 0
+        for host in self.hosts:
+            counts[host.worst.value if host.worst else "ok"] += 1
+        return counts
+
+
+def load(paths) -> Fleet:
+    hosts = []
+    rules = {}
+    for path in paths:
+        report = _read(path)
+        host, titles = _host(path, report)
+        hosts.append(host)
+        for rule, title in titles.items():
+            rules.setdefault(rule, title)
+    # Worst first; among equals, more findings at that severity first; then by name, for one order.
+    hosts.sort(key=lambda h: (h.worst_rank, -(h.counts.get(h.worst.value, 0) if h.worst else 0), h.name, h.path))
+    from ai_doctor import engine
+
+    # Columns in catalogue order; rules this aidoctor does not know (a newer one's) at the end.
+    known = {rule.id: rule.order for rule in engine.load_rules().values()}
+    columns = sorted(rules, key=lambda rule: (known.get(rule, len(known)), rule))
+    return Fleet(tuple(hosts), tuple(columns), rules)
+
+
+def _read(path: str) -> dict:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_REPORT + 1)
+    except OSError as exc:
+        raise FleetError("%s: %s" % (path, exc.strerror or exc)) from None
+    if len(data) > MAX_REPORT:
+        raise FleetError("%s: larger than %d MiB, not an aidoctor report" % (path, MAX_REPORT >> 20))
+    try:
+        report = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise FleetError("%s: not JSON (make reports with `aidoctor --format json`)" % path) from None
+    if not isinstance(report, dict) or "schema" not in report:
+        raise FleetError("%s: not an aidoctor report (no schema field)" % path)
+    if report["schema"] != SCHEMA:
+        raise FleetError("%s: report schema %r, this aidoctor merges %s" % (path, str(report["schema"])[:40], SCHEMA))
+    return report
+
+
+def _host(path: str, report: dict):
+    try:
+        host = report["host"]
+        name = str(host.get("hostname") or path)
+        findings = []
+        cells = {}
+        targets = {}  # rule → rank of its worst finding, the one a matrix cell links to
+        titles = {}
+        counts = {}
+        for item in report["findings"]:
+            severity = Severity(item["severity"])
+            rule = str(item["rule"])
+            commands = tuple(str(c) for step in item.get("remediation", ()) for c in step.get("commands", ()))
+            findings.append(FleetFinding(int(item["rank"]), rule, severity, str(item["title"]), str(item["message"]), commands))
+            titles.setdefault(rule, str(item["title"]))
+            if rule not in cells or severity.rank < cells[rule].rank:
+                cells[rule] = severity
+                targets[rule] = findings[-1].rank
+            counts[severity.value] = counts.get(severity.value, 0) + 1
+        for check in report.get("checks", ()):
+            titles.setdefault(str(check["rule"]), str(check.get("title") or check["rule"]))
+        errors = sum(1 for check in report.get("checks", ()) if check.get("status") == "error")
+        worst = min((f.severity for f in findings), key=lambda s: s.rank, default=None)
+        exit_code = int(report["summary"]["exit_code"])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise FleetError("%s: an aidoctor report with missing or malformed fields" % path) from None
+    fleet_host = FleetHost(
+        name, path, host.get("kernel"), host.get("source"), exit_code, tuple(findings), cells, worst, counts, errors, targets
+    )
+    return fleet_host, titles

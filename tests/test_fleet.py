@@ -1,0 +1,89 @@
+"""aidoctor merge: many hosts' JSON reports as one fleet view."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import FIXTURES
+
+NAMES = sorted(p.name for p in FIXTURES.iterdir() if (p / "root").is_dir())
+
+
+@pytest.fixture
+def reports(run, tmp_path):
+    paths = []
+    for name in NAMES:
+        target = tmp_path / ("%s.json" % name)
+        run("--root", FIXTURES / name / "root", "--model-size", "40G", "--format", "json", "-o", str(target))
+        paths.append(str(target))
+    return paths
+
+
+def test_merge_ranks_hosts_by_their_worst_finding(run, reports):
+    result = run("merge", *reports, "--format", "json")
+    assert result.code == 0
+    fleet = result.json
+    worst = [host["worst"] for host in fleet["hosts"]]
+    order = ["critical", "high", "medium", "low", "info", None]
+    assert worst == sorted(worst, key=order.index)
+    assert fleet["hosts_by_worst"]["ok"] == worst.count(None) and len(fleet["hosts"]) == len(NAMES)
+    strict = next(h for h in fleet["hosts"] if h["host"] == "infer-strict-01")
+    assert strict["cells"] == {"overcommit.strict-headroom": "critical"}
+    assert fleet["rules"][0] == "hugepages.unsupported"  # catalogue order
+
+
+def test_merge_html_cells_link_to_findings(run, reports, tmp_path):
+    page_path = tmp_path / "fleet.html"
+    assert run("merge", *reports, "--html", str(page_path)).code == 0
+    page = page_path.read_text()
+    import re
+
+    links = set(re.findall(r'href="#(host-\d+-f\d+)"', page))
+    anchors = set(re.findall(r'id="(host-\d+-f\d+)"', page))
+    assert links and links <= anchors
+    for needle in ("src=", "@import", "url("):
+        assert needle not in page
+
+
+def test_merge_text_and_markdown(run, reports):
+    text = run("merge", *reports).out
+    assert text.startswith("aidoctor fleet: %d hosts" % len(NAMES)) and "infer-strict-01" in text
+    markdown = run("merge", *reports, "--format", "markdown").out
+    assert markdown.startswith("# aidoctor fleet") and "| infer\\-strict\\-01 |" not in markdown  # only leading dashes escape
+    assert "| infer-strict-01 | critical |" in markdown
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        ("not json at all", "not JSON"),
+        ("[1, 2]", "not an aidoctor report (no schema field)"),
+        ('{"schema": "aidoctor.report/9"}', "report schema 'aidoctor.report/9'"),
+        ('{"schema": "aidoctor.report/1", "host": {}}', "missing or malformed fields"),
+        ('{"schema": "aidoctor.report/1", "host": {}, "findings": [{"severity": "dire"}], "summary": {"exit_code": 1}}', "malformed"),
+    ],
+)
+def test_merge_refuses_what_is_not_a_report(run, reports, tmp_path, content, words):
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    result = run("merge", reports[0], str(bad))
+    assert result.code == 2 and result.out == ""
+    assert result.err.startswith("aidoctor: error: %s: " % bad) and words in result.err
+
+
+def test_merge_of_a_missing_file_names_it(run, tmp_path):
+    result = run("merge", str(tmp_path / "nope.json"))
+    assert result.code == 2 and "nope.json: No such file or directory" in result.err
+
+
+def test_merged_hostile_hostnames_stay_text(run, reports, tmp_path):
+    data = json.loads(open(reports[0]).read())
+    data["host"]["hostname"] = "<script>alert(1)</script>"
+    hostile = tmp_path / "hostile.json"
+    hostile.write_text(json.dumps(data))
+    page_path = tmp_path / "fleet.html"
+    run("merge", str(hostile), "--html", str(page_path))
+    page = page_path.read_text()
+    assert "<script>" not in page and "&lt;script&gt;" in page
