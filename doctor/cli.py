@@ -138,8 +138,19 @@ def main(argv=None) -> int:
     except Exception as exc:  # aidoctor itself failed: one line, exit 3 (DESIGN.md)
         if os.environ.get("AIDOCTOR_DEBUG"):
             raise
+        if _wants_npd(argv):
+            # node-problem-detector reads "could not decide" as 2, and the reason from stdout.
+            from ai_doctor.reports.npd import fit
+
+            _write(None, fit("unknown: aidoctor failed: %s: %s" % (type(exc).__name__, exc)) + "\n")
+            return EXIT_USAGE
         print("aidoctor: internal error: %s: %s (set AIDOCTOR_DEBUG=1 for the traceback)" % (type(exc).__name__, exc), file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def _wants_npd(argv) -> bool:
+    """Whether the command line asks for node-problem-detector's plugin output."""
+    return "--format=npd" in argv or any(a == "--format" and b == "npd" for a, b in zip(argv, argv[1:]))
 
 
 def _silence_stdout() -> None:

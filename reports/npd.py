@@ -30,10 +30,10 @@ def render(report) -> str:
         line = "unknown: %d check(s) failed to run: %s" % (len(errors), ", ".join(errors))
     else:
         line = "ok: nothing at or above %s" % report.fail_on
-    return _fit(line) + "\n"
+    return fit(line) + "\n"
 
 
-def _fit(line: str) -> str:
+def fit(line: str) -> str:
     """At most LIMIT bytes of UTF-8, cut at a character boundary, with one line only."""
     line = " ".join(line.split())
     data = line.encode("utf-8")

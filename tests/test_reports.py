@@ -113,9 +113,9 @@ def test_npd_line_and_status(run, args, code, start):
 
 
 def test_npd_line_is_cut_at_80_bytes_on_a_character(run, tree):
-    from ai_doctor.reports.npd import _fit
+    from ai_doctor.reports.npd import fit
 
-    assert len(_fit("é" * 100).encode()) <= 80 and _fit("é" * 100).endswith("...")
+    assert len(fit("é" * 100).encode()) <= 80 and fit("é" * 100).endswith("...")
 
 
 def test_npd_unknown_when_a_rule_fails(run, tree, monkeypatch):
@@ -196,3 +196,12 @@ def test_sarif_with_hostile_host_text_is_still_valid(run, tree, tmp_path):
     result = next(r for r in log["runs"][0]["results"] if r["ruleId"] == "overcommit.ratio-ignored")
     uris = [loc["physicalLocation"]["artifactLocation"]["uri"] for loc in result["locations"]]
     assert "etc/sysctl.d/50-x%7C%60y%60.conf" in uris
+
+
+def test_npd_reads_aidoctors_own_failure_as_unknown(run, tree, monkeypatch):
+    from ai_doctor import checkup
+
+    minimal_host(tree)
+    monkeypatch.setattr(checkup, "host_summary", lambda host, facts: 1 / 0)
+    result = run("--root", tree, "--format", "npd")
+    assert result.code == 2 and result.out.startswith("unknown: aidoctor failed: ZeroDivisionError")
