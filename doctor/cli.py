@@ -489,8 +489,9 @@ def _write_file(path: str, text: str) -> None:
 
 
 def _write_in_place(target: str, text: str, shown: str) -> None:
+    # A host's file name that was not UTF-8 arrives as lone surrogates: written as \\udcNN.
     try:
-        with open(target, "w", encoding="utf-8") as stream:
+        with open(target, "w", encoding="utf-8", errors="backslashreplace") as stream:
             stream.write(text)
     except OSError as exc:
         raise UsageError("--output %s: %s" % (shown, exc.strerror or exc)) from None
@@ -513,7 +514,7 @@ def _replace_whole(target: str, text: str, existing) -> None:
             mask = os.umask(0)
             os.umask(mask)
             os.fchmod(handle, 0o666 & ~mask)
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        with os.fdopen(handle, "w", encoding="utf-8", errors="backslashreplace") as stream:
             stream.write(text)
         os.replace(temporary, target)
     except BaseException:

@@ -10,7 +10,7 @@ printed instead of being cut off.
 from __future__ import annotations
 
 from ai_doctor.model import Status
-from ai_doctor.reports.words import found_words, step_flags, threshold_words, visible
+from ai_doctor.reports.words import command_line, found_words, step_flags, threshold_words, visible
 
 _ORDER = ("critical", "high", "medium", "low", "info")
 
@@ -46,5 +46,5 @@ def render(report) -> str:
         flags=step_flags,
         others=[check for check in report.checks if check.status is not Status.FINDING],
         finished=finished,
-        argv=" ".join(report.request.argv) if report.request else "aidoctor",
+        argv=command_line(report),
     )

@@ -12,26 +12,25 @@ import html
 import re
 
 from ai_doctor.model import Status
-from ai_doctor.reports.words import found_words, step_flags, threshold_words
+from ai_doctor.reports.words import CONTROLS, command_line, found_words, step_flags, threshold_words
 
 _MARKS = {"critical": "🔴", "high": "🟠", "medium": "🟡", "low": "🔵", "info": "⚪"}
 # Characters that start emphasis, code, links, cell borders or strikethrough anywhere …
 _PUNCTUATION = re.compile(r"([\\`*_\[\]|~])")
 # … and those that start a heading, list or quote at the start of a line.
 _LEADING = re.compile(r"^(\s*)([#>+-]|\d+[.)])")
-_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def text(value) -> str:
     """Host text as inert Markdown on one line."""
-    value = _CONTROLS.sub("\ufffd", str(value)).replace("\r", " ").replace("\n", " ")
+    value = str(value).replace("\r", " ").replace("\n", " ").translate(CONTROLS)
     value = _PUNCTUATION.sub(r"\\\1", html.escape(value, quote=False))
     return _LEADING.sub(lambda m: m.group(1) + m.group(2)[:-1] + "\\" + m.group(2)[-1], value)
 
 
 def code(value) -> str:
     """Inline code that no backtick inside can end early."""
-    value = _CONTROLS.sub("\ufffd", str(value)).replace("\n", " ")
+    value = str(value).replace("\n", " ").translate(CONTROLS)
     longest = max((len(run) for run in re.findall(r"`+", value)), default=0)
     fence = "`" * (longest + 1)
     pad = " " if value.startswith("`") or value.endswith("`") else ""
@@ -44,7 +43,7 @@ def _cell_code(value) -> str:
 
 
 def _block(lines) -> list:
-    body = [_CONTROLS.sub("\ufffd", line) for line in lines]
+    body = [line.translate(CONTROLS) for line in lines]
     longest = max((len(run) for line in body for run in re.findall(r"`+", line)), default=0)
     fence = "`" * max(3, longest + 1)
     return [fence + "sh"] + body + [fence]
@@ -65,7 +64,7 @@ def render(report) -> str:
     out += ["- **%s:** %s" % (name, text(value)) for name, value in facts]
     out += [
         "- **Result:** %s; %s → exit %d" % (found_words(report), text(threshold_words(report)), report.exit_code),
-        "- **Produced by:** aidoctor %s: %s" % (text(report.tool_version), code(" ".join(request.argv) if request else "aidoctor")),
+        "- **Produced by:** aidoctor %s: %s" % (text(report.tool_version), code(command_line(report))),
         "",
     ]
     if report.findings:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 
+from ai_doctor.reports.words import command_line
+
 SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
 # critical and high break a deployment or make it run badly: errors; the rest warn or inform.
 _LEVELS = {"critical": "error", "high": "error", "medium": "warning", "low": "note", "info": "note"}
@@ -22,8 +24,6 @@ def render(report) -> str:
 
 
 def as_dict(report) -> dict:
-    from urllib.parse import quote
-
     index = {rule.id: number for number, rule in enumerate(report.rules)}
     root = report.host.root.rstrip("/") + "/"
     run = {
@@ -35,11 +35,11 @@ def as_dict(report) -> dict:
                 "rules": [_rule(rule) for rule in report.rules],
             }
         },
-        "originalUriBaseIds": {"HOSTROOT": {"uri": "file://" + quote(root)}},
+        "originalUriBaseIds": {"HOSTROOT": {"uri": "file://" + _uri(root)}},
         "invocations": [
             {
                 "executionSuccessful": not any(check.status.value == "error" for check in report.checks),
-                "commandLine": " ".join(report.request.argv) if report.request else "aidoctor",
+                "commandLine": command_line(report),
                 "exitCode": report.exit_code,
             }
         ],
@@ -67,8 +67,6 @@ def _rule(rule) -> dict:
 
 
 def _result(finding, index, report) -> dict:
-    from urllib.parse import quote
-
     result = {
         "ruleId": finding.rule,
         "level": _LEVELS[finding.severity.value],
@@ -87,13 +85,20 @@ def _result(finding, index, report) -> dict:
         result["locations"] = [
             {
                 "physicalLocation": {
-                    "artifactLocation": {"uri": quote(item.path.lstrip("/")), "uriBaseId": "HOSTROOT"},
+                    "artifactLocation": {"uri": _uri(item.path.lstrip("/")), "uriBaseId": "HOSTROOT"},
                     "region": {"startLine": item.line},
                 }
             }
             for item in located
         ]
     return result
+
+
+def _uri(path: str) -> str:
+    """A path as a URI reference: its bytes percent-encoded (a name that was not UTF-8 too)."""
+    from urllib.parse import quote
+
+    return quote(path.encode("utf-8", "surrogateescape"))
 
 
 def _fingerprint(finding, report) -> str:

@@ -37,6 +37,9 @@ def _controls() -> dict:
     # make text read as something else: shown as \xNN / \uNNNN.
     table = {code: "\\x%02x" % code for code in list(range(0x20)) + list(range(0x7F, 0xA0))}
     table.update({code: "\\u%04x" % code for code in list(range(0x202A, 0x202F)) + list(range(0x2066, 0x206A))})
+    # Bytes of a file name that were not UTF-8 (surrogateescape): the byte, not a lone surrogate
+    # that no UTF-8 output can hold.
+    table.update({code: "\\x%02x" % (code - 0xDC00) for code in range(0xDC80, 0xDD00)})
     return table
 
 
@@ -46,3 +49,10 @@ CONTROLS = _controls()
 def visible(text) -> str:
     """Host text with every control character shown as an escape instead of acting."""
     return str(text).translate(CONTROLS)
+
+
+def command_line(report) -> str:
+    """The command line that made the report, quoted so it can be pasted and run again."""
+    from ai_doctor.shell import join
+
+    return join(report.request.argv) if report.request and report.request.argv else "aidoctor"

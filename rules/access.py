@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ai_doctor.engine import rule
-from ai_doctor.facts.fixes import quote
 from ai_doctor.model import RECORDED, Evidence, Issue, Pass, Severity, Skip, Status, Step
+from ai_doctor.shell import quote
 
 
 @rule(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from ai_doctor.engine import rule
 from ai_doctor.facts.cgroup import HIGH, MAX
-from ai_doctor.facts.fixes import quote
 from ai_doctor.facts.sysctl import commit_change, commit_room
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Step
 from ai_doctor.record import Record
+from ai_doctor.shell import quote
 from ai_doctor.units import gib, quantized_sizes
 
 

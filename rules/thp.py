@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from ai_doctor.engine import rule
-from ai_doctor.facts.fixes import quote
 from ai_doctor.facts.thp import boot_modes, format_thp_anon
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Step
+from ai_doctor.shell import quote
 from ai_doctor.units import page_size
 
 TUNED_OVERRIDE = "aidoctor-thp"

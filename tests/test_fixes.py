@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_rules import commands, finding, meminfo
 
-from ai_doctor.facts.fixes import quote
+from ai_doctor.shell import quote
 
 from conftest import FIXTURES, minimal_host
 

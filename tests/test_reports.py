@@ -205,3 +205,23 @@ def test_npd_reads_aidoctors_own_failure_as_unknown(run, tree, monkeypatch):
     monkeypatch.setattr(checkup, "host_summary", lambda host, facts: 1 / 0)
     result = run("--root", tree, "--format", "npd")
     assert result.code == 2 and result.out.startswith("unknown: aidoctor failed: ZeroDivisionError")
+
+
+def test_a_file_name_that_is_not_utf8_never_stops_a_report(run, tree, tmp_path):
+    import os
+
+    minimal_host(tree)
+    folder = os.path.join(str(tree.root).encode(), b"etc/sysctl.d")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, b"bad\xff\xfe.conf"), "w") as handle:
+        handle.write("vm.nr_hugepages = 7\n")
+    for args in (
+        ["--format", "json"],
+        ["--format", "html"],
+        ["--format", "markdown"],
+        ["--sarif", str(tmp_path / "s")],
+        ["--html", str(tmp_path / "h")],
+    ):
+        result = run("--root", tree, "--model-size", "140G", "-o", str(tmp_path / "out"), *args)
+        assert result.code == 1, (args, result.err)
+    assert "bad\\xff\\xfe.conf" in (tmp_path / "h").read_text()

@@ -15,31 +15,10 @@ from ai_doctor.facts.cmdline import GRUB_DROP_INS
 from ai_doctor.facts.sysctl import DEFAULTS, key_path
 from ai_doctor.facts.system import TUNED_ACTIVE
 from ai_doctor.model import Step
+from ai_doctor.shell import quote
 
 DROP_IN_DIR = "/etc/sysctl.d"
 _ERE_SPECIAL = set("\\.[]()*+?{}|^$/")
-
-
-def quote(word: str) -> str:
-    """``word`` as one shell word. Host text with unprintable characters (a newline or an
-    escape in a file name) is written as bash's $'…' with \\x and \\u escapes, so the command
-    shown is the command that runs, and a terminal shows it as text."""
-    if not word.isprintable():
-        return "$'%s'" % "".join(_ansi_c(c) for c in word)
-    import shlex  # only when a fix is printed
-
-    return shlex.quote(word)
-
-
-def _ansi_c(char: str) -> str:
-    if char in "\\'":
-        return "\\" + char
-    if char.isprintable():
-        return char
-    code = ord(char)
-    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape): the byte itself
-        return "\\x%02x" % (code - 0xDC00)
-    return "\\x%02x" % code if code < 0x80 else "\\u%04x" % code if code < 0x10000 else "\\U%08x" % code
 
 
 def _ere(text: str) -> str:
