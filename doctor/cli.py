@@ -127,6 +127,14 @@ def main(argv=None) -> int:
         return _dispatch(argv, _program() if invoked else ("aidoctor",))
     except UsageError as exc:
         print("aidoctor: error: %s" % exc, file=sys.stderr)
+        if _wants_npd(argv):
+            # node-problem-detector shows stdout: one line that says why, with exit 2.
+            from ai_doctor.reports.npd import fit
+
+            try:
+                _write(None, fit("unknown: %s" % exc) + "\n")
+            except (UsageError, BrokenPipeError):
+                pass
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("aidoctor: interrupted", file=sys.stderr)
@@ -359,6 +367,7 @@ def _check(args, argv, program) -> int:
     from ai_doctor.model import Status
 
     request = _request(args, argv)._replace(program=tuple(program))
+    _distinct_outputs(args)
     host = _host(args)
     rules = _rules(args)
     if sys.stdout is None and args.output in (None, "-"):
@@ -378,20 +387,35 @@ def _check(args, argv, program) -> int:
             unicode=_unicode(args.output),
         )
     code = _renderer("npd").status(report) if args.format == "npd" else report.exit_code
+    # Report files first: a file that cannot be written is an error before anything is said
+    # on standard output (an npd line must match the exit status).
+    for option, module in FILE_OUTPUTS:
+        path = getattr(args, option)
+        if path is not None:
+            _write_file_as(path, _renderer(module).render(report), "--" + option)
     try:
         _write(args.output, text)
     except BrokenPipeError:
         # `aidoctor | grep -q …`: the reader left early; the verdict still counts.
         _silence_stdout()
         return code
-    for option, module in FILE_OUTPUTS:
-        path = getattr(args, option)
-        if path is not None:
-            _write_file_as(path, _renderer(module).render(report), "--" + option)
     failed = [check.rule for check in report.by_status(Status.ERROR)]
     if failed and report.exit_code != EXIT_INTERNAL and args.format != "npd":
         print("aidoctor: %d rule(s) failed internally: %s (their other checks ran)" % (len(failed), ", ".join(failed)), file=sys.stderr)
     return code
+
+
+def _distinct_outputs(args) -> None:
+    """Refuse two outputs aimed at one file: the second would silently replace the first."""
+    seen = {}
+    for option in ("output",) + tuple(option for option, _ in FILE_OUTPUTS):
+        path = getattr(args, option)
+        if path is None or path == "-":
+            continue
+        where = os.path.realpath(path)
+        if where in seen:
+            raise UsageError("--%s and --%s both write %s" % (seen[where], option, path))
+        seen[where] = option
 
 
 def _renderer(name: str):

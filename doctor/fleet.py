@@ -30,11 +30,19 @@ class FleetFinding(Record):
 class FleetHost(Record):
     """One report: who, from which file, its findings and the worst severity per rule."""
 
-    __slots__ = ("name", "path", "kernel", "source", "exit_code", "findings", "cells", "worst", "counts", "errors", "targets")
+    __slots__ = ("name", "path", "kernel", "source", "exit_code", "findings", "cells", "worst", "counts", "errors", "targets", "label")
+    _defaults = {"label": None}
 
     @property
     def worst_rank(self) -> int:
         return self.worst.rank if self.worst is not None else len(Severity)
+
+    @property
+    def verdict(self) -> str:
+        """The worst severity; ``unknown`` where nothing was found but checks failed to run."""
+        if self.worst is not None:
+            return self.worst.value
+        return "unknown" if self.errors else "ok"
 
 
 class Fleet(Record):
@@ -45,9 +53,9 @@ class Fleet(Record):
     def counts(self) -> dict:
         """Hosts by their worst severity (``ok`` for none)."""
         counts = {severity.value: 0 for severity in Severity}
-        counts["ok"] = 0
+        counts.update(unknown=0, ok=0)
         for host in self.hosts:
-            counts[host.worst.value if host.worst else "ok"] += 1
+            counts[host.verdict] += 1
         return counts
 
 
@@ -61,7 +69,13 @@ def load(paths) -> Fleet:
         for rule, title in titles.items():
             rules.setdefault(rule, title)
     # Worst first; among equals, more findings at that severity first; then by name, for one order.
-    hosts.sort(key=lambda h: (h.worst_rank, -(h.counts.get(h.worst.value, 0) if h.worst else 0), h.name, h.path))
+    # Two reports of one host name (re-runs, clones) stay apart: named with their file.
+    names = {}
+    for host in hosts:
+        names[host.name] = names.get(host.name, 0) + 1
+    hosts = [host._replace(label=host.name if names[host.name] == 1 else "%s (%s)" % (host.name, host.path)) for host in hosts]
+    # A host whose checks failed to run ranks above the clean ones: unknown is not fine.
+    hosts.sort(key=lambda h: (h.worst_rank, -(h.counts.get(h.worst.value, 0) if h.worst else 0), not h.errors, h.name, h.path))
     from ai_doctor import engine
 
     # Columns in catalogue order; rules this aidoctor does not know (a newer one's) at the end.
@@ -79,8 +93,9 @@ def _read(path: str) -> dict:
     if len(data) > MAX_REPORT:
         raise FleetError("%s: larger than %d MiB, not an aidoctor report" % (path, MAX_REPORT >> 20))
     try:
-        report = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        # utf-8-sig: a report saved through PowerShell carries a byte-order mark.
+        report = json.loads(data.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise FleetError("%s: not JSON (make reports with `aidoctor --format json`)" % path) from None
     if not isinstance(report, dict) or "schema" not in report:
         raise FleetError("%s: not an aidoctor report (no schema field)" % path)
@@ -113,7 +128,7 @@ def _host(path: str, report: dict):
         errors = sum(1 for check in report.get("checks", ()) if check.get("status") == "error")
         worst = min((f.severity for f in findings), key=lambda s: s.rank, default=None)
         exit_code = int(report["summary"]["exit_code"])
-    except (KeyError, TypeError, ValueError, AttributeError):
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
         raise FleetError("%s: an aidoctor report with missing or malformed fields" % path) from None
     fleet_host = FleetHost(
         name, path, host.get("kernel"), host.get("source"), exit_code, tuple(findings), cells, worst, counts, errors, targets

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from ai_doctor.reports.markdown import code as md_code
+from ai_doctor.reports.markdown import cell_code as md_cell
 from ai_doctor.reports.markdown import text as md_text
 from ai_doctor.reports.words import visible
 
@@ -21,9 +21,11 @@ def as_dict(fleet) -> dict:
         "hosts": [
             {
                 "host": host.name,
+                "label": host.label,
                 "report": host.path,
                 "kernel": host.kernel,
                 "worst": host.worst.value if host.worst else None,
+                "verdict": host.verdict,
                 "exit_code": host.exit_code,
                 "checks_failed": host.errors,
                 "cells": {rule: host.cells[rule].value for rule in fleet.rules if rule in host.cells},
@@ -40,29 +42,44 @@ def render_json(fleet) -> str:
 
 def _summary(fleet) -> str:
     counts = fleet.counts()
-    parts = ["%d %s" % (counts[key], key) for key in ("critical", "high", "medium", "low", "info", "ok") if counts[key]]
+    parts = ["%d %s" % (counts[key], key) for key in ("critical", "high", "medium", "low", "info", "unknown", "ok") if counts[key]]
     return "%d host%s, by worst finding: %s" % (len(fleet.hosts), "" if len(fleet.hosts) == 1 else "s", ", ".join(parts) or "none")
 
 
 def render_text(fleet) -> str:
-    lines = ["aidoctor fleet: " + _summary(fleet), "Columns: " + ", ".join("%d=%s" % (i, r) for i, r in enumerate(fleet.rules, 1)), ""]
-    width = max([len(visible(host.name)) for host in fleet.hosts] + [4])
+    columns = ", ".join("%d=%s" % (i, visible(r)) for i, r in enumerate(fleet.rules, 1))
+    lines = ["aidoctor fleet: " + _summary(fleet), "Columns: " + columns, ""]
+    width = max([len(visible(host.label)) for host in fleet.hosts] + [4])
     lines.append("%-*s  %-8s  %s" % (width, "host", "worst", " ".join("%2d" % i for i in range(1, len(fleet.rules) + 1))))
     for host in fleet.hosts:
         cells = " ".join("%2s" % (_SHORT[host.cells[rule].value] if rule in host.cells else ".") for rule in fleet.rules)
-        lines.append("%-*s  %-8s  %s" % (width, visible(host.name), host.worst.value if host.worst else "ok", cells))
-    lines += ["", "C critical, H high, M medium, L low, I info, . nothing"]
+        failed = "  (%d check%s failed to run)" % (host.errors, "" if host.errors == 1 else "s") if host.errors else ""
+        lines.append("%-*s  %-8s  %s%s" % (width, visible(host.label), host.verdict, cells, failed))
+    lines += ["", "C critical, H high, M medium, L low, I info, . nothing; unknown: checks failed to run"]
     return "\n".join(lines) + "\n"
 
 
 def render_markdown(fleet) -> str:
     out = ["# aidoctor fleet", "", md_text(_summary(fleet)), ""]
-    out.append("| host | worst | " + " | ".join(md_code(rule) for rule in fleet.rules) + " |")
+    out.append("| host | worst | " + " | ".join(md_cell(rule) for rule in fleet.rules) + " |")
     out.append("| --- | --- | " + " | ".join("---" for _ in fleet.rules) + " |")
-    for host in fleet.hosts:
-        cells = [host.cells[rule].value if rule in host.cells else "" for rule in fleet.rules]
-        out.append("| %s | %s | %s |" % (md_text(host.name), host.worst.value if host.worst else "ok", " | ".join(cells)))
-    return "\n".join(out) + "\n"
+    for number, host in enumerate(fleet.hosts, 1):
+        cells = [
+            "[%s](#host-%d-f%d)" % (host.cells[rule].value, number, host.targets[rule]) if rule in host.cells else ""
+            for rule in fleet.rules
+        ]
+        out.append("| [%s](#host-%d) | %s | %s |" % (md_text(host.label), number, host.verdict, " | ".join(cells)))
+    out.append("")
+    for number, host in enumerate(fleet.hosts, 1):
+        failed = "; %d check(s) failed to run" % host.errors if host.errors else ""
+        out += ['<a id="host-%d"></a>' % number, "", "## %d. %s: %s%s" % (number, md_text(host.label), host.verdict, failed), ""]
+        for finding in host.findings:
+            out.append(
+                '- <a id="host-%d-f%d"></a>**%s** %s: %s'
+                % (number, finding.rank, finding.severity.value, md_cell(finding.rule), md_text(finding.title))
+            )
+        out.append("")
+    return "\n".join(out).rstrip("\n") + "\n"
 
 
 def render_html(fleet) -> str:

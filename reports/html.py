@@ -44,7 +44,8 @@ def render(report) -> str:
         threshold=threshold_words(report),
         failing=report.failing(),
         flags=step_flags,
-        others=[check for check in report.checks if check.status is not Status.FINDING],
+        others=[check for check in report.checks if check.status in (Status.PASS, Status.SKIP)],
+        failed=[check for check in report.checks if check.status is Status.ERROR],
         finished=finished,
         argv=command_line(report),
     )

@@ -37,7 +37,7 @@ def code(value) -> str:
     return "%s%s%s%s%s" % (fence, pad, value, pad, fence)
 
 
-def _cell_code(value) -> str:
+def cell_code(value) -> str:
     # GFM splits table cells at a pipe even inside a code span, unless it is escaped.
     return code(value).replace("|", "\\|")
 
@@ -62,6 +62,10 @@ def render(report) -> str:
         facts.append(("Container", host.container))
     facts.append(("Model", request.described if request and request.described else "no size given: memory checks skipped"))
     out += ["- **%s:** %s" % (name, text(value)) for name, value in facts]
+    failed = [check for check in report.checks if check.status is Status.ERROR]
+    if failed:
+        listed = ", ".join("%s (%s)" % (code(check.rule), text(check.reason or "")) for check in failed)
+        out.append("- **Failed to run** (unknown, not fine): %s" % listed)
     out += [
         "- **Result:** %s; %s → exit %d" % (found_words(report), text(threshold_words(report)), report.exit_code),
         "- **Produced by:** aidoctor %s: %s" % (text(report.tool_version), code(command_line(report))),
@@ -88,7 +92,7 @@ def _finding(rank, finding) -> list:
     if finding.evidence:
         out += ["<details><summary>Evidence</summary>", "", "| file | line | value |", "| --- | --- | --- |"]
         for item in finding.evidence:
-            out.append("| %s | %s | %s |" % (_cell_code(item.path), "" if item.line is None else item.line, text(item.value)))
+            out.append("| %s | %s | %s |" % (cell_code(item.path), "" if item.line is None else item.line, text(item.value)))
         out += ["", "</details>", ""]
     if finding.remediation:
         out += ["**Fix**", ""]
@@ -102,10 +106,10 @@ def _finding(rank, finding) -> list:
 
 
 def _checks(report) -> list:
-    shown = [check for check in report.checks if check.status is not Status.FINDING]
+    shown = [check for check in report.checks if check.status in (Status.PASS, Status.SKIP)]
     if not shown:
         return []
     out = ["<details><summary>Passed and skipped checks</summary>", "", "| check | status | reason |", "| --- | --- | --- |"]
     for check in shown:
-        out.append("| %s | %s | %s |" % (_cell_code(check.rule), check.status.value, text(check.reason or "")))
+        out.append("| %s | %s | %s |" % (cell_code(check.rule), check.status.value, text(check.reason or "")))
     return out + ["", "</details>", ""]

@@ -52,7 +52,11 @@ def test_merge_text_and_markdown(run, reports):
     assert text.startswith("aidoctor fleet: %d hosts" % len(NAMES)) and "infer-strict-01" in text
     markdown = run("merge", *reports, "--format", "markdown").out
     assert markdown.startswith("# aidoctor fleet") and "| infer\\-strict\\-01 |" not in markdown  # only leading dashes escape
-    assert "| infer-strict-01 | critical |" in markdown
+    assert "| [infer-strict-01](#host-4) | critical |" in markdown
+    # every cell link has its anchor
+    import re
+
+    assert set(re.findall(r"\]\(#(host-\d+-f\d+)\)", markdown)) <= set(re.findall(r'<a id="(host-\d+-f\d+)">', markdown))
 
 
 @pytest.mark.parametrize(
@@ -87,3 +91,47 @@ def test_merged_hostile_hostnames_stay_text(run, reports, tmp_path):
     run("merge", str(hostile), "--html", str(page_path))
     page = page_path.read_text()
     assert "<script>" not in page and "&lt;script&gt;" in page
+
+
+def test_merge_marks_a_host_whose_checks_failed_and_keeps_same_names_apart(run, reports, tmp_path):
+    data = json.loads(open(reports[0]).read())
+    clean = dict(data, findings=[], checks=[dict(c, status="pass") for c in data["checks"]])
+    broken = dict(clean, checks=[dict(clean["checks"][0], status="error", reason="RuntimeError: boom")] + clean["checks"][1:])
+    for name, report in (("a.json", clean), ("b.json", broken)):
+        (tmp_path / name).write_text(json.dumps(report))
+    fleet = run("merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--format", "json").json
+    assert [h["verdict"] for h in fleet["hosts"]] == ["unknown", "ok"]
+    assert fleet["hosts"][0]["label"].endswith("(%s)" % (tmp_path / "b.json"))  # the same host name twice
+    text = run("merge", str(tmp_path / "a.json"), str(tmp_path / "b.json")).out
+    assert "(1 check failed to run)" in text
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        ("[" * 60000 + "]" * 60000, "not JSON"),
+        ('{"schema": "aidoctor.report/1", "host": {}, "findings": [], "summary": {"exit_code": Infinity}}', "malformed"),
+    ],
+)
+def test_merge_refuses_crafted_json_with_exit_2(run, tmp_path, content, words):
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    result = run("merge", str(bad))
+    assert result.code == 2 and words in result.err
+
+
+def test_merge_takes_a_report_with_a_byte_order_mark(run, reports, tmp_path):
+    marked = tmp_path / "bom.json"
+    marked.write_bytes(b"\xef\xbb\xbf" + open(reports[0], "rb").read())
+    assert run("merge", str(marked)).code == 0
+
+
+def test_merge_text_shows_hostile_rule_ids_as_text(run, reports, tmp_path):
+    data = json.loads(open(reports[0]).read())
+    data["findings"][0]["rule"] = "evil|rule\x1b[2J"
+    hostile = tmp_path / "hostile.json"
+    hostile.write_text(json.dumps(data))
+    assert "\x1b" not in run("merge", str(hostile)).out
+    markdown = run("merge", str(hostile), "--format", "markdown").out
+    header = next(line for line in markdown.splitlines() if line.startswith("| host |"))
+    assert header.count(" | ") == markdown.splitlines()[markdown.splitlines().index(header) + 1].count(" | ")

@@ -225,3 +225,17 @@ def test_a_file_name_that_is_not_utf8_never_stops_a_report(run, tree, tmp_path):
         result = run("--root", tree, "--model-size", "140G", "-o", str(tmp_path / "out"), *args)
         assert result.code == 1, (args, result.err)
     assert "bad\\xff\\xfe.conf" in (tmp_path / "h").read_text()
+
+
+def test_npd_says_why_on_stdout_when_it_cannot_decide(run):
+    bad = run("--root", "/nonexistent/tree", "--format", "npd")
+    assert bad.code == 2 and bad.out.startswith("unknown: --root /nonexistent/tree: not a directory")
+    unwritable = run("--root", GUIDE, "--format", "npd", "--junit", "/nonexistent/dir/j.xml")
+    assert unwritable.code == 2 and unwritable.out.startswith("unknown: --junit /nonexistent/dir/j.xml:")
+
+
+def test_two_outputs_to_one_file_are_refused(run, tmp_path):
+    target = str(tmp_path / "f")
+    result = run("--root", GUIDE, "--junit", target, "--sarif", target)
+    assert result.code == 2 and "--junit and --sarif both write" in result.err
+    assert "--output and --html both write" in run("--root", GUIDE, "-o", target, "--html", target).err
