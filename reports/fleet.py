@@ -83,14 +83,6 @@ def render_markdown(fleet) -> str:
 
 
 def render_html(fleet) -> str:
-    import jinja2  # only for this format
+    from ai_doctor.reports.html import environment
 
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("ai_doctor.reports", "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["visible"] = visible
-    return env.get_template("fleet.html.j2").render(fleet=fleet, summary=_summary(fleet), short=_SHORT)
+    return environment().get_template("fleet.html.j2").render(fleet=fleet, summary=_summary(fleet), short=_SHORT)

@@ -15,8 +15,9 @@ from ai_doctor.reports.words import command_line, found_words, step_flags, thres
 _ORDER = ("critical", "high", "medium", "low", "info")
 
 
-def render(report) -> str:
-    import jinja2  # only for this format
+def environment():
+    """The templates under reports/templates, autoescaped, with host text made visible."""
+    import jinja2  # only for the HTML formats
 
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("ai_doctor.reports", "templates"),
@@ -26,7 +27,11 @@ def render(report) -> str:
         lstrip_blocks=True,
     )
     env.filters["visible"] = visible
-    template = env.get_template("report.html.j2")
+    return env
+
+
+def render(report) -> str:
+    template = environment().get_template("report.html.j2")
     counts = report.counts()
     worst = next((severity for severity in _ORDER if counts[severity]), None)
     finished = None
