@@ -60,7 +60,7 @@ def render_text(fleet) -> str:
 
 
 def render_markdown(fleet) -> str:
-    out = ["# aidoctor fleet", "", md_text(_summary(fleet)), ""]
+    out = ["# aidoctor fleet", "", md_text(_summary(fleet), line_start=True), ""]
     out.append("| host | worst | " + " | ".join(md_cell(rule) for rule in fleet.rules) + " |")
     out.append("| --- | --- | " + " | ".join("---" for _ in fleet.rules) + " |")
     for number, host in enumerate(fleet.hosts, 1):

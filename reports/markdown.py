@@ -21,10 +21,13 @@ _PUNCTUATION = re.compile(r"([\\`*_\[\]|~])")
 _LEADING = re.compile(r"^(\s*)([#>+-]|\d+[.)])")
 
 
-def text(value) -> str:
-    """Host text as inert Markdown on one line."""
+def text(value, line_start=False) -> str:
+    """Host text as inert Markdown on one line; ``line_start`` where it begins a line, which
+    makes a leading ``#``, ``-`` or ``1.`` a heading or a list."""
     value = str(value).replace("\r", " ").replace("\n", " ").translate(CONTROLS)
     value = _PUNCTUATION.sub(r"\\\1", html.escape(value, quote=False))
+    if not line_start:
+        return value
     return _LEADING.sub(lambda m: m.group(1) + m.group(2)[:-1] + "\\" + m.group(2)[-1], value)
 
 
@@ -86,7 +89,7 @@ def _finding(rank, finding) -> list:
     out = [
         "### %d. %s %s · %s: %s" % (rank, _MARKS[severity], severity, code(finding.rule), text(finding.title)),
         "",
-        text(finding.message),
+        text(finding.message, line_start=True),
         "",
     ]
     if finding.evidence:
