@@ -120,7 +120,9 @@ def main(argv=None) -> int:
         sys.stderr = open(os.devnull, "w")
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.reconfigure(errors="replace")  # a C-locale terminal must not crash the report
+            # A C-locale terminal must not crash the report, and a file name that was not UTF-8
+            # (lone surrogates) reads as \udcNN, as in a file written with -o.
+            stream.reconfigure(errors="backslashreplace")
         except (AttributeError, ValueError):
             pass
     try:
@@ -280,6 +282,7 @@ def _merge(argv) -> int:
     parser.add_argument("--output", "-o", action=_Once, metavar="FILE", help="write it to FILE instead of standard output")
     parser.add_argument("--html", action=_Once, metavar="FILE", help="also write the fleet page as self-contained HTML to FILE")
     args = parser.parse_args(argv)
+    _distinct_outputs(args, ("output", "html"))
     from ai_doctor import fleet as fleet_model
     from ai_doctor.reports import fleet as renderer
 
@@ -367,7 +370,7 @@ def _check(args, argv, program) -> int:
     from ai_doctor.model import Status
 
     request = _request(args, argv)._replace(program=tuple(program))
-    _distinct_outputs(args)
+    _distinct_outputs(args, ("output",) + tuple(option for option, _ in FILE_OUTPUTS))
     host = _host(args)
     rules = _rules(args)
     if sys.stdout is None and args.output in (None, "-"):
@@ -405,17 +408,30 @@ def _check(args, argv, program) -> int:
     return code
 
 
-def _distinct_outputs(args) -> None:
-    """Refuse two outputs aimed at one file: the second would silently replace the first."""
+def _distinct_outputs(args, options) -> None:
+    """Refuse two outputs aimed at one file (a path, a hard link, or standard output under
+    another name): the second would silently replace the first."""
     seen = {}
-    for option in ("output",) + tuple(option for option, _ in FILE_OUTPUTS):
+    for option in options:
         path = getattr(args, option)
-        if path is None or path == "-":
+        if path == "-" or (path is None and option == "output"):
+            key, path = _identity(None), "standard output"
+        elif path is None:
             continue
-        where = os.path.realpath(path)
-        if where in seen:
-            raise UsageError("--%s and --%s both write %s" % (seen[where], option, path))
-        seen[where] = option
+        else:
+            key = _identity(path)
+        if key in seen:
+            raise UsageError("--%s and --%s both write %s" % (seen[key], option, path))
+        seen[key] = option
+
+
+def _identity(path):
+    """What a path (None: standard output) writes to: its device and inode where it exists."""
+    try:
+        info = os.fstat(sys.stdout.fileno()) if path is None else os.stat(path)
+        return (info.st_dev, info.st_ino)
+    except (OSError, ValueError, AttributeError):
+        return ("stdout",) if path is None else os.path.realpath(path)
 
 
 def _renderer(name: str):

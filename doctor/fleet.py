@@ -8,6 +8,7 @@ Input that is not an aidoctor report of this schema is refused with the file nam
 from __future__ import annotations
 
 import json
+import os
 
 from ai_doctor.model import Severity
 from ai_doctor.record import Record
@@ -30,12 +31,23 @@ class FleetFinding(Record):
 class FleetHost(Record):
     """One report: who, from which file, its findings and the worst severity per rule."""
 
-    __slots__ = ("name", "path", "kernel", "source", "exit_code", "findings", "cells", "worst", "counts", "errors", "targets", "label")
+    __slots__ = ("name", "path", "kernel", "source", "exit_code", "findings", "cells", "worst", "counts", "failed", "targets", "label")
     _defaults = {"label": None}
 
     @property
     def worst_rank(self) -> int:
         return self.worst.rank if self.worst is not None else len(Severity)
+
+    @property
+    def errors(self) -> int:
+        return len(self.failed)
+
+    def cell(self, rule: str):
+        """What the matrix shows for ``rule``: its worst severity's value, ``unknown`` where
+        the check failed to run, or None for nothing found."""
+        if rule in self.cells:
+            return self.cells[rule].value
+        return "unknown" if any(name == rule for name, _ in self.failed) else None
 
     @property
     def verdict(self) -> str:
@@ -62,7 +74,11 @@ class Fleet(Record):
 def load(paths) -> Fleet:
     hosts = []
     rules = {}
+    given = set()
     for path in paths:
+        if os.path.realpath(path) in given:
+            raise FleetError("%s: given twice" % path)
+        given.add(os.path.realpath(path))
         report = _read(path)
         host, titles = _host(path, report)
         hosts.append(host)
@@ -124,13 +140,15 @@ def _host(path: str, report: dict):
                 targets[rule] = findings[-1].rank
             counts[severity.value] = counts.get(severity.value, 0) + 1
         for check in report.get("checks", ()):
-            titles.setdefault(str(check["rule"]), str(check.get("title") or check["rule"]))
-        errors = sum(1 for check in report.get("checks", ()) if check.get("status") == "error")
+            if check.get("status") in ("finding", "error"):
+                titles.setdefault(str(check["rule"]), str(check.get("title") or check["rule"]))
+        # Checks that failed to run: (rule, reason); their cells read "unknown", not "nothing".
+        failed = tuple((str(c["rule"]), str(c.get("reason") or "")) for c in report.get("checks", ()) if c.get("status") == "error")
         worst = min((f.severity for f in findings), key=lambda s: s.rank, default=None)
         exit_code = int(report["summary"]["exit_code"])
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
         raise FleetError("%s: an aidoctor report with missing or malformed fields" % path) from None
     fleet_host = FleetHost(
-        name, path, host.get("kernel"), host.get("source"), exit_code, tuple(findings), cells, worst, counts, errors, targets
+        name, path, host.get("kernel"), host.get("source"), exit_code, tuple(findings), cells, worst, counts, failed, targets
     )
     return fleet_host, titles

@@ -10,7 +10,7 @@ from ai_doctor.reports.markdown import cell_code as md_cell
 from ai_doctor.reports.markdown import text as md_text
 from ai_doctor.reports.words import visible
 
-_SHORT = {"critical": "C", "high": "H", "medium": "M", "low": "L", "info": "I"}
+_SHORT = {"critical": "C", "high": "H", "medium": "M", "low": "L", "info": "I", "unknown": "?"}
 
 
 def as_dict(fleet) -> dict:
@@ -27,8 +27,8 @@ def as_dict(fleet) -> dict:
                 "worst": host.worst.value if host.worst else None,
                 "verdict": host.verdict,
                 "exit_code": host.exit_code,
-                "checks_failed": host.errors,
-                "cells": {rule: host.cells[rule].value for rule in fleet.rules if rule in host.cells},
+                "checks_failed": [{"rule": rule, "reason": reason} for rule, reason in host.failed],
+                "cells": {rule: host.cell(rule) for rule in fleet.rules if host.cell(rule)},
                 "findings": [{"rank": f.rank, "rule": f.rule, "severity": f.severity.value, "title": f.title} for f in host.findings],
             }
             for host in fleet.hosts
@@ -52,10 +52,10 @@ def render_text(fleet) -> str:
     width = max([len(visible(host.label)) for host in fleet.hosts] + [4])
     lines.append("%-*s  %-8s  %s" % (width, "host", "worst", " ".join("%2d" % i for i in range(1, len(fleet.rules) + 1))))
     for host in fleet.hosts:
-        cells = " ".join("%2s" % (_SHORT[host.cells[rule].value] if rule in host.cells else ".") for rule in fleet.rules)
-        failed = "  (%d check%s failed to run)" % (host.errors, "" if host.errors == 1 else "s") if host.errors else ""
+        cells = " ".join("%2s" % (_SHORT[host.cell(rule)] if host.cell(rule) else ".") for rule in fleet.rules)
+        failed = "  (failed to run: %s)" % ", ".join(visible(rule) for rule, _ in host.failed) if host.failed else ""
         lines.append("%-*s  %-8s  %s%s" % (width, visible(host.label), host.verdict, cells, failed))
-    lines += ["", "C critical, H high, M medium, L low, I info, . nothing; unknown: checks failed to run"]
+    lines += ["", "C critical, H high, M medium, L low, I info, ? failed to run, . nothing"]
     return "\n".join(lines) + "\n"
 
 
@@ -64,15 +64,13 @@ def render_markdown(fleet) -> str:
     out.append("| host | worst | " + " | ".join(md_cell(rule) for rule in fleet.rules) + " |")
     out.append("| --- | --- | " + " | ".join("---" for _ in fleet.rules) + " |")
     for number, host in enumerate(fleet.hosts, 1):
-        cells = [
-            "[%s](#host-%d-f%d)" % (host.cells[rule].value, number, host.targets[rule]) if rule in host.cells else ""
-            for rule in fleet.rules
-        ]
+        cells = [_md_cell(host, number, rule) for rule in fleet.rules]
         out.append("| [%s](#host-%d) | %s | %s |" % (md_text(host.label), number, host.verdict, " | ".join(cells)))
     out.append("")
     for number, host in enumerate(fleet.hosts, 1):
-        failed = "; %d check(s) failed to run" % host.errors if host.errors else ""
-        out += ['<a id="host-%d"></a>' % number, "", "## %d. %s: %s%s" % (number, md_text(host.label), host.verdict, failed), ""]
+        out += ['<a id="host-%d"></a>' % number, "", "## %d. %s: %s" % (number, md_text(host.label), host.verdict), ""]
+        for rule, reason in host.failed:
+            out.append("- **failed to run** %s: %s" % (md_cell(rule), md_text(reason)))
         for finding in host.findings:
             out.append(
                 '- <a id="host-%d-f%d"></a>**%s** %s: %s'
@@ -80,6 +78,12 @@ def render_markdown(fleet) -> str:
             )
         out.append("")
     return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _md_cell(host, number: int, rule: str) -> str:
+    if rule in host.cells:
+        return "[%s](#host-%d-f%d)" % (host.cells[rule].value, number, host.targets[rule])
+    return "[unknown](#host-%d)" % number if host.cell(rule) else ""
 
 
 def render_html(fleet) -> str:

@@ -41,6 +41,12 @@ def as_dict(report) -> dict:
                 "executionSuccessful": not any(check.status.value == "error" for check in report.checks),
                 "commandLine": command_line(report),
                 "exitCode": report.exit_code,
+                # Which rules failed to run, and why: their results are missing, not clean.
+                "toolExecutionNotifications": [
+                    {"level": "error", "message": {"text": check.reason or "failed"}, "descriptor": {"id": check.rule}}
+                    for check in report.checks
+                    if check.status.value == "error"
+                ],
             }
         ],
         "results": [_result(finding, index, report) for finding in report.findings],

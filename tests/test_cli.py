@@ -345,3 +345,19 @@ def test_output_keeps_hard_links_and_refuses_odd_paths(run, tmp_path):
     assert "names a directory" in run("--root", GUIDE, "-o", str(tmp_path / "zz") + "/").err
     assert not (tmp_path / "zz").exists()
     assert "the path is empty" in run("--root", GUIDE, "-o", "").err
+
+
+def test_a_hard_link_or_standard_output_under_another_name_is_one_file(run, tmp_path):
+    first = tmp_path / "hl1"
+    first.write_text("")
+    os.link(first, tmp_path / "hl2")
+    result = run("--root", GUIDE, "-o", str(first), "--junit", str(tmp_path / "hl2"))
+    assert result.code == 2 and "--output and --junit both write" in result.err
+    shell = subprocess.run(
+        "%s -m ai_doctor --root %s --format json --html /dev/stdout > %s" % (sys.executable, GUIDE, tmp_path / "mix.out"),
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shell.returncode == 2 and "--output and --html both write" in shell.stderr

@@ -277,3 +277,9 @@ def test_a_missing_sysctl_d_is_created_before_the_drop_in(tree, run):
     assert cmds[made + 1].endswith("| sudo tee /etc/sysctl.d/90-aidoctor-overcommit.conf >/dev/null")
     # Back to the heuristic mode, the drop-in the ratio step may have written goes.
     assert "sudo rm -f /etc/sysctl.d/90-aidoctor-overcommit.conf" in cmds
+
+
+def test_unprintable_non_ascii_is_quoted_as_bytes_for_any_locale():
+    assert quote("a\u202eb") == "$'a\\xe2\\x80\\xaeb'"
+    done = subprocess.run(["bash", "-c", "printf %s " + quote("a\u202eb")], capture_output=True, env={"LC_ALL": "C"})
+    assert done.stdout == "a\u202eb".encode()

@@ -103,7 +103,12 @@ def test_merge_marks_a_host_whose_checks_failed_and_keeps_same_names_apart(run, 
     assert [h["verdict"] for h in fleet["hosts"]] == ["unknown", "ok"]
     assert fleet["hosts"][0]["label"].endswith("(%s)" % (tmp_path / "b.json"))  # the same host name twice
     text = run("merge", str(tmp_path / "a.json"), str(tmp_path / "b.json")).out
-    assert "(1 check failed to run)" in text
+    assert "(failed to run: hugepages.unsupported)" in text
+    row = next(line for line in text.splitlines() if "b.json" in line)
+    assert " ? " in row + " "  # the failed check's cell reads unknown, not nothing
+    fleet = run("merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--format", "json").json
+    assert fleet["hosts"][0]["checks_failed"] == [{"rule": "hugepages.unsupported", "reason": "RuntimeError: boom"}]
+    assert fleet["hosts"][0]["cells"] == {"hugepages.unsupported": "unknown"}
 
 
 @pytest.mark.parametrize(
@@ -135,3 +140,9 @@ def test_merge_text_shows_hostile_rule_ids_as_text(run, reports, tmp_path):
     markdown = run("merge", str(hostile), "--format", "markdown").out
     header = next(line for line in markdown.splitlines() if line.startswith("| host |"))
     assert header.count(" | ") == markdown.splitlines()[markdown.splitlines().index(header) + 1].count(" | ")
+
+
+def test_merge_refuses_one_report_twice_and_two_outputs_to_one_file(run, reports, tmp_path):
+    assert "given twice" in run("merge", reports[0], reports[0]).err
+    page = str(tmp_path / "x.html")
+    assert "--output and --html both write" in run("merge", reports[0], "-o", page, "--html", page).err
