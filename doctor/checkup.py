@@ -41,8 +41,10 @@ def host_summary(host, facts) -> HostSummary:
         kernel=text("release"),
         source="live system"
         if host.live
+        else ("snapshot %s" % host.origin)
+        if host.origin
         else ("snapshot or tree at %s" % host.root if facts.get("running") else "image at %s" % host.root),
-        root=host.root,
+        root=host.origin or host.root,
         live=host.live,
         uid=host.euid,
         container=(container.runtime or "yes") if container and container.detected else None,

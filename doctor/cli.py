@@ -74,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument(
         "--root", action=_Once, metavar="DIR", help="a host tree: mounted image, unpacked snapshot, fixture (default: this host)"
     )
+    source.add_argument(
+        "--snapshot", action=_Once, metavar="FILE", help="a snapshot archive (aidoctor snapshot -o host.tar.gz), unpacked safely"
+    )
     choose = parser.add_argument_group("which checks")
     choose.add_argument("--only", metavar="RULE", action="append", default=[], help="run only this rule or area (repeatable)")
     choose.add_argument("--skip", metavar="RULE", action="append", default=[], help="do not run this rule or area (repeatable)")
@@ -254,20 +257,32 @@ def _snapshot(argv) -> int:
         formatter_class=_formatter,
         description="Record what the checks read on this host as a tree that `aidoctor --root DIR` analyses anywhere.",
     )
-    parser.add_argument("-o", "--output", metavar="DIR", required=True, help="directory to create (must not exist)")
+    parser.add_argument(
+        "-o", "--output", metavar="DIR|FILE.tar.gz", required=True, help="a directory, or a .tar.gz archive, to create (must not exist)"
+    )
     parser.add_argument("--root", metavar="DIR", help="snapshot a host tree instead of this host")
     args = parser.parse_args(argv)
     if os.path.lexists(args.output):
         raise UsageError("snapshot -o %s: already exists; choose a new directory" % args.output)
-    from ai_doctor import snapshot
+    from ai_doctor import archive, snapshot
 
     root = _host(args).root
     host = snapshot.capture(root, ["aidoctor", "snapshot"] + argv)
+    manifest = snapshot.manifest_for(host, ["aidoctor", "snapshot"] + argv)
     try:
-        count = snapshot.write_tree(host, args.output, snapshot.manifest_for(host, ["aidoctor", "snapshot"] + argv))
+        if archive.is_archive(args.output):
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="aidoctor-snapshot-") as work:
+                snapshot.write_tree(host, os.path.join(work, "tree"), manifest)
+                count = archive.pack(os.path.join(work, "tree"), args.output)
+            again = "--snapshot"
+        else:
+            count = snapshot.write_tree(host, args.output, manifest)
+            again = "--root"
     except OSError as exc:
         raise UsageError("snapshot -o %s: %s" % (args.output, exc.strerror or exc)) from None
-    print("aidoctor: wrote %d entries to %s; analyse it with: aidoctor --root %s" % (count, args.output, args.output), file=sys.stderr)
+    print("aidoctor: wrote %d entries to %s; analyse it with: aidoctor %s %s" % (count, args.output, again, args.output), file=sys.stderr)
     return EXIT_OK
 
 
@@ -366,13 +381,42 @@ def _host(args):
 
 
 def _check(args, argv, program) -> int:
+    request = _request(args, argv)._replace(program=tuple(program))
+    _distinct_outputs(args, ("output",) + tuple(option for option, _ in FILE_OUTPUTS))
+    rules = _rules(args)
+    if args.snapshot is None:
+        return _run_and_write(args, request, _host(args), rules)
+    if args.root is not None:
+        raise UsageError("give --root or --snapshot, not both")
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="aidoctor-snapshot-") as work:
+        return _run_and_write(args, request, _unpacked(args.snapshot, work), rules)
+
+
+def _unpacked(path: str, work: str):
+    """The Host of a snapshot archive unpacked (checked member by member) into ``work``."""
+    from ai_doctor import archive
+    from ai_doctor.host import BadTree, Host
+
+    try:
+        archive.unpack(path, work)
+    except archive.ArchiveError as exc:
+        message = str(exc)
+        raise UsageError(message if message.startswith(path) else "--snapshot %s: %s" % (path, message)) from None
+    try:
+        host = Host(work, origin=path)
+    except BadTree as exc:
+        raise UsageError("--snapshot %s: %s" % (path, str(exc).replace(work, ""))) from None
+    if not any(host.exists(marker) for marker in HOST_MARKERS):
+        raise UsageError("--snapshot %s: holds no host tree (none of %s in it)" % (path, ", ".join(HOST_MARKERS)))
+    return host
+
+
+def _run_and_write(args, request, host, rules) -> int:
     from ai_doctor.checkup import checkup
     from ai_doctor.model import Status
 
-    request = _request(args, argv)._replace(program=tuple(program))
-    _distinct_outputs(args, ("output",) + tuple(option for option, _ in FILE_OUTPUTS))
-    host = _host(args)
-    rules = _rules(args)
     if sys.stdout is None and args.output in (None, "-"):
         raise UsageError("standard output is closed; write the report with --output FILE")
     report = checkup(host, request, rules, args.fail_on, args.strict, args.verbose)

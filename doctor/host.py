@@ -144,9 +144,11 @@ class _Refused(Exception):
 class Host:
     """Reads a target system under ``root``; see the module docstring for the contract."""
 
-    def __init__(self, root: str = "/", trace_links: bool = False):
+    def __init__(self, root: str = "/", trace_links: bool = False, origin=None):
         # abspath keeps POSIX's leading "//"; "//" is still this machine's root.
         self.root = "/" + os.path.abspath(root).lstrip("/")
+        # What the tree was unpacked from (a snapshot archive), for messages; None: the tree.
+        self.origin = origin
         self.live = self.root == "/"
         # Snapshots need every link a lookup passed through, so the tree can be rebuilt; the
         # live fast path lets the kernel resolve them unseen.
@@ -261,6 +263,8 @@ class Host:
 
     def display(self, path: str) -> str:
         """Where a target path lies on this machine, for messages about a tree."""
+        if self.origin is not None:
+            return "%s:%s" % (self.origin, path)
         return path if self.live else self.root + path
 
     # -- internals ----------------------------------------------------------------------

@@ -1,0 +1,138 @@
+"""Snapshot archives: `aidoctor snapshot -o host.tar.gz` replays with `--snapshot`, and a crafted
+archive is refused member by member before anything is written (exit 2, one line)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import tarfile
+
+import pytest
+
+from ai_doctor import archive
+
+from conftest import FIXTURES, fixture_root
+
+LIVE = pytest.mark.skipif(not sys.platform.startswith("linux") or not os.path.exists("/proc/meminfo"), reason="needs a live Linux /proc")
+ARGS = [["--model-size", "140G"], ["--model-size", "2G", "--hugepages", "16", "-v"]]
+
+
+def comparable(report: dict) -> dict:
+    for key in ("source", "root", "live"):
+        report["host"].pop(key)
+    report["options"].pop("argv")
+    return report
+
+
+@LIVE
+def test_a_live_snapshot_archive_gives_the_live_findings(run, tmp_path):
+    target = tmp_path / "host.tar.gz"
+    result = run("snapshot", "-o", str(target))
+    assert result.code == 0 and "analyse it with: aidoctor --snapshot" in result.err
+    with tarfile.open(target) as tar:
+        names = tar.getnames()
+        assert ".aidoctor/manifest.json" in names
+        # Absolute link targets are stored relative to the link: the data filter takes them.
+        assert all(not m.linkname.startswith("/") for m in tar.getmembers() if m.issym())
+    for args in ARGS:
+        live = comparable(run(*(args + ["--format", "json"])).json)
+        replayed = run("--snapshot", str(target), *(args + ["--format", "json"])).json
+        assert replayed["host"]["source"] == "snapshot %s" % target
+        assert comparable(replayed) == live
+
+
+@pytest.mark.parametrize("name", ["guide-followed-literally", "permission-denied", "nvme-mq-deadline"])
+def test_a_tree_snapshot_archive_replays_identically(run, tmp_path, name):
+    target = tmp_path / "snap.tgz"
+    assert run("snapshot", "--root", fixture_root(name), "-o", str(target)).code == 0
+    expect = json.loads((FIXTURES / name / "expect.json").read_text())
+    original = comparable(run("--root", fixture_root(name), *expect["args"], "--format", "json").json)
+    replayed = comparable(run("--snapshot", str(target), *expect["args"], "--format", "json").json)
+    assert replayed == original
+
+
+def test_unpacking_without_the_data_filter_takes_the_same_archive(run, tmp_path, monkeypatch):
+    target = tmp_path / "snap.tar.gz"
+    assert run("snapshot", "--root", fixture_root("nvme-mq-deadline"), "-o", str(target)).code == 0
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    result = run("--snapshot", str(target), "--model-size", "8G", "--format", "json")
+    assert result.code in (0, 1) and "storage.scheduler" in result.findings()
+
+
+# -- crafted archives ---------------------------------------------------------------------------
+
+
+def craft(path, members):
+    """A .tar.gz of (TarInfo fields, data) pairs."""
+    with tarfile.open(path, "w:gz", format=tarfile.GNU_FORMAT) as out:
+        for fields, data in members:
+            fields = dict(fields)
+            info = tarfile.TarInfo(fields.pop("name"))
+            for key, value in fields.items():
+                setattr(info, key, value)
+            if data is not None:
+                info.size = len(data)
+                out.addfile(info, io.BytesIO(data))
+            else:
+                out.addfile(info)
+    return path
+
+
+MEMINFO = ({"name": "proc/meminfo"}, b"MemTotal: 1048576 kB\n")
+
+
+@pytest.mark.parametrize(
+    "members, words",
+    [
+        ([({"name": "/etc/passwd"}, b"x")], "an absolute or empty name"),
+        ([({"name": "etc/../../escape"}, b"x")], "climbs out of the tree"),
+        ([({"name": "etc/link", "type": tarfile.SYMTYPE, "linkname": "../../outside"}, None)], "a symbolic link leaving the tree"),
+        ([({"name": "etc/link", "type": tarfile.SYMTYPE, "linkname": "/etc/shadow"}, None)], "a symbolic link leaving the tree"),
+        (
+            [({"name": "etc", "type": tarfile.SYMTYPE, "linkname": "."}, None), ({"name": "etc/passwd"}, b"x")],
+            "lies below a symbolic link",
+        ),
+        ([MEMINFO, ({"name": "etc/hard", "type": tarfile.LNKTYPE, "linkname": "proc/meminfo"}, None)], "a hard link"),
+        ([({"name": "dev/sda", "type": tarfile.BLKTYPE, "devmajor": 8}, None)], "a device, FIFO or other special file"),
+        ([({"name": "run/fifo", "type": tarfile.FIFOTYPE}, None)], "a device, FIFO or other special file"),
+    ],
+)
+def test_crafted_members_are_refused_with_exit_2(run, tmp_path, members, words):
+    path = craft(tmp_path / "bad.tar.gz", list(members))
+    result = run("--snapshot", str(path))
+    assert result.code == 2 and result.out == ""
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("aidoctor: error: --snapshot %s: member " % path) and words in lines[0], result.err
+    assert not (tmp_path / "passwd").exists() and not (tmp_path / "escape").exists()
+
+
+def test_a_compression_bomb_is_refused_before_it_inflates(run, tmp_path, monkeypatch):
+    monkeypatch.setattr(archive, "MAX_UNPACKED", 1 << 20)
+    path = tmp_path / "bomb.tar.gz"
+    with tarfile.open(path, "w:gz") as out:
+        info = tarfile.TarInfo("proc/meminfo")
+        info.size = 4 << 20  # 4 MiB of zeros: a few KiB compressed
+        out.addfile(info, io.BytesIO(bytes(info.size)))
+    assert os.path.getsize(path) < 64 << 10
+    result = run("--snapshot", str(path))
+    assert result.code == 2 and "more than 1 MiB unpacked" in result.err
+
+
+def test_an_oversized_or_broken_archive_is_refused(run, tmp_path, monkeypatch):
+    garbage = tmp_path / "garbage.tar.gz"
+    garbage.write_bytes(b"\x1f\x8b not really gzip")
+    result = run("--snapshot", str(garbage))
+    assert result.code == 2 and "not a readable snapshot archive" in result.err
+    monkeypatch.setattr(archive, "MAX_ARCHIVE", 10)
+    result = run("--snapshot", str(craft(tmp_path / "ok.tar.gz", [MEMINFO])))
+    assert result.code == 2 and "more than the 0 MiB a snapshot can be" in result.err
+    assert "No such file or directory" in run("--snapshot", str(tmp_path / "none.tar.gz")).err
+
+
+def test_an_archive_without_a_host_is_named(run, tmp_path):
+    path = craft(tmp_path / "empty.tar.gz", [({"name": "notes.txt"}, b"hello")])
+    result = run("--snapshot", str(path))
+    assert result.code == 2 and "holds no host tree" in result.err
+    assert "give --root or --snapshot, not both" in run("--snapshot", str(path), "--root", fixture_root("healthy-tuned")).err
