@@ -284,3 +284,21 @@ def commit_change(runtime, pool_bytes: int) -> int:
     if not runtime or runtime.int("vm.overcommit_kbytes"):
         return 0
     return pool_bytes * runtime.int("vm.overcommit_ratio", 50) // 100
+
+
+@fact("sysctl_configured_runtime")
+def sysctl_configured_runtime(host, facts):
+    """The running kernel's value of every key the persistent configuration sets (one plain
+    key each; globs and keys the kernel lacks are left out), whitespace-normalised."""
+    config = facts.get("sysctl_config")
+    if not config or not facts.get("running"):
+        return Unavailable("no persistent sysctl configuration, or no running kernel to compare it with")
+    values = {}
+    for item in config.assignments:
+        key = item.key
+        if key in values or "*" in key or "?" in key:
+            continue
+        got = host.read_text(key_path(key), cap=65536)
+        if got.ok:
+            values[key] = " ".join(got.data.split())
+    return values

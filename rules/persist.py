@@ -1,0 +1,177 @@
+"""Persistence of sysctl settings: what boot will set against what runs now, and files that
+say one thing twice or two things at once.
+
+systemd-sysctl (sysctl.d(5)) and `sysctl --system` read the drop-in directories in one
+lexicographic order of file names (a name in /etc hides the same name elsewhere) and apply
+each file's lines in order: for a key set more than once, the last line read wins.
+"""
+
+from __future__ import annotations
+
+from ai_doctor.engine import rule
+from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Step
+
+# Keys whose loss another finding hangs on: a pool or a commit limit that vanishes at reboot.
+_LOAD_BEARING = ("vm.nr_hugepages", "vm.overcommit_memory", "vm.overcommit_ratio", "vm.overcommit_kbytes")
+
+
+def _same(a: str, b: str) -> bool:
+    return " ".join(str(a).split()) == " ".join(str(b).split())
+
+
+def _comment_lines(f, lines_by_file: dict, summary: str):
+    """A step commenting out exactly these lines (by number), file by file; files outside
+    /etc belong to packages and are left alone (an /etc copy of the name would hide them)."""
+    from ai_doctor.shell import quote
+
+    commands = []
+    for path, lines in lines_by_file.items():
+        if not path.startswith("/etc/") or not lines:
+            continue
+        script = " ".join("-e %s" % quote("%ds/^/# /" % line) for line in sorted(set(lines)))
+        commands.append(f.fixes.sudo("sed -i %s %s" % (script, quote(path))))
+    if not commands:
+        return []
+    return [Step(summary, tuple(commands), True, True)]
+
+
+@rule(
+    "persist.sysctl-drift",
+    "Running sysctl differs from what boot will set",
+    Severity.MEDIUM,
+    needs=("sysctl_config", "sysctl_configured_runtime"),
+    uses=("fixes",),
+)
+def sysctl_drift(f):
+    """A sysctl's value in the running kernel differs from what the persistent configuration
+    sets at boot.
+
+    Either someone changed it by hand (`sysctl -w`, a script) and the change is lost at the
+    next reboot, or the configuration changed and was never applied (`sysctl --system`).
+    Either way, what was tested is not what the next boot gives. High when the key carries
+    something another check depends on (the huge page pool, the overcommit mode and limit).
+    vm.nr_hugepages below its configured count is a pool the kernel could not fill, which
+    hugepages.shortfall judges; it is not reported here.
+
+    Fix: make the configuration say what should run (a drop-in under /etc/sysctl.d), then
+    `sysctl --system`; or apply the configuration as it is.
+
+    Reference: sysctl.d(5); Documentation/admin-guide/sysctl/.
+    """
+    config = f.sysctl_config
+    runtime = f.sysctl_configured_runtime
+    if not runtime:
+        return Skip("none of the configured keys could be read from /proc/sys")
+    fixes = f.fixes
+    issues = []
+    for key, now in runtime.items():
+        winner = config.effective(key)
+        if winner is None or _same(winner.value, now):
+            continue
+        if key == "vm.nr_hugepages" and now.isdigit() and winner.value.strip().isdigit() and int(now) < int(winner.value):
+            continue  # a pool short of its request: hugepages.shortfall
+        message = (
+            "%s is %s in the running kernel, but boot sets %s (%s wins): the next reboot changes it. Either the running "
+            "value was set by hand and will be lost, or the file changed and was never applied." % (key, now, winner.value, winner.where)
+        )
+        evidence = [
+            Evidence("/proc/sys/" + key.replace(".", "/"), now),
+            Evidence(winner.path, "%s = %s" % (key, winner.value), winner.line),
+        ]
+        # It already runs: only the persistent half of the sysctl fix is needed.
+        keep = fixes.sysctl([(key, now)], "drift", "Keep the running value")[1:]
+        apply = fixes.runtime("Or apply the configuration as it is, giving up the running value", [fixes.sudo("sysctl --system")])
+        severity = Severity.HIGH if key in _LOAD_BEARING else None
+        issues.append(Issue(message, evidence, keep + apply, severity=severity))
+    return issues or Pass("every configured key (%d) runs with the value boot sets" % len(runtime))
+
+
+@rule(
+    "persist.sysctl-conflict",
+    "One sysctl set to different values in several files",
+    Severity.LOW,
+    needs=("sysctl_config",),
+    uses=("fixes",),
+)
+def sysctl_conflict(f):
+    """A sysctl key is set to different values in more than one file.
+
+    At boot the files are read in lexicographic order of their names across /etc/sysctl.d,
+    /run/sysctl.d, /usr/local/lib/sysctl.d and /usr/lib/sysctl.d (a name in /etc hides the
+    same name elsewhere), and the last assignment wins; the others are dead text that says
+    something the host never does. The finding names the file and line that wins, and why.
+
+    Fix: keep one assignment (in the file that should own the setting) and remove the others.
+
+    Reference: sysctl.d(5); systemd-sysctl.service(8).
+    """
+    config = f.sysctl_config
+    keys = []
+    for item in config.assignments:
+        if item.key not in keys:
+            keys.append(item.key)
+    issues = []
+    for key in keys:
+        items = config.all(key)
+        files = []
+        for item in items:
+            if item.path not in files:
+                files.append(item.path)
+        if len(files) < 2 or all(_same(item.value, items[-1].value) for item in items):
+            continue
+        winner = items[-1]
+        others = "; ".join("%s = %s at %s" % (key, item.value, item.where) for item in items[:-1])
+        message = (
+            "%s is set to different values in %d files: %s wins (%s = %s), because %s is read last in sysctl.d order "
+            "(file names sorted across the directories). Overridden: %s."
+            % (key, len(files), winner.where, key, winner.value, winner.name, others)
+        )
+        evidence = [Evidence(item.path, "%s = %s" % (key, item.value), item.line) for item in items]
+        overridden = {}
+        for item in items[:-1]:
+            overridden.setdefault(item.path, []).append(item.line)
+        steps = _comment_lines(
+            f, overridden, "Comment out the overridden lines, so the files say what boot does (nothing changes at runtime)"
+        )
+        issues.append(Issue(message, evidence, steps))
+    return issues or Pass("no key is set to different values in different files")
+
+
+@rule("persist.sysctl-conf-duplicates", "One sysctl repeated in one file", Severity.LOW, needs=("sysctl_config",), uses=("fixes",))
+def sysctl_conf_duplicates(f):
+    """The same sysctl key appears more than once in one file.
+
+    The typical cause is the tuning guide's `cat >> /etc/sysctl.conf <<EOF` run twice: every
+    run appends the block again, the last copy silently wins, and an edit to the first copy
+    does nothing. Unlinked /etc/sysctl.conf lines that `sysctl --system` still applies are
+    counted too.
+
+    Fix: keep the last assignment of each key (it is the one in force) and comment out the
+    others; better, move the settings into a drop-in under /etc/sysctl.d written whole.
+
+    Reference: sysctl.d(5); sysctl(8) (`--system`, `-p`).
+    """
+    config = f.sysctl_config
+    by_file = {}
+    for item in tuple(config.assignments) + tuple(config.manual):
+        by_file.setdefault(item.path, {}).setdefault(item.key, []).append(item)
+    issues = []
+    for path, keys in by_file.items():
+        repeated = {key: items for key, items in keys.items() if len({item.line for item in items}) > 1}
+        if not repeated:
+            continue
+        parts = []
+        evidence = []
+        for key, items in repeated.items():
+            lines = ", ".join(str(item.line) for item in items)
+            values = {" ".join(item.value.split()) for item in items}
+            parts.append(
+                "%s %d times (lines %s%s; line %d wins)"
+                % (key, len(items), lines, "" if len(values) == 1 else ", with different values", items[-1].line)
+            )
+            evidence += [Evidence(path, "%s = %s" % (key, item.value), item.line) for item in items]
+        message = "%s sets %s: the last copy wins and the others mislead whoever edits them." % (path, "; ".join(parts))
+        earlier = {path: [item.line for items in repeated.values() for item in items[:-1]]}
+        steps = _comment_lines(f, earlier, "Comment out all but the last copy of each key (the one in force: nothing changes at runtime)")
+        issues.append(Issue(message, evidence, steps))
+    return issues or Pass("no file repeats a key")

@@ -1,0 +1,70 @@
+"""Persistence of sysctl settings: drift between boot and now, conflicts, duplicates."""
+
+from __future__ import annotations
+
+import subprocess
+
+from test_rules import commands, finding
+
+from conftest import minimal_host
+
+
+def test_conflict_names_the_file_that_wins_and_why(tree, run):
+    minimal_host(tree)
+    tree.write("/etc/sysctl.d/10-tuning.conf", "vm.swappiness = 10\nvm.max_map_count = 262144\n")
+    tree.write("/usr/lib/sysctl.d/50-default.conf", "vm.swappiness = 60\nvm.max_map_count = 262144\n")
+    found = finding(run("--root", tree, "--format", "json"), "persist.sysctl-conflict")
+    assert "vm.swappiness is set to different values in 2 files: /usr/lib/sysctl.d/50-default.conf:1 wins" in found["message"]
+    assert "because 50-default.conf is read last in sysctl.d order" in found["message"]
+    assert "vm.max_map_count" not in found["message"]  # same value twice is no conflict
+    # The package's file is not edited; the overridden /etc line is commented out by number.
+    assert commands(found) == ["sudo sed -i -e '1s/^/# /' /etc/sysctl.d/10-tuning.conf"]
+
+
+def test_no_conflict_when_files_agree(tree, run):
+    minimal_host(tree)
+    tree.write("/etc/sysctl.d/10-a.conf", "vm.swappiness = 10\n")
+    tree.write("/etc/sysctl.d/20-b.conf", "vm.swappiness=10\n")
+    assert run("--root", tree, "--format", "json").statuses()["persist.sysctl-conflict"] == "pass"
+
+
+def test_duplicates_in_one_file_keep_the_last(tree, run, tmp_path):
+    minimal_host(tree)
+    text = "vm.swappiness = 10\nvm.nr_hugepages = 0\nvm.swappiness = 1\n"
+    tree.write("/etc/sysctl.conf", text)
+    tree.link("/etc/sysctl.d/99-sysctl.conf", "../sysctl.conf")
+    found = finding(run("--root", tree, "--format", "json"), "persist.sysctl-conf-duplicates")
+    assert found["message"].startswith("/etc/sysctl.conf sets vm.swappiness 2 times (lines 1, 3, with different values; line 3 wins)")
+    command = commands(found)[0]
+    copy = tmp_path / "sysctl.conf"
+    copy.write_text(text)
+    subprocess.run(["bash", "-c", command.replace("sudo ", "").replace("/etc/sysctl.conf", str(copy))], check=True)
+    assert copy.read_text() == "# vm.swappiness = 10\nvm.nr_hugepages = 0\nvm.swappiness = 1\n"
+
+
+def test_drift_between_boot_and_now(tree, run):
+    minimal_host(tree)
+    tree.write("/etc/sysctl.d/60-vm.conf", "vm.swappiness = 10\nvm.nr_hugepages = 16\nvm.dirty_ratio = 20\n")
+    tree.write("/proc/sys/vm/swappiness", "60\n")  # set by hand since boot, or the file never applied
+    tree.write("/proc/sys/vm/dirty_ratio", "20\n")
+    tree.write("/proc/sys/vm/nr_hugepages", "64\n")  # more than boot asks for: lost at reboot
+    found = [f for f in run("--root", tree, "--format", "json").json["findings"] if f["rule"] == "persist.sysctl-drift"]
+    by_key = {f["message"].split()[0]: f for f in found}
+    assert set(by_key) == {"vm.swappiness", "vm.nr_hugepages"}
+    assert by_key["vm.swappiness"]["severity"] == "medium" and by_key["vm.nr_hugepages"]["severity"] == "high"
+    assert "boot sets 10 (/etc/sysctl.d/60-vm.conf:1 wins)" in by_key["vm.swappiness"]["message"]
+    assert "sudo sysctl --system" in commands(by_key["vm.swappiness"])
+
+
+def test_a_pool_short_of_its_request_is_shortfall_not_drift(tree, run):
+    minimal_host(tree)
+    tree.write("/etc/sysctl.d/60-vm.conf", "vm.nr_hugepages = 512\n")
+    tree.write("/proc/sys/vm/nr_hugepages", "100\n")
+    result = run("--root", tree, "--format", "json")
+    assert result.statuses()["persist.sysctl-drift"] == "pass"
+
+
+def test_drift_needs_a_running_kernel(tree, run):
+    tree.write("/etc/sysctl.d/60-vm.conf", "vm.swappiness = 10\n")
+    tree.write("/etc/os-release", 'ID=debian\nPRETTY_NAME="Debian"\n')
+    assert run("--root", tree, "--format", "json", "-v").statuses()["persist.sysctl-drift"] == "skip"
