@@ -79,7 +79,8 @@ def sysctl_drift(f):
             Evidence(winner.path, "%s = %s" % (key, winner.value), winner.line),
         ]
         # It already runs: only the persistent half of the sysctl fix is needed.
-        keep = fixes.sysctl([(key, now)], "drift", "Keep the running value")[1:]
+        # One drop-in per key: two drift fixes must not overwrite each other's file.
+        keep = fixes.sysctl([(key, now)], "drift-" + key.replace(".", "-").replace("/", "-"), "Keep the running value")[1:]
         apply = fixes.runtime("Or apply the configuration as it is, giving up the running value", [fixes.sudo("sysctl --system")])
         severity = Severity.HIGH if key in _LOAD_BEARING else None
         issues.append(Issue(message, evidence, keep + apply, severity=severity))

@@ -54,6 +54,9 @@ def test_drift_between_boot_and_now(tree, run):
     assert by_key["vm.swappiness"]["severity"] == "medium" and by_key["vm.nr_hugepages"]["severity"] == "high"
     assert "boot sets 10 (/etc/sysctl.d/60-vm.conf:1 wins)" in by_key["vm.swappiness"]["message"]
     assert "sudo sysctl --system" in commands(by_key["vm.swappiness"])
+    # Each key keeps its own drop-in, so taking both fixes keeps both values.
+    assert any("/etc/sysctl.d/90-aidoctor-drift-vm-swappiness.conf" in c for c in commands(by_key["vm.swappiness"]))
+    assert any("/etc/sysctl.d/90-aidoctor-drift-vm-nr_hugepages.conf" in c for c in commands(by_key["vm.nr_hugepages"]))
 
 
 def test_a_pool_short_of_its_request_is_shortfall_not_drift(tree, run):
