@@ -61,6 +61,7 @@ def write_tree(host, destination: str, manifest: dict) -> int:
             links[path] = got.data
     outcomes = {}
     listed = []
+    stats = []
     written = 0
     for kind, path, got in host.log:
         if got.failed:
@@ -87,15 +88,20 @@ def write_tree(host, destination: str, manifest: dict) -> int:
             listed.extend((path.rstrip("/") + "/" + name, target + "/" + name) for name in got.data)
             written += 1
         elif kind == "stat":
-            if not os.path.lexists(target):
-                _ensure_parent(target)
-                if got.data.is_dir:
-                    os.makedirs(target)
-                else:
-                    with open(target, "wb"):
-                        pass
-                    os.chmod(target, stat.S_IMODE(got.data.mode))
-                written += 1
+            stats.append((target, got.data))
+    # After the reads: a stat must not leave an empty stand-in where a file's content belongs,
+    # and the mode it saw (rc.local's executable bit) goes onto the file written.
+    for target, info in stats:
+        if not os.path.lexists(target):
+            _ensure_parent(target)
+            if info.is_dir:
+                os.makedirs(target)
+            else:
+                with open(target, "wb"):
+                    pass
+            written += 1
+        if not info.is_dir and not os.path.islink(target):
+            os.chmod(target, stat.S_IMODE(info.mode))
     # Names that were listed but never read get an empty stand-in of their kind, last, so a
     # stand-in never takes the place of a file that was read.
     for path, entry in listed:

@@ -176,3 +176,91 @@ def sysctl_conf_duplicates(f):
         steps = _comment_lines(f, earlier, "Comment out all but the last copy of each key (the one in force: nothing changes at runtime)")
         issues.append(Issue(message, evidence, steps))
     return issues or Pass("no file repeats a key")
+
+
+# What makes an rc.local line tuning this tool cares about.
+_TUNING = ("/proc/sys/", "/sys/", "sysctl ", "hugepages", "scaling_governor", "transparent_hugepage")
+
+
+@rule("persist.rc-local-ineffective", "rc.local tuning that never runs", Severity.MEDIUM, needs=("rc_local",), uses=("fixes",))
+def rc_local_ineffective(f):
+    """/etc/rc.local (or /etc/rc.d/rc.local) holds tuning that boot never runs.
+
+    systemd runs rc.local only through rc-local.service, which its generator adds only when
+    the file is executable (systemd-rc-local-generator(8)); the service executes the file, so
+    without an interpreter line (`#!/bin/sh`) the kernel refuses it (ENOEXEC); and a line after
+    a top-level `exit 0` is never reached. Tuning guides often append to rc.local after the
+    distribution's `exit 0`. High when what is lost is something other checks depend on (a
+    huge page pool, the overcommit settings).
+
+    Fix: put settings where they belong (a drop-in under /etc/sysctl.d, a udev rule for
+    scheduler settings, the kernel command line for boot-time pools); where rc.local stays,
+    make it executable, give it an interpreter line and move the lines above `exit 0`.
+
+    Reference: systemd-rc-local-generator(8); rc-local.service; execve(2) (ENOEXEC).
+    """
+    rc = f.rc_local
+    if rc is None:
+        return Pass("no rc.local")
+    tuning = [(number, line.strip()) for number, line in enumerate(rc.lines, 1) if _is_tuning(line)]
+    if not tuning:
+        return Pass("%s holds no tuning" % rc.path)
+    exits = [number for number, line in enumerate(rc.lines, 1) if line.strip() in ("exit 0", "exit")]
+    problems = []
+    lost = list(tuning)
+    if not rc.executable:
+        problems.append("it is not executable, so systemd never runs it")
+    if not rc.lines or not rc.lines[0].startswith("#!"):
+        problems.append("it has no interpreter line (#!/bin/sh), so executing it fails")
+    after = [(number, line) for number, line in tuning if exits and number > exits[0]]
+    if after:
+        problems.append(
+            "%s after `exit 0` (line %d), which ends the script first"
+            % ("and its tuning comes" if problems else "its tuning comes", exits[0])
+        )
+        if len(problems) == 1:
+            lost = after
+    if not problems:
+        return Pass("%s runs its tuning at boot" % rc.path)
+    message = "%s holds %d tuning line%s that never run%s: %s." % (
+        rc.path,
+        len(lost),
+        "" if len(lost) == 1 else "s",
+        "s" if len(lost) == 1 else "",
+        "; ".join(problems),
+    )
+    message += " Lost at every boot: %s." % "; ".join("line %d `%s`" % item for item in lost[:4])
+    severity = Severity.HIGH if any(word in line for _, line in lost for word in ("nr_hugepages", "overcommit")) else None
+    evidence = [Evidence(rc.path, line, number) for number, line in lost[:12]]
+    fixes = f.fixes
+    steps = [
+        Step(
+            "Move these settings where they belong: sysctls to a drop-in under /etc/sysctl.d, the I/O scheduler to a udev "
+            "rule, boot-time huge page pools to the kernel command line (the other findings print each)",
+            (),
+            True,
+            True,
+        )
+    ]
+    commands = []
+    if not rc.executable:
+        commands.append(fixes.sudo("chmod +x %s" % rc.path))
+    if not rc.lines or not rc.lines[0].startswith("#!"):
+        commands.append(fixes.sudo("sed -i '1i #!/bin/sh' %s" % rc.path))
+    if commands:
+        steps.append(Step("Or keep rc.local and let it run", tuple(commands), True, True))
+    if after:
+        steps.append(
+            Step(
+                "%s move the tuning lines above `exit 0` (line %d), by hand" % ("And" if commands else "Or keep rc.local:", exits[0]),
+                (),
+                True,
+                True,
+            )
+        )
+    return Issue(message, evidence, steps, severity=severity)
+
+
+def _is_tuning(line: str) -> bool:
+    text = line.strip()
+    return bool(text) and not text.startswith("#") and any(word in text for word in _TUNING)

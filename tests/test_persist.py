@@ -71,3 +71,32 @@ def test_drift_needs_a_running_kernel(tree, run):
     tree.write("/etc/sysctl.d/60-vm.conf", "vm.swappiness = 10\n")
     tree.write("/etc/os-release", 'ID=debian\nPRETTY_NAME="Debian"\n')
     assert run("--root", tree, "--format", "json", "-v").statuses()["persist.sysctl-drift"] == "skip"
+
+
+def test_rc_local_that_runs_its_tuning_passes(tree, run):
+    minimal_host(tree)
+    tree.write("/etc/rc.local", "#!/bin/sh -e\necho none > /sys/block/nvme0n1/queue/scheduler\nexit 0\n", 0o755)
+    assert run("--root", tree, "--format", "json").statuses()["persist.rc-local-ineffective"] == "pass"
+
+
+def test_rc_local_without_an_interpreter_line_loses_a_pool(tree, run):
+    minimal_host(tree)
+    tree.write("/etc/rc.d/rc.local", "sysctl -w vm.nr_hugepages=512\n", 0o755)
+    found = finding(run("--root", tree, "--format", "json"), "persist.rc-local-ineffective")
+    assert found["severity"] == "high" and "no interpreter line" in found["message"]
+    assert commands(found) == ["sudo sed -i '1i #!/bin/sh' /etc/rc.d/rc.local"]
+
+
+def test_rc_local_tuning_after_exit_0(tree, run):
+    minimal_host(tree)
+    tree.write("/etc/rc.local", "#!/bin/sh\nexit 0\necho never > /sys/kernel/mm/transparent_hugepage/enabled\n", 0o755)
+    found = finding(run("--root", tree, "--format", "json"), "persist.rc-local-ineffective")
+    assert "its tuning comes after `exit 0` (line 2)" in found["message"] and found["severity"] == "medium"
+
+
+def test_a_snapshot_keeps_the_mode_of_a_file_it_read(run, tree, tmp_path):
+    minimal_host(tree)
+    tree.write("/etc/rc.local", "#!/bin/sh -e\nsysctl -w vm.swappiness=10\n", 0o755)
+    assert run("snapshot", "--root", tree, "-o", str(tmp_path / "snap")).code == 0
+    copy = tmp_path / "snap/etc/rc.local"
+    assert copy.read_text().startswith("#!/bin/sh") and copy.stat().st_mode & 0o111

@@ -57,13 +57,13 @@ def test_junit_one_testcase_per_check_failures_at_the_threshold(run, tmp_path):
     assert root.tag == "testsuites"
     suite = root.find("testsuite")
     cases = {case.get("name"): case for case in suite.findall("testcase")}
-    assert len(cases) == int(suite.get("tests")) == 17
+    assert len(cases) == int(suite.get("tests")) == 18
     assert cases["hugepages.unused"].find("failure").get("type") == "medium"
     assert "sudo sysctl -w vm.nr_hugepages=0" in cases["hugepages.unused"].find("failure").text
     assert cases["overcommit.ratio-ignored"].find("failure") is None  # low, below --fail-on medium
     assert "vm.overcommit_ratio = 90" in cases["overcommit.ratio-ignored"].find("system-out").text
     assert cases["storage.scheduler"].find("skipped") is None or cases["storage.scheduler"].find("skipped").get("message")
-    assert int(suite.get("failures")) == 2 and int(suite.get("skipped")) == len(suite.findall("testcase/skipped"))
+    assert int(suite.get("failures")) == 3 and int(suite.get("skipped")) == len(suite.findall("testcase/skipped"))
 
 
 def test_junit_is_well_formed_with_hostile_host_text(run, tree, tmp_path):
@@ -101,7 +101,7 @@ def test_prometheus_textfile_parses_and_counts(run, tree, tmp_path):
         (
             ["--model-size", "140G", "--fail-on", "medium"],
             1,
-            "medium hugepages.unused: Static huge page pool reserved but unused (+1 more)",
+            "medium hugepages.unused: Static huge page pool reserved but unused (+2 more)",
         ),
     ],
 )
@@ -170,7 +170,7 @@ def test_sarif_validates_and_carries_the_rules_table(run, tmp_path):
     _validate(log)
     run_ = log["runs"][0]
     rules = {rule["id"]: rule for rule in run_["tool"]["driver"]["rules"]}
-    assert len(rules) == 17
+    assert len(rules) == 18
     assert rules["overcommit.strict-headroom"]["defaultConfiguration"]["level"] == "error"
     assert rules["thp.disabled"]["defaultConfiguration"]["level"] == "note"
     assert "vm.rst" in rules["overcommit.ratio-ignored"]["help"]["text"]

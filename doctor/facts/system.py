@@ -184,3 +184,28 @@ def ondemand_unit(host, facts):
     if not host.exists(ONDEMAND_WANTED):
         return None
     return next((path for path in ONDEMAND_UNITS if host.exists(path)), ONDEMAND_WANTED)
+
+
+RC_LOCAL_PATHS = ("/etc/rc.local", "/etc/rc.d/rc.local")
+
+
+class RcLocal(Record):
+    """/etc/rc.local as boot would run it: the file (a link followed to its target), whether it
+    may be executed, and its lines."""
+
+    __slots__ = ("path", "executable", "lines")
+
+
+@fact("rc_local")
+def rc_local(host, facts):
+    """The first rc.local that exists (/etc/rc.local is a link to /etc/rc.d/rc.local on RHEL),
+    or None."""
+    for path in RC_LOCAL_PATHS:
+        got, info = host.stat(path)
+        if not got.ok or not info.is_file:
+            continue
+        text = host.read_text(path, cap=1 << 20)
+        if not text.ok:
+            return unreadable(host, text, "cannot read")
+        return RcLocal(path, info.executable, tuple(text.data.splitlines()))
+    return None
