@@ -121,3 +121,49 @@ def _judged(device, heads) -> bool:
 
 def _label(device) -> str:
     return "%s (path of %s)" % (device.name, device.head) if device.hidden else device.name
+
+
+@rule(
+    "storage.scheduler-not-persistent",
+    "NVMe scheduler set by hand, lost at reboot",
+    Severity.LOW,
+    needs=("block_devices",),
+    uses=("udev_scheduler_rules", "running", "fixes"),
+)
+def scheduler_not_persistent(f):
+    """An NVMe namespace runs on `none` only because someone set it: the kernel would pick
+    mq-deadline for it at boot, and no udev rule sets it.
+
+    For a device with a single hardware queue the kernel's default is mq-deadline
+    (block/elevator.c, elevator_get_default); `none` there was written by hand, a script or a
+    tool, and the next boot or hot-plug brings mq-deadline back (storage.scheduler then fires).
+    A udev rule that assigns the scheduler for the device makes it last. (Devices with several
+    hardware queues get `none` from the kernel itself: nothing to keep.)
+
+    Fix: install the udev rule storage.scheduler would print.
+
+    Reference: Documentation/block/switching-sched.rst; block/elevator.c; udev(7).
+    """
+    if not f.running:
+        return Skip("an image, not a running system: no running scheduler to keep")
+    nvme = [d for d in f.block_devices if d.is_nvme and not d.hidden]
+    if not nvme:
+        return Skip("no NVMe namespaces on this host")
+    rules = f.udev_scheduler_rules
+    by_hand = [
+        d for d in nvme if d.scheduler == "none" and d.hw_queues == 1 and not any(r.value == "none" and r.may_match(d.name) for r in rules)
+    ]
+    if not by_hand:
+        return Pass("no NVMe scheduler depends on a setting that boot would lose")
+    names = ", ".join(d.name for d in by_hand)
+    message = (
+        "%s run%s on none, but with a single hardware queue the kernel picks mq-deadline at boot, and no udev rule sets "
+        "none: the setting was made by hand (or a script) and the next reboot or hot-plug loses it."
+        % (names, "s" if len(by_hand) == 1 else "")
+    )
+    evidence = [Evidence("/sys/block/%s/mq" % d.name, "1 hardware queue") for d in by_hand]
+    evidence += [Evidence(d.scheduler_path, " ".join("[%s]" % c if c == d.scheduler else c for c in d.schedulers)) for d in by_hand]
+    others = [r.name for r in rules if r.value != "none"]
+    name = name_after(others, RULES_FILE)
+    steps = [f.fixes.udev_rule(name, UDEV_RULE, "Keep none for every NVMe namespace")] if name else []
+    return Issue(message, evidence, steps, impact=len(by_hand))

@@ -244,3 +244,17 @@ def test_a_single_hardware_queue_is_named_as_the_kernel_default(tree, run):
     assert "nvme0n1 has a single hardware queue, for which mq-deadline is the kernel's own default." in found["message"]
     assert "nvme1n1 has" not in found["message"]
     assert {"path": "/sys/block/nvme0n1/mq", "value": "1 hardware queue"} in found["evidence"]
+
+
+def test_a_none_the_kernel_would_not_pick_is_lost_without_a_udev_rule(tree, run):
+    minimal_host(tree)
+    nvme(tree, "nvme0n1", "[none] mq-deadline kyber", hw_queues=1)  # the kernel's pick would be mq-deadline
+    nvme(tree, "nvme1n1", "[none] mq-deadline kyber", hw_queues=8)  # the kernel's own pick
+    result = run("--root", tree, "--format", "json", "--only", "storage")
+    assert result.statuses()["storage.scheduler"] == "pass"
+    (found,) = [f for f in result.json["findings"] if f["rule"] == "storage.scheduler-not-persistent"]
+    assert found["message"].startswith("nvme0n1 runs on none, but with a single hardware queue the kernel picks mq-deadline")
+    assert any("/etc/udev/rules.d/" in c for c in commands(found))
+    tree.write("/etc/udev/rules.d/60-nvme.rules", 'ACTION=="add", KERNEL=="nvme*", ATTR{queue/scheduler}="none"\n')
+    kept = run("--root", tree, "--format", "json", "--only", "storage")
+    assert kept.statuses()["storage.scheduler-not-persistent"] == "pass"
