@@ -136,3 +136,16 @@ def test_an_archive_without_a_host_is_named(run, tmp_path):
     result = run("--snapshot", str(path))
     assert result.code == 2 and "holds no host tree" in result.err
     assert "give --root or --snapshot, not both" in run("--snapshot", str(path), "--root", fixture_root("healthy-tuned")).err
+
+
+def test_the_golden_image_ci_command_from_the_readme(run, tmp_path):
+    import xml.etree.ElementTree as ET
+
+    readme = (FIXTURES.parent / "README.md").read_text()
+    assert 'aidoctor --root "$IMAGE_ROOT" --fail-on high --junit aidoctor.xml' in readme
+    target = tmp_path / "aidoctor.xml"
+    result = run("--root", fixture_root("image-without-proc"), "--fail-on", "high", "--junit", str(target))
+    assert result.code == 0  # the image's one finding is low
+    suite = ET.parse(target).getroot().find("testsuite")
+    assert suite.get("failures") == "0" and int(suite.get("skipped")) > 0
+    assert "kernel 6.8.0-45-generic" in result.out  # the kernel the image boots, from /boot

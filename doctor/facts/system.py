@@ -12,13 +12,45 @@ TOOLS = ("grubby", "update-grub", "grub2-mkconfig", "grub-mkconfig", "tuned-adm"
 
 @fact("release")
 def release(host, facts):
+    """The running kernel's release; in an image, the kernel it boots by default: the newest
+    installed one (modules folders and /boot/vmlinuz-*, in version order)."""
     got = host.read_text(OSRELEASE, cap=4096)
+    if not got.ok and got.missing and not facts.get("running"):
+        installed = installed_kernels(host)
+        if installed:
+            return installed[-1]
+        return Unavailable("an image with no kernel installed (nothing in /lib/modules, /usr/lib/modules or /boot/vmlinuz-*)")
     if not got.ok:
         return unreadable(host, got, "cannot read the kernel release from")
     text = got.data.strip()
     if not text or any(c.isspace() or c in "/\x00" for c in text) or text in (".", ".."):
         return Unavailable("%s holds no release: %r" % (OSRELEASE, text[:80]))
     return text
+
+
+def installed_kernels(host):
+    """Kernel releases installed in a tree, oldest first by version order."""
+    found = set()
+    for folder in ("/lib/modules", "/usr/lib/modules"):
+        listing = host.listdir(folder)
+        found.update(name for name in (listing.data if listing.ok else ()) if _plausible(name))
+    boot = host.listdir("/boot")
+    for name in boot.data if boot.ok else ():
+        for prefix in ("vmlinuz-", "config-"):
+            if name.startswith(prefix) and _plausible(name[len(prefix) :]):
+                found.add(name[len(prefix) :])
+    return sorted(found, key=_version_key)
+
+
+def _plausible(name: str) -> bool:
+    return bool(name) and name[0].isdigit() and "/" not in name and not name.endswith((".old", ".bak"))
+
+
+def _version_key(release_text: str):
+    """6.8.0-45-generic → (6, 8, 0, 45, 'generic'): numbers compared as numbers."""
+    import re
+
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.findall(r"\d+|[^\d.\-+~_]+", release_text))
 
 
 def kernel_version(release_text) -> tuple:
