@@ -431,3 +431,12 @@ def test_a_proc_that_was_denied_still_marks_a_running_system(tree):
     image = tree.root.parent / "image"
     (image / "etc").mkdir(parents=True)
     assert Facts(Host(str(image))).get("running") is False
+
+
+def test_an_image_boots_its_newest_kernel_by_version_order(tree):
+    for release in ("6.8.0-45-generic", "6.8.0-100-generic", "5.15.0-91-generic"):
+        (tree.root / "lib/modules" / release).mkdir(parents=True)
+    tree.write("/boot/vmlinuz-6.8.0-9-generic", "")
+    tree.write("/boot/vmlinuz-6.8.0-100-generic.old", "")
+    tree.write("/etc/hostname", "img\n")
+    assert Facts(Host(str(tree))).get("release") == "6.8.0-100-generic"
