@@ -77,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument(
         "--snapshot", action=_Once, metavar="FILE", help="a snapshot archive (aidoctor snapshot -o host.tar.gz), unpacked safely"
     )
+    source.add_argument(
+        "--image", action="store_true", help="judge the --root tree as an image even if it holds /proc and /sys (what boot will do)"
+    )
     choose = parser.add_argument_group("which checks")
     choose.add_argument("--only", metavar="RULE", action="append", default=[], help="run only this rule or area (repeatable)")
     choose.add_argument("--skip", metavar="RULE", action="append", default=[], help="do not run this rule or area (repeatable)")
@@ -371,7 +374,7 @@ def _host(args):
     if not os.path.isdir(args.root):
         raise UsageError("--root %s: not a directory" % args.root)
     try:
-        host = Host(args.root)
+        host = Host(args.root, image=getattr(args, "image", False))
     except BadTree as exc:
         raise UsageError("--root %s" % exc) from None
     # A mistyped mount point must not pass a CI gate as a host with nothing wrong.
@@ -384,6 +387,8 @@ def _check(args, argv, program) -> int:
     request = _request(args, argv)._replace(program=tuple(program))
     _distinct_outputs(args, ("output",) + tuple(option for option, _ in FILE_OUTPUTS))
     rules = _rules(args)
+    if args.image and args.root is None and args.snapshot is None:
+        raise UsageError("--image goes with --root DIR or --snapshot FILE (this host is running)")
     if args.snapshot is None:
         return _run_and_write(args, request, _host(args), rules)
     if args.root is not None:
@@ -391,10 +396,10 @@ def _check(args, argv, program) -> int:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="aidoctor-snapshot-") as work:
-        return _run_and_write(args, request, _unpacked(args.snapshot, work), rules)
+        return _run_and_write(args, request, _unpacked(args.snapshot, work, args.image), rules)
 
 
-def _unpacked(path: str, work: str):
+def _unpacked(path: str, work: str, image: bool = False):
     """The Host of a snapshot archive unpacked (checked member by member) into ``work``."""
     from ai_doctor import archive
     from ai_doctor.host import BadTree, Host
@@ -405,7 +410,7 @@ def _unpacked(path: str, work: str):
         message = str(exc)
         raise UsageError(message if message.startswith(path) else "--snapshot %s: %s" % (path, message)) from None
     try:
-        host = Host(work, origin=path)
+        host = Host(work, origin=path, image=image)
     except BadTree as exc:
         raise UsageError("--snapshot %s: %s" % (path, str(exc).replace(work, ""))) from None
     if not any(host.exists(marker) for marker in HOST_MARKERS):

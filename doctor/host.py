@@ -144,11 +144,14 @@ class _Refused(Exception):
 class Host:
     """Reads a target system under ``root``; see the module docstring for the contract."""
 
-    def __init__(self, root: str = "/", trace_links: bool = False, origin=None):
+    def __init__(self, root: str = "/", trace_links: bool = False, origin=None, image: bool = False):
         # abspath keeps POSIX's leading "//"; "//" is still this machine's root.
         self.root = "/" + os.path.abspath(root).lstrip("/")
         # What the tree was unpacked from (a snapshot archive), for messages; None: the tree.
         self.origin = origin
+        # Judged as an image even if it holds /proc and /sys (a chroot, a container's rootfs):
+        # those are hidden, so only what boot will do is checked.
+        self.image = image
         self.live = self.root == "/"
         # Snapshots need every link a lookup passed through, so the tree can be rebuilt; the
         # live fast path lets the kernel resolve them unseen.
@@ -292,6 +295,8 @@ class Host:
         if self.live:
             return None
         if path == MANIFEST_DIR or path.startswith(MANIFEST_DIR + "/"):
+            return Read(path, MISSING, None, None, False)
+        if self.image and path.split("/")[1:2] in (["proc"], ["sys"]):
             return Read(path, MISSING, None, None, False)
         probe = path
         while probe:

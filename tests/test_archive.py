@@ -149,3 +149,12 @@ def test_the_golden_image_ci_command_from_the_readme(run, tmp_path):
     suite = ET.parse(target).getroot().find("testsuite")
     assert suite.get("failures") == "0" and int(suite.get("skipped")) > 0
     assert "kernel 6.8.0-45-generic" in result.out  # the kernel the image boots, from /boot
+
+
+def test_image_mode_can_be_forced_on_a_tree_with_proc(run):
+    result = run("--root", fixture_root("guide-followed-literally"), "--image", "--model-size", "140G", "--format", "json", "-v")
+    statuses = result.statuses()
+    assert result.json["host"]["source"].startswith("image at ")
+    assert statuses["memory.headroom"] == "skip" and statuses["cpu.governor"] == "skip"
+    assert statuses["persist.sysctl-conf-duplicates"] == "finding" and statuses["overcommit.ratio-ignored"] == "finding"
+    assert "--image goes with --root" in run("--image").err
