@@ -23,6 +23,11 @@ import tarfile
 MAX_ARCHIVE = 256 << 20
 MAX_UNPACKED = 1 << 30
 MAX_MEMBERS = 200_000
+# tarfile reads a PAX or GNU long-name header in one read; member data it copies in small
+# chunks. A single read larger than this is a header built to exhaust memory.
+MAX_SINGLE_READ = 16 << 20
+MAX_NAME = 4096
+MAX_DEPTH = 256
 SUFFIXES = (".tar.gz", ".tgz")
 
 
@@ -45,10 +50,11 @@ def pack(tree: str, archive: str) -> int:
                 member = out.gettarinfo(path, arcname=os.path.relpath(path, tree))
                 member.uid = member.gid = 0
                 member.uname = member.gname = ""
-                if member.issym() and member.linkname.startswith("/"):
-                    # Inside a tree "/x" means the tree's /x: say so relative to the link.
+                if member.issym():
+                    # Inside a tree "/x" means the tree's /x, and ".." stops at its root (as the
+                    # Host resolves them): written relative and inside, so unpacking takes them.
                     here = os.path.dirname("/" + member.name)
-                    member.linkname = os.path.relpath(member.linkname, here)
+                    member.linkname = os.path.relpath(_inside(here, member.linkname), here)
                 if member.isreg():
                     with open(path, "rb") as handle:
                         out.addfile(member, handle)
@@ -58,27 +64,71 @@ def pack(tree: str, archive: str) -> int:
     return count
 
 
+class _Bounded:
+    """The decompressed stream, refusing a single read (a header) or a total beyond the limits,
+    so a crafted archive is stopped before it inflates in memory or on disk."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.total = 0
+
+    def read(self, size=-1):
+        if size is None or size < 0 or size > MAX_SINGLE_READ:
+            raise ArchiveError("a header or read of more than %d MiB: not a snapshot" % (MAX_SINGLE_READ >> 20))
+        data = self.stream.read(size)
+        self.total += len(data)
+        if self.total > MAX_UNPACKED + (64 << 20):
+            raise ArchiveError("more than %d MiB unpacked: not a snapshot" % (MAX_UNPACKED >> 20))
+        return data
+
+    def seek(self, offset, whence=0):
+        return self.stream.seek(offset, whence)
+
+    def tell(self):
+        return self.stream.tell()
+
+
+def _open_stream(raw):
+    import bz2
+    import gzip
+    import lzma
+
+    magic = raw.read(6)
+    raw.seek(0)
+    if magic.startswith(b"\x1f\x8b"):
+        return gzip.GzipFile(fileobj=raw)
+    if magic.startswith(b"BZh"):
+        return bz2.BZ2File(raw)
+    if magic.startswith(b"\xfd7zXZ"):
+        return lzma.LZMAFile(raw)
+    return raw
+
+
 def unpack(archive: str, destination: str) -> int:
     """Check every member of ``archive``, then extract it into ``destination`` (an empty
     directory); returns the member count. Raises ArchiveError naming what was refused."""
     try:
-        size = os.stat(archive).st_size
+        info = os.stat(archive)
     except OSError as exc:
         raise ArchiveError("%s: %s" % (archive, exc.strerror or exc)) from None
-    if size > MAX_ARCHIVE:
-        raise ArchiveError("%s: %d MiB, more than the %d MiB a snapshot can be" % (archive, size >> 20, MAX_ARCHIVE >> 20))
+    if not stat.S_ISREG(info.st_mode):
+        raise ArchiveError("%s: not a regular file" % archive)
+    if info.st_size > MAX_ARCHIVE:
+        raise ArchiveError("%s: %d MiB, more than the %d MiB a snapshot can be" % (archive, info.st_size >> 20, MAX_ARCHIVE >> 20))
     try:
-        with tarfile.open(archive, "r:*") as source:
-            members = _checked(source)
-            if hasattr(tarfile, "data_filter"):
-                source.extractall(destination, members=members, filter="data")
-            else:
-                _extract(source, members, destination)
+        with open(archive, "rb") as raw, _open_stream(raw) as stream:
+            with tarfile.open(fileobj=_Bounded(stream), mode="r:") as source:
+                members = _checked(source)
+                if hasattr(tarfile, "data_filter"):
+                    source.extractall(destination, members=members, filter="data")
+                else:
+                    _extract(source, members, destination)
     except ArchiveError:
         raise
-    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+    except (tarfile.TarError, EOFError, OSError, ValueError, RecursionError, MemoryError, LookupError) as exc:
         # tarfile.FilterError is a TarError: the data filter refused something the checks let by.
-        raise ArchiveError("%s: not a readable snapshot archive (%s)" % (archive, exc)) from None
+        detail = " ".join(str(exc).replace(destination, "").split())
+        raise ArchiveError("%s: not a readable snapshot archive (%s)" % (archive, detail)) from None
     return len(members)
 
 
@@ -86,24 +136,35 @@ def _checked(source) -> list:
     members = []
     total = 0
     links = set()
+    seen = {}
     for member in source:
         if len(members) >= MAX_MEMBERS:
             raise ArchiveError("more than %d members: not a snapshot" % MAX_MEMBERS)
         name = member.name
+        if len(name) > MAX_NAME or name.count("/") > MAX_DEPTH or "\x00" in name:
+            raise ArchiveError("member %r: a name longer or deeper than any file system path" % name[:80])
         parts = [part for part in name.split("/") if part not in ("", ".")]
         if name.startswith("/") or not parts:
             raise ArchiveError("member %r: an absolute or empty name" % name)
         if ".." in parts:
             raise ArchiveError("member %r: climbs out of the tree with '..'" % name)
         path = "/".join(parts)
-        if any("/".join(parts[:depth]) in links for depth in range(1, len(parts))):
-            raise ArchiveError("member %r: lies below a symbolic link, and would be written through it" % name)
+        prefix = ""
+        for part in parts[:-1]:
+            prefix = prefix + "/" + part if prefix else part
+            if prefix in links:
+                raise ArchiveError("member %r: lies below a symbolic link, and would be written through it" % name)
+        # One name, one entry: a second (a file over a link, a link over a file) would be
+        # written through the first or depend on the Python's extraction order.
+        if path in seen and not (member.isdir() and seen[path]):
+            raise ArchiveError("member %r: the same name twice" % name)
+        seen[path] = member.isdir()
         if member.islnk():
             raise ArchiveError("member %r: a hard link (snapshots hold none)" % name)
         if member.issym():
             target = member.linkname
             if target.startswith("/") or _climbs(parts[:-1], target):
-                raise ArchiveError("member %r: a symbolic link leaving the tree (-> %s)" % (name, target))
+                raise ArchiveError("member %r: a symbolic link leaving the tree (-> %r)" % (name, target))
             links.add(path)
         elif not (member.isreg() or member.isdir()):
             raise ArchiveError("member %r: a device, FIFO or other special file" % name)
@@ -112,6 +173,19 @@ def _checked(source) -> list:
             raise ArchiveError("more than %d MiB unpacked: not a snapshot" % (MAX_UNPACKED >> 20))
         members.append(member)
     return members
+
+
+def _inside(folder: str, target: str) -> str:
+    """Where ``target`` of a link in ``folder`` leads inside a tree: absolute targets restart
+    at its root and ``..`` stops there."""
+    parts = [] if target.startswith("/") else [p for p in folder.split("/") if p]
+    for part in target.split("/"):
+        if part == "..":
+            if parts:
+                parts.pop()
+        elif part not in ("", "."):
+            parts.append(part)
+    return "/" + "/".join(parts)
 
 
 def _climbs(folder_parts, target: str) -> bool:
@@ -129,7 +203,7 @@ def _climbs(folder_parts, target: str) -> bool:
 
 def _extract(source, members, destination: str) -> None:
     """Extraction without tarfile's filter (older Pythons): members already checked, files
-    created exclusively and never through a link, modes limited to the owner's plus read."""
+    created exclusively and never through a link, with the filter's modes."""
     root = os.path.realpath(destination)
     for member in members:
         target = os.path.join(root, *[p for p in member.name.split("/") if p not in ("", ".")])
@@ -143,7 +217,9 @@ def _extract(source, members, destination: str) -> None:
         elif member.issym():
             os.symlink(member.linkname, target)
         else:
-            handle = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            # As the data filter does: the member's permission bits, owner read and write kept.
+            mode = (member.mode & 0o755) | 0o600
+            handle = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
             with os.fdopen(handle, "wb") as out, source.extractfile(member) as data:
                 while True:
                     chunk = data.read(1 << 20)

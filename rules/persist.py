@@ -122,10 +122,18 @@ def sysctl_conflict(f):
             continue
         winner = items[-1]
         others = "; ".join("%s = %s at %s" % (key, item.value, item.where) for item in items[:-1])
-        message = (
-            "%s is set to different values in %d files: %s wins (%s = %s), because %s is read last in sysctl.d order "
-            "(file names sorted across the directories). Overridden: %s."
-            % (key, len(files), winner.where, key, winner.value, winner.name, others)
+        if (winner.origin or winner.path) == "/etc/sysctl.conf":  # read as itself, not through a sysctl.d link
+            why = "sysctl --system reads /etc/sysctl.conf after every drop-in"
+        else:
+            why = "%s is read last in sysctl.d order (file names sorted across the directories)" % winner.name
+        message = "%s is set to different values in %d files: %s wins (%s = %s), because %s. Overridden: %s." % (
+            key,
+            len(files),
+            winner.where,
+            key,
+            winner.value,
+            why,
+            others,
         )
         evidence = [Evidence(item.path, "%s = %s" % (key, item.value), item.line) for item in items]
         overridden = {}
@@ -205,7 +213,8 @@ def rc_local_ineffective(f):
     tuning = [(number, line.strip()) for number, line in enumerate(rc.lines, 1) if _is_tuning(line)]
     if not tuning:
         return Pass("%s holds no tuning" % rc.path)
-    exits = [number for number, line in enumerate(rc.lines, 1) if line.strip() in ("exit 0", "exit")]
+    # Only a top-level exit ends the script for certain: an indented one sits in a branch.
+    exits = [number for number, line in enumerate(rc.lines, 1) if line.rstrip() in ("exit 0", "exit")]
     problems = []
     lost = list(tuning)
     if not rc.executable:
@@ -246,7 +255,8 @@ def rc_local_ineffective(f):
     if not rc.executable:
         commands.append(fixes.sudo("chmod +x %s" % rc.path))
     if not rc.lines or not rc.lines[0].startswith("#!"):
-        commands.append(fixes.sudo("sed -i '1i #!/bin/sh' %s" % rc.path))
+        # --follow-symlinks: /etc/rc.local is a link to rc.d/rc.local on RHEL; keep the link.
+        commands.append(fixes.sudo("sed -i --follow-symlinks '1i #!/bin/sh' %s" % rc.path))
     if commands:
         steps.append(Step("Or keep rc.local and let it run", tuple(commands), True, True))
     if after:

@@ -158,3 +158,55 @@ def test_image_mode_can_be_forced_on_a_tree_with_proc(run):
     assert statuses["memory.headroom"] == "skip" and statuses["cpu.governor"] == "skip"
     assert statuses["persist.sysctl-conf-duplicates"] == "finding" and statuses["overcommit.ratio-ignored"] == "finding"
     assert "--image goes with --root" in run("--image").err
+
+
+def test_a_header_built_to_exhaust_memory_is_refused(run, tmp_path):
+    import gzip
+
+    path = tmp_path / "paxbomb.tar.gz"
+    header = tarfile.TarInfo("././@PaxHeader")
+    header.type = tarfile.XHDTYPE
+    header.size = 64 << 20
+    with gzip.open(path, "wb") as out:
+        out.write(header.tobuf(format=tarfile.USTAR_FORMAT))
+        zeros = bytes(1 << 20)
+        for _ in range(64):
+            out.write(zeros)
+    result = run("--snapshot", str(path))
+    assert result.code == 2 and "a header or read of more than 16 MiB" in result.err
+
+
+@pytest.mark.parametrize(
+    "members, words",
+    [
+        ([({"name": "a/" * 3000 + "f"}, b"x")], "longer or deeper than any file system path"),
+        ([({"name": "q", "type": tarfile.SYMTYPE, "linkname": "etc/sysctl.conf"}, None), ({"name": "q"}, b"x")], "the same name twice"),
+        ([({"name": "etc/x", "type": tarfile.SYMTYPE, "linkname": "a\nb/../../.."}, None)], "leaving the tree"),
+    ],
+)
+def test_deep_duplicate_and_odd_members_are_one_line_exit_2(run, tmp_path, members, words):
+    result = run("--snapshot", str(craft(tmp_path / "odd.tar.gz", list(members))))
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 1 and words in result.err
+
+
+def test_a_fifo_or_a_non_archive_is_refused_at_once(run, tmp_path):
+    os.mkfifo(tmp_path / "ff")
+    assert "not a regular file" in run("--snapshot", str(tmp_path / "ff")).err
+    (tmp_path / "empty.tar.gz").write_bytes(b"")
+    result = run("--snapshot", str(tmp_path / "empty.tar.gz"))
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 1
+
+
+def test_modes_and_climbing_links_survive_without_the_data_filter(run, tree, tmp_path, monkeypatch):
+    from conftest import minimal_host
+
+    minimal_host(tree)
+    tree.write("/etc/rc.local", "#!/bin/sh\necho 1024 > /proc/sys/vm/nr_hugepages\nexit 0\n", 0o755)
+    tree.write("/etc/sysctl.conf", "vm.swappiness = 10\n")
+    tree.link("/etc/sysctl.d/99-sysctl.conf", "../../../../etc/sysctl.conf")  # climbs past /: stops at the root
+    target = tmp_path / "t.tar.gz"
+    assert run("snapshot", "--root", tree, "-o", str(target)).code == 0
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    result = run("--snapshot", str(target), "--format", "json", "-v")
+    assert result.code == 0, result.err
+    assert result.statuses()["persist.rc-local-ineffective"] == "pass"

@@ -84,7 +84,7 @@ def test_rc_local_without_an_interpreter_line_loses_a_pool(tree, run):
     tree.write("/etc/rc.d/rc.local", "sysctl -w vm.nr_hugepages=512\n", 0o755)
     found = finding(run("--root", tree, "--format", "json"), "persist.rc-local-ineffective")
     assert found["severity"] == "high" and "no interpreter line" in found["message"]
-    assert commands(found) == ["sudo sed -i '1i #!/bin/sh' /etc/rc.d/rc.local"]
+    assert commands(found) == ["sudo sed -i --follow-symlinks '1i #!/bin/sh' /etc/rc.d/rc.local"]
 
 
 def test_rc_local_tuning_after_exit_0(tree, run):
@@ -100,3 +100,25 @@ def test_a_snapshot_keeps_the_mode_of_a_file_it_read(run, tree, tmp_path):
     assert run("snapshot", "--root", tree, "-o", str(tmp_path / "snap")).code == 0
     copy = tmp_path / "snap/etc/rc.local"
     assert copy.read_text().startswith("#!/bin/sh") and copy.stat().st_mode & 0o111
+
+
+def test_an_exit_inside_a_branch_does_not_end_rc_local(tree, run):
+    minimal_host(tree)
+    text = "#!/bin/sh\nif [ -e /etc/skip ]; then\n    exit 0\nfi\necho 1024 > /proc/sys/vm/nr_hugepages\n"
+    tree.write("/etc/rc.local", text, 0o755)
+    assert run("--root", tree, "--format", "json").statuses()["persist.rc-local-ineffective"] == "pass"
+
+
+def test_line_numbers_count_newlines_only(tree, run):
+    minimal_host(tree)
+    tree.write("/etc/sysctl.d/60-x.conf", "# a\x0c form feed\nvm.swappiness = 10\nvm.swappiness = 20\n")
+    found = finding(run("--root", tree, "--format", "json"), "persist.sysctl-conf-duplicates")
+    assert "(lines 2, 3, with different values; line 3 wins)" in found["message"]
+
+
+def test_sysctl_conf_wins_under_procps_for_its_own_reason(tree, run):
+    minimal_host(tree)
+    tree.write("/etc/sysctl.conf", "vm.swappiness = 60\n")
+    tree.write("/etc/sysctl.d/zz-tune.conf", "vm.swappiness = 10\n")
+    found = finding(run("--root", tree, "--format", "json"), "persist.sysctl-conflict")
+    assert "because sysctl --system reads /etc/sysctl.conf after every drop-in" in found["message"]

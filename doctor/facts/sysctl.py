@@ -145,7 +145,7 @@ def parse_sysctl_file(text: str, path: str, origin=None):
     origin = origin or path
     assignments = []
     notes = []
-    for number, raw in enumerate(text.splitlines(), 1):
+    for number, raw in enumerate(text.split("\n"), 1):
         line = raw.strip()
         if not line or line[0] in "#;":
             continue

@@ -239,5 +239,7 @@ def rc_local(host, facts):
         text = host.read_text(path, cap=1 << 20)
         if not text.ok:
             return unreadable(host, text, "cannot read")
-        return RcLocal(path, info.executable, tuple(text.data.splitlines()))
+        # Lines as sh and sed count them: at newlines only (splitlines would also break at
+        # form feeds and other separators, and line numbers in fixes would point elsewhere).
+        return RcLocal(path, info.executable, tuple(text.data.split("\n")))
     return None
