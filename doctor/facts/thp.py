@@ -270,7 +270,7 @@ def thp_writers(host, facts):
     for path in RC_LOCAL:
         got = host.read_text(path, cap=65536)
         if got.ok:
-            for number, raw in enumerate(got.data.splitlines(), 1):
+            for number, raw in enumerate(got.data.split("\n"), 1):
                 line = raw.strip()
                 # ``enabled`` only: writing never to ``defrag`` leaves THP on.
                 if all(word in line for word in ("transparent_hugepage", "enabled", "never")) and not line.startswith("#"):
