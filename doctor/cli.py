@@ -136,13 +136,7 @@ def main(argv=None) -> int:
     except UsageError as exc:
         print("aidoctor: error: %s" % exc, file=sys.stderr)
         if _wants_npd(argv):
-            # node-problem-detector shows stdout: one line that says why, with exit 2.
-            from ai_doctor.reports.npd import fit
-
-            try:
-                _write(None, fit("unknown: %s" % exc) + "\n")
-            except (UsageError, BrokenPipeError):
-                pass
+            _npd_unknown(str(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("aidoctor: interrupted", file=sys.stderr)
@@ -155,13 +149,21 @@ def main(argv=None) -> int:
         if os.environ.get("AIDOCTOR_DEBUG"):
             raise
         if _wants_npd(argv):
-            # node-problem-detector reads "could not decide" as 2, and the reason from stdout.
-            from ai_doctor.reports.npd import fit
-
-            _write(None, fit("unknown: aidoctor failed: %s: %s" % (type(exc).__name__, exc)) + "\n")
+            _npd_unknown("aidoctor failed: %s: %s" % (type(exc).__name__, exc))
             return EXIT_USAGE
         print("aidoctor: internal error: %s: %s (set AIDOCTOR_DEBUG=1 for the traceback)" % (type(exc).__name__, exc), file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def _npd_unknown(reason: str) -> None:
+    """node-problem-detector reads exit 2 as "could not decide" and the reason from stdout:
+    one line that says why."""
+    from ai_doctor.reports.npd import fit
+
+    try:
+        _write(None, fit("unknown: %s" % reason) + "\n")
+    except (UsageError, BrokenPipeError):
+        pass
 
 
 def _wants_npd(argv) -> bool:

@@ -19,22 +19,6 @@ def _same(a: str, b: str) -> bool:
     return " ".join(str(a).split()) == " ".join(str(b).split())
 
 
-def _comment_lines(f, lines_by_file: dict, summary: str):
-    """A step commenting out exactly these lines (by number), file by file; files outside
-    /etc belong to packages and are left alone (an /etc copy of the name would hide them)."""
-    from ai_doctor.shell import quote
-
-    commands = []
-    for path, lines in lines_by_file.items():
-        if not path.startswith("/etc/") or not lines:
-            continue
-        script = " ".join("-e %s" % quote("%ds/^/# /" % line) for line in sorted(set(lines)))
-        commands.append(f.fixes.sudo("sed -i %s %s" % (script, quote(path))))
-    if not commands:
-        return []
-    return [Step(summary, tuple(commands), True, True)]
-
-
 @rule(
     "persist.sysctl-drift",
     "Running sysctl differs from what boot will set",
@@ -136,13 +120,10 @@ def sysctl_conflict(f):
             others,
         )
         evidence = [Evidence(item.path, "%s = %s" % (key, item.value), item.line) for item in items]
-        overridden = {}
-        for item in items[:-1]:
-            overridden.setdefault(item.path, []).append(item.line)
-        steps = _comment_lines(
-            f, overridden, "Comment out the overridden lines, so the files say what boot does (nothing changes at runtime)"
+        step = f.fixes.comment_out_lines(
+            items[:-1], "Comment out the overridden lines, so the files say what boot does (nothing changes at runtime)"
         )
-        issues.append(Issue(message, evidence, steps))
+        issues.append(Issue(message, evidence, [step] if step else []))
     return issues or Pass("no key is set to different values in different files")
 
 
@@ -180,9 +161,11 @@ def sysctl_conf_duplicates(f):
             )
             evidence += [Evidence(path, "%s = %s" % (key, item.value), item.line) for item in items]
         message = "%s sets %s: the last copy wins and the others mislead whoever edits them." % (path, "; ".join(parts))
-        earlier = {path: [item.line for items in repeated.values() for item in items[:-1]]}
-        steps = _comment_lines(f, earlier, "Comment out all but the last copy of each key (the one in force: nothing changes at runtime)")
-        issues.append(Issue(message, evidence, steps))
+        earlier = [item for items in repeated.values() for item in items[:-1]]
+        step = f.fixes.comment_out_lines(
+            earlier, "Comment out all but the last copy of each key (the one in force: nothing changes at runtime)"
+        )
+        issues.append(Issue(message, evidence, [step] if step else []))
     return issues or Pass("no file repeats a key")
 
 

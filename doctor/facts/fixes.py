@@ -140,6 +140,22 @@ class Fixes:
             commands.append(self.sudo("sysctl --system"))
         return Step(self._place(summary, True), tuple(commands), True, True, self.container is not None, ())
 
+    def comment_out_lines(self, assignments, summary: str):
+        """A step commenting out exactly these assignments' lines, by number, where other lines
+        of the same key must stay (the copy in force); None when none is in /etc (a package's
+        file is not edited). Nothing changes at runtime, so nothing is reloaded."""
+        by_file = {}
+        for item in assignments:
+            if _in_etc(item):
+                by_file.setdefault(item.path, set()).add(item.line)
+        commands = []
+        for path, lines in sorted(by_file.items()):
+            script = " ".join("-e %s" % quote("%ds/^/# /" % line) for line in sorted(lines))
+            commands.append(self.sudo("sed -i %s %s" % (script, quote(path))))
+        if not commands:
+            return None
+        return Step(self._place(summary, True), tuple(commands), True, True, self.container is not None, ())
+
     def _comment_out_commands(self, assignments):
         by_file = {}
         for item in assignments:
