@@ -410,7 +410,7 @@ def _unpacked(path: str, work: str, image: bool = False):
         archive.unpack(path, work)
     except archive.ArchiveError as exc:
         message = str(exc)
-        raise UsageError(message if message.startswith(path) else "--snapshot %s: %s" % (path, message)) from None
+        raise UsageError("--snapshot " + message if message.startswith(path) else "--snapshot %s: %s" % (path, message)) from None
     try:
         host = Host(work, origin=path, image=image)
     except BadTree as exc:
