@@ -29,6 +29,11 @@ def exit_code(checks, findings, fail_on: str, strict: bool) -> int:
     return EXIT_FINDINGS if reaching(findings, fail_on) else EXIT_OK
 
 
+def _image_words(host, facts) -> str:
+    default = facts.get("default_boot")
+    return "image at %s (default kernel: %s)" % (host.root, default.how) if default else "image at %s" % host.root
+
+
 def host_summary(host, facts) -> HostSummary:
     def text(name):
         value = facts.get(name)
@@ -43,7 +48,7 @@ def host_summary(host, facts) -> HostSummary:
         if host.live
         else ("snapshot %s" % host.origin)
         if host.origin
-        else ("snapshot or tree at %s" % host.root if facts.get("running") else "image at %s" % host.root),
+        else ("snapshot or tree at %s" % host.root if facts.get("running") else _image_words(host, facts)),
         root=host.origin or host.root,
         live=host.live,
         uid=host.euid,

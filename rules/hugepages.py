@@ -91,7 +91,7 @@ def _unsupported_steps(f, active):
     assignments = [r.assignment for r in active if r.assignment is not None]
     if assignments:
         steps.append(fixes.comment_out(assignments, "Otherwise drop the sysctl that asks for a pool"))
-    if any(r.path == "/proc/cmdline" for r in active):
+    if any(r.on_cmdline for r in active):
         steps.append(fixes.kernel_args([], ["hugepages", "hugepagesz"], "Otherwise drop the boot-time request"))
     return steps
 
@@ -101,7 +101,19 @@ def _unsupported_steps(f, active):
     "Huge page pool smaller than requested",
     Severity.HIGH,
     needs=("hugepages",),
-    uses=("hugepage_requests", "meminfo", "cmdline", "boot_args", "release", "model", "unused_pools", "container", "sysctl", "fixes"),
+    uses=(
+        "hugepage_requests",
+        "meminfo",
+        "cmdline",
+        "boot_line",
+        "release",
+        "model",
+        "unused_pools",
+        "container",
+        "sysctl",
+        "fixes",
+        "running",
+    ),
 )
 def shortfall(f):
     """A huge page pool was requested but the kernel allocated fewer pages.
@@ -133,7 +145,7 @@ def shortfall(f):
     if pools.supported is False:
         return Skip("the kernel has no hugetlb support (hugepages.unsupported)")
     if not pools.pools:
-        return Skip("no huge page pool could be read (no /proc/meminfo pool lines, no /sys/kernel/mm/hugepages)")
+        return _no_pools(f)
     if not any(r.count > 0 for r in f.hugepage_requests):
         return Pass("no huge page pool is requested")
     issues = []
@@ -158,7 +170,7 @@ def shortfall(f):
         booked = (next_boot or {}).get(request.page_size, 0)
         # A sysctl asking for fewer would shrink the boot pool again right after boot.
         shrunk_after_boot = any(r.assignment is not None and r.count < request.count for r in request.chain())
-        pending = pool is not None and not impossible and request.path != "/proc/cmdline" and booked >= request.count
+        pending = pool is not None and not impossible and not request.on_cmdline and booked >= request.count
         pending = pending and not shrunk_after_boot
         if pending:
             cause = "The boot loader files reserve %d of them at the next boot: a reboot is pending." % booked
@@ -175,12 +187,12 @@ def shortfall(f):
             )
         elif request.from_user and configured.count < request.count:
             cause = "The host's configuration asks for only %d (%s at %s)." % (configured.count, configured.source, configured.where)
-        elif request.path == "/proc/cmdline" and _unsized_before_5_7(f, request):
+        elif request.on_cmdline and _unsized_before_5_7(f, request):
             cause = (
                 "Before Linux 5.7 a count given before any hugepagesz= fills only the default pool, and never a "
                 "gigantic (1 GiB) one at boot: the line must name the size with hugepagesz= before the count."
             )
-        elif request.path == "/proc/cmdline":
+        elif request.on_cmdline:
             cause = (
                 "Either the kernel could not reserve that much at boot (other reservations, or more than the NUMA nodes "
                 "hold), or the pool was shrunk after boot (a release not yet made persistent)."
@@ -274,9 +286,9 @@ def _shortfall_steps(f, request, pool, impossible):
         ],
         ("/proc/sys/vm/compact_memory", count_path),
     )
-    if request.path == "/proc/cmdline" and _unsized_before_5_7(f, request):
+    if request.on_cmdline and _unsized_before_5_7(f, request):
         steps.append(_boot_reservation(f, request, "Name the size before the count on the kernel command line"))
-    elif request.path == "/proc/cmdline" and _boot_release_covers(f, request, pool):
+    elif request.on_cmdline and _boot_release_covers(f, request, pool):
         steps.append(
             _boot_pools(
                 f,
@@ -286,7 +298,7 @@ def _shortfall_steps(f, request, pool, impossible):
                 "the %s missing" % (request.count, gib(_boot_freed(f)), gib((request.count - pool.persistent) * request.page_size)),
             )
         )
-    elif request.path == "/proc/cmdline":
+    elif request.on_cmdline:
         # Reserved at boot and still short: the memory was not there to take. Asking for what
         # the kernel could reserve makes the line say what the host has.
         steps.append(
@@ -318,7 +330,7 @@ def _keep_pool_steps(f, request, pool):
     purpose = "Or keep the pool as it is, for the model's sake: ask for the %d pages it holds" % pool.persistent
     if request.from_user:
         return [Step("%s (--hugepages %d)" % (purpose, pool.persistent), (), False, None)]
-    if request.path == "/proc/cmdline":
+    if request.on_cmdline:
         return [_boot_pools(f, request.page_size, pool.persistent, purpose)]
     if request.assignment is not None:
         return f.fixes.sysctl([("vm.nr_hugepages", str(pool.persistent))], "hugepages", purpose)
@@ -330,7 +342,7 @@ def _drop_request_steps(f, request, purpose):
     fixes = f.fixes
     if request.assignment is not None:
         return [fixes.comment_out([request.assignment], purpose)]
-    if request.path == "/proc/cmdline":
+    if request.on_cmdline:
         return [_boot_pools(f, request.page_size, 0, purpose)]
     return []
 
@@ -395,7 +407,7 @@ def _boot_release_covers(f, request, pool) -> bool:
 def _unsized_before_5_7(f, request) -> bool:
     """Whether a pre-5.7 kernel took ``request``'s count from the slot before any hugepagesz=,
     which it never allocates for a gigantic default size."""
-    if request.path != "/proc/cmdline" or request.page_size < _GIGANTIC:
+    if not request.on_cmdline or request.page_size < _GIGANTIC:
         return False
     return any(item.leading and item.page_size == request.page_size for item in _cmdline_pools(f))
 
@@ -412,7 +424,7 @@ def _short_requests(f):
         # Surplus pages (nr_overcommit_hugepages) are lent for now, not the pool asked for.
         if pool is not None and pool.persistent >= request.count:
             continue
-        if request.path == "/proc/cmdline" and next_boot is not None and pool is not None:
+        if request.on_cmdline and next_boot is not None and pool is not None:
             # The boot loader no longer asks for it (a pool released, a reboot pending): what
             # the running line asked for is history.
             if pool.persistent >= next_boot.get(request.page_size, 0):
@@ -433,7 +445,7 @@ def _boot_plan(f):
     for request, pool, impossible in _short_requests(f):
         if pool is None or impossible:
             continue
-        if request.path == "/proc/cmdline" and not _unsized_before_5_7(f, request) and not _boot_release_covers(f, request, pool):
+        if request.on_cmdline and not _unsized_before_5_7(f, request) and not _boot_release_covers(f, request, pool):
             plan[request.page_size] = pool.persistent  # what the kernel could reserve
         else:
             plan[request.page_size] = request.count
@@ -452,17 +464,11 @@ def _boot_pool_sizes(f):
 
 
 def _next_boot_pools(f):
-    """Pages by size that the boot loader files give the next boot, or None where they are
-    not known (no GRUB defaults or /etc/kernel/cmdline to read; grubby's own entries)."""
-    from ai_doctor.facts.cmdline import Cmdline
-
-    entries = f.boot_args
-    if not entries:
+    """Pages by size that the boot loader gives the default kernel at the next boot, or None
+    where that is not known (no boot loader configuration here)."""
+    line = f.boot_line
+    if not line:
         return None
-    # grub-mkconfig puts GRUB_CMDLINE_LINUX before GRUB_CMDLINE_LINUX_DEFAULT.
-    ordered = sorted(entries, key=lambda args: args.variable == "GRUB_CMDLINE_LINUX_DEFAULT")
-    params = tuple(param for args in ordered for param in args.params)
-    line = Cmdline(" ".join(p.text for p in params), params, "boot loader files")
     version = kernel_version(f.release) if f.release else None
     return {item.page_size: item.count for item in line.hugepage_requests(f.hugepages.default_size, version) if item.page_size}
 
@@ -480,7 +486,7 @@ def _cmdline_pools(f):
     "Static huge page pool reserved but unused",
     Severity.MEDIUM,
     needs=("hugepages",),
-    uses=("model", "meminfo", "hugepage_requests", "cmdline", "boot_args", "release", "unused_pools", "fixes"),
+    uses=("model", "meminfo", "hugepage_requests", "cmdline", "boot_line", "release", "unused_pools", "fixes", "running"),
 )
 def unused(f):
     """A static huge page pool is reserved and every page of it is free.
@@ -501,7 +507,7 @@ def unused(f):
     """
     pools = f.hugepages
     if pools.supported is None and not pools.pools:
-        return Skip("no huge page pool could be read (no /proc/meminfo pool lines, no /sys/kernel/mm/hugepages)")
+        return _no_pools(f)
     requests = {r.page_size: r for r in f.hugepage_requests}
     # A pool declared with --hugepages is wanted here, used or not; a short one is
     # hugepages.shortfall's to judge, which also offers dropping an idle request.
@@ -555,6 +561,18 @@ def unused(f):
         steps = _release_steps(f, pool, request, unused.keep)
         issues.append(Issue(message + pushes, evidence, steps, severity=severity, impact=unused.spare))
     return issues
+
+
+def _no_pools(f):
+    if f.running:
+        return Skip("no huge page pool could be read (no /proc/meminfo pool lines, no /sys/kernel/mm/hugepages)")
+    asked = [r for r in f.hugepage_requests if r.count > 0]
+    said = (
+        "it asks for %s" % ", ".join("%d × %s (%s at %s)" % (r.count, _size(r.page_size), r.source, r.where) for r in asked)
+        if asked
+        else "it asks for none"
+    )
+    return Skip("an image: pools are allocated when it boots (%s); whether they can be, and are used, shows on the running host" % said)
 
 
 def _release_steps(f, pool, request, keep=0):

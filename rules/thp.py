@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ai_doctor.engine import rule
 from ai_doctor.facts.thp import boot_modes, format_thp_anon
-from ai_doctor.model import Evidence, Issue, Pass, Severity, Step
+from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Step
 from ai_doctor.shell import quote
 from ai_doctor.units import page_size
 
@@ -15,8 +15,7 @@ TUNED_OVERRIDE = "aidoctor-thp"
     "thp.disabled",
     "Transparent huge pages disabled",
     Severity.LOW,
-    needs=("thp",),
-    uses=("cmdline", "kernel_config", "thp_writers", "fixes"),
+    uses=("thp", "running", "cmdline", "kernel_config", "thp_writers", "fixes"),
 )
 def disabled(f):
     """Transparent huge pages are `never` for the PMD size (2 MiB on x86-64).
@@ -42,9 +41,14 @@ def disabled(f):
     a kernel argument does not stop it: the check names what it finds. Running programs keep
     their mappings until restarted (transhuge.rst, "Need of application restart").
 
+    In an image the check judges what the default kernel will start with (its boot line and
+    build default) and what the image writes after boot.
+
     Reference: Documentation/admin-guide/mm/transhuge.rst.
     """
     thp = f.thp
+    if not thp:
+        return Skip(thp.reason) if f.running else _image(f)
     pmd = thp.pmd
     size = page_size(thp.pmd_size) if thp.pmd_size else None
     if thp.pmd_mode != "never":
@@ -138,8 +142,50 @@ def disabled(f):
     return Issue(message, evidence, steps)
 
 
+def _image(f):
+    """What an image's default kernel starts with, and what the image writes after boot."""
+    config = f.kernel_config
+    if config and config.enabled("TRANSPARENT_HUGEPAGE") is False:
+        return Skip("the kernel is built without transparent huge pages (CONFIG_TRANSPARENT_HUGEPAGE is not set in %s)" % config.source)
+    boot = boot_modes(f.cmdline, config, ())
+    writers = f.thp_writers.found if f.thp_writers else ()
+    if boot.top != "never" and not writers:
+        if boot.top is None:
+            return Skip(
+                "an image whose boot line and kernel configuration do not say what THP starts with, and nothing found "
+                "writes it after boot (a tuned profile, a systemd unit, rc.local)"
+            )
+        return Pass(
+            "the image boots with transparent huge pages at `%s` (%s) and nothing found writes `never` after boot"
+            % (boot.top, _where(boot.top_source))
+        )
+    evidence, notes, steps = [], [], []
+    fixes = f.fixes
+    if boot.top == "never":
+        evidence.append(Evidence(*boot.top_source))
+        notes.append("%s sets them to `never` at boot." % _source_words(boot.top_source))
+        steps.append(fixes.kernel_args(["transparent_hugepage=madvise"], ["transparent_hugepage"], "Start them at madvise"))
+    elif boot.top is not None:
+        notes.append("The kernel starts them at `%s` (%s)." % (boot.top, _where(boot.top_source)))
+    if writers:
+        notes.append("After boot, %s writes `never`." % ", ".join("%s (%s:%d)" % (w.kind, w.path, w.line or 0) for w in writers))
+        writer_steps, writer_evidence = _writer_steps(f, fixes, {"top", "size"}, True)
+        steps += writer_steps
+        evidence += writer_evidence
+    message = (
+        "The image will run with transparent huge pages off: large buffers are mapped in small pages, even for "
+        "programs that ask for huge pages with madvise. " + " ".join(notes)
+    )
+    return Issue(message, evidence, steps)
+
+
+def _where(source) -> str:
+    path, text, line = source
+    return "%s at %s%s" % (text, path, ":%d" % line if line else "")
+
+
 def _source_words(source) -> str:
-    path, text = source
+    text = source[1]
     if text.startswith("CONFIG_"):
         return "The kernel's build configuration (%s)" % text
     return "The kernel command line (%s)" % text

@@ -436,7 +436,17 @@ def test_a_proc_that_was_denied_still_marks_a_running_system(tree):
 def test_an_image_boots_its_newest_kernel_by_version_order(tree):
     for release in ("6.8.0-45-generic", "6.8.0-100-generic", "5.15.0-91-generic"):
         (tree.root / "lib/modules" / release).mkdir(parents=True)
+        tree.write("/boot/vmlinuz-" + release, "")
     tree.write("/boot/vmlinuz-6.8.0-9-generic", "")
-    tree.write("/boot/vmlinuz-6.8.0-100-generic.old", "")
+    tree.write("/boot/vmlinuz-6.8.0-200-generic.old", "")
     tree.write("/etc/hostname", "img\n")
     assert Facts(Host(str(tree))).get("release") == "6.8.0-100-generic"
+
+
+def test_a_modules_folder_without_a_kernel_image_is_not_booted(tree):
+    # A leftover /lib/modules folder (a removed kernel, a DKMS build) gets no GRUB entry.
+    (tree.root / "lib/modules/6.8.0-100-generic").mkdir(parents=True)
+    tree.write("/boot/vmlinuz-6.8.0-45-generic", "")
+    facts = Facts(Host(str(tree)))
+    assert facts.get("release") == "6.8.0-45-generic"
+    assert facts.get("default_boot").how == "the newest installed"

@@ -103,7 +103,16 @@ def test_snapshot_does_not_create_missing_parents(run, tmp_path):
 
 
 def test_snapshot_holds_only_what_the_checks_read(tmp_path):
-    host = snapshot.capture(fixture_root("healthy-tuned"))
+    import shutil
+
+    source = tmp_path / "host"
+    shutil.copytree(str(fixture_root("healthy-tuned")), str(source), symlinks=True)
+    (source / "etc/unrelated-secret").write_text("not for the snapshot\n")
+    kernel = source / "boot/vmlinuz-5.14.0-427.13.1.el9_4.x86_64"
+    kernel.write_bytes(b"\x7fELF kernel image")
+    host = snapshot.capture(str(source))
     snapshot.write_tree(host, str(tmp_path / "snap"), snapshot.manifest_for(host))
-    assert not (tmp_path / "snap/boot/vmlinuz-5.14.0-427.13.1.el9_4.x86_64").exists()
+    assert not (tmp_path / "snap/etc/unrelated-secret").exists()
+    # /boot is listed (which kernels are installed): names come back, contents do not.
+    assert (tmp_path / "snap/boot" / kernel.name).read_bytes() == b""
     assert (tmp_path / "snap/proc/meminfo").read_text() == (FIXTURES / "healthy-tuned/root/proc/meminfo").read_text()

@@ -147,9 +147,9 @@ def test_format_thp_anon_round_trips():
 def test_boot_top_level_last_valid_parameter_wins_over_build_default():
     config = kconfig("CONFIG_TRANSPARENT_HUGEPAGE=y", "CONFIG_TRANSPARENT_HUGEPAGE_NEVER=y")
     boot = boot_modes(cmdline("transparent_hugepage=madvise transparent_hugepage=bogus"), config, SIZES)
-    assert (boot.top, boot.top_source) == ("madvise", ("/proc/cmdline", "transparent_hugepage=madvise"))
+    assert (boot.top, boot.top_source) == ("madvise", ("/proc/cmdline", "transparent_hugepage=madvise", None))
     boot = boot_modes(cmdline("ro quiet"), config, SIZES)
-    assert (boot.top, boot.top_source) == ("never", ("/boot/config-6.8.0", "CONFIG_TRANSPARENT_HUGEPAGE_NEVER=y"))
+    assert (boot.top, boot.top_source) == ("never", ("/boot/config-6.8.0", "CONFIG_TRANSPARENT_HUGEPAGE_NEVER=y", None))
     assert boot.mode(2 * M, 2 * M) == "never"  # the PMD size inherits at boot
     assert boot_modes(cmdline("ro"), Unavailable("no config"), SIZES).top is None
 

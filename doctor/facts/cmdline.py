@@ -32,14 +32,23 @@ class HugepageRequest(Record):
     Linux 5.7, a count given before any hugepagesz= (the kernel's default_hstate_max_huge_pages),
     which is never allocated for a gigantic default size."""
 
-    __slots__ = ("page_size", "count", "text", "leading")
-    _defaults = {"leading": False}
+    __slots__ = ("page_size", "count", "text", "leading", "index")
+    _defaults = {"leading": False, "index": None}
 
 
 class Cmdline(Record):
-    """The kernel's parameters in order (those after ``--`` belong to init and are dropped)."""
+    """The kernel's parameters in order (those after ``--`` belong to init and are dropped).
 
-    __slots__ = ("raw", "params", "source")
+    ``source`` names where the line comes from; a line put together from boot loader files
+    also has ``origins``, the (path, line number) of each parameter.
+    """
+
+    __slots__ = ("raw", "params", "source", "origins")
+    _defaults = {"origins": None}
+
+    def origin(self, index: int):
+        """(path, line number or None) of the parameter at ``index``."""
+        return self.origins[index] if self.origins else (self.source, None)
 
     def last(self, name: str):
         """The value of the last ``name=`` (the kernel lets later ones win), or None."""
@@ -76,7 +85,7 @@ class Cmdline(Record):
         size = default_size
         seen = set()
         default_seen = False
-        for param in self.params:
+        for index, param in enumerate(self.params):
             if param.value is None:
                 continue
             if param.name == "default_hugepagesz":
@@ -92,7 +101,7 @@ class Cmdline(Record):
                     # the kernel ignores it.
                     continue
                 seen.add(size)
-                requests.append(HugepageRequest(size, count, param.text))
+                requests.append(HugepageRequest(size, count, param.text, index=index))
         return requests
 
 
@@ -118,7 +127,7 @@ def _requests_before_5_7(params, default_size):
     declared = set()
     last_slot = None
     valid = True
-    for param in params:
+    for index, param in enumerate(params):
         if param.value is None:
             continue
         if param.name == "hugepagesz":
@@ -139,13 +148,13 @@ def _requests_before_5_7(params, default_size):
             count = _node_counts(param.value, False)
             count = 0 if count is None else count
             if slot == "leading":
-                leading = (count, param.text)
+                leading = (count, param.text, index)
             else:
-                counts[slot] = (count, param.text)
-    requests = [HugepageRequest(size, count, text) for size, (count, text) in counts.items()]
+                counts[slot] = (count, param.text, index)
+    requests = [HugepageRequest(size, count, text, index=index) for size, (count, text, index) in counts.items()]
     if leading is not None and default and not counts.get(default, (0,))[0]:
         requests = [r for r in requests if r.page_size != default]
-        requests.append(HugepageRequest(default, leading[0], leading[1], True))
+        requests.append(HugepageRequest(default, leading[0], leading[1], True, leading[2]))
     return requests
 
 
@@ -212,64 +221,10 @@ def _node_counts(value: str, per_node: bool = True):
 
 @fact("cmdline")
 def cmdline(host, facts):
+    """The running kernel's line; in an image, the line its boot loader gives the default kernel."""
     got = host.read_text(CMDLINE)
+    if got.missing and not facts.get("running"):
+        return facts.get("boot_line")
     if not got.ok:
         return unreadable(host, got, "cannot read")
     return Cmdline(got.data.strip(), tuple(split_cmdline(got.data)), CMDLINE)
-
-
-GRUB_DEFAULTS = "/etc/default/grub"
-GRUB_DROP_INS = "/etc/default/grub.d"
-KERNEL_CMDLINE_FILE = "/etc/kernel/cmdline"
-_GRUB_CMDLINE = re.compile(r"\s*(?:export\s+)?(GRUB_CMDLINE_LINUX(?:_DEFAULT)?)=(.*)")
-
-
-class BootArgs(Record):
-    """Kernel parameters a boot loader file sets for the next boot: the file, the line, the
-    variable (``GRUB_CMDLINE_LINUX``…, or None for /etc/kernel/cmdline) and the parameters."""
-
-    __slots__ = ("path", "line", "variable", "params")
-
-    @property
-    def names(self):
-        return {param.name for param in self.params}
-
-
-def _shell_value(text: str) -> str:
-    """The value of a one-line shell assignment: the quoted string, or the word up to a blank."""
-    text = text.strip()
-    if text[:1] in ("'", '"'):
-        end = text.find(text[0], 1)
-        return text[1:end] if end != -1 else text[1:]
-    return text.split(None, 1)[0] if text else ""
-
-
-def parse_grub_defaults(text: str, path: str):
-    """GRUB_CMDLINE_LINUX and GRUB_CMDLINE_LINUX_DEFAULT assignments of a /etc/default/grub file."""
-    found = []
-    for number, line in enumerate(text.splitlines(), 1):
-        match = _GRUB_CMDLINE.match(line)
-        if match:
-            # ``$GRUB_CMDLINE_LINUX`` and the like add nothing of their own.
-            params = tuple(p for p in split_cmdline(_shell_value(match.group(2))) if not p.name.startswith("$"))
-            found.append(BootArgs(path, number, match.group(1), params))
-    return found
-
-
-@fact("boot_args")
-def boot_args(host, facts):
-    """What the boot loader files give the next boot: /etc/default/grub and the drop-ins
-    Debian's grub-mkconfig sources after it, and /etc/kernel/cmdline (kernel-install)."""
-    found = []
-    paths = [GRUB_DEFAULTS]
-    listing = host.listdir(GRUB_DROP_INS)
-    if listing.ok:
-        paths += ["%s/%s" % (GRUB_DROP_INS, name) for name in sorted(listing.data) if name.endswith(".cfg")]
-    for path in paths:
-        got = host.read_text(path)
-        if got.ok:
-            found += parse_grub_defaults(got.data, path)
-    got = host.read_text(KERNEL_CMDLINE_FILE)
-    if got.ok:
-        found.append(BootArgs(KERNEL_CMDLINE_FILE, 1, None, tuple(split_cmdline(" ".join(got.data.split())))))
-    return tuple(found)

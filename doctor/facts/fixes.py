@@ -11,9 +11,9 @@ host when the target is a container. Every host-derived word in a command is she
 from __future__ import annotations
 
 from ai_doctor.facts import fact
-from ai_doctor.facts.cmdline import GRUB_DROP_INS
+from ai_doctor.facts.bootloader import GRUB_DROP_INS
 from ai_doctor.facts.sysctl import DEFAULTS, key_path
-from ai_doctor.facts.system import TUNED_ACTIVE
+from ai_doctor.facts.system import TUNED_ACTIVE, TUNED_MODE
 from ai_doctor.model import Step
 from ai_doctor.shell import quote
 
@@ -293,10 +293,10 @@ class Fixes:
         so overrides that other findings add survive whichever runs last.
         """
         tuned = self._tuned
-        # Only where tuned already runs: enabling it would apply a whole profile (and stop the
-        # services tuned.service conflicts with) for one setting. tuned-adm merges several
-        # profiles only through the running daemon; an image has none.
-        if tuned is None or not tuned.enabled or self.image is not None:
+        # Only where tuned already runs (or, in an image, starts at boot): enabling it would
+        # apply a whole profile (and stop the services tuned.service conflicts with) for one
+        # setting.
+        if tuned is None or not tuned.enabled:
             return None
         directory = "%s/%s" % (tuned.user_dir, name)
         lines = ["[main]", "summary=%s" % summary]
@@ -304,11 +304,18 @@ class Fixes:
             lines.append("[%s]" % section)
             lines.extend(keys)
         others = "$(tr -s ' ' '\\n' 2>/dev/null <%s | grep -vx %s)" % (TUNED_ACTIVE, quote(name))
+        if self.image is None:
+            activate = "%s %s %s" % (self.sudo("tuned-adm profile"), others, quote(name))
+        else:
+            # No daemon to ask: write what `tuned-adm profile` records, which tuned reads when
+            # the image boots (the list, merged in order, and the manual mode that keeps it).
+            script = "p=%s; echo $p %s >%s && echo manual >%s" % (others, quote(name), TUNED_ACTIVE, TUNED_MODE)
+            activate = self.sudo("sh -c %s" % quote(script))
         commands = (
             self.sudo("mkdir -p %s" % quote(directory)),
             "printf '%%s\\n' %s | %s"
             % (" ".join(quote(line) for line in lines), self.sudo("tee %s/tuned.conf >/dev/null" % quote(directory))),
-            "%s %s %s" % (self.sudo("tuned-adm profile"), others, quote(name)),
+            activate,
         )
         return Step(
             self._place("%s with tuned (a profile of its own, applied after the active ones)" % purpose, True),

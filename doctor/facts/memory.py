@@ -200,6 +200,11 @@ class PoolRequest(Record):
         return self.path == FROM_USER
 
     @property
+    def on_cmdline(self) -> bool:
+        """Asked for on the kernel command line (the running one, or an image's boot line)."""
+        return self.assignment is None and not self.from_user
+
+    @property
     def where(self) -> str:
         return "%s:%d" % (self.path, self.line) if self.line else self.path
 
@@ -222,7 +227,8 @@ def hugepage_requests(host, facts):
         release = facts.get("release")
         for item in cmdline.hugepage_requests(default_size, kernel_version(release) if release else None):
             if item.page_size:
-                requests[item.page_size] = PoolRequest(item.page_size, item.count, item.text, cmdline.source, None, None)
+                path, line = cmdline.origin(item.index) if item.index is not None else (cmdline.source, None)
+                requests[item.page_size] = PoolRequest(item.page_size, item.count, item.text, path, line, None)
     config = facts.get("sysctl_config")
     if config:
         assignment = config.effective("vm.nr_hugepages")

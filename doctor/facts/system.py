@@ -12,14 +12,11 @@ TOOLS = ("grubby", "update-grub", "grub2-mkconfig", "grub-mkconfig", "tuned-adm"
 
 @fact("release")
 def release(host, facts):
-    """The running kernel's release; in an image, the kernel it boots by default: the newest
-    installed one (modules folders and /boot/vmlinuz-*, in version order)."""
+    """The running kernel's release; in an image, the kernel its boot loader starts by default."""
     got = host.read_text(OSRELEASE, cap=4096)
     if not got.ok and got.missing and not facts.get("running"):
-        installed = installed_kernels(host)
-        if installed:
-            return installed[-1]
-        return Unavailable("an image with no kernel installed (nothing in /lib/modules, /usr/lib/modules or /boot/vmlinuz-*)")
+        default = facts.get("default_boot")
+        return default.release if default else Unavailable("an image with %s" % default.reason)
     if not got.ok:
         return unreadable(host, got, "cannot read the kernel release from")
     text = got.data.strip()
@@ -39,14 +36,14 @@ def installed_kernels(host):
         for prefix in ("vmlinuz-", "config-"):
             if name.startswith(prefix) and _plausible(name[len(prefix) :]):
                 found.add(name[len(prefix) :])
-    return sorted(found, key=_version_key)
+    return sorted(found, key=version_key)
 
 
 def _plausible(name: str) -> bool:
     return bool(name) and name[0].isdigit() and "/" not in name and not name.endswith((".old", ".bak"))
 
 
-def _version_key(release_text: str):
+def version_key(release_text: str):
     """6.8.0-45-generic → (6, 8, 0, 45, 'generic'): numbers compared as numbers."""
     import re
 
@@ -180,6 +177,7 @@ def running(host, facts):
 
 
 TUNED_ACTIVE = "/etc/tuned/active_profile"
+TUNED_MODE = "/etc/tuned/profile_mode"
 
 
 class Tuned(Record):

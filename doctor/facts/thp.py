@@ -119,7 +119,7 @@ def _dir_size(name: str):
 class BootModes(Record):
     """The modes the kernel starts with, before user space writes anything.
 
-    ``top`` is the top-level mode (None: unknown) and ``top_source`` (path, text) says where it
+    ``top`` is the top-level mode (None: unknown) and ``top_source`` (path, text, line) says where it
     comes from; ``sizes`` maps size → mode from ``thp_anon=`` (None when the command line has
     none, so the PMD size inherits and other sizes are ``never``); ``thp_anon`` lists the
     ``thp_anon=`` texts that were applied.
@@ -146,14 +146,15 @@ def boot_modes(cmdline, kconfig, sizes) -> BootModes:
     """
     top = source = None
     params = cmdline.params if cmdline else ()
-    for param in params:
+    for index, param in enumerate(params):
         # setup_transparent_hugepage() ignores unknown words; the last valid one wins.
         if param.name == "transparent_hugepage" and param.value in TOP_MODES:
-            top, source = param.value, (cmdline.source, param.text)
+            path, line = cmdline.origin(index)
+            top, source = param.value, (path, param.text, line)
     if top is None and kconfig:
         for option, mode in KCONFIG_DEFAULTS:
             if kconfig.get(option) == "y":
-                top, source = mode, (kconfig.source, "%s=y" % option)
+                top, source = mode, (kconfig.source, "%s=y" % option, None)
     modes = None
     applied = []
     if sizes:

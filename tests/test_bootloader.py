@@ -1,0 +1,108 @@
+"""The next boot: default kernel and command line, from GRUB files, BLS entries and grubenv."""
+
+from __future__ import annotations
+
+from ai_doctor.facts import Facts
+from ai_doctor.facts.bootloader import parse_bls_entry, parse_grub_defaults, parse_grubenv
+from ai_doctor.host import Host
+
+RHEL_NEW = "5.14.0-427.13.1.el9_4.x86_64"
+RHEL_OLD = "5.14.0-362.8.1.el9_3.x86_64"
+MACHINE = "8f3c2f0e1a2b4c5d9e8f7a6b5c4d3e2f"
+
+
+def _bls(tree, release, options, extra=""):
+    tree.write(
+        "/boot/loader/entries/%s-%s.conf" % (MACHINE, release),
+        "title Red Hat Enterprise Linux (%s) 9.4 (Plow)\nversion %s\nlinux /vmlinuz-%s\n"
+        "initrd /initramfs-%s.img $tuned_initrd\noptions %s\n%sgrub_class rhel\n" % (release, release, release, release, options, extra),
+    )
+    tree.write("/boot/vmlinuz-" + release, "")
+
+
+def _facts(tree):
+    return Facts(Host(str(tree)))
+
+
+def test_grub_drop_in_that_assigns_replaces_and_one_that_appends_keeps():
+    first = parse_grub_defaults('GRUB_CMDLINE_LINUX="a=1 hugepages=8"\n', "/etc/default/grub")[0]
+    kept = parse_grub_defaults('GRUB_CMDLINE_LINUX="$GRUB_CMDLINE_LINUX b=2"\n', "/x.cfg")[0]
+    braced = parse_grub_defaults('GRUB_CMDLINE_LINUX="c=3 ${GRUB_CMDLINE_LINUX}"\n', "/y.cfg")[0]
+    replaced = parse_grub_defaults("GRUB_CMDLINE_LINUX_DEFAULT='console=ttyS0'\n", "/z.cfg")[0]
+    assert (first.keeps, kept.keeps, braced.keeps, replaced.keeps) == (None, 0, 1, None)
+    assert [p.text for p in kept.params] == ["b=2"]
+
+
+def test_image_boot_line_follows_shell_order_of_grub_files(tree):
+    tree.write("/boot/vmlinuz-6.8.0-45-generic", "")
+    tree.write("/etc/default/grub", 'GRUB_CMDLINE_LINUX_DEFAULT="quiet splash"\nGRUB_CMDLINE_LINUX="hugepages=8"\n')
+    # Ubuntu cloud images replace the default in a drop-in; ours appends.
+    tree.write("/etc/default/grub.d/50-cloudimg-settings.cfg", 'GRUB_CMDLINE_LINUX_DEFAULT="console=ttyS0"\n')
+    tree.write(
+        "/etc/default/grub.d/90-aidoctor-transparent_hugepage.cfg",
+        'GRUB_CMDLINE_LINUX="$GRUB_CMDLINE_LINUX transparent_hugepage=madvise"\n',
+    )
+    line = _facts(tree).get("cmdline")
+    assert [p.text for p in line.params] == ["hugepages=8", "transparent_hugepage=madvise", "console=ttyS0"]
+    assert line.origin(1) == ("/etc/default/grub.d/90-aidoctor-transparent_hugepage.cfg", 1)
+    assert line.origin(0) == ("/etc/default/grub", 2)
+
+
+def test_bls_entries_and_grubenv_give_the_default_kernel_and_its_line(tree):
+    _bls(tree, RHEL_OLD, "root=/dev/mapper/rhel-root ro hugepages=16")
+    _bls(tree, RHEL_NEW, "root=/dev/mapper/rhel-root ro $tuned_params")
+    tree.write("/etc/default/grub", 'GRUB_DEFAULT=saved\nGRUB_ENABLE_BLSCFG=true\nGRUB_CMDLINE_LINUX="hugepages=99"\n')
+    tree.write(
+        "/boot/grub2/grubenv",
+        "# GRUB Environment Block\nsaved_entry=%s-%s\ntuned_params=transparent_hugepage=never\n%s" % (MACHINE, RHEL_OLD, "#" * 900),
+    )
+    facts = _facts(tree)
+    default = facts.get("default_boot")
+    assert default.release == RHEL_OLD and "saved_entry" in default.how
+    assert facts.get("release") == RHEL_OLD
+    assert [p.text for p in facts.get("cmdline").params] == ["root=/dev/mapper/rhel-root", "ro", "hugepages=16"]
+
+
+def test_bls_options_expand_grubenv_variables(tree):
+    _bls(tree, RHEL_NEW, "$kernelopts $tuned_params")
+    tree.write("/boot/grub2/grubenv", "kernelopts=root=/dev/vda1 ro hugepages=4\ntuned_params=transparent_hugepage=never\n")
+    line = _facts(tree).get("cmdline")
+    assert [p.text for p in line.params] == ["root=/dev/vda1", "ro", "hugepages=4", "transparent_hugepage=never"]
+    assert line.origin(3) == ("/boot/grub2/grubenv", None)
+
+
+def test_bls_default_without_saved_entry_is_the_newest(tree):
+    _bls(tree, RHEL_OLD, "ro")
+    _bls(tree, RHEL_NEW, "ro hugepages=2")
+    default = _facts(tree).get("default_boot")
+    assert default.release == RHEL_NEW and default.entry.options == ((5, "ro hugepages=2"),)
+
+
+def test_bls_entries_ignored_when_grub_is_told_not_to_read_them(tree):
+    _bls(tree, RHEL_NEW, "ro hugepages=2")
+    tree.write("/etc/default/grub", 'GRUB_ENABLE_BLSCFG=false\nGRUB_CMDLINE_LINUX="hugepages=3"\n')
+    assert [p.text for p in _facts(tree).get("cmdline").params] == ["hugepages=3"]
+
+
+def test_grub_default_names_a_kernel_by_title_or_submenu_index(tree):
+    for release in ("6.8.0-40-generic", "6.8.0-45-generic", "6.8.0-49-generic"):
+        tree.write("/boot/vmlinuz-" + release, "")
+    tree.write("/etc/default/grub", 'GRUB_DEFAULT="Advanced options for Ubuntu>Ubuntu, with Linux 6.8.0-45-generic"\n')
+    assert _facts(tree).get("release") == "6.8.0-45-generic"
+    # Newest first, each kernel followed by its recovery entry: 1>4 is the third kernel.
+    tree.write("/etc/default/grub", "GRUB_DEFAULT='1>4'\n")
+    assert _facts(tree).get("release") == "6.8.0-40-generic"
+    tree.write("/etc/default/grub", "GRUB_DEFAULT='1>2'\nGRUB_DISABLE_RECOVERY=true\n")
+    assert _facts(tree).get("release") == "6.8.0-40-generic"
+    tree.write("/etc/default/grub", "GRUB_DEFAULT=saved\n")
+    tree.write("/boot/grub/grubenv", "saved_entry=gnulinux-advanced-abc>gnulinux-6.8.0-45-generic-advanced-abc\n")
+    assert _facts(tree).get("release") == "6.8.0-45-generic"
+    tree.write("/etc/default/grub", "GRUB_DEFAULT='Windows Boot Manager'\n")
+    default = _facts(tree).get("default_boot")
+    assert default.release == "6.8.0-49-generic" and "names no installed kernel" in default.how
+
+
+def test_parsers_take_odd_text():
+    entry = parse_bls_entry("# comment\nlinux /vmlinuz-6.1.0-13-amd64\noptions a\noptions  b c\nbogus\n", "/boot/loader/entries/x.conf")
+    assert (entry.id, entry.version, entry.options) == ("x", "6.1.0-13-amd64", ((3, "a"), (4, "b c")))
+    assert parse_grubenv("# GRUB Environment Block\nsaved_entry=0\n####\n=x\n") == {"saved_entry": "0"}
