@@ -19,8 +19,7 @@ _EPP_DRIVERS = ("intel_pstate", "amd-pstate-epp")
     "cpu.governor",
     "CPU not on the performance governor",
     Severity.MEDIUM,
-    needs=("cpufreq",),
-    uses=("release", "ondemand_unit", "machine", "fixes"),
+    uses=("cpufreq", "running", "release", "ondemand_unit", "machine", "tuned", "tuned_profile", "cmdline", "kernel_config", "fixes"),
 )
 def governor(f):
     """A CPU with a frequency policy is not on the `performance` governor.
@@ -43,9 +42,18 @@ def governor(f):
     to ondemand or powersave seconds after boot whatever the kernel's default was: it is
     disabled first.
 
+    In an image the check judges the governor it will set at boot, the last word first: the
+    active tuned profile's `[cpu] governor` (where tuned starts at boot), an enabled
+    ondemand.service (bare metal only), `cpufreq.default_governor=` on the default kernel's
+    boot line (5.9+), else the kernel's build default (CONFIG_CPU_FREQ_DEFAULT_GOV_*, which
+    intel_pstate and amd-pstate in active mode also follow for performance). A build default
+    alone is reported as low: virtual machines usually have no frequency scaling at all.
+
     Reference: Documentation/admin-guide/pm/cpufreq.rst; Documentation/admin-guide/pm/intel_pstate.rst.
     """
     freq = f.cpufreq
+    if not freq:
+        return Skip(freq.reason) if f.running else _image_governor(f)
     if freq.layout == "none":
         return Skip("no CPU frequency policies: governor tuning does not apply here (cpu.fixed-frequency)")
     slow = [p for p in freq.policies if p.governor != "performance"]
@@ -128,6 +136,89 @@ def _steps(f, freq, slow):
             )
         )
     return steps
+
+
+_KCONFIG_GOVERNORS = ("PERFORMANCE", "POWERSAVE", "USERSPACE", "ONDEMAND", "CONSERVATIVE", "SCHEDUTIL")
+
+
+def _image_governor(f):
+    """The governor an image sets at boot, from what has the last word."""
+    fixes = f.fixes
+    tuned, profile = f.tuned, f.tuned_profile
+    setting = profile.get("cpu", "governor") if tuned and tuned.enabled and profile else None
+    ondemand = f.ondemand_unit
+    found = []  # (governor, words, evidence, explicit)
+    if setting is not None:
+        # tuned tries governor=a|b in order; the first is what the profile asks for.
+        first = setting.value.split("|")[0].strip()
+        found.append(
+            (
+                first,
+                "the active tuned profile sets %s (%s:%d)" % (setting.text, setting.path, setting.line),
+                Evidence(setting.path, setting.text, setting.line),
+                True,
+            )
+        )
+    if ondemand:
+        found.append(("ondemand", "Ubuntu's ondemand.service is enabled", Evidence(ondemand, "enabled"), True))
+    boot = None
+    line = f.cmdline
+    if line and kernel_version(f.release) >= (5, 9):
+        for index, param in enumerate(line.params):
+            if param.name == "cpufreq.default_governor" and param.value:
+                path, number = line.origin(index)
+                boot = (
+                    param.value,
+                    "the boot line has %s (%s)" % (param.text, "%s:%d" % (path, number) if number else path),
+                    Evidence(path, param.text, number),
+                    True,
+                )
+    config = f.kernel_config
+    if boot is None and config:
+        for name in _KCONFIG_GOVERNORS:
+            if config.get("CPU_FREQ_DEFAULT_GOV_" + name) == "y":
+                option = "CONFIG_CPU_FREQ_DEFAULT_GOV_%s=y" % name
+                boot = (
+                    name.lower(),
+                    "the kernel's build default is %s (%s)" % (option, config.source),
+                    Evidence(config.source, option),
+                    False,
+                )
+    if boot is not None:
+        found.append(boot)
+    if not found:
+        return Skip("an image: nothing in it sets a CPU governor (no tuned [cpu] governor, no ondemand.service, no build default found)")
+    governor, words, evidence, explicit = found[0]
+    if governor == "performance" and not ondemand:
+        return Pass("the image sets the performance governor at boot (%s)" % words)
+    # What boot sets is overridden by tuned; ondemand.service runs whatever the others say.
+    slow = [item for item in found[:1] if item[0] != "performance"]
+    slow += [item for item in found[1:] if item[0] == "ondemand" and ondemand]
+    message = "The image will run its CPUs on `%s` where they have frequency scaling: %s." % (
+        slow[0][0],
+        "; ".join(item[1] for item in slow),
+    )
+    if ondemand:
+        message += " ondemand.service runs on bare metal only (ConditionVirtualization=no) and switches every CPU after boot."
+    if not explicit:
+        message += " Virtual machines usually have no frequency scaling, so this matters on bare metal."
+    steps = []
+    if ondemand:
+        steps.append(
+            Step("Disable Ubuntu's ondemand.service in the image", (fixes.sudo("systemctl disable ondemand.service"),), True, True)
+        )
+    if governor != "performance":
+        keys = [("cpu", ["governor=performance", "energy_performance_preference=performance"])]
+        override = fixes.tuned_override("aidoctor-cpu", "CPU governor performance (aidoctor)", keys, "Set the performance governor at boot")
+        if override is not None:
+            steps.append(override)
+        elif kernel_version(f.release) >= (5, 9):
+            steps.append(
+                fixes.kernel_args(
+                    ["cpufreq.default_governor=performance"], ["cpufreq.default_governor"], "Set the performance governor at boot"
+                )
+            )
+    return Issue(message, [item[2] for item in slow], steps, severity=None if any(item[3] for item in slow) else Severity.LOW)
 
 
 @rule("cpu.fixed-frequency", "No CPU frequency scaling", Severity.INFO, needs=("cpufreq",), uses=("machine", "cmdline", "fixes"))

@@ -567,12 +567,11 @@ def _no_pools(f):
     if f.running:
         return Skip("no huge page pool could be read (no /proc/meminfo pool lines, no /sys/kernel/mm/hugepages)")
     asked = [r for r in f.hugepage_requests if r.count > 0]
-    said = (
-        "it asks for %s" % ", ".join("%d × %s (%s at %s)" % (r.count, _size(r.page_size), r.source, r.where) for r in asked)
-        if asked
-        else "it asks for none"
+    said = "; ".join("%d × %s: %s at %s" % (r.count, _size(r.page_size), r.source, r.where) for r in asked) or "none"
+    return Skip(
+        "an image: its pools are allocated when it boots, and whether they can be, and are used, shows on the running "
+        "host (pools asked for: %s)" % said
     )
-    return Skip("an image: pools are allocated when it boots (%s); whether they can be, and are used, shows on the running host" % said)
 
 
 def _release_steps(f, pool, request, keep=0):

@@ -321,7 +321,8 @@ def test_the_tuned_profile_list_keeps_other_overrides_whichever_runs_last(tmp_pa
     import subprocess
 
     from ai_doctor.facts.fixes import Fixes
-    from ai_doctor.facts.system import Identity, Tuned
+    from ai_doctor.facts.system import Identity
+    from ai_doctor.facts.tuned import Tuned
 
     class Facts:
         def get(self, name):

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from ai_doctor.facts import Facts, Unavailable
 from ai_doctor.facts.cmdline import Cmdline, split_cmdline
 from ai_doctor.facts.kconfig import KernelConfig
-from ai_doctor.facts.thp import boot_modes, format_thp_anon, parse_thp_anon, parse_tuned_conf
+from ai_doctor.facts.thp import boot_modes, format_thp_anon, parse_thp_anon
+from ai_doctor.facts.tuned import parse_tuned_conf
 from ai_doctor.host import Host
 
 from conftest import minimal_host

@@ -111,6 +111,7 @@ def _load_providers() -> None:
         sysctl,
         system,
         thp,
+        tuned,
         udev,
     )
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from ai_doctor.facts import fact
 from ai_doctor.facts.bootloader import GRUB_DROP_INS
 from ai_doctor.facts.sysctl import DEFAULTS, key_path
-from ai_doctor.facts.system import TUNED_ACTIVE, TUNED_MODE
+from ai_doctor.facts.tuned import TUNED_ACTIVE, TUNED_MODE
 from ai_doctor.model import Step
 from ai_doctor.shell import quote
 

@@ -176,32 +176,6 @@ def running(host, facts):
     return host.live or any(not host.stat(path)[0].missing for path in ("/proc/self", "/proc/meminfo"))
 
 
-TUNED_ACTIVE = "/etc/tuned/active_profile"
-TUNED_MODE = "/etc/tuned/profile_mode"
-
-
-class Tuned(Record):
-    """tuned's active profiles (empty: none recorded), where user profiles go
-    (/etc/tuned/profiles since tuned 2.24, /etc/tuned before), whether tuned-adm is there,
-    and whether the daemon starts at boot or runs now (``enabled``)."""
-
-    __slots__ = ("profiles", "user_dir", "installed", "enabled")
-
-
-TUNED_WANTED = "/etc/systemd/system/multi-user.target.wants/tuned.service"
-TUNED_PID = "/run/tuned/tuned.pid"
-
-
-@fact("tuned")
-def tuned(host, facts):
-    got = host.read_text(TUNED_ACTIVE, cap=4096)
-    profiles = tuple(got.data.split()) if got.ok else ()
-    new_layout = host.exists("/etc/tuned/profiles") or host.exists("/usr/lib/tuned/profiles")
-    installed = "tuned-adm" in (facts.get("tools") or {})
-    enabled = installed and (host.exists(TUNED_WANTED) or host.exists(TUNED_PID))
-    return Tuned(profiles, "/etc/tuned/profiles" if new_layout else "/etc/tuned", installed, enabled)
-
-
 # Ubuntu's ondemand.service switches every CPU to ondemand/powersave shortly after boot,
 # whatever the kernel's default governor was.
 ONDEMAND_UNITS = ("/lib/systemd/system/ondemand.service", "/usr/lib/systemd/system/ondemand.service")

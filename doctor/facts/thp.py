@@ -220,8 +220,6 @@ class Writers(Record):
     __slots__ = ("found",)
 
 
-# User profiles first: tuned prefers /etc over /usr/lib; tuned 2.24 moved both into profiles/.
-TUNED_DIRS = ("/etc/tuned/profiles", "/etc/tuned", "/usr/lib/tuned/profiles", "/usr/lib/tuned")
 SYSTEMD_DIR = "/etc/systemd/system"
 RC_LOCAL = ("/etc/rc.local", "/etc/rc.d/rc.local")
 _UNIT_HINTS = ("thp", "hugepage")
@@ -233,17 +231,16 @@ def thp_writers(host, facts):
     THP, rc.local. Anything else (configuration management, a node tuning operator) is not
     looked for."""
     found = []
-    tuned = facts.get("tuned")
-    if tuned and tuned.profiles:
-        profiles = tuned.profiles
+    profile = facts.get("tuned_profile")
+    if profile:
         cmdline = facts.get("cmdline")
         # tuned's vm plugin leaves THP alone when the kernel command line sets it.
         boot_set = bool(cmdline) and any(p.name == "transparent_hugepage" for p in cmdline.params)
-        for setting in _tuned_settings(host, profiles):
-            if setting.section_type == "vm" and boot_set:
+        for setting in profile.settings.values():
+            if not _sets_thp(setting.plugin, setting.key) or (setting.plugin == "vm" and boot_set):
                 continue
             if setting.value == "never":
-                targets = ("top",) if setting.section_type == "vm" else _targets(setting.key)
+                targets = ("top",) if setting.plugin == "vm" else _targets(setting.key)
                 found.append(
                     Writer(
                         "tuned",
@@ -252,7 +249,7 @@ def thp_writers(host, facts):
                         setting.text,
                         targets,
                         setting.section,
-                        setting.section_type,
+                        setting.plugin,
                         setting.key,
                         setting.value,
                     )
@@ -280,64 +277,10 @@ def thp_writers(host, facts):
     return Writers(tuple(found))
 
 
-class _Setting(Record):
-    __slots__ = ("path", "line", "text", "section", "section_type", "key", "value")
-
-
-def _tuned_settings(host, profiles):
-    """THP settings of the profiles and what they include, parents first, each key's last."""
-    chosen = {}
-    seen = set()
-
-    def load(name, depth):
-        name = name.strip().lstrip("-")
-        if not name or "$" in name or "/" in name or name in seen or depth > 8:
-            return
-        seen.add(name)
-        for directory in TUNED_DIRS:
-            path = "%s/%s/tuned.conf" % (directory, name)
-            got = host.read_text(path, cap=1 << 20)
-            if got.ok:
-                break
-        else:
-            return
-        sections = parse_tuned_conf(got.data)
-        for include in sections.get("main", {}).get("include", (None, ""))[1].replace(";", ",").split(","):
-            load(include, depth + 1)
-        for section, options in sections.items():
-            kind = options.get("type", (None, section))[1]
-            for key, (line, value) in options.items():
-                if _sets_thp(kind, key):
-                    # transparent_hugepage is tuned's alias of transparent_hugepages.
-                    option = "transparent_hugepages" if kind == "vm" else key
-                    chosen[(section, option)] = _Setting(path, line, "%s=%s" % (key, value), section, kind, key, value)
-
-    for profile in profiles:
-        load(profile, 0)
-    return list(chosen.values())
-
-
 def _sets_thp(kind: str, key: str) -> bool:
     if kind == "vm":
         return key in ("transparent_hugepages", "transparent_hugepage")
     return kind == "sysfs" and key.startswith(THP_DIR + "/") and key.endswith("/enabled")
-
-
-def parse_tuned_conf(text: str) -> dict:
-    """tuned.conf as {section: {key: (line, value)}}; comments and odd lines are skipped."""
-    sections = {}
-    current = None
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith(("#", ";")):
-            continue
-        if line.startswith("[") and line.endswith("]"):
-            current = sections.setdefault(line[1:-1].strip(), {})
-            continue
-        key, sep, value = line.partition("=")
-        if sep and current is not None and key.strip():
-            current[key.strip()] = (number, value.strip())
-    return sections
 
 
 def _targets(text: str):
