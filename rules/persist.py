@@ -196,19 +196,17 @@ def rc_local_ineffective(f):
     tuning = [(number, line.strip()) for number, line in enumerate(rc.lines, 1) if _is_tuning(line)]
     if not tuning:
         return Pass("%s holds no tuning" % rc.path)
-    # Only a top-level exit ends the script for certain: an indented one sits in a branch.
-    exits = [number for number, line in enumerate(rc.lines, 1) if line.rstrip() in ("exit 0", "exit")]
+    end = rc.exit_line
     problems = []
     lost = list(tuning)
     if not rc.executable:
         problems.append("it is not executable, so systemd never runs it")
-    if not rc.lines or not rc.lines[0].startswith("#!"):
+    if not rc.has_interpreter:
         problems.append("it has no interpreter line (#!/bin/sh), so executing it fails")
-    after = [(number, line) for number, line in tuning if exits and number > exits[0]]
+    after = [(number, line) for number, line in tuning if end and number > end]
     if after:
         problems.append(
-            "%s after `exit 0` (line %d), which ends the script first"
-            % ("and its tuning comes" if problems else "its tuning comes", exits[0])
+            "%s after `exit 0` (line %d), which ends the script first" % ("and its tuning comes" if problems else "its tuning comes", end)
         )
         if len(problems) == 1:
             lost = after
@@ -237,7 +235,7 @@ def rc_local_ineffective(f):
     commands = []
     if not rc.executable:
         commands.append(fixes.sudo("chmod +x %s" % rc.path))
-    if not rc.lines or not rc.lines[0].startswith("#!"):
+    if not rc.has_interpreter:
         # --follow-symlinks: /etc/rc.local is a link to rc.d/rc.local on RHEL; keep the link.
         commands.append(fixes.sudo("sed -i --follow-symlinks '1i #!/bin/sh' %s" % rc.path))
     if commands:
@@ -245,7 +243,7 @@ def rc_local_ineffective(f):
     if after:
         steps.append(
             Step(
-                "%s move the tuning lines above `exit 0` (line %d), by hand" % ("And" if commands else "Or keep rc.local:", exits[0]),
+                "%s move the tuning lines above `exit 0` (line %d), by hand" % ("And" if commands else "Or keep rc.local:", end),
                 (),
                 True,
                 True,

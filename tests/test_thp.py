@@ -266,7 +266,7 @@ def test_only_writers_of_the_control_that_is_never_are_blamed(tree, run):
     mthp(tree, MADVISE, SIZE_NEVER)
     tree.write("/etc/systemd/system/disable-thp.service", "[Service]\nExecStart=/bin/sh -c 'echo never > %s'\n" % TOP)
     tree.write("/etc/systemd/system/hugepages.service", "[Service]\nExecStart=/bin/sh -c 'echo 64 > /proc/sys/vm/nr_hugepages'\n")
-    tree.write("/etc/rc.local", "#!/bin/sh\n# echo never > %s\necho never > %s\n" % (PMD, PMD))
+    tree.write("/etc/rc.local", "#!/bin/sh\n# echo never > %s\necho never > %s\n" % (PMD, PMD), mode=0o755)
     found = finding(run_thp(run, tree))
     paths = [e["path"] for e in found["evidence"]]
     assert "/etc/systemd/system/disable-thp.service" not in paths  # it writes the top level, which is madvise
@@ -343,3 +343,15 @@ def test_overridden_tuned_setting_and_defrag_lines_are_not_blamed(tree, run):
     assert facts.get("tuned").profiles == ("child",)
     found = finding(run_thp(run, tree))
     assert found["remediation"][-1]["summary"].startswith("Find what writes `never` after boot")
+
+
+def test_an_rc_local_line_boot_never_reaches_writes_nothing(tree):
+    from ai_doctor.facts import Facts
+    from ai_doctor.host import Host
+
+    line = "echo never > %s" % TOP
+    for text, mode in (("#!/bin/sh\n%s\n" % line, 0o644), ("%s\n" % line, 0o755), ("#!/bin/sh\nexit 0\n%s\n" % line, 0o755)):
+        tree.write("/etc/rc.local", text, mode=mode)
+        assert Facts(Host(str(tree))).get("thp_writers").found == ()
+    tree.write("/etc/rc.local", "#!/bin/sh\n%s\nexit 0\n" % line, mode=0o755)
+    assert [w.line for w in Facts(Host(str(tree))).get("thp_writers").found] == [2]

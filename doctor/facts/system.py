@@ -199,6 +199,21 @@ class RcLocal(Record):
 
     __slots__ = ("path", "executable", "lines")
 
+    @property
+    def has_interpreter(self) -> bool:
+        return bool(self.lines) and self.lines[0].startswith("#!")
+
+    @property
+    def exit_line(self):
+        """The first top-level ``exit`` (an indented one sits in a branch), or None."""
+        return next((n for n, line in enumerate(self.lines, 1) if line.rstrip() in ("exit 0", "exit")), None)
+
+    def runs(self, number: int) -> bool:
+        """Whether line ``number`` runs at boot: systemd starts only an executable rc.local,
+        which needs an interpreter line, and nothing after a top-level exit is reached."""
+        end = self.exit_line
+        return self.executable and self.has_interpreter and (end is None or number < end)
+
 
 @fact("rc_local")
 def rc_local(host, facts):

@@ -221,7 +221,6 @@ class Writers(Record):
 
 
 SYSTEMD_DIR = "/etc/systemd/system"
-RC_LOCAL = ("/etc/rc.local", "/etc/rc.d/rc.local")
 _UNIT_HINTS = ("thp", "hugepage")
 
 
@@ -265,15 +264,13 @@ def thp_writers(host, facts):
         if "transparent_hugepage" in text or "thp" in name.lower():
             line, shown = _first_line(text, (("transparent_hugepage", "enabled"), ("ExecStart",)))
             found.append(Writer("systemd", path, line, shown or name, _targets(shown or "")))
-    for path in RC_LOCAL:
-        got = host.read_text(path, cap=65536)
-        if got.ok:
-            for number, raw in enumerate(got.data.split("\n"), 1):
-                line = raw.strip()
-                # ``enabled`` only: writing never to ``defrag`` leaves THP on.
-                if all(word in line for word in ("transparent_hugepage", "enabled", "never")) and not line.startswith("#"):
-                    found.append(Writer("rc.local", path, number, line, _targets(line)))
-            break  # rc.local is often a link to rc.d/rc.local: one is enough
+    rc = facts.get("rc_local")
+    for number, raw in enumerate(rc.lines if rc else (), 1):
+        line = raw.strip()
+        # ``enabled`` only: writing never to ``defrag`` leaves THP on. A line boot never
+        # reaches writes nothing (persist.rc-local-ineffective says so).
+        if all(word in line for word in ("transparent_hugepage", "enabled", "never")) and not line.startswith("#") and rc.runs(number):
+            found.append(Writer("rc.local", rc.path, number, line, _targets(line)))
     return Writers(tuple(found))
 
 
