@@ -223,7 +223,7 @@ def default_boot(host, facts):
     if selector == "saved":
         saved = env.values.get("saved_entry") if env else None
         if saved:
-            selector, said = saved, "GRUB_DEFAULT=saved and saved_entry=%s in %s" % (saved, env.path)
+            selector, said = saved, "GRUB_DEFAULT=saved and the saved_entry in %s" % env.path
         else:
             selector, said = "0", "GRUB_DEFAULT=saved with no saved_entry in grubenv"
     if entries:

@@ -309,6 +309,9 @@ class Fixes:
         else:
             # No daemon to ask: write what `tuned-adm profile` records, which tuned reads when
             # the image boots (the list, merged in order, and the manual mode that keeps it).
+            # No 2>/dev/null: an image seldom has a /dev, and a failed redirection would skip
+            # the read and drop the active profiles.
+            others = "$(tr -s ' ' '\\n' <%s | grep -vx %s)" % (TUNED_ACTIVE, quote(name))
             script = "p=%s; echo $p %s >%s && echo manual >%s" % (others, quote(name), TUNED_ACTIVE, TUNED_MODE)
             activate = self.sudo("sh -c %s" % quote(script))
         commands = (

@@ -291,8 +291,10 @@ def sysctl_configured_runtime(host, facts):
     """The running kernel's value of every key the persistent configuration sets (one plain
     key each; globs and keys the kernel lacks are left out), whitespace-normalised."""
     config = facts.get("sysctl_config")
-    if not config or not facts.get("running"):
-        return Unavailable("no persistent sysctl configuration, or no running kernel to compare it with")
+    if not facts.get("running"):
+        return Unavailable("an image: no running kernel to compare the configuration with")
+    if not config:
+        return Unavailable("no persistent sysctl configuration to compare the running kernel with")
     values = {}
     for item in config.assignments:
         key = item.key
