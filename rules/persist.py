@@ -62,9 +62,14 @@ def sysctl_drift(f):
             Evidence("/proc/sys/" + key.replace(".", "/"), now),
             Evidence(winner.path, "%s = %s" % (key, winner.value), winner.line),
         ]
-        # It already runs: only the persistent half of the sysctl fix is needed.
-        # One drop-in per key: two drift fixes must not overwrite each other's file.
-        keep = fixes.sysctl([(key, now)], "drift-" + key.replace(".", "-").replace("/", "-"), "Keep the running value")[1:]
+        # It already runs: only the persistent half of the sysctl fix is needed, without a
+        # reload that would reset the other drifted keys. One drop-in per key: two drift
+        # fixes must not overwrite each other's file.
+        topic = "drift-" + key.replace(".", "-").replace("/", "-")
+        keep = [
+            step._replace(summary=step.summary.replace("Make it persistent", "Keep the running value at boot", 1))
+            for step in fixes.sysctl([(key, now)], topic, "Keep the running value", reload=False)[1:]
+        ]
         apply = fixes.runtime("Or apply the configuration as it is, giving up the running value", [fixes.sudo("sysctl --system")])
         severity = Severity.HIGH if key in _LOAD_BEARING else None
         issues.append(Issue(message, evidence, keep + apply, severity=severity))

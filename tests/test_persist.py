@@ -57,6 +57,10 @@ def test_drift_between_boot_and_now(tree, run):
     # Each key keeps its own drop-in, so taking both fixes keeps both values.
     assert any("/etc/sysctl.d/90-aidoctor-drift-vm-swappiness.conf" in c for c in commands(by_key["vm.swappiness"]))
     assert any("/etc/sysctl.d/90-aidoctor-drift-vm-nr_hugepages.conf" in c for c in commands(by_key["vm.nr_hugepages"]))
+    # Keeping a running value re-applies nothing: a reload would reset the other drifted key.
+    keep = [step for step in by_key["vm.swappiness"]["remediation"] if step["summary"].startswith("Keep")][0]
+    assert "sysctl --system" not in " ".join(keep["commands"]) and "reload" not in keep["summary"]
+    assert by_key["vm.swappiness"]["remediation"][-1]["commands"] == ["sudo sysctl --system"]
 
 
 def test_a_pool_short_of_its_request_is_shortfall_not_drift(tree, run):

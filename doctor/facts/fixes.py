@@ -72,7 +72,7 @@ class Fixes:
 
     # -- sysctl -------------------------------------------------------------------------
 
-    def sysctl(self, settings, topic: str, purpose: str, displaces=(), replaces_ours=False):
+    def sysctl(self, settings, topic: str, purpose: str, displaces=(), replaces_ours=False, reload=True):
         """Set ``settings`` [(key, value)] now and at every boot.
 
         The drop-in is /etc/sysctl.d/NN-aidoctor-TOPIC.conf, written whole (re-running the fix
@@ -83,6 +83,8 @@ class Fixes:
         one of that pair zeroes the other, so a later line of the other would undo the fix.
         ``replaces_ours``: another step of the same finding may have written this topic's
         drop-in (an alternative taken first); settings back at kernel defaults then remove it.
+        ``reload``: False where the settings already run, so the files are not re-applied
+        (`sysctl --system` would also reset every other key that was changed by hand).
         """
         keys = [key for key, _value in settings]
         touched = set(keys) | set(displaces)
@@ -105,7 +107,8 @@ class Fixes:
             commands.append(self.sudo("rm -f %s" % target))
         if not commands:
             return steps  # nothing persistent sets it, and the kernel default is what is wanted
-        if self.running:
+        reload = reload and self.running
+        if reload:
             commands.append(self.sudo("sysctl --system"))
         if needed:
             what = (
@@ -115,7 +118,7 @@ class Fixes:
             )
         else:
             what = "make it persistent: comment out the lines that set it (the kernel default then applies)"
-        if self.running:
+        if reload:
             what += ", then reload all sysctl files (`sysctl -p` reads only /etc/sysctl.conf)"
         steps.append(Step(self._place(what[0].upper() + what[1:], True), tuple(commands), True, True, self.container is not None, writes))
         return steps
