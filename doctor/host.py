@@ -183,6 +183,22 @@ class Host:
             got = got._replace(data=data.decode("utf-8", "replace"))
         return self._note("file", got)
 
+    def derive(self, path: str, kind: str, extract) -> Read:
+        """What ``extract(stream)`` finds in the file at ``path`` (a module's .modinfo, a kernel
+        image's embedded config): text, read from a seekable binary stream so a large file is
+        never loaded whole. ``extract`` raises ValueError for a file it does not understand.
+
+        A snapshot keeps the result (``/.aidoctor/derived/KIND/PATH``), not the file, so a tree
+        replays it without the module or kernel image itself.
+        """
+        path = _normal(path)
+        got = self._override(path) if path.split("/")[1:2] != [MANIFEST_DIR[1:]] else None
+        if got is None and not self.live:
+            got = self._recorded_derivation(path, kind)
+        if got is None:
+            got = self._derive(path, kind, extract)
+        return self._note("derived:" + kind, got)
+
     def listdir(self, path: str) -> Read:
         """Names in a directory, sorted, so every run and replay sees one order."""
         path = _normal(path)
@@ -286,6 +302,34 @@ class Host:
         except _Refused as refused:
             return _failed(path, refused.error)
         return _read_file(path, real, cap, nofollow=not self.live or self.trace_links)
+
+    def _recorded_derivation(self, path: str, kind: str):
+        try:
+            real = self._prefix + self._resolve("%s/derived/%s%s" % (MANIFEST_DIR, kind, path))
+        except _Refused:
+            return None
+        got = _read_file(path, real, READ_CAP, nofollow=True)
+        if not got.ok:
+            return None
+        return got._replace(data=got.data.decode("utf-8", "replace"))
+
+    def _derive(self, path: str, kind: str, extract) -> Read:
+        try:
+            real = self._real(path)
+            fd = os.open(real, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (0 if self.live and not self.trace_links else os.O_NOFOLLOW))
+        except _Refused as refused:
+            return _failed(path, refused.error)
+        except OSError as exc:
+            return _failed(path, exc)
+        with os.fdopen(fd, "rb") as stream:
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    return Read(path, ERROR, None, "not a regular file", False)
+                return Read(path, OK, extract(stream), None, False)
+            except OSError as exc:
+                return _failed(path, exc)
+            except (ValueError, EOFError) as exc:
+                return Read(path, ERROR, None, str(exc) or type(exc).__name__, False)
 
     def _override(self, path: str):
         """A recorded outcome (permission denied, EIO …) that a tree's manifest declares, or

@@ -64,6 +64,18 @@ def write_tree(host, destination: str, manifest: dict) -> int:
     stats = []
     written = 0
     for kind, path, got in host.log:
+        if kind.startswith("derived:"):
+            # What was found in a file is kept, not the file; a file that could not be
+            # understood replays as the stand-in its listing leaves.
+            if got.ok:
+                target = _place(destination, "%s/derived/%s%s" % (MANIFEST_DIR, kind.split(":", 1)[1], path))
+                _ensure_parent(target)
+                with open(target, "w", encoding="utf-8") as handle:
+                    handle.write(got.data)
+                written += 1
+            elif got.denied:
+                outcomes[path] = got.status
+            continue
         if got.failed:
             outcomes[path] = got.status if got.denied else (got.detail or got.status)
             continue

@@ -31,7 +31,7 @@ STRICT = fixture_root("strict-overcommit")
         (["--fail-on", "severe"], "invalid choice: 'severe'"),
         (["--only", "cpu.turbo"], "unknown rule or area: 'cpu.turbo'"),
         (["--only", ""], "unknown rule or area: ''"),
-        (["--skip", "gpu"], "unknown rule or area: 'gpu'"),
+        (["--skip", "fpga"], "unknown rule or area: 'fpga'"),
         (["--root", "/nonexistent/tree"], "--root /nonexistent/tree: not a directory"),
         (["--hugepages", "-3"], "is negative"),
         (["--hugepages", "many"], "not a whole number"),
@@ -54,7 +54,7 @@ STRICT = fixture_root("strict-overcommit")
         (["--hugepages", "1_000"], "not a whole number"),
         (["--hugepages", "\u0663"], "not a whole number"),  # ARABIC-INDIC DIGIT THREE
         (["--output", "/proc/version"], "a kernel interface file"),
-        (["--list-rules", "--only", "gpu"], "unknown rule or area: 'gpu'"),
+        (["--list-rules", "--only", "fpga"], "unknown rule or area: 'fpga'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(run, args, words):

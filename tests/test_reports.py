@@ -7,6 +7,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from ai_doctor import engine
+
 from conftest import FIXTURES, fixture_root, minimal_host
 
 GUIDE = fixture_root("guide-followed-literally")
@@ -57,7 +59,7 @@ def test_junit_one_testcase_per_check_failures_at_the_threshold(run, tmp_path):
     assert root.tag == "testsuites"
     suite = root.find("testsuite")
     cases = {case.get("name"): case for case in suite.findall("testcase")}
-    assert len(cases) == int(suite.get("tests")) == 19
+    assert len(cases) == int(suite.get("tests")) == len(engine.load_rules())
     assert cases["hugepages.unused"].find("failure").get("type") == "medium"
     assert "sudo sysctl -w vm.nr_hugepages=0" in cases["hugepages.unused"].find("failure").text
     assert cases["overcommit.ratio-ignored"].find("failure") is None  # low, below --fail-on medium
@@ -170,7 +172,7 @@ def test_sarif_validates_and_carries_the_rules_table(run, tmp_path):
     _validate(log)
     run_ = log["runs"][0]
     rules = {rule["id"]: rule for rule in run_["tool"]["driver"]["rules"]}
-    assert len(rules) == 19
+    assert len(rules) == len(engine.load_rules())
     assert rules["overcommit.strict-headroom"]["defaultConfiguration"]["level"] == "error"
     assert rules["thp.disabled"]["defaultConfiguration"]["level"] == "note"
     assert "vm.rst" in rules["overcommit.ratio-ignored"]["help"]["text"]

@@ -1,0 +1,176 @@
+"""GPU driver state: the NVIDIA driver's user-space part and kernel module, the loaded driver,
+CUDA toolkits, and whether nouveau is loaded or kept out.
+
+The user-space libraries carry the driver version in their file names
+(libnvidia-ml.so.550.127.05, libcuda.so.550.127.05), as the driver packages and the .run
+installer lay them out; the loaded kernel module reports its own (/sys/module/nvidia/version,
+/proc/driver/nvidia/version).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from ai_doctor.facts import fact
+from ai_doctor.record import Record
+
+LIB_DIRS = (
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/usr/lib64",
+    "/usr/lib",
+    "/usr/local/nvidia/lib64",
+)
+LIBRARIES = ("libnvidia-ml.so.", "libcuda.so.")
+SMI_PATHS = ("/usr/bin/nvidia-smi", "/usr/local/bin/nvidia-smi")
+DKMS_TREE = "/var/lib/dkms"
+MODULE_VERSION = "/sys/module/nvidia/version"
+PROC_VERSION = "/proc/driver/nvidia/version"
+PROC_MODULES = "/proc/modules"
+MODPROBE_DIRS = ("/etc/modprobe.d", "/run/modprobe.d", "/usr/local/lib/modprobe.d", "/usr/lib/modprobe.d", "/lib/modprobe.d")
+_DRIVER_VERSION = re.compile(r"\d{3,4}\.\d+(?:\.\d+)?")
+
+
+class Library(Record):
+    __slots__ = ("path", "version")
+
+
+class Nvidia(Record):
+    """The NVIDIA driver's user space here: ``libraries`` (path, version from the file name),
+    ``links`` (the ``.so.1`` names programs load, with the version they point to),
+    ``smi`` (nvidia-smi's path or None), ``dkms`` (versions with a DKMS source tree) and the
+    loaded module's ``loaded`` version with where it was read (None: not loaded, or not a
+    running system)."""
+
+    __slots__ = ("libraries", "links", "smi", "dkms", "loaded", "loaded_from")
+
+    @property
+    def installed(self) -> bool:
+        return bool(self.libraries or self.smi or self.dkms)
+
+    @property
+    def library_versions(self):
+        """The versions programs get: where the ``.so.1`` links say, else every file's."""
+        return sorted({lib.version for lib in (self.links or self.libraries)})
+
+
+def _version_suffix(name: str, prefix: str):
+    rest = name[len(prefix) :]
+    return rest if _DRIVER_VERSION.fullmatch(rest) else None
+
+
+@fact("nvidia")
+def nvidia(host, facts):
+    libraries = []
+    for folder in LIB_DIRS:
+        listing = host.listdir(folder)
+        for name in listing.data if listing.ok else ():
+            for prefix in LIBRARIES:
+                if name.startswith(prefix):
+                    version = _version_suffix(name, prefix)
+                    if version:
+                        libraries.append(Library("%s/%s" % (folder, name), version))
+    links = []
+    for folder in sorted({lib.path.rsplit("/", 1)[0] for lib in libraries}):
+        for prefix in LIBRARIES:
+            got = host.readlink("%s/%s1" % (folder, prefix))
+            version = _version_suffix(got.data.rsplit("/", 1)[-1], prefix) if got.ok and got.data else None
+            if version:
+                links.append(Library("%s/%s1" % (folder, prefix), version))
+    smi = next((path for path in SMI_PATHS if host.exists(path)), None)
+    dkms = ()
+    listing = host.listdir(DKMS_TREE + "/nvidia")
+    if listing.ok:
+        dkms = tuple(sorted(name for name in listing.data if _DRIVER_VERSION.fullmatch(name)))
+    loaded = loaded_from = None
+    if facts.get("running"):
+        got = host.read_text(MODULE_VERSION, cap=4096)
+        if got.ok and got.data.strip():
+            loaded, loaded_from = got.data.strip(), MODULE_VERSION
+        else:
+            got = host.read_text(PROC_VERSION, cap=65536)
+            match = _DRIVER_VERSION.search(got.data.split("Kernel Module", 1)[-1]) if got.ok else None
+            if match:
+                loaded, loaded_from = match.group(0), PROC_VERSION
+    return Nvidia(tuple(libraries), tuple(links), smi, dkms, loaded, loaded_from)
+
+
+class CudaToolkit(Record):
+    """A CUDA toolkit under /usr/local: its folder, version and the file that says it."""
+
+    __slots__ = ("path", "version", "source")
+
+
+@fact("cuda_toolkits")
+def cuda_toolkits(host, facts):
+    """CUDA toolkits in /usr/local/cuda-X.Y (and /usr/local/cuda), from version.json (11.1+)
+    or version.txt."""
+    listing = host.listdir("/usr/local")
+    found = {}
+    for name in listing.data if listing.ok else ():
+        if not (name == "cuda" or name.startswith("cuda-")):
+            continue
+        folder = "/usr/local/" + name
+        version = source = None
+        got = host.read_text(folder + "/version.json", cap=1 << 20)
+        if got.ok:
+            try:
+                version = str(json.loads(got.data)["cuda"]["version"])
+                source = folder + "/version.json"
+            except (ValueError, KeyError, TypeError):
+                version = None
+        if version is None:
+            got = host.read_text(folder + "/version.txt", cap=65536)
+            match = re.search(r"CUDA Version\s+(\d+\.\d+(?:\.\d+)?)", got.data) if got.ok else None
+            if match:
+                version, source = match.group(1), folder + "/version.txt"
+        if version and re.fullmatch(r"\d+\.\d+(?:\.\d+)*", version):
+            # /usr/local/cuda is usually a link to one of the others: one entry per version.
+            found.setdefault(version, CudaToolkit(folder, version, source))
+    return tuple(sorted(found.values(), key=lambda t: t.path))
+
+
+class Nouveau(Record):
+    """Whether nouveau is loaded (None: not a running system), and the lines that keep it out:
+    ``blacklist nouveau`` / ``install nouveau /bin/false`` in modprobe.d, or
+    ``modprobe.blacklist=nouveau`` on the kernel command line, each as (path, line, text)."""
+
+    __slots__ = ("loaded", "loaded_from", "blocked_by")
+
+
+@fact("nouveau")
+def nouveau(host, facts):
+    loaded = loaded_from = None
+    if facts.get("running"):
+        got = host.read_text(PROC_MODULES, cap=4 << 20)
+        if got.ok:
+            loaded = any(line.split(" ", 1)[0] == "nouveau" for line in got.data.splitlines())
+            loaded_from = PROC_MODULES
+        else:
+            loaded = host.exists("/sys/module/nouveau")
+            loaded_from = "/sys/module/nouveau"
+    blocked = []
+    seen = set()
+    for folder in MODPROBE_DIRS:
+        listing = host.listdir(folder)
+        for name in listing.data if listing.ok else ():
+            # A name in an earlier folder hides the same name later (modprobe.d(5)).
+            if not name.endswith(".conf") or name in seen:
+                continue
+            seen.add(name)
+            path = "%s/%s" % (folder, name)
+            got = host.read_text(path, cap=1 << 20)
+            for number, raw in enumerate(got.data.splitlines() if got.ok else (), 1):
+                words = raw.split("#", 1)[0].split()
+                # ``blacklist`` stops loading by alias (udev); ``install nouveau /bin/false``
+                # stops every load.
+                refused = words[:2] == ["install", "nouveau"] and len(words) > 2 and words[2].rsplit("/", 1)[-1] in ("false", "true")
+                if words[:2] == ["blacklist", "nouveau"] or refused:
+                    blocked.append((path, number, raw.strip()))
+    cmdline = facts.get("cmdline")
+    for index, param in enumerate(cmdline.params if cmdline else ()):
+        if param.name in ("modprobe.blacklist", "module_blacklist", "rd.driver.blacklist") and "nouveau" in (param.value or "").split(","):
+            path, line = cmdline.origin(index)
+            blocked.append((path, line, param.text))
+    return Nouveau(loaded, loaded_from, tuple(blocked))

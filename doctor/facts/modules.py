@@ -1,0 +1,137 @@
+"""Kernel modules installed for a kernel release, and what their .modinfo says.
+
+modprobe finds a module through /lib/modules/REL/modules.dep (written by depmod), whatever
+folder it sits in: kernel/ for the distribution's, updates/ and extra/ for DKMS and vendor
+packages, weak-updates/ for RHEL's kABI links. Only the modules asked for are opened, and
+only their .modinfo section is read.
+"""
+
+from __future__ import annotations
+
+from ai_doctor.elf import modinfo, module_name, parse_modinfo
+from ai_doctor.facts import fact
+from ai_doctor.record import Record
+
+MODULE_ROOTS = ("/lib/modules", "/usr/lib/modules")
+# Where modules.dep is missing (depmod never ran in an image build): the folders drivers
+# outside the kernel package go to, and the GPU drivers' own.
+_FALLBACK_DIRS = (
+    "updates",
+    "updates/dkms",
+    "extra",
+    "extra/nvidia",
+    "weak-updates",
+    "kernel/drivers/video",
+    "kernel/drivers/gpu/drm/amd/amdgpu",
+    "kernel/drivers/gpu/drm/nouveau",
+)
+GPU_MODULES = ("nvidia", "amdgpu", "nouveau")
+
+
+class ModuleInfo(Record):
+    """A module file for a kernel release: its path, and its .modinfo fields (key → [values],
+    empty when unreadable, with ``problem`` saying why)."""
+
+    __slots__ = ("name", "release", "path", "fields", "problem")
+    _defaults = {"fields": None, "problem": None}
+
+    def field(self, key: str):
+        values = (self.fields or {}).get(key)
+        return values[0] if values else None
+
+    @property
+    def vermagic_release(self):
+        """The release the module was built for: vermagic's first word."""
+        magic = self.field("vermagic")
+        return magic.split()[0] if magic and magic.split() else None
+
+
+class KernelModules(Record):
+    """The modules that matter here, for one kernel release: name → ModuleInfo (absent names
+    are not installed); ``base`` is the modules folder (None: none for this release);
+    ``reference`` is one of the kernel's own modules, whose vermagic is the kernel's;
+    ``index`` says how modules were found (modules.dep, or a look in the usual folders)."""
+
+    __slots__ = ("release", "base", "found", "reference", "index")
+
+
+def parse_modules_dep(text: str, wanted) -> dict:
+    """modules.dep lines (``kernel/drivers/…/x.ko.zst: dep.ko …``) → {name: path} for the
+    ``wanted`` names; a later line for a name does not replace the first (modprobe's order)."""
+    found = {}
+    for line in text.splitlines():
+        path = line.split(":", 1)[0].strip()
+        name = module_name(path.rsplit("/", 1)[-1])
+        if name in wanted and name not in found:
+            found[name] = path
+    return found
+
+
+def _reference_path(text: str):
+    """A module of the kernel's own build (under kernel/), to learn the kernel's vermagic."""
+    for line in text.splitlines():
+        path = line.split(":", 1)[0].strip()
+        if path.startswith("kernel/") and module_name(path.rsplit("/", 1)[-1]):
+            return path
+    return None
+
+
+def modules_for(host, release: str, names=GPU_MODULES, read=("nvidia", "amdgpu")) -> KernelModules:
+    """The modules ``names`` installed for ``release``; .modinfo is read for those in ``read``."""
+    base = None
+    for root in MODULE_ROOTS:
+        candidate = "%s/%s" % (root, release)
+        if host.stat(candidate)[0].ok:
+            base = candidate
+            break
+    if base is None:
+        return KernelModules(release, None, {}, None, "no modules folder")
+    dep = host.read_text(base + "/modules.dep", cap=32 << 20)
+    if dep.ok and not dep.truncated:
+        paths = parse_modules_dep(dep.data, names)
+        reference = _reference_path(dep.data)
+        index = base + "/modules.dep"
+    else:
+        paths, reference, index = _look_around(host, base, names), None, "the usual module folders (no modules.dep)"
+    found = {}
+    for name, relative in paths.items():
+        path = relative if relative.startswith("/") else "%s/%s" % (base, relative)
+        found[name] = _with_modinfo(host, name, release, path) if name in read else ModuleInfo(name, release, path)
+    reference_info = _with_modinfo(host, "reference", release, "%s/%s" % (base, reference)) if reference and found else None
+    return KernelModules(release, base, found, reference_info, index)
+
+
+def _with_modinfo(host, name: str, release: str, path: str) -> ModuleInfo:
+    got = host.derive(path, "modinfo", modinfo)
+    if not got.ok:
+        return ModuleInfo(name, release, path, {}, got.describe())
+    return ModuleInfo(name, release, path, parse_modinfo(got.data))
+
+
+def _look_around(host, base: str, names) -> dict:
+    found = {}
+    folders = list(_FALLBACK_DIRS)
+    kernel = host.listdir(base + "/kernel")
+    # Ubuntu's prebuilt NVIDIA modules: kernel/nvidia-550srv/.
+    folders += ["kernel/" + n for n in (kernel.data if kernel.ok else ()) if n.startswith("nvidia")]
+    for folder in folders:
+        listing = host.listdir("%s/%s" % (base, folder))
+        for file_name in listing.data if listing.ok else ():
+            name = module_name(file_name)
+            if name in names and name not in found:
+                found[name] = "%s/%s" % (folder, file_name)
+    return found
+
+
+@fact("gpu_modules")
+def gpu_modules(host, facts):
+    """GPU driver modules of the kernel that runs (in an image: boots by default) and, on a
+    running system, of the kernel the next boot starts when that is another one."""
+    release = facts.get("release")
+    if not release:
+        return ()
+    found = [modules_for(host, release)]
+    default = facts.get("default_boot")
+    if facts.get("running") and default and default.release and default.release != release:
+        found.append(modules_for(host, default.release))
+    return tuple(found)

@@ -1,0 +1,529 @@
+"""GPU drivers: a kernel without the driver's module, modules built for another kernel, the
+loaded driver against its libraries and against the CUDA toolkits, and nouveau in the way."""
+
+from __future__ import annotations
+
+from ai_doctor.engine import rule
+from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Step
+from ai_doctor.shell import quote
+
+# The oldest driver each CUDA release runs on (Linux x86_64). From 11.0 on, minor-version
+# compatibility lets any release of a major family run on that family's floor, with a
+# limited feature set (no JIT of its newer PTX); the toolkit's own driver gives it all.
+# Sources: NVIDIA CUDA Toolkit Release Notes, "CUDA Toolkit and Corresponding Driver
+# Versions" (GA releases), and CUDA Compatibility, "Minor Version Compatibility" (floors).
+MINOR_COMPAT_FLOOR = {11: "450.80.02", 12: "525.60.13", 13: "580.65.06"}
+TOOLKIT_DRIVER = {
+    (10, 0): "410.48",
+    (10, 1): "418.39",
+    (10, 2): "440.33",
+    (11, 0): "450.36.06",
+    (11, 1): "455.23",
+    (11, 2): "460.27.03",
+    (11, 3): "465.19.01",
+    (11, 4): "470.42.01",
+    (11, 5): "495.29.05",
+    (11, 6): "510.39.01",
+    (11, 7): "515.43.04",
+    (11, 8): "520.61.05",
+    (12, 0): "525.60.13",
+    (12, 1): "530.30.02",
+    (12, 2): "535.54.03",
+    (12, 3): "545.23.06",
+    (12, 4): "550.54.14",
+    (12, 5): "555.42.02",
+    (12, 6): "560.28.03",
+    (12, 8): "570.26",
+    (12, 9): "575.51.03",
+    (13, 0): "580.65.06",
+}
+
+
+def _version(text):
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(text)
+    except (InvalidVersion, TypeError):
+        return None
+
+
+def _target_words(f, mods, first: bool) -> str:
+    if not f.running:
+        return "kernel %s, which the image boots by default" % mods.release
+    if first:
+        return "the running kernel %s" % mods.release
+    return "kernel %s, which the next boot starts (%s)" % (mods.release, f.default_boot.how)
+
+
+def _family(f) -> str:
+    distro = f.os_release
+    return distro.family if distro else "linux"
+
+
+def _headers_step(f, release: str):
+    family = _family(f)
+    package = {"debian": "apt-get install -y linux-headers-%s", "rhel": "dnf install -y kernel-devel-%s"}.get(family)
+    if package is None:
+        return Step("Install the kernel headers (development files) for %s, which DKMS builds against" % release, (), True, True)
+    return Step(
+        "Install the kernel headers for %s, which DKMS builds against" % release, (f.fixes.sudo(package % quote(release)),), True, True
+    )
+
+
+def _dkms_steps(f, nv, release: str, force: bool = False):
+    """Build the driver's DKMS module for ``release``: headers, the build, its log on failure."""
+    version = nv.dkms[-1]
+    log = "/var/lib/dkms/nvidia/%s/build/make.log" % version
+    build = "dkms install %snvidia/%s -k %s" % ("--force " if force else "", version, quote(release))
+    return [
+        Step(
+            "See why the last DKMS build failed (a missing header package, a compiler too old or too new for the kernel)",
+            ("dkms status nvidia", "tail -n 30 %s" % log),
+            False,
+            None,
+        ),
+        _headers_step(f, release),
+        Step("Build and install the nvidia module for %s" % release, (f.fixes.sudo(build),), True, True),
+    ]
+
+
+def _branch(nv) -> str:
+    versions = nv.library_versions or list(nv.dkms)
+    return versions[-1].split(".", 1)[0] if versions else "VERSION"
+
+
+@rule(
+    "gpu.driver-missing-for-kernel",
+    "NVIDIA driver installed without a module for the kernel",
+    Severity.CRITICAL,
+    needs=("nvidia", "gpu_modules"),
+    uses=("running", "default_boot", "os_release", "fixes"),
+)
+def driver_missing(f):
+    """The NVIDIA driver's user space is installed (libnvidia-ml, libcuda, nvidia-smi or a DKMS
+    source tree) but the kernel — the running one, in an image the one it boots by default —
+    has no nvidia module in its modules folder.
+
+    The driver cannot load: nvidia-smi says it "couldn't communicate with the NVIDIA driver"
+    and CUDA finds no device. This is what a kernel update leaves when the DKMS build of the
+    driver failed for the new kernel (its headers missing, a compiler mismatch), or when the
+    distribution's prebuilt module package for the new kernel was not installed. On a running
+    system, the kernel the next boot starts is checked too: high, because it fails only after
+    the reboot.
+
+    Fix: with DKMS, read the build log, install the kernel's headers and build the module for
+    that kernel (`dkms install nvidia/VERSION -k RELEASE`); otherwise install the driver's
+    kernel module package built for that kernel.
+
+    Reference: dkms(8); modules.dep(5); NVIDIA Driver Installation Guide.
+    """
+    nv = f.nvidia
+    if not nv.installed:
+        return Pass("no NVIDIA driver is installed (no libnvidia-ml, libcuda, nvidia-smi or DKMS tree)")
+    issues = []
+    checked = []
+    for position, mods in enumerate(f.gpu_modules):
+        checked.append(mods.release)
+        if "nvidia" in mods.found or (position == 0 and nv.loaded):
+            continue
+        where = mods.index if mods.base else "no /lib/modules/%s at all" % mods.release
+        message = (
+            "The NVIDIA driver's user space is installed (%s), but %s has no nvidia module (%s): the driver cannot load, "
+            "nvidia-smi cannot reach it and CUDA finds no GPU." % (_installed_words(nv), _target_words(f, mods, position == 0), where)
+        )
+        if nv.dkms:
+            message += " DKMS holds the driver's source (%s), so its build for this kernel failed or never ran." % ", ".join(nv.dkms)
+        evidence = [Evidence(lib.path, lib.version) for lib in nv.libraries[:4]]
+        evidence += [Evidence("%s/nvidia/%s" % ("/var/lib/dkms", v), "DKMS source") for v in nv.dkms]
+        evidence.append(Evidence(mods.index if mods.base else "/lib/modules/%s" % mods.release, "no nvidia module"))
+        if nv.dkms:
+            steps = _dkms_steps(f, nv, mods.release)
+        else:
+            steps = [
+                Step(
+                    "Install the NVIDIA kernel module package built for %s, matching driver branch %s (Ubuntu: "
+                    "linux-modules-nvidia-%s-server-%s; RHEL: the driver's precompiled kmod stream for this kernel), or the "
+                    "driver's DKMS package" % (mods.release, _branch(nv), _branch(nv), mods.release),
+                    (),
+                    True,
+                    True,
+                )
+            ]
+        if f.running and position == 0:
+            steps.append(Step("Load it", (f.fixes.sudo("modprobe nvidia"), "nvidia-smi"), False, False))
+        severity = Severity.HIGH if f.running and position > 0 else None
+        issues.append(Issue(message, evidence, steps, severity=severity))
+    return issues or Pass("the nvidia module is installed for %s" % " and ".join(checked))
+
+
+def _installed_words(nv) -> str:
+    parts = []
+    if nv.library_versions:
+        parts.append("libraries %s" % ", ".join(nv.library_versions))
+    if nv.smi:
+        parts.append(nv.smi)
+    if nv.dkms:
+        parts.append("DKMS %s" % ", ".join(nv.dkms))
+    return "; ".join(parts)
+
+
+_VERMAGIC_MODULES = ("nvidia", "amdgpu")
+
+
+@rule(
+    "gpu.module-vermagic-mismatch",
+    "GPU driver module built for another kernel",
+    Severity.CRITICAL,
+    needs=("gpu_modules",),
+    uses=("nvidia", "running", "default_boot", "os_release", "fixes"),
+)
+def vermagic_mismatch(f):
+    """The nvidia (or amdgpu) module installed for a kernel was built for another kernel.
+
+    The kernel compares a module's vermagic string with its own before loading it. Without
+    module versioning the whole string must match, release included, and the load fails with
+    "version magic '…' should be '…'". With CONFIG_MODVERSIONS (every distribution kernel;
+    the module's vermagic then says `modversions`) the release part is skipped and each
+    symbol's checksum is compared instead, so a module from another kernel loads only if
+    nothing it uses changed — RHEL's weak-updates links rely on that within one kABI, and are
+    not reported; across other kernels it usually fails with "disagrees about version of
+    symbol" (high). The flags after the release (SMP, preempt, mod_unload, modversions) must
+    match the kernel's own modules in any case.
+
+    Fix: rebuild the module for that kernel (DKMS: `dkms install --force nvidia/VERSION -k
+    RELEASE`), or install the module package built for it, then `depmod`.
+
+    Reference: kernel/module/version.c (same_magic), kernel/module/main.c (check_modinfo);
+    Documentation/kbuild/modules.rst (Module Versioning).
+    """
+    issues = []
+    looked = []
+    for position, mods in enumerate(f.gpu_modules):
+        for name in _VERMAGIC_MODULES:
+            info = mods.found.get(name)
+            if info is None:
+                continue
+            looked.append("%s for %s" % (name, mods.release))
+            if info.problem:
+                issues.append(
+                    Issue(
+                        "The %s module for %s (%s) could not be read: %s." % (name, mods.release, info.path, info.problem),
+                        [Evidence(info.path, info.problem)],
+                        severity=Severity.LOW,
+                    )
+                )
+                continue
+            issue = _vermagic_issue(f, mods, info, position == 0)
+            if issue is not None:
+                issues.append(issue)
+    if not looked:
+        return Skip("no nvidia or amdgpu module is installed for the kernel")
+    return issues or Pass("built for the kernel it is installed for: %s" % ", ".join(looked))
+
+
+def _vermagic_issue(f, mods, info, first: bool):
+    magic = info.field("vermagic") or ""
+    built = info.vermagic_release
+    flags = magic.split()[1:]
+    reference = mods.reference.field("vermagic") if mods.reference and mods.reference.fields else None
+    own_flags = reference.split()[1:] if reference else None
+    evidence = [Evidence(info.path, "vermagic=" + magic.strip())]
+    if reference:
+        evidence.append(Evidence(mods.reference.path, "vermagic=" + reference.strip()))
+    target = _target_words(f, mods, first)
+    if own_flags is not None and flags != own_flags:
+        message = (
+            "The %s module for %s (%s) was built with vermagic `%s`, and the kernel's own modules say `%s`: the flags "
+            'differ, so the kernel refuses it ("version magic … should be …").'
+            % (info.name, target, info.path, magic.strip(), reference.strip())
+        )
+        return Issue(message, evidence, _rebuild_steps(f, info, mods.release))
+    if built == mods.release:
+        return None
+    if "modversions" in flags:
+        if "/weak-updates/" in info.path:
+            return None  # RHEL's kABI: linked on purpose, loads while the symbols match
+        message = (
+            "The %s module installed for %s (%s) was built for %s. With module versioning the kernel checks each "
+            "symbol's checksum instead of the release, so it loads only if nothing it uses changed between the two "
+            'kernels; across kernel versions it usually fails with "disagrees about version of symbol".'
+            % (info.name, target, info.path, built)
+        )
+        return Issue(message, evidence, _rebuild_steps(f, info, mods.release), severity=Severity.HIGH)
+    message = "The %s module installed for %s (%s) was built for %s: the kernel refuses it (\"version magic '%s' should be '%s …'\")." % (
+        info.name,
+        target,
+        info.path,
+        built,
+        magic.strip(),
+        mods.release,
+    )
+    return Issue(message, evidence, _rebuild_steps(f, info, mods.release))
+
+
+def _rebuild_steps(f, info, release: str):
+    nv = f.nvidia
+    if info.name == "nvidia" and nv and nv.dkms:
+        steps = _dkms_steps(f, nv, release, force=True)
+        steps.append(Step("Refresh the module index", (f.fixes.sudo("depmod %s" % quote(release)),), True, True))
+        return steps
+    return [
+        Step(
+            "Install the %s module built for %s (the driver's DKMS package, or its module package for this kernel), "
+            "then run `depmod %s`" % (info.name, release, release),
+            (),
+            True,
+            True,
+        )
+    ]
+
+
+@rule(
+    "gpu.driver-library-mismatch",
+    "NVIDIA kernel module and libraries disagree",
+    Severity.CRITICAL,
+    needs=("nvidia",),
+    uses=("running", "gpu_modules", "default_boot", "os_release", "fixes"),
+)
+def library_mismatch(f):
+    """The loaded NVIDIA kernel module's version differs from the user-space libraries'
+    (libnvidia-ml, libcuda): "Failed to initialize NVML: Driver/library version mismatch",
+    and CUDA fails to initialise.
+
+    Typical after a driver package upgrade without a reboot: the new libraries are in place,
+    the old module still runs. In an image, the module installed for the default kernel is
+    compared with the libraries: the same failure from the first boot.
+
+    Fix: reboot; or, when nothing uses the GPU, unload the driver's modules and load the new
+    one. When the module on disk is itself the old version (its DKMS build failed), rebuild
+    it first.
+
+    Reference: NVIDIA Driver Installation Guide; nvidia-smi(1).
+    """
+    nv = f.nvidia
+    versions = nv.library_versions
+    if not versions:
+        return Skip("no NVIDIA user-space library (libnvidia-ml.so.VERSION, libcuda.so.VERSION) to compare with")
+    first = f.gpu_modules[0] if f.gpu_modules else None
+    on_disk = first.found.get("nvidia") if first else None
+    disk_version = on_disk.field("version") if on_disk else None
+    if f.running:
+        if not nv.loaded:
+            return Skip("the nvidia module is not loaded (nothing to compare the libraries with)")
+        kernel_version, source = nv.loaded, nv.loaded_from
+    else:
+        if not disk_version:
+            return Skip("no nvidia module with a version for the kernel the image boots")
+        kernel_version, source = disk_version, on_disk.path
+    if versions == [kernel_version]:
+        return Pass("the nvidia module and the libraries are both %s" % kernel_version)
+    evidence = [Evidence(source, kernel_version)] + [Evidence(lib.path, lib.version) for lib in (nv.links or nv.libraries)[:4]]
+    libs = ", ".join(versions)
+    if not f.running:
+        message = (
+            "The nvidia module the image's default kernel loads is %s, but the libraries are %s: from the first boot, "
+            'nvidia-smi fails with "Driver/library version mismatch" and CUDA does not start.' % (kernel_version, libs)
+        )
+        return Issue(message, evidence, _rebuild_or_package(f, nv, first.release))
+    message = (
+        'The loaded nvidia module is %s (%s), but the user-space libraries are %s: nvidia-smi fails with "Failed to '
+        'initialize NVML: Driver/library version mismatch" and CUDA does not start.' % (kernel_version, source, libs)
+    )
+    fixes = f.fixes
+    if disk_version and disk_version not in versions:
+        message += " The module on disk for this kernel is %s too (%s), so a reboot alone does not fix it." % (disk_version, on_disk.path)
+        evidence.append(Evidence(on_disk.path, "version=%s" % disk_version))
+        return Issue(message, evidence, _rebuild_or_package(f, nv, first.release))
+    message += " The driver was upgraded and the old module still runs."
+    steps = [
+        Step("Reboot, which loads the new module", (fixes.sudo("reboot"),), True, False),
+        Step(
+            "Or, when nothing uses the GPU, reload the driver: see what holds it, stop those, unload the modules and load the new one",
+            (
+                fixes.sudo("fuser -v /dev/nvidia*"),
+                fixes.sudo("systemctl stop nvidia-persistenced"),
+                fixes.sudo("rmmod nvidia_uvm nvidia_drm nvidia_modeset nvidia"),
+                fixes.sudo("modprobe nvidia"),
+                "nvidia-smi",
+            ),
+            True,
+            False,
+        ),
+    ]
+    return Issue(message, evidence, steps)
+
+
+def _rebuild_or_package(f, nv, release: str):
+    if nv.dkms:
+        return _dkms_steps(f, nv, release, force=True)
+    return [
+        Step(
+            "Install the kernel module package of the same driver version as the libraries (%s) for %s"
+            % (", ".join(nv.library_versions), release),
+            (),
+            True,
+            True,
+        )
+    ]
+
+
+@rule(
+    "gpu.driver-too-old-for-cuda",
+    "NVIDIA driver older than an installed CUDA toolkit needs",
+    Severity.CRITICAL,
+    needs=("nvidia", "cuda_toolkits"),
+    uses=("running", "gpu_modules"),
+)
+def too_old_for_cuda(f):
+    """An installed CUDA toolkit needs a newer driver than the one here.
+
+    Before CUDA 11, a toolkit needs at least the driver it shipped with. From CUDA 11 on,
+    minor-version compatibility lets every release of a major family run on that family's
+    oldest driver (11.x: 450.80.02, 12.x: 525.60.13, 13.x: 580.65.06) with a limited feature
+    set: PTX that the newer toolkit emits cannot be JIT-compiled by the older driver. Below
+    the floor, CUDA fails with "CUDA driver version is insufficient for CUDA runtime version"
+    (critical); between the floor and the toolkit's own driver the finding is low.
+
+    The driver is the loaded module's version (in an image, the module the default kernel
+    loads, else the libraries'); toolkits are read from /usr/local/cuda*/version.json (or
+    version.txt). Versions are compared with `packaging`.
+
+    Reference: NVIDIA CUDA Toolkit Release Notes, "CUDA Toolkit and Corresponding Driver
+    Versions" (GA releases); NVIDIA CUDA Compatibility, "Minor Version Compatibility".
+    """
+    toolkits = f.cuda_toolkits
+    if not toolkits:
+        return Pass("no CUDA toolkit under /usr/local")
+    driver, source = _driver_version(f)
+    if driver is None:
+        return Skip("no NVIDIA driver version to compare with (no loaded module, module or library with a version)")
+    have = _version(driver)
+    issues = []
+    fine = []
+    for kit in toolkits:
+        wanted = _version(kit.version)
+        if wanted is None or have is None:
+            continue
+        key = (wanted.major, wanted.minor)
+        own = TOOLKIT_DRIVER.get(key) or _newest_of(wanted.major)
+        floor = MINOR_COMPAT_FLOOR.get(wanted.major) if wanted.major >= 11 else own
+        if floor is None:
+            continue
+        evidence = [Evidence(kit.source, kit.version), Evidence(source, driver)]
+        if have < _version(floor):
+            message = (
+                "CUDA %s (%s) needs an NVIDIA driver of at least %s, and the driver here is %s (%s): CUDA programs built "
+                'with it fail with "CUDA driver version is insufficient for CUDA runtime version".'
+                % (kit.version, kit.path, floor, driver, source)
+            )
+            steps = [
+                Step(
+                    "Upgrade the NVIDIA driver to %s or newer (or use a CUDA release this driver supports)" % (own or floor), (), True, True
+                )
+            ]
+            issues.append(Issue(message, evidence, steps))
+        elif own and have < _version(own):
+            message = (
+                "CUDA %s (%s) shipped with driver %s; the driver here is %s (%s), which runs it through minor-version "
+                "compatibility with a limited feature set: PTX from this toolkit cannot be JIT-compiled by the driver."
+                % (kit.version, kit.path, own, driver, source)
+            )
+            steps = [Step("Upgrade the NVIDIA driver to %s or newer for the full feature set" % own, (), True, True)]
+            issues.append(Issue(message, evidence, steps, severity=Severity.LOW))
+        else:
+            fine.append("CUDA %s" % kit.version)
+    return issues or Pass("driver %s runs %s" % (driver, ", ".join(fine) or "the installed toolkits"))
+
+
+def _newest_of(major: int):
+    known = [driver for (m, _minor), driver in sorted(TOOLKIT_DRIVER.items()) if m == major]
+    return known[-1] if known else None
+
+
+def _driver_version(f):
+    nv = f.nvidia
+    if nv.loaded:
+        return nv.loaded, nv.loaded_from
+    first = f.gpu_modules[0] if f.gpu_modules else None
+    module = first.found.get("nvidia") if first else None
+    if module is not None and module.field("version"):
+        return module.field("version"), module.path
+    if nv.library_versions:
+        lib = (nv.links or nv.libraries)[0]
+        return lib.version, lib.path
+    return None, None
+
+
+BLACKLIST_FILE = "/etc/modprobe.d/blacklist-nouveau.conf"
+
+
+@rule(
+    "gpu.nouveau-loaded",
+    "nouveau in the NVIDIA driver's way",
+    Severity.HIGH,
+    needs=("nvidia", "nouveau"),
+    uses=("gpu_modules", "running", "os_release", "fixes"),
+)
+def nouveau_loaded(f):
+    """nouveau (the open-source driver for NVIDIA GPUs) is loaded, or nothing keeps it from
+    loading, while the NVIDIA driver is installed.
+
+    Only one driver can bind a GPU: with nouveau bound, the nvidia module fails to load or
+    finds no device. nouveau is loaded by alias when the GPU is found, often from the
+    initramfs, before anything else; `blacklist nouveau` (and `options nouveau modeset=0`)
+    in modprobe.d, copied into the initramfs, keeps it out. Loaded: high; not kept out while
+    its module is installed: medium.
+
+    Fix: a modprobe.d file with `blacklist nouveau` and `options nouveau modeset=0`,
+    regenerate the initramfs, reboot.
+
+    Reference: modprobe.d(5); NVIDIA Driver Installation Guide (Disabling Nouveau).
+    """
+    nv = f.nvidia
+    modules = f.gpu_modules
+    nvidia_module = any("nvidia" in mods.found for mods in modules or ())
+    if not (nv.installed or nvidia_module):
+        return Pass("no NVIDIA driver is installed")
+    state = f.nouveau
+    blocked = [Evidence(path, text, line) for path, line, text in state.blocked_by]
+    if state.loaded:
+        message = (
+            "nouveau is loaded (%s) while the NVIDIA driver is installed: it holds the GPU, and the nvidia module cannot bind it."
+            % state.loaded_from
+        )
+        if blocked:
+            message += " A blacklist exists but did not stop it: the initramfs was probably built before it."
+        return Issue(message, [Evidence(state.loaded_from, "nouveau")] + blocked, _nouveau_steps(f, bool(blocked)))
+    if blocked:
+        return Pass("nouveau is kept out (%s)" % ", ".join("%s:%d" % (e.path, e.line) if e.line else e.path for e in blocked))
+    installed = [mods for mods in modules or () if "nouveau" in mods.found]
+    if not installed:
+        return Pass("nouveau is not installed for the kernel")
+    path = installed[0].found["nouveau"].path
+    message = (
+        "Nothing keeps nouveau out (no `blacklist nouveau` in modprobe.d, no modprobe.blacklist= on the kernel command "
+        "line) and its module is installed (%s): at boot it can claim the GPU before the nvidia module." % path
+    )
+    return Issue(message, [Evidence(path, "nouveau module")], _nouveau_steps(f, False), severity=Severity.MEDIUM)
+
+
+def _nouveau_steps(f, exists: bool):
+    fixes = f.fixes
+    family = _family(f)
+    initramfs = {"debian": "update-initramfs -u -k all", "rhel": "dracut --force --regenerate-all"}.get(family)
+    commands = []
+    if not exists:
+        lines = " ".join(quote(line) for line in ("blacklist nouveau", "options nouveau modeset=0"))
+        commands.append("printf '%%s\\n' %s | %s" % (lines, fixes.sudo("tee %s >/dev/null" % BLACKLIST_FILE)))
+    if initramfs:
+        commands.append(fixes.sudo(initramfs))
+    summary = (
+        "Keep nouveau out at boot: blacklist it and rebuild the initramfs" if not exists else "Rebuild the initramfs with the blacklist"
+    )
+    if not initramfs:
+        summary += " (with your distribution's initramfs tool)"
+    steps = [Step(summary, tuple(commands), True, True)]
+    if f.running:
+        steps.append(Step("Reboot", (fixes.sudo("reboot"),), True, True))
+    return steps
