@@ -1,0 +1,218 @@
+"""GPU driver checks on trees with real (test-built) kernel modules and libraries."""
+
+from __future__ import annotations
+
+import pytest
+from elfbuild import ikconfig_object, module, need_compiler, shared_object
+
+from ai_doctor import elf, snapshot
+from ai_doctor.facts import Facts
+from ai_doctor.host import Host
+
+from conftest import minimal_host
+
+OLD, NEW = "6.8.0-45-generic", "6.8.0-49-generic"
+DRIVER = "550.127.05"
+FLAGS = "SMP preempt mod_unload modversions "
+
+
+def _nvidia(tree, release, version=DRIVER, built_for=None, folder="updates/dkms", flags=FLAGS, compress=None):
+    name = "nvidia.ko" + ("." + compress if compress else "")
+    path = tree.root / "lib/modules" / release / folder / name
+    module(
+        path,
+        [("version", version), ("license", "NVIDIA"), ("name", "nvidia"), ("vermagic", "%s %s" % (built_for or release, flags))],
+        compress,
+    )
+    return "%s/%s" % (folder, name)
+
+
+def _kernel(tree, release, modules=()):
+    """A kernel's modules folder with one in-tree module (the kernel's own vermagic) and
+    modules.dep naming ``modules`` (relative paths)."""
+    own = "kernel/block/kyber-iosched.ko"
+    module(tree.root / "lib/modules" / release / own, [("name", "kyber_iosched"), ("vermagic", "%s %s" % (release, FLAGS))])
+    tree.write("/lib/modules/%s/modules.dep" % release, "".join("%s:\n" % m for m in (own,) + tuple(modules)))
+    tree.write("/boot/vmlinuz-" + release, "")
+
+
+def _userspace(tree, version=DRIVER):
+    libs = tree.root / "usr/lib/x86_64-linux-gnu"
+    shared_object(libs / ("libnvidia-ml.so." + version), "libnvidia-ml.so.1")
+    tree.link("/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1", "libnvidia-ml.so." + version)
+    (tree.root / "var/lib/dkms/nvidia" / version).mkdir(parents=True)
+    tree.write("/usr/bin/nvidia-smi", "", mode=0o755)
+
+
+def _gpu_host(tree, loaded=DRIVER):
+    minimal_host(tree, release=OLD)
+    if loaded:
+        tree.write("/sys/module/nvidia/version", loaded + "\n")
+        tree.write("/proc/modules", "nvidia 54063104 0 - Live 0x0000000000000000 (POE)\n")
+    else:
+        tree.write("/proc/modules", "")
+
+
+@pytest.mark.parametrize("compress", [None, "xz", "gz", "zst"])
+def test_modinfo_of_plain_and_compressed_modules(tmp_path, compress):
+    path = module(tmp_path / ("m.ko" + ("." + compress if compress else "")), [("version", "1.2"), ("vermagic", OLD + " SMP")], compress)
+    with open(path, "rb") as stream:
+        assert elf.parse_modinfo(elf.modinfo(stream)) == {"version": ["1.2"], "vermagic": [OLD + " SMP"]}
+
+
+def test_odd_module_files_are_named_not_fatal(tmp_path):
+    import lzma
+
+    need_compiler()
+    cases = {
+        "empty.ko": b"",
+        "text.ko": b"not an elf at all\n",
+        "cut.ko.xz": lzma.compress(b"\x7fELF" + bytes(4096))[:40],
+        "bomb.ko.gz": __import__("gzip").compress(bytes(8 << 20)),
+    }
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with open(tmp_path / name, "rb") as stream, pytest.raises(ValueError):
+            elf.modinfo(stream)
+    shared = shared_object(tmp_path / "libx.so.1", "libx.so.1")
+    with open(shared, "rb") as stream, pytest.raises(ValueError, match="no .modinfo section"):
+        elf.modinfo(stream)
+
+
+def test_ikconfig_between_markers(tmp_path):
+    path = ikconfig_object(tmp_path / "configs.ko", "CONFIG_HUGETLBFS=y\n# CONFIG_NUMA_BALANCING is not set\n")
+    with open(path, "rb") as stream:
+        assert elf.ikconfig(stream).startswith("CONFIG_HUGETLBFS=y\n")
+
+
+def test_failed_dkms_build_after_a_kernel_update(tree, run):
+    _gpu_host(tree)
+    _userspace(tree)
+    _kernel(tree, OLD, [_nvidia(tree, OLD)])
+    _kernel(tree, NEW)  # installed by the update; DKMS did not build for it
+    result = run("--root", tree, "--format", "json")
+    found = [f for f in result.json["findings"] if f["rule"] == "gpu.driver-missing-for-kernel"]
+    assert [f["severity"] for f in found] == ["high"]  # the running kernel has it; the next boot does not
+    assert "kernel %s, which the next boot starts" % NEW in found[0]["message"]
+    commands = [c for step in found[0]["remediation"] for c in step["commands"]]
+    assert "sudo dkms install nvidia/%s -k %s" % (DRIVER, NEW) in commands
+    assert "sudo apt-get install -y linux-headers-%s" % NEW in commands
+    assert "tail -n 30 /var/lib/dkms/nvidia/%s/build/make.log" % DRIVER in commands
+    assert result.statuses()["gpu.driver-library-mismatch"] == "pass"
+
+
+def test_image_whose_default_kernel_has_no_driver(tree, run):
+    _userspace(tree)
+    _kernel(tree, OLD, [_nvidia(tree, OLD)])
+    _kernel(tree, NEW)
+    tree.write("/etc/os-release", "ID=ubuntu\nID_LIKE=debian\n")
+    result = run("--root", tree, "--format", "json")
+    assert result.findings()["gpu.driver-missing-for-kernel"] == "critical"
+    message = [f for f in result.json["findings"] if f["rule"] == "gpu.driver-missing-for-kernel"][0]["message"]
+    assert "kernel %s, which the image boots by default" % NEW in message
+    # Pinning the older kernel boots one that has the driver.
+    tree.write("/etc/default/grub", "GRUB_DEFAULT='1>2'\n")
+    assert "gpu.driver-missing-for-kernel" not in run("--root", tree, "--format", "json").findings()
+
+
+def test_driver_library_mismatch_after_an_upgrade_without_reboot(tree, run):
+    _gpu_host(tree, loaded="535.183.01")
+    _userspace(tree)
+    _kernel(tree, OLD, [_nvidia(tree, OLD)])
+    result = run("--root", tree, "--format", "json")
+    found = [f for f in result.json["findings"] if f["rule"] == "gpu.driver-library-mismatch"][0]
+    assert found["severity"] == "critical" and "535.183.01" in found["message"] and DRIVER in found["message"]
+    assert found["remediation"][0]["commands"] == ["sudo reboot"]
+    assert "sudo rmmod nvidia_uvm nvidia_drm nvidia_modeset nvidia" in found["remediation"][1]["commands"]
+
+
+def test_mismatch_with_an_old_module_on_disk_needs_a_rebuild(tree, run):
+    _gpu_host(tree, loaded="535.183.01")
+    _userspace(tree)
+    _kernel(tree, OLD, [_nvidia(tree, OLD, version="535.183.01")])
+    found = [f for f in run("--root", tree, "--format", "json").json["findings"] if f["rule"] == "gpu.driver-library-mismatch"][0]
+    assert "a reboot alone does not fix it" in found["message"]
+    assert any("dkms install --force nvidia/%s -k %s" % (DRIVER, OLD) in c for s in found["remediation"] for c in s["commands"])
+
+
+@pytest.mark.parametrize(
+    "folder, flags, severity",
+    [
+        ("updates/dkms", "SMP preempt mod_unload ", "critical"),  # no modversions: the release must match
+        ("updates/dkms", FLAGS, "high"),  # symbol checksums decide
+        ("weak-updates/nvidia", FLAGS, None),  # RHEL's kABI links: meant to load
+    ],
+)
+def test_module_built_for_another_kernel(tree, run, folder, flags, severity):
+    _gpu_host(tree, loaded=None)
+    _userspace(tree)
+    own = "kernel/block/kyber-iosched.ko"
+    module(tree.root / "lib/modules" / OLD / own, [("name", "kyber_iosched"), ("vermagic", "%s %s" % (OLD, flags))])
+    path = _nvidia(tree, OLD, built_for="6.5.0-41-generic", folder=folder, flags=flags)
+    tree.write("/lib/modules/%s/modules.dep" % OLD, "%s:\n%s:\n" % (own, path))
+    findings = run("--root", tree, "--format", "json").findings()
+    assert findings.get("gpu.module-vermagic-mismatch") == severity
+
+
+def test_flags_that_differ_from_the_kernels_own_modules(tree, run):
+    _gpu_host(tree, loaded=None)
+    _userspace(tree)
+    _kernel(tree, OLD, [_nvidia(tree, OLD, flags="SMP mod_unload modversions ")])
+    found = [f for f in run("--root", tree, "--format", "json").json["findings"] if f["rule"] == "gpu.module-vermagic-mismatch"]
+    assert found[0]["severity"] == "critical" and "the flags differ" in found[0]["message"]
+
+
+@pytest.mark.parametrize(
+    "cuda, driver, severity",
+    [
+        ("12.4.1", "535.183.01", "low"),
+        ("12.4.1", "470.256.02", "critical"),
+        ("12.4.1", "550.127.05", None),
+        ("10.2.89", "418.39", "critical"),
+    ],
+)
+def test_driver_against_cuda_toolkits(tree, run, cuda, driver, severity):
+    _gpu_host(tree, loaded=driver)
+    _userspace(tree, version=driver)
+    _kernel(tree, OLD, [_nvidia(tree, OLD, version=driver)])
+    folder = "/usr/local/cuda-%s" % ".".join(cuda.split(".")[:2])
+    if cuda.startswith("10."):
+        tree.write(folder + "/version.txt", "CUDA Version %s\n" % cuda)
+    else:
+        tree.write(folder + "/version.json", '{"cuda": {"name": "CUDA SDK", "version": "%s"}}' % cuda)
+    tree.link("/usr/local/cuda", "cuda-%s" % ".".join(cuda.split(".")[:2]))
+    result = run("--root", tree, "--format", "json")
+    assert result.findings().get("gpu.driver-too-old-for-cuda") == severity
+    assert len([f for f in result.json["findings"] if f["rule"] == "gpu.driver-too-old-for-cuda"]) == (1 if severity else 0)
+
+
+def test_nouveau_loaded_unblocked_and_kept_out(tree, run):
+    _gpu_host(tree)
+    _userspace(tree)
+    nouveau = "kernel/drivers/gpu/drm/nouveau/nouveau.ko"
+    module(tree.root / "lib/modules" / OLD / nouveau, [("name", "nouveau"), ("vermagic", OLD + " " + FLAGS)])
+    _kernel(tree, OLD, [_nvidia(tree, OLD), nouveau])
+    assert run("--root", tree, "--format", "json").findings()["gpu.nouveau-loaded"] == "medium"
+    tree.write("/proc/modules", "nouveau 2834432 0 - Live 0x0000000000000000\n")
+    result = run("--root", tree, "--format", "json")
+    assert result.findings()["gpu.nouveau-loaded"] == "high"
+    commands = [c for f in result.json["findings"] if f["rule"] == "gpu.nouveau-loaded" for s in f["remediation"] for c in s["commands"]]
+    assert "sudo update-initramfs -u -k all" in commands
+    tree.write("/proc/modules", "")
+    tree.write("/usr/lib/modprobe.d/nvidia-graphics-drivers.conf", "blacklist nouveau\noptions nouveau modeset=0\n")
+    assert "gpu.nouveau-loaded" not in run("--root", tree, "--format", "json").findings()
+
+
+def test_a_snapshot_keeps_what_modules_say_not_the_modules(tree, tmp_path, run):
+    _gpu_host(tree, loaded="535.183.01")
+    _userspace(tree)
+    _kernel(tree, OLD, [_nvidia(tree, OLD, compress="xz")])
+    before = run("--root", tree, "--format", "json").findings()
+    host = snapshot.capture(str(tree))
+    snapshot.write_tree(host, str(tmp_path / "snap"), snapshot.manifest_for(host))
+    copied = tmp_path / "snap/lib/modules" / OLD / "updates/dkms/nvidia.ko.xz"
+    assert not copied.exists()  # what it says is kept, not the module
+    record = tmp_path / "snap/.aidoctor/derived/modinfo/lib/modules" / OLD / "updates/dkms/nvidia.ko.xz"
+    assert "version=%s" % DRIVER in record.read_text()
+    assert run("--root", tmp_path / "snap", "--format", "json").findings() == before
+    assert Facts(Host(str(tmp_path / "snap"))).get("gpu_modules")[0].found["nvidia"].field("version") == DRIVER
