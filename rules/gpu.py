@@ -76,10 +76,14 @@ def _dkms_steps(f, nv, release: str, force: bool = False):
     version = nv.dkms[-1]
     log = "/var/lib/dkms/nvidia/%s/build/make.log" % version
     build = "dkms install %snvidia/%s -k %s" % ("--force " if force else "", version, quote(release))
+    fixes = f.fixes
+    status = fixes.sudo("dkms status nvidia") if fixes.image else "dkms status nvidia"
+    if fixes.image:
+        log = fixes.image.rstrip("/") + log
     return [
         Step(
             "See why the last DKMS build failed (a missing header package, a compiler too old or too new for the kernel)",
-            ("dkms status nvidia", "tail -n 30 %s" % log),
+            (status, "tail -n 30 %s" % quote(log)),
             False,
             None,
         ),
@@ -127,10 +131,16 @@ def driver_missing(f):
         checked.append(mods.release)
         if "nvidia" in mods.found or (position == 0 and nv.loaded):
             continue
-        where = mods.index if mods.base else "no /lib/modules/%s at all" % mods.release
+        if not mods.base:
+            where = "no /lib/modules/%s at all" % mods.release
+        elif mods.index.endswith("modules.dep"):
+            where = "%s lists none" % mods.index
+        else:
+            where = "none in %s" % mods.index
         message = (
-            "The NVIDIA driver's user space is installed (%s), but %s has no nvidia module (%s): the driver cannot load, "
-            "nvidia-smi cannot reach it and CUDA finds no GPU." % (_installed_words(nv), _target_words(f, mods, position == 0), where)
+            "The NVIDIA driver's user space is installed (%s), but there is no nvidia module for %s (%s): the driver "
+            "cannot load, nvidia-smi cannot reach it and CUDA finds no GPU."
+            % (_installed_words(nv), _target_words(f, mods, position == 0), where)
         )
         if nv.dkms:
             message += " DKMS holds the driver's source (%s), so its build for this kernel failed or never ran." % ", ".join(nv.dkms)

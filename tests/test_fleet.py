@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -38,7 +39,6 @@ def test_merge_html_cells_link_to_findings(run, reports, tmp_path):
     page_path = tmp_path / "fleet.html"
     assert run("merge", *reports, "--html", str(page_path)).code == 0
     page = page_path.read_text()
-    import re
 
     links = set(re.findall(r'href="#(host-\d+-f\d+)"', page))
     anchors = set(re.findall(r'id="(host-\d+-f\d+)"', page))
@@ -52,9 +52,8 @@ def test_merge_text_and_markdown(run, reports):
     assert text.startswith("aidoctor fleet: %d hosts" % len(NAMES)) and "infer-strict-01" in text
     markdown = run("merge", *reports, "--format", "markdown").out
     assert markdown.startswith("# aidoctor fleet") and "| infer\\-strict\\-01 |" not in markdown  # only leading dashes escape
-    assert "| [infer-strict-01](#host-4) | critical |" in markdown
+    assert re.search(r"\| \[infer-strict-01\]\(#host-\d+\) \| critical \|", markdown)
     # every cell link has its anchor
-    import re
 
     assert set(re.findall(r"\]\(#(host-\d+-f\d+)\)", markdown)) <= set(re.findall(r'<a id="(host-\d+-f\d+)">', markdown))
 
