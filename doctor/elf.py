@@ -65,55 +65,97 @@ def _inflate(reader, what: str, errors):
                 raise ValueError("%s data inflates past %d MiB" % (what, DECOMPRESSED_CAP >> 20))
     except errors as exc:
         raise ValueError("corrupt or truncated %s data (%s)" % (what, exc)) from None
+    finally:
+        close = getattr(reader, "close", None)
+        if close is not None and reader is not None:
+            try:
+                close()
+            except (OSError, ValueError):
+                pass
     out.seek(0)
     return out
 
 
 def _unzstd(stream):
-    """zstd through Python 3.14's compression.zstd, the zstandard package, or the zstd program
-    (fed through a pipe: nothing is opened by name)."""
+    return _inflate(_zstd_reader(stream), "zstd", (ValueError, OSError, EOFError))
+
+
+def _zstd_reader(stream):
+    """A file-like zstd decoder over ``stream``: Python 3.14's compression.zstd, the
+    zstandard package, or the zstd program fed through a pipe (nothing opened by name)."""
     try:
         from compression import zstd
 
-        return _inflate(zstd.ZstdFile(stream), "zstd", (zstd.ZstdError, EOFError))
+        return _Checked(zstd.ZstdFile(stream), zstd.ZstdError)
     except ImportError:
         pass
     try:
         import zstandard
 
-        return _inflate(zstandard.ZstdDecompressor().stream_reader(stream), "zstd", (zstandard.ZstdError,))
+        return _Checked(zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=False), zstandard.ZstdError)
     except ImportError:
         pass
     import shutil
-    import subprocess
 
     program = shutil.which("zstd")
     if program is None:
         raise ValueError("zstd-compressed, and no zstd decoder here (Python 3.14, the zstandard package or the zstd program)")
-    stream.seek(0)
-    compressed = stream.read(DECOMPRESSED_CAP + 1)
-    with subprocess.Popen([program, "-dcq"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as child:
+    return _ZstdPipe(program, stream)
+
+
+class _Checked:
+    """A decoder whose own error type reads as ValueError (corrupt data, not a crash)."""
+
+    def __init__(self, reader, error):
+        self._reader = reader
+        self._error = error
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._reader.read(size)
+        except self._error as exc:
+            raise ValueError("corrupt zstd data (%s)" % exc) from None
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+class _ZstdPipe:
+    def __init__(self, program: str, stream):
+        import subprocess
         import threading
 
-        feeder = threading.Thread(target=_feed, args=(child.stdin, compressed), daemon=True)
-        feeder.start()
-        try:
-            out = _inflate(child.stdout, "zstd", (OSError,))
-        except ValueError:
-            child.kill()
-            raise
-        feeder.join()
-        if child.wait() != 0:
-            raise ValueError("corrupt or truncated zstd data (zstd exited %d)" % child.returncode)
-    return out
+        self._child = subprocess.Popen([program, "-dcq"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self._feeder = threading.Thread(target=_feed, args=(self._child.stdin, stream), daemon=True)
+        self._feeder.start()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._child.stdout.read(size)
+        if not data and self._child.wait() != 0:
+            raise ValueError("corrupt or truncated zstd data (zstd exited %d)" % self._child.returncode)
+        return data
+
+    def close(self) -> None:
+        if self._child.poll() is None:
+            self._child.kill()
+        self._child.stdout.close()
+        self._child.wait()
+        # The feeder reads the caller's stream: it must be done before the stream moves on.
+        self._feeder.join()
 
 
-def _feed(pipe, data: bytes) -> None:
+def _feed(pipe, stream) -> None:
     try:
-        pipe.write(data)
+        sent = 0
+        while sent <= DECOMPRESSED_CAP:
+            chunk = stream.read(1 << 20)
+            if not chunk:
+                break
+            pipe.write(chunk)
+            sent += len(chunk)
         pipe.close()
-    except OSError:
-        pass  # the reader stopped (a bomb, or corrupt data): its error is the one to report
+    except (OSError, ValueError):
+        pass  # the reader stopped (a bomb, corrupt data, or what it wanted found)
 
 
 def _elf(stream):
@@ -162,22 +204,155 @@ def parse_modinfo(text: str) -> dict:
 
 
 def ikconfig(stream) -> str:
-    """The kernel config embedded between IKCFG_ST and IKCFG_ED (CONFIG_IKCONFIG): gzip data,
-    found in the ELF's sections (configs.ko, vmlinux) or, for other files, anywhere."""
-    data = uncompressed(stream).read(DECOMPRESSED_CAP + 1)
-    return config_between_markers(data)
+    """The kernel config embedded between IKCFG_ST and IKCFG_ED (CONFIG_IKCONFIG): gzip data
+    inside configs.ko (plain or compressed) or an uncompressed vmlinux, found by scanning."""
+    found = _between_markers(_chunks(uncompressed(stream)))
+    if found is None:
+        raise ValueError("no embedded kernel config (no IKCFG_ST … IKCFG_ED)")
+    return _gunzip_config(found)
 
 
-def config_between_markers(data: bytes) -> str:
-    start = data.find(IKCFG_START)
-    if start < 0:
-        raise ValueError("no embedded kernel config (no IKCFG_ST marker)")
-    end = data.find(IKCFG_END, start)
-    if end < 0:
-        raise ValueError("the embedded kernel config is cut short (no IKCFG_ED marker)")
-    blob = data[start + len(IKCFG_START) : end]
+def kernel_image_config(stream) -> str:
+    """The embedded config of a kernel image (/boot/vmlinuz-REL), as the kernel's
+    scripts/extract-ikconfig finds it: in the file as it is, else in the compressed payload,
+    located by the magic bytes of each compressor the standard library (or a zstd decoder)
+    reads, decompressed in steps until the end marker."""
+    found = _between_markers(_chunks(stream))
+    if found is not None:
+        return _gunzip_config(found)
+    for _what, magic, opener in _PAYLOADS:
+        for offset in _offsets(stream, magic):
+            reader = None
+            try:
+                reader = opener(_Window(stream, offset))
+                found = _between_markers(_chunks(reader))
+            except Exception:  # noqa: BLE001 - a false magic match fails in its decoder's own way
+                found = None
+            finally:
+                if reader is not None:
+                    try:
+                        reader.close()
+                    except Exception:  # noqa: BLE001
+                        pass
+            if found is not None:
+                return _gunzip_config(found)
+    raise ValueError("no embedded kernel config in the image (CONFIG_IKCONFIG not built in)")
+
+
+def _gunzip_config(blob: bytes) -> str:
     try:
-        text = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(blob, 16 << 20)
+        stream = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        text = stream.decompress(blob, 16 << 20)
     except zlib.error as exc:
         raise ValueError("the embedded kernel config is not gzip data (%s)" % exc) from None
     return text.decode("utf-8", "replace")
+
+
+def _chunks(reader, size: int = 1 << 20, cap: int = DECOMPRESSED_CAP):
+    total = 0
+    while total <= cap:
+        chunk = reader.read(size)
+        if not chunk:
+            return
+        total += len(chunk)
+        yield chunk
+
+
+def _between_markers(chunks):
+    """The bytes between IKCFG_ST and IKCFG_ED in a stream of chunks, or None."""
+    window = b""
+    collected = None
+    for chunk in chunks:
+        if collected is None:
+            window += chunk
+            start = window.find(IKCFG_START)
+            if start < 0:
+                window = window[-(len(IKCFG_START) - 1) :]
+                continue
+            collected = window[start + len(IKCFG_START) :]
+        else:
+            collected += chunk
+        end = collected.find(IKCFG_END)
+        if end >= 0:
+            return collected[:end]
+        if len(collected) > 16 << 20:
+            return None
+    return None
+
+
+def _offsets(stream, magic: bytes, limit: int = 8):
+    """Where ``magic`` starts in the file (the first ``limit`` places), scanning in chunks."""
+    found = []
+    stream.seek(0)
+    position = 0
+    tail = b""
+    while len(found) < limit:
+        chunk = stream.read(1 << 20)
+        if not chunk:
+            break
+        data = tail + chunk
+        start = 0
+        while len(found) < limit:
+            index = data.find(magic, start)
+            if index < 0:
+                break
+            found.append(position - len(tail) + index)
+            start = index + 1
+        tail = data[-(len(magic) - 1) :]
+        position += len(chunk)
+    return found
+
+
+class _Window:
+    """The file from ``offset`` on, as a stream of its own (decompressors read from 0)."""
+
+    def __init__(self, stream, offset: int):
+        self._stream = stream
+        self._offset = offset
+        stream.seek(offset)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._stream.read(size)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+
+def _open_gzip(window):
+    import gzip
+
+    return gzip.GzipFile(fileobj=window)
+
+
+def _open_xz(window):
+    import lzma
+
+    return lzma.LZMAFile(window)
+
+
+def _open_lzma(window):
+    import lzma
+
+    return lzma.LZMAFile(window, format=lzma.FORMAT_ALONE)
+
+
+def _open_bzip2(window):
+    import bz2
+
+    return bz2.BZ2File(window)
+
+
+def _open_zstd(window):
+    return _zstd_reader(window)
+
+
+_PAYLOADS = (
+    ("gzip", b"\x1f\x8b\x08", _open_gzip),
+    ("xz", b"\xfd7zXZ\x00", _open_xz),
+    ("zstd", b"\x28\xb5\x2f\xfd", _open_zstd),
+    ("bzip2", b"BZh", _open_bzip2),
+    ("lzma", b"\x5d\x00\x00", _open_lzma),
+)

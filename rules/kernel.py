@@ -1,8 +1,10 @@
-"""The kernel's build configuration: can its capabilities be verified at all?"""
+"""The kernel's build configuration: can its capabilities be verified at all, and against the
+right kernel?"""
 
 from __future__ import annotations
 
 from ai_doctor.engine import rule
+from ai_doctor.facts.kconfig import PROC_CONFIG, describes
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Step
 
 
@@ -10,7 +12,7 @@ from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Step
     "kernel.config-missing",
     "Kernel configuration not found",
     Severity.LOW,
-    uses=("kernel_config", "release", "configs_module", "running", "container", "fixes"),
+    uses=("kernel_config", "other_kernel_configs", "release", "configs_module", "running", "container", "fixes"),
 )
 def config_missing(f):
     """Neither /proc/config.gz nor a config file for the running kernel is readable.
@@ -20,14 +22,18 @@ def config_missing(f):
     Distributions install the config beside the kernel as /boot/config-RELEASE (Debian, Ubuntu,
     RHEL, SUSE) or /usr/lib/modules/RELEASE/config (Fedora, Arch); kernels built with
     CONFIG_IKCONFIG_PROC expose it as /proc/config.gz, and with CONFIG_IKCONFIG=m after
-    `modprobe configs`. Custom and some cloud kernels ship none of these.
+    `modprobe configs`; with CONFIG_IKCONFIG the config is also read straight out of the
+    configs module file or the kernel image (/boot/vmlinuz-RELEASE), and the finding names
+    the source used. Custom and some cloud kernels ship none of these.
 
     Reference: kernel/Kconfig (IKCONFIG, IKCONFIG_PROC); Documentation/admin-guide/README.rst.
     """
     config = f.kernel_config
     if config:
-        return Pass("read %s" % config.source)
+        return Pass("read %s" % config.where)
     release = f.release
+    if release and f.other_kernel_configs:
+        return Skip("configs of other kernels only: kernel.config-mismatch covers it")
     if not f.running:
         return Skip("an image, not a running system: no running kernel to look up")
     evidence = [Evidence(path, outcome) for path, outcome in config.tried]
@@ -83,3 +89,55 @@ def config_missing(f):
             )
         )
     return Issue(message, evidence, steps)
+
+
+@rule(
+    "kernel.config-mismatch",
+    "Kernel configuration of another kernel",
+    Severity.LOW,
+    uses=("kernel_config", "other_kernel_configs", "release", "running"),
+)
+def config_mismatch(f):
+    """The only kernel configuration found describes another kernel release than the one
+    that runs (in an image, the one it boots by default).
+
+    A /boot/config-* left from an older kernel, or a config file whose own header names
+    another release, says nothing certain about this kernel: capabilities judged from it
+    (hugetlb, transparent huge pages, NUMA balancing) may be wrong. It is not used. A config
+    whose header names another release than the one it was read for is reported as medium.
+    Headers name either the whole release (RHEL, Fedora: 6.12.0-55.el10.x86_64) or only the
+    upstream version (Debian: 6.1.192 for release 6.1.0-18-amd64): a whole release must be
+    the same, an upstream version the same major.minor.
+
+    Fix: install the configuration that ships with this kernel's package (or reinstall the
+    kernel package), so /boot/config-RELEASE exists.
+
+    Reference: Documentation/admin-guide/README.rst (the .config file); kernel/Kconfig
+    (IKCONFIG).
+    """
+    config = f.kernel_config
+    release = f.release
+    if not release:
+        return Skip("the kernel release is unknown")
+    target = "kernel %s" % release if f.running else "kernel %s, which the image boots by default" % release
+    if config:
+        described = config.described
+        if described and config.source != PROC_CONFIG and not describes(described, release):
+            message = (
+                "The configuration read for %s (%s) names release %s in its header: it is another kernel's, and the "
+                "capability checks that use it may be wrong." % (target, config.where, described)
+            )
+            steps = [Step("Put the configuration that ships with %s's package in place (reinstall the package)" % release, (), True, True)]
+            evidence = [Evidence(config.source, "# Linux %s Kernel Configuration" % described)]
+            return Issue(message, evidence, steps, severity=Severity.MEDIUM)
+        return Pass("%s is for %s" % (config.where, described or release))
+    others = f.other_kernel_configs
+    if not others:
+        return Skip("no kernel configuration at all (kernel.config-missing)")
+    listed = ", ".join(others[:6]) + (", …" if len(others) > 6 else "")
+    message = (
+        "No configuration for %s; the only ones here are for other kernels (%s), so they are not used and kernel "
+        "capabilities can only be judged from runtime traces." % (target, listed)
+    )
+    steps = [Step("Install the configuration that ships with %s's package (reinstall the kernel package)" % release, (), True, True)]
+    return Issue(message, [Evidence(path, "another kernel's") for path in others[:12]], steps)

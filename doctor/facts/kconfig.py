@@ -2,16 +2,21 @@
 
 Sources, first readable wins: /proc/config.gz (CONFIG_IKCONFIG_PROC, the running kernel's own),
 /boot/config-REL, /usr/lib/modules/REL/config, /lib/modules/REL/config (what distributions
-install beside the kernel).
+install beside the kernel), then the config embedded with CONFIG_IKCONFIG: in the configs
+module (kernel/kernel/configs.ko, plain or compressed), in the kernel image /boot/vmlinuz-REL
+(inside its compressed payload), or in a debug vmlinux.
 """
 
 from __future__ import annotations
 
+import re
 import zlib
 
 from ai_doctor.facts import Unavailable, fact
 
 PROC_CONFIG = "/proc/config.gz"
+_HEADER = re.compile(r"^# Linux/\S+ (\S+) Kernel Configuration$", re.M)
+MODULE_ROOTS = ("/lib/modules", "/usr/lib/modules")
 
 
 class KernelConfig:
@@ -22,14 +27,27 @@ class KernelConfig:
     runs ask about none of them.
     """
 
-    __slots__ = ("text", "source", "release", "tried", "_parsed")
+    __slots__ = ("text", "source", "release", "tried", "embedded", "_parsed")
 
-    def __init__(self, text: str, source: str, release, tried):
+    def __init__(self, text: str, source: str, release, tried, embedded: bool = False):
         self.text = text
         self.source = source
         self.release = release
         self.tried = tried
+        # Taken out of a module or kernel image (IKCONFIG), not a config file.
+        self.embedded = embedded
         self._parsed = None
+
+    @property
+    def described(self):
+        """The release the config's own header names (``# Linux/x86 6.8.0-45-generic Kernel
+        Configuration``); None when it has none."""
+        match = _HEADER.search(self.text[:2048])
+        return match.group(1) if match else None
+
+    @property
+    def where(self) -> str:
+        return "the config embedded in %s" % self.source if self.embedded else self.source
 
     def _options(self):
         if self._parsed is None:
@@ -112,6 +130,10 @@ def kernel_config(host, facts):
             tried[-1] = (path, "holds no CONFIG_ lines")
             continue
         return KernelConfig(text, path, release or None, tuple(tried))
+    if release:
+        found = _embedded(host, release, tried)
+        if found is not None:
+            return found
     if not release:
         reason = "%s: %s, and the kernel release is unknown (%s), so /boot/config-RELEASE cannot be looked for" % (
             PROC_CONFIG,
@@ -121,6 +143,57 @@ def kernel_config(host, facts):
     else:
         reason = "no readable kernel config: " + "; ".join("%s %s" % item for item in tried)
     return Unavailable(reason, tuple(tried))
+
+
+def _embedded(host, release: str, tried):
+    """The IKCONFIG copy in the configs module, the kernel image or a debug vmlinux."""
+    from ai_doctor import elf
+
+    suffixes = ("", ".xz", ".gz", ".zst")
+    places = ["%s/%s/kernel/kernel/configs.ko%s" % (root, release, suffix) for root in MODULE_ROOTS for suffix in suffixes]
+    places += ["/boot/vmlinuz-%s" % release, "/usr/lib/debug/boot/vmlinux-%s" % release, "/usr/lib/debug/lib/modules/%s/vmlinux" % release]
+    for path in places:
+        got, info = host.stat(path)
+        if not got.ok or not info.is_file or info.size == 0:
+            continue
+        extract = elf.ikconfig if "/configs.ko" in path else elf.kernel_image_config
+        derived = host.derive(path, "ikconfig", extract)
+        tried.append((path, derived.describe() if not derived.ok else "ok"))
+        if derived.ok and "CONFIG_" in derived.data:
+            return KernelConfig(derived.data, path, release, tuple(tried), embedded=True)
+    return None
+
+
+def describes(config_release: str, release: str) -> bool:
+    """Whether a config whose header names ``config_release`` is for kernel ``release``.
+
+    Some headers name the whole release (RHEL, Fedora, older Ubuntu: 6.12.0-55.el10.x86_64),
+    others the upstream version only (Debian's 6.1.192 for release 6.1.0-18-amd64): a whole
+    release must be the same, an upstream version the same major.minor.
+    """
+    if config_release == release:
+        return True
+    if "-" in config_release:
+        return False
+    return config_release.split(".")[:2] == release.split("-", 1)[0].split(".")[:2]
+
+
+@fact("other_kernel_configs")
+def other_kernel_configs(host, facts):
+    """Config files of kernels other than the one judged: /boot/config-* and the modules
+    folders' config."""
+    release = facts.get("release")
+    found = []
+    boot = host.listdir("/boot")
+    for name in boot.data if boot.ok else ():
+        if name.startswith("config-") and name[len("config-") :] != release:
+            found.append("/boot/" + name)
+    for root in MODULE_ROOTS:
+        listing = host.listdir(root)
+        for name in listing.data if listing.ok else ():
+            if name != release and host.stat("%s/%s/config" % (root, name))[0].ok:
+                found.append("%s/%s/config" % (root, name))
+    return tuple(found)
 
 
 @fact("configs_module")
