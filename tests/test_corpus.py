@@ -808,3 +808,58 @@ def test_a_truncated_proc_config_gz_is_not_taken_as_the_config(mirror):
     # The complete file sets CONFIG_HUGETLBFS=y; the first 12000 bytes stop long before it.
     assert not (config and config.source == PROC_CONFIG)
     assert (PROC_CONFIG, "truncated gzip data") in config.tried
+
+
+# -- real Debian modules: .modinfo and the module index --------------------------------------
+
+MODULES = CORPUS / "modules"
+REAL_MODULES = [
+    ("6.1.0-56-amd64", "kernel/block/kyber-iosched.ko"),
+    ("6.1.0-56-amd64", "kernel/drivers/cpufreq/acpi-cpufreq.ko"),
+    ("6.1.0-56-arm64", "kernel/drivers/cpufreq/cpufreq_powersave.ko"),
+    ("6.12.118+deb13-amd64", "kernel/block/kyber-iosched.ko.xz"),
+    ("6.12.118+deb13-amd64", "kernel/drivers/cpufreq/cpufreq_powersave.ko.xz"),
+]
+
+
+@pytest.mark.parametrize("release, path", REAL_MODULES)
+def test_modinfo_of_real_debian_modules(release, path):
+    from ai_doctor import elf
+
+    with open(str(MODULES / release / path), "rb") as stream:
+        fields = elf.parse_modinfo(elf.modinfo(stream))
+    # Each module was built for the release its folder names (signed Debian builds).
+    assert fields["vermagic"][0].split()[0] == release
+    assert fields["name"] == [elf.module_name(path.rsplit("/", 1)[1])]
+    assert fields["intree"] == ["Y"] and fields["license"] == ["GPL"]
+
+
+def test_module_index_reads_real_modules_through_modules_dep(mirror):
+    release = "6.12.118+deb13-amd64"
+    mirror.write("/proc/sys/kernel/osrelease", release + "\n")
+    for _release, path in [m for m in REAL_MODULES if m[0] == release]:
+        mirror.copy(MODULES, "%s/%s" % (release, path), "/lib/modules/%s/%s" % (release, path))
+    # depmod's format; an out-of-tree GPU module the index names but the folder lacks.
+    mirror.write(
+        "/lib/modules/%s/modules.dep" % release,
+        "kernel/block/kyber-iosched.ko.xz:\nkernel/drivers/cpufreq/cpufreq_powersave.ko.xz:\nupdates/dkms/nvidia.ko.xz:\n",
+    )
+    from ai_doctor.facts.modules import modules_for
+
+    assert Facts(mirror.host()).get("gpu_modules")[0].found == {}  # a stale index entry: the file is gone
+    modules = modules_for(mirror.host(), release, names=("cpufreq_powersave", "nvidia"), read=("cpufreq_powersave",))
+    assert list(modules.found) == ["cpufreq_powersave"]
+    assert modules.found["cpufreq_powersave"].vermagic_release == release
+    assert modules.reference.path == "/lib/modules/%s/kernel/block/kyber-iosched.ko.xz" % release
+    assert modules.reference.field("vermagic").split()[0] == release
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in KCONFIG.glob("*.config")) if KCONFIG.is_dir() else [])
+def test_every_distribution_config_names_its_kernel(name):
+    config = KernelConfig(corpus_bytes(KCONFIG, name).decode("utf-8", "replace"), "/boot/config-x", None, ())
+    described = config.described
+    assert described and described[0].isdigit()
+    # A config always describes its own release, whatever the header's style.
+    from ai_doctor.facts.kconfig import describes
+
+    assert describes(described, described)

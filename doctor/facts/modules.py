@@ -96,7 +96,11 @@ def modules_for(host, release: str, names=GPU_MODULES, read=("nvidia", "amdgpu")
     found = {}
     for name, relative in paths.items():
         path = relative if relative.startswith("/") else "%s/%s" % (base, relative)
-        found[name] = _with_modinfo(host, name, release, path) if name in read else ModuleInfo(name, release, path)
+        info = _with_modinfo(host, name, release, path) if name in read else ModuleInfo(name, release, path)
+        # A stale index names a file that is gone: modprobe cannot load it either.
+        if info.problem == "not present" or (name not in read and host.stat(path)[0].missing):
+            continue
+        found[name] = info
     reference_info = _with_modinfo(host, "reference", release, "%s/%s" % (base, reference)) if reference and found else None
     return KernelModules(release, base, found, reference_info, index)
 
