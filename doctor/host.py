@@ -105,17 +105,13 @@ def _failed(path: str, exc: OSError) -> Read:
 def _read_file(path: str, real: str, cap: int, nofollow: bool) -> Read:
     """Read the regular file at ``real`` (this machine's path for target ``path``), at most
     ``cap`` bytes."""
-    # O_NONBLOCK: a FIFO planted in an image must not hang the run.
-    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
-    if nofollow:
-        flags |= os.O_NOFOLLOW
     try:
-        fd = os.open(real, flags)
+        fd = _open_regular(real, nofollow)
+    except _NotRegular:
+        return Read(path, ERROR, None, "not a regular file", False)
     except OSError as exc:
         return _failed(path, exc)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return Read(path, ERROR, None, "not a regular file", False)
         chunks = []
         left = cap + 1
         while left > 0:
@@ -131,6 +127,27 @@ def _read_file(path: str, real: str, cap: int, nofollow: bool) -> Read:
         os.close(fd)
     truncated = len(data) > cap
     return Read(path, OK, data[:cap] if truncated else data, None, truncated)
+
+
+class _NotRegular(Exception):
+    """A device, FIFO or socket where a file was expected: never opened."""
+
+
+def _open_regular(real: str, nofollow: bool) -> int:
+    """Open a regular file for reading. Anything else is refused before it is opened: opening
+    a device node planted in a tree (``dev/watchdog``) can act on this machine's hardware."""
+    info = os.lstat(real) if nofollow else os.stat(real)
+    if not stat.S_ISREG(info.st_mode):
+        if nofollow and stat.S_ISLNK(info.st_mode):
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
+        raise _NotRegular()
+    # O_NONBLOCK: should a FIFO take the file's place after the check, the open must not hang.
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (os.O_NOFOLLOW if nofollow else 0)
+    fd = os.open(real, flags)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _NotRegular()
+    return fd
 
 
 class _Refused(Exception):
@@ -315,16 +332,15 @@ class Host:
 
     def _derive(self, path: str, kind: str, extract) -> Read:
         try:
-            real = self._real(path)
-            fd = os.open(real, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (0 if self.live and not self.trace_links else os.O_NOFOLLOW))
+            fd = _open_regular(self._real(path), nofollow=not self.live or self.trace_links)
         except _Refused as refused:
             return _failed(path, refused.error)
+        except _NotRegular:
+            return Read(path, ERROR, None, "not a regular file", False)
         except OSError as exc:
             return _failed(path, exc)
         with os.fdopen(fd, "rb") as stream:
             try:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    return Read(path, ERROR, None, "not a regular file", False)
                 return Read(path, OK, extract(stream), None, False)
             except OSError as exc:
                 return _failed(path, exc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 
 import pytest
 
@@ -204,3 +205,23 @@ def test_a_text_cut_at_the_cap_ends_at_its_last_whole_line(tree):
     tree.write("/etc/sysctl.d/10-big.conf", "vm.swappiness = 10\nvm.nr_hugepages = 4096\n")
     got = Host(str(tree)).read_text("/etc/sysctl.d/10-big.conf", cap=24)
     assert got.truncated and got.data == "vm.swappiness = 10\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod needs root")
+def test_a_device_node_in_a_tree_is_never_opened(tree):
+    # Opening some devices acts on this machine (a watchdog arms when opened): refuse first.
+    tree.write("/etc/os-release", "ID=debian\n")
+    (tree.root / "dev").mkdir()
+    os.mknod(str(tree.root / "dev/fake-watchdog"), 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+    tree.link("/etc/kernel/cmdline", "/dev/fake-watchdog")
+    host = Host(str(tree))
+    opened = []
+    real_open = os.open
+    try:
+        os.open = lambda path, *a, **k: opened.append(path) or real_open(path, *a, **k)
+        got = host.read_text("/etc/kernel/cmdline")
+        derived = host.derive("/etc/kernel/cmdline", "modinfo", lambda stream: "x")
+    finally:
+        os.open = real_open
+    assert got.detail == derived.detail == "not a regular file"
+    assert not [p for p in opened if "fake-watchdog" in str(p)]
