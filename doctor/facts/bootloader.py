@@ -15,6 +15,7 @@ import re
 
 from ai_doctor.facts import Unavailable, fact
 from ai_doctor.facts.cmdline import Cmdline, split_cmdline
+from ai_doctor.facts.shellvars import UNKNOWN, NotEvaluable, assignments, evaluate
 from ai_doctor.facts.system import installed_kernels, version_key
 from ai_doctor.record import Record
 
@@ -29,71 +30,67 @@ _CMDLINE_VARIABLES = ("GRUB_CMDLINE_LINUX", "GRUB_CMDLINE_LINUX_DEFAULT")
 
 class BootArgs(Record):
     """Kernel parameters a boot loader file sets for the next boot: the file, the line, the
-    variable (``GRUB_CMDLINE_LINUX``…, or None for /etc/kernel/cmdline) and the parameters.
-    ``keeps`` is where the variable's earlier value goes (``"$GRUB_CMDLINE_LINUX foo"`` keeps
-    it first: 0), or None when the assignment replaces it."""
+    variable (``GRUB_CMDLINE_LINUX``…, or None for /etc/kernel/cmdline) and the parameters the
+    line itself names (what fixes edit; the line's value is GrubFiles' to evaluate)."""
 
-    __slots__ = ("path", "line", "variable", "params", "keeps")
-    _defaults = {"keeps": None}
+    __slots__ = ("path", "line", "variable", "params")
 
     @property
     def names(self):
         return {param.name for param in self.params}
 
 
-def _shell_value(text: str) -> str:
-    """The value of a one-line shell assignment: the quoted string, or the word up to a blank."""
-    text = text.strip()
-    if text[:1] in ("'", '"'):
-        end = text.find(text[0], 1)
-        return text[1:end] if end != -1 else text[1:]
-    return text.split(None, 1)[0] if text else ""
-
-
-def grub_variables(text: str) -> dict:
-    """name → (line number, value) of a /etc/default/grub file's assignments, the last winning."""
-    found = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        match = _ASSIGNMENT.match(line)
-        if match:
-            found[match.group(1)] = (number, _shell_value(match.group(2)))
-    return found
-
-
 def parse_grub_defaults(text: str, path: str):
-    """GRUB_CMDLINE_LINUX and GRUB_CMDLINE_LINUX_DEFAULT assignments of a /etc/default/grub file."""
+    """GRUB_CMDLINE_LINUX and GRUB_CMDLINE_LINUX_DEFAULT assignments of a /etc/default/grub file,
+    with the parameters written on each line (``$…`` references left out)."""
     found = []
-    for number, line in enumerate(text.splitlines(), 1):
-        match = _ASSIGNMENT.match(line)
-        if not match or match.group(1) not in _CMDLINE_VARIABLES:
+    for number, variable, raw in assignments(text):
+        if variable not in _CMDLINE_VARIABLES:
             continue
-        variable = match.group(1)
-        params, keeps = [], None
-        for param in split_cmdline(_shell_value(match.group(2))):
-            if param.name.startswith("$"):
-                # ``$GRUB_CMDLINE_LINUX`` (or ``${…}``) keeps the variable's earlier value there.
-                if param.name.strip("${}") == variable and keeps is None:
-                    keeps = len(params)
-                continue
-            params.append(param)
-        found.append(BootArgs(path, number, variable, tuple(params), keeps))
+        words = re.split(r"[\s\"']+", raw)
+        params = tuple(p for p in split_cmdline(" ".join(words)) if p.name and not p.name.startswith(("$", "#")))
+        found.append(BootArgs(path, number, variable, params))
     return found
+
+
+class GrubSetting(Record):
+    """A variable as sh leaves it after every GRUB defaults file is sourced: its value (None:
+    unset), the file and line of the last assignment, and ``problem`` where it could not be
+    evaluated (its value is then unknown)."""
+
+    __slots__ = ("name", "value", "path", "line", "problem")
+    _defaults = {"problem": None}
 
 
 class GrubFiles(Record):
     """/etc/default/grub and the drop-ins after it: ``files`` are (path, text) in the order
-    grub-mkconfig sources them."""
+    grub-mkconfig sources them; ``settings`` each variable's GrubSetting; ``history`` each
+    assignment of a command-line variable as (name, path, line, right-hand side)."""
 
-    __slots__ = ("files",)
+    __slots__ = ("files", "settings", "history")
 
     def variable(self, name: str):
-        """(path, line, value) of the last assignment of ``name``, or None."""
-        found = None
-        for path, text in self.files:
-            value = grub_variables(text).get(name)
-            if value is not None:
-                found = (path, value[0], value[1])
-        return found
+        """(path, line, value) of ``name`` when it is set and could be evaluated, else None."""
+        setting = self.settings.get(name)
+        if setting is None or setting.problem or setting.value is None:
+            return None
+        return setting.path, setting.line, setting.value
+
+
+def evaluate_grub_files(files):
+    """Each variable's value after the files are sourced in order, without running them."""
+    env, settings, history = {}, {}, []
+    for path, text in files:
+        for number, name, raw in assignments(text):
+            try:
+                value, problem = evaluate(raw, env), None
+            except NotEvaluable as exc:
+                value, problem = UNKNOWN, str(exc)
+            env[name] = value
+            settings[name] = GrubSetting(name, None if value is UNKNOWN else value, path, number, problem)
+            if name in _CMDLINE_VARIABLES:
+                history.append((name, path, number, raw))
+    return settings, tuple(history)
 
 
 @fact("grub_files")
@@ -107,7 +104,8 @@ def grub_files(host, facts):
         got = host.read_text(path, cap=1 << 20)
         if got.ok:
             files.append((path, got.data))
-    return GrubFiles(tuple(files))
+    settings, history = evaluate_grub_files(files)
+    return GrubFiles(tuple(files), settings, history)
 
 
 @fact("boot_args")
@@ -202,15 +200,162 @@ def boot_entries(host, facts):
     return tuple(sorted(entries, key=lambda e: version_key(e.version or e.id), reverse=True))
 
 
+# -- grub.cfg: what GRUB itself reads ---------------------------------------------------------
+
+GRUB_CFG_PATHS = ("/boot/grub/grub.cfg", "/boot/grub2/grub.cfg")
+_MENU = re.compile(r"^\s*(menuentry|submenu)\s+(.*?)\s*\{\s*$")
+_LINUX = ("linux", "linuxefi", "linux16")
+_SET = re.compile(r"^\s*set\s+(default|kernelopts)=(.*)$")
+
+
+class MenuEntry(Record):
+    """A grub.cfg menuentry: its titles and ids from the top (a submenu's, then its own), its
+    position (``(1, 2)`` is GRUB_DEFAULT="1>2"), the kernel's release and its parameters with
+    the line they are on."""
+
+    __slots__ = ("titles", "ids", "position", "release", "params", "line")
+
+
+class GrubMenu(Record):
+    """grub.cfg's entries in order, its ``set default=`` and ``set kernelopts=`` values."""
+
+    __slots__ = ("path", "entries", "default", "kernelopts")
+
+
+def _words(text: str):
+    import shlex
+
+    try:
+        return shlex.split(text)
+    except ValueError:
+        return text.split()
+
+
+def parse_grub_cfg(text: str, path: str) -> GrubMenu:
+    entries, levels, counters = [], [], [0]
+    current = None
+    default = kernelopts = None
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        match = _MENU.match(raw)
+        if match:
+            words = _words(match.group(2))
+            title = words[0] if words else ""
+            ident = next((words[i + 1] for i, w in enumerate(words[:-1]) if w in ("$menuentry_id_option", "--id")), "")
+            position = tuple(level[2] for level in levels) + (counters[-1],)
+            counters[-1] += 1
+            if match.group(1) == "submenu":
+                levels.append((title, ident, position[-1]))
+                counters.append(0)
+            else:
+                current = [title, ident, position, None, (), number]
+            continue
+        if current is not None and line.split(None, 1)[:1] and line.split(None, 1)[0] in _LINUX:
+            parts = line.split(None, 2)
+            kernel = parts[1].rsplit("/", 1)[-1] if len(parts) > 1 else ""
+            current[3] = kernel[len("vmlinuz-") :] if kernel.startswith(("vmlinuz-", "vmlinux-")) else None
+            current[4] = tuple(p for p in split_cmdline(parts[2] if len(parts) > 2 else "") if not p.name.startswith("$"))
+            current[5] = number
+            continue
+        if line == "}":
+            if current is not None:
+                titles = tuple(level[0] for level in levels) + (current[0],)
+                ids = tuple(level[1] for level in levels) + (current[1],)
+                entries.append(MenuEntry(titles, ids, current[2], current[3], current[4], current[5]))
+                current = None
+            elif levels:
+                levels.pop()
+                counters.pop()
+            continue
+        found = _SET.match(raw) if current is None else None
+        if found:
+            value = found.group(2).strip().strip('"').strip("'")
+            if found.group(1) == "default" and value != "${next_entry}":
+                default = value
+            elif found.group(1) == "kernelopts":
+                kernelopts = (value, number)
+    return GrubMenu(path, tuple(entries), default, kernelopts)
+
+
+@fact("grub_menu")
+def grub_menu(host, facts):
+    """grub.cfg as grub-mkconfig last wrote it, or None. On BLS systems it holds no
+    menuentries (blscfg reads the entries at boot)."""
+    for path in GRUB_CFG_PATHS:
+        got = host.read_text(path, cap=8 << 20)
+        if got.ok:
+            return parse_grub_cfg(got.data, path)
+    return None
+
+
+def _menu_entry(menu, selector: str):
+    """The grub.cfg entry a GRUB default names: a position (``1>2``), titles or ids joined by
+    ``>``, or text naming a release; None when it names none."""
+    kernels = [e for e in menu.entries if e.release]
+    parts = [part.strip() for part in selector.split(">")]
+    if all(part.isdigit() for part in parts):
+        wanted = tuple(int(part) for part in parts)
+        return next((e for e in kernels if e.position == wanted), None)
+    for entry in kernels:
+        if len(entry.titles) == len(parts) and all(p in (t, i) for p, t, i in zip(parts, entry.titles, entry.ids)):
+            return entry
+    named = _release_in(selector, [e.release for e in kernels])
+    return next((e for e in kernels if e.release == named), None) if named else None
+
+
+@fact("loader_default")
+def loader_default(host, facts):
+    """systemd-boot's choice: loader.conf's ``default`` glob (loader.conf(5)) matched against
+    the entries in menu order, or None where there is no such line."""
+    entries = facts.get("boot_entries")
+    if not entries:
+        return None
+    folder = entries[0].path.rsplit("/entries/", 1)[0]
+    got = host.read_text(folder + "/loader.conf", cap=65536)
+    pattern = None
+    for line in got.data.splitlines() if got.ok else ():
+        words = line.split(None, 1)
+        if len(words) == 2 and words[0] == "default":
+            pattern = words[1].strip()
+    if not pattern or pattern.startswith("@"):
+        return None  # @saved and the like live in EFI variables, not in the tree
+    import fnmatch
+
+    for entry in entries:
+        name = entry.path.rsplit("/", 1)[1]
+        if fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(entry.id, pattern):
+            return DefaultBoot(entry.version, "the boot entry %s, by default %s in %s/loader.conf" % (entry.path, pattern, folder), entry)
+    return None
+
+
 # -- the default kernel -------------------------------------------------------------------
 
 
 class DefaultBoot(Record):
     """The kernel the boot loader starts by default: its release, how that was decided (words),
-    and its BLS entry where there is one."""
+    and its BLS entry or grub.cfg menuentry where there is one."""
 
-    __slots__ = ("release", "how", "entry")
-    _defaults = {"entry": None}
+    __slots__ = ("release", "how", "entry", "menu")
+    _defaults = {"entry": None, "menu": None}
+
+
+def _selector(grub, env, menu):
+    """(the default as GRUB reads it, words saying where from)."""
+    chosen = grub.variable("GRUB_DEFAULT")
+    selector, said = ("0", None) if chosen is None else (chosen[2], "GRUB_DEFAULT=%s at %s:%d" % (chosen[2], chosen[0], chosen[1]))
+    if menu is not None and menu.default is not None and menu.entries:
+        # grub.cfg is what boots; it says the same unless it is stale.
+        selector, said = menu.default, 'set default="%s" in %s' % (menu.default, menu.path)
+        if selector == "${saved_entry}":
+            selector = "saved"
+    if selector == "saved":
+        saved = env.values.get("saved_entry") if env else None
+        if saved:
+            return saved, "the saved_entry in %s" % env.path
+        if env is None:
+            return "0", "GRUB_DEFAULT=saved, but there is no grubenv in the tree (on UEFI it may be on the EFI partition): the first entry"
+        return "0", "GRUB_DEFAULT=saved with no saved_entry in %s" % env.path
+    return selector, said
 
 
 @fact("default_boot")
@@ -218,16 +363,19 @@ def default_boot(host, facts):
     entries = facts.get("boot_entries")
     grub = facts.get("grub_files")
     env = facts.get("grubenv")
-    chosen = grub.variable("GRUB_DEFAULT")
-    selector, said = ("0", None) if chosen is None else (chosen[2], "GRUB_DEFAULT=%s at %s:%d" % (chosen[2], chosen[0], chosen[1]))
-    if selector == "saved":
-        saved = env.values.get("saved_entry") if env else None
-        if saved:
-            selector, said = saved, "GRUB_DEFAULT=saved and the saved_entry in %s" % env.path
-        else:
-            selector, said = "0", "GRUB_DEFAULT=saved with no saved_entry in grubenv"
+    menu = facts.get("grub_menu")
+    selector, said = _selector(grub, env, menu)
     if entries:
+        loader = facts.get("loader_default")
+        if loader is not None:
+            return loader
         return _default_entry(entries, selector, said)
+    if menu is not None and any(e.release for e in menu.entries):
+        entry = _menu_entry(menu, selector)
+        if entry is not None:
+            return DefaultBoot(entry.release, "%s:%d, by %s" % (menu.path, entry.line, said), menu=entry)
+        first = next(e for e in menu.entries if e.release)
+        return DefaultBoot(first.release, "the first entry of %s: %s names none of its entries" % (menu.path, said), menu=first)
     kernels = _boot_kernels(host)
     if not kernels:
         return Unavailable("no kernel installed (nothing in /boot/vmlinuz-*, /lib/modules or /usr/lib/modules)")
@@ -237,16 +385,20 @@ def default_boot(host, facts):
     named = _release_in(selector, kernels)
     if named:
         return DefaultBoot(named, said)
-    submenu = re.fullmatch(r"\s*1\s*>\s*(\d+)\s*", selector)
-    if submenu:
-        # grub-mkconfig's "Advanced options" submenu: each kernel, newest first, followed by
-        # its recovery entry unless GRUB_DISABLE_RECOVERY=true.
-        recovery = grub.variable("GRUB_DISABLE_RECOVERY")
-        step = 1 if recovery is not None and recovery[2] == "true" else 2
-        index = int(submenu.group(1)) // step
-        ordered = list(reversed(kernels))
-        if index < len(ordered):
-            return DefaultBoot(ordered[index], said)
+    flat = grub.variable("GRUB_DISABLE_SUBMENU")
+    recovery = grub.variable("GRUB_DISABLE_RECOVERY")
+    step = 1 if recovery is not None and recovery[2] == "true" else 2
+    ordered = list(reversed(kernels))
+    # grub-mkconfig's 10_linux: the newest kernel first, then (unless GRUB_DISABLE_SUBMENU=y)
+    # an "Advanced options" submenu with each kernel, newest first, each followed by its
+    # recovery entry unless GRUB_DISABLE_RECOVERY=true; with the submenu off they are top level.
+    if flat is not None and flat[2] in ("y", "true"):
+        index = int(selector) // step if selector.strip().isdigit() else None
+    else:
+        submenu = re.fullmatch(r"\s*1\s*>\s*(\d+)\s*", selector)
+        index = int(submenu.group(1)) // step if submenu else None
+    if index is not None and index < len(ordered):
+        return DefaultBoot(ordered[index], said)
     return DefaultBoot(newest, "the newest installed: %s names no installed kernel" % said)
 
 
@@ -290,16 +442,20 @@ def _release_in(text: str, releases):
 @fact("boot_line")
 def boot_line(host, facts):
     """The command line the default kernel gets at the next boot, each parameter with the file
-    and line that sets it."""
+    and line that sets it: its BLS entry, its grub.cfg menuentry, else what grub-mkconfig
+    would write from the GRUB defaults files, else /etc/kernel/cmdline."""
     default = facts.get("default_boot")
-    entry = default.entry if default else None
-    if entry is not None:
-        return _entry_line(entry, facts.get("grubenv"))
-    args = facts.get("boot_args")
-    grub = [a for a in args if a.variable]
-    if grub:
-        return _grub_line(grub)
-    own = [a for a in args if a.variable is None]
+    if default and default.entry is not None:
+        return _entry_line(default.entry, facts.get("grubenv"), facts.get("grub_menu"))
+    if default and default.menu is not None:
+        menu = facts.get("grub_menu")
+        entry = default.menu
+        return _line([(p, (menu.path, entry.line)) for p in entry.params], menu.path)
+    grub = facts.get("grub_files")
+    line = _grub_line(grub)
+    if line is not None:
+        return line
+    own = [a for a in facts.get("boot_args") if a.variable is None]
     if own:
         return _line([(p, (own[0].path, own[0].line)) for p in own[0].params], own[0].path)
     return Unavailable("no boot loader configuration to read the kernel command line from (%s)" % _looked_at())
@@ -314,26 +470,58 @@ def _line(pairs, source) -> Cmdline:
     return Cmdline(" ".join(p.text for p in params), params, source, tuple(o for _, o in pairs))
 
 
-def _grub_line(args) -> Cmdline:
-    """grub-mkconfig's normal entry: GRUB_CMDLINE_LINUX, then GRUB_CMDLINE_LINUX_DEFAULT, each
-    as the shell leaves it after every file is sourced."""
-    values = {name: [] for name in _CMDLINE_VARIABLES}
-    for item in args:
-        new = [(p, (item.path, item.line)) for p in item.params]
-        if item.keeps is not None:
-            new = new[: item.keeps] + values[item.variable] + new[item.keeps :]
-        values[item.variable] = new
-    return _line(values["GRUB_CMDLINE_LINUX"] + values["GRUB_CMDLINE_LINUX_DEFAULT"], GRUB_DEFAULTS)
+def _grub_line(grub):
+    """grub-mkconfig's normal entry: GRUB_CMDLINE_LINUX, then GRUB_CMDLINE_LINUX_DEFAULT, as
+    the shell leaves them after every file is sourced; None where neither is set, Unavailable
+    where one could not be evaluated. Each parameter is credited to the last assignment whose
+    text holds it."""
+    settings = [grub.settings.get(name) for name in _CMDLINE_VARIABLES]
+    if not any(settings):
+        return None
+    for setting in settings:
+        if setting is not None and setting.problem:
+            return Unavailable(
+                "%s at %s:%d could not be evaluated (%s), so the kernel command line is not known"
+                % (setting.name, setting.path, setting.line, setting.problem)
+            )
+    pairs = []
+    for setting in settings:
+        if setting is None or not setting.value:
+            continue
+        for param in split_cmdline(setting.value):
+            origin = (setting.path, setting.line)
+            for name, path, number, raw in reversed(grub.history):
+                if name == setting.name and param.text in raw:
+                    origin = (path, number)
+                    break
+            pairs.append((param, origin))
+    return _line(pairs, GRUB_DEFAULTS)
 
 
-def _entry_line(entry, env) -> Cmdline:
-    """An entry's options, with ``$name`` taken from grubenv as GRUB's blscfg expands it."""
+def _entry_line(entry, env, menu=None):
+    """An entry's options, with ``$name`` taken from grubenv as GRUB's blscfg expands it. RHEL 8
+    keeps the whole line in ``$kernelopts``: where grubenv lacks it, grub.cfg's fallback
+    ``set kernelopts=`` applies, and with neither the line is not known."""
     pairs = []
     for number, text in entry.options:
         for param in split_cmdline(text):
             if not param.name.startswith("$"):
                 pairs.append((param, (entry.path, number)))
                 continue
-            value = env.values.get(param.name.strip("${}"), "") if env else ""
-            pairs += [(p, (env.path, None)) for p in split_cmdline(value) if not p.name.startswith("$")]
+            name = param.name.strip("${}")
+            value = env.values.get(name) if env else None
+            origin = (env.path, None) if env else None
+            if value is None and name == "kernelopts":
+                if menu is not None and menu.kernelopts is not None:
+                    value, origin = menu.kernelopts[0], (menu.path, menu.kernelopts[1])
+                else:
+                    where = (
+                        "grubenv (%s) does not set it" % env.path
+                        if env
+                        else "there is no grubenv in the tree (on UEFI it may be on the EFI partition)"
+                    )
+                    return Unavailable(
+                        "%s takes its options from $kernelopts, and %s: the kernel command line is not known" % (entry.path, where)
+                    )
+            pairs += [(p, origin) for p in split_cmdline(value or "") if not p.name.startswith("$")]
     return _line(pairs, entry.path)

@@ -1,0 +1,125 @@
+"""The values of one-line shell assignments, as sh would leave them, without running anything.
+
+/etc/default/grub and its drop-ins are shell files that grub-mkconfig sources. Their
+GRUB_CMDLINE_* lines use quoting and expansions such as
+``"${GRUB_CMDLINE_LINUX_DEFAULT:+$GRUB_CMDLINE_LINUX_DEFAULT }foo"``. This evaluates quotes,
+backslashes, ``$NAME``, ``${NAME}`` and ``${NAME:+w}``, ``${NAME:-w}``, ``${NAME+w}``,
+``${NAME-w}``; anything else (command substitution, other expansions, an unterminated quote)
+is reported as not evaluable rather than guessed.
+"""
+
+from __future__ import annotations
+
+import re
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ASSIGNMENT = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)")
+UNKNOWN = object()  # a variable whose value could not be evaluated
+
+
+class NotEvaluable(ValueError):
+    """A construct this evaluator does not run (it would need a shell)."""
+
+
+def assignments(text: str):
+    """(line number, name, right-hand side) of each top-level assignment line."""
+    for number, line in enumerate(text.splitlines(), 1):
+        match = _ASSIGNMENT.match(line)
+        if match:
+            yield number, match.group(1), match.group(2)
+
+
+def evaluate(text: str, env: dict) -> str:
+    """The value sh assigns from ``text`` (what follows ``NAME=``), with ``env`` holding the
+    variables set so far (a value of UNKNOWN makes any use of it not evaluable)."""
+    value, end = _word(text, 0, env, quoted=False, stop="")
+    rest = text[end:].strip()
+    if rest and not rest.startswith("#"):
+        # ``A=b c`` runs command c with A set: not an assignment grub-mkconfig keeps.
+        raise NotEvaluable("a command after the assignment")
+    return value
+
+
+def _word(text: str, i: int, env: dict, quoted: bool, stop: str):
+    """Evaluate from ``i`` until an unquoted blank (unquoted), the closing ``"`` (quoted), or
+    a character in ``stop``; returns (value, index after)."""
+    out = []
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c in stop:
+            return "".join(out), i
+        if quoted and c == '"':
+            return "".join(out), i
+        if not quoted and c.isspace():
+            return "".join(out), i
+        if c == "'" and not quoted:
+            end = text.find("'", i + 1)
+            if end < 0:
+                raise NotEvaluable("an unterminated ' quote")
+            out.append(text[i + 1 : end])
+            i = end + 1
+        elif c == '"' and not quoted:
+            value, end = _word(text, i + 1, env, True, "")
+            if end >= n:
+                raise NotEvaluable('an unterminated " quote')
+            out.append(value)
+            i = end + 1
+        elif c == "\\":
+            if i + 1 >= n:
+                raise NotEvaluable("a line continued with \\")
+            nxt = text[i + 1]
+            out.append(nxt if not quoted or nxt in '$`"\\' else "\\" + nxt)
+            i += 2
+        elif c == "`":
+            raise NotEvaluable("command substitution (`…`)")
+        elif c == "$":
+            value, i = _expansion(text, i, env)
+            out.append(value)
+        else:
+            out.append(c)
+            i += 1
+    if quoted:
+        return "".join(out), n
+    return "".join(out), i
+
+
+def _expansion(text: str, i: int, env: dict):
+    """``$NAME`` or ``${…}`` at ``i``; returns (value, index after)."""
+    nxt = text[i + 1 : i + 2]
+    if nxt == "(":
+        raise NotEvaluable("command substitution ($(…))")
+    if nxt != "{":
+        match = _NAME.match(text, i + 1)
+        if not match:
+            return "$", i + 1
+        return _lookup(env, match.group(0)) or "", match.end()
+    match = _NAME.match(text, i + 2)
+    if not match:
+        raise NotEvaluable("an expansion ${%s" % text[i + 2 : i + 12])
+    name, j = match.group(0), match.end()
+    if text[j : j + 1] == "}":
+        return _lookup(env, name) or "", j + 1
+    op = text[j : j + 2] if text[j : j + 2] in (":+", ":-") else text[j : j + 1]
+    if op not in (":+", ":-", "+", "-"):
+        raise NotEvaluable("the expansion ${%s%s…}" % (name, text[j : j + 2]))
+    word, end = _word(text, j + len(op), env, True, "}")
+    if text[end : end + 1] != "}":
+        raise NotEvaluable("an unterminated ${%s" % name)
+    value = _lookup(env, name)
+    if op == ":+":
+        result = word if value else ""
+    elif op == ":-":
+        result = value if value else word
+    elif op == "+":
+        result = word if value is not None else ""
+    else:
+        result = value if value is not None else word
+    return result, end + 1
+
+
+def _lookup(env: dict, name: str):
+    value = env.get(name)
+    if value is UNKNOWN:
+        raise NotEvaluable("$%s, which could not be evaluated" % name)
+    return value
