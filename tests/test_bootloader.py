@@ -160,7 +160,7 @@ submenu 'Advanced options for Ubuntu' $menuentry_id_option 'gnulinux-advanced-5f
 	menuentry 'Ubuntu, with Linux 6.8.0-49-generic' --class ubuntu $menuentry_id_option 'gnulinux-6.8.0-49-generic-advanced-5f0b' {
 		linux	/boot/vmlinuz-6.8.0-49-generic root=UUID=5f0b ro transparent_hugepage=never hugepages=8192 $vt_handoff
 	}
-	menuentry 'Ubuntu, with Linux 6.8.0-49-generic (recovery mode)' --class ubuntu $menuentry_id_option 'gnulinux-6.8.0-49-generic-recovery-5f0b' {
+	menuentry 'Ubuntu, with Linux 6.8.0-49-generic (recovery mode)' $menuentry_id_option 'gnulinux-6.8.0-49-generic-recovery-5f0b' {
 		linux	/boot/vmlinuz-6.8.0-49-generic root=UUID=5f0b ro recovery nomodeset dis_ucode_ldr
 	}
 	menuentry 'Ubuntu, with Linux 6.8.0-45-generic' --class ubuntu $menuentry_id_option 'gnulinux-6.8.0-45-generic-advanced-5f0b' {
