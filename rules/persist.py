@@ -206,12 +206,18 @@ def rc_local_ineffective(f):
     lost = list(tuning)
     if not rc.executable:
         problems.append("it is not executable, so systemd never runs it")
-    if not rc.has_interpreter:
+    if rc.crlf:
+        problems.append(
+            "its lines end in CRLF (a file edited on Windows), so the interpreter line names `%s\\r`, which does not exist, "
+            "and executing it fails" % rc.lines[0][2:].strip()
+        )
+    elif not rc.has_interpreter:
         problems.append("it has no interpreter line (#!/bin/sh), so executing it fails")
     after = [(number, line) for number, line in tuning if end and number > end]
     if after:
         problems.append(
-            "%s after `exit 0` (line %d), which ends the script first" % ("and its tuning comes" if problems else "its tuning comes", end)
+            "%s after `%s` (line %d), which ends the script first"
+            % ("and its tuning comes" if problems else "its tuning comes", rc.lines[end - 1].strip(), end)
         )
         if len(problems) == 1:
             lost = after
@@ -240,20 +246,28 @@ def rc_local_ineffective(f):
     commands = []
     if not rc.executable:
         commands.append(fixes.sudo("chmod +x %s" % rc.path))
-    if not rc.has_interpreter:
+    if rc.crlf:
+        commands.append(fixes.sudo("sed -i --follow-symlinks 's/\\r$//' %s" % rc.path))
+    elif not rc.has_interpreter:
         # --follow-symlinks: /etc/rc.local is a link to rc.d/rc.local on RHEL; keep the link.
         commands.append(fixes.sudo("sed -i --follow-symlinks '1i #!/bin/sh' %s" % rc.path))
+    # Letting the file run also runs what nobody meant to keep: say so where it turns THP off.
+    thp_off = [n for n, line in lost if all(word in line for word in ("transparent_hugepage", "enabled", "never"))]
+    caveat = (
+        " (line %s would then write `never` to transparent_hugepage/enabled and turn THP off: delete it first)"
+        % " and ".join(str(n) for n in thp_off)
+        if thp_off
+        else ""
+    )
     if commands:
-        steps.append(Step("Or keep rc.local and let it run", tuple(commands), True, True))
+        steps.append(Step("Or keep rc.local and let it run" + caveat, tuple(commands), True, True))
     if after:
-        steps.append(
-            Step(
-                "%s move the tuning lines above `exit 0` (line %d), by hand" % ("And" if commands else "Or keep rc.local:", end),
-                (),
-                True,
-                True,
-            )
+        what = "%s move the tuning lines above `%s` (line %d), by hand" % (
+            "And" if commands else "Or keep rc.local:",
+            rc.lines[end - 1].strip(),
+            end,
         )
+        steps.append(Step(what + ("" if commands else caveat), (), True, True))
     return Issue(message, evidence, steps, severity=severity)
 
 

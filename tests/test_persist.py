@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
 from test_rules import commands, finding
 
 from conftest import minimal_host
@@ -126,3 +127,32 @@ def test_sysctl_conf_wins_under_procps_for_its_own_reason(tree, run):
     tree.write("/etc/sysctl.d/zz-tune.conf", "vm.swappiness = 10\n")
     found = finding(run("--root", tree, "--format", "json"), "persist.sysctl-conflict")
     assert "because sysctl --system reads /etc/sysctl.conf after every drop-in" in found["message"]
+
+
+@pytest.mark.parametrize(
+    "text, lost",
+    [
+        # An exit inside an if at column 0 ends nothing when the test fails.
+        ("#!/bin/sh\nif [ -e /etc/skip-tuning ]; then\nexit 0\nfi\nsysctl -w vm.nr_hugepages=1024\n", None),
+        ("#!/bin/sh\nexit 0 # nothing below runs\nsysctl -w vm.nr_hugepages=1024\n", "after `exit 0 # nothing below runs` (line 2)"),
+        ("#!/bin/sh\nexit 1\nsysctl -w vm.nr_hugepages=1024\n", "after `exit 1` (line 2)"),
+        ("#!/bin/sh\r\nsysctl -w vm.nr_hugepages=1024\r\n", "its lines end in CRLF"),
+    ],
+)
+def test_rc_local_exits_and_line_endings_as_the_shell_sees_them(tree, run, text, lost):
+    tree.write("/etc/os-release", "ID=debian\n")
+    tree.write("/etc/rc.local", text, 0o755)
+    result = run("--root", tree, "--format", "json")
+    found = [f for f in result.json["findings"] if f["rule"] == "persist.rc-local-ineffective"]
+    if lost is None:
+        assert not found
+    else:
+        assert lost in found[0]["message"] and found[0]["severity"] == "high"
+
+
+def test_letting_rc_local_run_warns_of_the_thp_line_it_would_run(tree, run):
+    tree.write("/etc/os-release", "ID=debian\n")
+    tree.write("/etc/rc.local", "#!/bin/sh\nsysctl -w vm.swappiness=10\necho never > /sys/kernel/mm/transparent_hugepage/enabled\n", 0o644)
+    found = [f for f in run("--root", tree, "--format", "json").json["findings"] if f["rule"] == "persist.rc-local-ineffective"][0]
+    keep = [s for s in found["remediation"] if s["summary"].startswith("Or keep rc.local and let it run")][0]
+    assert "line 3 would then write `never`" in keep["summary"]

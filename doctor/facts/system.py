@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from ai_doctor.facts import Unavailable, fact, unreadable
 from ai_doctor.record import Record
 
@@ -201,18 +203,59 @@ class RcLocal(Record):
 
     @property
     def has_interpreter(self) -> bool:
-        return bool(self.lines) and self.lines[0].startswith("#!")
+        """An interpreter line the kernel can run: ``#!/bin/sh`` ending in a carriage return
+        (CRLF line endings) names ``/bin/sh\\r``, which does not exist."""
+        return bool(self.lines) and self.lines[0].startswith("#!") and not self.crlf
+
+    @property
+    def crlf(self) -> bool:
+        return bool(self.lines) and self.lines[0].endswith("\r")
 
     @property
     def exit_line(self):
-        """The first top-level ``exit`` (an indented one sits in a branch), or None."""
-        return next((n for n, line in enumerate(self.lines, 1) if line.rstrip() in ("exit 0", "exit")), None)
+        """The first ``exit`` that ends the script whatever happens: one outside every if,
+        case, loop and brace group, whatever its status or comment; None when there is none."""
+        depth = 0
+        for number, line in enumerate(self.lines, 1):
+            commands = _command_words(line)
+            if depth == 0 and commands[:1] == ["exit"]:
+                return number
+            for word in commands:
+                if word in _OPENERS:
+                    depth += 1
+                elif word in _CLOSERS and depth:
+                    depth -= 1
+        return None
 
     def runs(self, number: int) -> bool:
         """Whether line ``number`` runs at boot: systemd starts only an executable rc.local,
         which needs an interpreter line, and nothing after a top-level exit is reached."""
         end = self.exit_line
         return self.executable and self.has_interpreter and (end is None or number < end)
+
+
+_OPENERS = ("if", "case", "for", "while", "until", "select", "{")
+_CLOSERS = ("fi", "esac", "done", "}")
+_SEPARATORS = re.compile(r"&&|\|\||[;&|()]")
+
+
+def _command_words(line: str):
+    """The command word of each command on a shell line (``then``, ``do`` and ``else`` pass
+    through to the word after them), comments and quoted text aside."""
+    code = re.sub(r"'[^']*'|\"(?:\\.|[^\"\\])*\"", "''", line)
+    code = re.sub(r"(^|\s)#.*$", "", code)
+    found = []
+    for part in _SEPARATORS.split(code):
+        words = part.split()
+        while words and words[0] in ("then", "do", "else", "elif", "!"):
+            if words[0] == "elif":
+                break
+            words = words[1:]
+        if words:
+            found.append(words[0])
+            if words[0] != "{" and words[-1] == "{":
+                found.append("{")  # a function body or group opened at the end of the line
+    return found
 
 
 @fact("rc_local")
