@@ -220,10 +220,12 @@ def _writer_steps(f, fixes, targets, certain):
     for writer in found:
         if writer.kind == "systemd":
             name = writer.path.rsplit("/", 1)[1]
+            # In an image, systemctl cat would show this machine's unit: read the image's file.
+            show = "cat %s" % quote(fixes.image.rstrip("/") + writer.path) if fixes.image else "systemctl cat %s" % quote(name)
             steps.append(
                 Step(
                     "Stop the unit %s, which writes it at boot (read it first: it may do more)" % name,
-                    ("systemctl cat %s" % quote(name), fixes.sudo("systemctl disable %s" % quote(name))),
+                    (show, fixes.sudo("systemctl disable %s" % quote(name))),
                     True,
                     True,
                 )
@@ -242,7 +244,7 @@ def _writer_steps(f, fixes, targets, certain):
         steps.append(
             Step(
                 "Find what writes `never` after boot and change it there: " + look,
-                ("grep -rIls transparent_hugepage /etc",),
+                ("grep -rIls transparent_hugepage %s" % quote((fixes.image or "").rstrip("/") + "/etc"),),
                 False,
                 None,
             )

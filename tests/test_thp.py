@@ -266,6 +266,8 @@ def test_only_writers_of_the_control_that_is_never_are_blamed(tree, run):
     mthp(tree, MADVISE, SIZE_NEVER)
     tree.write("/etc/systemd/system/disable-thp.service", "[Service]\nExecStart=/bin/sh -c 'echo never > %s'\n" % TOP)
     tree.write("/etc/systemd/system/hugepages.service", "[Service]\nExecStart=/bin/sh -c 'echo 64 > /proc/sys/vm/nr_hugepages'\n")
+    for unit in ("disable-thp.service", "hugepages.service"):
+        tree.link("/etc/systemd/system/multi-user.target.wants/" + unit, "/etc/systemd/system/" + unit)
     tree.write("/etc/rc.local", "#!/bin/sh\n# echo never > %s\necho never > %s\n" % (PMD, PMD), mode=0o755)
     found = finding(run_thp(run, tree))
     paths = [e["path"] for e in found["evidence"]]
@@ -280,6 +282,7 @@ def test_systemd_unit_that_writes_the_top_level(tree, run):
     tree.write(TOP, NEVER + "\n")
     tree.write("/proc/cmdline", "ro transparent_hugepage=madvise\n")
     tree.write("/etc/systemd/system/disable-thp.service", "[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo never > %s'\n" % TOP)
+    tree.link("/etc/systemd/system/multi-user.target.wants/disable-thp.service", "/etc/systemd/system/disable-thp.service")
     found = finding(run_thp(run, tree))
     assert any(e["path"] == "/etc/systemd/system/disable-thp.service" and e["line"] == 3 for e in found["evidence"])
     assert "sudo systemctl disable disable-thp.service" in commands(found)
@@ -355,3 +358,24 @@ def test_an_rc_local_line_boot_never_reaches_writes_nothing(tree):
         assert Facts(Host(str(tree))).get("thp_writers").found == ()
     tree.write("/etc/rc.local", "#!/bin/sh\n%s\nexit 0\n" % line, mode=0o755)
     assert [w.line for w in Facts(Host(str(tree))).get("thp_writers").found] == [2]
+
+
+def test_tuned_inline_comments_are_comments():
+    sections = parse_tuned_conf("[cpu]\ngovernor=performance   # keep clocks high\n[vm]\ntransparent_hugepages=never # db\nx=a#b\n")
+    assert sections["cpu"]["governor"] == (2, "performance")
+    assert sections["vm"]["transparent_hugepages"] == (4, "never") and sections["vm"]["x"] == (5, "a#b")
+
+
+def test_only_enabled_units_write_thp(tree):
+    from ai_doctor.facts import Facts
+    from ai_doctor.host import Host
+
+    mongo = "[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo never | tee %s > /dev/null'\n[Install]\nWantedBy=basic.target\n" % TOP
+    tree.write("/usr/lib/systemd/system/disable-transparent-huge-pages.service", mongo)
+    tree.write("/etc/systemd/system/disable-thp.service", mongo)  # installed, never enabled
+    tree.link(
+        "/etc/systemd/system/basic.target.wants/disable-transparent-huge-pages.service",
+        "/usr/lib/systemd/system/disable-transparent-huge-pages.service",
+    )
+    writers = Facts(Host(str(tree))).get("thp_writers").found
+    assert [(w.kind, w.path, w.line) for w in writers] == [("systemd", "/usr/lib/systemd/system/disable-transparent-huge-pages.service", 3)]

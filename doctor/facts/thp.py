@@ -221,7 +221,26 @@ class Writers(Record):
 
 
 SYSTEMD_DIR = "/etc/systemd/system"
-_UNIT_HINTS = ("thp", "hugepage")
+UNIT_DIRS = ("/etc/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system")
+# Names of units written to turn THP off (MongoDB's documented one is
+# disable-transparent-huge-pages.service); a unit named otherwise is not opened.
+_UNIT_HINTS = ("thp", "hugepage", "huge-page", "huge_page", "transparent")
+
+
+def _enabled_units(host):
+    """(name, unit file) of the services enabled through a .wants folder of /etc/systemd/system
+    whose names suggest THP; a unit that is only installed does not run at boot."""
+    found = {}
+    top = host.listdir(SYSTEMD_DIR)
+    for folder in top.data if top.ok else ():
+        if not folder.endswith(".wants"):
+            continue
+        listing = host.listdir("%s/%s" % (SYSTEMD_DIR, folder))
+        for name in listing.data if listing.ok else ():
+            if name.endswith(".service") and any(hint in name.lower() for hint in _UNIT_HINTS) and name not in found:
+                # The unit file as systemd finds it: /etc first, then the vendor folders.
+                found[name] = next((d + "/" + name for d in UNIT_DIRS if host.exists(d + "/" + name)), "%s/%s/%s" % (SYSTEMD_DIR, folder, name))
+    return sorted(found.items())
 
 
 @fact("thp_writers")
@@ -231,7 +250,9 @@ def thp_writers(host, facts):
     looked for."""
     found = []
     profile = facts.get("tuned_profile")
-    if profile:
+    tuned = facts.get("tuned")
+    # A profile applies only where tuned starts at boot (or runs now).
+    if profile and tuned and tuned.enabled:
         cmdline = facts.get("cmdline")
         # tuned's vm plugin leaves THP alone when the kernel command line sets it.
         boot_set = bool(cmdline) and any(p.name == "transparent_hugepage" for p in cmdline.params)
@@ -253,15 +274,11 @@ def thp_writers(host, facts):
                         setting.value,
                     )
                 )
-    listing = host.listdir(SYSTEMD_DIR)
-    for name in listing.data if listing.ok else ():
-        if not (name.endswith(".service") and any(hint in name.lower() for hint in _UNIT_HINTS)):
-            continue
-        path = "%s/%s" % (SYSTEMD_DIR, name)
+    for name, path in _enabled_units(host):
         unit = host.read_text(path, cap=65536)
         text = unit.data if unit.ok else ""
         # A "hugepages" unit may only reserve a hugetlb pool; "thp" in the name is clear enough.
-        if "transparent_hugepage" in text or "thp" in name.lower():
+        if ("transparent_hugepage" in text and "never" in text) or ("thp" in name.lower() and "transparent_hugepage" not in text):
             line, shown = _first_line(text, (("transparent_hugepage", "enabled"), ("ExecStart",)))
             found.append(Writer("systemd", path, line, shown or name, _targets(shown or "")))
     rc = facts.get("rc_local")

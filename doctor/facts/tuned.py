@@ -6,6 +6,8 @@ each profile after the ones it includes, a later value winning (tuned-adm(8), tu
 
 from __future__ import annotations
 
+import re
+
 from ai_doctor.facts import fact
 from ai_doctor.record import Record
 
@@ -105,7 +107,9 @@ def tuned_profile(host, facts):
 
 
 def parse_tuned_conf(text: str) -> dict:
-    """tuned.conf as {section: {key: (line, value)}}; comments and odd lines are skipped."""
+    """tuned.conf as {section: {key: (line, value)}}; comments (whole-line, and inline after a
+    blank, as tuned's ConfigParser has inline_comment_prefixes=("#",)) and odd lines are
+    skipped."""
     sections = {}
     current = None
     for number, raw in enumerate(text.splitlines(), 1):
@@ -117,5 +121,6 @@ def parse_tuned_conf(text: str) -> dict:
             continue
         key, sep, value = line.partition("=")
         if sep and current is not None and key.strip():
-            current[key.strip()] = (number, value.strip())
+            # tuned's ConfigParser takes "#" after a blank as the start of a comment.
+            current[key.strip()] = (number, re.split(r"\s#", value, 1)[0].strip())
     return sections
