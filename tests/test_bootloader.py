@@ -222,3 +222,14 @@ def test_grub_default_index_without_the_submenu(tree):
     # 10_linux with GRUB_DISABLE_SUBMENU=y: newest, its recovery, then the older kernel.
     tree.write("/etc/default/grub", "GRUB_DISABLE_SUBMENU=y\nGRUB_DEFAULT=2\n")
     assert _facts(tree).get("release") == "6.8.0-31-generic"
+
+
+def test_our_grub_drop_in_is_sourced_after_one_that_assigns(tree, run):
+    tree.write("/boot/vmlinuz-6.8.0-45-generic", "")
+    tree.write("/boot/config-6.8.0-45-generic", "CONFIG_TRANSPARENT_HUGEPAGE=y\nCONFIG_TRANSPARENT_HUGEPAGE_MADVISE=y\n")
+    tree.write("/usr/sbin/update-grub", "", 0o755)
+    tree.write("/etc/default/grub", 'GRUB_CMDLINE_LINUX="transparent_hugepage=never"\n')
+    tree.write("/etc/default/grub.d/99-site.cfg", 'GRUB_CMDLINE_LINUX="$GRUB_CMDLINE_LINUX net.ifnames=0"\n')
+    found = [f for f in run("--root", tree, "--format", "json").json["findings"] if f["rule"] == "thp.disabled"][0]
+    commands = [c for s in found["remediation"] for c in s["commands"]]
+    assert any("tee /etc/default/grub.d/zz-aidoctor-transparent_hugepage.cfg" in c for c in commands)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from ai_doctor.facts import fact
 from ai_doctor.facts.bootloader import GRUB_DROP_INS
 from ai_doctor.facts.sysctl import DEFAULTS, key_path
+from ai_doctor.facts.system import installed_kernels
 from ai_doctor.facts.tuned import TUNED_ACTIVE, TUNED_MODE
 from ai_doctor.model import Step
 from ai_doctor.shell import quote
@@ -46,6 +47,7 @@ class Fixes:
         self._running_args = {param.name for param in cmdline.params} if cmdline else None
         self._boot_args = facts.get("boot_args") or ()
         self._drop_in_dir = host.stat(DROP_IN_DIR)[0].ok
+        self._kernels = [quote(release) for release in installed_kernels(host)] if self.image is not None else []
 
     # -- shared pieces ------------------------------------------------------------------
 
@@ -174,7 +176,15 @@ class Fixes:
         first (``hugepages``), so a parameter is never left on the line twice.
         """
         add_text = " ".join(add)
-        drop_in = "%s/90-aidoctor-%s.cfg" % (GRUB_DROP_INS, add[0].split("=", 1)[0].replace(".", "-")) if add else None
+        # Named to be sourced after every other drop-in that assigns GRUB_CMDLINE_LINUX, which
+        # would otherwise replace what ours appends.
+        assigning = {
+            args.path.rsplit("/", 1)[1]
+            for args in self._boot_args
+            if args.path.startswith(GRUB_DROP_INS + "/") and args.variable == "GRUB_CMDLINE_LINUX" and "aidoctor-" not in args.path
+        }
+        topic = add[0].split("=", 1)[0].replace(".", "-") if add else None
+        drop_in = "%s/%s" % (GRUB_DROP_INS, _drop_in_name(topic, assigning, ".cfg")) if add else None
         own, configured = set(), set()
         for args in self._boot_args:
             (own if args.path == drop_in else configured).update(args.names)
@@ -211,7 +221,7 @@ class Fixes:
                     self.sudo("mkdir -p %s" % GRUB_DROP_INS),
                     "printf '%%s\\n' %s | %s" % (quote(line), self.sudo("tee %s >/dev/null" % drop_in)),
                 )
-            commands += (self.sudo("update-grub"),)
+            commands += self._rebuild_grub("update-grub")
             how = "in a GRUB drop-in" if add else "in the GRUB files that set it"
         elif "/etc/default/grub" in tools and ({"update-grub", "grub2-mkconfig", "grub-mkconfig"} & set(tools)):
             if "update-grub" in tools:
@@ -220,12 +230,14 @@ class Fixes:
                 rebuild = "grub2-mkconfig -o /boot/grub2/grub.cfg"
             else:
                 rebuild = "grub-mkconfig -o /boot/grub/grub.cfg"
-            commands = (self._edit("/etc/default/grub"), self.sudo(rebuild))
+            commands = (self._edit("/etc/default/grub"),) + self._rebuild_grub(rebuild)
             how = "in GRUB_CMDLINE_LINUX (and GRUB_CMDLINE_LINUX_DEFAULT) of /etc/default/grub, by hand"
         elif "/etc/kernel/cmdline" in tools:
             commands = (self._edit("/etc/kernel/cmdline"),)
             if "kernel-install" in tools:
-                commands += (self.sudo('kernel-install add "$(uname -r)" "/usr/lib/modules/$(uname -r)/vmlinuz"'),)
+                # In an image, uname -r would name this machine's kernel: name the image's own.
+                releases = self._kernels if self.image is not None else ['"$(uname -r)"']
+                commands += tuple(self.sudo("kernel-install add %s /usr/lib/modules/%s/vmlinuz" % (r, r)) for r in releases)
             how = "in /etc/kernel/cmdline (systemd-boot / kernel-install), by hand, then regenerate the boot entries"
         else:
             summary = (
@@ -239,7 +251,18 @@ class Fixes:
             summary += ", replacing any %s already there" % ", ".join("`%s=`" % n for n in remove_names)
         if self.running:
             summary += ", then reboot"
+        elif self.image is not None and how.startswith(("in a GRUB drop-in", "in the GRUB files", "in GRUB_CMDLINE_LINUX")):
+            # grub-mkconfig probes the root device: in a chroot of an unpacked tree it fails,
+            # or writes the build machine's disk into the image.
+            summary += (
+                ", then regenerate grub.cfg where the image's disk is attached (grub-mkconfig probes the root device, "
+                "which a chroot of an unpacked tree does not have)"
+            )
         return Step(self._place(summary, True), commands, True, True, False, ())
+
+    def _rebuild_grub(self, command: str):
+        """The grub.cfg rebuild; none in an image, where it must run with the image's disk."""
+        return () if self.image is not None else (self.sudo(command),)
 
     def _grub_set(self, drop_in) -> set:
         """Parameter names the GRUB defaults files (not ``drop_in``, rewritten whole) set."""
@@ -338,14 +361,14 @@ def _in_etc(item) -> bool:
     return (item.origin or item.path).startswith("/etc/")
 
 
-def _drop_in_name(topic: str, others) -> str:
+def _drop_in_name(topic: str, others, suffix: str = ".conf") -> str:
     """A drop-in file name that sorts after every name in ``others``."""
     for prefix in ("90-aidoctor-", "99-aidoctor-", "zz-aidoctor-"):
-        name = "%s%s.conf" % (prefix, topic)
+        name = "%s%s%s" % (prefix, topic, suffix)
         if all(name > other for other in others):
             return name
     # "~" sorts after every other printable ASCII character.
-    return "%s~aidoctor-%s.conf" % (max(others)[: -len(".conf")], topic)
+    return "%s~aidoctor-%s%s" % (max(others)[: -len(suffix)], topic, suffix)
 
 
 def _comment_script(raw_keys) -> str:

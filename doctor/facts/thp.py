@@ -239,7 +239,8 @@ def _enabled_units(host):
         for name in listing.data if listing.ok else ():
             if name.endswith(".service") and any(hint in name.lower() for hint in _UNIT_HINTS) and name not in found:
                 # The unit file as systemd finds it: /etc first, then the vendor folders.
-                found[name] = next((d + "/" + name for d in UNIT_DIRS if host.exists(d + "/" + name)), "%s/%s/%s" % (SYSTEMD_DIR, folder, name))
+                wanted = "%s/%s/%s" % (SYSTEMD_DIR, folder, name)
+                found[name] = next((d + "/" + name for d in UNIT_DIRS if host.exists(d + "/" + name)), wanted)
     return sorted(found.items())
 
 

@@ -122,5 +122,5 @@ def parse_tuned_conf(text: str) -> dict:
         key, sep, value = line.partition("=")
         if sep and current is not None and key.strip():
             # tuned's ConfigParser takes "#" after a blank as the start of a comment.
-            current[key.strip()] = (number, re.split(r"\s#", value, 1)[0].strip())
+            current[key.strip()] = (number, re.split(r"\s#", value, maxsplit=1)[0].strip())
     return sections
