@@ -9,13 +9,14 @@ from ai_doctor.shell import quote
 from ai_doctor.units import page_size
 
 TUNED_OVERRIDE = "aidoctor-thp"
+_PMD_X86 = 2 << 20
 
 
 @rule(
     "thp.disabled",
     "Transparent huge pages disabled",
     Severity.LOW,
-    uses=("thp", "running", "cmdline", "kernel_config", "thp_writers", "fixes"),
+    uses=("thp", "running", "cmdline", "kernel_config", "thp_writers", "tuned_profile", "fixes"),
 )
 def disabled(f):
     """Transparent huge pages are `never` for the PMD size (2 MiB on x86-64).
@@ -127,7 +128,10 @@ def disabled(f):
         steps += fixes.sysfs([thp.top.path], "madvise", "Turn THP on for programs that ask (madvise)")
     if size_never:
         steps += fixes.sysfs([pmd.path], "inherit", "Let %s pages follow the top-level setting" % size)
-    if add or remove:
+    tuned_line = _tuned_bootloader(f, boot)
+    if tuned_line is not None:
+        steps.append(tuned_line)
+    elif add or remove:
         steps.append(fixes.kernel_args(add, remove, "Keep it at boot"))
     if by_hand is not None:
         steps.append(by_hand)
@@ -147,8 +151,22 @@ def _image(f):
     config = f.kernel_config
     if config and config.enabled("TRANSPARENT_HUGEPAGE") is False:
         return Skip("the kernel is built without transparent huge pages (CONFIG_TRANSPARENT_HUGEPAGE is not set in %s)" % config.source)
-    boot = boot_modes(f.cmdline, config, ())
+    # The anonymous THP sizes thp_anon= can name: on x86-64 with 4 KiB pages, 16 KiB to the
+    # 2 MiB PMD size (orders 2 to 9).
+    sizes = tuple(16384 << order for order in range(8)) if config and config.get("X86_64") == "y" else ()
+    boot = boot_modes(f.cmdline, config, sizes)
     writers = f.thp_writers.found if f.thp_writers else ()
+    pmd_off = bool(sizes) and boot.thp_anon and boot.size_mode(_PMD_X86, _PMD_X86) == "never"
+    if pmd_off:
+        line = f.cmdline
+        index = max(i for i, p in enumerate(line.params) if p.name == "thp_anon")
+        path, number = line.origin(index)
+        message = (
+            "The image will run with 2 MiB transparent huge pages off: `%s` on its boot line sets them to `never` "
+            '(transhuge.rst, "Boot parameters"), whatever the top level says.' % line.params[index].text
+        )
+        step = Step("Remove `%s` from the boot line, or give 2M `inherit` in it, by hand" % line.params[index].text, (), True, True)
+        return Issue(message, [Evidence(path, line.params[index].text, number)], [step])
     if boot.top != "never" and not writers:
         if boot.top is None:
             return Skip(
@@ -164,7 +182,11 @@ def _image(f):
     if boot.top == "never":
         evidence.append(Evidence(*boot.top_source))
         notes.append("%s sets them to `never` at boot." % _source_words(boot.top_source))
-        steps.append(fixes.kernel_args(["transparent_hugepage=madvise"], ["transparent_hugepage"], "Start them at madvise"))
+        tuned_line = _tuned_bootloader(f, boot)
+        if tuned_line is not None:
+            steps.append(tuned_line)
+        else:
+            steps.append(fixes.kernel_args(["transparent_hugepage=madvise"], ["transparent_hugepage"], "Start them at madvise"))
     elif boot.top is not None:
         notes.append("The kernel starts them at `%s` (%s)." % (boot.top, _where(boot.top_source)))
     if writers:
@@ -177,6 +199,25 @@ def _image(f):
         "programs that ask for huge pages with madvise. " + " ".join(notes)
     )
     return Issue(message, evidence, steps)
+
+
+def _tuned_bootloader(f, boot):
+    """Where `never` reaches the boot line through grubenv's $tuned_params: tuned's bootloader
+    plugin writes it from the active profile every time it applies it, so grubby or a GRUB
+    file cannot take it away; the profile has to change. None otherwise."""
+    if boot.top != "never" or not boot.top_source or not boot.top_source[0].endswith("grubenv"):
+        return None
+    profile = f.tuned_profile
+    settings = [s for s in (profile.plugin("bootloader") if profile else ()) if "transparent_hugepage=never" in s.value]
+    where = ", ".join("%s:%d" % (s.path, s.line) for s in settings) or "the active tuned profile's [bootloader] section"
+    return Step(
+        "Start them at madvise: tuned puts `transparent_hugepage=never` on the boot line through $tuned_params (%s): "
+        "change it to `transparent_hugepage=madvise` in that profile's [bootloader] cmdline (in a profile of your own, "
+        "not the packaged one), and tuned writes the new line when it next applies the profile" % where,
+        (),
+        True,
+        True,
+    )
 
 
 def _where(source) -> str:

@@ -233,3 +233,29 @@ def test_our_grub_drop_in_is_sourced_after_one_that_assigns(tree, run):
     found = [f for f in run("--root", tree, "--format", "json").json["findings"] if f["rule"] == "thp.disabled"][0]
     commands = [c for s in found["remediation"] for c in s["commands"]]
     assert any("tee /etc/default/grub.d/zz-aidoctor-transparent_hugepage.cfg" in c for c in commands)
+
+
+def test_thp_never_from_tuned_params_points_at_the_tuned_profile(tree, run):
+    _bls(tree, RHEL_NEW, "root=/dev/vda1 ro $tuned_params")
+    tree.write("/boot/config-" + RHEL_NEW, "CONFIG_TRANSPARENT_HUGEPAGE=y\nCONFIG_TRANSPARENT_HUGEPAGE_ALWAYS=y\n")
+    tree.write("/boot/grub2/grubenv", "tuned_params=transparent_hugepage=never\n")
+    tree.write("/usr/sbin/grubby", "", 0o755)
+    tree.write("/usr/sbin/tuned-adm", "", 0o755)
+    tree.write("/etc/tuned/active_profile", "site\n")
+    tree.write("/etc/tuned/site/tuned.conf", "[bootloader]\ncmdline=transparent_hugepage=never\n")
+    found = [f for f in run("--root", tree, "--format", "json").json["findings"] if f["rule"] == "thp.disabled"][0]
+    assert found["evidence"][0] == {"path": "/boot/grub2/grubenv", "value": "transparent_hugepage=never"}
+    step = found["remediation"][0]
+    assert "/etc/tuned/site/tuned.conf:2" in step["summary"] and not step["commands"]
+
+
+def test_thp_anon_that_turns_2m_off_in_an_image(tree, run):
+    tree.write("/boot/vmlinuz-6.14.0-15-generic", "")
+    tree.write("/boot/config-6.14.0-15-generic", "CONFIG_X86_64=y\nCONFIG_TRANSPARENT_HUGEPAGE=y\nCONFIG_TRANSPARENT_HUGEPAGE_MADVISE=y\n")
+    tree.write("/etc/default/grub", 'GRUB_CMDLINE_LINUX="thp_anon=2M:never"\n')
+    assert run("--root", tree, "--format", "json").findings().get("thp.disabled") == "low"
+    # Sizes a thp_anon= leaves out are never, 2M too; naming it inherit keeps it on.
+    tree.write("/etc/default/grub", 'GRUB_CMDLINE_LINUX="thp_anon=64K:always"\n')
+    assert run("--root", tree, "--format", "json").findings().get("thp.disabled") == "low"
+    tree.write("/etc/default/grub", 'GRUB_CMDLINE_LINUX="\\"thp_anon=64K:always;2M:inherit\\""\n')
+    assert "thp.disabled" not in run("--root", tree, "--format", "json").findings()
