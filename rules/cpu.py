@@ -178,12 +178,11 @@ def _image_governor(f):
         for name in _KCONFIG_GOVERNORS:
             if config.get("CPU_FREQ_DEFAULT_GOV_" + name) == "y":
                 option = "CONFIG_CPU_FREQ_DEFAULT_GOV_%s=y" % name
-                boot = (
-                    name.lower(),
-                    "the kernel's build default is %s (%s)" % (option, config.source),
-                    Evidence(config.source, option),
-                    False,
-                )
+                words = "the kernel's build default is %s (%s)" % (option, config.source)
+                if name != "PERFORMANCE" and "y" in (config.get("X86_INTEL_PSTATE"), config.get("X86_AMD_PSTATE")):
+                    # These drivers offer performance and powersave only; any other default is powersave.
+                    words += ", which intel_pstate and amd-pstate in active mode run as their own `powersave`"
+                boot = (name.lower(), words, Evidence(config.source, option), False)
     if boot is not None:
         found.append(boot)
     if not found:

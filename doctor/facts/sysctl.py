@@ -168,7 +168,10 @@ def sysctl_config(host, facts):
         return Unavailable("inside a container: its own sysctl files are never applied to the kernel it shares with %s" % container.where)
     systemd = any(host.exists(path) for path in SYSTEMD_SYSCTL)
     chosen = {}
+    running = facts.get("running")
     for directory in SYSCTL_DIRS:
+        if directory.startswith("/run/") and not running:
+            continue  # /run is a fresh tmpfs at boot: what an image holds there is never read
         listing = host.listdir(directory)
         if not listing.ok:
             continue
