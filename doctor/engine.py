@@ -16,7 +16,6 @@ import os
 import sys
 
 from ai_doctor.facts import Unavailable
-from ai_doctor.host import READ_CAP
 from ai_doctor.model import CheckResult, Evidence, Finding, Issue, Pass, Severity, Skip, Status
 from ai_doctor.record import Record
 
@@ -204,7 +203,7 @@ def run(facts, rules):
             refused.extend(facts.failed_reads(name))
             cut.extend(facts.cut_reads(name))
         refused = tuple(_unique_paths(refused))
-        cut = sorted({got.path for got in cut})
+        cut = sorted({"%s (the first %s)" % (got.path, _amount(len(got.data))) for got in cut})
         if cut and result.status in (Status.PASS, Status.FINDING):
             result = _said_in_part(result, cut)
             results[rule_.id] = result
@@ -226,9 +225,15 @@ def run(facts, rules):
     return ordered, tuple(sorted(findings, key=lambda f: f.sort_key))
 
 
+def _amount(size: int) -> str:
+    """A read's size in words; each reader caps what it reads (8 MiB, or less for small files)."""
+    # Cut at the last whole line, so a little under the cap: rounded, it reads as the cap.
+    return "%d MiB" % ((size + (1 << 19)) >> 20) if size >= 1 << 20 else "%d KiB" % max(1, (size + 512) >> 10)
+
+
 def _said_in_part(result, paths):
     """``result`` saying that it rests on files read only up to the cap."""
-    note = "read only in part (larger than %d MiB): %s" % (READ_CAP >> 20, ", ".join(paths))
+    note = "read only in part: %s" % ", ".join(paths)
     if result.status is Status.PASS:
         return result._replace(reason="%s; judged on files %s" % (result.reason.rstrip("."), note) if result.reason else "files " + note)
     changed = tuple(f._replace(message="%s (Files %s.)" % (f.message, note)) for f in result.findings)

@@ -198,6 +198,6 @@ def test_a_file_read_only_in_part_is_said_in_the_verdict(tree, run):
     tree.write("/etc/sysctl.d/50-tuning.conf", "vm.overcommit_ratio = 80\n" + padding * (9 << 10) + "vm.overcommit_memory = 2\n")
     report = run("--root", tree, "--format", "json", "-v").json
     found = next(f for f in report["findings"] if f["rule"] == "overcommit.ratio-ignored")
-    assert found["message"].endswith("(Files read only in part (larger than 8 MiB): /etc/sysctl.d/50-tuning.conf.)")
+    assert found["message"].endswith("(Files read only in part: /etc/sysctl.d/50-tuning.conf (the first 8 MiB).)")
     passed = next(c for c in report["checks"] if c["rule"] == "hugepages.shortfall")
     assert "judged on files read only in part" in passed["reason"]
