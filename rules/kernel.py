@@ -141,3 +141,90 @@ def config_mismatch(f):
     )
     steps = [Step("Install the configuration that ships with %s's package (reinstall the kernel package)" % release, (), True, True)]
     return Issue(message, [Evidence(path, "another kernel's") for path in others[:12]], steps)
+
+
+@rule(
+    "kernel.thp-missing",
+    "Kernel built without transparent huge pages",
+    Severity.LOW,
+    uses=("kernel_config", "thp", "running"),
+)
+def thp_missing(f):
+    """The kernel is built without transparent huge pages (CONFIG_TRANSPARENT_HUGEPAGE unset),
+    or the running kernel shows none (no /sys/kernel/mm/transparent_hugepage).
+
+    Without THP every anonymous mapping is backed by 4 KiB pages: loaders that fill large
+    buffers take a page fault per 4 KiB, and madvise(MADV_HUGEPAGE) asks for nothing. Every
+    mainstream distribution kernel builds THP; minimal and some VPS kernels do not. The
+    build default (CONFIG_TRANSPARENT_HUGEPAGE_ALWAYS, _MADVISE, _NEVER since 6.8) is what
+    thp.disabled reads when the command line says nothing; the pass names it.
+
+    Fix: boot a kernel built with CONFIG_TRANSPARENT_HUGEPAGE=y.
+
+    Reference: Documentation/admin-guide/mm/transhuge.rst; mm/Kconfig (TRANSPARENT_HUGEPAGE).
+    """
+    from ai_doctor.facts.thp import KCONFIG_DEFAULTS, NO_THP
+
+    config = f.kernel_config
+    thp = f.thp
+    built = config.enabled("TRANSPARENT_HUGEPAGE") if config else None
+    shows_none = f.running and not thp and thp.reason.startswith(NO_THP)
+    if built is False or shows_none:
+        evidence = []
+        if built is False:
+            evidence.append(Evidence(config.source, "# CONFIG_TRANSPARENT_HUGEPAGE is not set"))
+        if shows_none:
+            evidence.append(Evidence("/sys/kernel/mm/transparent_hugepage", "absent"))
+        message = (
+            "The kernel has no transparent huge pages: large anonymous buffers are always mapped in 4 KiB pages, a page "
+            "fault each, and programs that ask for huge pages with madvise get none."
+        )
+        steps = [Step("Boot a kernel built with CONFIG_TRANSPARENT_HUGEPAGE=y (every mainstream distribution kernel is)", (), True, True)]
+        return Issue(message, evidence, steps)
+    if built:
+        default = next((mode for option, mode in KCONFIG_DEFAULTS if config.get(option) == "y"), None)
+        return Pass("built with transparent huge pages%s (%s)" % (", default `%s`" % default if default else "", config.where))
+    if f.running and thp:
+        return Pass("the running kernel has transparent huge pages")
+    return Skip("no kernel config that mentions CONFIG_TRANSPARENT_HUGEPAGE, and no running kernel to look at")
+
+
+@rule(
+    "kernel.numa-balancing",
+    "Automatic NUMA balancing on a multi-node machine",
+    Severity.LOW,
+    needs=("numa",),
+    uses=("fixes",),
+)
+def numa_balancing(f):
+    """Automatic NUMA balancing (kernel.numa_balancing = 1) is on, on a machine with more than
+    one NUMA node.
+
+    To find out which node uses a page, the kernel periodically unmaps ranges of each
+    process's memory and takes a NUMA hinting fault on the next touch, then migrates pages
+    toward the node that touches them. Model servers pin their CPU threads and staging
+    buffers per GPU and node; the scanning adds page faults and migrations to their memory.
+    The kernel's documentation says to disable it when the workload is already bound to NUMA
+    nodes, and GPU vendors' tuning guides turn it off (AMD Instinct system optimization;
+    NVIDIA's Grace performance tuning guide boots with numa_balancing=disable). Memory
+    tiering alone (2) is left alone.
+
+    Fix: `sysctl -w kernel.numa_balancing=0` now and a drop-in under /etc/sysctl.d.
+
+    Reference: Documentation/admin-guide/sysctl/kernel.rst (numa_balancing);
+    Documentation/admin-guide/kernel-parameters.txt (numa_balancing=).
+    """
+    numa = f.numa
+    if len(numa.nodes) <= 1:
+        return Pass("one NUMA node: there is nothing to balance")
+    if numa.balancing is None:
+        return Pass("the kernel has no automatic NUMA balancing (no %s)" % numa.path)
+    if not numa.balancing & 1:
+        return Pass("automatic NUMA balancing is off (kernel.numa_balancing = %d)" % numa.balancing)
+    message = (
+        "Automatic NUMA balancing is on (kernel.numa_balancing = %d) across %d NUMA nodes: the kernel keeps unmapping "
+        "parts of each process's memory to sample which node uses it, and migrates pages, which adds page faults and "
+        "copies to a model server whose threads and buffers are placed per node." % (numa.balancing, len(numa.nodes))
+    )
+    steps = f.fixes.sysctl([("kernel.numa_balancing", "0")], "numa", "Turn automatic NUMA balancing off")
+    return Issue(message, [Evidence(numa.path, str(numa.balancing))], steps, impact=len(numa.nodes))

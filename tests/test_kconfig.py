@@ -86,3 +86,35 @@ def test_a_config_whose_header_names_another_release(tree, run):
 )
 def test_describes(header, release, same):
     assert describes(header, release) is same
+
+
+def test_a_kernel_built_without_thp(tree, run):
+    minimal_host(tree, release=REL)
+    tree.write("/boot/config-" + REL, CONFIG.replace("CONFIG_TRANSPARENT_HUGEPAGE=y", "# CONFIG_TRANSPARENT_HUGEPAGE is not set"))
+    os.remove(str(tree.root / "sys/kernel/mm/transparent_hugepage/enabled"))
+    result = run("--root", tree, "--format", "json", "-v")
+    assert result.findings()["kernel.thp-missing"] == "low"
+    assert result.statuses()["thp.disabled"] == "skip"
+    tree.write("/boot/config-" + REL, CONFIG + "CONFIG_TRANSPARENT_HUGEPAGE_MADVISE=y\n")
+    tree.write("/sys/kernel/mm/transparent_hugepage/enabled", "always [madvise] never\n")
+    checks = {c["rule"]: c for c in run("--root", tree, "--format", "json", "-v").json["checks"]}
+    assert checks["kernel.thp-missing"]["reason"] == "built with transparent huge pages, default `madvise` (/boot/config-%s)" % REL
+
+
+@pytest.mark.parametrize(
+    "nodes, balancing, found",
+    [("0-1\n", "1\n", "low"), ("0\n", "1\n", None), ("0-3\n", "0\n", None), ("0-1\n", "2\n", None), ("0-1\n", None, None)],
+)
+def test_numa_balancing_on_a_multi_node_machine(tree, run, nodes, balancing, found):
+    minimal_host(tree, release=REL)
+    tree.write("/sys/devices/system/node/online", nodes)
+    if balancing is not None:
+        tree.write("/proc/sys/kernel/numa_balancing", balancing)
+    result = run("--root", tree, "--format", "json")
+    assert result.findings().get("kernel.numa-balancing") == found
+    if found:
+        commands = [
+            c for f in result.json["findings"] if f["rule"] == "kernel.numa-balancing" for s in f["remediation"] for c in s["commands"]
+        ]
+        assert commands[0] == "sudo sysctl -w kernel.numa_balancing=0"
+        assert any("/etc/sysctl.d/90-aidoctor-numa.conf" in c for c in commands)

@@ -109,6 +109,7 @@ def _load_providers() -> None:
         memory,
         modules,
         mounts,
+        numa,
         request,
         sysctl,
         system,

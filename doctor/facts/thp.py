@@ -17,6 +17,7 @@ from ai_doctor.facts.memory import parse_choice
 from ai_doctor.record import Record
 
 THP_DIR = "/sys/kernel/mm/transparent_hugepage"
+NO_THP = "this kernel has no transparent huge pages"
 TOP_MODES = ("always", "madvise", "never")
 SIZE_MODES = ("always", "inherit", "madvise", "never")
 # The Kconfig choice behind the top-level default when the command line says nothing
@@ -75,7 +76,7 @@ def thp(host, facts):
     got = host.read_text(path)
     if not got.ok:
         if got.status == "missing" and host.exists("/sys/kernel/mm"):
-            return Unavailable("this kernel has no transparent huge pages (no %s)" % THP_DIR)
+            return Unavailable("%s (no %s)" % (NO_THP, THP_DIR))
         return unreadable(host, got, "cannot read")
     mode, choices = parse_choice(got.data)
     if mode not in TOP_MODES:
