@@ -33,6 +33,7 @@ MANIFEST_DIR = "/.aidoctor"
 MANIFEST = MANIFEST_DIR + "/manifest.json"
 
 _MISSING_ERRNOS = (errno.ENOENT, errno.ENOTDIR)
+_NOT_UNDERSTOOD = "\x00not understood: "
 _DENIED_ERRNOS = (errno.EACCES, errno.EPERM)
 
 
@@ -339,13 +340,28 @@ class Host:
             return Read(path, ERROR, None, "not a regular file", False)
         except OSError as exc:
             return _failed(path, exc)
+        from ai_doctor import cache
+
         with os.fdopen(fd, "rb") as stream:
             try:
-                return Read(path, OK, extract(stream), None, False)
+                info = os.fstat(fd)
+                kept = cache.lookup(kind, info)
+                if kept is not None:
+                    # A file that was not understood is kept too, marked: reading it again
+                    # would only fail again, slowly.
+                    if kept.startswith(_NOT_UNDERSTOOD):
+                        return Read(path, ERROR, None, kept[len(_NOT_UNDERSTOOD) :], False)
+                    return Read(path, OK, kept, None, False)
+                try:
+                    text = extract(stream)
+                except (ValueError, EOFError) as exc:
+                    detail = str(exc) or type(exc).__name__
+                    cache.store(kind, info, _NOT_UNDERSTOOD + detail)
+                    return Read(path, ERROR, None, detail, False)
+                cache.store(kind, info, text)
+                return Read(path, OK, text, None, False)
             except OSError as exc:
                 return _failed(path, exc)
-            except (ValueError, EOFError) as exc:
-                return Read(path, ERROR, None, str(exc) or type(exc).__name__, False)
 
     def _override(self, path: str):
         """A recorded outcome (permission denied, EIO …) that a tree's manifest declares, or

@@ -39,12 +39,44 @@ TOOLKIT_DRIVER = {
 }
 
 
+class _Numeric(tuple):
+    """A dotted numeric version (550.127.05, 12.4.1) as numbers, with packaging's
+    major/minor; importing packaging costs more than the rest of a run's rules."""
+
+    @property
+    def major(self) -> int:
+        return self[0]
+
+    @property
+    def minor(self) -> int:
+        return self[1] if len(self) > 1 else 0
+
+
+def _older(a: str, b: str) -> bool:
+    """Whether version ``a`` is older than ``b``; through packaging when either is not plain
+    dotted numbers (the two kinds do not compare with each other)."""
+    first, second = _version(a), _version(b)
+    if isinstance(first, _Numeric) and isinstance(second, _Numeric):
+        return first < second
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(a) < Version(b)
+    except InvalidVersion:
+        return False
+
+
 def _version(text):
+    """A comparable version: dotted numbers as numbers, anything else through packaging."""
+    text = str(text or "")
+    parts = text.split(".")
+    if all(part.isdigit() and part.isascii() for part in parts) and len(parts) <= 4:
+        return _Numeric(int(part) for part in parts)
     from packaging.version import InvalidVersion, Version
 
     try:
         return Version(text)
-    except (InvalidVersion, TypeError):
+    except InvalidVersion:
         return None
 
 
@@ -397,7 +429,8 @@ def too_old_for_cuda(f):
 
     The driver is the loaded module's version (in an image, the module the default kernel
     loads, else the libraries'); toolkits are read from /usr/local/cuda*/version.json (or
-    version.txt). Versions are compared with `packaging`.
+    version.txt). NVIDIA's dotted numeric versions are compared as numbers, anything else
+    with `packaging` (whose import costs more than the rest of the rules).
 
     Reference: NVIDIA CUDA Toolkit Release Notes, "CUDA Toolkit and Corresponding Driver
     Versions" (GA releases); NVIDIA CUDA Compatibility, "Minor Version Compatibility".
@@ -421,7 +454,7 @@ def too_old_for_cuda(f):
         if floor is None:
             continue
         evidence = [Evidence(kit.source, kit.version), Evidence(source, driver)]
-        if have < _version(floor):
+        if _older(driver, floor):
             message = (
                 "CUDA %s (%s) needs an NVIDIA driver of at least %s, and the driver here is %s (%s): CUDA programs built "
                 'with it fail with "CUDA driver version is insufficient for CUDA runtime version".'
@@ -433,7 +466,7 @@ def too_old_for_cuda(f):
                 )
             ]
             issues.append(Issue(message, evidence, steps))
-        elif own and have < _version(own):
+        elif own and _older(driver, own):
             message = (
                 "CUDA %s (%s) shipped with driver %s; the driver here is %s (%s), which runs it through minor-version "
                 "compatibility with a limited feature set: PTX from this toolkit cannot be JIT-compiled by the driver."

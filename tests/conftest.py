@@ -46,6 +46,13 @@ class Tree:
         return str(self.root)
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    """Each test gets an empty cache of derived reads, never the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("AIDOCTOR_NO_CACHE", raising=False)
+
+
 @pytest.fixture
 def tree(tmp_path) -> Tree:
     return Tree(tmp_path / "root")

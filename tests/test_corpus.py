@@ -863,3 +863,11 @@ def test_every_distribution_config_names_its_kernel(name):
     from ai_doctor.facts.kconfig import describes
 
     assert describes(described, described)
+
+
+@pytest.mark.parametrize("name", ["debian-6.1.192-2-amd64.config", "Fedora_42_Updates_x86_64.config", "rhel-8.0.config"])
+def test_one_option_looked_up_agrees_with_the_whole_parse(name):
+    text = corpus_bytes(KCONFIG, name).decode("utf-8", "replace")
+    options, _notes = parse_kconfig(text)
+    for key in list(options)[::37] + ["CONFIG_NOT_AN_OPTION", "CONFIG_LOCALVERSION"]:
+        assert KernelConfig(text, "/boot/config-x", None, ()).get(key) == options.get(key), key

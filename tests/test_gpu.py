@@ -216,3 +216,29 @@ def test_a_snapshot_keeps_what_modules_say_not_the_modules(tree, tmp_path, run):
     assert "version=%s" % DRIVER in record.read_text()
     assert run("--root", tmp_path / "snap", "--format", "json").findings() == before
     assert Facts(Host(str(tmp_path / "snap"))).get("gpu_modules")[0].found["nvidia"].field("version") == DRIVER
+
+
+def test_what_a_large_file_holds_is_kept_between_runs(tmp_path, monkeypatch):
+    path = module(tmp_path / "lib/modules/r/nvidia.ko", [("version", DRIVER), ("vermagic", OLD + " SMP")])
+    with open(path, "ab") as handle:
+        handle.write(bytes(2 << 20))  # past the size worth caching
+    calls = []
+
+    def counting(stream):
+        calls.append(1)
+        return elf.modinfo(stream)
+
+    for _ in range(2):
+        assert "version=%s" % DRIVER in Host(str(tmp_path)).derive("/lib/modules/r/nvidia.ko", "modinfo", counting).data
+    assert len(calls) == 1
+    with open(path, "ab") as handle:
+        handle.write(b"\0")  # a changed file is read again
+    Host(str(tmp_path)).derive("/lib/modules/r/nvidia.ko", "modinfo", counting)
+    assert len(calls) == 2
+    (tmp_path / "lib/modules/r/bad.ko").write_bytes(bytes(2 << 20))
+    first = Host(str(tmp_path)).derive("/lib/modules/r/bad.ko", "modinfo", counting)
+    again = Host(str(tmp_path)).derive("/lib/modules/r/bad.ko", "modinfo", counting)
+    assert first.detail == again.detail and first.detail.startswith("not an ELF file") and len(calls) == 3
+    monkeypatch.setenv("AIDOCTOR_NO_CACHE", "1")
+    Host(str(tmp_path)).derive("/lib/modules/r/nvidia.ko", "modinfo", counting)
+    assert len(calls) == 4

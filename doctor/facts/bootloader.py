@@ -24,7 +24,6 @@ GRUB_DROP_INS = "/etc/default/grub.d"
 KERNEL_CMDLINE_FILE = "/etc/kernel/cmdline"
 BLS_DIRS = ("/boot/loader/entries", "/efi/loader/entries", "/boot/efi/loader/entries")
 GRUBENV_PATHS = ("/boot/grub2/grubenv", "/boot/grub/grubenv")
-_ASSIGNMENT = re.compile(r"\s*(?:export\s+)?([A-Z_][A-Z0-9_]*)=(.*)")
 _CMDLINE_VARIABLES = ("GRUB_CMDLINE_LINUX", "GRUB_CMDLINE_LINUX_DEFAULT")
 
 
@@ -203,9 +202,10 @@ def boot_entries(host, facts):
 # -- grub.cfg: what GRUB itself reads ---------------------------------------------------------
 
 GRUB_CFG_PATHS = ("/boot/grub/grub.cfg", "/boot/grub2/grub.cfg")
-_MENU = re.compile(r"^\s*(menuentry|submenu)\s+(.*?)\s*\{\s*$")
+# Patterns compiled on first use (re caches them): most hosts have no grub.cfg to parse.
+_MENU = r"^\s*(menuentry|submenu)\s+(.*?)\s*\{\s*$"
 _LINUX = ("linux", "linuxefi", "linux16")
-_SET = re.compile(r"^\s*set\s+(default|kernelopts)=(.*)$")
+_SET = r"^\s*set\s+(default|kernelopts)=(.*)$"
 
 
 class MenuEntry(Record):
@@ -237,7 +237,7 @@ def parse_grub_cfg(text: str, path: str) -> GrubMenu:
     default = kernelopts = None
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
-        match = _MENU.match(raw)
+        match = re.match(_MENU, raw)
         if match:
             words = _words(match.group(2))
             title = words[0] if words else ""
@@ -267,7 +267,7 @@ def parse_grub_cfg(text: str, path: str) -> GrubMenu:
                 levels.pop()
                 counters.pop()
             continue
-        found = _SET.match(raw) if current is None else None
+        found = re.match(_SET, raw) if current is None else None
         if found:
             value = found.group(2).strip().strip('"').strip("'")
             if found.group(1) == "default" and value != "${next_entry}":

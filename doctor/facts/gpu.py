@@ -9,7 +9,6 @@ installer lay them out; the loaded kernel module reports its own (/sys/module/nv
 
 from __future__ import annotations
 
-import json
 import re
 
 from ai_doctor.facts import fact
@@ -63,7 +62,10 @@ def _version_suffix(name: str, prefix: str):
 @fact("nvidia")
 def nvidia(host, facts):
     libraries = []
-    for folder in LIB_DIRS:
+    # Listing a library folder holding thousands of names costs more than asking for the two
+    # links the driver's packages (through ldconfig) always leave: list only where one is.
+    present = [folder for folder in LIB_DIRS if any(not host.stat("%s/%s1" % (folder, p))[0].missing for p in LIBRARIES)]
+    for folder in present:
         listing = host.listdir(folder)
         for name in listing.data if listing.ok else ():
             for prefix in LIBRARIES:
@@ -115,6 +117,8 @@ def cuda_toolkits(host, facts):
         version = source = None
         got = host.read_text(folder + "/version.json", cap=1 << 20)
         if got.ok:
+            import json
+
             try:
                 version = str(json.loads(got.data)["cuda"]["version"])
                 source = folder + "/version.json"

@@ -63,8 +63,22 @@ class KernelConfig:
         return self._options()[1]
 
     def get(self, name: str):
-        """``y``, ``m``, ``n`` or the value; None when the option is not in this config at all."""
-        return self.options.get(name if name.startswith("CONFIG_") else "CONFIG_" + name)
+        """``y``, ``m``, ``n`` or the value; None when the option is not in this config at all.
+
+        Before the whole text is parsed, one option is looked up where it is written: a run
+        that asks about three options of a 10,000-line config should not parse them all.
+        """
+        key = name if name.startswith("CONFIG_") else "CONFIG_" + name
+        if self._parsed is not None:
+            return self._parsed[0].get(key)
+        found = None
+        for match in re.finditer(r"^(?:%s=(.*?)|# %s is not set)[ \t\r]*$" % (key, key), self.text, re.M):
+            value = match.group(1)
+            if value is None:
+                found = "n"
+            else:
+                found = value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
+        return found
 
     def enabled(self, name: str):
         """True for ``y``/``m``, False for ``n``, None when the config does not mention it."""

@@ -8,7 +8,6 @@ only their .modinfo section is read.
 
 from __future__ import annotations
 
-from ai_doctor.elf import modinfo, module_name, parse_modinfo
 from ai_doctor.facts import fact
 from ai_doctor.record import Record
 
@@ -55,25 +54,45 @@ class KernelModules(Record):
     __slots__ = ("release", "base", "found", "reference", "index")
 
 
+def module_name(file_name: str):
+    from ai_doctor.elf import module_name as name
+
+    return name(file_name)
+
+
 def parse_modules_dep(text: str, wanted) -> dict:
     """modules.dep lines (``kernel/drivers/…/x.ko.zst: dep.ko …``) → {name: path} for the
-    ``wanted`` names; a later line for a name does not replace the first (modprobe's order)."""
+    ``wanted`` names; a later line for a name does not replace the first (modprobe's order).
+    A distribution kernel lists 6,000 modules: the names are searched for, not every line
+    split."""
     found = {}
-    for line in text.splitlines():
-        path = line.split(":", 1)[0].strip()
-        name = module_name(path.rsplit("/", 1)[-1])
-        if name in wanted and name not in found:
-            found[name] = path
+    for name in wanted:
+        first = None
+        for spelling in {name, name.replace("_", "-")}:
+            start = 0
+            while True:
+                at = text.find(spelling + ".ko", start)
+                if at < 0:
+                    break
+                start = at + 1
+                line_start = text.rfind("\n", 0, at) + 1
+                colon = text.find(":", line_start)
+                # The line's own module is before its colon; a match after it is a dependency.
+                path = text[line_start : colon if colon >= 0 else len(text)].strip()
+                if module_name(path.rsplit("/", 1)[-1]) == name and (first is None or line_start < first[0]):
+                    first = (line_start, path)
+        if first is not None:
+            found[name] = first[1]
     return found
 
 
 def _reference_path(text: str):
     """A module of the kernel's own build (under kernel/), to learn the kernel's vermagic."""
-    for line in text.splitlines():
-        path = line.split(":", 1)[0].strip()
-        if path.startswith("kernel/") and module_name(path.rsplit("/", 1)[-1]):
-            return path
-    return None
+    at = 0 if text.startswith("kernel/") else text.find("\nkernel/") + 1
+    if at <= 0 and not text.startswith("kernel/"):
+        return None
+    path = text[at : text.find(":", at)].strip()
+    return path if module_name(path.rsplit("/", 1)[-1]) else None
 
 
 def modules_for(host, release: str, names=GPU_MODULES, read=("nvidia", "amdgpu")) -> KernelModules:
@@ -106,6 +125,8 @@ def modules_for(host, release: str, names=GPU_MODULES, read=("nvidia", "amdgpu")
 
 
 def _with_modinfo(host, name: str, release: str, path: str) -> ModuleInfo:
+    from ai_doctor.elf import modinfo, parse_modinfo
+
     got = host.derive(path, "modinfo", modinfo)
     if not got.ok:
         return ModuleInfo(name, release, path, {}, got.describe())

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import re
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_ASSIGNMENT = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)")
+# Compiled on first use (re caches them): most runs evaluate no shell file.
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_ASSIGNMENT = r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)"
 UNKNOWN = object()  # a variable whose value could not be evaluated
 
 
@@ -24,7 +25,7 @@ class NotEvaluable(ValueError):
 def assignments(text: str):
     """(line number, name, right-hand side) of each top-level assignment line."""
     for number, line in enumerate(text.splitlines(), 1):
-        match = _ASSIGNMENT.match(line)
+        match = re.match(_ASSIGNMENT, line)
         if match:
             yield number, match.group(1), match.group(2)
 
@@ -90,11 +91,11 @@ def _expansion(text: str, i: int, env: dict):
     if nxt == "(":
         raise NotEvaluable("command substitution ($(…))")
     if nxt != "{":
-        match = _NAME.match(text, i + 1)
+        match = re.compile(_NAME).match(text, i + 1)
         if not match:
             return "$", i + 1
         return _lookup(env, match.group(0)) or "", match.end()
-    match = _NAME.match(text, i + 2)
+    match = re.compile(_NAME).match(text, i + 2)
     if not match:
         raise NotEvaluable("an expansion ${%s" % text[i + 2 : i + 12])
     name, j = match.group(0), match.end()
