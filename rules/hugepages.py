@@ -171,7 +171,10 @@ def shortfall(f):
         # A sysctl asking for fewer would shrink the boot pool again right after boot.
         shrunk_after_boot = any(r.assignment is not None and r.count < request.count for r in request.chain())
         pending = pool is not None and not impossible and not request.on_cmdline and booked >= request.count
-        pending = pending and not shrunk_after_boot
+        # Only a reservation this boot did not make is pending: one the running line already
+        # asked for fell short at this boot and would again.
+        booked_now = next((item.count for item in _cmdline_pools(f) if item.page_size == request.page_size), 0)
+        pending = pending and not shrunk_after_boot and booked_now < booked
         if pending:
             cause = "The boot loader files reserve %d of them at the next boot: a reboot is pending." % booked
         elif pool is None:
@@ -566,6 +569,8 @@ def unused(f):
 def _no_pools(f):
     if f.running:
         return Skip("no huge page pool could be read (no /proc/meminfo pool lines, no /sys/kernel/mm/hugepages)")
+    if not f.cmdline:
+        return Skip("an image whose kernel command line is not known (%s): the pools it reserves at boot cannot be told" % f.cmdline.reason)
     asked = [r for r in f.hugepage_requests if r.count > 0]
     said = "; ".join("%d × %s: %s at %s" % (r.count, _size(r.page_size), r.source, r.where) for r in asked) or "none"
     return Skip(

@@ -151,6 +151,10 @@ def _image(f):
     config = f.kernel_config
     if config and config.enabled("TRANSPARENT_HUGEPAGE") is False:
         return Skip("the kernel is built without transparent huge pages (CONFIG_TRANSPARENT_HUGEPAGE is not set in %s)" % config.source)
+    line = f.cmdline
+    if not line:
+        # An unknown line is not an empty one: it may set transparent_hugepage= or thp_anon=.
+        return Skip("the kernel command line the image boots with is not known: %s" % line.reason)
     # The anonymous THP sizes thp_anon= can name: on x86-64 with 4 KiB pages, 16 KiB to the
     # 2 MiB PMD size (orders 2 to 9).
     sizes = tuple(16384 << order for order in range(8)) if config and config.get("X86_64") == "y" else ()

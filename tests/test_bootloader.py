@@ -259,3 +259,21 @@ def test_thp_anon_that_turns_2m_off_in_an_image(tree, run):
     assert run("--root", tree, "--format", "json").findings().get("thp.disabled") == "low"
     tree.write("/etc/default/grub", 'GRUB_CMDLINE_LINUX="\\"thp_anon=64K:always;2M:inherit\\""\n')
     assert "thp.disabled" not in run("--root", tree, "--format", "json").findings()
+
+
+def test_a_reservation_this_boot_already_made_is_not_a_pending_reboot(tmp_path, run):
+    import shutil
+
+    from conftest import FIXTURES
+
+    root = tmp_path / "root"
+    shutil.copytree(str(FIXTURES / "hugepage-shortfall/root"), str(root), symlinks=True)
+    (root / "proc/cmdline").write_text("BOOT_IMAGE=/vmlinuz-6.1.0-18-amd64 root=/dev/sda1 ro hugepages=4096\n")
+    (root / "etc/default/grub").write_text('GRUB_CMDLINE_LINUX="hugepages=4096"\n')
+    found = [f for f in run("--root", root, "--format", "json").json["findings"] if f["rule"] == "hugepages.shortfall"][0]
+    assert "a reboot is pending" not in found["message"]
+    assert not any(s["summary"].startswith("Reboot to take") for s in found["remediation"])
+    # Booked for the next boot only: that one is pending.
+    (root / "proc/cmdline").write_text("BOOT_IMAGE=/vmlinuz-6.1.0-18-amd64 root=/dev/sda1 ro\n")
+    found = [f for f in run("--root", root, "--format", "json").json["findings"] if f["rule"] == "hugepages.shortfall"][0]
+    assert "a reboot is pending" in found["message"]

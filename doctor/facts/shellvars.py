@@ -33,7 +33,7 @@ def assignments(text: str):
 def evaluate(text: str, env: dict) -> str:
     """The value sh assigns from ``text`` (what follows ``NAME=``), with ``env`` holding the
     variables set so far (a value of UNKNOWN makes any use of it not evaluable)."""
-    value, end = _word(text, 0, env, quoted=False, stop="")
+    value, end = _word(text, 0, env, _PLAIN, 0)
     rest = text[end:].strip()
     if rest and not rest.startswith("#"):
         # ``A=b c`` runs command c with A set: not an assignment grub-mkconfig keeps.
@@ -41,18 +41,26 @@ def evaluate(text: str, env: dict) -> str:
     return value
 
 
-def _word(text: str, i: int, env: dict, quoted: bool, stop: str):
-    """Evaluate from ``i`` until an unquoted blank (unquoted), the closing ``"`` (quoted), or
-    a character in ``stop``; returns (value, index after)."""
+# Where a word is read: bare (ends at a blank), inside "…" (ends at "), or as the word of a
+# ${NAME:+word} (ends at the closing brace; quotes in it group, blanks are kept).
+_PLAIN, _QUOTED, _BRACED, _BRACED_IN_QUOTES = range(4)
+_MAX_NESTING = 32
+
+
+def _word(text: str, i: int, env: dict, mode: int, depth: int):
+    """Evaluate from ``i`` to the end of the word ``mode`` reads; returns (value, index after)."""
+    if depth > _MAX_NESTING:
+        raise NotEvaluable("expansions nested more than %d deep" % _MAX_NESTING)
+    quoted = mode in (_QUOTED, _BRACED_IN_QUOTES)
     out = []
     n = len(text)
     while i < n:
         c = text[i]
-        if c in stop:
+        if mode in (_BRACED, _BRACED_IN_QUOTES) and c == "}":
             return "".join(out), i
-        if quoted and c == '"':
+        if mode == _QUOTED and c == '"':
             return "".join(out), i
-        if not quoted and c.isspace():
+        if mode == _PLAIN and c.isspace():
             return "".join(out), i
         if c == "'" and not quoted:
             end = text.find("'", i + 1)
@@ -60,8 +68,8 @@ def _word(text: str, i: int, env: dict, quoted: bool, stop: str):
                 raise NotEvaluable("an unterminated ' quote")
             out.append(text[i + 1 : end])
             i = end + 1
-        elif c == '"' and not quoted:
-            value, end = _word(text, i + 1, env, True, "")
+        elif c == '"' and mode != _QUOTED:
+            value, end = _word(text, i + 1, env, _QUOTED, depth + 1)
             if end >= n:
                 raise NotEvaluable('an unterminated " quote')
             out.append(value)
@@ -70,22 +78,22 @@ def _word(text: str, i: int, env: dict, quoted: bool, stop: str):
             if i + 1 >= n:
                 raise NotEvaluable("a line continued with \\")
             nxt = text[i + 1]
-            out.append(nxt if not quoted or nxt in '$`"\\' else "\\" + nxt)
+            out.append(nxt if not quoted or nxt in '$`"\\}' else "\\" + nxt)
             i += 2
         elif c == "`":
             raise NotEvaluable("command substitution (`…`)")
         elif c == "$":
-            value, i = _expansion(text, i, env)
+            value, i = _expansion(text, i, env, quoted, depth)
             out.append(value)
         else:
             out.append(c)
             i += 1
-    if quoted:
-        return "".join(out), n
-    return "".join(out), i
+    if mode == _PLAIN:
+        return "".join(out), i
+    return "".join(out), n
 
 
-def _expansion(text: str, i: int, env: dict):
+def _expansion(text: str, i: int, env: dict, quoted: bool, depth: int):
     """``$NAME`` or ``${…}`` at ``i``; returns (value, index after)."""
     nxt = text[i + 1 : i + 2]
     if nxt == "(":
@@ -104,7 +112,7 @@ def _expansion(text: str, i: int, env: dict):
     op = text[j : j + 2] if text[j : j + 2] in (":+", ":-") else text[j : j + 1]
     if op not in (":+", ":-", "+", "-"):
         raise NotEvaluable("the expansion ${%s%s…}" % (name, text[j : j + 2]))
-    word, end = _word(text, j + len(op), env, True, "}")
+    word, end = _word(text, j + len(op), env, _BRACED_IN_QUOTES if quoted else _BRACED, depth + 1)
     if text[end : end + 1] != "}":
         raise NotEvaluable("an unterminated ${%s" % name)
     value = _lookup(env, name)
