@@ -277,3 +277,12 @@ def test_a_reservation_this_boot_already_made_is_not_a_pending_reboot(tmp_path, 
     (root / "proc/cmdline").write_text("BOOT_IMAGE=/vmlinuz-6.1.0-18-amd64 root=/dev/sda1 ro\n")
     found = [f for f in run("--root", root, "--format", "json").json["findings"] if f["rule"] == "hugepages.shortfall"][0]
     assert "a reboot is pending" in found["message"]
+
+
+def test_a_grub_cfg_this_user_cannot_read_leaves_the_line_unknown(tree):
+    tree.write("/boot/vmlinuz-6.8.0-45-generic", "")
+    tree.write("/etc/default/grub", 'GRUB_CMDLINE_LINUX=""\n')
+    tree.write("/boot/grub/grub.cfg", UBUNTU_GRUB_CFG)
+    tree.manifest(outcomes={"/boot/grub/grub.cfg": "denied"})
+    line = _facts(tree).get("cmdline")
+    assert not line and "grub.cfg holds the boot line" in line.reason and "permission denied" in line.reason

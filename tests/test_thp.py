@@ -379,3 +379,14 @@ def test_only_enabled_units_write_thp(tree):
     )
     writers = Facts(Host(str(tree))).get("thp_writers").found
     assert [(w.kind, w.path, w.line) for w in writers] == [("systemd", "/usr/lib/systemd/system/disable-transparent-huge-pages.service", 3)]
+
+
+def test_a_masked_unit_never_runs(tree):
+    from ai_doctor.facts import Facts
+    from ai_doctor.host import Host
+
+    unit = "[Service]\nExecStart=/bin/sh -c 'echo never > %s'\n" % TOP
+    tree.write("/usr/lib/systemd/system/thp-never.service", unit)
+    tree.link("/etc/systemd/system/multi-user.target.wants/thp-never.service", "/usr/lib/systemd/system/thp-never.service")
+    tree.link("/etc/systemd/system/thp-never.service", "/dev/null")
+    assert Facts(Host(str(tree))).get("thp_writers").found == ()

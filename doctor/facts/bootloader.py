@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from ai_doctor.facts import Unavailable, fact
+from ai_doctor.facts import Unavailable, fact, unreadable
 from ai_doctor.facts.cmdline import Cmdline, split_cmdline
 from ai_doctor.facts.shellvars import UNKNOWN, NotEvaluable, assignments, evaluate
 from ai_doctor.facts.system import installed_kernels, version_key
@@ -285,6 +285,9 @@ def grub_menu(host, facts):
         got = host.read_text(path, cap=8 << 20)
         if got.ok:
             return parse_grub_cfg(got.data, path)
+        if not got.missing:
+            # There, but closed to this user (or not a file): what GRUB boots is not known.
+            return unreadable(host, got, "cannot read")
     return None
 
 
@@ -363,7 +366,7 @@ def default_boot(host, facts):
     entries = facts.get("boot_entries")
     grub = facts.get("grub_files")
     env = facts.get("grubenv")
-    menu = facts.get("grub_menu")
+    menu = facts.get("grub_menu") or None
     selector, said = _selector(grub, env, menu)
     if entries:
         loader = facts.get("loader_default")
@@ -446,11 +449,14 @@ def boot_line(host, facts):
     would write from the GRUB defaults files, else /etc/kernel/cmdline."""
     default = facts.get("default_boot")
     if default and default.entry is not None:
-        return _entry_line(default.entry, facts.get("grubenv"), facts.get("grub_menu"))
+        return _entry_line(default.entry, facts.get("grubenv"), facts.get("grub_menu") or None)
     if default and default.menu is not None:
         menu = facts.get("grub_menu")
         entry = default.menu
         return _line([(p, (menu.path, entry.line)) for p in entry.params], menu.path)
+    menu = facts.get("grub_menu")
+    if menu is not None and not menu:
+        return Unavailable("grub.cfg holds the boot line, and %s" % menu.reason)
     grub = facts.get("grub_files")
     line = _grub_line(grub)
     if line is not None:

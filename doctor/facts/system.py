@@ -184,10 +184,16 @@ ONDEMAND_UNITS = ("/lib/systemd/system/ondemand.service", "/usr/lib/systemd/syst
 ONDEMAND_WANTED = "/etc/systemd/system/multi-user.target.wants/ondemand.service"
 
 
+def masked(host, unit: str) -> bool:
+    """Whether ``systemctl mask`` linked the unit to /dev/null: systemd then never starts it,
+    whatever .wants links remain."""
+    return any(host.readlink("%s/%s" % (folder, unit)).data == "/dev/null" for folder in ("/etc/systemd/system", "/run/systemd/system"))
+
+
 @fact("ondemand_unit")
 def ondemand_unit(host, facts):
-    """The path of an enabled ondemand.service, or None."""
-    if not host.exists(ONDEMAND_WANTED):
+    """The path of an enabled (and not masked) ondemand.service, or None."""
+    if not host.exists(ONDEMAND_WANTED) or masked(host, "ondemand.service"):
         return None
     return next((path for path in ONDEMAND_UNITS if host.exists(path)), ONDEMAND_WANTED)
 

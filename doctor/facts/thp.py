@@ -14,6 +14,7 @@ from __future__ import annotations
 from ai_doctor.facts import Unavailable, fact, unreadable
 from ai_doctor.facts.cmdline import memparse
 from ai_doctor.facts.memory import parse_choice
+from ai_doctor.facts.system import masked
 from ai_doctor.record import Record
 
 THP_DIR = "/sys/kernel/mm/transparent_hugepage"
@@ -238,7 +239,12 @@ def _enabled_units(host):
             continue
         listing = host.listdir("%s/%s" % (SYSTEMD_DIR, folder))
         for name in listing.data if listing.ok else ():
-            if name.endswith(".service") and any(hint in name.lower() for hint in _UNIT_HINTS) and name not in found:
+            if (
+                name.endswith(".service")
+                and any(hint in name.lower() for hint in _UNIT_HINTS)
+                and name not in found
+                and not masked(host, name)
+            ):
                 # The unit file as systemd finds it: /etc first, then the vendor folders.
                 wanted = "%s/%s/%s" % (SYSTEMD_DIR, folder, name)
                 found[name] = next((d + "/" + name for d in UNIT_DIRS if host.exists(d + "/" + name)), wanted)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from ai_doctor.facts import fact
+from ai_doctor.facts.system import masked
 from ai_doctor.record import Record
 
 TUNED_ACTIVE = "/etc/tuned/active_profile"
@@ -33,7 +34,8 @@ def tuned(host, facts):
     profiles = tuple(got.data.split()) if got.ok else ()
     new_layout = host.exists("/etc/tuned/profiles") or host.exists("/usr/lib/tuned/profiles")
     installed = "tuned-adm" in (facts.get("tools") or {})
-    enabled = installed and (host.exists(TUNED_WANTED) or host.exists(TUNED_PID))
+    # Started at boot (wanted, not masked), or running now.
+    enabled = installed and ((host.exists(TUNED_WANTED) and not masked(host, "tuned.service")) or host.exists(TUNED_PID))
     return Tuned(profiles, "/etc/tuned/profiles" if new_layout else "/etc/tuned", installed, enabled)
 
 
