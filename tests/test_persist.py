@@ -137,6 +137,13 @@ def test_sysctl_conf_wins_under_procps_for_its_own_reason(tree, run):
         ("#!/bin/sh\nexit 0 # nothing below runs\nsysctl -w vm.nr_hugepages=1024\n", "after `exit 0 # nothing below runs` (line 2)"),
         ("#!/bin/sh\nexit 1\nsysctl -w vm.nr_hugepages=1024\n", "after `exit 1` (line 2)"),
         ("#!/bin/sh\r\nsysctl -w vm.nr_hugepages=1024\r\n", "its lines end in CRLF"),
+        # A subshell's exit ends the subshell; a here-document's lines are data.
+        ("#!/bin/sh\n( exit 0 )\nsysctl -w vm.nr_hugepages=1024\n", None),
+        ("#!/bin/sh\ncat > /tmp/x.sh <<EOF\nexit 0\nEOF\nsysctl -w vm.nr_hugepages=1024\n", None),
+        # exec replaces the shell; a second command on the line runs unconditionally.
+        ("#!/bin/sh\nexec /usr/local/sbin/tune.sh\nsysctl -w vm.nr_hugepages=1024\n", "after `exec /usr/local/sbin/tune.sh` (line 2)"),
+        ("#!/bin/sh\ntrue; exit 0\nsysctl -w vm.nr_hugepages=1024\n", "after `true; exit 0` (line 2)"),
+        ("#!/bin/sh\n[ -e /etc/skip ] && exit 0\nsysctl -w vm.nr_hugepages=1024\n", None),
     ],
 )
 def test_rc_local_exits_and_line_endings_as_the_shell_sees_them(tree, run, text, lost):

@@ -219,18 +219,27 @@ class RcLocal(Record):
 
     @property
     def exit_line(self):
-        """The first ``exit`` that ends the script whatever happens: one outside every if,
-        case, loop and brace group, whatever its status or comment; None when there is none."""
-        depth = 0
+        """The first line that ends the script whatever happens: an ``exit`` (any status, any
+        comment) or ``exec COMMAND`` outside every if, case, loop, brace group and subshell,
+        and not inside a here-document; None when there is none."""
+        stack = []
+        heredoc = None
         for number, line in enumerate(self.lines, 1):
-            commands = _command_words(line)
-            if depth == 0 and commands[:1] == ["exit"]:
-                return number
-            for word in commands:
+            if heredoc is not None:
+                if line.rstrip("\r").lstrip("\t") == heredoc:
+                    heredoc = None
+                continue
+            for separator, words in shell_commands(line):
+                word = words[0]
                 if word in _OPENERS:
-                    depth += 1
-                elif word in _CLOSERS and depth:
-                    depth -= 1
+                    stack.append(word)
+                elif stack and word == _OPENERS[stack[-1]]:
+                    stack.pop()
+                elif not stack and ends_script(separator, words):
+                    return number
+            marker = re.search(r"<<-?\s*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\1", line)
+            if marker:
+                heredoc = marker.group(2)
         return None
 
     def runs(self, number: int) -> bool:
@@ -240,28 +249,44 @@ class RcLocal(Record):
         return self.executable and self.has_interpreter and (end is None or number < end)
 
 
-_OPENERS = ("if", "case", "for", "while", "until", "select", "{")
-_CLOSERS = ("fi", "esac", "done", "}")
-_SEPARATORS = re.compile(r"&&|\|\||[;&|()]")
+_OPENERS = {"if": "fi", "case": "esac", "for": "done", "while": "done", "until": "done", "select": "done", "{": "}", "(": ")"}
+_TOKENS = re.compile(r"&&|\|\||;;|[;&|()]|[^\s;&|()]+")
 
 
-def _command_words(line: str):
-    """The command word of each command on a shell line (``then``, ``do`` and ``else`` pass
-    through to the word after them), comments and quoted text aside."""
+def shell_commands(line: str):
+    """The commands on one shell line as (what precedes them, their words): ``start``, ``;``,
+    ``&&``, ``||``, ``|``, ``&``, or ``(`` and ``)`` themselves as commands of their own.
+    Quoted text and comments are set aside; ``then``, ``do``, ``else`` and ``!`` pass through
+    to the command after them."""
     code = re.sub(r"'[^']*'|\"(?:\\.|[^\"\\])*\"", "''", line)
     code = re.sub(r"(^|\s)#.*$", "", code)
     found = []
-    for part in _SEPARATORS.split(code):
-        words = part.split()
-        while words and words[0] in ("then", "do", "else", "elif", "!"):
-            if words[0] == "elif":
-                break
-            words = words[1:]
-        if words:
-            found.append(words[0])
-            if words[0] != "{" and words[-1] == "{":
-                found.append("{")  # a function body or group opened at the end of the line
+    separator = "start"
+    words = []
+    for token in _TOKENS.findall(code):
+        if token in ("&&", "||", ";", ";;", "|", "&", "(", ")"):
+            if words:
+                found.append((separator, words))
+                words = []
+            if token in ("(", ")"):
+                found.append((separator, [token]))
+            separator = ";" if token in (";;", "(", ")") else token
+            continue
+        if not words and token in ("then", "do", "else", "!"):
+            continue
+        words.append(token)
+    if words:
+        found.append((separator, words))
     return found
+
+
+def ends_script(separator: str, words) -> bool:
+    """``exit`` (any status) or ``exec COMMAND`` run unconditionally in the script's own shell."""
+    if separator not in ("start", ";"):
+        return False  # after && or ||: conditional; in a pipeline or background: a subshell
+    if words[0] == "exit":
+        return True
+    return words[0] == "exec" and any(not w.lstrip("0123456789").startswith(("<", ">")) for w in words[1:])
 
 
 @fact("rc_local")
