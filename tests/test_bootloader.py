@@ -286,3 +286,20 @@ def test_a_grub_cfg_this_user_cannot_read_leaves_the_line_unknown(tree):
     tree.manifest(outcomes={"/boot/grub/grub.cfg": "denied"})
     line = _facts(tree).get("cmdline")
     assert not line and "grub.cfg holds the boot line" in line.reason and "permission denied" in line.reason
+
+
+def test_tuned_params_set_in_grub_cfg_reach_the_entry(tree):
+    release = "3.10.0-1160.108.1.el7.x86_64"
+    tree.write("/boot/vmlinuz-" + release, "")
+    tree.write(
+        "/boot/grub2/grub.cfg",
+        "### BEGIN /etc/grub.d/00_tuned ###\n"
+        'set tuned_params="transparent_hugepage=never hugepagesz=1G hugepages=16"\n'
+        "### END /etc/grub.d/00_tuned ###\n"
+        "menuentry 'CentOS Linux (%s) 7 (Core)' --class centos {\n"
+        "\tlinux16 /vmlinuz-%s root=/dev/mapper/centos-root ro rhgb quiet $tuned_params\n"
+        "}\n" % (release, release),
+    )
+    line = _facts(tree).get("cmdline")
+    assert [p.text for p in line.params][-3:] == ["transparent_hugepage=never", "hugepagesz=1G", "hugepages=16"]
+    assert line.origin(len(line.params) - 1) == ("/boot/grub2/grub.cfg", 2)

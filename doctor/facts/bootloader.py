@@ -205,7 +205,7 @@ GRUB_CFG_PATHS = ("/boot/grub/grub.cfg", "/boot/grub2/grub.cfg")
 # Patterns compiled on first use (re caches them): most hosts have no grub.cfg to parse.
 _MENU = r"^\s*(menuentry|submenu)\s+(.*?)\s*\{\s*$"
 _LINUX = ("linux", "linuxefi", "linux16")
-_SET = r"^\s*set\s+(default|kernelopts)=(.*)$"
+_SET = r"^\s*set\s+([A-Za-z_][A-Za-z0-9_]*)=(.*)$"
 
 
 class MenuEntry(Record):
@@ -217,9 +217,15 @@ class MenuEntry(Record):
 
 
 class GrubMenu(Record):
-    """grub.cfg's entries in order, its ``set default=`` and ``set kernelopts=`` values."""
+    """grub.cfg's entries in order, its ``set default=``, and the variables it sets outside
+    the entries (name → (value, line)): ``kernelopts`` on RHEL 8, the ``tuned_params`` that
+    tuned's bootloader plugin writes, which entries' ``$name`` words take."""
 
-    __slots__ = ("path", "entries", "default", "kernelopts")
+    __slots__ = ("path", "entries", "default", "variables")
+
+    @property
+    def kernelopts(self):
+        return self.variables.get("kernelopts")
 
 
 def _words(text: str):
@@ -234,7 +240,8 @@ def _words(text: str):
 def parse_grub_cfg(text: str, path: str) -> GrubMenu:
     entries, levels, counters = [], [], [0]
     current = None
-    default = kernelopts = None
+    default = None
+    variables = {}
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         match = re.match(_MENU, raw)
@@ -254,7 +261,8 @@ def parse_grub_cfg(text: str, path: str) -> GrubMenu:
             parts = line.split(None, 2)
             kernel = parts[1].rsplit("/", 1)[-1] if len(parts) > 1 else ""
             current[3] = kernel[len("vmlinuz-") :] if kernel.startswith(("vmlinuz-", "vmlinux-")) else None
-            current[4] = tuple(p for p in split_cmdline(parts[2] if len(parts) > 2 else "") if not p.name.startswith("$"))
+            # $vt_handoff, $tuned_params and the like stay, to be expanded where the line is read.
+            current[4] = tuple(split_cmdline(parts[2] if len(parts) > 2 else ""))
             current[5] = number
             continue
         if line == "}":
@@ -270,11 +278,12 @@ def parse_grub_cfg(text: str, path: str) -> GrubMenu:
         found = re.match(_SET, raw) if current is None else None
         if found:
             value = found.group(2).strip().strip('"').strip("'")
-            if found.group(1) == "default" and value != "${next_entry}":
-                default = value
-            elif found.group(1) == "kernelopts":
-                kernelopts = (value, number)
-    return GrubMenu(path, tuple(entries), default, kernelopts)
+            if found.group(1) == "default":
+                if value != "${next_entry}":
+                    default = value
+            else:
+                variables[found.group(1)] = (value, number)
+    return GrubMenu(path, tuple(entries), default, variables)
 
 
 @fact("grub_menu")
@@ -451,9 +460,7 @@ def boot_line(host, facts):
     if default and default.entry is not None:
         return _entry_line(default.entry, facts.get("grubenv"), facts.get("grub_menu") or None)
     if default and default.menu is not None:
-        menu = facts.get("grub_menu")
-        entry = default.menu
-        return _line([(p, (menu.path, entry.line)) for p in entry.params], menu.path)
+        return _menu_line(facts.get("grub_menu"), default.menu, facts.get("grubenv"))
     menu = facts.get("grub_menu")
     if menu is not None and not menu:
         return Unavailable("grub.cfg holds the boot line, and %s" % menu.reason)
@@ -502,6 +509,25 @@ def _grub_line(grub):
                     break
             pairs.append((param, origin))
     return _line(pairs, GRUB_DEFAULTS)
+
+
+def _menu_line(menu, entry, env):
+    """A grub.cfg entry's ``linux`` line, with ``$name`` from grub.cfg's own ``set`` lines (as
+    tuned writes ``set tuned_params=…``) or grubenv, as GRUB expands it."""
+    pairs = []
+    for param in entry.params:
+        if not param.name.startswith("$"):
+            pairs.append((param, (menu.path, entry.line)))
+            continue
+        name = param.name.strip("${}")
+        if name in menu.variables:
+            value, origin = menu.variables[name][0], (menu.path, menu.variables[name][1])
+        elif env is not None and name in env.values:
+            value, origin = env.values[name], (env.path, None)
+        else:
+            continue
+        pairs += [(p, origin) for p in split_cmdline(value) if not p.name.startswith("$")]
+    return _line(pairs, menu.path)
 
 
 def _entry_line(entry, env, menu=None):
