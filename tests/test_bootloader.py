@@ -27,8 +27,27 @@ def _facts(tree):
 
 
 def test_grub_lines_name_the_parameters_written_on_them():
-    kept = parse_grub_defaults("GRUB_CMDLINE_LINUX=\"$GRUB_CMDLINE_LINUX b=2 'c=3'\"\n", "/x.cfg")[0]
+    kept = parse_grub_defaults("GRUB_CMDLINE_LINUX=\"$GRUB_CMDLINE_LINUX b=2\"' c=3'\n", "/x.cfg")[0]
     assert [p.text for p in kept.params] == ["b=2", "c=3"]
+    idiom = parse_grub_defaults('GRUB_CMDLINE_LINUX_DEFAULT="${GRUB_CMDLINE_LINUX_DEFAULT:+$GRUB_CMDLINE_LINUX_DEFAULT }thp=x"\n', "/y")[0]
+    assert [p.text for p in idiom.params] == ["thp=x"]
+
+
+def test_the_grub_sed_cuts_a_parameter_out_of_the_append_idiom(tmp_path):
+    import subprocess
+
+    from ai_doctor.facts.fixes import Fixes
+
+    target = tmp_path / "99-ai.cfg"
+    target.write_text(
+        'GRUB_CMDLINE_LINUX_DEFAULT="${GRUB_CMDLINE_LINUX_DEFAULT:+$GRUB_CMDLINE_LINUX_DEFAULT }transparent_hugepage=never"\n'
+    )
+    args = parse_grub_defaults(target.read_text(), str(target))
+    fixes = Fixes.__new__(Fixes)
+    fixes.image, fixes.root, fixes._boot_args = None, True, tuple(args)
+    for command in fixes._grub_removals(["transparent_hugepage"], None):
+        subprocess.run(command, shell=True, check=True)
+    assert target.read_text() == 'GRUB_CMDLINE_LINUX_DEFAULT="${GRUB_CMDLINE_LINUX_DEFAULT:+$GRUB_CMDLINE_LINUX_DEFAULT }"\n'
 
 
 @pytest.mark.parametrize(

@@ -46,8 +46,13 @@ def parse_grub_defaults(text: str, path: str):
     for number, variable, raw in assignments(text):
         if variable not in _CMDLINE_VARIABLES:
             continue
-        words = re.split(r"[\s\"']+", raw)
-        params = tuple(p for p in split_cmdline(" ".join(words)) if p.name and not p.name.startswith(("$", "#")))
+        try:
+            # With every variable empty, what the line itself adds is what is left
+            # (``${X:+$X }thp=never`` → ``thp=never``).
+            written = evaluate(raw, {})
+        except NotEvaluable:
+            written = " ".join(re.split(r"[\s\"'{}]+", raw))
+        params = tuple(p for p in split_cmdline(written) if p.name and not p.name.startswith(("$", "#")))
         found.append(BootArgs(path, number, variable, params))
     return found
 

@@ -274,7 +274,7 @@ class Fixes:
             return []
         pattern = "|".join(_ere(name) for name in names)
         script = (
-            "/^[[:space:]]*(export[[:space:]]+)?GRUB_CMDLINE_LINUX(_DEFAULT)?=/ s/([\"'[:space:]=])(%s)=[^\"'[:space:]]*/\\1/g" % pattern
+            "/^[[:space:]]*(export[[:space:]]+)?GRUB_CMDLINE_LINUX(_DEFAULT)?=/ s/([\"'[:space:]=}])(%s)=[^\"'[:space:]}]*/\\1/g" % pattern
         )
         files = sorted({args.path for args in self._boot_args if args.variable and args.path != drop_in and args.names & set(names)})
         return [self.sudo("sed -i -E %s %s" % (quote(script), quote(path))) for path in files]
