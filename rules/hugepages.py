@@ -586,7 +586,9 @@ def _release_steps(f, pool, request, keep=0):
         steps = fixes.sysctl([("vm.nr_hugepages", str(keep))], "hugepages", what)
     else:
         steps = fixes.sysfs([pool.source], str(keep), what)
-    if pool.page_size in _boot_pool_sizes(f):
-        # Otherwise the next boot reserves it again, before any sysctl file is read.
+    next_boot = _next_boot_pools(f)
+    if pool.page_size in _boot_pool_sizes(f) and (next_boot is None or next_boot.get(pool.page_size, 0) > keep):
+        # Otherwise the next boot reserves it again, before any sysctl file is read (unless
+        # the boot loader already stopped asking).
         steps.append(_boot_pools(f, pool.page_size, keep, "Reserve only those at boot" if keep else "Stop reserving it at boot"))
     return steps

@@ -322,3 +322,27 @@ def test_tuned_params_set_in_grub_cfg_reach_the_entry(tree):
     line = _facts(tree).get("cmdline")
     assert [p.text for p in line.params][-3:] == ["transparent_hugepage=never", "hugepagesz=1G", "hugepages=16"]
     assert line.origin(len(line.params) - 1) == ("/boot/grub2/grub.cfg", 2)
+
+
+def test_releasing_a_pool_the_next_boot_no_longer_asks_for_needs_no_boot_step(tmp_path, run):
+    import shutil
+
+    from conftest import FIXTURES
+
+    root = tmp_path / "root"
+    shutil.copytree(str(FIXTURES / "unused-static-pool/root"), str(root), symlinks=True)
+    found = [f for f in run("--root", root, "--format", "json").json["findings"] if f["rule"] == "hugepages.unused"][0]
+    assert any("at boot" in s["summary"] for s in found["remediation"])
+    grub = root / "etc/default/grub"
+    grub.write_text(grub.read_text().replace("default_hugepagesz=1G hugepagesz=1G hugepages=32", ""))
+    found = [f for f in run("--root", root, "--format", "json").json["findings"] if f["rule"] == "hugepages.unused"][0]
+    assert not any("at boot" in s["summary"] for s in found["remediation"])
+
+
+def test_grub_reboot_next_entry_wins_once(tree):
+    for release in ("6.8.0-45-generic", "6.8.0-49-generic"):
+        tree.write("/boot/vmlinuz-" + release, "")
+    tree.write("/boot/grub/grub.cfg", UBUNTU_GRUB_CFG)
+    tree.write("/boot/grub/grubenv", "next_entry=gnulinux-advanced-5f0b>gnulinux-6.8.0-45-generic-advanced-5f0b\n")
+    default = _facts(tree).get("default_boot")
+    assert default.release == "6.8.0-45-generic" and "grub-reboot" in default.how

@@ -365,6 +365,10 @@ def _selector(grub, env, menu):
         selector, said = menu.default, 'set default="%s" in %s' % (menu.default, menu.path)
         if selector == "${saved_entry}":
             selector = "saved"
+    once = env.values.get("next_entry") if env else None
+    if once:
+        # grub-reboot's choice: grub.cfg boots it once, before any default.
+        return once, "next_entry=%s in %s (grub-reboot: the next boot only)" % (once, env.path)
     if selector == "saved":
         saved = env.values.get("saved_entry") if env else None
         if saved:
