@@ -346,3 +346,19 @@ def test_grub_reboot_next_entry_wins_once(tree):
     tree.write("/boot/grub/grubenv", "next_entry=gnulinux-advanced-5f0b>gnulinux-6.8.0-45-generic-advanced-5f0b\n")
     default = _facts(tree).get("default_boot")
     assert default.release == "6.8.0-45-generic" and "grub-reboot" in default.how
+
+
+@pytest.mark.parametrize(
+    "text, value, unknown",
+    [
+        ('GRUB_CMDLINE_LINUX="a"\nif false; then\nGRUB_CMDLINE_LINUX="transparent_hugepage=never"\nfi\n', None, True),
+        ('case x in x) GRUB_CMDLINE_LINUX="never";; esac\n', None, True),
+        ("GRUB_CMDLINE_LINUX=never\nunset GRUB_CMDLINE_LINUX\n", None, False),
+        ('readonly GRUB_CMDLINE_LINUX="a"\n', "a", False),
+    ],
+)
+def test_grub_assignments_sh_may_not_make_are_unknown(text, value, unknown):
+    from ai_doctor.facts.bootloader import evaluate_grub_files
+
+    setting = evaluate_grub_files([("/etc/default/grub", text)])[0]["GRUB_CMDLINE_LINUX"]
+    assert setting.value == value and bool(setting.problem) is unknown

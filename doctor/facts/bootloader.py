@@ -43,8 +43,8 @@ def parse_grub_defaults(text: str, path: str):
     """GRUB_CMDLINE_LINUX and GRUB_CMDLINE_LINUX_DEFAULT assignments of a /etc/default/grub file,
     with the parameters written on each line (``$…`` references left out)."""
     found = []
-    for number, variable, raw in assignments(text):
-        if variable not in _CMDLINE_VARIABLES:
+    for number, variable, raw, _why_not in assignments(text):
+        if variable not in _CMDLINE_VARIABLES or raw is None:
             continue
         try:
             # With every variable empty, what the line itself adds is what is left
@@ -85,15 +85,20 @@ def evaluate_grub_files(files):
     """Each variable's value after the files are sourced in order, without running them."""
     env, settings, history = {}, {}, []
     for path, text in files:
-        for number, name, raw in assignments(text):
-            try:
-                value, problem = evaluate(raw, env), None
-            except NotEvaluable as exc:
-                value, problem = UNKNOWN, str(exc)
+        for number, name, raw, why_not in assignments(text):
+            if why_not:
+                value, problem = UNKNOWN, why_not
+            elif raw is None:
+                value, problem = None, None  # unset
+            else:
+                try:
+                    value, problem = evaluate(raw, env), None
+                except NotEvaluable as exc:
+                    value, problem = UNKNOWN, str(exc)
             env[name] = value
             settings[name] = GrubSetting(name, None if value is UNKNOWN else value, path, number, problem)
             if name in _CMDLINE_VARIABLES:
-                history.append((name, path, number, raw))
+                history.append((name, path, number, raw or ""))
     return settings, tuple(history)
 
 

@@ -14,8 +14,48 @@ import re
 
 # Compiled on first use (re caches them): most runs evaluate no shell file.
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
-_ASSIGNMENT = r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)"
+_ASSIGNMENT = r"\s*(?:(?:export|readonly)\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)"
 UNKNOWN = object()  # a variable whose value could not be evaluated
+
+
+OPENERS = {"if": "fi", "case": "esac", "for": "done", "while": "done", "until": "done", "select": "done", "{": "}", "(": ")"}
+_TOKENS = re.compile(r"&&|\|\||;;|[;&|()]|[^\s;&|()]+")
+
+
+def shell_commands(line: str):
+    """The commands on one shell line as (what precedes them, their words): ``start``, ``;``,
+    ``&&``, ``||``, ``|``, ``&``, or ``(`` and ``)`` themselves as commands of their own.
+    Quoted text and comments are set aside; ``then``, ``do``, ``else`` and ``!`` pass through
+    to the command after them."""
+    code = re.sub(r"'[^']*'|\"(?:\\.|[^\"\\])*\"", "''", line)
+    code = re.sub(r"(^|\s)#.*$", "", code)
+    found = []
+    separator = "start"
+    words = []
+    for token in _TOKENS.findall(code):
+        if token in ("&&", "||", ";", ";;", "|", "&", "(", ")"):
+            if words:
+                found.append((separator, words))
+                words = []
+            if token in ("(", ")"):
+                found.append((separator, [token]))
+            separator = ";" if token in (";;", "(", ")") else token
+            continue
+        if not words and token in ("then", "do", "else", "!"):
+            continue
+        words.append(token)
+    if words:
+        found.append((separator, words))
+    return found
+
+
+def ends_script(separator: str, words) -> bool:
+    """``exit`` (any status) or ``exec COMMAND`` run unconditionally in the script's own shell."""
+    if separator not in ("start", ";"):
+        return False  # after && or ||: conditional; in a pipeline or background: a subshell
+    if words[0] == "exit":
+        return True
+    return words[0] == "exec" and any(not w.lstrip("0123456789").startswith(("<", ">")) for w in words[1:])
 
 
 class NotEvaluable(ValueError):
@@ -23,11 +63,31 @@ class NotEvaluable(ValueError):
 
 
 def assignments(text: str):
-    """(line number, name, right-hand side) of each top-level assignment line."""
+    """(line number, name, right-hand side, why not) for each assignment of a shell file, as
+    sh would make them in order. ``unset NAME`` gives a right-hand side of None. An assignment
+    sh may or may not make (inside if, case, a loop or a function, after && or ||, one of
+    several commands on a line) comes with the reason it cannot be evaluated."""
+    stack = []
     for number, line in enumerate(text.splitlines(), 1):
+        conditional = bool(stack)
+        commands = shell_commands(line)
+        for _separator, words in commands:
+            if words[0] in OPENERS:
+                stack.append(words[0])
+            elif stack and words[0] == OPENERS[stack[-1]]:
+                stack.pop()
         match = re.match(_ASSIGNMENT, line)
-        if match:
-            yield number, match.group(1), match.group(2)
+        if match and len(commands) == 1 and not conditional:
+            yield number, match.group(1), match.group(2), None
+            continue
+        for separator, words in commands:
+            first = 1 if words[0] in ("export", "readonly") else 0
+            named = [w.split("=", 1)[0] for w in words[first:] if re.match(_NAME + "=", w)]
+            if words[0] == "unset" and not conditional and separator in ("start", ";") and len(commands) == 1:
+                for name in words[1:]:
+                    yield number, name, None, None
+            for name in named if (conditional or len(commands) > 1 or not match) else ():
+                yield number, name, None, "assigned inside if, case, a loop or a function, or beside other commands"
 
 
 def evaluate(text: str, env: dict) -> str:

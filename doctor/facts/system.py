@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from ai_doctor.facts import Unavailable, fact, unreadable
+from ai_doctor.facts.shellvars import OPENERS, ends_script, shell_commands
 from ai_doctor.record import Record
 
 OSRELEASE = "/proc/sys/kernel/osrelease"
@@ -231,9 +232,9 @@ class RcLocal(Record):
                 continue
             for separator, words in shell_commands(line):
                 word = words[0]
-                if word in _OPENERS:
+                if word in OPENERS:
                     stack.append(word)
-                elif stack and word == _OPENERS[stack[-1]]:
+                elif stack and word == OPENERS[stack[-1]]:
                     stack.pop()
                 elif not stack and ends_script(separator, words):
                     return number
@@ -247,46 +248,6 @@ class RcLocal(Record):
         which needs an interpreter line, and nothing after a top-level exit is reached."""
         end = self.exit_line
         return self.executable and self.has_interpreter and (end is None or number < end)
-
-
-_OPENERS = {"if": "fi", "case": "esac", "for": "done", "while": "done", "until": "done", "select": "done", "{": "}", "(": ")"}
-_TOKENS = re.compile(r"&&|\|\||;;|[;&|()]|[^\s;&|()]+")
-
-
-def shell_commands(line: str):
-    """The commands on one shell line as (what precedes them, their words): ``start``, ``;``,
-    ``&&``, ``||``, ``|``, ``&``, or ``(`` and ``)`` themselves as commands of their own.
-    Quoted text and comments are set aside; ``then``, ``do``, ``else`` and ``!`` pass through
-    to the command after them."""
-    code = re.sub(r"'[^']*'|\"(?:\\.|[^\"\\])*\"", "''", line)
-    code = re.sub(r"(^|\s)#.*$", "", code)
-    found = []
-    separator = "start"
-    words = []
-    for token in _TOKENS.findall(code):
-        if token in ("&&", "||", ";", ";;", "|", "&", "(", ")"):
-            if words:
-                found.append((separator, words))
-                words = []
-            if token in ("(", ")"):
-                found.append((separator, [token]))
-            separator = ";" if token in (";;", "(", ")") else token
-            continue
-        if not words and token in ("then", "do", "else", "!"):
-            continue
-        words.append(token)
-    if words:
-        found.append((separator, words))
-    return found
-
-
-def ends_script(separator: str, words) -> bool:
-    """``exit`` (any status) or ``exec COMMAND`` run unconditionally in the script's own shell."""
-    if separator not in ("start", ";"):
-        return False  # after && or ||: conditional; in a pipeline or background: a subshell
-    if words[0] == "exit":
-        return True
-    return words[0] == "exec" and any(not w.lstrip("0123456789").startswith(("<", ">")) for w in words[1:])
 
 
 @fact("rc_local")
