@@ -175,7 +175,7 @@ def _image(f):
         if boot.top is None:
             return Skip(
                 "an image whose boot line and kernel configuration do not say what THP starts with, and nothing found "
-                "writes it after boot (a tuned profile, a systemd unit, rc.local)"
+                "writes it after boot (a tuned profile, a systemd unit, a tmpfiles.d line, rc.local)"
             )
         return Pass(
             "the image boots with transparent huge pages at `%s` (%s) and nothing found writes `never` after boot"
@@ -271,6 +271,27 @@ def _writer_steps(f, fixes, targets, certain):
                 Step(
                     "Stop the unit %s, which writes it at boot (read it first: it may do more)" % name,
                     (show, fixes.sudo("systemctl disable %s" % quote(name))),
+                    True,
+                    True,
+                )
+            )
+        elif writer.kind == "tmpfiles" and writer.path.startswith("/etc/"):
+            script = "%ds/^/# /" % writer.line
+            steps.append(
+                Step(
+                    "Comment out line %d of %s, a systemd-tmpfiles line that writes it at boot" % (writer.line, writer.path),
+                    (fixes.sudo("sed -i %s %s" % (quote(script), quote(writer.path))),),
+                    True,
+                    True,
+                )
+            )
+        elif writer.kind == "tmpfiles":
+            name = writer.path.rsplit("/", 1)[1]
+            steps.append(
+                Step(
+                    "Override %s, a package's systemd-tmpfiles file that writes it at boot: a copy without line %d as "
+                    "/etc/tmpfiles.d/%s hides it" % (writer.path, writer.line, name),
+                    (),
                     True,
                     True,
                 )

@@ -390,3 +390,13 @@ def test_a_masked_unit_never_runs(tree):
     tree.link("/etc/systemd/system/multi-user.target.wants/thp-never.service", "/usr/lib/systemd/system/thp-never.service")
     tree.link("/etc/systemd/system/thp-never.service", "/dev/null")
     assert Facts(Host(str(tree))).get("thp_writers").found == ()
+
+
+def test_a_tmpfiles_line_that_writes_never_at_boot(tree, run):
+    minimal_host(tree)
+    tree.write(TOP, NEVER + "\n")
+    tree.write("/proc/cmdline", "ro transparent_hugepage=madvise\n")
+    tree.write("/etc/tmpfiles.d/thp.conf", "# no THP for the database\nw /sys/kernel/mm/transparent_hugepage/enabled - - - - never\n")
+    found = finding(run_thp(run, tree))
+    assert {"path": "/etc/tmpfiles.d/thp.conf", "value": "w /sys/kernel/mm/transparent_hugepage/enabled - - - - never", "line": 2} in found["evidence"]
+    assert "sudo sed -i '2s/^/# /' /etc/tmpfiles.d/thp.conf" in commands(found)

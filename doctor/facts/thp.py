@@ -253,9 +253,9 @@ def _enabled_units(host):
 
 @fact("thp_writers")
 def thp_writers(host, facts):
-    """Cheap places that set THP at boot: the active tuned profile, systemd units named for
-    THP, rc.local. Anything else (configuration management, a node tuning operator) is not
-    looked for."""
+    """Cheap places that set THP at boot: the active tuned profile, enabled systemd units named
+    for THP, systemd-tmpfiles lines, rc.local. Anything else (configuration management, a
+    node tuning operator) is not looked for."""
     found = []
     profile = facts.get("tuned_profile")
     tuned = facts.get("tuned")
@@ -289,6 +289,7 @@ def thp_writers(host, facts):
         if ("transparent_hugepage" in text and "never" in text) or ("thp" in name.lower() and "transparent_hugepage" not in text):
             line, shown = _first_line(text, (("transparent_hugepage", "enabled"), ("ExecStart",)))
             found.append(Writer("systemd", path, line, shown or name, _targets(shown or "")))
+    found += _tmpfiles_writers(host, facts.get("running"))
     rc = facts.get("rc_local")
     for number, raw in enumerate(rc.lines if rc else (), 1):
         line = raw.strip()
@@ -297,6 +298,31 @@ def thp_writers(host, facts):
         if all(word in line for word in ("transparent_hugepage", "enabled", "never")) and not line.startswith("#") and rc.runs(number):
             found.append(Writer("rc.local", rc.path, number, line, _targets(line)))
     return Writers(tuple(found))
+
+
+TMPFILES_DIRS = ("/etc/tmpfiles.d", "/run/tmpfiles.d", "/usr/lib/tmpfiles.d")
+
+
+def _tmpfiles_writers(host, running):
+    """systemd-tmpfiles ``w`` lines writing never to a THP control at boot (tmpfiles.d(5)); a
+    name in /etc hides the same name in /usr/lib, and an image's /run is empty at boot."""
+    chosen = {}
+    for folder in TMPFILES_DIRS:
+        if folder.startswith("/run/") and not running:
+            continue
+        listing = host.listdir(folder)
+        for name in listing.data if listing.ok else ():
+            if name.endswith(".conf") and name not in chosen:
+                chosen[name] = "%s/%s" % (folder, name)
+    found = []
+    for name in sorted(chosen):
+        got = host.read_text(chosen[name], cap=1 << 20)
+        for number, raw in enumerate(got.data.splitlines() if got.ok else (), 1):
+            fields = raw.split()
+            if len(fields) >= 7 and fields[0].rstrip("!-") in ("w", "w+") and fields[1].startswith(THP_DIR + "/"):
+                if fields[1].endswith("/enabled") and " ".join(fields[6:]) == "never":
+                    found.append(Writer("tmpfiles", chosen[name], number, raw.strip(), _targets(fields[1])))
+    return found
 
 
 def _sets_thp(kind: str, key: str) -> bool:
