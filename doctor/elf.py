@@ -10,6 +10,7 @@ into memory first, up to a cap: ELF section headers sit at the end of the file.
 from __future__ import annotations
 
 import io
+import struct
 import zlib
 
 # Larger than any module shipped (NVIDIA's kernel modules are about 100 MiB unpacked).
@@ -17,6 +18,10 @@ DECOMPRESSED_CAP = 512 << 20
 MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.gz", ".ko.zst")
 IKCFG_START = b"IKCFG_ST"
 IKCFG_END = b"IKCFG_ED"
+
+
+class TooLarge(ValueError):
+    """Data that inflates past the cap (a decompression bomb, or not what it claims)."""
 
 
 def module_name(file_name: str):
@@ -62,9 +67,13 @@ def _inflate(reader, what: str, errors):
                 break
             out.write(chunk)
             if out.tell() > DECOMPRESSED_CAP:
-                raise ValueError("%s data inflates past %d MiB" % (what, DECOMPRESSED_CAP >> 20))
+                raise TooLarge("%s data inflates past %d MiB" % (what, DECOMPRESSED_CAP >> 20))
+    except TooLarge:
+        raise
     except errors as exc:
-        raise ValueError("corrupt or truncated %s data (%s)" % (what, exc)) from None
+        detail = str(exc)
+        # A decoder's own "corrupt …" is not wrapped in another.
+        raise ValueError(detail if detail.startswith("corrupt") else "corrupt or truncated %s data (%s)" % (what, detail)) from None
     finally:
         close = getattr(reader, "close", None)
         if close is not None and reader is not None:
@@ -168,8 +177,16 @@ def _elf(stream):
         raise ValueError("not an ELF file (%s)" % exc) from None
 
 
-def section_bytes(stream, name: str) -> bytes:
-    """The contents of section ``name`` of an ELF file (plain or compressed)."""
+# A real .modinfo is a few KiB; a header that claims more is not trusted with memory.
+SECTION_CAP = 1 << 20
+_SHT_NOBITS = 8
+_SHF_COMPRESSED = 0x800
+
+
+def section_bytes(stream, name: str, cap: int = SECTION_CAP) -> bytes:
+    """The contents of section ``name`` of an ELF file (plain or compressed), refused past
+    ``cap`` bytes or when its header says it holds no bytes or compressed ones: pyelftools
+    would make a section of the size the header claims."""
     from elftools.common.exceptions import ELFError
 
     elf = _elf(uncompressed(stream))
@@ -177,9 +194,14 @@ def section_bytes(stream, name: str) -> bytes:
         section = elf.get_section_by_name(name)
         if section is None:
             raise ValueError("no %s section" % name)
+        header = section.header
+        if header["sh_type"] == "SHT_NOBITS" or header["sh_type"] == _SHT_NOBITS or header["sh_flags"] & _SHF_COMPRESSED:
+            raise ValueError("a %s section that holds no plain bytes" % name)
+        if not 0 <= header["sh_size"] <= cap:
+            raise ValueError("a %s section of %d bytes (more than %d KiB)" % (name, header["sh_size"], cap >> 10))
         return section.data()
-    except ELFError as exc:
-        raise ValueError("damaged ELF file (%s)" % exc) from None
+    except (ELFError, OverflowError, MemoryError, struct.error, IndexError, KeyError) as exc:
+        raise ValueError("damaged ELF file (%s)" % (str(exc)[:200] or type(exc).__name__)) from None
 
 
 def modinfo(stream) -> str:

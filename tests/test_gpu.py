@@ -242,3 +242,23 @@ def test_what_a_large_file_holds_is_kept_between_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("AIDOCTOR_NO_CACHE", "1")
     Host(str(tmp_path)).derive("/lib/modules/r/nvidia.ko", "modinfo", counting)
     assert len(calls) == 4
+
+
+@pytest.mark.parametrize("field, value", [("sh_size", 2 << 30), ("sh_size", 1 << 63), ("sh_type", 8), ("sh_flags", 0x800)])
+def test_a_section_header_that_lies_is_refused_before_memory_is_spent(tmp_path, field, value):
+    import struct as packing
+
+    from elftools.elf.elffile import ELFFile
+
+    path = module(tmp_path / "nvidia.ko", [("version", DRIVER), ("vermagic", OLD + " SMP")])
+    data = bytearray(path.read_bytes())
+    with open(path, "rb") as stream:
+        parsed = ELFFile(stream)
+        index = next(i for i, s in enumerate(parsed.iter_sections()) if s.name == ".modinfo")
+        offset = parsed.header["e_shoff"] + index * parsed.header["e_shentsize"]
+    # Elf64_Shdr: name(4) type(4) flags(8) addr(8) offset(8) size(8) …
+    where = {"sh_type": (4, "<I"), "sh_flags": (8, "<Q"), "sh_size": (32, "<Q")}[field]
+    packing.pack_into(where[1], data, offset + where[0], value)
+    path.write_bytes(bytes(data))
+    with open(path, "rb") as stream, pytest.raises(ValueError):
+        elf.modinfo(stream)
