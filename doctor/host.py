@@ -33,7 +33,7 @@ MANIFEST_DIR = "/.aidoctor"
 MANIFEST = MANIFEST_DIR + "/manifest.json"
 
 _MISSING_ERRNOS = (errno.ENOENT, errno.ENOTDIR)
-_NOT_UNDERSTOOD = "\x00not understood: "
+NOT_UNDERSTOOD = "\x00not understood: "
 _DENIED_ERRNOS = (errno.EACCES, errno.EPERM)
 
 
@@ -329,7 +329,10 @@ class Host:
         got = _read_file(path, real, READ_CAP, nofollow=True)
         if not got.ok:
             return None
-        return got._replace(data=got.data.decode("utf-8", "replace"))
+        text = got.data.decode("utf-8", "replace")
+        if text.startswith(NOT_UNDERSTOOD):
+            return Read(path, ERROR, None, text[len(NOT_UNDERSTOOD) :], False)
+        return got._replace(data=text)
 
     def _derive(self, path: str, kind: str, extract) -> Read:
         try:
@@ -349,14 +352,14 @@ class Host:
                 if kept is not None:
                     # A file that was not understood is kept too, marked: reading it again
                     # would only fail again, slowly.
-                    if kept.startswith(_NOT_UNDERSTOOD):
-                        return Read(path, ERROR, None, kept[len(_NOT_UNDERSTOOD) :], False)
+                    if kept.startswith(NOT_UNDERSTOOD):
+                        return Read(path, ERROR, None, kept[len(NOT_UNDERSTOOD) :], False)
                     return Read(path, OK, kept, None, False)
                 try:
                     text = extract(stream)
                 except (ValueError, EOFError) as exc:
                     detail = str(exc) or type(exc).__name__
-                    cache.store(kind, info, _NOT_UNDERSTOOD + detail)
+                    cache.store(kind, info, NOT_UNDERSTOOD + detail)
                     return Read(path, ERROR, None, detail, False)
                 cache.store(kind, info, text)
                 return Read(path, OK, text, None, False)

@@ -13,7 +13,7 @@ import stat
 import time
 
 from ai_doctor import __version__
-from ai_doctor.host import MANIFEST, MANIFEST_DIR, Host, join_link
+from ai_doctor.host import MANIFEST, MANIFEST_DIR, NOT_UNDERSTOOD, Host, join_link
 
 FORMAT = 1
 
@@ -67,11 +67,12 @@ def write_tree(host, destination: str, manifest: dict) -> int:
         if kind.startswith("derived:"):
             # What was found in a file is kept, not the file; a file that could not be
             # understood replays as the stand-in its listing leaves.
-            if got.ok:
+            if got.ok or (got.status == "error" and got.detail != "not a regular file"):
+                # A file that was there but not understood replays as that, not as absent.
                 target = _place(destination, "%s/derived/%s%s" % (MANIFEST_DIR, kind.split(":", 1)[1], path))
                 _ensure_parent(target)
                 with open(target, "w", encoding="utf-8") as handle:
-                    handle.write(got.data)
+                    handle.write(got.data if got.ok else NOT_UNDERSTOOD + got.detail)
                 written += 1
             elif got.denied:
                 outcomes[path] = got.status

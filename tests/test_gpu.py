@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from elfbuild import ikconfig_object, module, need_compiler, shared_object
 
@@ -262,3 +264,24 @@ def test_a_section_header_that_lies_is_refused_before_memory_is_spent(tmp_path, 
     path.write_bytes(bytes(data))
     with open(path, "rb") as stream, pytest.raises(ValueError):
         elf.modinfo(stream)
+
+
+def test_a_snapshot_replays_embedded_configs_and_unreadable_modules(tree, tmp_path, run):
+    import gzip as gz
+
+    _gpu_host(tree, loaded=None)
+    _userspace(tree)
+    os.remove(str(tree.root / ("boot/config-" + OLD)))
+    config = "# Linux/x86 %s Kernel Configuration\nCONFIG_HUGETLBFS=y\nCONFIG_TRANSPARENT_HUGEPAGE=y\n" % OLD
+    tree.write(
+        "/boot/vmlinuz-" + OLD, b"MZ" + bytes(4096) + gz.compress(b"x" * 1000 + b"IKCFG_ST" + gz.compress(config.encode()) + b"IKCFG_ED")
+    )
+    _kernel(tree, OLD, ["updates/dkms/nvidia.ko"])
+    tree.write("/lib/modules/%s/updates/dkms/nvidia.ko" % OLD, b"not an elf\n")
+    before = run("--root", tree, "--format", "json", "-v")
+    assert before.findings()["gpu.module-vermagic-mismatch"] == "low"
+    host = snapshot.capture(str(tree))
+    snapshot.write_tree(host, str(tmp_path / "snap"), snapshot.manifest_for(host))
+    after = run("--root", tmp_path / "snap", "--format", "json", "-v")
+    assert after.findings() == before.findings()
+    assert after.statuses() == before.statuses()

@@ -398,5 +398,6 @@ def test_a_tmpfiles_line_that_writes_never_at_boot(tree, run):
     tree.write("/proc/cmdline", "ro transparent_hugepage=madvise\n")
     tree.write("/etc/tmpfiles.d/thp.conf", "# no THP for the database\nw /sys/kernel/mm/transparent_hugepage/enabled - - - - never\n")
     found = finding(run_thp(run, tree))
-    assert {"path": "/etc/tmpfiles.d/thp.conf", "value": "w /sys/kernel/mm/transparent_hugepage/enabled - - - - never", "line": 2} in found["evidence"]
+    line = "w /sys/kernel/mm/transparent_hugepage/enabled - - - - never"
+    assert {"path": "/etc/tmpfiles.d/thp.conf", "value": line, "line": 2} in found["evidence"]
     assert "sudo sed -i '2s/^/# /' /etc/tmpfiles.d/thp.conf" in commands(found)

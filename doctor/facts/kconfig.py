@@ -165,10 +165,16 @@ def _embedded(host, release: str, tried):
 
     suffixes = ("", ".xz", ".gz", ".zst")
     places = ["%s/%s/kernel/kernel/configs.ko%s" % (root, release, suffix) for root in MODULE_ROOTS for suffix in suffixes]
-    places += ["/boot/vmlinuz-%s" % release, "/usr/lib/debug/boot/vmlinux-%s" % release, "/usr/lib/debug/lib/modules/%s/vmlinux" % release]
+    places += [
+        "/boot/vmlinuz-%s" % release,
+        "%s/%s/vmlinuz" % (MODULE_ROOTS[1], release),  # Fedora, RHEL and bootc keep the image here
+        "/usr/lib/debug/boot/vmlinux-%s" % release,
+        "/usr/lib/debug/lib/modules/%s/vmlinux" % release,
+    ]
     for path in places:
         got, info = host.stat(path)
-        if not got.ok or not info.is_file or info.size == 0:
+        # Empty files are asked too: a snapshot keeps what was found in the file, not the file.
+        if not got.ok or not info.is_file:
             continue
         extract = elf.ikconfig if "/configs.ko" in path else elf.kernel_image_config
         derived = host.derive(path, "ikconfig", extract)
