@@ -105,11 +105,12 @@ def _headers_step(f, release: str):
 
 def _dkms_steps(f, nv, release: str, force: bool = False):
     """Build the driver's DKMS module for ``release``: headers, the build, its log on failure."""
-    version = nv.dkms[-1]
-    log = "/var/lib/dkms/nvidia/%s/build/make.log" % version
-    build = "dkms install %snvidia/%s -k %s" % ("--force " if force else "", version, quote(release))
+    source = nv.dkms_source
+    log = "%s/build/make.log" % source.path
+    build = "dkms install %s%s -k %s" % ("--force " if force else "", source.ref, quote(release))
     fixes = f.fixes
-    status = fixes.sudo("dkms status nvidia") if fixes.image else "dkms status nvidia"
+    status = "dkms status %s" % quote(source.module)
+    status = fixes.sudo(status) if fixes.image else status
     if fixes.image:
         log = fixes.image.rstrip("/") + log
     return [
@@ -125,7 +126,7 @@ def _dkms_steps(f, nv, release: str, force: bool = False):
 
 
 def _branch(nv) -> str:
-    versions = nv.library_versions or list(nv.dkms)
+    versions = nv.library_versions or [source.version for source in nv.dkms]
     return versions[-1].split(".", 1)[0] if versions else "VERSION"
 
 
@@ -161,23 +162,33 @@ def driver_missing(f):
     checked = []
     for position, mods in enumerate(f.gpu_modules):
         checked.append(mods.release)
-        if "nvidia" in mods.found or (position == 0 and nv.loaded):
+        if "nvidia" in mods.found:
             continue
+        loaded_here = position == 0 and f.running and nv.loaded
         if not mods.base:
             where = "no /lib/modules/%s at all" % mods.release
         elif mods.index.endswith("modules.dep"):
             where = "%s lists none" % mods.index
         else:
             where = "none in %s" % mods.index
-        message = (
-            "The NVIDIA driver's user space is installed (%s), but there is no nvidia module for %s (%s): the driver "
-            "cannot load, nvidia-smi cannot reach it and CUDA finds no GPU."
-            % (_installed_words(nv), _target_words(f, mods, position == 0), where)
-        )
+        if loaded_here:
+            message = (
+                "nvidia %s is loaded, but there is no nvidia module for %s on disk any more (%s): it was removed since it "
+                "loaded (a driver upgrade whose build failed leaves this), so after the next reboot this kernel has no driver."
+                % (nv.loaded, _target_words(f, mods, True), where)
+            )
+        else:
+            message = (
+                "The NVIDIA driver's user space is installed (%s), but there is no nvidia module for %s (%s): the driver "
+                "cannot load, nvidia-smi cannot reach it and CUDA finds no GPU."
+                % (_installed_words(nv), _target_words(f, mods, position == 0), where)
+            )
         if nv.dkms:
-            message += " DKMS holds the driver's source (%s), so its build for this kernel failed or never ran." % ", ".join(nv.dkms)
+            message += " DKMS holds the driver's source (%s), so its build for this kernel failed or never ran." % ", ".join(
+                source.ref for source in nv.dkms
+            )
         evidence = [Evidence(lib.path, lib.version) for lib in nv.libraries[:4]]
-        evidence += [Evidence("%s/nvidia/%s" % ("/var/lib/dkms", v), "DKMS source") for v in nv.dkms]
+        evidence += [Evidence(source.path, "DKMS source") for source in nv.dkms]
         evidence.append(Evidence(mods.index if mods.base else "/lib/modules/%s" % mods.release, "no nvidia module"))
         if nv.dkms:
             steps = _dkms_steps(f, nv, mods.release)
@@ -192,9 +203,9 @@ def driver_missing(f):
                     True,
                 )
             ]
-        if f.running and position == 0:
+        if f.running and position == 0 and not loaded_here:
             steps.append(Step("Load it", (f.fixes.sudo("modprobe nvidia"), "nvidia-smi"), False, False))
-        severity = Severity.HIGH if f.running and position > 0 else None
+        severity = Severity.HIGH if f.running and (position > 0 or loaded_here) else None
         issues.append(Issue(message, evidence, steps, severity=severity))
     return issues or Pass("the nvidia module is installed for %s" % " and ".join(checked))
 
@@ -206,7 +217,7 @@ def _installed_words(nv) -> str:
     if nv.smi:
         parts.append(nv.smi)
     if nv.dkms:
-        parts.append("DKMS %s" % ", ".join(nv.dkms))
+        parts.append("DKMS %s" % ", ".join(source.ref for source in nv.dkms))
     return "; ".join(parts)
 
 
@@ -373,6 +384,12 @@ def library_mismatch(f):
         'initialize NVML: Driver/library version mismatch" and CUDA does not start.' % (kernel_version, source, libs)
     )
     fixes = f.fixes
+    if first is not None and first.base and on_disk is None:
+        message += (
+            " And there is no nvidia module for this kernel on disk (%s): the upgrade's build failed, so a reboot would "
+            "leave the host without a driver. Build it first." % (first.index)
+        )
+        return Issue(message, evidence, _rebuild_or_package(f, nv, first.release))
     if disk_version and disk_version not in versions:
         message += " The module on disk for this kernel is %s too (%s), so a reboot alone does not fix it." % (disk_version, on_disk.path)
         evidence.append(Evidence(on_disk.path, "version=%s" % disk_version))

@@ -285,3 +285,25 @@ def test_a_snapshot_replays_embedded_configs_and_unreadable_modules(tree, tmp_pa
     after = run("--root", tmp_path / "snap", "--format", "json", "-v")
     assert after.findings() == before.findings()
     assert after.statuses() == before.statuses()
+
+
+def test_a_failed_upgrade_under_a_running_driver_is_not_fixed_by_a_reboot(tree, run):
+    _gpu_host(tree, loaded="535.183.01")
+    _userspace(tree)  # 550 libraries and DKMS source; the 535 module was removed, 550 did not build
+    (tree.root / "var/lib/dkms/nvidia/535.183.01").mkdir(parents=True)
+    _kernel(tree, OLD)
+    result = run("--root", tree, "--format", "json")
+    assert result.findings()["gpu.driver-missing-for-kernel"] == "high"
+    mismatch = [f for f in result.json["findings"] if f["rule"] == "gpu.driver-library-mismatch"][0]
+    assert "a reboot would leave the host without a driver" in mismatch["message"]
+    commands = [c for s in mismatch["remediation"] for c in s["commands"]]
+    # The build matches the libraries, not the newest-sorting name.
+    assert "sudo dkms install --force nvidia/%s -k %s" % (DRIVER, OLD) in commands
+    assert "sudo reboot" not in commands
+
+
+def test_dkms_sources_under_other_names(tree):
+    (tree.root / "var/lib/dkms/nvidia-open/570.86.15").mkdir(parents=True)
+    (tree.root / "var/lib/dkms/nvidia-fs/2.20.5").mkdir(parents=True)
+    nv = Facts(Host(str(tree))).get("nvidia")
+    assert [s.ref for s in nv.dkms] == ["nvidia-open/570.86.15"] and nv.installed

@@ -35,10 +35,27 @@ class Library(Record):
     __slots__ = ("path", "version")
 
 
+class DkmsSource(Record):
+    """A driver source registered with DKMS: its module name and version (``nvidia/550.127.05``)."""
+
+    __slots__ = ("module", "version")
+
+    @property
+    def ref(self) -> str:
+        return "%s/%s" % (self.module, self.version)
+
+    @property
+    def path(self) -> str:
+        return "%s/%s/%s" % (DKMS_TREE, self.module, self.version)
+
+
+_DKMS_DRIVER_NAMES = ("nvidia-open", "nvidia-current", "nvidia-tesla", "nvidia-legacy")
+
+
 class Nvidia(Record):
     """The NVIDIA driver's user space here: ``libraries`` (path, version from the file name),
     ``links`` (the ``.so.1`` names programs load, with the version they point to),
-    ``smi`` (nvidia-smi's path or None), ``dkms`` (versions with a DKMS source tree) and the
+    ``smi`` (nvidia-smi's path or None), ``dkms`` (DkmsSource of each driver source tree) and the
     loaded module's ``loaded`` version with where it was read (None: not loaded, or not a
     running system)."""
 
@@ -47,6 +64,15 @@ class Nvidia(Record):
     @property
     def installed(self) -> bool:
         return bool(self.libraries or self.smi or self.dkms)
+
+    @property
+    def dkms_source(self):
+        """The DKMS source to build: the one of the libraries' version, else the newest."""
+        from ai_doctor.facts.system import version_key
+
+        matching = [source for source in self.dkms if source.version in self.library_versions]
+        ordered = sorted(matching or self.dkms, key=lambda source: version_key(source.version))
+        return ordered[-1] if ordered else None
 
     @property
     def library_versions(self):
@@ -81,10 +107,15 @@ def nvidia(host, facts):
             if version:
                 links.append(Library("%s/%s1" % (folder, prefix), version))
     smi = next((path for path in SMI_PATHS if host.exists(path)), None)
-    dkms = ()
-    listing = host.listdir(DKMS_TREE + "/nvidia")
-    if listing.ok:
-        dkms = tuple(sorted(name for name in listing.data if _DRIVER_VERSION.fullmatch(name)))
+    dkms = []
+    tree = host.listdir(DKMS_TREE)
+    for module in tree.data if tree.ok else ():
+        # nvidia (NVIDIA's and Ubuntu's), nvidia-open (RHEL, Arch), nvidia-current and
+        # nvidia-tesla-* (Debian); nvidia-fs and nvidia-peermem are other modules.
+        if module == "nvidia" or module.startswith(_DKMS_DRIVER_NAMES):
+            listing = host.listdir("%s/%s" % (DKMS_TREE, module))
+            dkms += [DkmsSource(module, name) for name in (listing.data if listing.ok else ()) if _DRIVER_VERSION.fullmatch(name)]
+    dkms = tuple(dkms)
     loaded = loaded_from = None
     if facts.get("running"):
         got = host.read_text(MODULE_VERSION, cap=4096)
