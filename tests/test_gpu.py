@@ -307,3 +307,14 @@ def test_dkms_sources_under_other_names(tree):
     (tree.root / "var/lib/dkms/nvidia-fs/2.20.5").mkdir(parents=True)
     nv = Facts(Host(str(tree))).get("nvidia")
     assert [s.ref for s in nv.dkms] == ["nvidia-open/570.86.15"] and nv.installed
+
+
+def test_debian_names_the_nvidia_module_nvidia_current(tree, run):
+    _gpu_host(tree, loaded=None)
+    _userspace(tree)
+    path = "updates/dkms/nvidia-current.ko"
+    module(tree.root / "lib/modules" / OLD / path, [("version", DRIVER), ("name", "nvidia"), ("vermagic", OLD + " " + FLAGS)])
+    _kernel(tree, OLD, [path, "updates/dkms/nvidia-current-uvm.ko"])
+    result = run("--root", tree, "--format", "json")
+    assert "gpu.driver-missing-for-kernel" not in result.findings()
+    assert result.statuses()["gpu.module-vermagic-mismatch"] == "pass"

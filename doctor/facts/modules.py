@@ -60,6 +60,18 @@ def module_name(file_name: str):
     return name(file_name)
 
 
+# Debian ships the NVIDIA module under other file names (nvidia-current.ko, nvidia-tesla-535.ko,
+# nvidia-legacy-390xx.ko) whose .modinfo name is still nvidia.
+_RENAMED_NVIDIA = r"nvidia_(?:current|tesla(?:_\d+)?|legacy_\d+xx)"
+
+
+def is_module(wanted: str, name: str) -> bool:
+    """Whether a module file named ``name`` (normalised) is the module ``wanted``."""
+    import re
+
+    return name == wanted or (wanted == "nvidia" and re.fullmatch(_RENAMED_NVIDIA, name or "") is not None)
+
+
 def parse_modules_dep(text: str, wanted) -> dict:
     """modules.dep lines (``kernel/drivers/…/x.ko.zst: dep.ko …``) → {name: path} for the
     ``wanted`` names; a later line for a name does not replace the first (modprobe's order).
@@ -71,7 +83,7 @@ def parse_modules_dep(text: str, wanted) -> dict:
         for spelling in {name, name.replace("_", "-")}:
             start = 0
             while True:
-                at = text.find(spelling + ".ko", start)
+                at = text.find(spelling, start)
                 if at < 0:
                     break
                 start = at + 1
@@ -79,7 +91,7 @@ def parse_modules_dep(text: str, wanted) -> dict:
                 colon = text.find(":", line_start)
                 # The line's own module is before its colon; a match after it is a dependency.
                 path = text[line_start : colon if colon >= 0 else len(text)].strip()
-                if module_name(path.rsplit("/", 1)[-1]) == name and (first is None or line_start < first[0]):
+                if is_module(name, module_name(path.rsplit("/", 1)[-1])) and (first is None or line_start < first[0]):
                     first = (line_start, path)
         if first is not None:
             found[name] = first[1]
@@ -142,9 +154,9 @@ def _look_around(host, base: str, names) -> dict:
     for folder in folders:
         listing = host.listdir("%s/%s" % (base, folder))
         for file_name in listing.data if listing.ok else ():
-            name = module_name(file_name)
-            if name in names and name not in found:
-                found[name] = "%s/%s" % (folder, file_name)
+            for name in names:
+                if name not in found and is_module(name, module_name(file_name)):
+                    found[name] = "%s/%s" % (folder, file_name)
     return found
 
 
