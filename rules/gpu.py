@@ -399,18 +399,27 @@ def library_mismatch(f):
         Step("Reboot, which loads the new module", (fixes.sudo("reboot"),), True, False),
         Step(
             "Or, when nothing uses the GPU, reload the driver: see what holds it, stop those, unload the modules and load the new one",
-            (
-                fixes.sudo("fuser -v /dev/nvidia*"),
-                fixes.sudo("systemctl stop nvidia-persistenced"),
-                fixes.sudo("rmmod nvidia_uvm nvidia_drm nvidia_modeset nvidia"),
-                fixes.sudo("modprobe nvidia"),
-                "nvidia-smi",
-            ),
+            _reload_commands(fixes, nv),
             True,
             False,
         ),
     ]
     return Issue(message, evidence, steps)
+
+
+def _reload_commands(fixes, nv):
+    """Stop what holds the devices, unload every nvidia module that is loaded (dependents
+    first), load the new driver and start the services again."""
+    modules = nv.modules_loaded or ("nvidia_uvm", "nvidia_drm", "nvidia_modeset", "nvidia")
+    commands = [fixes.sudo("fuser -v /dev/nvidia*")]
+    if nv.services:
+        commands.append(fixes.sudo("systemctl stop %s" % " ".join(nv.services)))
+    # Loaded again in the reverse order, nvidia first: the new version of each.
+    commands += [fixes.sudo("rmmod %s" % " ".join(modules)), fixes.sudo("modprobe -a %s" % " ".join(reversed(modules)))]
+    if nv.services:
+        commands.append(fixes.sudo("systemctl start %s" % " ".join(nv.services)))
+    commands.append("nvidia-smi")
+    return tuple(commands)
 
 
 def _rebuild_or_package(f, nv, release: str):

@@ -29,6 +29,11 @@ PROC_VERSION = "/proc/driver/nvidia/version"
 PROC_MODULES = "/proc/modules"
 MODPROBE_DIRS = ("/etc/modprobe.d", "/run/modprobe.d", "/usr/local/lib/modprobe.d", "/usr/lib/modprobe.d", "/lib/modprobe.d")
 _DRIVER_VERSION = re.compile(r"\d{3,4}\.\d+(?:\.\d+)?")
+# Modules that hold nvidia, unloaded before it (GPUDirect RDMA and Storage, UVM, DRM, KMS).
+UNLOAD_ORDER = ("nvidia_peermem", "nvidia_fs", "nvidia_uvm", "nvidia_drm", "nvidia_modeset", "nvidia")
+# Services that keep the GPU devices open (NVIDIA's driver container stops these to reload).
+HOLDING_SERVICES = ("nvidia-persistenced", "nvidia-fabricmanager", "nvidia-dcgm", "dcgm")
+UNIT_DIRS = ("/etc/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system")
 
 
 class Library(Record):
@@ -59,7 +64,8 @@ class Nvidia(Record):
     loaded module's ``loaded`` version with where it was read (None: not loaded, or not a
     running system)."""
 
-    __slots__ = ("libraries", "links", "smi", "dkms", "loaded", "loaded_from")
+    __slots__ = ("libraries", "links", "smi", "dkms", "loaded", "loaded_from", "modules_loaded", "services")
+    _defaults = {"modules_loaded": (), "services": ()}
 
     @property
     def installed(self) -> bool:
@@ -126,7 +132,14 @@ def nvidia(host, facts):
             match = _DRIVER_VERSION.search(got.data.split("Kernel Module", 1)[-1]) if got.ok else None
             if match:
                 loaded, loaded_from = match.group(0), PROC_VERSION
-    return Nvidia(tuple(libraries), tuple(links), smi, dkms, loaded, loaded_from)
+    modules_loaded = ()
+    services = ()
+    if loaded:
+        got = host.read_text(PROC_MODULES, cap=4 << 20)
+        names = {line.split(" ", 1)[0] for line in got.data.splitlines()} if got.ok else set()
+        modules_loaded = tuple(name for name in UNLOAD_ORDER if name in names)
+        services = tuple(unit for unit in HOLDING_SERVICES if any(host.exists("%s/%s.service" % (d, unit)) for d in UNIT_DIRS))
+    return Nvidia(tuple(libraries), tuple(links), smi, dkms, loaded, loaded_from, modules_loaded, services)
 
 
 class CudaToolkit(Record):
