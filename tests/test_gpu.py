@@ -125,7 +125,22 @@ def test_driver_library_mismatch_after_an_upgrade_without_reboot(tree, run):
     found = [f for f in result.json["findings"] if f["rule"] == "gpu.driver-library-mismatch"][0]
     assert found["severity"] == "critical" and "535.183.01" in found["message"] and DRIVER in found["message"]
     assert found["remediation"][0]["commands"] == ["sudo reboot"]
-    assert "sudo rmmod nvidia_uvm nvidia_drm nvidia_modeset nvidia" in found["remediation"][1]["commands"]
+    assert found["remediation"][1]["commands"] == [
+        "sudo fuser -v /dev/nvidia*",
+        "sudo rmmod nvidia",
+        "sudo modprobe -a nvidia",
+        "nvidia-smi",
+    ]
+    # What holds nvidia goes first: GPUDirect RDMA's module too, and the services that keep it open.
+    loaded = ("nvidia_peermem", "nvidia_uvm", "nvidia_drm", "nvidia_modeset", "nvidia")
+    tree.write("/proc/modules", "".join("%s 1 0 - Live 0x0\n" % name for name in loaded))
+    tree.write("/usr/lib/systemd/system/nvidia-fabricmanager.service", "[Service]\n")
+    found = [f for f in run("--root", tree, "--format", "json").json["findings"] if f["rule"] == "gpu.driver-library-mismatch"][0]
+    assert found["remediation"][1]["commands"][1:4] == [
+        "sudo systemctl stop nvidia-fabricmanager",
+        "sudo rmmod nvidia_peermem nvidia_uvm nvidia_drm nvidia_modeset nvidia",
+        "sudo modprobe -a nvidia nvidia_modeset nvidia_drm nvidia_uvm nvidia_peermem",
+    ]
 
 
 def test_mismatch_with_an_old_module_on_disk_needs_a_rebuild(tree, run):
