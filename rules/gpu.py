@@ -14,10 +14,16 @@ from ai_doctor.shell import quote
 # Versions" (GA releases), and CUDA Compatibility, "Minor Version Compatibility" (floors).
 MINOR_COMPAT_FLOOR = {11: "450.80.02", 12: "525.60.13", 13: "580.65.06"}
 TOOLKIT_DRIVER = {
+    (7, 0): "346.46",
+    (7, 5): "352.31",
+    (8, 0): "375.26",
+    (9, 0): "384.81",
+    (9, 1): "390.46",
+    (9, 2): "396.26",
     (10, 0): "410.48",
     (10, 1): "418.39",
     (10, 2): "440.33",
-    (11, 0): "450.36.06",
+    (11, 0): "450.51.05",
     (11, 1): "455.23",
     (11, 2): "460.27.03",
     (11, 3): "465.19.01",
@@ -446,7 +452,8 @@ def _rebuild_or_package(f, nv, release: str):
 def too_old_for_cuda(f):
     """An installed CUDA toolkit needs a newer driver than the one here.
 
-    Before CUDA 11, a toolkit needs at least the driver it shipped with. From CUDA 11 on,
+    Before CUDA 11, a toolkit needs at least the driver it shipped with (7.0 to 10.2 are in the
+    table). From CUDA 11 on,
     minor-version compatibility lets every release of a major family run on that family's
     oldest driver (11.x: 450.80.02, 12.x: 525.60.13, 13.x: 580.65.06) with a limited feature
     set: PTX that the newer toolkit emits cannot be JIT-compiled by the older driver. Below
@@ -470,6 +477,7 @@ def too_old_for_cuda(f):
     have = _version(driver)
     issues = []
     fine = []
+    unknown = []
     for kit in toolkits:
         wanted = _version(kit.version)
         if wanted is None or have is None:
@@ -477,7 +485,10 @@ def too_old_for_cuda(f):
         key = (wanted.major, wanted.minor)
         own = TOOLKIT_DRIVER.get(key) or _newest_of(wanted.major)
         floor = MINOR_COMPAT_FLOOR.get(wanted.major) if wanted.major >= 11 else own
+        if floor is not None and own is not None and _older(own, floor):
+            floor = own  # 11.0 shipped before its family's floor: its own driver is enough
         if floor is None:
+            unknown.append("CUDA %s (no minimum driver known here)" % kit.version)
             continue
         evidence = [Evidence(kit.source, kit.version), Evidence(source, driver)]
         if _older(driver, floor):
@@ -502,7 +513,11 @@ def too_old_for_cuda(f):
             issues.append(Issue(message, evidence, steps, severity=Severity.LOW))
         else:
             fine.append("CUDA %s" % kit.version)
-    return issues or Pass("driver %s runs %s" % (driver, ", ".join(fine) or "the installed toolkits"))
+    if issues:
+        return issues
+    if unknown and not fine:
+        return Skip("driver %s; %s" % (driver, "; ".join(unknown)))
+    return Pass("driver %s runs %s" % (driver, ", ".join(fine + unknown)))
 
 
 def _newest_of(major: int):

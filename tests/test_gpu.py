@@ -186,6 +186,8 @@ def test_flags_that_differ_from_the_kernels_own_modules(tree, run):
         ("12.4.1", "470.256.02", "critical"),
         ("12.4.1", "550.127.05", None),
         ("10.2.89", "418.39", "critical"),
+        ("11.0.3", "450.51.06", None),  # 11.0 shipped before the 11.x floor: its own driver is enough
+        ("9.2.148", "390.157", "critical"),
     ],
 )
 def test_driver_against_cuda_toolkits(tree, run, cuda, driver, severity):
@@ -193,7 +195,7 @@ def test_driver_against_cuda_toolkits(tree, run, cuda, driver, severity):
     _userspace(tree, version=driver)
     _kernel(tree, OLD, [_nvidia(tree, OLD, version=driver)])
     folder = "/usr/local/cuda-%s" % ".".join(cuda.split(".")[:2])
-    if cuda.startswith("10."):
+    if cuda.startswith(("9.", "10.")):
         tree.write(folder + "/version.txt", "CUDA Version %s\n" % cuda)
     else:
         tree.write(folder + "/version.json", '{"cuda": {"name": "CUDA SDK", "version": "%s"}}' % cuda)

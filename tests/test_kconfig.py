@@ -82,6 +82,9 @@ def test_a_config_whose_header_names_another_release(tree, run):
         ("6.1.192", "6.12.0-1-amd64", False),
         ("5.4.0-26-generic", "5.4.0-26-generic", True),
         ("6.14.0", "6.14.0-15-generic", True),
+        ("6.10.5-arch1", "6.10.5-arch1-1", True),  # the header is KERNELVERSION, the release adds the local version
+        ("6.10.0-rc3", "6.10.0-rc3-custom", True),
+        ("6.1.5-arch1", "6.10.5-arch1-1", False),
     ],
 )
 def test_describes(header, release, same):

@@ -191,7 +191,9 @@ def describes(config_release: str, release: str) -> bool:
     others the upstream version only (Debian's 6.1.192 for release 6.1.0-18-amd64): a whole
     release must be the same, an upstream version the same major.minor.
     """
-    if config_release == release:
+    # The header is KERNELVERSION; the release adds the local version (CONFIG_LOCALVERSION,
+    # the build's suffix): the header is its start.
+    if release.startswith(config_release) and release[len(config_release) : len(config_release) + 1] in ("", "-", "+", "_", "~"):
         return True
     if "-" in config_release:
         return False
