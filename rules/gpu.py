@@ -571,6 +571,9 @@ def nouveau_loaded(f):
         return Pass("no NVIDIA driver is installed")
     state = f.nouveau
     blocked = [Evidence(path, text, line) for path, line, text in state.blocked_by]
+    binds_nothing = [e for e in blocked if "modeset=0" in e.value or e.value == "nomodeset"]
+    if state.loaded and binds_nothing:
+        return Pass("nouveau is loaded but binds no GPU (%s)" % ", ".join(e.value for e in binds_nothing))
     if state.loaded:
         message = (
             "nouveau is loaded (%s) while the NVIDIA driver is installed: it holds the GPU, and the nvidia module cannot bind it."

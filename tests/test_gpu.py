@@ -335,3 +335,14 @@ def test_debian_names_the_nvidia_module_nvidia_current(tree, run):
     result = run("--root", tree, "--format", "json")
     assert "gpu.driver-missing-for-kernel" not in result.findings()
     assert result.statuses()["gpu.module-vermagic-mismatch"] == "pass"
+
+
+def test_nouveau_with_modeset_off_binds_nothing(tree, run):
+    _gpu_host(tree)
+    _userspace(tree)
+    _kernel(tree, OLD, [_nvidia(tree, OLD)])
+    tree.write("/proc/modules", "nouveau 2834432 0 - Live 0x0000000000000000\n")
+    tree.write("/proc/cmdline", "ro nouveau.modeset=0\n")
+    assert "gpu.nouveau-loaded" not in run("--root", tree, "--format", "json").findings()
+    tree.write("/proc/cmdline", "ro rd.driver.blacklist=nouveau\n")  # the initramfs only
+    assert run("--root", tree, "--format", "json").findings()["gpu.nouveau-loaded"] == "high"

@@ -180,9 +180,10 @@ def cuda_toolkits(host, facts):
 
 
 class Nouveau(Record):
-    """Whether nouveau is loaded (None: not a running system), and the lines that keep it out:
-    ``blacklist nouveau`` / ``install nouveau /bin/false`` in modprobe.d, or
-    ``modprobe.blacklist=nouveau`` on the kernel command line, each as (path, line, text)."""
+    """Whether nouveau is loaded (None: not a running system), and the lines that keep it out
+    or from binding a GPU: ``blacklist nouveau``, ``install nouveau /bin/false`` or ``options
+    nouveau modeset=0`` in modprobe.d, ``modprobe.blacklist=nouveau``, ``nouveau.modeset=0`` or
+    ``nomodeset`` on the kernel command line, each as (path, line, text)."""
 
     __slots__ = ("loaded", "loaded_from", "blocked_by")
 
@@ -214,11 +215,15 @@ def nouveau(host, facts):
                 # ``blacklist`` stops loading by alias (udev); ``install nouveau /bin/false``
                 # stops every load.
                 refused = words[:2] == ["install", "nouveau"] and len(words) > 2 and words[2].rsplit("/", 1)[-1] in ("false", "true")
-                if words[:2] == ["blacklist", "nouveau"] or refused:
+                # modeset=0: nouveau_drm_init() returns before registering the PCI driver.
+                no_modeset = words[:2] == ["options", "nouveau"] and "modeset=0" in words[2:]
+                if words[:2] == ["blacklist", "nouveau"] or refused or no_modeset:
                     blocked.append((path, number, raw.strip()))
     cmdline = facts.get("cmdline")
     for index, param in enumerate(cmdline.params if cmdline else ()):
-        if param.name in ("modprobe.blacklist", "module_blacklist", "rd.driver.blacklist") and "nouveau" in (param.value or "").split(","):
+        # rd.driver.blacklist= covers only the initramfs, not the loads after it.
+        listed = param.name in ("modprobe.blacklist", "module_blacklist") and "nouveau" in (param.value or "").split(",")
+        if listed or param.text in ("nouveau.modeset=0", "nomodeset"):
             path, line = cmdline.origin(index)
             blocked.append((path, line, param.text))
     return Nouveau(loaded, loaded_from, tuple(blocked))
