@@ -16,6 +16,9 @@ import zlib
 # Larger than any module shipped (NVIDIA's kernel modules are about 100 MiB unpacked).
 DECOMPRESSED_CAP = 512 << 20
 MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.gz", ".ko.zst")
+# What all the payload candidates of one kernel image may decompress to together: a real
+# kernel is under 100 MiB; a file planted with many false starts stops here.
+IMAGE_BUDGET = 768 << 20
 IKCFG_START = b"IKCFG_ST"
 IKCFG_END = b"IKCFG_ED"
 
@@ -242,12 +245,15 @@ def kernel_image_config(stream) -> str:
     found = _between_markers(_chunks(stream))
     if found is not None:
         return _gunzip_config(found)
+    budget = [IMAGE_BUDGET]
     for _what, magic, opener in _PAYLOADS:
-        for offset in _offsets(stream, magic):
+        for offset in _offsets(stream, magic, limit=4):
+            if budget[0] <= 0:
+                raise ValueError("no embedded kernel config found within %d MiB of decompressed data" % (IMAGE_BUDGET >> 20))
             reader = None
             try:
                 reader = opener(_Window(stream, offset))
-                found = _between_markers(_chunks(reader))
+                found = _between_markers(_chunks(reader, budget=budget))
             except Exception:  # noqa: BLE001 - a false magic match fails in its decoder's own way
                 found = None
             finally:
@@ -258,6 +264,9 @@ def kernel_image_config(stream) -> str:
                         pass
             if found is not None:
                 return _gunzip_config(found)
+    for what, magic in ((b"\x02\x21\x4c\x18", "lz4"), (b"\x89LZO", "lzo")):
+        if _offsets(stream, what, limit=1):
+            raise ValueError("no embedded kernel config found; the image may be %s-compressed, which nothing here decodes" % magic)
     raise ValueError("no embedded kernel config in the image (CONFIG_IKCONFIG not built in)")
 
 
@@ -270,13 +279,17 @@ def _gunzip_config(blob: bytes) -> str:
     return text.decode("utf-8", "replace")
 
 
-def _chunks(reader, size: int = 1 << 20, cap: int = DECOMPRESSED_CAP):
+def _chunks(reader, size: int = 1 << 20, cap: int = DECOMPRESSED_CAP, budget=None):
+    """The reader's data in chunks, up to ``cap`` bytes, and within what is left of ``budget``
+    (a one-item list shared by several readers) where one is given."""
     total = 0
-    while total <= cap:
+    while total <= cap and (budget is None or budget[0] > 0):
         chunk = reader.read(size)
         if not chunk:
             return
         total += len(chunk)
+        if budget is not None:
+            budget[0] -= len(chunk)
         yield chunk
 
 
