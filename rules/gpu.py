@@ -171,8 +171,11 @@ def driver_missing(f):
         if "nvidia" in mods.found:
             continue
         loaded_here = position == 0 and f.running and nv.loaded
+        gone = [path for name, path in mods.stale if name == "nvidia"]
         if not mods.base:
             where = "no /lib/modules/%s at all" % mods.release
+        elif gone:
+            where = "%s still names %s, but the file is gone" % (mods.index, gone[0])
         elif mods.index.endswith("modules.dep"):
             where = "%s lists none" % mods.index
         else:
@@ -276,9 +279,11 @@ def vermagic_mismatch(f):
             issue = _vermagic_issue(f, mods, info, position == 0)
             if issue is not None:
                 issues.append(issue)
+            elif info.vermagic_release != mods.release:
+                looked[-1] += " (a weak-updates link to the build for %s, loaded on kABI checksums)" % info.vermagic_release
     if not looked:
         return Skip("no nvidia or amdgpu module is installed for the kernel")
-    return issues or Pass("built for the kernel it is installed for: %s" % ", ".join(looked))
+    return issues or Pass("each fits the kernel it is installed for: %s" % ", ".join(looked))
 
 
 def _vermagic_issue(f, mods, info, first: bool):

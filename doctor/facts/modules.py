@@ -49,9 +49,11 @@ class KernelModules(Record):
     """The modules that matter here, for one kernel release: name → ModuleInfo (absent names
     are not installed); ``base`` is the modules folder (None: none for this release);
     ``reference`` is one of the kernel's own modules, whose vermagic is the kernel's;
-    ``index`` says how modules were found (modules.dep, or a look in the usual folders)."""
+    ``index`` says how modules were found (modules.dep, or a look in the usual folders);
+    ``stale`` holds (name, path) the index names but the folder no longer has."""
 
-    __slots__ = ("release", "base", "found", "reference", "index")
+    __slots__ = ("release", "base", "found", "reference", "index", "stale")
+    _defaults = {"stale": ()}
 
 
 def module_name(file_name: str):
@@ -125,15 +127,17 @@ def modules_for(host, release: str, names=GPU_MODULES, read=("nvidia", "amdgpu")
     else:
         paths, reference, index = _look_around(host, base, names), None, "the usual module folders (no modules.dep)"
     found = {}
+    stale = []
     for name, relative in paths.items():
         path = relative if relative.startswith("/") else "%s/%s" % (base, relative)
         info = _with_modinfo(host, name, release, path) if name in read else ModuleInfo(name, release, path)
         # A stale index names a file that is gone: modprobe cannot load it either.
         if info.problem == "not present" or (name not in read and host.stat(path)[0].missing):
+            stale.append((name, path))
             continue
         found[name] = info
     reference_info = _with_modinfo(host, "reference", release, "%s/%s" % (base, reference)) if reference and found else None
-    return KernelModules(release, base, found, reference_info, index)
+    return KernelModules(release, base, found, reference_info, index, tuple(stale))
 
 
 def _with_modinfo(host, name: str, release: str, path: str) -> ModuleInfo:
