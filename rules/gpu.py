@@ -213,7 +213,7 @@ def driver_missing(f):
                 )
             ]
         if f.running and position == 0 and not loaded_here:
-            steps.append(Step("Load it", (f.fixes.sudo("modprobe nvidia"), "nvidia-smi"), False, False))
+            steps.append(Step("Load it", (f.fixes.sudo("modprobe nvidia"), "nvidia-smi"), True, False))
         severity = Severity.HIGH if f.running and (position > 0 or loaded_here) else None
         issues.append(Issue(message, evidence, steps, severity=severity))
     return issues or Pass("the nvidia module is installed for %s" % " and ".join(checked))
@@ -400,11 +400,11 @@ def library_mismatch(f):
             " And there is no nvidia module for this kernel on disk (%s): the upgrade's build failed, so a reboot would "
             "leave the host without a driver. Build it first." % (first.index)
         )
-        return Issue(message, evidence, _rebuild_or_package(f, nv, first.release))
+        return Issue(message, evidence, _rebuild_or_package(f, nv, first.release) + _then_load(f, nv))
     if disk_version and disk_version not in versions:
         message += " The module on disk for this kernel is %s too (%s), so a reboot alone does not fix it." % (disk_version, on_disk.path)
         evidence.append(Evidence(on_disk.path, "version=%s" % disk_version))
-        return Issue(message, evidence, _rebuild_or_package(f, nv, first.release))
+        return Issue(message, evidence, _rebuild_or_package(f, nv, first.release) + _then_load(f, nv))
     message += " The driver was upgraded and the old module still runs."
     steps = [
         Step("Reboot, which loads the new module", (fixes.sudo("reboot"),), True, False),
@@ -431,6 +431,15 @@ def _reload_commands(fixes, nv):
         commands.append(fixes.sudo("systemctl start %s" % " ".join(nv.services)))
     commands.append("nvidia-smi")
     return tuple(commands)
+
+
+def _then_load(f, nv):
+    """After a rebuild, the new module still has to replace the running one."""
+    fixes = f.fixes
+    return [
+        Step("Then reboot, which loads the new module", (fixes.sudo("reboot"),), True, False),
+        Step("Or, when nothing uses the GPU, reload the driver instead", _reload_commands(fixes, nv), True, False),
+    ]
 
 
 def _rebuild_or_package(f, nv, release: str):
@@ -488,7 +497,8 @@ def too_old_for_cuda(f):
         if wanted is None or have is None:
             continue
         key = (wanted.major, wanted.minor)
-        own = TOOLKIT_DRIVER.get(key) or _newest_of(wanted.major)
+        # A minor the table does not hold gets its family's floor only: no driver is made up.
+        own = TOOLKIT_DRIVER.get(key)
         floor = MINOR_COMPAT_FLOOR.get(wanted.major) if wanted.major >= 11 else own
         if floor is not None and own is not None and _older(own, floor):
             floor = own  # 11.0 shipped before its family's floor: its own driver is enough
@@ -523,11 +533,6 @@ def too_old_for_cuda(f):
     if unknown and not fine:
         return Skip("driver %s; %s" % (driver, "; ".join(unknown)))
     return Pass("driver %s runs %s" % (driver, ", ".join(fine + unknown)))
-
-
-def _newest_of(major: int):
-    known = [driver for (m, _minor), driver in sorted(TOOLKIT_DRIVER.items()) if m == major]
-    return known[-1] if known else None
 
 
 def _driver_version(f):
@@ -597,6 +602,8 @@ def nouveau_loaded(f):
         "Nothing keeps nouveau out (no `blacklist nouveau` in modprobe.d, no modprobe.blacklist= on the kernel command "
         "line) and its module is installed (%s): at boot it can claim the GPU before the nvidia module." % path
     )
+    if state.initramfs_only:
+        message += " (%s keeps it out of the initramfs only.)" % ", ".join(text for _path, _line, text in state.initramfs_only)
     return Issue(message, [Evidence(path, "nouveau module")], _nouveau_steps(f, False), severity=Severity.MEDIUM)
 
 

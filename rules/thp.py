@@ -297,7 +297,9 @@ def _writer_steps(f, fixes, targets, certain):
                 )
             )
         elif writer.kind == "rc.local":
-            script = "%ds/^/# /" % writer.line
+            # Every line of a command continued with backslashes, or the rest runs alone.
+            span = "%d,%d" % (writer.line, writer.last) if writer.last and writer.last > writer.line else "%d" % writer.line
+            script = "%ss/^/# /" % span
             steps.append(
                 Step(
                     "Comment out line %d of %s, which writes it at boot" % (writer.line, writer.path),

@@ -135,6 +135,10 @@ def test_driver_library_mismatch_after_an_upgrade_without_reboot(tree, run):
     loaded = ("nvidia_peermem", "nvidia_uvm", "nvidia_drm", "nvidia_modeset", "nvidia")
     tree.write("/proc/modules", "".join("%s 1 0 - Live 0x0\n" % name for name in loaded))
     tree.write("/usr/lib/systemd/system/nvidia-fabricmanager.service", "[Service]\n")
+    tree.link(
+        "/etc/systemd/system/multi-user.target.wants/nvidia-fabricmanager.service", "/usr/lib/systemd/system/nvidia-fabricmanager.service"
+    )
+    tree.write("/usr/lib/systemd/system/nvidia-persistenced.service", "[Service]\n")  # installed, never enabled: left alone
     found = [f for f in run("--root", tree, "--format", "json").json["findings"] if f["rule"] == "gpu.driver-library-mismatch"][0]
     assert found["remediation"][1]["commands"][1:4] == [
         "sudo systemctl stop nvidia-fabricmanager",
@@ -316,7 +320,8 @@ def test_a_failed_upgrade_under_a_running_driver_is_not_fixed_by_a_reboot(tree, 
     commands = [c for s in mismatch["remediation"] for c in s["commands"]]
     # The build matches the libraries, not the newest-sorting name.
     assert "sudo dkms install --force nvidia/%s -k %s" % (DRIVER, OLD) in commands
-    assert "sudo reboot" not in commands
+    # Then the new module has to replace the running one.
+    assert commands[-1] == "nvidia-smi" and "sudo reboot" in commands
 
 
 def test_dkms_sources_under_other_names(tree):

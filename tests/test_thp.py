@@ -401,3 +401,12 @@ def test_a_tmpfiles_line_that_writes_never_at_boot(tree, run):
     line = "w /sys/kernel/mm/transparent_hugepage/enabled - - - - never"
     assert {"path": "/etc/tmpfiles.d/thp.conf", "value": line, "line": 2} in found["evidence"]
     assert "sudo sed -i '2s/^/# /' /etc/tmpfiles.d/thp.conf" in commands(found)
+
+
+def test_an_rc_local_command_continued_over_lines(tree):
+    from ai_doctor.facts import Facts
+    from ai_doctor.host import Host
+
+    tree.write("/etc/rc.local", "#!/bin/sh\necho never > \\\n  %s\nexit 0\n" % TOP, mode=0o755)
+    writers = Facts(Host(str(tree))).get("thp_writers").found
+    assert [(w.line, w.last, w.text) for w in writers] == [(2, 3, "echo never > %s" % TOP)]

@@ -33,7 +33,6 @@ _DRIVER_VERSION = re.compile(r"\d{3,4}\.\d+(?:\.\d+)?")
 UNLOAD_ORDER = ("nvidia_peermem", "nvidia_fs", "nvidia_uvm", "nvidia_drm", "nvidia_modeset", "nvidia")
 # Services that keep the GPU devices open (NVIDIA's driver container stops these to reload).
 HOLDING_SERVICES = ("nvidia-persistenced", "nvidia-fabricmanager", "nvidia-dcgm", "dcgm")
-UNIT_DIRS = ("/etc/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system")
 
 
 class Library(Record):
@@ -138,7 +137,8 @@ def nvidia(host, facts):
         got = host.read_text(PROC_MODULES, cap=4 << 20)
         names = {line.split(" ", 1)[0] for line in got.data.splitlines()} if got.ok else set()
         modules_loaded = tuple(name for name in UNLOAD_ORDER if name in names)
-        services = tuple(unit for unit in HOLDING_SERVICES if any(host.exists("%s/%s.service" % (d, unit)) for d in UNIT_DIRS))
+        # Enabled ones only: starting fabric manager where it never ran fails without NVSwitch.
+        services = tuple(unit for unit in HOLDING_SERVICES if host.exists("/etc/systemd/system/multi-user.target.wants/%s.service" % unit))
     return Nvidia(tuple(libraries), tuple(links), smi, dkms, loaded, loaded_from, modules_loaded, services)
 
 
@@ -185,7 +185,8 @@ class Nouveau(Record):
     nouveau modeset=0`` in modprobe.d, ``modprobe.blacklist=nouveau``, ``nouveau.modeset=0`` or
     ``nomodeset`` on the kernel command line, each as (path, line, text)."""
 
-    __slots__ = ("loaded", "loaded_from", "blocked_by")
+    __slots__ = ("loaded", "loaded_from", "blocked_by", "initramfs_only")
+    _defaults = {"initramfs_only": ()}
 
 
 @fact("nouveau")
@@ -220,10 +221,13 @@ def nouveau(host, facts):
                 if words[:2] == ["blacklist", "nouveau"] or refused or no_modeset:
                     blocked.append((path, number, raw.strip()))
     cmdline = facts.get("cmdline")
+    initramfs_only = []
     for index, param in enumerate(cmdline.params if cmdline else ()):
         # rd.driver.blacklist= covers only the initramfs, not the loads after it.
         listed = param.name in ("modprobe.blacklist", "module_blacklist") and "nouveau" in (param.value or "").split(",")
+        path, line = cmdline.origin(index)
         if listed or param.text in ("nouveau.modeset=0", "nomodeset"):
-            path, line = cmdline.origin(index)
             blocked.append((path, line, param.text))
-    return Nouveau(loaded, loaded_from, tuple(blocked))
+        elif param.name == "rd.driver.blacklist" and "nouveau" in (param.value or "").split(","):
+            initramfs_only.append((path, line, param.text))
+    return Nouveau(loaded, loaded_from, tuple(blocked), tuple(initramfs_only))

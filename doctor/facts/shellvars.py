@@ -68,7 +68,19 @@ def assignments(text: str):
     sh may or may not make (inside if, case, a loop or a function, after && or ||, one of
     several commands on a line) comes with the reason it cannot be evaluated."""
     stack = []
-    for number, line in enumerate(text.splitlines(), 1):
+    lines = text.splitlines()
+    skip_to = 0
+    for number, line in enumerate(lines, 1):
+        if number <= skip_to:
+            continue
+        match = re.match(_ASSIGNMENT, line)
+        if match and _open_quote(match.group(2)):
+            # A quoted value that goes on over the next lines: sh reads it as one.
+            end = number
+            while end < len(lines) and end - number < 64 and _open_quote(line):
+                line += "\n" + lines[end]
+                end += 1
+            skip_to = end
         conditional = bool(stack)
         commands = shell_commands(line)
         for _separator, words in commands:
@@ -76,7 +88,7 @@ def assignments(text: str):
                 stack.append(words[0])
             elif stack and words[0] == OPENERS[stack[-1]]:
                 stack.pop()
-        match = re.match(_ASSIGNMENT, line)
+        match = re.match(_ASSIGNMENT, line, re.S)
         if match and len(commands) == 1 and not conditional:
             yield number, match.group(1), match.group(2), None
             continue
@@ -88,6 +100,24 @@ def assignments(text: str):
                     yield number, name, None, None
             for name in named if (conditional or len(commands) > 1 or not match) else ():
                 yield number, name, None, "assigned inside if, case, a loop or a function, or beside other commands"
+
+
+def _open_quote(text: str) -> bool:
+    """Whether a quote opened in ``text`` is still open at its end."""
+    quote = None
+    escaped = False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif char == "\\" and quote != "'":
+            escaped = True
+        elif quote is None and char in "'\"":
+            quote = char
+        elif char == quote:
+            quote = None
+        elif quote is None and char == "#":
+            break
+    return quote is not None
 
 
 def evaluate(text: str, env: dict) -> str:

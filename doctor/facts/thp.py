@@ -212,8 +212,8 @@ class Writer(Record):
     profile's (``vm``, ``vm``, ``transparent_hugepages``) and ``value`` what it sets.
     """
 
-    __slots__ = ("kind", "path", "line", "text", "targets", "section", "plugin", "key", "value")
-    _defaults = {"section": None, "plugin": None, "key": None, "value": None}
+    __slots__ = ("kind", "path", "line", "text", "targets", "section", "plugin", "key", "value", "last")
+    _defaults = {"section": None, "plugin": None, "key": None, "value": None, "last": None}
 
 
 class Writers(Record):
@@ -291,13 +291,30 @@ def thp_writers(host, facts):
             found.append(Writer("systemd", path, line, shown or name, _targets(shown or "")))
     found += _tmpfiles_writers(host, facts.get("running"))
     rc = facts.get("rc_local")
-    for number, raw in enumerate(rc.lines if rc else (), 1):
-        line = raw.strip()
+    for number, last, line in _logical_lines(rc.lines if rc else ()):
         # ``enabled`` only: writing never to ``defrag`` leaves THP on. A line boot never
         # reaches writes nothing (persist.rc-local-ineffective says so).
         if all(word in line for word in ("transparent_hugepage", "enabled", "never")) and not line.startswith("#") and rc.runs(number):
-            found.append(Writer("rc.local", rc.path, number, line, _targets(line)))
+            found.append(Writer("rc.local", rc.path, number, line, _targets(line), last=last))
     return Writers(tuple(found))
+
+
+def _logical_lines(lines):
+    """(first and last line number, text) of each command line, a trailing backslash joining
+    the next."""
+    pending, start = [], None
+    for number, raw in enumerate(lines, 1):
+        text = raw.strip()
+        if start is None:
+            start = number
+        if text.endswith("\\"):
+            pending.append(text[:-1].strip())
+            continue
+        pending.append(text)
+        yield start, number, " ".join(part for part in pending if part)
+        pending, start = [], None
+    if pending:
+        yield start, len(lines), " ".join(part for part in pending if part)
 
 
 TMPFILES_DIRS = ("/etc/tmpfiles.d", "/run/tmpfiles.d", "/usr/lib/tmpfiles.d")
