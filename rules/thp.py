@@ -302,7 +302,7 @@ def _writer_steps(f, fixes, targets, certain):
             script = "%ss/^/# /" % span
             steps.append(
                 Step(
-                    "Comment out line %d of %s, which writes it at boot" % (writer.line, writer.path),
+                    "Comment out line %s of %s, which writes it at boot" % (span.replace(",", "-"), writer.path),
                     (fixes.sudo("sed -i %s %s" % (quote(script), quote(writer.path))),),
                     True,
                     True,
