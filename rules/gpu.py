@@ -407,7 +407,7 @@ def library_mismatch(f):
         return Issue(message, evidence, _rebuild_or_package(f, nv, first.release) + _then_load(f, nv))
     message += " The driver was upgraded and the old module still runs."
     steps = [
-        Step("Reboot, which loads the new module", (fixes.sudo("reboot"),), True, False),
+        Step("Reboot, which loads the new module", (fixes.sudo("reboot"),), True, True),
         Step(
             "Or, when nothing uses the GPU, reload the driver: see what holds it, stop those, unload the modules and load the new one",
             _reload_commands(fixes, nv),
@@ -437,7 +437,7 @@ def _then_load(f, nv):
     """After a rebuild, the new module still has to replace the running one."""
     fixes = f.fixes
     return [
-        Step("Then reboot, which loads the new module", (fixes.sudo("reboot"),), True, False),
+        Step("Then reboot, which loads the new module", (fixes.sudo("reboot"),), True, True),
         Step("Or, when nothing uses the GPU, reload the driver instead", _reload_commands(fixes, nv), True, False),
     ]
 
