@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Diagnose a Linux host (or an image or snapshot of one) before it loads and serves an AI model.",
         epilog=(
             "Subcommands: `aidoctor check` (the default), `aidoctor explain RULE`, `aidoctor snapshot -o DIR`, "
-            "`aidoctor merge REPORT.json …`. Exit "
+            "`aidoctor merge REPORT.json …`, `aidoctor bench PATH…|--size 8G`. Exit "
             "codes: 0 nothing at or above --fail-on, 1 findings at or above it, 2 bad input, 3 aidoctor failed."
         ),
     )
@@ -195,6 +195,11 @@ def _dispatch(argv, program) -> int:
         return _snapshot(argv[1:])
     if argv[:1] == ["merge"]:
         return _merge(argv[1:])
+    if argv[:1] == ["bench"]:
+        from ai_doctor import benchcmd
+
+        args = benchcmd.parser(_Parser, _formatter).parse_args(argv[1:])
+        return benchcmd.run(args, UsageError, _write)
     if argv[:1] == ["check"]:
         argv = argv[1:]
     args = _parser().parse_args(_attach_negative_values(argv))

@@ -1,0 +1,225 @@
+"""Timing model loading the ways loaders do it, so a tuning change can be seen to help or not.
+
+Modes (each repeated, each run timed on its own):
+
+- ``cold``: the files are evicted from the page cache first (posix_fadvise DONTNEED, which
+  needs no root for clean pages; mincore() then says whether the eviction took), then read.
+- ``warm``: read again from the page cache.
+- ``anon``: read into a freshly allocated anonymous buffer, as torch.load and most loaders
+  fill tensors: the page faults of the new memory are part of the cost.
+- ``anon-thp``: the same with madvise(MADV_HUGEPAGE) on the buffer, so transparent huge
+  pages back it where the THP mode allows (Documentation/admin-guide/mm/transhuge.rst).
+- ``mmap``: map the files and touch every page, as safetensors does.
+
+Reads are large (16 MiB) into one reused buffer with readinto(), so the numbers are the
+system's, not Python's. The model files are opened read-only and never written.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import resource
+import statistics
+import time
+
+from ai_doctor.record import Record
+
+MODES = ("cold", "warm", "anon", "anon-thp", "mmap")
+CHUNK = 16 << 20
+PAGE = mmap.PAGESIZE
+MODEL_SUFFIXES = (".safetensors", ".gguf", ".bin", ".pt", ".pth", ".ckpt", ".onnx", ".h5", ".msgpack", ".npz")
+
+
+class BenchError(ValueError):
+    """Something about the request that makes the bench impossible (a one-line error)."""
+
+
+class Run(Record):
+    """One timed pass over the files: seconds, minor and major faults, CPU seconds."""
+
+    __slots__ = ("seconds", "minor_faults", "major_faults", "cpu_seconds")
+
+
+class ModeResult(Record):
+    """The runs of one mode over ``size`` bytes; ``note`` says what did not go as asked
+    (an eviction that did not take)."""
+
+    __slots__ = ("mode", "size", "runs", "note")
+    _defaults = {"note": None}
+
+    @property
+    def seconds(self):
+        return [run.seconds for run in self.runs]
+
+    def gbps(self):
+        """(min, median, max) GB/s over the runs (decimal GB, as disks are sold)."""
+        rates = sorted(self.size / run.seconds / 1e9 for run in self.runs if run.seconds > 0)
+        if not rates:
+            return (0.0, 0.0, 0.0)
+        return (rates[0], statistics.median(rates), rates[-1])
+
+    def median(self, field: str):
+        return statistics.median(getattr(run, field) for run in self.runs)
+
+
+def model_files(paths):
+    """The files to read: each file given, and the model files in each folder given (by
+    suffix, or every regular file when none has one). Refuses anything else."""
+    found = []
+    for path in paths:
+        if os.path.isdir(path) and not os.path.islink(path):
+            names = sorted(os.listdir(path))
+            chosen = [n for n in names if n.endswith(MODEL_SUFFIXES)] or names
+            files = [os.path.join(path, n) for n in chosen if _regular(os.path.join(path, n))]
+            if not files:
+                raise BenchError("%s: no model files in this folder" % path)
+            found += files
+        elif _regular(path):
+            found.append(path)
+        elif not os.path.exists(path):
+            raise BenchError("%s: no such file or folder" % path)
+        else:
+            raise BenchError("%s: not a regular file or a folder" % path)
+    return found
+
+
+def _regular(path: str) -> bool:
+    import stat
+
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _usage():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_minflt, usage.ru_majflt, usage.ru_utime + usage.ru_stime
+
+
+def _timed(action) -> Run:
+    minor, major, cpu = _usage()
+    start = time.perf_counter()
+    action()
+    seconds = time.perf_counter() - start
+    minor_after, major_after, cpu_after = _usage()
+    return Run(seconds, minor_after - minor, major_after - major, cpu_after - cpu)
+
+
+def _read_all(files, buffer) -> None:
+    view = memoryview(buffer)
+    for path in files:
+        with open(path, "rb", buffering=0) as handle:
+            while handle.readinto(view):
+                pass
+
+
+def _read_into_fresh(files, total: int, huge: bool) -> None:
+    """Read the files into one new anonymous mapping, as a loader fills its tensors."""
+    area = mmap.mmap(-1, max(total, PAGE), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        if huge and hasattr(mmap, "MADV_HUGEPAGE"):
+            area.madvise(mmap.MADV_HUGEPAGE)
+        view = memoryview(area)
+        offset = 0
+        try:
+            for path in files:
+                with open(path, "rb", buffering=0) as handle:
+                    while offset < total:
+                        count = handle.readinto(view[offset : offset + CHUNK])
+                        if not count:
+                            break
+                        offset += count
+        finally:
+            view.release()
+    finally:
+        area.close()
+
+
+def _map_and_touch(files) -> None:
+    total = 0
+    for path in files:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if not size:
+                continue
+            with mmap.mmap(handle.fileno(), size, prot=mmap.PROT_READ) as area:
+                # One byte per page: every page is faulted in, as tensors are first read.
+                for offset in range(0, size, PAGE):
+                    total += area[offset]
+    return total
+
+
+def evict(files) -> float:
+    """Drop the files' clean pages from the page cache; returns the fraction still resident."""
+    for path in files:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+    return resident_fraction(files)
+
+
+def resident_fraction(files):
+    """The fraction of the files' pages in the page cache (mincore(2)); None where it cannot
+    be told."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        mincore = libc.mincore
+    except (OSError, AttributeError):
+        return None
+    mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
+    resident = pages = 0
+    for path in files:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if not size:
+                continue
+            # A private (copy-on-write) mapping is writable to ctypes, which needs that to take
+            # its address; nothing is written, so the file is never touched.
+            with mmap.mmap(handle.fileno(), size, access=mmap.ACCESS_COPY) as area:
+                count = (size + PAGE - 1) // PAGE
+                vector = (ctypes.c_ubyte * count)()
+                anchor = ctypes.c_char.from_buffer(area)
+                try:
+                    if mincore(ctypes.c_void_p(ctypes.addressof(anchor)), ctypes.c_size_t(size), vector) != 0:
+                        return None
+                finally:
+                    del anchor
+                resident += sum(byte & 1 for byte in vector)
+                pages += count
+    return resident / pages if pages else 0.0
+
+
+def measure(files, modes=MODES, repeat: int = 3, progress=None):
+    """Run each mode ``repeat`` times over ``files``; ``progress(step)`` is told each run."""
+    total = sum(os.path.getsize(path) for path in files)
+    buffer = bytearray(CHUNK)
+    results = []
+    actions = {
+        "warm": lambda: _read_all(files, buffer),
+        "cold": lambda: _read_all(files, buffer),
+        "anon": lambda: _read_into_fresh(files, total, False),
+        "anon-thp": lambda: _read_into_fresh(files, total, True),
+        "mmap": lambda: _map_and_touch(files),
+    }
+    for mode in modes:
+        runs = []
+        note = None
+        for _ in range(repeat):
+            if mode == "cold":
+                left = evict(files)
+                if left is not None and left > 0.01:
+                    note = "eviction left %.0f%% of the pages cached (dirty pages, or a file system that keeps them): " % (left * 100)
+                    note += "these reads are partly warm"
+            else:
+                _read_all(files, buffer)  # warm: start from the page cache, every mode but cold
+            runs.append(_timed(actions[mode]))
+            if progress is not None:
+                progress(mode)
+        results.append(ModeResult(mode, total, tuple(runs), note))
+    return results

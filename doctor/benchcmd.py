@@ -1,0 +1,166 @@
+"""`aidoctor bench`: choose what to read, check it fits, measure, keep and compare."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from ai_doctor import bench, benchstore
+
+TEMP_DIR = "/var/tmp"  # disk-backed where /tmp is often tmpfs, whose pages cannot be evicted
+
+
+def parser(make_parser, formatter):
+    command = make_parser(
+        prog="aidoctor bench",
+        formatter_class=formatter,
+        description=(
+            "Time model loading the ways loaders do it: cold and warm reads, reads into fresh memory with and without "
+            "transparent huge pages, mmap. Save a result, tune, run again and compare."
+        ),
+    )
+    command.add_argument("paths", metavar="PATH", nargs="*", help="model files, or a folder of them (never written)")
+    command.add_argument("--size", metavar="SIZE", help="measure a temporary file of this size instead (8G), removed afterwards")
+    command.add_argument("--dir", metavar="DIR", default=TEMP_DIR, help="where --size creates its file (default %s)" % TEMP_DIR)
+    command.add_argument("--repeat", metavar="N", type=int, default=3, help="runs per mode (default 3)")
+    command.add_argument("--format", choices=("text", "json"), default="text")
+    command.add_argument("--save", metavar="LABEL", help="keep the result under LABEL (in %s)" % benchstore.folder())
+    command.add_argument("--compare", metavar="LABEL", help="compare with the result saved under LABEL")
+    command.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
+    return command
+
+
+def run(args, usage_error, write) -> int:
+    from ai_doctor.units import SizeError, gib, parse_size
+
+    if bool(args.paths) == bool(args.size):
+        raise usage_error("bench: give model files or a folder (PATH …), or --size SIZE, not both")
+    if not 1 <= args.repeat <= 100:
+        raise usage_error("bench --repeat %d: give 1 to 100 runs" % args.repeat)
+    try:
+        earlier = benchstore.load(args.compare) if args.compare else None
+        if args.save:
+            benchstore._path(args.save)  # a bad label is refused before anything is measured
+    except benchstore.StoreError as exc:
+        raise usage_error(str(exc)) from None
+    temporary = None
+    try:
+        if args.size:
+            try:
+                size = parse_size(args.size)
+            except SizeError as exc:
+                raise usage_error("bench --size %s" % exc) from None
+            _fits(size, args.dir, usage_error, gib)
+            temporary = _make_file(size, args.dir, usage_error)
+            files = [temporary]
+        else:
+            try:
+                files = bench.model_files(args.paths)
+            except bench.BenchError as exc:
+                raise usage_error("bench: %s" % exc) from None
+        total = sum(os.path.getsize(path) for path in files)
+        modes = bench.MODES if total <= _available() * 0.9 else ("cold", "warm", "mmap")
+        results = bench.measure(files, modes, args.repeat, _progress(len(modes) * args.repeat))
+        found = benchstore.settings(files)  # while the temporary file still exists
+    finally:
+        if temporary is not None:
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
+    data = benchstore.document(results, files, args.repeat, temporary is not None, found)
+    if len(modes) < len(bench.MODES):
+        data["skipped"] = "anon, anon-thp: the files are larger than the memory available, so a buffer of their size cannot be filled"
+    comparison = benchstore.compare(earlier, dict(data, label=args.save)) if earlier is not None else None
+    if args.save:
+        try:
+            benchstore.save(args.save, data)
+        except benchstore.StoreError as exc:
+            raise usage_error(str(exc)) from None
+    if args.format == "json":
+        import json
+
+        body = dict(data, comparison=comparison) if comparison is not None else data
+        write(args.output, json.dumps(body, indent=2) + "\n")
+    else:
+        from ai_doctor.reports import bench as render
+
+        text = render.text(data, comparison)
+        if data.get("skipped"):
+            text += "Skipped: %s\n" % data["skipped"]
+        if args.save:
+            text += "Saved as %r; after a change, run again with --compare %s\n" % (args.save, args.save)
+        write(args.output, text)
+    return 0
+
+
+def _available() -> int:
+    try:
+        with open("/proc/meminfo", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _fits(size: int, folder: str, usage_error, gib) -> None:
+    if size <= 0:
+        raise usage_error("bench --size: give a size above zero")
+    try:
+        stats = os.statvfs(folder)
+    except OSError as exc:
+        raise usage_error("bench --dir %s: %s" % (folder, exc.strerror or exc)) from None
+    free = stats.f_bavail * stats.f_frsize
+    if size + (1 << 30) > free:
+        raise usage_error("bench --size %s: does not fit the free space in %s (%s free, 1 GiB kept spare)" % (gib(size), folder, gib(free)))
+    available = _available()
+    if available and size > available * 0.9:
+        raise usage_error(
+            "bench --size %s: does not fit the memory available (%s): the warm and fresh-memory modes need it all"
+            % (gib(size), gib(available))
+        )
+
+
+def _make_file(size: int, folder: str, usage_error) -> str:
+    """A file of ``size`` bytes of data that compresses like model weights do (barely)."""
+    import tempfile
+
+    try:
+        fd, path = tempfile.mkstemp(prefix="aidoctor-bench-", suffix=".bin", dir=folder)
+    except OSError as exc:
+        raise usage_error("bench --dir %s: %s" % (folder, exc.strerror or exc)) from None
+    try:
+        block = os.urandom(bench.CHUNK)
+        with os.fdopen(fd, "wb") as handle:
+            left = size
+            while left > 0:
+                written = handle.write(block[: min(left, len(block))])
+                left -= written
+            handle.flush()
+            os.fsync(handle.fileno())  # written back, so the cold runs can evict it
+    except BaseException:
+        os.unlink(path)
+        raise
+    return path
+
+
+def _progress(steps: int):
+    """A progress bar on a terminal; nothing when piped."""
+    if not sys.stderr.isatty():
+        return None
+    from rich.progress import Progress
+
+    bar = Progress(transient=True)
+    task = bar.add_task("measuring", total=steps)
+    bar.start()
+    done = [0]
+
+    def advance(mode: str) -> None:
+        done[0] += 1
+        bar.update(task, advance=1, description=mode)
+        if done[0] >= steps:
+            bar.stop()
+
+    return advance

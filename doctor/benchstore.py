@@ -1,0 +1,162 @@
+"""Bench results kept under a label, and two of them compared.
+
+A result is kept with the settings that change what it measures (THP mode, huge pages, CPU
+governor, I/O scheduler and read-ahead of the disk holding the files, kernel), in the user's
+state folder: ``$XDG_STATE_HOME/aidoctor/bench/LABEL.json``, else
+``~/.local/state/aidoctor/bench/LABEL.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+
+SCHEMA = "aidoctor-bench/1"
+_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+class StoreError(ValueError):
+    """A label or a saved result that cannot be used (a one-line error)."""
+
+
+def folder() -> str:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "aidoctor", "bench")
+
+
+def _path(label: str) -> str:
+    if not _LABEL.fullmatch(label or ""):
+        raise StoreError("bench label %r: use letters, digits, dot, dash and underscore (64 at most)" % label)
+    return os.path.join(folder(), label + ".json")
+
+
+def settings(files) -> dict:
+    """What changes load times, read from this machine now."""
+
+    def read(path):
+        try:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                return " ".join(handle.read().split())
+        except OSError:
+            return None
+
+    def chosen(text):
+        match = re.search(r"\[(\w[\w-]*)\]", text or "")
+        return match.group(1) if match else text
+
+    found = {
+        "kernel": read("/proc/sys/kernel/osrelease"),
+        "thp": chosen(read("/sys/kernel/mm/transparent_hugepage/enabled")),
+        "thp_defrag": chosen(read("/sys/kernel/mm/transparent_hugepage/defrag")),
+        "nr_hugepages": read("/proc/sys/vm/nr_hugepages"),
+        "governor": read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
+    }
+    disk = _disk_of(files[0]) if files else None
+    if disk:
+        found["disk"] = disk
+        found["scheduler"] = chosen(read("/sys/block/%s/queue/scheduler" % disk))
+        found["read_ahead_kb"] = read("/sys/block/%s/queue/read_ahead_kb" % disk)
+    return {key: value for key, value in found.items() if value is not None}
+
+
+def _disk_of(path: str):
+    """The whole disk under ``path`` (its sysfs block name), or None."""
+    try:
+        device = os.stat(path).st_dev
+        link = os.path.realpath("/sys/dev/block/%d:%d" % (os.major(device), os.minor(device)))
+    except OSError:
+        return None
+    if not link.startswith("/sys/devices/"):
+        return None
+    # A partition's folder sits inside its disk's; a whole disk has a queue of its own.
+    for candidate in (link, os.path.dirname(link)):
+        if os.path.exists(os.path.join(candidate, "queue")):
+            return os.path.basename(candidate)
+    return None
+
+
+def document(results, files, repeat: int, temporary: bool, found=None) -> dict:
+    """The JSON form of a bench (README: bench JSON)."""
+    return {
+        "schema": SCHEMA,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "files": [] if temporary else files,
+        "temporary_file": temporary,
+        "bytes": results[0].size if results else 0,
+        "repeat": repeat,
+        "settings": found if found is not None else settings(files),
+        "results": [
+            {
+                "mode": result.mode,
+                "seconds": [round(s, 6) for s in result.seconds],
+                "gbps": dict(zip(("min", "median", "max"), (round(g, 3) for g in result.gbps()))),
+                "minor_faults": result.median("minor_faults"),
+                "major_faults": result.median("major_faults"),
+                "cpu_seconds": round(result.median("cpu_seconds"), 6),
+                "note": result.note,
+            }
+            for result in results
+        ],
+    }
+
+
+def save(label: str, data: dict) -> str:
+    path = _path(label)
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        temporary = "%s.%d.tmp" % (path, os.getpid())
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(dict(data, label=label), handle, indent=2)
+            handle.write("\n")
+        os.replace(temporary, path)
+    except OSError as exc:
+        raise StoreError("cannot save bench %r in %s: %s" % (label, os.path.dirname(path), exc.strerror or exc)) from None
+    return path
+
+
+def load(label: str) -> dict:
+    path = _path(label)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        raise StoreError("no saved bench %r (%s); save one with --save %s" % (label, path, label)) from None
+    except (OSError, ValueError) as exc:
+        raise StoreError("saved bench %r (%s) cannot be read: %s" % (label, path, exc)) from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA or not isinstance(data.get("results"), list):
+        raise StoreError("saved bench %r (%s) is not an aidoctor bench result" % (label, path))
+    return data
+
+
+def compare(before: dict, after: dict) -> dict:
+    """Per mode: median GB/s before and after, the change in percent, and a verdict that a
+    change inside the spread of the repeats (the min-max ranges overlap) is no clear change.
+    Plus the settings that differ."""
+    earlier = {r.get("mode"): r for r in before.get("results", []) if isinstance(r, dict)}
+    rows = []
+    for result in after.get("results", []):
+        old = earlier.get(result.get("mode"))
+        if old is None:
+            continue
+        a, b = old.get("gbps") or {}, result.get("gbps") or {}
+        try:
+            change = (b["median"] - a["median"]) / a["median"] * 100 if a["median"] else None
+            overlap = b["min"] <= a["max"] and a["min"] <= b["max"]
+        except (KeyError, TypeError):
+            continue
+        if change is None:
+            verdict = "no clear change"
+        elif overlap:
+            verdict = "no clear change"
+        else:
+            verdict = "faster" if change > 0 else "slower"
+        rows.append({"mode": result["mode"], "before": a["median"], "after": b["median"], "change_percent": change, "verdict": verdict})
+    old_settings, new_settings = before.get("settings") or {}, after.get("settings") or {}
+    changed = {
+        key: [old_settings.get(key), new_settings.get(key)]
+        for key in sorted(set(old_settings) | set(new_settings))
+        if old_settings.get(key) != new_settings.get(key)
+    }
+    return {"before": before.get("label"), "after": after.get("label"), "modes": rows, "settings_changed": changed}
