@@ -52,12 +52,25 @@ class ModeResult(Record):
     def seconds(self):
         return [run.seconds for run in self.runs]
 
+    def rates(self):
+        """GB/s of each run, slowest first (decimal GB, as disks are sold)."""
+        return sorted(self.size / run.seconds / 1e9 for run in self.runs if run.seconds > 0)
+
     def gbps(self):
-        """(min, median, max) GB/s over the runs (decimal GB, as disks are sold)."""
-        rates = sorted(self.size / run.seconds / 1e9 for run in self.runs if run.seconds > 0)
+        """(min, median, max) GB/s over the runs."""
+        rates = self.rates()
         if not rates:
             return (0.0, 0.0, 0.0)
         return (rates[0], statistics.median(rates), rates[-1])
+
+    def quartiles(self):
+        """(first, third) quartile of the runs' GB/s: the spread without a warm-up outlier."""
+        rates = self.rates()
+        if len(rates) < 2:
+            value = rates[0] if rates else 0.0
+            return (value, value)
+        cuts = statistics.quantiles(rates, n=4, method="inclusive")
+        return (cuts[0], cuts[2])
 
     def median(self, field: str):
         return statistics.median(getattr(run, field) for run in self.runs)

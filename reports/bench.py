@@ -41,7 +41,9 @@ def text(data: dict, comparison=None) -> str:
 
 
 def compare_text(comparison: dict):
-    lines = ["Compared with %r (median GB/s; a change inside the spread of the runs is no clear change):" % comparison["before"]]
+    lines = [
+        "Compared with %r (median GB/s; a change inside the spread of the runs, or under 15%%, is no clear change):" % comparison["before"]
+    ]
     lines.append("%-9s %9s %9s %9s  %s" % ("mode", "before", "after", "change", "verdict"))
     for row in comparison["modes"]:
         change = "%+.1f%%" % row["change_percent"] if row["change_percent"] is not None else "–"
