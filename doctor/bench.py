@@ -227,8 +227,8 @@ def measure(files, modes=MODES, repeat: int = 3, progress=None):
             if mode == "cold":
                 left = evict(files)
                 if left is not None and left > 0.01:
-                    note = "eviction left %.0f%% of the pages cached (dirty pages, or a file system that keeps them): " % (left * 100)
-                    note += "these reads are partly warm"
+                    note = "eviction left %.0f%% of the pages cached, so these reads are partly warm: pages not yet " % (left * 100)
+                    note += "written back (run sync first) or a file system that keeps them in memory (tmpfs)"
             else:
                 _read_all(files, buffer)  # warm: start from the page cache, every mode but cold
             runs.append(_timed(actions[mode]))

@@ -27,6 +27,7 @@ def parser(make_parser, formatter):
     command.add_argument("--save", metavar="LABEL", help="keep the result under LABEL (in %s)" % benchstore.folder())
     command.add_argument("--compare", metavar="LABEL", help="compare with the result saved under LABEL")
     command.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
+    command.add_argument("--html", metavar="FILE", help="also write the result as an HTML page with a chart")
     return command
 
 
@@ -77,6 +78,10 @@ def run(args, usage_error, write) -> int:
             benchstore.save(args.save, data)
         except benchstore.StoreError as exc:
             raise usage_error(str(exc)) from None
+    if args.html:
+        from ai_doctor.reports import bench as render
+
+        write(args.html, render.html(data, comparison, args.save))
     if args.format == "json":
         import json
 
@@ -88,6 +93,8 @@ def run(args, usage_error, write) -> int:
         text = render.text(data, comparison)
         if data.get("skipped"):
             text += "Skipped: %s\n" % data["skipped"]
+        if os.geteuid() != 0:
+            text += "Run as uid %d, not root: every mode ran (none needs root).\n" % os.geteuid()
         if args.save:
             text += "Saved as %r; after a change, run again with --compare %s\n" % (args.save, args.save)
         write(args.output, text)

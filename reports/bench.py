@@ -1,4 +1,4 @@
-"""Bench results and comparisons as text (the JSON form is benchstore.document's)."""
+"""Bench results and comparisons as text and HTML (the JSON form is benchstore.document's)."""
 
 from __future__ import annotations
 
@@ -54,3 +54,14 @@ def compare_text(comparison: dict):
     else:
         lines.append("No setting that matters differs between the two runs.")
     return lines
+
+
+def html(data: dict, comparison=None, label=None) -> str:
+    """One self-contained page: the table, an inline SVG of median GB/s with each mode's range,
+    and the comparison."""
+    from ai_doctor.reports.html import environment
+
+    files = data.get("files") or []
+    what = "a temporary file" if data.get("temporary_file") else "%d file%s" % (len(files), "" if len(files) == 1 else "s")
+    template = environment().get_template("bench.html.j2")
+    return template.render(data=data, comparison=comparison, label=label, size=gib(data.get("bytes", 0)), what=what)

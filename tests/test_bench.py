@@ -128,3 +128,12 @@ def test_a_first_run_outlier_does_not_hide_a_real_change():
         "results": [{"mode": "anon", "gbps": {"min": 0.4, "q1": 3.9, "median": 3.92, "q3": 3.93, "max": 3.95}}],
     }
     assert benchstore.compare(before, after)["modes"][0]["verdict"] == "faster"
+
+
+def test_html_page_with_a_chart(run, tmp_path):
+    page = tmp_path / "bench.html"
+    assert run("bench", "--size", "8M", "--dir", tmp_path / "d", "--repeat", "1", "--html", page).code == 2  # no such --dir
+    (tmp_path / "d").mkdir()
+    assert run("bench", "--size", "8M", "--dir", tmp_path / "d", "--repeat", "1", "--html", page, "--save", "x").code == 0
+    text = page.read_text()
+    assert text.count("<rect") == 5 and "<script" not in text and "aidoctor bench: x" in text
