@@ -154,20 +154,26 @@ def _make_file(size: int, folder: str, usage_error) -> str:
 
 
 def _progress(steps: int):
-    """A progress bar on a terminal; nothing when piped."""
+    """A progress bar on a terminal once the bench has run for a second; nothing when piped."""
     if not sys.stderr.isatty():
         return None
+    import time
+
+    from rich.console import Console
     from rich.progress import Progress
 
-    bar = Progress(transient=True)
-    task = bar.add_task("measuring", total=steps)
-    bar.start()
-    done = [0]
+    started = time.monotonic()
+    state = {"done": 0, "bar": None, "task": None}
 
     def advance(mode: str) -> None:
-        done[0] += 1
-        bar.update(task, advance=1, description=mode)
-        if done[0] >= steps:
-            bar.stop()
+        state["done"] += 1
+        if state["bar"] is None and time.monotonic() - started > 1.0 and state["done"] < steps:
+            state["bar"] = Progress(console=Console(stderr=True), transient=True)
+            state["task"] = state["bar"].add_task(mode, total=steps, completed=state["done"])
+            state["bar"].start()
+        elif state["bar"] is not None:
+            state["bar"].update(state["task"], advance=1, description=mode)
+        if state["bar"] is not None and state["done"] >= steps:
+            state["bar"].stop()
 
     return advance
