@@ -42,11 +42,11 @@ class Run(Record):
 
 
 class ModeResult(Record):
-    """The runs of one mode over ``size`` bytes; ``note`` says what did not go as asked
-    (an eviction that did not take)."""
+    """The runs of one mode over ``size`` bytes; ``note`` says what did not go as asked (an
+    eviction that did not take); ``first`` is the run before them, kept out of the spread."""
 
-    __slots__ = ("mode", "size", "runs", "note")
-    _defaults = {"note": None}
+    __slots__ = ("mode", "size", "runs", "note", "first")
+    _defaults = {"note": None, "first": None}
 
     @property
     def seconds(self):
@@ -78,23 +78,46 @@ class ModeResult(Record):
 
 def model_files(paths):
     """The files to read: each file given, and the model files in each folder given (by
-    suffix, or every regular file when none has one). Refuses anything else."""
+    suffix, or every regular file when none has one), each once. Refuses anything else."""
     found = []
     for path in paths:
-        if os.path.isdir(path) and not os.path.islink(path):
-            names = sorted(os.listdir(path))
+        if os.path.isdir(path):  # a link to a folder (/models/current) counts as the folder
+            try:
+                names = sorted(os.listdir(path))
+            except OSError as exc:
+                raise BenchError("%s: %s" % (path, exc.strerror or exc)) from None
             chosen = [n for n in names if n.endswith(MODEL_SUFFIXES)] or names
             files = [os.path.join(path, n) for n in chosen if _regular(os.path.join(path, n))]
             if not files:
-                raise BenchError("%s: no model files in this folder" % path)
+                raise BenchError("%s: no model files in this folder (weights in subfolders are named one by one)" % path)
             found += files
         elif _regular(path):
             found.append(path)
+        elif os.path.lexists(path) and not os.path.exists(path):
+            raise BenchError("%s: a link to nothing" % path)
         elif not os.path.exists(path):
-            raise BenchError("%s: no such file or folder" % path)
+            try:
+                os.stat(path)
+            except OSError as exc:
+                raise BenchError("%s: %s" % (path, exc.strerror or "no such file or folder")) from None
         else:
             raise BenchError("%s: not a regular file or a folder" % path)
-    return found
+    unique = []
+    seen = set()
+    for path in found:
+        key = os.path.realpath(path)
+        if key not in seen:
+            seen.add(key)
+            unique.append(path)
+    for path in unique:
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise BenchError("%s: %s" % (path, exc.strerror or exc)) from None
+    if not sum(os.path.getsize(path) for path in unique):
+        raise BenchError("%s: empty: nothing to time" % ", ".join(paths))
+    return unique
 
 
 def _regular(path: str) -> bool:
@@ -158,9 +181,9 @@ def _map_and_touch(files) -> None:
             if not size:
                 continue
             with mmap.mmap(handle.fileno(), size, prot=mmap.PROT_READ) as area:
-                # One byte per page: every page is faulted in, as tensors are first read.
-                for offset in range(0, size, PAGE):
-                    total += area[offset]
+                # One byte per page, gathered by one C-level slice: every page is faulted in,
+                # as tensors are first read, and the time is the kernel's, not a Python loop's.
+                total += len(area[::PAGE])
     return total
 
 
@@ -188,6 +211,11 @@ def resident_fraction(files):
     mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
     resident = pages = 0
     for path in files:
+        info = os.stat(path)
+        if os.geteuid() != 0 and info.st_uid != os.geteuid() and not os.access(path, os.W_OK):
+            # Since Linux 5.2 mincore() reports every page of a file the caller neither owns
+            # nor may write as cached (CVE-2019-5489): it cannot tell.
+            return None
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
             if not size:
@@ -223,16 +251,25 @@ def measure(files, modes=MODES, repeat: int = 3, progress=None):
     for mode in modes:
         runs = []
         note = None
-        for _ in range(repeat):
+        first = None
+        # One untimed-for-the-verdict first run: its cost (compaction for the first huge
+        # pages, a cold TLB) is real for a first load, so it is reported on its own.
+        for index in range(repeat + 1):
             if mode == "cold":
                 left = evict(files)
-                if left is not None and left > 0.01:
+                if left is None and note is None and os.geteuid() != 0:
+                    note = "whether the eviction took cannot be checked for a file of another user (mincore hides it)"
+                elif left is not None and left > 0.01:
                     note = "eviction left %.0f%% of the pages cached, so these reads are partly warm: pages not yet " % (left * 100)
-                    note += "written back (run sync first) or a file system that keeps them in memory (tmpfs)"
+                    note += "written back (run sync first), mapped by a running process, or kept in memory by tmpfs"
             else:
-                _read_all(files, buffer)  # warm: start from the page cache, every mode but cold
-            runs.append(_timed(actions[mode]))
+                _read_all(files, buffer)  # every mode but cold starts from the page cache
+            run = _timed(actions[mode])
+            if index == 0:
+                first = run
+                continue
+            runs.append(run)
             if progress is not None:
                 progress(mode)
-        results.append(ModeResult(mode, total, tuple(runs), note))
+        results.append(ModeResult(mode, total, tuple(runs), note, first))
     return results

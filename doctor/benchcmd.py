@@ -39,9 +39,9 @@ def run(args, usage_error, write) -> int:
     if not 1 <= args.repeat <= 100:
         raise usage_error("bench --repeat %d: give 1 to 100 runs" % args.repeat)
     try:
-        earlier = benchstore.load(args.compare) if args.compare else None
-        if args.save:
-            benchstore._path(args.save)  # a bad label is refused before anything is measured
+        earlier = benchstore.load(args.compare) if args.compare is not None else None
+        if args.save is not None:
+            benchstore.check_label(args.save)  # refused before anything is measured
     except benchstore.StoreError as exc:
         raise usage_error(str(exc)) from None
     temporary = None
@@ -52,6 +52,7 @@ def run(args, usage_error, write) -> int:
             except SizeError as exc:
                 raise usage_error("bench --size %s" % exc) from None
             _fits(size, args.dir, usage_error, gib)
+            _exit_on_signals()  # so the temporary file goes on SIGTERM and SIGHUP too
             temporary = _make_file(size, args.dir, usage_error)
             files = [temporary]
         else:
@@ -60,8 +61,16 @@ def run(args, usage_error, write) -> int:
             except bench.BenchError as exc:
                 raise usage_error("bench: %s" % exc) from None
         total = sum(os.path.getsize(path) for path in files)
-        modes = bench.MODES if total <= _available() * 0.9 else ("cold", "warm", "mmap")
-        results = bench.measure(files, modes, args.repeat, _progress(len(modes) * args.repeat))
+        # The fresh-memory modes hold a buffer of the files' size beside their page cache.
+        modes = bench.MODES if 2 * total <= _available() * 0.9 else ("cold", "warm", "mmap")
+        progress = _progress(len(modes) * args.repeat)
+        try:
+            results = bench.measure(files, modes, args.repeat, progress)
+        except OSError as exc:
+            raise usage_error("bench: %s: %s" % (getattr(exc, "filename", None) or "reading", exc.strerror or exc)) from None
+        finally:
+            if progress is not None:
+                progress.stop()
         found = benchstore.settings(files)  # while the temporary file still exists
     finally:
         if temporary is not None:
@@ -71,7 +80,7 @@ def run(args, usage_error, write) -> int:
                 pass
     data = benchstore.document(results, files, args.repeat, temporary is not None, found)
     if len(modes) < len(bench.MODES):
-        data["skipped"] = "anon, anon-thp: the files are larger than the memory available, so a buffer of their size cannot be filled"
+        data["skipped"] = "anon, anon-thp: a buffer of the files' size beside their page cache does not fit the memory available"
     comparison = benchstore.compare(earlier, dict(data, label=args.save)) if earlier is not None else None
     if args.save:
         try:
@@ -94,11 +103,21 @@ def run(args, usage_error, write) -> int:
         if data.get("skipped"):
             text += "Skipped: %s\n" % data["skipped"]
         if os.geteuid() != 0:
-            text += "Run as uid %d, not root: every mode ran (none needs root).\n" % os.geteuid()
+            text += "Run as uid %d, not root: no mode needs root.\n" % os.geteuid()
         if args.save:
             text += "Saved as %r; after a change, run again with --compare %s\n" % (args.save, args.save)
         write(args.output, text)
     return 0
+
+
+def _exit_on_signals() -> None:
+    import signal
+
+    def leave(number, _frame):
+        raise SystemExit(128 + number)
+
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, leave)
 
 
 def _available() -> int:
@@ -123,9 +142,9 @@ def _fits(size: int, folder: str, usage_error, gib) -> None:
     if size + (1 << 30) > free:
         raise usage_error("bench --size %s: does not fit the free space in %s (%s free, 1 GiB kept spare)" % (gib(size), folder, gib(free)))
     available = _available()
-    if available and size > available * 0.9:
+    if available and 2 * size > available * 0.9:
         raise usage_error(
-            "bench --size %s: does not fit the memory available (%s): the warm and fresh-memory modes need it all"
+            "bench --size %s: does not fit the memory available (%s): the fresh-memory modes hold twice that (page cache and buffer)"
             % (gib(size), gib(available))
         )
 
@@ -153,27 +172,36 @@ def _make_file(size: int, folder: str, usage_error) -> str:
     return path
 
 
+class _Bar:
+    """A progress bar on stderr once the bench has run for a second; stopped on any exit, so
+    an interrupted run leaves the cursor visible."""
+
+    def __init__(self, steps: int):
+        import time
+
+        self.steps, self.done, self.bar, self.task = steps, 0, None, None
+        self.started = time.monotonic()
+
+    def __call__(self, mode: str) -> None:
+        import time
+
+        self.done += 1
+        if self.bar is None and time.monotonic() - self.started > 1.0 and self.done < self.steps:
+            from rich.console import Console
+            from rich.progress import Progress
+
+            self.bar = Progress(console=Console(stderr=True), transient=True)
+            self.task = self.bar.add_task(mode, total=self.steps, completed=self.done)
+            self.bar.start()
+        elif self.bar is not None:
+            self.bar.update(self.task, advance=1, description=mode)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
 def _progress(steps: int):
-    """A progress bar on a terminal once the bench has run for a second; nothing when piped."""
-    if not sys.stderr.isatty():
-        return None
-    import time
-
-    from rich.console import Console
-    from rich.progress import Progress
-
-    started = time.monotonic()
-    state = {"done": 0, "bar": None, "task": None}
-
-    def advance(mode: str) -> None:
-        state["done"] += 1
-        if state["bar"] is None and time.monotonic() - started > 1.0 and state["done"] < steps:
-            state["bar"] = Progress(console=Console(stderr=True), transient=True)
-            state["task"] = state["bar"].add_task(mode, total=steps, completed=state["done"])
-            state["bar"].start()
-        elif state["bar"] is not None:
-            state["bar"].update(state["task"], advance=1, description=mode)
-        if state["bar"] is not None and state["done"] >= steps:
-            state["bar"].stop()
-
-    return advance
+    """A progress bar on a terminal; nothing when piped."""
+    return _Bar(steps) if sys.stderr.isatty() else None

@@ -82,7 +82,7 @@ def document(results, files, repeat: int, temporary: bool, found=None) -> dict:
     return {
         "schema": SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "files": [] if temporary else files,
+        "files": [] if temporary else [os.path.abspath(path) for path in files],
         "temporary_file": temporary,
         "bytes": results[0].size if results else 0,
         "repeat": repeat,
@@ -95,6 +95,7 @@ def document(results, files, repeat: int, temporary: bool, found=None) -> dict:
                 "minor_faults": result.median("minor_faults"),
                 "major_faults": result.median("major_faults"),
                 "cpu_seconds": round(result.median("cpu_seconds"), 6),
+                "first_seconds": round(result.first.seconds, 6) if result.first else None,
                 "note": result.note,
             }
             for result in results
@@ -127,18 +128,56 @@ def save(label: str, data: dict) -> str:
     return path
 
 
+def _refuse_constant(name):
+    raise ValueError("%s is not a number" % name)
+
+
 def load(label: str) -> dict:
     path = _path(label)
     try:
         with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
+            data = json.load(handle, parse_constant=_refuse_constant)
     except FileNotFoundError:
         raise StoreError("no saved bench %r (%s); save one with --save %s" % (label, path, label)) from None
     except (OSError, ValueError) as exc:
         raise StoreError("saved bench %r (%s) cannot be read: %s" % (label, path, exc)) from None
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA or not isinstance(data.get("results"), list):
+    if not _valid(data):
         raise StoreError("saved bench %r (%s) is not an aidoctor bench result" % (label, path))
     return data
+
+
+def _number(value) -> bool:
+    import math
+
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
+def _valid(data) -> bool:
+    """The fields compare() reads, with the types it needs (finite numbers: NaN is no rate)."""
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA or not isinstance(data.get("results"), list):
+        return False
+    if not isinstance(data.get("settings", {}), dict) or not _number(data.get("bytes", 0)):
+        return False
+    for result in data["results"]:
+        if not isinstance(result, dict) or result.get("mode") not in MODE_NAMES or not isinstance(result.get("gbps"), dict):
+            return False
+        if not all(_number(value) for value in result["gbps"].values()) or not {"min", "median", "max"} <= set(result["gbps"]):
+            return False
+    return True
+
+
+MODE_NAMES = ("cold", "warm", "anon", "anon-thp", "mmap")
+
+
+def check_label(label: str) -> None:
+    """Refuse a label, and a state folder that cannot be written, before anything is measured."""
+    path = _path(label)
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise StoreError("cannot save bench %r in %s: %s" % (label, os.path.dirname(path), exc.strerror or exc)) from None
+    if not os.access(os.path.dirname(path), os.W_OK):
+        raise StoreError("cannot save bench %r in %s: not writable" % (label, os.path.dirname(path)))
 
 
 def compare(before: dict, after: dict) -> dict:
@@ -161,7 +200,12 @@ def compare(before: dict, after: dict) -> dict:
             overlap = b_low <= a_high and a_low <= b_high
         except (KeyError, TypeError):
             continue
-        if change is None or overlap or abs(change) < DRIFT_PERCENT:
+        # Runs whose middle half spans more than half their median (a shared or throttled disk) say
+        # nothing either way at this number of runs.
+        wide = any((side.get("q3", side["max"]) - side.get("q1", side["min"])) > 0.5 * side["median"] for side in (a, b) if side["median"])
+        if change is not None and wide and abs(change) >= DRIFT_PERCENT:
+            verdict = "inconclusive: the runs vary widely; rerun both with more --repeat"
+        elif change is None or overlap or abs(change) < DRIFT_PERCENT:
             verdict = "no clear change"
         else:
             verdict = "faster" if change > 0 else "slower"
@@ -172,4 +216,8 @@ def compare(before: dict, after: dict) -> dict:
         for key in sorted(set(old_settings) | set(new_settings))
         if old_settings.get(key) != new_settings.get(key)
     }
-    return {"before": before.get("label"), "after": after.get("label"), "modes": rows, "settings_changed": changed}
+    # What was read must be the same for the numbers to compare.
+    for key in ("bytes", "files", "temporary_file"):
+        if before.get(key) != after.get(key):
+            changed["measured " + key.replace("_", " ")] = [before.get(key), after.get(key)]
+    return {"before": before.get("label") or "(unlabelled)", "after": after.get("label"), "modes": rows, "settings_changed": changed}

@@ -29,7 +29,7 @@ def test_a_folder_gives_its_model_files_and_odd_paths_are_refused(tmp_path):
     (shards / "config.json").write_text("{}")
     assert [os.path.basename(p) for p in bench.model_files([str(shards)])] == ["model-00001.safetensors", "model-00002.safetensors"]
     os.mkfifo(str(tmp_path / "pipe"))
-    for bad, words in ((tmp_path / "pipe", "not a regular file"), (tmp_path / "none", "no such file")):
+    for bad, words in ((tmp_path / "pipe", "not a regular file"), (tmp_path / "none", "No such file")):
         with pytest.raises(bench.BenchError, match=words):
             bench.model_files([str(bad)])
 
@@ -137,3 +137,29 @@ def test_html_page_with_a_chart(run, tmp_path):
     assert run("bench", "--size", "8M", "--dir", tmp_path / "d", "--repeat", "1", "--html", page, "--save", "x").code == 0
     text = page.read_text()
     assert text.count("<rect") == 5 and "<script" not in text and "aidoctor bench: x" in text
+
+
+def test_comparisons_say_when_they_cannot_tell():
+    def doc(label, gbps, **extra):
+        return dict({"label": label, "settings": {}, "bytes": 1, "results": [{"mode": "cold", "gbps": gbps}]}, **extra)
+
+    wild = benchstore.compare(
+        doc("a", {"min": 0.6, "q1": 0.7, "median": 2.0, "q3": 2.2, "max": 2.3}),
+        doc("b", {"min": 0.5, "q1": 0.55, "median": 0.9, "q3": 0.95, "max": 1.0}),
+    )
+    assert wild["modes"][0]["verdict"].startswith("inconclusive")
+    other = benchstore.compare(doc("a", {"min": 1, "median": 1, "max": 1}), doc("b", {"min": 1, "median": 1, "max": 1}, bytes=2))
+    assert other["settings_changed"]["measured bytes"] == [1, 2]
+
+
+def test_a_saved_result_with_no_numbers_is_refused_before_measuring(run, tmp_path):
+    folder = tmp_path / "state" / "aidoctor" / "bench"
+    folder.mkdir(parents=True)
+    (folder / "nan.json").write_text(
+        '{"schema": "aidoctor-bench/1", "results": [{"mode": "warm", "gbps": {"min": NaN, "median": 1, "max": 1}}]}'
+    )
+    (folder / "typed.json").write_text('{"schema": "aidoctor-bench/1", "results": [{"mode": [1], "gbps": {}}]}')
+    for label in ("nan", "typed"):
+        result = run("bench", "--size", "8M", "--dir", tmp_path, "--compare", label)
+        assert result.code == 2 and "is not an aidoctor bench result" in result.err or "cannot be read" in result.err
+    assert run("bench", "--size", "8M", "--dir", tmp_path, "--save", "").code == 2
