@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import os
 
-# Every size: even a small module would cost the import of pyelftools.
-WORTH_CACHING = 0
-
 
 def _folder():
     if os.environ.get("AIDOCTOR_NO_CACHE"):
@@ -24,8 +21,9 @@ def _folder():
 
 
 def _entry(kind: str, info):
+    # Files of every size: even a small module would cost the import of pyelftools.
     folder = _folder()
-    if folder is None or info.st_size < WORTH_CACHING:
+    if folder is None:
         return None
     # Numbers and a word only: a safe file name as it is (no hash module to import).
     return os.path.join(folder, "%s-%d-%d-%d-%d-%d" % (kind, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns))

@@ -276,15 +276,7 @@ def _writer_steps(f, fixes, targets, certain):
                 )
             )
         elif writer.kind == "tmpfiles" and writer.path.startswith("/etc/"):
-            script = "%ds/^/# /" % writer.line
-            steps.append(
-                Step(
-                    "Comment out line %d of %s, a systemd-tmpfiles line that writes it at boot" % (writer.line, writer.path),
-                    (fixes.sudo("sed -i %s %s" % (quote(script), quote(writer.path))),),
-                    True,
-                    True,
-                )
-            )
+            steps.append(_comment_out(fixes, writer, "a systemd-tmpfiles line that writes it at boot"))
         elif writer.kind == "tmpfiles":
             name = writer.path.rsplit("/", 1)[1]
             steps.append(
@@ -297,17 +289,7 @@ def _writer_steps(f, fixes, targets, certain):
                 )
             )
         elif writer.kind == "rc.local":
-            # Every line of a command continued with backslashes, or the rest runs alone.
-            span = "%d,%d" % (writer.line, writer.last) if writer.last and writer.last > writer.line else "%d" % writer.line
-            script = "%ss/^/# /" % span
-            steps.append(
-                Step(
-                    "Comment out line %s of %s, which writes it at boot" % (span.replace(",", "-"), writer.path),
-                    (fixes.sudo("sed -i %s %s" % (quote(script), quote(writer.path))),),
-                    True,
-                    True,
-                )
-            )
+            steps.append(_comment_out(fixes, writer, "which writes it at boot"))
     if not steps and certain:
         steps.append(
             Step(
@@ -318,6 +300,19 @@ def _writer_steps(f, fixes, targets, certain):
             )
         )
     return steps, evidence
+
+
+def _comment_out(fixes, writer, what: str):
+    """A step commenting out the writer's lines: every line of a command continued with
+    backslashes, or the rest would run alone."""
+    last = writer.last if writer.last and writer.last > writer.line else writer.line
+    span = "%d,%d" % (writer.line, last) if last > writer.line else "%d" % writer.line
+    return Step(
+        "Comment out line %s of %s, %s" % (span.replace(",", "-"), writer.path, what),
+        (fixes.sudo("sed -i %s %s" % (quote(span + "s/^/# /"), quote(writer.path))),),
+        True,
+        True,
+    )
 
 
 def _tuned_override(fixes, settings):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 from ai_doctor.facts import fact
+from ai_doctor.facts.dropins import dropin_files
 from ai_doctor.record import Record
 
 LIB_DIRS = (
@@ -134,12 +135,21 @@ def nvidia(host, facts):
     modules_loaded = ()
     services = ()
     if loaded:
-        got = host.read_text(PROC_MODULES, cap=4 << 20)
-        names = {line.split(" ", 1)[0] for line in got.data.splitlines()} if got.ok else set()
+        names = facts.get("loaded_modules") or frozenset()
         modules_loaded = tuple(name for name in UNLOAD_ORDER if name in names)
         # Enabled ones only: starting fabric manager where it never ran fails without NVSwitch.
         services = tuple(unit for unit in HOLDING_SERVICES if host.exists("/etc/systemd/system/multi-user.target.wants/%s.service" % unit))
     return Nvidia(tuple(libraries), tuple(links), smi, dkms, loaded, loaded_from, modules_loaded, services)
+
+
+@fact("loaded_modules")
+def loaded_modules(host, facts):
+    """Names of the modules loaded now (/proc/modules), or None where that cannot be read
+    (not a running system, or no module support)."""
+    if not facts.get("running"):
+        return None
+    got = host.read_text(PROC_MODULES, cap=4 << 20)
+    return frozenset(line.split(" ", 1)[0] for line in got.data.splitlines()) if got.ok else None
 
 
 class CudaToolkit(Record):
@@ -193,33 +203,24 @@ class Nouveau(Record):
 def nouveau(host, facts):
     loaded = loaded_from = None
     if facts.get("running"):
-        got = host.read_text(PROC_MODULES, cap=4 << 20)
-        if got.ok:
-            loaded = any(line.split(" ", 1)[0] == "nouveau" for line in got.data.splitlines())
-            loaded_from = PROC_MODULES
+        names = facts.get("loaded_modules")
+        if names is not None:
+            loaded, loaded_from = "nouveau" in names, PROC_MODULES
         else:
             loaded = host.exists("/sys/module/nouveau")
             loaded_from = "/sys/module/nouveau"
     blocked = []
-    seen = set()
-    for folder in MODPROBE_DIRS:
-        listing = host.listdir(folder)
-        for name in listing.data if listing.ok else ():
-            # A name in an earlier folder hides the same name later (modprobe.d(5)).
-            if not name.endswith(".conf") or name in seen:
-                continue
-            seen.add(name)
-            path = "%s/%s" % (folder, name)
-            got = host.read_text(path, cap=1 << 20)
-            for number, raw in enumerate(got.data.splitlines() if got.ok else (), 1):
-                words = raw.split("#", 1)[0].split()
-                # ``blacklist`` stops loading by alias (udev); ``install nouveau /bin/false``
-                # stops every load.
-                refused = words[:2] == ["install", "nouveau"] and len(words) > 2 and words[2].rsplit("/", 1)[-1] in ("false", "true")
-                # modeset=0: nouveau_drm_init() returns before registering the PCI driver.
-                no_modeset = words[:2] == ["options", "nouveau"] and "modeset=0" in words[2:]
-                if words[:2] == ["blacklist", "nouveau"] or refused or no_modeset:
-                    blocked.append((path, number, raw.strip()))
+    for _name, path in dropin_files(host, MODPROBE_DIRS):
+        got = host.read_text(path, cap=1 << 20)
+        for number, raw in enumerate(got.data.splitlines() if got.ok else (), 1):
+            words = raw.split("#", 1)[0].split()
+            # ``blacklist`` stops loading by alias (udev); ``install nouveau /bin/false``
+            # stops every load.
+            refused = words[:2] == ["install", "nouveau"] and len(words) > 2 and words[2].rsplit("/", 1)[-1] in ("false", "true")
+            # modeset=0: nouveau_drm_init() returns before registering the PCI driver.
+            no_modeset = words[:2] == ["options", "nouveau"] and "modeset=0" in words[2:]
+            if words[:2] == ["blacklist", "nouveau"] or refused or no_modeset:
+                blocked.append((path, number, raw.strip()))
     cmdline = facts.get("cmdline")
     initramfs_only = []
     for index, param in enumerate(cmdline.params if cmdline else ()):

@@ -13,6 +13,7 @@ last.
 from __future__ import annotations
 
 from ai_doctor.facts import Unavailable, fact, unreadable
+from ai_doctor.facts.dropins import dropin_files
 from ai_doctor.host import READ_CAP, join_link
 from ai_doctor.record import Record
 
@@ -167,17 +168,9 @@ def sysctl_config(host, facts):
         # vm.* and most other sysctls are not namespaced: boot of the host applies the host's files.
         return Unavailable("inside a container: its own sysctl files are never applied to the kernel it shares with %s" % container.where)
     systemd = any(host.exists(path) for path in SYSTEMD_SYSCTL)
-    chosen = {}
     running = facts.get("running")
-    for directory in SYSCTL_DIRS:
-        if directory.startswith("/run/") and not running:
-            continue  # /run is a fresh tmpfs at boot: what an image holds there is never read
-        listing = host.listdir(directory)
-        if not listing.ok:
-            continue
-        for name in listing.data:
-            if name.endswith(".conf") and name not in chosen:
-                chosen[name] = "%s/%s" % (directory, name)
+    # /run is a fresh tmpfs at boot: what an image holds there is never read.
+    chosen = dict(dropin_files(host, [d for d in SYSCTL_DIRS if running or not d.startswith("/run/")]))
     files = []
     skipped = []
     assignments = []

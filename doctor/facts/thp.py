@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from ai_doctor.facts import Unavailable, fact, unreadable
 from ai_doctor.facts.cmdline import memparse
+from ai_doctor.facts.dropins import dropin_files
 from ai_doctor.facts.memory import parse_choice
 from ai_doctor.facts.system import masked
 from ai_doctor.record import Record
@@ -323,22 +324,14 @@ TMPFILES_DIRS = ("/etc/tmpfiles.d", "/run/tmpfiles.d", "/usr/lib/tmpfiles.d")
 def _tmpfiles_writers(host, running):
     """systemd-tmpfiles ``w`` lines writing never to a THP control at boot (tmpfiles.d(5)); a
     name in /etc hides the same name in /usr/lib, and an image's /run is empty at boot."""
-    chosen = {}
-    for folder in TMPFILES_DIRS:
-        if folder.startswith("/run/") and not running:
-            continue
-        listing = host.listdir(folder)
-        for name in listing.data if listing.ok else ():
-            if name.endswith(".conf") and name not in chosen:
-                chosen[name] = "%s/%s" % (folder, name)
     found = []
-    for name in sorted(chosen):
-        got = host.read_text(chosen[name], cap=1 << 20)
+    for _name, path in dropin_files(host, [d for d in TMPFILES_DIRS if running or not d.startswith("/run/")]):
+        got = host.read_text(path, cap=1 << 20)
         for number, raw in enumerate(got.data.splitlines() if got.ok else (), 1):
             fields = raw.split()
             if len(fields) >= 7 and fields[0].rstrip("!-") in ("w", "w+") and fields[1].startswith(THP_DIR + "/"):
                 if fields[1].endswith("/enabled") and " ".join(fields[6:]) == "never":
-                    found.append(Writer("tmpfiles", chosen[name], number, raw.strip(), _targets(fields[1])))
+                    found.append(Writer("tmpfiles", path, number, raw.strip(), _targets(fields[1])))
     return found
 
 
