@@ -285,6 +285,14 @@ class Host:
             return None, None
         return ("dir" if stat.S_ISDIR(info.st_mode) else "file"), None
 
+    def locate(self, path: str) -> str:
+        """Where target ``path`` lies on this machine, every link resolved inside the root;
+        OSError (ELOOP) for a loop."""
+        try:
+            return self._real(_normal(path))
+        except _Refused as refused:
+            raise refused.error from None
+
     @property
     def euid(self):
         """The user the reads ran as; for a tree, the one its manifest records (or None)."""

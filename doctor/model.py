@@ -59,17 +59,47 @@ class Evidence(Record):
 
 
 class Step(Record):
-    """One remediation step.
+    """One remediation step: what it does in words and the actions that do it.
 
-    ``commands`` are exact shell lines; ``persistent`` says whether the change survives a
+    ``actions`` (ai_doctor.remedy.actions) are the step as data; ``commands``, the exact shell
+    lines the report prints, are rendered from them with ``shell`` (sudo, chroot), so what is
+    printed is what ``aidoctor fix`` applies. ``persistent`` says whether the change survives a
     reboot (None: the step changes nothing, e.g. a command that shows what uses memory);
-    ``on_host`` marks a step that must run on the container's host, not in it; ``writes``
-    names the kernel files the step changes (``/proc/sys/vm/nr_hugepages``), which tells
-    whether a read-only /proc/sys stands in its way.
+    ``on_host`` marks a step that must run on the container's host, not in it. A step without
+    actions is advice in words.
     """
 
-    __slots__ = ("summary", "commands", "needs_root", "persistent", "on_host", "writes")
-    _defaults = {"on_host": False, "writes": ()}
+    __slots__ = ("summary", "actions", "needs_root", "persistent", "on_host", "shell")
+    _defaults = {"actions": (), "needs_root": False, "persistent": None, "on_host": False, "shell": None}
+
+    @property
+    def commands(self):
+        from ai_doctor.remedy.actions import PLAIN
+
+        shell = self.shell or PLAIN
+        return tuple(line for action in self.actions for line in action.sh(shell))
+
+    @property
+    def writes(self):
+        """The kernel files (/proc/sys, /sys) the step changes now, which tells whether a
+        read-only /proc/sys stands in its way."""
+        return tuple(path for action in self.actions for path in action.writes)
+
+    @property
+    def reboot(self) -> bool:
+        """Whether the step only takes effect at the next boot (or is a reboot)."""
+        return any(action.reboot for action in self.actions)
+
+
+def alternatives(steps):
+    """The steps grouped into alternatives: a step whose summary begins with "Or" or
+    "Otherwise" starts another way of fixing the same thing (README, JSON output)."""
+    groups = []
+    for step in steps:
+        if not groups or step.summary.startswith(("Or ", "Or,", "Otherwise")):
+            groups.append([])
+        groups[-1].append(step)
+    return groups
 
 
 class Issue(Record):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ai_doctor.engine import rule
 from ai_doctor.model import RECORDED, Evidence, Issue, Pass, Severity, Skip, Status, Step
+from ai_doctor.remedy.actions import Show
 from ai_doctor.shell import quote
 
 
@@ -55,7 +56,7 @@ def permission_denied(f):
             Step(
                 "On the host the tree came from, take the snapshot again as root",
                 # sudo's secure_path rarely holds a venv: keep the user's PATH.
-                ('sudo env "PATH=$PATH" aidoctor snapshot -o snapshot-as-root',),
+                (Show('sudo env "PATH=$PATH" aidoctor snapshot -o snapshot-as-root'),),
                 True,
                 None,
             )
@@ -69,7 +70,7 @@ def permission_denied(f):
         program = request.program if request else ("aidoctor",)
         argv = list(request.argv[1:]) if request else []
         command = "sudo " + " ".join(quote(word) for word in list(program) + argv)
-        steps = [Step("Rerun as root to see everything", (command,), True, None)]
+        steps = [Step("Rerun as root to see everything", (Show(command),), True, None)]
     return Issue(message, evidence, steps, impact=len(denied))
 
 

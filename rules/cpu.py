@@ -6,6 +6,7 @@ from ai_doctor.engine import rule
 from ai_doctor.facts.cpufreq import CPUFREQ_DIR
 from ai_doctor.facts.system import kernel_version
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Step
+from ai_doctor.remedy.actions import SystemdUnit, WriteKernel
 from ai_doctor.units import cpu_ranges
 
 # Drivers whose "powersave" is their own adaptive algorithm, not the generic governor that
@@ -96,23 +97,22 @@ def governor(f):
 def _steps(f, freq, slow):
     fixes = f.fixes
     if len(slow) == len(freq.policies) and freq.layout == "policy":
-        paths = [CPUFREQ_DIR + "/policy*/scaling_governor"]
+        # A pattern left to the shell (and expanded the same way by --apply).
+        write = WriteKernel((CPUFREQ_DIR + "/policy*/scaling_governor",), "performance", True)
     else:
-        paths = [p.governor_path for p in slow]
-    # The glob is left to the shell on purpose; every other path is quoted.
-    command = "echo performance | %s" % fixes.sudo("tee %s >/dev/null" % " ".join(paths))
-    steps = fixes.runtime("Switch to the performance governor now", [command], [p.governor_path for p in slow])
+        write = WriteKernel(tuple(p.governor_path for p in slow), "performance")
+    steps = fixes.runtime("Switch to the performance governor now", [write])
     ondemand = f.ondemand_unit
     machine = f.machine
     # The unit has ConditionVirtualization=no: in a VM it never runs.
     if ondemand and not (machine and machine.virtual):
         # Otherwise it switches the CPUs back seconds after every boot, whatever else is set.
         steps.append(
-            Step(
+            fixes.step(
                 "Stop Ubuntu's ondemand.service (%s), which sets every CPU to ondemand or powersave after each boot" % ondemand,
-                (fixes.sudo("systemctl disable --now ondemand.service"),),
+                [SystemdUnit("disable", "ondemand.service", True)],
                 True,
-                True,
+                host_wide=False,
             )
         )
     keys = ["governor=performance"]
@@ -206,9 +206,7 @@ def _image_governor(f):
         message += " Virtual machines usually have no frequency scaling, so this matters on bare metal."
     steps = []
     if ondemand:
-        steps.append(
-            Step("Disable Ubuntu's ondemand.service in the image", (fixes.sudo("systemctl disable ondemand.service"),), True, True)
-        )
+        steps.append(fixes.step("Disable Ubuntu's ondemand.service", [SystemdUnit("disable", "ondemand.service")], True, False))
     if governor != "performance":
         keys = [("cpu", ["governor=performance", "energy_performance_preference=performance"])]
         override = fixes.tuned_override("aidoctor-cpu", "CPU governor performance (aidoctor)", keys, "Set the performance governor at boot")

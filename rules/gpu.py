@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ai_doctor.engine import rule
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Step
+from ai_doctor.remedy.actions import NOW, Run, Show, WriteFile
 from ai_doctor.shell import quote
 
 # The oldest driver each CUDA release runs on (Linux x86_64). From 11.0 on, minor-version
@@ -101,33 +102,30 @@ def _family(f) -> str:
 
 def _headers_step(f, release: str):
     family = _family(f)
-    package = {"debian": "apt-get install -y linux-headers-%s", "rhel": "dnf install -y kernel-devel-%s"}.get(family)
+    package = {"debian": ("apt-get", "install", "-y", "linux-headers-%s"), "rhel": ("dnf", "install", "-y", "kernel-devel-%s")}.get(family)
     if package is None:
         return Step("Install the kernel headers (development files) for %s, which DKMS builds against" % release, (), True, True)
-    return Step(
-        "Install the kernel headers for %s, which DKMS builds against" % release, (f.fixes.sudo(package % quote(release)),), True, True
-    )
+    argv = package[:-1] + (package[-1] % release,)
+    return f.fixes.step("Install the kernel headers for %s, which DKMS builds against" % release, [Run(argv)], True, host_wide=False)
 
 
 def _dkms_steps(f, nv, release: str, force: bool = False):
     """Build the driver's DKMS module for ``release``: headers, the build, its log on failure."""
     source = nv.dkms_source
     log = "%s/build/make.log" % source.path
-    build = "dkms install %s%s -k %s" % ("--force " if force else "", source.ref, quote(release))
+    build = ("dkms", "install") + (("--force",) if force else ()) + (source.ref, "-k", release)
     fixes = f.fixes
-    status = "dkms status %s" % quote(source.module)
-    status = fixes.sudo(status) if fixes.image else status
-    if fixes.image:
-        log = fixes.image.rstrip("/") + log
     return [
-        Step(
+        fixes.step(
             "See why the last DKMS build failed (a missing header package, a compiler too old or too new for the kernel)",
-            (status, "tail -n 30 %s" % quote(log)),
-            False,
+            # In an image dkms runs through chroot; the log is read from outside it.
+            [Show("dkms status %s" % quote(source.module), needs_root=bool(fixes.image)), Show("tail -n 30 %s" % fixes.shell.outside(log))],
             None,
+            host_wide=False,
+            needs_root=False,
         ),
         _headers_step(f, release),
-        Step("Build and install the nvidia module for %s" % release, (f.fixes.sudo(build),), True, True),
+        fixes.step("Build and install the nvidia module for %s" % release, [Run(build)], True, host_wide=False),
     ]
 
 
@@ -213,7 +211,7 @@ def driver_missing(f):
                 )
             ]
         if f.running and position == 0 and not loaded_here:
-            steps.append(Step("Load it", (f.fixes.sudo("modprobe nvidia"), "nvidia-smi"), True, False))
+            steps.append(f.fixes.step("Load it", [Run(("modprobe", "nvidia"), NOW), Show("nvidia-smi")], False, host_wide=False))
         severity = Severity.HIGH if f.running and (position > 0 or loaded_here) else None
         issues.append(Issue(message, evidence, steps, severity=severity))
     return issues or Pass("the nvidia module is installed for %s" % " and ".join(checked))
@@ -330,7 +328,7 @@ def _rebuild_steps(f, info, release: str):
     nv = f.nvidia
     if info.name == "nvidia" and nv and nv.dkms:
         steps = _dkms_steps(f, nv, release, force=True)
-        steps.append(Step("Refresh the module index", (f.fixes.sudo("depmod %s" % quote(release)),), True, True))
+        steps.append(f.fixes.step("Refresh the module index", [Run(("depmod", release))], True, host_wide=False))
         return steps
     return [
         Step(
@@ -407,38 +405,38 @@ def library_mismatch(f):
         return Issue(message, evidence, _rebuild_or_package(f, nv, first.release) + _then_load(f, nv))
     message += " The driver was upgraded and the old module still runs."
     steps = [
-        Step("Reboot, which loads the new module", (fixes.sudo("reboot"),), True, True),
-        Step(
+        fixes.reboot_step("Reboot, which loads the new module"),
+        fixes.step(
             "Or, when nothing uses the GPU, reload the driver: see what holds it, stop those, unload the modules and load the new one",
-            _reload_commands(fixes, nv),
-            True,
+            _reload_actions(nv),
             False,
+            host_wide=False,
         ),
     ]
     return Issue(message, evidence, steps)
 
 
-def _reload_commands(fixes, nv):
+def _reload_actions(nv):
     """Stop what holds the devices, unload every nvidia module that is loaded (dependents
     first), load the new driver and start the services again."""
     modules = nv.modules_loaded or ("nvidia_uvm", "nvidia_drm", "nvidia_modeset", "nvidia")
-    commands = [fixes.sudo("fuser -v /dev/nvidia*")]
+    actions = [Show("fuser -v /dev/nvidia*", needs_root=True)]
     if nv.services:
-        commands.append(fixes.sudo("systemctl stop %s" % " ".join(nv.services)))
+        actions.append(Run(("systemctl", "stop") + tuple(nv.services), NOW))
     # Loaded again in the reverse order, nvidia first: the new version of each.
-    commands += [fixes.sudo("rmmod %s" % " ".join(modules)), fixes.sudo("modprobe -a %s" % " ".join(reversed(modules)))]
+    actions += [Run(("rmmod",) + tuple(modules), NOW), Run(("modprobe", "-a") + tuple(reversed(modules)), NOW)]
     if nv.services:
-        commands.append(fixes.sudo("systemctl start %s" % " ".join(nv.services)))
-    commands.append("nvidia-smi")
-    return tuple(commands)
+        actions.append(Run(("systemctl", "start") + tuple(nv.services), NOW))
+    actions.append(Show("nvidia-smi"))
+    return actions
 
 
 def _then_load(f, nv):
     """After a rebuild, the new module still has to replace the running one."""
     fixes = f.fixes
     return [
-        Step("Then reboot, which loads the new module", (fixes.sudo("reboot"),), True, True),
-        Step("Or, when nothing uses the GPU, reload the driver instead", _reload_commands(fixes, nv), True, False),
+        fixes.reboot_step("Then reboot, which loads the new module"),
+        fixes.step("Or, when nothing uses the GPU, reload the driver instead", _reload_actions(nv), False, host_wide=False),
     ]
 
 
@@ -610,19 +608,18 @@ def nouveau_loaded(f):
 def _nouveau_steps(f, exists: bool):
     fixes = f.fixes
     family = _family(f)
-    initramfs = {"debian": "update-initramfs -u -k all", "rhel": "dracut --force --regenerate-all"}.get(family)
-    commands = []
+    initramfs = {"debian": ("update-initramfs", "-u", "-k", "all"), "rhel": ("dracut", "--force", "--regenerate-all")}.get(family)
+    actions = []
     if not exists:
-        lines = " ".join(quote(line) for line in ("blacklist nouveau", "options nouveau modeset=0"))
-        commands.append("printf '%%s\\n' %s | %s" % (lines, fixes.sudo("tee %s >/dev/null" % BLACKLIST_FILE)))
+        actions.append(WriteFile(BLACKLIST_FILE, ("blacklist nouveau", "options nouveau modeset=0")))
     if initramfs:
-        commands.append(fixes.sudo(initramfs))
+        actions.append(Run(initramfs))
     summary = (
         "Keep nouveau out at boot: blacklist it and rebuild the initramfs" if not exists else "Rebuild the initramfs with the blacklist"
     )
     if not initramfs:
         summary += " (with your distribution's initramfs tool)"
-    steps = [Step(summary, tuple(commands), True, True)]
+    steps = [fixes.step(summary, actions, True, host_wide=False)]
     if f.running:
-        steps.append(Step("Reboot", (fixes.sudo("reboot"),), True, True))
+        steps.append(fixes.reboot_step())
     return steps

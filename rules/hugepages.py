@@ -6,6 +6,7 @@ from ai_doctor.engine import rule
 from ai_doctor.facts.sysctl import commit_change, commit_room
 from ai_doctor.facts.system import kernel_version
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Step
+from ai_doctor.remedy.actions import Show, WriteKernel
 from ai_doctor.units import gib, kernel_size
 from ai_doctor.units import page_size as _size
 
@@ -283,11 +284,10 @@ def _shortfall_steps(f, request, pool, impossible):
     steps += fixes.runtime(
         "Compact memory, then ask again and check what the kernel allocated",
         [
-            "echo 1 | %s" % fixes.sudo("tee /proc/sys/vm/compact_memory >/dev/null"),
-            "echo %d | %s" % (request.count, fixes.sudo("tee %s >/dev/null" % count_path)),
-            "cat %s" % count_path,
+            WriteKernel(("/proc/sys/vm/compact_memory",), "1"),
+            WriteKernel((count_path,), str(request.count)),
+            Show("cat %s" % count_path),
         ],
-        ("/proc/sys/vm/compact_memory", count_path),
     )
     if request.on_cmdline and _unsized_before_5_7(f, request):
         steps.append(_boot_reservation(f, request, "Name the size before the count on the kernel command line"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from ai_doctor.engine import rule
 from ai_doctor.facts.kconfig import PROC_CONFIG, describes
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Step
+from ai_doctor.remedy.actions import NOW, Run
 
 
 @rule(
@@ -76,7 +77,7 @@ def config_missing(f):
         )
     elif module:
         steps += f.fixes.runtime(
-            "Load the configs module, which exposes /proc/config.gz", [f.fixes.sudo("modprobe configs")], host_wide=True
+            "Load the configs module, which exposes /proc/config.gz", [Run(("modprobe", "configs"), NOW)], host_wide=True
         )
     else:
         steps.append(

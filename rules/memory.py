@@ -7,7 +7,7 @@ from ai_doctor.facts.cgroup import HIGH, MAX
 from ai_doctor.facts.sysctl import commit_change, commit_room
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Step
 from ai_doctor.record import Record
-from ai_doctor.shell import quote
+from ai_doctor.remedy.actions import Run, Show, WriteKernel
 from ai_doctor.units import gib, quantized_sizes
 
 
@@ -295,13 +295,14 @@ def _steps(f, cgroup, size, problems, fits):
             steps.append(step)
     if not any(p.severity is Severity.CRITICAL for p in problems) and any(not p.levels for p in problems):
         steps.append(
-            Step(
+            f.fixes.step(
                 "Free memory before loading: stop other large processes%s; page cache needs nothing, as MemAvailable "
                 "already counts what can be reclaimed"
                 % (" and release the unused huge page pool (hugepages.unused)" if f.unused_pools else ""),
-                ("ps -eo pid,rss,comm --sort=-rss | head", "free -h"),
-                False,
+                [Show("ps -eo pid,rss,comm --sort=-rss | head"), Show("free -h")],
                 None,
+                host_wide=False,
+                needs_root=False,
             )
         )
     return steps
@@ -321,14 +322,17 @@ def _cgroup_step(f, cgroup, level, size):
     unit, user = _unit_of(level.cgroup) if level.cgroup else (None, False)
     systemctl = None
     if unit:
-        command = "systemctl %sset-property %s %s=%s" % ("--user " if user else "", quote(unit), prop, want)
-        systemctl = command if user else f.fixes.sudo(command)
+        systemctl = Run(
+            ("systemctl",) + (("--user",) if user else ()) + ("set-property", unit, "%s=%s" % (prop, want)), needs_root=not user
+        )
+    fixes = f.fixes
     container = f.container
     if container and container.detected:
         if container.runtime == "kubernetes":
             why = " (with the MemoryQoS feature the kubelet derives memory.high from it)" if level.kind == HIGH else ""
+            # Kubernetes quantities: G is 10^9 bytes, Gi 2^30 (a "103G" limit is below 96Gi).
             return Step(
-                "Raise the pod's memory limit: set resources.limits.memory to at least %s in its spec%s (on the cluster, not here)"
+                "Raise the pod's memory limit: set resources.limits.memory to at least %si in its spec%s (on the cluster, not here)"
                 % (want, why),
                 (),
                 False,
@@ -344,6 +348,7 @@ def _cgroup_step(f, cgroup, level, size):
                 True,
                 bool(systemctl),
                 True,
+                fixes.shell,
             )
         if level.kind == HIGH:
             return Step(
@@ -358,25 +363,35 @@ def _cgroup_step(f, cgroup, level, size):
         # Docker names a container's host after its short id unless told otherwise.
         guessed = hostname if isinstance(hostname, str) and len(hostname) == 12 and all(c in "0123456789abcdef" for c in hostname) else None
         ident = _container_id(cgroup.path) or guessed
-        command = "docker update --memory %s --memory-swap %s %s" % (want, want, ident or "CONTAINER")
+        # docker's and podman's sizes are binary: 103G is 103 GiB.
+        argv = ("docker", "update", "--memory", want, "--memory-swap", want, ident or "CONTAINER")
         if container.runtime == "podman":
-            command = "podman update --memory %s %s" % (want, ident or "CONTAINER")
-        return Step("Raise the container's memory limit on its host (or recreate it with --memory %s)" % want, (command,), True, True, True)
+            argv = ("podman", "update", "--memory", want, ident or "CONTAINER")
+        return Step(
+            "Raise the container's memory limit on its host (or recreate it with --memory %s)" % want,
+            (Run(argv, needs_root=False),),
+            True,
+            True,
+            True,
+            fixes.shell,
+        )
     if systemctl:
+        # systemd's sizes are binary too (systemd.resource-control(5)).
         return Step(
             "Raise the %s of %s to at least %s (set-property persists as a systemd drop-in)" % (knob, unit, want),
             (systemctl,),
             not user,
             True,
+            False,
+            fixes.shell,
         )
     if level.cgroup:
-        command = "echo %s | %s" % (want, f.fixes.sudo("tee %s >/dev/null" % quote(level.path)))
-        return Step(
+        return fixes.step(
             "Raise the %s of cgroup %s to at least %s (lost when the cgroup is recreated: change whatever creates it to keep it)"
             % (knob, level.cgroup, want),
-            (command,),
-            True,
+            [WriteKernel((level.path,), want)],
             False,
+            host_wide=False,
         )
     return Step("Raise the %s of %s to at least %s" % (knob, where, want), (), True, False)
 

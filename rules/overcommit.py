@@ -13,6 +13,7 @@ from ai_doctor.engine import rule
 from ai_doctor.facts.sysctl import governing, loader_reserves
 from ai_doctor.facts.system import kernel_version
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Step
+from ai_doctor.remedy.actions import SetSysctl, Swapfile
 from ai_doctor.units import gib, quantized_sizes
 
 SWAPFILE = "/swapfile.aidoctor"
@@ -240,15 +241,13 @@ def heuristic_oversize(f):
         steps = [Step("Use a smaller model or a larger host", (), False, None)]
     if model.size <= mem.get("MemTotal", 0) and deficit <= mem.get("MemTotal", 0) // 4:
         swap_gib = int(math.ceil(deficit / (1 << 30))) + 1
-        create = [fixes.sudo("fallocate -l %dG %s" % (swap_gib, SWAPFILE))]
         mounts = f.mounts
         under = mounts.covering(SWAPFILE) if mounts else None
-        if under is not None and under.fstype == "btrfs":
-            # btrfs swaps only to a file without copy-on-write, set while it is still empty (btrfs(5), SWAPFILE SUPPORT).
-            create = [fixes.sudo("truncate -s 0 %s" % SWAPFILE), fixes.sudo("chattr +C %s" % SWAPFILE)] + create
+        # btrfs swaps only to a file without copy-on-write, set while it is still empty (btrfs(5), SWAPFILE SUPPORT).
+        no_cow = under is not None and under.fstype == "btrfs"
         steps += fixes.runtime(
             "Or add at least %d GiB of swap so the heuristic accepts the allocation (the load then pages to disk)" % swap_gib,
-            create + [fixes.sudo("chmod 600 %s" % SWAPFILE), fixes.sudo("mkswap %s" % SWAPFILE), fixes.sudo("swapon %s" % SWAPFILE)],
+            [Swapfile(SWAPFILE, swap_gib, no_cow)],
         )
     elif model.size <= mem.get("MemTotal", 0):
         steps.append(
@@ -341,7 +340,6 @@ def ratio_ignored(f):
         # sysctl --system leaves a key no file sets as it is; writing the ratio zeroes kbytes too.
         steps += f.fixes.runtime(
             "Put the running kernel back on the default ratio (50), which also clears overcommit_kbytes",
-            [f.fixes.sudo("sysctl -w vm.overcommit_ratio=50")],
-            ["/proc/sys/vm/overcommit_ratio", "/proc/sys/vm/overcommit_kbytes"],
+            [SetSysctl((("vm.overcommit_ratio", "50"),))],
         )
     return Issue(message, evidence, steps)

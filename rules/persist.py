@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ai_doctor.engine import rule
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Step
+from ai_doctor.remedy.actions import NOW, AddInterpreter, MakeExecutable, Run, StripCarriageReturns
 
 # Keys whose loss another finding hangs on: a pool or a commit limit that vanishes at reboot.
 _LOAD_BEARING = ("vm.nr_hugepages", "vm.overcommit_memory", "vm.overcommit_ratio", "vm.overcommit_kbytes")
@@ -70,7 +71,7 @@ def sysctl_drift(f):
             step._replace(summary=step.summary.replace("Make it persistent", "Keep the running value at boot", 1))
             for step in fixes.sysctl([(key, now)], topic, "Keep the running value", reload=False)[1:]
         ]
-        apply = fixes.runtime("Or apply the configuration as it is, giving up the running value", [fixes.sudo("sysctl --system")])
+        apply = fixes.runtime("Or apply the configuration as it is, giving up the running value", [Run(("sysctl", "--system"), NOW)])
         severity = Severity.HIGH if key in _LOAD_BEARING else None
         issues.append(Issue(message, evidence, keep + apply, severity=severity))
     return issues or Pass("every configured key (%d) runs with the value boot sets" % len(runtime))
@@ -245,12 +246,12 @@ def rc_local_ineffective(f):
     ]
     commands = []
     if not rc.executable:
-        commands.append(fixes.sudo("chmod +x %s" % rc.path))
+        commands.append(MakeExecutable(rc.path))
     if rc.crlf:
-        commands.append(fixes.sudo("sed -i --follow-symlinks 's/\\r$//' %s" % rc.path))
+        commands.append(StripCarriageReturns(rc.path))
     elif not rc.has_interpreter:
         # --follow-symlinks: /etc/rc.local is a link to rc.d/rc.local on RHEL; keep the link.
-        commands.append(fixes.sudo("sed -i --follow-symlinks '1i #!/bin/sh' %s" % rc.path))
+        commands.append(AddInterpreter(rc.path))
     # Letting the file run also runs what nobody meant to keep: say so where it turns THP off.
     thp_off = [n for n, line in lost if all(word in line for word in ("transparent_hugepage", "enabled", "never"))]
     caveat = (
@@ -260,7 +261,7 @@ def rc_local_ineffective(f):
         else ""
     )
     if commands:
-        steps.append(Step("Or keep rc.local and let it run" + caveat, tuple(commands), True, True))
+        steps.append(fixes.step("Or keep rc.local and let it run" + caveat, commands, True, host_wide=False))
     if after:
         what = "%s move the tuning lines above `%s` (line %d), by hand" % (
             "And" if commands else "Or keep rc.local:",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ai_doctor.engine import rule
 from ai_doctor.facts.thp import boot_modes, format_thp_anon
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Step
+from ai_doctor.remedy.actions import CommentLines, Show, SystemdUnit
 from ai_doctor.shell import quote
 from ai_doctor.units import page_size
 
@@ -251,7 +252,7 @@ def _writer_steps(f, fixes, targets, certain):
             fixes.container.where,
             look,
         )
-        return [Step(summary, (), True, None, True, ())], []
+        return [Step(summary, (), True, None, True)], []
     writers = f.thp_writers
     # A writer of a control that is not `never` now is not the one to blame.
     found = [w for w in (writers.found if writers else ()) if not w.targets or targets & set(w.targets)]
@@ -268,11 +269,11 @@ def _writer_steps(f, fixes, targets, certain):
             # In an image, systemctl cat would show this machine's unit: read the image's file.
             show = "cat %s" % quote(fixes.image.rstrip("/") + writer.path) if fixes.image else "systemctl cat %s" % quote(name)
             steps.append(
-                Step(
+                fixes.step(
                     "Stop the unit %s, which writes it at boot (read it first: it may do more)" % name,
-                    (show, fixes.sudo("systemctl disable %s" % quote(name))),
+                    [Show(show), SystemdUnit("disable", name)],
                     True,
-                    True,
+                    host_wide=False,
                 )
             )
         elif writer.kind == "tmpfiles" and writer.path.startswith("/etc/"):
@@ -292,11 +293,12 @@ def _writer_steps(f, fixes, targets, certain):
             steps.append(_comment_out(fixes, writer, "which writes it at boot"))
     if not steps and certain:
         steps.append(
-            Step(
+            fixes.step(
                 "Find what writes `never` after boot and change it there: " + look,
-                ("grep -rIls transparent_hugepage %s" % quote((fixes.image or "").rstrip("/") + "/etc"),),
-                False,
+                [Show("grep -rIls transparent_hugepage %s" % quote((fixes.image or "").rstrip("/") + "/etc"))],
                 None,
+                host_wide=False,
+                needs_root=False,
             )
         )
     return steps, evidence
@@ -306,12 +308,13 @@ def _comment_out(fixes, writer, what: str):
     """A step commenting out the writer's lines: every line of a command continued with
     backslashes, or the rest would run alone."""
     last = writer.last if writer.last and writer.last > writer.line else writer.line
-    span = "%d,%d" % (writer.line, last) if last > writer.line else "%d" % writer.line
-    return Step(
-        "Comment out line %s of %s, %s" % (span.replace(",", "-"), writer.path, what),
-        (fixes.sudo("sed -i %s %s" % (quote(span + "s/^/# /"), quote(writer.path))),),
+    span = "%d-%d" % (writer.line, last) if last > writer.line else "%d" % writer.line
+    lines = tuple((number, writer.raw_lines[number - writer.line]) for number in range(writer.line, last + 1))
+    return fixes.step(
+        "Comment out line %s of %s, %s" % (span, writer.path, what),
+        [CommentLines(writer.path, lines, writer.kind == "rc.local")],
         True,
-        True,
+        host_wide=False,
     )
 
 

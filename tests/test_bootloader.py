@@ -37,17 +37,21 @@ def test_the_grub_sed_cuts_a_parameter_out_of_the_append_idiom(tmp_path):
     import subprocess
 
     from ai_doctor.facts.fixes import Fixes
+    from ai_doctor.remedy.actions import PLAIN, grub_cut
 
     target = tmp_path / "99-ai.cfg"
-    target.write_text(
-        'GRUB_CMDLINE_LINUX_DEFAULT="${GRUB_CMDLINE_LINUX_DEFAULT:+$GRUB_CMDLINE_LINUX_DEFAULT }transparent_hugepage=never"\n'
-    )
+    original = 'GRUB_CMDLINE_LINUX_DEFAULT="${GRUB_CMDLINE_LINUX_DEFAULT:+$GRUB_CMDLINE_LINUX_DEFAULT }transparent_hugepage=never"\n'
+    target.write_text(original)
     args = parse_grub_defaults(target.read_text(), str(target))
     fixes = Fixes.__new__(Fixes)
     fixes.image, fixes.root, fixes._boot_args = None, True, tuple(args)
-    for command in fixes._grub_removals(["transparent_hugepage"], None):
-        subprocess.run(command, shell=True, check=True)
-    assert target.read_text() == 'GRUB_CMDLINE_LINUX_DEFAULT="${GRUB_CMDLINE_LINUX_DEFAULT:+$GRUB_CMDLINE_LINUX_DEFAULT }"\n'
+    for action in fixes._grub_removals(["transparent_hugepage"], None):
+        for command in action.sh(PLAIN):
+            subprocess.run(command, shell=True, check=True)
+    wanted = 'GRUB_CMDLINE_LINUX_DEFAULT="${GRUB_CMDLINE_LINUX_DEFAULT:+$GRUB_CMDLINE_LINUX_DEFAULT }"\n'
+    assert target.read_text() == wanted
+    # What --apply does in Python is what the printed sed does.
+    assert grub_cut(original, ["transparent_hugepage"]) == wanted
 
 
 @pytest.mark.parametrize(

@@ -64,7 +64,7 @@ def test_strict_ratio_fix_comments_out_kbytes_that_would_override_it(tree, run):
     found = finding(run("--root", tree, "--model-size", "40G", "--format", "json"), "overcommit.strict-headroom")
     cmds = commands(found)
     # Writing vm.overcommit_kbytes zeroes the ratio: no later kbytes line may survive the fix.
-    assert "sudo sed -i -E 's/^([[:space:]]*-?(vm\\.overcommit_kbytes)[[:space:]]*=)/# \\1/' /etc/sysctl.d/80-cap.conf" in cmds
+    assert "sudo sed -i -e '2s|^vm\\.overcommit_kbytes = 0$|# &|' /etc/sysctl.d/80-cap.conf" in cmds
     assert any("/etc/sysctl.d/99-aidoctor-overcommit.conf" in c for c in cmds)  # after 95-vendor.conf
 
 
@@ -179,7 +179,7 @@ def test_shortfall_from_sysctl_and_hugepages_option(tree, run):
     assert boot["summary"].startswith("Reserve the pool at boot: add `hugepagesz=2M hugepages=512` to the kernel command line")
     assert "no boot loader configuration was found here" in boot["summary"] and boot["commands"] == []
     assert found["remediation"][-1]["commands"] == [
-        "sudo sed -i -E 's/^([[:space:]]*-?(vm\\.nr_hugepages)[[:space:]]*=)/# \\1/' /etc/sysctl.d/80-pool.conf",
+        "sudo sed -i -e '1s|^vm\\.nr_hugepages = 512$|# &|' /etc/sysctl.d/80-pool.conf",
         "sudo sysctl --system",
     ]
     # --hugepages states what the user wants now and overrides the configuration
@@ -241,7 +241,7 @@ def test_unused_pool_medium_and_its_fix(tree, run):
     assert found["severity"] == "medium"
     cmds = commands(found)
     assert "sudo sysctl -w vm.nr_hugepages=0" in cmds
-    assert "sudo sed -i -E 's/^([[:space:]]*-?(vm\\.nr_hugepages)[[:space:]]*=)/# \\1/' /etc/sysctl.conf" in cmds
+    assert "sudo sed -i -e '1s|^vm\\.nr_hugepages=512$|# &|' /etc/sysctl.conf" in cmds
     assert not any("tee /etc/sysctl.d" in c for c in cmds)  # 0 is the default: nothing to write
 
 
@@ -285,7 +285,9 @@ def test_governor_groups_cpus(tree, run):
     cmds = commands(found)
     assert cmds[0].startswith("echo performance | sudo tee /sys/devices/system/cpu/cpufreq/policy1/scaling_governor")
     assert "cpufreq.default_governor=performance" in found["remediation"][1]["summary"]
-    assert "sudoedit /etc/default/grub" in cmds
+    # A plain GRUB_CMDLINE_LINUX="…" is extended in place, then grub.cfg rebuilt.
+    assert 'sudo sed -i -E \'s/^(GRUB_CMDLINE_LINUX="[^"$`\\\\]*)"$/\\1 cpufreq.default_governor=performance"/\' /etc/default/grub' in cmds
+    assert cmds[-1] == "sudo grub-mkconfig -o /boot/grub/grub.cfg"
 
 
 def test_intel_pstate_powersave_is_low(tree, run):
@@ -438,7 +440,7 @@ def test_image_mode_skips_runtime_checks_with_reasons(tree, run):
     found = finding(result, "overcommit.ratio-ignored")
     step = found["remediation"][0]
     assert step["summary"].startswith("In the image at %s: " % tree.root)
-    assert step["commands"][0].startswith("sudo chroot %s sed -i -E " % tree.root)
+    assert step["commands"][0].startswith("sudo chroot %s sed -i -e " % tree.root)
 
 
 def test_ratio_waiting_for_mode_2_at_boot_is_not_ignored(tree, run):
@@ -470,7 +472,11 @@ def test_kernel_install_hosts_edit_etc_kernel_cmdline(tree, run):
     tree.write("/etc/kernel/cmdline", "root=/dev/sda1 ro\n")
     tree.write("/usr/bin/kernel-install", "", 0o755)
     found = finding(run("--root", tree, "--format", "json"), "cpu.governor")
-    assert found["remediation"][-1]["commands"][0] == "sudoedit /etc/kernel/cmdline"
+    # The file is rewritten whole with the parameter, then kernel-install rewrites the entries.
+    assert found["remediation"][-1]["commands"] == [
+        "printf '%s\\n' 'root=/dev/sda1 ro cpufreq.default_governor=performance' | sudo tee /etc/kernel/cmdline >/dev/null",
+        'sudo kernel-install add "$(uname -r)" /usr/lib/modules/"$(uname -r)"/vmlinuz',
+    ]
 
 
 def test_scheduler_rule_sorts_after_the_rules_that_set_one(tree, run):

@@ -165,7 +165,7 @@ def test_our_rule_sorts_after_a_letter_named_rules_file(tree, run):
     tree.write("/etc/udev/rules.d/tuning.rules", 'KERNEL=="nvme*", ATTR{queue/scheduler}="mq-deadline"\n')
     tree.write("/usr/lib/udev/rules.d/zz-vendor.rules", 'KERNEL=="sd*", ATTR{queue/scheduler}="bfq"\n')
     found = finding(run_json(run, tree))
-    assert any("sudo tee /etc/udev/rules.d/zz-vendor~aidoctor-nvme-scheduler.rules" in c for c in commands(found))
+    assert any("sudo tee '/etc/udev/rules.d/zz-vendor~aidoctor-nvme-scheduler.rules'" in c for c in commands(found))
 
 
 def test_rules_setting_none_do_not_move_our_rule(tree, run):

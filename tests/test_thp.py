@@ -274,7 +274,10 @@ def test_only_writers_of_the_control_that_is_never_are_blamed(tree, run):
     assert "/etc/systemd/system/disable-thp.service" not in paths  # it writes the top level, which is madvise
     assert "/etc/systemd/system/hugepages.service" not in paths  # a hugetlb pool, not THP
     assert {"path": "/etc/rc.local", "value": "echo never > %s" % PMD, "line": 3} in found["evidence"]
-    assert "sudo sed -i '3s/^/# /' /etc/rc.local" in commands(found)
+    assert (
+        "sudo sed -i --follow-symlinks -e '3s|^echo never > /sys/kernel/mm/transparent_hugepage/hugepages-2048kB/enabled$|# &|' "
+        "/etc/rc.local" in commands(found)
+    )
 
 
 def test_systemd_unit_that_writes_the_top_level(tree, run):
@@ -400,7 +403,9 @@ def test_a_tmpfiles_line_that_writes_never_at_boot(tree, run):
     found = finding(run_thp(run, tree))
     line = "w /sys/kernel/mm/transparent_hugepage/enabled - - - - never"
     assert {"path": "/etc/tmpfiles.d/thp.conf", "value": line, "line": 2} in found["evidence"]
-    assert "sudo sed -i '2s/^/# /' /etc/tmpfiles.d/thp.conf" in commands(found)
+    assert "sudo sed -i -e '2s|^w /sys/kernel/mm/transparent_hugepage/enabled - - - - never$|# &|' /etc/tmpfiles.d/thp.conf" in commands(
+        found
+    )
 
 
 def test_an_rc_local_command_continued_over_lines(tree):

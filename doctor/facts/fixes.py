@@ -1,29 +1,25 @@
 """Remediation steps that are right for the host they are printed for.
 
 Rules say *what* must change (a sysctl, a kernel parameter, a sysfs value, a udev rule); this
-module knows *how* on this target: ``sudo`` unless already root, persistent sysctls as a drop-in
-under /etc/sysctl.d (never appended to /etc/sysctl.conf) with the lines that would override it
-commented out, kernel parameters through the boot loader tool the target has, nothing at
-runtime for an image that is not running, and host-wide settings marked for the container's
-host when the target is a container. Every host-derived word in a command is shell-quoted.
+module knows *how* on this target, as actions (ai_doctor.remedy.actions) that the report
+renders to commands and ``aidoctor fix`` applies: ``sudo`` unless already root, persistent
+sysctls as a drop-in under /etc/sysctl.d (never appended to /etc/sysctl.conf) with the lines
+that would override it commented out, kernel parameters through the boot loader tool the
+target has, nothing at runtime for an image that is not running, and host-wide settings marked
+for the container's host when the target is a container. Every host-derived word in a command
+is shell-quoted.
 """
 
 from __future__ import annotations
 
 from ai_doctor.facts import fact
-from ai_doctor.facts.bootloader import GRUB_DROP_INS
-from ai_doctor.facts.sysctl import DEFAULTS, key_path
+from ai_doctor.facts.bootloader import GRUB_DEFAULTS, GRUB_DROP_INS, KERNEL_CMDLINE_FILE
+from ai_doctor.facts.sysctl import DEFAULTS
 from ai_doctor.facts.system import installed_kernels
-from ai_doctor.facts.tuned import TUNED_ACTIVE, TUNED_MODE
 from ai_doctor.model import Step
-from ai_doctor.shell import quote
+from ai_doctor.remedy import actions as act
 
 DROP_IN_DIR = "/etc/sysctl.d"
-_ERE_SPECIAL = set("\\.[]()*+?{}|^$/")
-
-
-def _ere(text: str) -> str:
-    return "".join("\\" + c if c in _ERE_SPECIAL else c for c in text)
 
 
 class Fixes:
@@ -39,22 +35,29 @@ class Fixes:
         # An image is changed from outside: commands run in it through chroot, so a pasted
         # command never edits the analysing machine's own files.
         self.image = None if self.running or host.live else host.root
+        self.shell = act.Shell(sudo=not self.root, chroot=self.image)
         config = facts.get("sysctl_config")
+        self._config = config if config else None
         self._sysctl_lines = (config.assignments + config.manual) if config else ()
         self._tools = facts.get("tools") or {}
         self._tuned = facts.get("tuned") or None
         cmdline = facts.get("cmdline")
         self._running_args = {param.name for param in cmdline.params} if cmdline else None
         self._boot_args = facts.get("boot_args") or ()
+        grub = facts.get("grub_files")
+        self._grub_files = dict(grub.files) if grub else {}
         self._drop_in_dir = host.stat(DROP_IN_DIR)[0].ok
-        self._kernels = [quote(release) for release in installed_kernels(host)] if self.image is not None else []
+        self._kernels = installed_kernels(host) if self.image is not None else []
 
     # -- shared pieces ------------------------------------------------------------------
 
-    def sudo(self, command: str) -> str:
-        if self.image is not None:
-            command = "chroot %s %s" % (quote(self.image), command)
-        return command if self.root else "sudo " + command
+    def step(self, summary: str, actions, persistent, host_wide: bool = True, needs_root=None) -> Step:
+        """A step of ``actions`` worded for where it runs (the container's host, the image)."""
+        actions = tuple(actions)
+        if needs_root is None:
+            needs_root = any(action.needs_root for action in actions) or not actions
+        on_host = host_wide and self.container is not None
+        return Step(self._place(summary, host_wide), actions, needs_root, persistent, on_host, self.shell)
 
     def _place(self, summary: str, host_wide: bool) -> str:
         if host_wide and self.container is not None:
@@ -71,6 +74,17 @@ class Fixes:
                 break
         text = "%s%s: %s" % (lead, where, summary[0].lower() + summary[1:])
         return text[0].upper() + text[1:]
+
+    def runtime(self, summary: str, actions, host_wide: bool = True):
+        """A step that changes the running system now (lost at reboot); none for an image,
+        which is not running."""
+        if not self.running:
+            return []
+        return [self.step(summary, actions, False, host_wide)]
+
+    def advice(self, summary: str, needs_root: bool = True, persistent=True, host_wide: bool = False) -> Step:
+        """A step in words only: what to do by hand."""
+        return Step(self._place(summary, host_wide), (), needs_root, persistent, host_wide and self.container is not None, self.shell)
 
     # -- sysctl -------------------------------------------------------------------------
 
@@ -90,28 +104,24 @@ class Fixes:
         """
         keys = [key for key, _value in settings]
         touched = set(keys) | set(displaces)
-        writes = tuple(key_path(key) for key in keys)
-        command = self.sudo("sysctl -w %s" % " ".join(quote("%s=%s" % item) for item in settings))
-        steps = self.runtime(purpose + " now", [command], writes)
+        steps = self.runtime(purpose + " now", [act.SetSysctl(tuple(settings))])
         editable = [item for item in self._sysctl_lines if item.key in touched and _in_etc(item)]
         vendor = [item for item in self._sysctl_lines if item.key in touched and not _in_etc(item)]
-        commands = self._comment_out_commands(editable)
+        actions = self._comment_actions(editable)
         vendor_keys = {item.key for item in vendor}
         needed = [(k, v) for k, v in settings if not (DEFAULTS.get(k) == v and not vendor_keys)]
         target = "%s/%s" % (DROP_IN_DIR, _drop_in_name(topic, {item.name for item in vendor}))
         if needed:
-            lines = " ".join(quote("%s = %s" % item) for item in needed)
-            if not self._drop_in_dir:
-                commands.append(self.sudo("mkdir -p %s" % DROP_IN_DIR))
-            commands.append("printf '%%s\\n' %s | %s" % (lines, self.sudo("tee " + target + " >/dev/null")))
+            lines = tuple("%s = %s" % item for item in needed)
+            actions.append(act.WriteFile(target, lines, not self._drop_in_dir))
         elif replaces_ours or any(item.path == target for item in self._sysctl_lines):
             # Back to kernel defaults: a drop-in of ours would otherwise keep its values.
-            commands.append(self.sudo("rm -f %s" % target))
-        if not commands:
+            actions.append(act.RemoveFile(target))
+        if not actions:
             return steps  # nothing persistent sets it, and the kernel default is what is wanted
         reload = reload and self.running
         if reload:
-            commands.append(self.sudo("sysctl --system"))
+            actions.append(act.Run(("sysctl", "--system"), act.NOW))
         if needed:
             what = (
                 "make it persistent: "
@@ -122,50 +132,44 @@ class Fixes:
             what = "make it persistent: comment out the lines that set it (the kernel default then applies)"
         if reload:
             what += ", then reload all sysctl files (`sysctl -p` reads only /etc/sysctl.conf)"
-        steps.append(Step(self._place(what[0].upper() + what[1:], True), tuple(commands), True, True, self.container is not None, writes))
+        steps.append(self.step(what[0].upper() + what[1:], actions, True))
         return steps
 
     def comment_out(self, assignments, summary: str):
-        """A step commenting out persistent assignments (the settings do nothing or harm).
+        """A step that takes the keys of ``assignments`` out of the persistent configuration:
+        every assignment of them (the settings do nothing or harm).
 
         Files in /etc are edited in place. A file elsewhere (/usr/lib/sysctl.d belongs to a
         package, /run/sysctl.d is rebuilt at boot) is overridden by an edited copy of the same
         name in /etc/sysctl.d, which hides it.
         """
-        commands = self._comment_out_commands(item for item in assignments if _in_etc(item))
+        keys = {item.key for item in assignments}
+        every = [item for item in self._sysctl_lines if item.key in keys] or list(assignments)
+        actions = self._comment_actions([item for item in every if _in_etc(item)])
         by_origin = {}
-        for item in assignments:
+        for item in every:
             if not _in_etc(item):
-                by_origin.setdefault((item.path, item.name), []).append(_raw_key(item.text))
-        for (path, name), raw_keys in sorted(by_origin.items()):
-            override = "%s/%s" % (DROP_IN_DIR, name)
-            edited = self.sudo("sed -E %s %s" % (quote(_comment_script(raw_keys)), quote(path)))
-            commands.append("%s | %s" % (edited, self.sudo("tee %s >/dev/null" % override)))
+                by_origin.setdefault((item.path, item.name), []).append(item)
+        for (path, name), items in sorted(by_origin.items()):
+            actions.append(act.OverrideCopy(path, "%s/%s" % (DROP_IN_DIR, name), _lines(items)))
         if self.running:
-            commands.append(self.sudo("sysctl --system"))
-        return Step(self._place(summary, True), tuple(commands), True, True, self.container is not None, ())
+            actions.append(act.Run(("sysctl", "--system"), act.NOW))
+        return self.step(summary, actions, True)
 
     def comment_out_lines(self, assignments, summary: str):
-        """A step commenting out exactly these assignments' lines, by number, where other lines
-        of the same key must stay (the copy in force); None when none is in /etc (a package's
-        file is not edited). Nothing changes at runtime, so nothing is reloaded."""
-        by_file = {}
-        for item in assignments:
-            if _in_etc(item):
-                by_file.setdefault(item.path, set()).add(item.line)
-        commands = []
-        for path, lines in sorted(by_file.items()):
-            script = " ".join("-e %s" % quote("%ds/^/# /" % line) for line in sorted(lines))
-            commands.append(self.sudo("sed -i %s %s" % (script, quote(path))))
-        if not commands:
+        """A step commenting out exactly these assignments' lines, where other lines of the same
+        key must stay (the copy in force); None when none is in /etc (a package's file is not
+        edited). Nothing changes at runtime, so nothing is reloaded."""
+        actions = self._comment_actions([item for item in assignments if _in_etc(item)])
+        if not actions:
             return None
-        return Step(self._place(summary, True), tuple(commands), True, True, self.container is not None, ())
+        return self.step(summary, actions, True)
 
-    def _comment_out_commands(self, assignments):
+    def _comment_actions(self, assignments):
         by_file = {}
         for item in assignments:
-            by_file.setdefault(item.path, []).append(_raw_key(item.text))
-        return [self.sudo("sed -i -E %s %s" % (quote(_comment_script(keys)), quote(path))) for path, keys in sorted(by_file.items())]
+            by_file.setdefault(item.path, []).append(item)
+        return [act.CommentLines(path, _lines(items)) for path, items in sorted(by_file.items())]
 
     # -- kernel command line ------------------------------------------------------------
 
@@ -175,6 +179,7 @@ class Fixes:
         ``add`` are parameters to set (``hugepages=128``); ``remove`` names parameters to drop
         first (``hugepages``), so a parameter is never left on the line twice.
         """
+        add = tuple(add)
         add_text = " ".join(add)
         # Named to be sourced after every other drop-in that assigns GRUB_CMDLINE_LINUX, which
         # would otherwise replace what ours appends.
@@ -188,7 +193,7 @@ class Fixes:
         own, configured = set(), set()
         for args in self._boot_args:
             (own if args.path == drop_in else configured).update(args.names)
-        wanted = sorted({arg.split("=", 1)[0] for arg in remove})
+        wanted = sorted({arg.split("=", 1)[0] for arg in remove} | {arg.split("=", 1)[0] for arg in add})
         if self._running_args is None:
             # No running kernel to ask (an image). grubby's boot entries are not read here, and
             # removing an absent argument is harmless, so grubby is told to remove them all.
@@ -197,118 +202,103 @@ class Fixes:
             # On the line now (unless our own drop-in put it there), or set for the next boot.
             present = configured | (self._running_args - own)
         remove_names = [name for name in wanted if name in present]
-        change = "add `%s` to" % add_text if add else "remove %s from" % ", ".join("`%s=`" % n for n in remove_names)
+        shown_removed = [name for name in remove_names if name in {arg.split("=", 1)[0] for arg in remove}]
+        change = "add `%s` to" % add_text if add else "remove %s from" % ", ".join("`%s=`" % n for n in shown_removed)
         if self.container is not None:
-            return Step(self._place("%s: %s the kernel command line and reboot" % (purpose, change), True), (), True, True, True, ())
+            return self.advice("%s: %s the kernel command line and reboot" % (purpose, change), host_wide=True)
         tools = self._tools
+        regenerate = None
         if "grubby" in tools:
-            command = "grubby --update-kernel=ALL"
-            if remove_names:
-                command += " --remove-args=%s" % quote(" ".join(remove_names))
-            if add:
-                command += " --args=%s" % quote(add_text)
-            commands = (self.sudo(command),)
+            actions = [act.BootEntries(_grubby_argv(add, remove_names), add, tuple(remove_names))]
             how = "with grubby"
         elif "update-grub" in tools and (add or remove_names) and set(remove_names) <= self._grub_set(drop_in):
             # Debian's grub-mkconfig sources /etc/default/grub.d/*.cfg after /etc/default/grub,
             # so one file of our own is idempotent and leaves the distribution's file alone.
             # One file per parameter family, so two fixes never overwrite each other. A name
             # to drop is cut out of the GRUB_CMDLINE_LINUX* lines of the files that set it.
-            commands = tuple(self._grub_removals(remove_names, drop_in))
+            actions = self._grub_removals(remove_names, drop_in)
             if add:
                 line = 'GRUB_CMDLINE_LINUX="$GRUB_CMDLINE_LINUX %s"' % add_text
-                commands += (
-                    self.sudo("mkdir -p %s" % GRUB_DROP_INS),
-                    "printf '%%s\\n' %s | %s" % (quote(line), self.sudo("tee %s >/dev/null" % drop_in)),
-                )
-            commands += self._rebuild_grub("update-grub")
+                actions.append(act.WriteFile(drop_in, (line,), True))
+            regenerate = ("update-grub",)
             how = "in a GRUB drop-in" if add else "in the GRUB files that set it"
-        elif "/etc/default/grub" in tools and ({"update-grub", "grub2-mkconfig", "grub-mkconfig"} & set(tools)):
+        elif GRUB_DEFAULTS in tools and ({"update-grub", "grub2-mkconfig", "grub-mkconfig"} & set(tools)):
             if "update-grub" in tools:
-                rebuild = "update-grub"
+                regenerate = ("update-grub",)
             elif "grub2-mkconfig" in tools:
-                rebuild = "grub2-mkconfig -o /boot/grub2/grub.cfg"
+                regenerate = ("grub2-mkconfig", "-o", "/boot/grub2/grub.cfg")
             else:
-                rebuild = "grub-mkconfig -o /boot/grub/grub.cfg"
-            commands = (self._edit("/etc/default/grub"),) + self._rebuild_grub(rebuild)
-            how = "in GRUB_CMDLINE_LINUX (and GRUB_CMDLINE_LINUX_DEFAULT) of /etc/default/grub, by hand"
-        elif "/etc/kernel/cmdline" in tools:
-            commands = (self._edit("/etc/kernel/cmdline"),)
+                regenerate = ("grub-mkconfig", "-o", "/boot/grub/grub.cfg")
+            if act.appendable_grub_line(self._grub_files.get(GRUB_DEFAULTS, "")):
+                # Cut first, every name added included, so a second run leaves one copy.
+                names = tuple(sorted(set(remove_names) | {arg.split("=", 1)[0] for arg in add}))
+                actions = [act.CutGrubParams(GRUB_DEFAULTS, names)] if names else []
+                if add:
+                    actions.append(act.AppendGrubParams(GRUB_DEFAULTS, add))
+                how = "in GRUB_CMDLINE_LINUX of /etc/default/grub"
+            else:
+                actions = [act.EditByHand(GRUB_DEFAULTS)]
+                how = "in GRUB_CMDLINE_LINUX (and GRUB_CMDLINE_LINUX_DEFAULT) of /etc/default/grub, by hand"
+        elif KERNEL_CMDLINE_FILE in tools:
+            own_line = next((a for a in self._boot_args if a.path == KERNEL_CMDLINE_FILE), None)
+            words = [p.text for p in own_line.params] if own_line else []
+            from ai_doctor.remedy.bootedit import edit_words
+
+            actions = [act.WriteFile(KERNEL_CMDLINE_FILE, (" ".join(edit_words(words, add, remove_names)),))]
             if "kernel-install" in tools:
                 # In an image, uname -r would name this machine's kernel: name the image's own.
-                releases = self._kernels if self.image is not None else ['"$(uname -r)"']
-                commands += tuple(self.sudo("kernel-install add %s /usr/lib/modules/%s/vmlinuz" % (r, r)) for r in releases)
-            how = "in /etc/kernel/cmdline (systemd-boot / kernel-install), by hand, then regenerate the boot entries"
+                releases = tuple(self._kernels) if self.image is not None else None
+                actions.append(act.BootEntries(("kernel-install",), add, tuple(remove_names), releases))
+            how = "in /etc/kernel/cmdline (systemd-boot / kernel-install), then regenerate the boot entries"
         else:
             summary = (
                 "%s: %s the kernel command line where this machine's is set: no boot loader configuration was found here "
                 "(no grubby, update-grub, grub-mkconfig, /etc/default/grub or /etc/kernel/cmdline), so it is the VM's, "
                 "the firmware's or an image builder's" % (purpose, change)
             )
-            return Step(self._place(summary, True), (), True, True, False, ())
+            return self.advice(summary)
+        if regenerate is not None:
+            # In an image grub-mkconfig must run where the image's disk is attached: nothing is
+            # printed for it, and a tree gets the entries it would write (BootEntries).
+            actions.append(act.BootEntries(regenerate if self.image is None else None, add, tuple(remove_names)))
         summary = "%s: %s the kernel command line %s" % (purpose, change, how)
-        if add and remove_names:
-            summary += ", replacing any %s already there" % ", ".join("`%s=`" % n for n in remove_names)
+        if add and shown_removed:
+            summary += ", replacing any %s already there" % ", ".join("`%s=`" % n for n in shown_removed)
         if self.running:
             summary += ", then reboot"
-        elif self.image is not None and how.startswith(("in a GRUB drop-in", "in the GRUB files", "in GRUB_CMDLINE_LINUX")):
+        elif self.image is not None and regenerate is not None:
             # grub-mkconfig probes the root device: in a chroot of an unpacked tree it fails,
             # or writes the build machine's disk into the image.
             summary += (
                 ", then regenerate grub.cfg where the image's disk is attached (grub-mkconfig probes the root device, "
                 "which a chroot of an unpacked tree does not have)"
             )
-        return Step(self._place(summary, True), commands, True, True, False, ())
-
-    def _rebuild_grub(self, command: str):
-        """The grub.cfg rebuild; none in an image, where it must run with the image's disk."""
-        return () if self.image is not None else (self.sudo(command),)
+        return self.step(summary, actions, True, host_wide=False)
 
     def _grub_set(self, drop_in) -> set:
         """Parameter names the GRUB defaults files (not ``drop_in``, rewritten whole) set."""
         return {name for args in self._boot_args if args.variable and args.path != drop_in for name in args.names}
 
     def _grub_removals(self, names, drop_in):
-        """sed commands cutting ``names`` out of the GRUB_CMDLINE_LINUX* lines that set them."""
+        """Actions cutting ``names`` out of the GRUB_CMDLINE_LINUX* lines that set them."""
         if not names:
             return []
-        pattern = "|".join(_ere(name) for name in names)
-        script = (
-            "/^[[:space:]]*(export[[:space:]]+)?GRUB_CMDLINE_LINUX(_DEFAULT)?=/ s/([\"'[:space:]=}])(%s)=[^\"'[:space:]}]*/\\1/g" % pattern
-        )
         files = sorted({args.path for args in self._boot_args if args.variable and args.path != drop_in and args.names & set(names)})
-        return [self.sudo("sed -i -E %s %s" % (quote(script), quote(path))) for path in files]
+        return [act.CutGrubParams(path, tuple(names)) for path in files]
 
-    def _edit(self, path: str) -> str:
-        if self.image is not None:
-            path = quote(self.image.rstrip("/") + path)
-        return "${EDITOR:-vi} %s" % path if self.root else "sudoedit %s" % path
+    # -- sysfs, udev, tuned ---------------------------------------------------------------
 
-    def runtime(self, summary: str, commands, writes=(), host_wide: bool = True):
-        """Commands (already with ``sudo`` where needed) that change the running kernel now;
-        none for an image, which is not running."""
-        if not self.running:
-            return []
-        on_host = host_wide and self.container is not None
-        return [Step(self._place(summary, host_wide), tuple(commands), True, False, on_host, tuple(writes))]
-
-    # -- sysfs and udev -----------------------------------------------------------------
-
-    def sysfs(self, paths, value: str, purpose: str):
+    def sysfs(self, paths, value: str, purpose: str, glob: bool = False):
         """Write ``value`` to sysfs files now (lost at reboot); none for a stopped image."""
-        command = "echo %s | %s" % (quote(value), self.sudo("tee %s >/dev/null" % " ".join(quote(p) for p in paths)))
-        return self.runtime(purpose + " now", [command], paths)
+        return self.runtime(purpose + " now", [act.WriteKernel(tuple(paths), value, glob)])
 
     def udev_rule(self, name: str, rule: str, purpose: str):
         """Install a udev rule file and apply it to present devices."""
-        target = "/etc/udev/rules.d/%s" % name
-        commands = ["printf '%%s\\n' %s | %s" % (quote(rule), self.sudo("tee %s >/dev/null" % target))]
+        actions = [act.WriteFile("/etc/udev/rules.d/%s" % name, (rule,))]
         if self.running:
-            commands.append(self.sudo("udevadm control --reload"))
-            commands.append(self.sudo("udevadm trigger --subsystem-match=block --action=change"))
-        return Step(
-            self._place("%s at every boot with a udev rule" % purpose, True), tuple(commands), True, True, self.container is not None, ()
-        )
+            actions.append(act.Run(("udevadm", "control", "--reload"), act.NOW))
+            actions.append(act.Run(("udevadm", "trigger", "--subsystem-match=block", "--action=change"), act.NOW))
+        return self.step("%s at every boot with a udev rule" % purpose, actions, True)
 
     def tuned_override(self, name: str, summary: str, sections, purpose: str):
         """A step adding tuned profile ``name`` (``sections``: (section, ["key=value", …]))
@@ -324,36 +314,34 @@ class Fixes:
         # setting.
         if tuned is None or not tuned.enabled:
             return None
-        directory = "%s/%s" % (tuned.user_dir, name)
         lines = ["[main]", "summary=%s" % summary]
         for section, keys in sections:
             lines.append("[%s]" % section)
             lines.extend(keys)
-        others = "$(tr -s ' ' '\\n' 2>/dev/null <%s | grep -vx %s)" % (TUNED_ACTIVE, quote(name))
-        if self.image is None:
-            activate = "%s %s %s" % (self.sudo("tuned-adm profile"), others, quote(name))
-        else:
-            # No daemon to ask: write what `tuned-adm profile` records, which tuned reads when
-            # the image boots (the list, merged in order, and the manual mode that keeps it).
-            # No 2>/dev/null: an image seldom has a /dev, and a failed redirection would skip
-            # the read and drop the active profiles.
-            others = "$(tr -s ' ' '\\n' <%s | grep -vx %s)" % (TUNED_ACTIVE, quote(name))
-            script = "p=%s; echo $p %s >%s && echo manual >%s" % (others, quote(name), TUNED_ACTIVE, TUNED_MODE)
-            activate = self.sudo("sh -c %s" % quote(script))
-        commands = (
-            self.sudo("mkdir -p %s" % quote(directory)),
-            "printf '%%s\\n' %s | %s"
-            % (" ".join(quote(line) for line in lines), self.sudo("tee %s/tuned.conf >/dev/null" % quote(directory))),
-            activate,
+        actions = (
+            act.WriteFile("%s/%s/tuned.conf" % (tuned.user_dir, name), tuple(lines), True),
+            act.TunedActivate(name, self.image is None),
         )
-        return Step(
-            self._place("%s with tuned (a profile of its own, applied after the active ones)" % purpose, True),
-            commands,
-            True,
-            True,
-            self.container is not None,
-            (),
-        )
+        return self.step("%s with tuned (a profile of its own, applied after the active ones)" % purpose, actions, True)
+
+    # -- programs -------------------------------------------------------------------------
+
+    def reboot_step(self, summary: str = "Reboot") -> Step:
+        return self.step(summary, [act.Reboot()], True, host_wide=False)
+
+
+def _lines(items):
+    """(line number, the line as written) of assignments, one per line, in order."""
+    return tuple(sorted({(item.line, item.raw if item.raw is not None else item.text) for item in items}))
+
+
+def _grubby_argv(add, remove_names):
+    argv = ["grubby", "--update-kernel=ALL"]
+    if remove_names:
+        argv.append("--remove-args=" + " ".join(remove_names))
+    if add:
+        argv.append("--args=" + " ".join(add))
+    return tuple(argv)
 
 
 def _in_etc(item) -> bool:
@@ -369,18 +357,6 @@ def _drop_in_name(topic: str, others, suffix: str = ".conf") -> str:
             return name
     # "~" sorts after every other printable ASCII character.
     return "%s~aidoctor-%s%s" % (max(others)[: -len(suffix)], topic, suffix)
-
-
-def _comment_script(raw_keys) -> str:
-    """A sed -E script turning the assignments of ``raw_keys`` into comments."""
-    pattern = "|".join(sorted({_ere(key) for key in raw_keys}))
-    return "s/^([[:space:]]*-?(%s)[[:space:]]*=)/# \\1/" % pattern
-
-
-def _raw_key(text: str) -> str:
-    """The key as spelled in a sysctl line (``vm/nr_hugepages`` stays as written)."""
-    key = text.split("=", 1)[0].strip()
-    return key[1:].strip() if key.startswith("-") else key
 
 
 @fact("fixes")

@@ -101,10 +101,11 @@ def runtime_sysctl(host, facts):
 class Assignment(Record):
     """One ``key = value`` line: where it is (file, 1-based line), how it was written, and
     ``origin``, the path in a sysctl directory it was reached by (a link's own path when
-    ``path`` is the link's target)."""
+    ``path`` is the link's target); ``raw`` is the line exactly as the file has it, which an
+    edit checks before it comments the line out."""
 
-    __slots__ = ("key", "value", "path", "line", "text", "ignore_failure", "origin")
-    _defaults = {"origin": None}
+    __slots__ = ("key", "value", "path", "line", "text", "ignore_failure", "origin", "raw")
+    _defaults = {"origin": None, "raw": None}
 
     @property
     def name(self) -> str:
@@ -157,7 +158,7 @@ def parse_sysctl_file(text: str, path: str, origin=None):
         if not sep or not key:
             notes.append("%s:%d: not an assignment, ignored at boot: %r" % (path, number, line[:80]))
             continue
-        assignments.append(Assignment(normal_key(key), value.strip(), path, number, line, ignore, origin))
+        assignments.append(Assignment(normal_key(key), value.strip(), path, number, line, ignore, origin, raw))
     return assignments, notes
 
 

@@ -213,8 +213,8 @@ class Writer(Record):
     profile's (``vm``, ``vm``, ``transparent_hugepages``) and ``value`` what it sets.
     """
 
-    __slots__ = ("kind", "path", "line", "text", "targets", "section", "plugin", "key", "value", "last")
-    _defaults = {"section": None, "plugin": None, "key": None, "value": None, "last": None}
+    __slots__ = ("kind", "path", "line", "text", "targets", "section", "plugin", "key", "value", "last", "raw_lines")
+    _defaults = {"section": None, "plugin": None, "key": None, "value": None, "last": None, "raw_lines": ()}
 
 
 class Writers(Record):
@@ -296,7 +296,7 @@ def thp_writers(host, facts):
         # ``enabled`` only: writing never to ``defrag`` leaves THP on. A line boot never
         # reaches writes nothing (persist.rc-local-ineffective says so).
         if all(word in line for word in ("transparent_hugepage", "enabled", "never")) and not line.startswith("#") and rc.runs(number):
-            found.append(Writer("rc.local", rc.path, number, line, _targets(line), last=last))
+            found.append(Writer("rc.local", rc.path, number, line, _targets(line), last=last, raw_lines=rc.lines[number - 1 : last]))
     return Writers(tuple(found))
 
 
@@ -327,11 +327,12 @@ def _tmpfiles_writers(host, running):
     found = []
     for _name, path in dropin_files(host, [d for d in TMPFILES_DIRS if running or not d.startswith("/run/")]):
         got = host.read_text(path, cap=1 << 20)
-        for number, raw in enumerate(got.data.splitlines() if got.ok else (), 1):
+        # Lines as sed numbers them: at newlines only.
+        for number, raw in enumerate(got.data.split("\n") if got.ok else (), 1):
             fields = raw.split()
             if len(fields) >= 7 and fields[0].rstrip("!-") in ("w", "w+") and fields[1].startswith(THP_DIR + "/"):
                 if fields[1].endswith("/enabled") and " ".join(fields[6:]) == "never":
-                    found.append(Writer("tmpfiles", path, number, raw.strip(), _targets(fields[1])))
+                    found.append(Writer("tmpfiles", path, number, raw.strip(), _targets(fields[1]), raw_lines=(raw,)))
     return found
 
 

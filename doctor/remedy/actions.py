@@ -1,0 +1,554 @@
+"""The actions a remediation step is made of.
+
+Each action is data with two faces: ``sh(shell)``, the POSIX sh lines the report prints and
+``aidoctor fix`` writes, and ``apply(target)``, the same change made in Python through a
+:class:`~ai_doctor.remedy.target.Target` (a tree, contained in its root, or the live host).
+``phase`` says what kind of change it is:
+
+- ``now``: the running kernel (sysctl -w, a sysfs write); lost at reboot, never applied to a tree;
+- ``file``: persistent files (a drop-in, a commented line, the boot loader's configuration);
+- ``run``: a program that changes the system (a DKMS build, a package, a cgroup property), run
+  on the live host only;
+- ``show``: a command that only shows something; never run by ``--apply``;
+- ``reboot`` and ``manual`` (an editor, by hand): said, never done.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ai_doctor.record import Record
+from ai_doctor.shell import join, quote
+
+NOW, FILE, RUN, SHOW, REBOOT, MANUAL = "now", "file", "run", "show", "reboot", "manual"
+
+
+class Shell(Record):
+    """How commands are written for one target: ``sudo`` in front of what needs root (the
+    reader is not root), ``chroot`` for an image changed from outside (its path)."""
+
+    __slots__ = ("sudo", "chroot")
+    _defaults = {"sudo": False, "chroot": None}
+
+    def root(self, command: str) -> str:
+        if self.chroot:
+            command = "chroot %s %s" % (quote(self.chroot), command)
+        return "sudo " + command if self.sudo else command
+
+    def outside(self, path: str) -> str:
+        """A path of the target as a command run outside a chroot names it."""
+        return quote(self.chroot.rstrip("/") + path if self.chroot else path)
+
+
+PLAIN = Shell()
+
+
+class NotApplicable(Exception):
+    """An action that cannot be applied where it was asked to be (the reason in words)."""
+
+
+class Action(Record):
+    """One change (or one look); see the module docstring for ``phase``."""
+
+    __slots__ = ()
+    kind = "action"
+    phase = FILE
+    needs_root = True
+    # Changes a boot-time setting that only a reboot brings into force.
+    reboot = False
+
+    def sh(self, shell):
+        raise NotImplementedError
+
+    def apply(self, target):
+        raise NotApplicable("%s actions are not applied by aidoctor" % self.kind)
+
+    @property
+    def writes(self):
+        """The kernel files (/proc/sys, /sys) this action writes now."""
+        return ()
+
+    def as_dict(self) -> dict:
+        fields = {"kind": self.kind, "phase": self.phase}
+        for name in self.__slots__:
+            value = getattr(self, name)
+            fields[name] = list(value) if isinstance(value, tuple) else value
+        return fields
+
+
+def _key_path(key: str) -> str:
+    from ai_doctor.facts.sysctl import key_path
+
+    return key_path(key)
+
+
+class SetSysctl(Action):
+    """``sysctl -w key=value …``: the running kernel, now."""
+
+    __slots__ = ("settings",)
+    kind, phase = "sysctl", NOW
+
+    def sh(self, shell):
+        return (shell.root("sysctl -w %s" % " ".join(quote("%s=%s" % item) for item in self.settings)),)
+
+    @property
+    def writes(self):
+        return tuple(_key_path(key) for key, _ in self.settings)
+
+    def apply(self, target):
+        return [target.write_kernel(_key_path(key), value) for key, value in self.settings]
+
+
+class WriteKernel(Action):
+    """``echo VALUE | tee FILE…``: a sysfs, /proc/sys or cgroup file, now. ``glob`` marks paths
+    aidoctor wrote as a pattern for the shell (``policy*/scaling_governor``)."""
+
+    __slots__ = ("paths", "value", "glob")
+    _defaults = {"glob": False}
+    kind, phase = "write-kernel", NOW
+
+    def sh(self, shell):
+        paths = " ".join(self.paths if self.glob else (quote(p) for p in self.paths))
+        return ("echo %s | %s" % (quote(self.value), shell.root("tee %s >/dev/null" % paths)),)
+
+    @property
+    def writes(self):
+        return tuple(self.paths)
+
+    def apply(self, target):
+        return [target.write_kernel(path, self.value, glob=self.glob) for path in self.paths]
+
+
+class WriteFile(Action):
+    """A file written whole (re-running leaves one copy): its lines, and whether its folder
+    may have to be made first."""
+
+    __slots__ = ("path", "lines", "parents")
+    _defaults = {"parents": False}
+    kind = "write-file"
+
+    def sh(self, shell):
+        lines = []
+        if self.parents:
+            lines.append(shell.root("mkdir -p %s" % quote(self.path.rsplit("/", 1)[0] or "/")))
+        words = " ".join(quote(line) for line in self.lines)
+        lines.append("printf '%%s\\n' %s | %s" % (words, shell.root("tee %s >/dev/null" % quote(self.path))))
+        return tuple(lines)
+
+    def apply(self, target):
+        return [target.write(self.path, "".join(line + "\n" for line in self.lines), parents=self.parents)]
+
+
+class RemoveFile(Action):
+    __slots__ = ("path",)
+    kind = "remove-file"
+
+    def sh(self, shell):
+        return (shell.root("rm -f %s" % quote(self.path)),)
+
+    def apply(self, target):
+        return [target.remove(self.path)]
+
+
+_BRE_SPECIAL = frozenset("\\.*[]^$")
+# Delimiters for an s command, none special in a basic regular expression; "/" last, escaped
+# where the text holds one of each.
+_DELIMITERS = "|@%,:!/"
+
+
+def bre(text: str, delimiter: str = "/") -> str:
+    """``text`` as a GNU sed basic regular expression matching exactly it, between
+    ``delimiter``s; control characters as ``\\xHH``, so the script stays printable."""
+    out = []
+    for char in text:
+        if char in _BRE_SPECIAL or char == delimiter:
+            out.append("\\" + char)
+        elif char == "\t":
+            out.append("\\t")
+        elif char == "\r":
+            out.append("\\r")
+        elif not char.isprintable():
+            out.append("".join("\\x%02x" % byte for byte in char.encode("utf-8", "surrogateescape")))
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def comment_script(number: int, text: str) -> str:
+    """A sed command turning line ``number`` into a comment only while it still reads
+    ``text``: a second run, or a file that changed since, leaves it alone."""
+    delimiter = next((d for d in _DELIMITERS if d not in text), "/")
+    return "%ds%s^%s$%s# &%s" % (number, delimiter, bre(text, delimiter), delimiter, delimiter)
+
+
+def comment_out(text: str, lines, path: str) -> str:
+    """``text`` with ``lines`` [(number, expected text)] commented out as the sed script does;
+    a line that reads otherwise (already commented, or changed) raises NotApplicable, except
+    one already commented out by us."""
+    rows = text.split("\n")
+    for number, expected in lines:
+        index = number - 1
+        if index < len(rows) and rows[index] == expected:
+            rows[index] = "# " + expected
+        elif index < len(rows) and rows[index] == "# " + expected:
+            continue
+        else:
+            raise NotApplicable("line %d of %s no longer reads %r" % (number, path, expected[:80]))
+    return "\n".join(rows)
+
+
+class CommentLines(Action):
+    """Lines of a file turned into comments, each only while it reads as expected.
+    ``follow``: the path may be a link to keep (rc.local on RHEL)."""
+
+    __slots__ = ("path", "lines", "follow")
+    _defaults = {"follow": False}
+    kind = "comment-lines"
+
+    def sh(self, shell):
+        scripts = " ".join("-e %s" % quote(comment_script(n, text)) for n, text in self.lines)
+        follow = " --follow-symlinks" if self.follow else ""
+        return (shell.root("sed -i%s %s %s" % (follow, scripts, quote(self.path))),)
+
+    def apply(self, target):
+        text = target.read(self.path)
+        if text is None:
+            raise NotApplicable("%s is not there" % self.path)
+        return [target.write(self.path, comment_out(text, self.lines, self.path))]
+
+
+class OverrideCopy(Action):
+    """A package's file (in /usr/lib/sysctl.d …) hidden by a copy of the same name in /etc with
+    ``lines`` commented out: the package's file itself is never edited."""
+
+    __slots__ = ("source", "path", "lines")
+    kind = "override-copy"
+
+    def sh(self, shell):
+        scripts = " ".join("-e %s" % quote(comment_script(n, text)) for n, text in self.lines)
+        edited = shell.root("sed %s %s" % (scripts, quote(self.source)))
+        return ("%s | %s" % (edited, shell.root("tee %s >/dev/null" % quote(self.path))),)
+
+    def apply(self, target):
+        text = target.read(self.source)
+        if text is None:
+            raise NotApplicable("%s is not there" % self.source)
+        return [target.write(self.path, comment_out(text, self.lines, self.source))]
+
+
+class AddInterpreter(Action):
+    """``#!/bin/sh`` as the first line, unless the file has an interpreter line already."""
+
+    __slots__ = ("path",)
+    kind = "add-interpreter"
+
+    def sh(self, shell):
+        path = quote(self.path)
+        return (
+            "%s | grep -q '^#!' || %s"
+            % (shell.root("head -n 1 %s" % path), shell.root("sed -i --follow-symlinks '1i #!/bin/sh' %s" % path)),
+        )
+
+    def apply(self, target):
+        text = target.read(self.path)
+        if text is None:
+            raise NotApplicable("%s is not there" % self.path)
+        if text.startswith("#!"):
+            return []
+        return [target.write(self.path, "#!/bin/sh\n" + text)]
+
+
+class StripCarriageReturns(Action):
+    """CRLF line ends (a file edited on Windows) made LF."""
+
+    __slots__ = ("path",)
+    kind = "strip-cr"
+
+    def sh(self, shell):
+        return (shell.root("sed -i --follow-symlinks 's/\\r$//' %s" % quote(self.path)),)
+
+    def apply(self, target):
+        text = target.read(self.path)
+        if text is None:
+            raise NotApplicable("%s is not there" % self.path)
+        fixed = "\n".join(row[:-1] if row.endswith("\r") else row for row in text.split("\n"))
+        return [target.write(self.path, fixed)] if fixed != text else []
+
+
+class MakeExecutable(Action):
+    __slots__ = ("path",)
+    kind = "chmod"
+
+    def sh(self, shell):
+        return (shell.root("chmod +x %s" % quote(self.path)),)
+
+    def apply(self, target):
+        return [target.chmod_executable(self.path)]
+
+
+# GRUB_CMDLINE_LINUX* assignment lines, and a parameter on them: what follows a quote, a blank,
+# ``=`` or ``}`` up to the next of those. [ \t\n\v\f\r] is [[:space:]] for the ASCII that sed sees.
+_SPACE = " \t\n\v\f\r"
+GRUB_LINE_ERE = "^[[:space:]]*(export[[:space:]]+)?GRUB_CMDLINE_LINUX(_DEFAULT)?="
+_GRUB_LINE = re.compile(r"^[%s]*(export[%s]+)?GRUB_CMDLINE_LINUX(_DEFAULT)?=" % (_SPACE, _SPACE))
+
+
+def _ere(text: str) -> str:
+    return "".join("\\" + c if c in "\\.[]()*+?{}|^$/" else c for c in text)
+
+
+def grub_cut_script(names) -> str:
+    pattern = "|".join(_ere(name) for name in names)
+    return "/%s/ s/([\"'[:space:]=}])(%s)=[^\"'[:space:]}]*/\\1/g" % (GRUB_LINE_ERE, pattern)
+
+
+def grub_cut(text: str, names) -> str:
+    """What ``sed -E grub_cut_script(names)`` makes of ``text``."""
+    param = re.compile(r"([\"'%s=}])(%s)=[^\"'%s}]*" % (_SPACE, "|".join(re.escape(n) for n in names), _SPACE))
+    return "\n".join(param.sub(r"\1", row) if _GRUB_LINE.match(row) else row for row in text.split("\n"))
+
+
+class CutGrubParams(Action):
+    """Parameters cut out of the GRUB_CMDLINE_LINUX* lines of a GRUB defaults file."""
+
+    __slots__ = ("path", "names")
+    kind = "grub-cut"
+
+    def sh(self, shell):
+        return (shell.root("sed -i -E %s %s" % (quote(grub_cut_script(self.names)), quote(self.path))),)
+
+    def apply(self, target):
+        text = target.read(self.path)
+        if text is None:
+            raise NotApplicable("%s is not there" % self.path)
+        cut = grub_cut(text, self.names)
+        return [target.write(self.path, cut)] if cut != text else []
+
+
+_APPEND_LINE = re.compile(r'^GRUB_CMDLINE_LINUX="[^"$`\\]*"$')
+
+
+def grub_append_script(add) -> str:
+    return 's/^(GRUB_CMDLINE_LINUX="[^"$`\\\\]*)"$/\\1 %s"/' % _sed_replacement(" ".join(add))
+
+
+def _sed_replacement(text: str) -> str:
+    return "".join("\\" + c if c in "\\&/" else c for c in text)
+
+
+def grub_append(text: str, add) -> str:
+    rows = text.split("\n")
+    for index, row in enumerate(rows):
+        if _APPEND_LINE.match(row):
+            rows[index] = row[:-1] + " " + " ".join(add) + '"'
+    return "\n".join(rows)
+
+
+def appendable_grub_line(text: str) -> bool:
+    """Whether ``text`` has exactly one GRUB_CMDLINE_LINUX assignment, written as a plain
+    double-quoted value that ``grub_append`` can extend."""
+    assigned = [row for row in text.split("\n") if _GRUB_LINE.match(row) and "_DEFAULT=" not in row.split("#", 1)[0]]
+    return len(assigned) == 1 and bool(_APPEND_LINE.match(assigned[0]))
+
+
+class AppendGrubParams(Action):
+    """Parameters added to the one plain ``GRUB_CMDLINE_LINUX="…"`` line of /etc/default/grub,
+    where the distribution's grub-mkconfig sources no drop-in folder."""
+
+    __slots__ = ("path", "params")
+    kind = "grub-append"
+
+    def sh(self, shell):
+        return (shell.root("sed -i -E %s %s" % (quote(grub_append_script(self.params)), quote(self.path))),)
+
+    def apply(self, target):
+        text = target.read(self.path)
+        if text is None or not appendable_grub_line(text):
+            raise NotApplicable('%s has no single plain GRUB_CMDLINE_LINUX="…" line to extend' % self.path)
+        return [target.write(self.path, grub_append(text, self.params))]
+
+
+class BootEntries(Action):
+    """The boot loader's entries rebuilt from its configuration: ``update-grub``,
+    ``grub2-mkconfig``, ``grubby`` or ``kernel-install``. A tree gets what the tool would
+    write: ``add``/``remove`` made on every entry's command line (BLS entries, grubenv's
+    kernelopts, grub.cfg's ``linux`` lines). ``argv`` None: an image's grub.cfg, which
+    grub-mkconfig must rebuild where the image's disk is attached (nothing to print; the
+    step says so)."""
+
+    __slots__ = ("argv", "add", "remove", "releases")
+    _defaults = {"releases": None}
+    kind = "boot-entries"
+    reboot = True
+
+    def sh(self, shell):
+        if self.argv is None:
+            return ()
+        if self.argv[0] == "kernel-install":
+            # kernel-install names a release; None: the running one, asked when it runs.
+            releases = [quote(r) for r in self.releases] if self.releases else ['"$(uname -r)"']
+            return tuple(shell.root("kernel-install add %s /usr/lib/modules/%s/vmlinuz" % (r, r)) for r in releases)
+        # grubby's options are written --name='value', as its manual shows them.
+        return (shell.root(" ".join(_option(word) for word in self.argv)),)
+
+    def apply(self, target):
+        if target.live:
+            if self.argv is None:
+                raise NotApplicable("an image's grub.cfg is rebuilt where its disk is attached")
+            if self.argv[0] == "kernel-install":
+                import os
+
+                releases = self.releases or (os.uname().release,)
+                return [target.run(("kernel-install", "add", r, "/usr/lib/modules/%s/vmlinuz" % r)) for r in releases]
+            return [target.run(self.argv)]
+        from ai_doctor.remedy.bootedit import edit_entries
+
+        return edit_entries(target, self.add, self.remove, bls=self.argv is not None and self.argv[0] in ("grubby", "kernel-install"))
+
+
+def _option(word: str) -> str:
+    name, sep, value = word.partition("=")
+    if sep and name.startswith("--") and name.replace("-", "").isalnum():
+        return name + "=" + quote(value)
+    return quote(word)
+
+
+class SystemdUnit(Action):
+    """``systemctl disable|mask [--now] UNIT``; in a tree, the links systemctl would remove
+    or make."""
+
+    __slots__ = ("verb", "unit", "now")
+    _defaults = {"now": False}
+    kind = "systemd-unit"
+
+    def sh(self, shell):
+        return (shell.root("systemctl %s%s %s" % (self.verb, " --now" if self.now else "", quote(self.unit))),)
+
+    def apply(self, target):
+        if target.live:
+            return [target.run(("systemctl", self.verb) + (("--now",) if self.now else ()) + (self.unit,))]
+        if self.verb == "disable":
+            return target.disable_unit(self.unit)
+        if self.verb == "mask":
+            return [target.link("/etc/systemd/system/" + self.unit, "/dev/null")]
+        raise NotApplicable("systemctl %s is not applied to a tree" % self.verb)
+
+
+TUNED_ACTIVE = "/etc/tuned/active_profile"
+TUNED_MODE = "/etc/tuned/profile_mode"
+
+
+class TunedActivate(Action):
+    """Profile ``name`` applied after the active ones (tuned-adm merges them in order, the last
+    winning); in an image, written where tuned reads it at boot."""
+
+    __slots__ = ("name", "running")
+    kind = "tuned-activate"
+
+    def sh(self, shell):
+        name = quote(self.name)
+        if self.running:
+            others = "$(tr -s ' ' '\\n' 2>/dev/null <%s | grep -vx %s)" % (TUNED_ACTIVE, name)
+            return ("%s %s %s" % (shell.root("tuned-adm profile"), others, name),)
+        # No daemon to ask. No 2>/dev/null: an image seldom has a /dev, and a failed
+        # redirection would skip the read and drop the active profiles.
+        others = "$(tr -s ' ' '\\n' <%s | grep -vx %s)" % (TUNED_ACTIVE, name)
+        script = "p=%s; echo $p %s >%s && echo manual >%s" % (others, name, TUNED_ACTIVE, TUNED_MODE)
+        return (shell.root("sh -c %s" % quote(script)),)
+
+    def apply(self, target):
+        current = (target.read(TUNED_ACTIVE) or "").split()
+        profiles = [p for p in current if p != self.name] + [self.name]
+        if target.live and self.running:
+            return [target.run(("tuned-adm", "profile") + tuple(profiles))]
+        return [target.write(TUNED_ACTIVE, " ".join(profiles) + "\n"), target.write(TUNED_MODE, "manual\n")]
+
+
+class Run(Action):
+    """A program run on the host itself (``phase`` ``run`` or ``now``); never run in a tree,
+    whose programs are not this machine's to execute."""
+
+    __slots__ = ("argv", "phase", "needs_root")
+    _defaults = {"phase": RUN, "needs_root": True}
+    kind = "run"
+
+    def sh(self, shell):
+        command = join(self.argv)
+        return (shell.root(command) if self.needs_root else command,)
+
+    def apply(self, target):
+        if not target.live:
+            raise NotApplicable("runs a program (%s) on the host itself" % self.argv[0])
+        return [target.run(self.argv)]
+
+    def as_dict(self):
+        return {"kind": self.kind, "phase": self.phase, "argv": list(self.argv), "needs_root": self.needs_root}
+
+
+class Swapfile(Action):
+    """A swap file made and switched on now (lost at reboot: no /etc/fstab line)."""
+
+    __slots__ = ("path", "gib", "no_cow")
+    kind, phase = "swapfile", NOW
+
+    def sh(self, shell):
+        path = quote(self.path)
+        # Each line is skipped once the file is in use as swap, so a second run changes nothing.
+        guard = "swapon --show=NAME --noheadings | grep -qxF %s || " % path
+        commands = []
+        if self.no_cow:
+            # btrfs swaps only to a file without copy-on-write, set while it is still empty.
+            commands += ["truncate -s 0 %s" % path, "chattr +C %s" % path]
+        commands += ["fallocate -l %dG %s" % (self.gib, path), "chmod 600 %s" % path, "mkswap %s" % path, "swapon %s" % path]
+        return tuple(guard + shell.root(command) for command in commands)
+
+    def apply(self, target):
+        if not target.live:
+            raise NotApplicable("swap is switched on in a running system")
+        swaps = target.read("/proc/swaps") or ""
+        if any(line.split()[:1] == [self.path] for line in swaps.splitlines()):
+            return ["%s is already in use as swap" % self.path]
+        steps = []
+        if self.no_cow:
+            steps += [("truncate", "-s", "0", self.path), ("chattr", "+C", self.path)]
+        steps += [
+            ("fallocate", "-l", "%dG" % self.gib, self.path),
+            ("chmod", "600", self.path),
+            ("mkswap", self.path),
+            ("swapon", self.path),
+        ]
+        return [target.run(argv) for argv in steps]
+
+
+class Show(Action):
+    """A command that only shows something (it may hold a pipe); never run by --apply."""
+
+    __slots__ = ("text", "needs_root")
+    _defaults = {"needs_root": False}
+    kind, phase = "show", SHOW
+
+    def sh(self, shell):
+        return (shell.root(self.text) if self.needs_root else self.text,)
+
+    def as_dict(self):
+        return {"kind": self.kind, "phase": self.phase, "command": self.text}
+
+
+class Reboot(Action):
+    __slots__ = ()
+    kind, phase = "reboot", REBOOT
+    reboot = True
+
+    def sh(self, shell):
+        return (shell.root("reboot"),)
+
+
+class EditByHand(Action):
+    """A file to edit by hand (what to change is in the step's words)."""
+
+    __slots__ = ("path",)
+    kind, phase = "edit", MANUAL
+
+    def sh(self, shell):
+        path = shell.outside(self.path)
+        return ("sudoedit %s" % path if shell.sudo else "${EDITOR:-vi} %s" % path,)

@@ -1,0 +1,133 @@
+"""What a boot loader tool writes into a tree when it is told to add or remove kernel parameters,
+made in Python where the tool itself cannot run (a tree is not this machine's to boot).
+
+- ``grubby --update-kernel=ALL`` edits every Boot Loader Specification entry's ``options``
+  (RHEL 9, Fedora), or grubenv's ``kernelopts`` where the entries take their options from it
+  (RHEL 8), or grub.cfg's ``linux`` lines where there are no entries (RHEL 7);
+- ``kernel-install add`` writes each entry's ``options`` from /etc/kernel/cmdline;
+- ``update-grub`` / ``grub-mkconfig`` regenerate grub.cfg, whose entries then carry the
+  parameters the GRUB defaults files give them.
+"""
+
+from __future__ import annotations
+
+from ai_doctor.remedy.actions import NotApplicable
+
+BLS_DIRS = ("/boot/loader/entries", "/efi/loader/entries", "/boot/efi/loader/entries")
+GRUB_CFG_PATHS = ("/boot/grub/grub.cfg", "/boot/grub2/grub.cfg")
+GRUBENV_PATHS = ("/boot/grub2/grubenv", "/boot/grub/grubenv")
+GRUBENV_SIZE = 1024
+_LINUX = ("linux", "linuxefi", "linux16")
+
+
+def split_words(text: str):
+    """Kernel parameters as written: split at blanks outside double quotes, quotes kept."""
+    words, word, quoted = [], [], False
+    for char in text:
+        if char == '"':
+            quoted = not quoted
+        if char.isspace() and not quoted:
+            if word:
+                words.append("".join(word))
+                word = []
+        else:
+            word.append(char)
+    if word:
+        words.append("".join(word))
+    return words
+
+
+def _name(word: str) -> str:
+    return word.split("=", 1)[0].replace('"', "")
+
+
+def _gone(add, remove) -> set:
+    return {name.split("=", 1)[0] for name in remove} | {_name(word) for word in add}
+
+
+def edit_words(words, add, remove):
+    """``words`` without the parameters named in ``remove`` (and those ``add`` sets), then ``add``."""
+    gone = _gone(add, remove)
+    return [w for w in words if _name(w) not in gone] + list(add)
+
+
+def edit_entries(target, add, remove, bls: bool):
+    """Every boot entry of the tree given ``add``/``remove`` (``bls``: the tool writes Boot
+    Loader Specification entries where there are any); the changes in words."""
+    done = []
+    gone = _gone(add, remove)
+    entries = _bls_entries(target) if bls else []
+    if entries:
+        uses_kernelopts = False
+        for path, text in entries:
+            rows = text.split("\n")
+            options = [i for i, row in enumerate(rows) if row.strip().split(None, 1)[:1] == ["options"]]
+            if any("$kernelopts" in rows[i] for i in options):
+                uses_kernelopts = True
+                continue
+            for i in options:
+                kept = [w for w in split_words(rows[i].strip()[len("options") :]) if _name(w) not in gone]
+                rows[i] = "options " + " ".join(kept + (list(add) if i == options[-1] else []))
+            if not options and add:
+                rows.insert(len(rows) - 1 if rows and rows[-1] == "" else len(rows), "options " + " ".join(add))
+            done.append(target.write(path, "\n".join(rows)))
+        if uses_kernelopts:
+            done.append(_edit_grubenv(target, add, remove))
+        return done
+    for path in GRUB_CFG_PATHS:
+        text = target.read(path)
+        if text is None:
+            continue
+        rows = text.split("\n")
+        depth = 0
+        for i, row in enumerate(rows):
+            stripped = row.strip()
+            if stripped.startswith(("menuentry ", "submenu ")) and stripped.endswith("{"):
+                depth += 1
+            elif stripped == "}" and depth:
+                depth -= 1
+            elif depth and stripped.split(None, 1)[:1] and stripped.split(None, 1)[0] in _LINUX:
+                indent = row[: len(row) - len(row.lstrip())]
+                parts = stripped.split(None, 2)
+                if len(parts) < 2:
+                    continue
+                words = edit_words(split_words(parts[2] if len(parts) > 2 else ""), add, remove)
+                rows[i] = "%s%s %s %s" % (indent, parts[0], parts[1], " ".join(words))
+        done.append(target.write(path, "\n".join(rows)))
+        return done
+    if add or remove:
+        raise NotApplicable("no boot entries to change in the tree (no BLS entries, no grub.cfg)")
+    return done
+
+
+def _bls_entries(target):
+    for folder in BLS_DIRS:
+        listing = target.host.listdir(folder)
+        names = sorted(n for n in (listing.data if listing.ok else ()) if n.endswith(".conf"))
+        found = []
+        for name in names:
+            text = target.read("%s/%s" % (folder, name))
+            if text is not None:
+                found.append(("%s/%s" % (folder, name), text))
+        if found:
+            return found
+    return []
+
+
+def _edit_grubenv(target, add, remove) -> str:
+    for path in GRUBENV_PATHS:
+        text = target.read(path)
+        if text is None:
+            continue
+        rows = [row for row in text.split("\n") if row and not row.startswith("#")]
+        values = [row.partition("=") for row in rows]
+        current = next((value for name, _, value in values if name == "kernelopts"), "")
+        changed = "kernelopts=" + " ".join(edit_words(split_words(current), add, remove))
+        rows = [changed if name == "kernelopts" else "%s=%s" % (name, value) for name, _, value in values]
+        if "kernelopts" not in [name for name, _, _ in values]:
+            rows.append(changed)
+        block = "# GRUB Environment Block\n" + "".join(row + "\n" for row in rows)
+        if len(block.encode("utf-8", "surrogateescape")) > GRUBENV_SIZE:
+            raise NotApplicable("%s: the new kernelopts do not fit its %d bytes" % (path, GRUBENV_SIZE))
+        return target.write(path, block + "#" * (GRUBENV_SIZE - len(block.encode("utf-8", "surrogateescape"))))
+    raise NotApplicable("the boot entries take their options from $kernelopts, and there is no grubenv in the tree")

@@ -1,0 +1,162 @@
+"""Actions: the shell a step prints and the Python that --apply runs make the same change, a
+second run changes nothing, and a tree can never make a write land outside it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ai_doctor.remedy import actions as act
+from ai_doctor.remedy.target import ApplyError, Target
+
+# Lines of host text: printable ASCII and a few characters sed and the shell treat specially.
+_LINE = st.text(alphabet=st.sampled_from(list("abz09 =._-/\\*[]^$&|@%,:!#'\"\t") + ["é", "\r"]), max_size=30)
+
+
+def _sh(action, path):
+    for command in action.sh(act.PLAIN):
+        subprocess.run(["sh", "-c", command], check=True)
+    with open(path, "rb") as stream:
+        return stream.read().decode("utf-8", "surrogateescape")
+
+
+def _tree_file(tmp_path, relative, text):
+    root = tmp_path / "root"
+    target = root / relative.lstrip("/")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(text.encode("utf-8", "surrogateescape"))
+    return root, target
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(_LINE, min_size=1, max_size=6), data=st.data())
+def test_commenting_lines_out_is_the_same_in_sed_and_python_and_idempotent(tmp_path_factory, lines, data):
+    tmp_path = tmp_path_factory.mktemp("comment")
+    text = "\n".join(lines) + "\n"
+    chosen = data.draw(st.sets(st.integers(1, len(lines)), min_size=1))
+    root, real = _tree_file(tmp_path, "/etc/x.conf", text)
+    shell_copy = tmp_path / "shell.conf"
+    shell_copy.write_bytes(text.encode("utf-8", "surrogateescape"))
+    picked = tuple((n, lines[n - 1]) for n in sorted(chosen))
+    by_sed = _sh(act.CommentLines(str(shell_copy), picked), shell_copy)
+    target = Target(str(root))
+    act.CommentLines("/etc/x.conf", picked).apply(target)
+    by_python = real.read_bytes().decode("utf-8", "surrogateescape")
+    assert by_python == by_sed
+    # Run again: both leave the file as it is.
+    assert _sh(act.CommentLines(str(shell_copy), picked), shell_copy) == by_sed
+    act.CommentLines("/etc/x.conf", picked).apply(Target(str(root)))
+    assert real.read_bytes().decode("utf-8", "surrogateescape") == by_python
+
+
+def test_a_line_that_changed_since_the_check_is_not_commented_out(tmp_path):
+    root, real = _tree_file(tmp_path, "/etc/x.conf", "vm.nr_hugepages = 64\n")
+    with pytest.raises(act.NotApplicable, match="no longer reads"):
+        act.CommentLines("/etc/x.conf", ((1, "vm.nr_hugepages = 128"),)).apply(Target(str(root)))
+    assert real.read_text() == "vm.nr_hugepages = 64\n"
+
+
+_GRUB = st.lists(
+    st.one_of(
+        st.builds(
+            lambda name, words: '%s="%s"' % (name, " ".join(words)),
+            st.sampled_from(["GRUB_CMDLINE_LINUX", "GRUB_CMDLINE_LINUX_DEFAULT", " export GRUB_CMDLINE_LINUX", "GRUB_TIMEOUT"]),
+            st.lists(st.sampled_from(["quiet", "hugepages=16", "hugepagesz=2M", "xhugepages=1", "$GRUB_CMDLINE_LINUX", "a=b"]), max_size=5),
+        ),
+        st.just("# hugepages=3 in a comment"),
+    ),
+    max_size=5,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=_GRUB)
+def test_cutting_grub_parameters_is_the_same_in_sed_and_python(tmp_path_factory, lines):
+    tmp_path = tmp_path_factory.mktemp("grub")
+    text = "\n".join(lines) + "\n"
+    copy = tmp_path / "grub"
+    copy.write_text(text)
+    names = ("hugepages", "hugepagesz")
+    assert _sh(act.CutGrubParams(str(copy), names), copy) == act.grub_cut(text, names)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX="quiet splash"\n', 'GRUB_CMDLINE_LINUX=""\n', 'GRUB_CMDLINE_LINUX="a"\nGRUB_TIMEOUT=5\n'],
+)
+def test_appending_to_grub_cmdline_linux_is_the_same_in_sed_and_python(tmp_path, text):
+    copy = tmp_path / "grub"
+    copy.write_text(text)
+    add = ("hugepagesz=1G", "hugepages=4")
+    assert act.appendable_grub_line(text)
+    assert _sh(act.AppendGrubParams(str(copy), add), copy) == act.grub_append(text, add)
+
+
+@pytest.mark.parametrize("text", ['GRUB_CMDLINE_LINUX="$X quiet"\n', 'GRUB_CMDLINE_LINUX="a"\nGRUB_CMDLINE_LINUX="b"\n', "GRUB_X=1\n"])
+def test_grub_lines_that_need_a_shell_are_not_extended(text):
+    assert not act.appendable_grub_line(text)
+
+
+def test_carriage_returns_and_the_interpreter_line_match_sed(tmp_path):
+    text = "echo 1\r\nexit 0\r\n"
+    root, real = _tree_file(tmp_path, "/etc/rc.local", text)
+    copy = tmp_path / "rc"
+    copy.write_text(text)
+    for action in (act.StripCarriageReturns, act.AddInterpreter, act.AddInterpreter):
+        _sh(action(str(copy)), copy)
+        action("/etc/rc.local").apply(Target(str(root)))
+    assert real.read_text() == copy.read_text() == "#!/bin/sh\necho 1\nexit 0\n"
+
+
+def test_a_write_through_a_link_in_the_tree_stays_inside_it(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    os.symlink(str(outside), root / "etc" / "sysctl.d")  # absolute: re-rooted, as chroot would
+    (root / str(outside).lstrip("/")).mkdir(parents=True)
+    target = Target(str(root))
+    act.WriteFile("/etc/sysctl.d/90-x.conf", ("vm.x = 1",)).apply(target)
+    assert not (outside / "90-x.conf").exists()
+    assert (root / str(outside).lstrip("/") / "90-x.conf").read_text() == "vm.x = 1\n"
+
+
+def test_a_tree_whose_backup_folder_is_a_link_gets_no_backup_through_it(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root, real = _tree_file(tmp_path, "/etc/x.conf", "a = 1\n")
+    (root / ".aidoctor").mkdir()
+    os.symlink(str(outside), root / ".aidoctor" / "backup")
+    with pytest.raises(ApplyError, match="not a folder"):
+        act.CommentLines("/etc/x.conf", ((1, "a = 1"),)).apply(Target(str(root)))
+    assert list(outside.iterdir()) == [] and real.read_text() == "a = 1\n"
+
+
+def test_a_fifo_or_a_kernel_file_is_never_written(tmp_path):
+    root, _ = _tree_file(tmp_path, "/etc/keep", "")
+    os.mkfifo(root / "etc" / "fifo.conf")
+    target = Target(str(root))
+    with pytest.raises(act.NotApplicable, match="not a regular file"):
+        act.WriteFile("/etc/fifo.conf", ("x",)).apply(target)
+    with pytest.raises(act.NotApplicable, match="kernel or device file"):
+        act.WriteFile("/proc/sys/vm/nr_hugepages", ("0",)).apply(target)
+    with pytest.raises(act.NotApplicable, match="running kernel"):
+        act.SetSysctl((("vm.nr_hugepages", "0"),)).apply(target)
+
+
+def test_changed_files_are_backed_up_and_listed(tmp_path):
+    import json
+
+    root, real = _tree_file(tmp_path, "/etc/x.conf", "a = 1\n")
+    target = Target(str(root))
+    act.CommentLines("/etc/x.conf", ((1, "a = 1"),)).apply(target)
+    act.WriteFile("/etc/new.conf", ("b = 2",)).apply(target)
+    folder = target.finish()
+    assert open(os.path.join(folder, "etc/x.conf")).read() == "a = 1\n"
+    record = json.load(open(os.path.join(folder, "changes.json")))
+    assert record["changed"] == ["/etc/x.conf", "/etc/new.conf"] and record["created"] == ["/etc/new.conf"]
+    assert real.read_text() == "# a = 1\n"
