@@ -41,7 +41,8 @@ def host_summary(host, facts) -> HostSummary:
 
     container = facts.get("container")
     distro = facts.get("os_release")
-    return HostSummary(
+    notes = getattr(host, "notes", None)
+    summary = HostSummary(
         hostname=text("hostname"),
         kernel=text("release"),
         source="live system"
@@ -55,3 +56,6 @@ def host_summary(host, facts) -> HostSummary:
         container=(container.runtime or "yes") if container and container.detected else None,
         distro=distro.pretty if distro else None,
     )
+    if notes is not None:
+        summary = summary._replace(source=summary.source + ", as it will boot (simulated)", next_boot=tuple(notes))
+    return summary

@@ -80,6 +80,11 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument(
         "--image", action="store_true", help="judge the --root tree as an image even if it holds /proc and /sys (what boot will do)"
     )
+    source.add_argument(
+        "--next-boot",
+        action="store_true",
+        help="judge the host as it will be after a reboot, simulated from its persistent configuration",
+    )
     choose = parser.add_argument_group("which checks")
     choose.add_argument("--only", metavar="RULE", action="append", default=[], help="run only this rule or area (repeatable)")
     choose.add_argument("--skip", metavar="RULE", action="append", default=[], help="do not run this rule or area (repeatable)")
@@ -431,6 +436,10 @@ def _run_and_write(args, request, host, rules) -> int:
 
     if sys.stdout is None and args.output in (None, "-"):
         raise UsageError("standard output is closed; write the report with --output FILE")
+    if getattr(args, "next_boot", False):
+        from ai_doctor.nextboot import simulate
+
+        host = simulate(host, request)
     report = checkup(host, request, rules, args.fail_on, args.strict, args.verbose)
     to_terminal = args.output is None and sys.stdout.isatty()
     if args.format != "text":

@@ -166,9 +166,11 @@ class Request(Record):
 
 
 class HostSummary(Record):
-    """Who the report is about, for headers."""
+    """Who the report is about, for headers; ``next_boot`` holds what a --next-boot run
+    simulated and assumed (None: the host as it runs)."""
 
-    __slots__ = ("hostname", "kernel", "source", "root", "live", "uid", "container", "distro")
+    __slots__ = ("hostname", "kernel", "source", "root", "live", "uid", "container", "distro", "next_boot")
+    _defaults = {"next_boot": None}
 
 
 class Report(Record):

@@ -26,6 +26,7 @@ def as_dict(report) -> dict:
             "live": host.live,
             "uid": host.uid,
             "container": host.container,
+            "next_boot": list(host.next_boot) if host.next_boot is not None else None,
         },
         "options": {
             "model_size": None

@@ -61,6 +61,8 @@ def render(report) -> str:
         ("System", host.distro or "unknown"),
         ("Source", host.source),
     ]
+    if host.next_boot is not None:
+        facts.append(("Next boot", "; ".join(host.next_boot)))
     if host.container:
         facts.append(("Container", host.container))
     facts.append(("Model", request.described if request and request.described else "no size given: memory checks skipped"))

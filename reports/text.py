@@ -170,6 +170,12 @@ class _Writer:
         if host.container:
             about.append("container (%s)" % host.container)
         self.line(("aidoctor %s" % report.tool_version, "bold"), self.dot + self.dot.join(about))
+        if host.next_boot is not None:
+            how = "" if report.verbose else " (-v shows how)"
+            self.line(("Next boot: ", "bold"), "simulated from the persistent configuration" + how)
+            if report.verbose:
+                for note in host.next_boot:
+                    self.line("- " + note, indent=4, hang=2)
         request = report.request
         if request is not None and request.described:
             self.line(("Model: ", "bold"), request.described)

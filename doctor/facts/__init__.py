@@ -98,6 +98,7 @@ def _load_providers() -> None:
     # Explicit imports: every provider module registers its facts on import.
     from ai_doctor.facts import (  # noqa: F401
         blockdev,
+        boot,
         bootloader,
         cgroup,
         cmdline,

@@ -114,8 +114,13 @@ def parse_kconfig(text: str):
 
 @fact("kernel_config")
 def kernel_config(host, facts):
-    release = facts.get("release")
-    candidates = [PROC_CONFIG]
+    return config_for(host, facts.get("release"))
+
+
+def config_for(host, release, running: bool = True):
+    """The config of kernel ``release`` (Unavailable with what was tried); /proc/config.gz
+    only for the ``running`` one."""
+    candidates = [PROC_CONFIG] if running else []
     if release:
         candidates += [
             "/boot/config-%s" % release,
@@ -148,6 +153,8 @@ def kernel_config(host, facts):
         found = _embedded(host, release, tried)
         if found is not None:
             return found
+    if not release and not tried:
+        return Unavailable("the kernel release is unknown (%s)" % release.reason)
     if not release:
         reason = "%s: %s, and the kernel release is unknown (%s), so /boot/config-RELEASE cannot be looked for" % (
             PROC_CONFIG,

@@ -18,12 +18,17 @@ RULES_DIRS = ("/etc/udev/rules.d", "/run/udev/rules.d", "/usr/local/lib/udev/rul
 # An assignment (=, :=), not a match (==, !=).
 _SCHEDULER = re.compile(r'ATTR\{queue/scheduler\}\s*:?=\s*"([^"]*)"')
 _KERNEL = re.compile(r'KERNEL\s*==\s*"([^"]*)"')
+# RUN+="… echo VALUE | tee /sys/block/PATTERN/queue/scheduler …" (the rule storage.scheduler writes).
+_RUN_WRITE = re.compile(r"echo ([a-z][a-z0-9_-]*) \| tee /sys/block/([^/\s'\"]+)/queue/scheduler")
 
 
 class SchedulerRule(Record):
-    """A rules line that sets queue/scheduler: where, the value, the line as written."""
+    """A rules line that sets queue/scheduler: where, the value, the line as written.
+    ``pattern``: a RUN+= that writes the value to /sys/block/PATTERN/queue/scheduler itself
+    (for devices that get no events of their own, such as hidden NVMe multipath paths)."""
 
-    __slots__ = ("path", "line", "value", "text")
+    __slots__ = ("path", "line", "value", "text", "pattern")
+    _defaults = {"pattern": None}
 
     @property
     def name(self) -> str:
@@ -34,6 +39,8 @@ class SchedulerRule(Record):
         a rule without one may match any device."""
         import fnmatch
 
+        if self.pattern is not None:
+            return fnmatch.fnmatchcase(device, self.pattern)
         patterns = _KERNEL.findall(self.text)
         return not patterns or any(fnmatch.fnmatchcase(device, alt) for pattern in patterns for alt in pattern.split("|"))
 
@@ -82,4 +89,7 @@ def udev_scheduler_rules(host, facts):
             match = _SCHEDULER.search(line)
             if match:
                 found.append(SchedulerRule(chosen[name], number, match.group(1), line.strip()))
+            run = _RUN_WRITE.search(line) if "RUN" in line else None
+            if run:
+                found.append(SchedulerRule(chosen[name], number, run.group(1), line.strip(), run.group(2)))
     return tuple(found)
