@@ -50,17 +50,28 @@ def _formatter(prog):
     return argparse.HelpFormatter(prog, width=max(width, 40))
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="aidoctor",
-        formatter_class=_formatter,
-        description="Diagnose a Linux host (or an image or snapshot of one) before it loads and serves an AI model.",
-        epilog=(
-            "Subcommands: `aidoctor check` (the default), `aidoctor explain RULE`, `aidoctor snapshot -o DIR`, "
-            "`aidoctor merge REPORT.json …`, `aidoctor bench PATH…|--size 8G`. Exit "
-            "codes: 0 nothing at or above --fail-on, 1 findings at or above it, 2 bad input, 3 aidoctor failed."
-        ),
-    )
+def _parser(fix: bool = False) -> argparse.ArgumentParser:
+    if fix:
+        parser = _Parser(
+            prog="aidoctor fix",
+            formatter_class=_formatter,
+            description=(
+                "The fixes of what the check finds: a POSIX sh script to review and run as root (the first way of fixing "
+                "each finding, unless --choose picks another), a JSON plan, or applied with --apply."
+            ),
+            epilog="Exit codes: 0 printed or applied, 1 a change failed while applying, 2 bad input, 3 aidoctor failed.",
+        )
+    else:
+        parser = _Parser(
+            prog="aidoctor",
+            formatter_class=_formatter,
+            description="Diagnose a Linux host (or an image or snapshot of one) before it loads and serves an AI model.",
+            epilog=(
+                "Subcommands: `aidoctor check` (the default), `aidoctor fix`, `aidoctor explain RULE`, `aidoctor snapshot -o DIR`, "
+                "`aidoctor merge REPORT.json …`, `aidoctor bench PATH…|--size 8G`. Exit "
+                "codes: 0 nothing at or above --fail-on, 1 findings at or above it, 2 bad input, 3 aidoctor failed."
+            ),
+        )
     model = parser.add_argument_group("the model")
     model.add_argument(
         "--model-size", action=_Once, metavar="SIZE", help="weights size: 140G, 140GiB (powers of 1024), 150GB (powers of 1000), or bytes"
@@ -80,14 +91,34 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument(
         "--image", action="store_true", help="judge the --root tree as an image even if it holds /proc and /sys (what boot will do)"
     )
-    source.add_argument(
-        "--next-boot",
-        action="store_true",
-        help="judge the host as it will be after a reboot, simulated from its persistent configuration",
-    )
+    if not fix:
+        source.add_argument(
+            "--next-boot",
+            action="store_true",
+            help="judge the host as it will be after a reboot, simulated from its persistent configuration",
+        )
     choose = parser.add_argument_group("which checks")
     choose.add_argument("--only", metavar="RULE", action="append", default=[], help="run only this rule or area (repeatable)")
     choose.add_argument("--skip", metavar="RULE", action="append", default=[], help="do not run this rule or area (repeatable)")
+    if fix:
+        how = parser.add_argument_group("fixing")
+        how.add_argument(
+            "--choose",
+            metavar="RULE=N",
+            action="append",
+            default=[],
+            help="take the Nth way of fixing RULE's findings (default: the first)",
+        )
+        how.add_argument(
+            "--apply",
+            action="store_true",
+            help="make the changes: in a --root tree the file changes (with backups), on this host everything, after asking",
+        )
+        how.add_argument("--yes", action="store_true", help="with --apply, do not ask before each finding's fix")
+        out = parser.add_argument_group("output")
+        out.add_argument("--format", action=_Once, choices=("sh", "json"), default="sh", help="sh (default): a script; json: the plan")
+        out.add_argument("--output", "-o", action=_Once, metavar="FILE", help="write it to FILE instead of standard output")
+        return parser
     choose.add_argument("--list-rules", action="store_true", help="list the rules and exit")
     out = parser.add_argument_group("output")
     out.add_argument(
@@ -205,6 +236,8 @@ def _dispatch(argv, program) -> int:
 
         args = benchcmd.parser(_Parser, _formatter).parse_args(argv[1:])
         return benchcmd.run(args, UsageError, _write)
+    if argv[:1] == ["fix"]:
+        return _fix(_parser(fix=True).parse_args(_attach_negative_values(argv[1:])), argv)
     if argv[:1] == ["check"]:
         argv = argv[1:]
     args = _parser().parse_args(_attach_negative_values(argv))
@@ -393,6 +426,23 @@ def _host(args):
     if not any(host.exists(path) for path in HOST_MARKERS):
         raise UsageError("--root %s: not a host tree (none of %s in it)" % (args.root, ", ".join(HOST_MARKERS)))
     return host
+
+
+def _fix(args, argv) -> int:
+    from ai_doctor import fixcmd
+
+    request = _request(args, argv)
+    rules = _rules(args)
+    if args.image and args.root is None and args.snapshot is None:
+        raise UsageError("--image goes with --root DIR or --snapshot FILE (this host is running)")
+    if args.root is not None and args.snapshot is not None:
+        raise UsageError("give --root or --snapshot, not both")
+    if args.snapshot is None:
+        return fixcmd.run(args, request, _host(args), rules, _write, UsageError)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="aidoctor-snapshot-") as work:
+        return fixcmd.run(args, request, _unpacked(args.snapshot, work, args.image), rules, _write, UsageError)
 
 
 def _check(args, argv, program) -> int:

@@ -9,11 +9,16 @@ each file's lines in order: for a key set more than once, the last line read win
 from __future__ import annotations
 
 from ai_doctor.engine import rule
+from ai_doctor.facts.sysctl import key_path, sysctl_writes
+from ai_doctor.facts.sysctlkeys import bears_on_models, weakens
+from ai_doctor.facts.system import kernel_version
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Step
-from ai_doctor.remedy.actions import NOW, AddInterpreter, MakeExecutable, Run, StripCarriageReturns
+from ai_doctor.remedy.actions import AddInterpreter, CommentLines, MakeExecutable, SetSysctl, StripCarriageReturns
 
 # Keys whose loss another finding hangs on: a pool or a commit limit that vanishes at reboot.
 _LOAD_BEARING = ("vm.nr_hugepages", "vm.overcommit_memory", "vm.overcommit_ratio", "vm.overcommit_kbytes")
+# Writing one of these zeroes the other (mm/util.c): they are judged as the pair the kernel ends with.
+_PAIR = ("vm.overcommit_ratio", "vm.overcommit_kbytes")
 
 
 def _same(a: str, b: str) -> bool:
@@ -24,57 +29,246 @@ def _same(a: str, b: str) -> bool:
     "persist.sysctl-drift",
     "Running sysctl differs from what boot will set",
     Severity.MEDIUM,
-    needs=("sysctl_config", "sysctl_configured_runtime"),
-    uses=("fixes",),
+    needs=("sysctl_config", "sysctl_configured_runtime", "sysctl_at_boot"),
+    uses=("sysctl", "fixes"),
 )
 def sysctl_drift(f):
-    """A sysctl's value in the running kernel differs from what the persistent configuration
-    sets at boot.
+    """A sysctl's value in the running kernel differs from what the next boot sets.
 
     Either someone changed it by hand (`sysctl -w`, a script) and the change is lost at the
     next reboot, or the configuration changed and was never applied (`sysctl --system`).
-    Either way, what was tested is not what the next boot gives. High when the key carries
-    something another check depends on (the huge page pool, the overcommit mode and limit).
-    vm.nr_hugepages below its configured count is a pool the kernel could not fill, which
-    hugepages.shortfall judges; it is not reported here.
+    Either way, what was tested is not what the next boot gives. What boot sets is simulated
+    as the kernel takes it: the files in sysctl.d order, where something applies them at boot
+    (on a host where nothing does, persist.sysctl-not-applied says so instead), and
+    vm.overcommit_ratio and vm.overcommit_kbytes as one pair, since writing either zeroes the
+    other ("Only one of them may be specified at a time. Setting one disables the other",
+    vm.rst; mm/util.c): a file that sets the ratio and a later one that sets kbytes leave
+    kbytes, not a ratio of 0.
 
-    Fix: make the configuration say what should run (a drop-in under /etc/sysctl.d), then
-    `sysctl --system`; or apply the configuration as it is.
+    Keys that bear on loading or serving models (vm.*, NUMA balancing, scheduler, file and
+    socket limits) get a finding each, high for the huge page pool and the overcommit settings
+    other checks depend on; the others are listed in one low finding. vm.nr_hugepages below its
+    configured count is a pool the kernel could not fill, which hugepages.shortfall judges.
 
-    Reference: sysctl.d(5); Documentation/admin-guide/sysctl/.
+    Fix: keep the running value at boot (a drop-in under /etc/sysctl.d, written without
+    reloading the files, which would reset every other key changed by hand), or set the key
+    back to what boot sets. For keys that guard the kernel's security (fs.protected_*,
+    kernel.kptr_restrict, kernel.yama.ptrace_scope, kernel.randomize_va_space,
+    kernel.unprivileged_bpf_disabled, kernel.dmesg_restrict, …) a weaker running value is
+    never made permanent: setting it back is the only fix offered.
+
+    Reference: sysctl.d(5); Documentation/admin-guide/sysctl/vm.rst (overcommit_kbytes);
+    mm/util.c (overcommit_ratio_handler, overcommit_kbytes_handler).
     """
-    config = f.sysctl_config
+    after = f.sysctl_at_boot
+    if not after.applier.applies:
+        return Skip("nothing applies the sysctl files at boot here (%s): persist.sysctl-not-applied" % after.applier.how)
     runtime = f.sysctl_configured_runtime
     if not runtime:
         return Skip("none of the configured keys could be read from /proc/sys")
-    fixes = f.fixes
-    issues = []
+    drifted = []
     for key, now in runtime.items():
-        winner = config.effective(key)
-        if winner is None or _same(winner.value, now):
+        boot = after.values.get(key)
+        if key in _PAIR or boot is None or _same(boot.value, now):
             continue
-        if key == "vm.nr_hugepages" and now.isdigit() and winner.value.strip().isdigit() and int(now) < int(winner.value):
+        if key == "vm.nr_hugepages" and now.isdigit() and boot.value.isdigit() and int(now) < int(boot.value):
             continue  # a pool short of its request: hugepages.shortfall
+        drifted.append((key, now, boot))
+    issues = []
+    pair = _pair_drift(f, after)
+    if pair is not None:
+        issues.append(pair)
+    model = [item for item in drifted if bears_on_models(item[0])]
+    other = [item for item in drifted if not bears_on_models(item[0])]
+    for key, now, boot in model:
         message = (
             "%s is %s in the running kernel, but boot sets %s (%s wins): the next reboot changes it. Either the running "
-            "value was set by hand and will be lost, or the file changed and was never applied." % (key, now, winner.value, winner.where)
+            "value was set by hand and will be lost, or the file changed and was never applied." % (key, now, boot.value, boot.where)
         )
-        evidence = [
-            Evidence("/proc/sys/" + key.replace(".", "/"), now),
-            Evidence(winner.path, "%s = %s" % (key, winner.value), winner.line),
-        ]
-        # It already runs: only the persistent half of the sysctl fix is needed, without a
-        # reload that would reset the other drifted keys. One drop-in per key: two drift
-        # fixes must not overwrite each other's file.
-        topic = "drift-" + key.replace(".", "-").replace("/", "-")
-        keep = [
-            step._replace(summary=step.summary.replace("Make it persistent", "Keep the running value at boot", 1))
-            for step in fixes.sysctl([(key, now)], topic, "Keep the running value", reload=False)[1:]
-        ]
-        apply = fixes.runtime("Or apply the configuration as it is, giving up the running value", [Run(("sysctl", "--system"), NOW)])
         severity = Severity.HIGH if key in _LOAD_BEARING else None
-        issues.append(Issue(message, evidence, keep + apply, severity=severity))
+        steps = _drift_steps(f, [(key, now, boot)], "drift-" + key.replace(".", "-").replace("/", "-"))
+        issues.append(Issue(message, _drift_evidence([(key, now, boot)]), steps, severity=severity))
+    if other:
+        lines = "; ".join("%s is %s, boot sets %s (%s)" % (key, now, boot.value, boot.where) for key, now, boot in other)
+        message = (
+            "%d key%s that do%s not bear on loading or serving models run%s with another value than boot sets, so the next "
+            "reboot changes %s: %s."
+            % (
+                len(other),
+                "" if len(other) == 1 else "s",
+                "es" if len(other) == 1 else "",
+                "s" if len(other) == 1 else "",
+                "it" if len(other) == 1 else "them",
+                lines,
+            )
+        )
+        steps = _drift_steps(f, other, "drift-other")
+        issues.append(
+            Issue(
+                message,
+                _drift_evidence(other),
+                steps,
+                severity=Severity.LOW,
+                title="Running sysctls differ from what boot sets (other keys)",
+            )
+        )
     return issues or Pass("every configured key (%d) runs with the value boot sets" % len(runtime))
+
+
+def _drift_evidence(items):
+    evidence = []
+    for key, now, boot in items:
+        evidence.append(Evidence(key_path(key), now))
+        source = boot.zeroed_by or boot.source
+        if hasattr(source, "path"):
+            evidence.append(Evidence(source.path, "%s = %s" % (source.key, source.value), source.line))
+    return evidence
+
+
+def _drift_steps(f, items, topic):
+    """Keep what runs (where that weakens nothing), or set it back to what boot sets."""
+    fixes = f.fixes
+    weak = [(key, now, boot) for key, now, boot in items if weakens(key, now, boot.value)]
+    keep = [(key, now) for key, now, boot in items if (key, now, boot) not in weak]
+    back = fixes.runtime(
+        "Set %s back to what boot sets" % ("it" if len(items) == 1 else "them"),
+        [SetSysctl(tuple((key, boot.value) for key, _now, boot in items))],
+    )
+    if not keep:
+        # Keeping a weaker value would switch a protection off for good: never offered.
+        names = ", ".join(key for key, _, _ in weak)
+        return [s._replace(summary=s.summary + " (the running value of %s is weaker: it is not kept)" % names) for s in back]
+    # It already runs: only the persistent half of the sysctl fix is needed, without a reload
+    # that would reset the other drifted keys. One drop-in per topic: two drift fixes must not
+    # overwrite each other's file.
+    kept = [
+        step._replace(
+            summary=step.summary.replace("Make it persistent", "Keep the running value%s at boot" % ("" if len(keep) == 1 else "s"), 1)
+        )
+        for step in fixes.sysctl(keep, topic, "Keep the running value", reload=False)[1:]
+    ]
+    if weak:
+        names = ", ".join(key for key, _, _ in weak)
+        kept += fixes.runtime(
+            "And set %s back to what boot sets: %s weaker now, and a weaker value is not kept"
+            % (names, "it is" if len(weak) == 1 else "they are"),
+            [SetSysctl(tuple((key, boot.value) for key, _now, boot in weak))],
+        )
+    return kept + [s._replace(summary="Or " + s.summary[0].lower() + s.summary[1:]) for s in back]
+
+
+def _pair_drift(f, after):
+    """vm.overcommit_ratio and vm.overcommit_kbytes as the pair the kernel ends with."""
+    runtime = f.sysctl
+    config = f.sysctl_config
+    if not runtime or not any(config.all(key) for key in _PAIR):
+        return None
+    ratio_now, kbytes_now = runtime.int("vm.overcommit_ratio"), runtime.int("vm.overcommit_kbytes")
+    ratio, kbytes = after.values.get("vm.overcommit_ratio"), after.values.get("vm.overcommit_kbytes")
+    if None in (ratio_now, kbytes_now) or ratio is None or kbytes is None:
+        return None
+    ratio_boot, kbytes_boot = int(ratio.value), int(kbytes.value)
+    if kbytes_now == kbytes_boot and (kbytes_now or ratio_now == ratio_boot):
+        return None
+    if kbytes_now:
+        running = "vm.overcommit_kbytes = %d (so the ratio reads 0)" % kbytes_now
+        keep_key, keep_value, drops = "vm.overcommit_kbytes", kbytes_now, "vm.overcommit_ratio"
+    else:
+        running = "vm.overcommit_ratio = %d" % ratio_now
+        keep_key, keep_value, drops = "vm.overcommit_ratio", ratio_now, "vm.overcommit_kbytes"
+    if kbytes_boot:
+        boot_words = "vm.overcommit_kbytes = %d (%s)" % (kbytes_boot, kbytes.where)
+        boot_key, boot_value = "vm.overcommit_kbytes", kbytes_boot
+    else:
+        boot_words = "vm.overcommit_ratio = %d (%s)" % (ratio_boot, ratio.where)
+        boot_key, boot_value = "vm.overcommit_ratio", ratio_boot
+    zeroed = kbytes if kbytes_boot == 0 and kbytes.zeroed_by is not None and not kbytes_now else ratio if ratio.zeroed_by else None
+    message = (
+        "The running kernel's commit limit comes from %s, but boot ends with %s: the next reboot changes the commit limit "
+        "that strict overcommit enforces. Writing either key zeroes the other, so the pair is judged as the kernel ends with it."
+        % (running, boot_words)
+    )
+    if zeroed is not None and zeroed.zeroed_by is not None:
+        message += " At boot %s zeroes the other." % zeroed.where
+    evidence = [Evidence(key_path("vm.overcommit_ratio"), str(ratio_now)), Evidence(key_path("vm.overcommit_kbytes"), str(kbytes_now))]
+    for item in f.sysctl_config.assignments:
+        if item.key in _PAIR:
+            evidence.append(Evidence(item.path, "%s = %s" % (item.key, item.value), item.line))
+    fixes = f.fixes
+    keep = [
+        step._replace(summary=step.summary.replace("Make it persistent", "Keep the running %s at boot" % keep_key, 1))
+        for step in fixes.sysctl([(keep_key, str(keep_value))], "drift-overcommit", "Keep it", displaces=(drops,), reload=False)[1:]
+    ]
+    back = fixes.runtime("Or set the running kernel back to what boot sets", [SetSysctl(((boot_key, str(boot_value)),))])
+    return Issue(message, evidence, keep + back, severity=Severity.HIGH, title="Running commit limit differs from what boot will set")
+
+
+@rule(
+    "persist.sysctl-not-applied",
+    "Sysctl files never applied at boot",
+    Severity.LOW,
+    needs=("sysctl_config", "sysctl_applier"),
+    uses=("sysctl_configured_runtime", "boot_release", "fixes"),
+)
+def sysctl_not_applied(f):
+    """Nothing on this host applies the persistent sysctl files at boot.
+
+    systemd applies them through systemd-sysctl.service; without systemd, a boot script runs
+    `sysctl --system` (Debian's procps in rcS.d, OpenRC's sysctl service). A host booted with
+    another program as init (`init=`/`rdinit=` naming a VM agent, a container-like init), or
+    with systemd-sysctl masked, applies none of them: the files in /etc/sysctl.d and
+    /usr/lib/sysctl.d are dead text, and what the kernel runs with comes from its own defaults
+    and from whatever sets values after boot. Comparing the running kernel with those files
+    (persist.sysctl-drift) means nothing there, so that check is left to hosts that apply them.
+
+    Low; medium when the files set keys that bear on loading or serving models.
+
+    Fix: put the settings where this host applies them at boot: the kernel command line as
+    `sysctl.KEY=VALUE` (Linux 5.8+, written just before init starts; not for keys of modules
+    loaded later), in the boot configuration of this machine (a VM's launch configuration when
+    it has no boot loader), or the program that runs as init.
+
+    Reference: Documentation/admin-guide/kernel-parameters.txt (sysctl.*=, init=, rdinit=);
+    sd_booted(3); sysctl.d(5).
+    """
+    applier = f.sysctl_applier
+    config = f.sysctl_config
+    if applier.applies:
+        return Pass("%s applies them at boot (%s)" % (applier.name, applier.how))
+    keys = {}
+    for item in config.assignments:
+        if "*" not in item.key and "?" not in item.key:
+            keys[item.key] = item
+    if not keys:
+        return Pass("nothing applies sysctl files at boot here (%s), and they set nothing" % applier.how)
+    runtime = f.sysctl_configured_runtime or {}
+    model = sorted(key for key in keys if bears_on_models(key))
+    shown = []
+    for key in sorted(keys, key=lambda k: (not bears_on_models(k), k))[:8]:
+        item = keys[key]
+        now = runtime.get(key)
+        shown.append(
+            "%s = %s (%s)%s" % (key, item.value, item.where, "; runs %s" % now if now is not None and not _same(now, item.value) else "")
+        )
+    message = (
+        "Nothing applies the sysctl files at boot on this host: %s. The %d key%s they set reach the kernel only when "
+        "someone runs `sysctl --system`: %s%s."
+        % (applier.how, len(keys), "" if len(keys) == 1 else "s", "; ".join(shown), "; …" if len(keys) > len(shown) else "")
+    )
+    if model:
+        message += " Of these, %s bear%s on loading or serving models." % (", ".join(model), "s" if len(model) == 1 else "")
+    evidence = [Evidence(item.path, "%s = %s" % (item.key, item.value), item.line) for item in list(keys.values())[:12]]
+    release = f.boot_release
+    where = (
+        "Put the settings this host needs where it applies them at boot: on the kernel command line as `sysctl.KEY=VALUE` "
+        "(Linux 5.8+, set just before init starts), in this machine's boot configuration, or in the program that runs as init"
+    )
+    if release and kernel_version(release) < (5, 8) and kernel_version(release) != (0, 0):
+        where = (
+            "Put the settings this host needs into the program that runs as init "
+            "(kernels before 5.8 take no sysctl.KEY=VALUE on the command line)"
+        )
+    return Issue(message, evidence, [f.fixes.advice(where)], severity=Severity.MEDIUM if model else None, impact=len(keys))
 
 
 @rule(
@@ -235,15 +429,7 @@ def rc_local_ineffective(f):
     severity = Severity.HIGH if any(word in line for _, line in lost for word in ("nr_hugepages", "overcommit")) else None
     evidence = [Evidence(rc.path, line, number) for number, line in lost[:12]]
     fixes = f.fixes
-    steps = [
-        Step(
-            "Move these settings where they belong: sysctls to a drop-in under /etc/sysctl.d, the I/O scheduler to a udev "
-            "rule, boot-time huge page pools to the kernel command line (the other findings print each)",
-            (),
-            True,
-            True,
-        )
-    ]
+    steps = _move_steps(fixes, rc, lost, end if after and len(problems) == 1 else None)
     commands = []
     if not rc.executable:
         commands.append(MakeExecutable(rc.path))
@@ -270,6 +456,58 @@ def rc_local_ineffective(f):
         )
         steps.append(Step(what + ("" if commands else caveat), (), True, True))
     return Issue(message, evidence, steps, severity=severity)
+
+
+# One-shot triggers, not settings: nothing to keep at boot.
+_TRIGGERS = ("vm.compact_memory", "vm.drop_caches")
+
+
+def _move_steps(fixes, rc, lost, end):
+    """The first way: rc.local's sysctl settings moved to a drop-in, where boot applies them,
+    and the lines boot never runs commented out, so the file says what boot does. Everything
+    after a top-level exit goes (none of it runs), or, where the file never runs at all, every
+    command (a loop commented out in part would no longer parse)."""
+    settings = {}
+    for _number, line in lost:
+        for key, value in sysctl_writes(line) or ():
+            if key not in _TRIGGERS:
+                settings[key] = value
+    steps = []
+    if settings:
+        moved = fixes.sysctl(sorted(settings.items()), "rc-local", "Keep them", reload=False)
+        persistent = [step for step in moved if step.persistent]
+        steps += [
+            step._replace(
+                summary=step.summary.replace(
+                    "Make it persistent", "Move its sysctl settings (%s) where boot applies them" % ", ".join(sorted(settings)), 1
+                )
+            )
+            for step in persistent
+        ]
+    first = end + 1 if end is not None else (2 if rc.has_interpreter or rc.crlf else 1)
+    # The exit itself stays: should the file run one day, what follows it must not.
+    exit_line = rc.exit_line
+    dead = tuple(
+        (number, rc.lines[number - 1])
+        for number in range(first, len(rc.lines) + 1)
+        if _command(rc.lines[number - 1]) and number != exit_line
+    )
+    steps.append(
+        fixes.step(
+            "%s the lines of %s that boot never runs, so the file says what boot does (nothing changes at boot; the "
+            "governor, I/O scheduler and THP findings set what they meant where it lasts)"
+            % ("Then comment out" if settings else "Comment out", rc.path),
+            [CommentLines(rc.path, dead, True)],
+            True,
+            host_wide=False,
+        )
+    )
+    return steps
+
+
+def _command(line: str) -> bool:
+    text = line.strip()
+    return bool(text) and not text.startswith("#")
 
 
 def _is_tuning(line: str) -> bool:

@@ -54,14 +54,14 @@ def test_drift_between_boot_and_now(tree, run):
     assert set(by_key) == {"vm.swappiness", "vm.nr_hugepages"}
     assert by_key["vm.swappiness"]["severity"] == "medium" and by_key["vm.nr_hugepages"]["severity"] == "high"
     assert "boot sets 10 (/etc/sysctl.d/60-vm.conf:1 wins)" in by_key["vm.swappiness"]["message"]
-    assert "sudo sysctl --system" in commands(by_key["vm.swappiness"])
     # Each key keeps its own drop-in, so taking both fixes keeps both values.
     assert any("/etc/sysctl.d/90-aidoctor-drift-vm-swappiness.conf" in c for c in commands(by_key["vm.swappiness"]))
     assert any("/etc/sysctl.d/90-aidoctor-drift-vm-nr_hugepages.conf" in c for c in commands(by_key["vm.nr_hugepages"]))
     # Keeping a running value re-applies nothing: a reload would reset the other drifted key.
     keep = [step for step in by_key["vm.swappiness"]["remediation"] if step["summary"].startswith("Keep")][0]
     assert "sysctl --system" not in " ".join(keep["commands"]) and "reload" not in keep["summary"]
-    assert by_key["vm.swappiness"]["remediation"][-1]["commands"] == ["sudo sysctl --system"]
+    # Or the one key back to what boot sets: `sysctl --system` would reset every other key too.
+    assert by_key["vm.swappiness"]["remediation"][-1]["commands"] == ["sudo sysctl -w vm.swappiness=10"]
 
 
 def test_a_pool_short_of_its_request_is_shortfall_not_drift(tree, run):
@@ -89,8 +89,12 @@ def test_rc_local_without_an_interpreter_line_loses_a_pool(tree, run):
     tree.write("/etc/rc.d/rc.local", "sysctl -w vm.nr_hugepages=512\n", 0o755)
     found = finding(run("--root", tree, "--format", "json"), "persist.rc-local-ineffective")
     assert found["severity"] == "high" and "no interpreter line" in found["message"]
-    # Only where the first line is no interpreter line yet: a second run changes nothing.
-    assert commands(found) == [
+    # The first way moves the pool to a drop-in boot applies, and comments the dead line out.
+    move, comment, keep = found["remediation"]
+    assert move["commands"][-1] == "printf '%s\\n' 'vm.nr_hugepages = 512' | sudo tee /etc/sysctl.d/90-aidoctor-rc-local.conf >/dev/null"
+    assert comment["commands"] == ["sudo sed -i --follow-symlinks -e '1s|^sysctl -w vm\\.nr_hugepages=512$|# &|' /etc/rc.d/rc.local"]
+    # Or let it run: an interpreter line only where there is none yet, so a second run changes nothing.
+    assert keep["commands"] == [
         "sudo head -n 1 /etc/rc.d/rc.local | grep -q '^#!' || sudo sed -i --follow-symlinks '1i #!/bin/sh' /etc/rc.d/rc.local"
     ]
 

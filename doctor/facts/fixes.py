@@ -38,6 +38,10 @@ class Fixes:
         self.shell = act.Shell(sudo=not self.root, chroot=self.image)
         config = facts.get("sysctl_config")
         self._config = config if config else None
+        applier = facts.get("sysctl_applier")
+        # Where nothing applies the sysctl files at boot, a drop-in would not last.
+        self._no_applier = applier if applier and applier.known and not applier.applies else None
+        self._boot_release = facts.get("boot_release")
         self._sysctl_lines = (config.assignments + config.manual) if config else ()
         self._tools = facts.get("tools") or {}
         self._tuned = facts.get("tuned") or None
@@ -105,6 +109,8 @@ class Fixes:
         keys = [key for key, _value in settings]
         touched = set(keys) | set(displaces)
         steps = self.runtime(purpose + " now", [act.SetSysctl(tuple(settings))])
+        if self._no_applier is not None and self.container is None:
+            return steps + [self._sysctl_at_boot(settings)]
         editable = [item for item in self._sysctl_lines if item.key in touched and _in_etc(item)]
         vendor = [item for item in self._sysctl_lines if item.key in touched and not _in_etc(item)]
         actions = self._comment_actions(editable)
@@ -134,6 +140,21 @@ class Fixes:
             what += ", then reload all sysctl files (`sysctl -p` reads only /etc/sysctl.conf)"
         steps.append(self.step(what[0].upper() + what[1:], actions, True))
         return steps
+
+    def _sysctl_at_boot(self, settings):
+        """The persistent half where nothing applies sysctl files at boot: ``sysctl.KEY=VALUE``
+        on the kernel command line (5.8+: fs/proc/proc_sysctl.c writes them before init)."""
+        from ai_doctor.facts.system import kernel_version
+
+        why = "nothing applies sysctl files at boot here (%s)" % self._no_applier.how
+        version = kernel_version(self._boot_release) if self._boot_release else (0, 0)
+        # A value with blanks needs quotes GRUB's own quoting would eat, and a key whose part holds
+        # a dot (eth0.100, kept as eth0/100) cannot be named there: every dot is a separator.
+        plain = all(" " not in str(value) and "/" not in key for key, value in settings)
+        if version < (5, 8) or not plain:
+            return self.advice("Make it persistent: %s, so set it in the program that runs as init" % why)
+        add = ["sysctl.%s=%s" % item for item in settings if DEFAULTS.get(item[0]) != item[1]]
+        return self.kernel_args(add, ["sysctl.%s" % key for key, _ in settings], "Make it persistent (%s)" % why)
 
     def comment_out(self, assignments, summary: str):
         """A step that takes the keys of ``assignments`` out of the persistent configuration:

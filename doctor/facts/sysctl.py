@@ -301,3 +301,53 @@ def sysctl_configured_runtime(host, facts):
         if got.ok:
             values[key] = " ".join(got.data.split())
     return values
+
+
+def sysctl_writes(line: str):
+    """The (key, value) settings one simple shell line makes, as tuning guides write them into
+    rc.local: ``sysctl [-w] [-q] [-e] KEY=VALUE…``, ``echo VALUE > /proc/sys/PATH`` and
+    ``echo VALUE | [sudo] tee [-a] /proc/sys/PATH…``; None for any other line (loops,
+    expansions, several commands)."""
+    import shlex
+
+    if any(char in line for char in ";&`$(){}<\\") or line.count("|") > 1:
+        return None
+    try:
+        words = shlex.split(line, comments=True)
+    except ValueError:
+        return None
+    if not words:
+        return None
+    if "|" in words:
+        bar = words.index("|")
+        left, right = words[:bar], [w for w in words[bar + 1 :] if w != "sudo"]
+        if len(left) != 2 or left[0] != "echo" or not right or right[0].rsplit("/", 1)[-1] != "tee":
+            return None
+        paths = [w for w in right[1:] if w != "-a"]
+        keys = [_proc_key(path) for path in paths]
+        return [(key, left[1]) for key in keys] if paths and None not in keys else None
+    if words[0] == "sudo":
+        words = words[1:]
+    if words and words[0].rsplit("/", 1)[-1] == "sysctl":
+        settings = []
+        for word in words[1:]:
+            if word in ("-w", "-q", "-e", "--write", "--quiet"):
+                continue
+            key, sep, value = word.partition("=")
+            if not sep or not key or key.startswith("-"):
+                return None
+            settings.append((normal_key(key), value))
+        return settings or None
+    if len(words) in (3, 4) and words[0] == "echo":
+        target = words[-1] if len(words) == 4 and words[2] in (">", ">>") else words[2].lstrip(">") if len(words) == 3 else None
+        if len(words) == 3 and not words[2].startswith(">"):
+            return None
+        key = _proc_key(target or "")
+        return [(key, words[1])] if key else None
+    return None
+
+
+def _proc_key(path: str):
+    if not path.startswith("/proc/sys/") or any(part in ("", ".", "..") for part in path[len("/proc/sys/") :].split("/")):
+        return None
+    return normal_key(path[len("/proc/sys/") :])

@@ -1,0 +1,171 @@
+"""``aidoctor fix``: the findings' fixes as one script, a JSON plan, or applied.
+
+``--apply`` on a tree (``--root DIR``) makes the file changes in Python, inside the tree, with
+backups; what changes only a running system (sysctl -w, sysfs, programs) is listed, not done.
+On the live host it runs every action after a confirmation per finding (``--yes`` skips it),
+stops at the first failure, and leaves what belongs on a container's host to the host. Either
+way the host is checked again, now and as it will boot, and the result says what cleared.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from ai_doctor.remedy.actions import FILE, MANUAL, NOW, REBOOT, RUN, SHOW, NotApplicable
+
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+class Outcome:
+    DONE, SKIPPED, NOT_APPLIED, FAILED = "done", "skipped", "not applied", "failed"
+
+
+def run(args, request, host, rules, write, usage_error) -> int:
+    from ai_doctor.checkup import checkup
+    from ai_doctor.remedy.plan import PlanError, build, parse_choices
+    from ai_doctor.reports import fixscript
+
+    report = checkup(host, request, rules, "never")
+    try:
+        plan = build(report, parse_choices(args.choose))
+    except PlanError as exc:
+        raise usage_error(str(exc)) from None
+    if not args.apply:
+        render = fixscript.render_json if args.format == "json" else fixscript.render_sh
+        write(args.output, render(report, plan))
+        return EXIT_OK
+    if host.origin is not None:
+        raise usage_error("fix --apply: --snapshot %s is unpacked into a temporary folder; unpack it and give --root DIR" % host.origin)
+    if host.live:
+        applied, backups = _apply_live(args, report, plan, usage_error)
+    else:
+        applied, backups = _apply_tree(host, plan)
+    recheck = _recheck(host, request, rules, report, plan)
+    render = fixscript.render_applied_json if args.format == "json" else fixscript.render_applied
+    write(args.output, render(report, applied, backups, recheck))
+    failed = any(outcome == Outcome.FAILED for _item, results in applied for _step, _action, outcome, _detail in results)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _apply_tree(host, plan):
+    """Every file action of the plan, applied inside the tree; the rest listed with why not."""
+    from ai_doctor.remedy.target import ApplyError, Target
+
+    target = Target(host.root)
+    applied = []
+    for item in plan:
+        results = []
+        stopped = None
+        for step in item.steps:
+            for action in step.actions:
+                if stopped is not None:
+                    results.append((step, action, Outcome.SKIPPED, "after %s" % stopped))
+                elif action.phase != FILE:
+                    results.append((step, action, Outcome.SKIPPED, _not_in_tree(action)))
+                else:
+                    try:
+                        for change in action.apply(target):
+                            results.append((step, action, Outcome.DONE, change))
+                    except NotApplicable as exc:
+                        results.append((step, action, Outcome.NOT_APPLIED, str(exc)))
+                        stopped = "a step that could not be applied"
+                    except (ApplyError, OSError) as exc:
+                        results.append((step, action, Outcome.FAILED, str(exc)))
+                        stopped = "a failure"
+        applied.append((item, results))
+    return applied, target.finish()
+
+
+def _not_in_tree(action) -> str:
+    return {
+        NOW: "changes the running kernel, and a tree is not running",
+        RUN: "runs a program on the host itself: run it there",
+        SHOW: "only shows something",
+        REBOOT: "a reboot",
+        MANUAL: "by hand",
+    }.get(action.phase, "not applied to a tree")
+
+
+def _apply_live(args, report, plan, usage_error):
+    from ai_doctor.remedy.target import ApplyError, LiveTarget
+
+    if os.geteuid() != 0:
+        raise usage_error("fix --apply changes this host and needs root: sudo %s" % _again())
+    if not args.yes and not (sys.stdin is not None and sys.stdin.isatty()):
+        raise usage_error("fix --apply: no terminal to ask on before each change; pass --yes to apply without asking")
+    container = report.host.container
+    target = LiveTarget()
+    applied = []
+    failed = False
+    for item in plan:
+        results = []
+        if failed or not item.changes:
+            applied.append((item, [(None, None, Outcome.SKIPPED, "after a failure" if failed else "no configuration fix")]))
+            continue
+        if not args.yes and not _confirm(item):
+            applied.append((item, [(None, None, Outcome.SKIPPED, "declined")]))
+            continue
+        for step in item.steps:
+            for action in step.actions:
+                if failed:
+                    results.append((step, action, Outcome.SKIPPED, "after a failure"))
+                elif step.on_host and container:
+                    results.append((step, action, Outcome.SKIPPED, "belongs on the container's host: make it there"))
+                elif action.phase in (SHOW, REBOOT, MANUAL):
+                    results.append((step, action, Outcome.SKIPPED, _not_in_tree(action)))
+                else:
+                    try:
+                        for change in action.apply(target):
+                            results.append((step, action, Outcome.DONE, change))
+                    except (NotApplicable, ApplyError, OSError) as exc:
+                        results.append((step, action, Outcome.FAILED, str(exc)))
+                        failed = True
+        applied.append((item, results))
+    return applied, target.finish()
+
+
+def _again() -> str:
+    from ai_doctor.shell import join
+
+    return join(["aidoctor"] + sys.argv[1:]) if sys.argv[1:] else "aidoctor fix --apply"
+
+
+def _confirm(item) -> bool:
+    finding = item.finding
+    print("\n%s %s: %s" % (finding.severity.value, finding.rule, finding.title), file=sys.stderr)
+    for step in item.steps:
+        print("  %s" % step.summary, file=sys.stderr)
+        for command in step.commands:
+            print("    %s" % command, file=sys.stderr)
+    sys.stderr.write("Apply this fix? [y/N] ")
+    sys.stderr.flush()
+    answer = sys.stdin.readline()
+    return answer.strip().lower() in ("y", "yes")
+
+
+class Recheck:
+    """Rules whose findings cleared now, cleared at the next boot, remain, or are new."""
+
+    def __init__(self, now, at_boot, remaining, new, simulated):
+        self.now, self.at_boot, self.remaining, self.new, self.simulated = now, at_boot, remaining, new, simulated
+
+
+def _recheck(host, request, rules, before, plan) -> Recheck:
+    from ai_doctor.checkup import checkup
+    from ai_doctor.host import Host
+    from ai_doctor.nextboot import NextBootHost, simulate
+
+    fresh = Host(host.root, origin=host.origin, image=host.image) if not host.live else Host("/")
+    now = checkup(fresh, request, rules, "never")
+    booted = simulate(Host(fresh.root, origin=host.origin, image=host.image) if not host.live else Host("/"), request)
+    later = checkup(booted, request, rules, "never")
+    had = {finding.rule for finding in before.findings}
+    left_now = {finding.rule for finding in now.findings}
+    left_later = {finding.rule for finding in later.findings}
+    fixed = [item.finding.rule for item in plan if item.changes]
+    cleared_now = sorted({rule for rule in fixed if rule not in left_now})
+    cleared_later = sorted({rule for rule in fixed if rule in left_now and rule not in left_later})
+    remaining = sorted(had & left_later)
+    new = sorted((left_now | left_later) - had)
+    return Recheck(cleared_now, cleared_later, remaining, new, isinstance(booted, NextBootHost))

@@ -1,0 +1,206 @@
+"""``aidoctor fix``: the plan as a POSIX sh script to review and run as root, or as JSON.
+
+The script is the actions' own shell form (ai_doctor.remedy.actions), written for root (no
+sudo), so it is what ``--apply`` would do. It stops at the first command that fails (``set
+-eu``), and every command is safe to run twice. Commands that only show something, reboots,
+edits by hand and steps that belong on a container's host are comments.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from ai_doctor.remedy.actions import FILE, MANUAL, NOW, REBOOT, RUN, SHOW, Shell
+from ai_doctor.reports.words import visible
+
+SCHEMA = "aidoctor.fix/1"
+_PHASE_WORDS = {NOW: "now, until reboot", FILE: "lasts", RUN: "runs a program"}
+
+
+def _comment(text: str, width: int = 96):
+    """``text`` as ``#`` lines (host text made visible: no control character ends a comment)."""
+    import textwrap
+
+    return ["# " + line for line in textwrap.wrap(visible(text), width, break_long_words=False, break_on_hyphens=False)] or ["#"]
+
+
+def _posix(command: str) -> bool:
+    # bash's $'…' quoting (host text with control characters) is not POSIX sh.
+    return "$'" not in command
+
+
+def render_sh(report, plan) -> str:
+    host = report.host
+    made = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(report.finished or time.time()))
+    request = report.request
+    model = request.described if request is not None and request.described else "no model size given"
+    out = [
+        "#!/bin/sh",
+        "# aidoctor fix: review it, then run it as root (sudo sh FILE).",
+    ]
+    out += _comment("host: %s (%s), kernel %s" % (host.hostname or "unknown host", host.source, host.kernel or "unknown"))
+    out += _comment("made %s by aidoctor %s; model: %s" % (made, report.tool_version, model))
+    fixing = [item for item in plan if item.changes]
+    out += _comment(
+        "%d finding%s with a fix below, %d without a configuration fix; each block is one way of fixing its finding "
+        "(aidoctor fix --choose RULE=N picks another)" % (len(fixing), "" if len(fixing) == 1 else "s", len(plan) - len(fixing))
+    )
+    out += ["set -eu", 'if [ "$(id -u)" -ne 0 ]; then echo "aidoctor fix: run this as root (sudo sh $0)" >&2; exit 1; fi']
+    reboot = []
+    for number, item in enumerate(plan, 1):
+        finding = item.finding
+        out.append("")
+        out += _comment("%d. %s %s: %s" % (number, finding.severity.value, finding.rule, finding.title))
+        if not item.changes:
+            out += _comment("No configuration fix here:")
+            for step in item.steps or ():
+                out += ["#   " + line[2:] for line in _comment(step.summary, 92)]
+            if not item.steps:
+                out += _comment("  (the finding says what it means; nothing to change)")
+            continue
+        if item.count > 1:
+            out += _comment("way %d of %d" % (item.choice, item.count))
+        for step in item.steps:
+            out += _step(step)
+        if item.reboot:
+            reboot.append(finding.rule)
+    out.append("")
+    if reboot:
+        rules = ", ".join(dict.fromkeys(reboot))
+        out += _comment("Reboot for what takes effect at boot (%s)." % rules)
+        out.append("echo 'aidoctor fix: done; reboot for %s to take effect' >&2" % rules)
+    else:
+        out.append("echo 'aidoctor fix: done' >&2")
+    return "\n".join(out) + "\n"
+
+
+def _step(step):
+    shell = Shell(sudo=False, chroot=step.shell.chroot if step.shell else None)
+    phases = {action.phase for action in step.actions}
+    lasts = (
+        "takes effect at the next boot" if step.reboot else _PHASE_WORDS.get(FILE if FILE in phases else NOW if NOW in phases else RUN, "")
+    )
+    out = _comment("%s%s" % (step.summary, " [%s]" % lasts if lasts and phases & {NOW, FILE, RUN} else ""))
+    for action in step.actions:
+        lines = action.sh(shell)
+        if step.on_host:
+            out += ["#   (on the host) " + visible(line) for line in lines]
+        elif action.phase == SHOW:
+            out += ["#   to look: " + visible(line) for line in lines]
+        elif action.phase == REBOOT:
+            out += ["#   then reboot: " + visible(line) for line in lines]
+        elif action.phase == MANUAL:
+            out += ["#   by hand: " + visible(line) for line in lines]
+        else:
+            for line in lines:
+                if not _posix(line):
+                    out.append("# not run: needs bash quoting for host text; run it by hand: " + visible(line))
+                    continue
+                out += _lint_notes(line)
+                out.append(line)
+    return out
+
+
+def _lint_notes(line: str):
+    """shellcheck directives for what a command does on purpose: a ``$`` in single quotes is
+    written into a file (or run by a shell of the target) as it is, and tuned's profile list
+    is split into words."""
+    codes = []
+    if "'" in line and "$" in line.split("'", 1)[1]:
+        codes.append("SC2016")
+    if "tuned-adm profile $(" in line:
+        codes.append("SC2046")
+    return ["# shellcheck disable=%s" % ",".join(codes)] if codes else []
+
+
+def render_json(report, plan) -> str:
+    items = []
+    for item in plan:
+        finding = item.finding
+        items.append(
+            {
+                "rule": finding.rule,
+                "severity": finding.severity.value,
+                "title": finding.title,
+                "way": item.choice,
+                "ways": item.count,
+                "changes": item.changes,
+                "reboot": item.reboot,
+                "steps": [
+                    {
+                        "summary": step.summary,
+                        "persistent": step.persistent,
+                        "on_host": step.on_host,
+                        "commands": list(step.commands),
+                        "actions": [action.as_dict() for action in step.actions],
+                    }
+                    for step in item.steps
+                ],
+            }
+        )
+    host = report.host
+    document = {
+        "schema": SCHEMA,
+        "tool": {"name": "aidoctor", "version": report.tool_version},
+        "host": {"hostname": host.hostname, "kernel": host.kernel, "source": host.source, "root": host.root},
+        "plan": items,
+    }
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def render_applied(report, applied, backups, recheck) -> str:
+    """What --apply did, finding by finding, and what the check finds afterwards."""
+    host = report.host
+    out = ["aidoctor fix --apply: %s" % visible(host.source)]
+    for number, (item, results) in enumerate(applied, 1):
+        finding = item.finding
+        way = " (way %d of %d)" % (item.choice, item.count) if item.count > 1 else ""
+        out.append("%d. %s %s%s" % (number, finding.severity.value, finding.rule, way))
+        for step, action, outcome, detail in results:
+            if action is None:
+                out.append("   %s: %s" % (outcome, visible(detail)))
+                continue
+            shown = "; ".join(action.sh(Shell(sudo=False, chroot=step.shell.chroot if step.shell else None))) or action.kind
+            if outcome == "done":
+                out.append("   %s" % visible(detail))
+            else:
+                out.append("   %s: %s (%s)" % (outcome, visible(shown), visible(detail)))
+    if backups:
+        out.append("Backups of the files changed, and the list of changes: %s" % visible(backups))
+    out.append("Checked again:")
+    out.append("   cleared now: %s" % (", ".join(recheck.now) or "none"))
+    if recheck.simulated:
+        out.append("   cleared at the next boot (aidoctor --next-boot shows it): %s" % (", ".join(recheck.at_boot) or "none"))
+    out.append("   still there: %s" % (", ".join(recheck.remaining) or "none"))
+    if recheck.new:
+        out.append("   new: %s" % ", ".join(recheck.new))
+    return "\n".join(out) + "\n"
+
+
+def render_applied_json(report, applied, backups, recheck) -> str:
+    items = []
+    for item, results in applied:
+        items.append(
+            {
+                "rule": item.finding.rule,
+                "way": item.choice,
+                "results": [
+                    {"action": action.as_dict() if action is not None else None, "outcome": outcome, "detail": detail}
+                    for _step, action, outcome, detail in results
+                ],
+            }
+        )
+    document = {
+        "schema": "aidoctor.fix-result/1",
+        "root": report.host.root,
+        "applied": items,
+        "backups": backups,
+        "recheck": {
+            "cleared_now": recheck.now,
+            "cleared_at_next_boot": recheck.at_boot if recheck.simulated else None,
+            "remaining": recheck.remaining,
+            "new": recheck.new,
+        },
+    }
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
