@@ -611,7 +611,7 @@ def _nouveau_steps(f, exists: bool):
     initramfs = {"debian": ("update-initramfs", "-u", "-k", "all"), "rhel": ("dracut", "--force", "--regenerate-all")}.get(family)
     actions = []
     if not exists:
-        actions.append(WriteFile(BLACKLIST_FILE, ("blacklist nouveau", "options nouveau modeset=0")))
+        actions.append(WriteFile(BLACKLIST_FILE, ("blacklist nouveau", "options nouveau modeset=0"), True))
     if initramfs:
         actions.append(Run(initramfs))
     summary = (

@@ -12,8 +12,8 @@ from ai_doctor.engine import rule
 from ai_doctor.facts.sysctl import key_path, sysctl_writes
 from ai_doctor.facts.sysctlkeys import bears_on_models, weakens
 from ai_doctor.facts.system import kernel_version
-from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Step
-from ai_doctor.remedy.actions import AddInterpreter, CommentLines, MakeExecutable, SetSysctl, StripCarriageReturns
+from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip
+from ai_doctor.remedy.actions import AddInterpreter, CommentLines, MakeExecutable, MoveLineToEnd, SetSysctl, StripCarriageReturns
 
 # Keys whose loss another finding hangs on: a pool or a commit limit that vanishes at reboot.
 _LOAD_BEARING = ("vm.nr_hugepages", "vm.overcommit_memory", "vm.overcommit_ratio", "vm.overcommit_kbytes")
@@ -438,23 +438,22 @@ def rc_local_ineffective(f):
     elif not rc.has_interpreter:
         # --follow-symlinks: /etc/rc.local is a link to rc.d/rc.local on RHEL; keep the link.
         commands.append(AddInterpreter(rc.path))
-    # Letting the file run also runs what nobody meant to keep: say so where it turns THP off.
-    thp_off = [n for n, line in lost if all(word in line for word in ("transparent_hugepage", "enabled", "never"))]
-    caveat = (
-        " (line %s would then write `never` to transparent_hugepage/enabled and turn THP off: delete it first)"
-        % " and ".join(str(n) for n in thp_off)
-        if thp_off
-        else ""
-    )
-    if commands:
-        steps.append(fixes.step("Or keep rc.local and let it run" + caveat, commands, True, host_wide=False))
-    if after:
-        what = "%s move the tuning lines above `%s` (line %d), by hand" % (
-            "And" if commands else "Or keep rc.local:",
-            rc.lines[end - 1].strip(),
-            end,
+    # Letting the file run also runs what nobody meant to keep: a line that turns THP off is
+    # commented out first.
+    thp_off = [(n, rc.lines[n - 1]) for n, line in lost if all(word in line for word in ("transparent_hugepage", "enabled", "never"))]
+    words = []
+    if thp_off:
+        commands.insert(0, CommentLines(rc.path, tuple(thp_off), True))
+        words.append(
+            "comment out line %s, which would then write `never` to transparent_hugepage/enabled and turn THP off"
+            % " and ".join(str(n) for n, _ in thp_off)
         )
-        steps.append(Step(what + ("" if commands else caveat), (), True, True))
+    if after:
+        commands.append(MoveLineToEnd(rc.path, end, rc.lines[end - 1]))
+        words.append("move `%s` (line %d) to the end, after the tuning appended below it" % (rc.lines[end - 1].strip(), end))
+    if commands:
+        summary = "Or keep rc.local and let it run" + (": " + "; ".join(words) if words else "")
+        steps.append(fixes.step(summary, commands, True, host_wide=False))
     return Issue(message, evidence, steps, severity=severity)
 
 

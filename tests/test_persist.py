@@ -170,4 +170,4 @@ def test_letting_rc_local_run_warns_of_the_thp_line_it_would_run(tree, run):
     found = [f for f in run("--root", tree, "--format", "json").json["findings"] if f["rule"] == "persist.rc-local-ineffective"][0]
     keep = [s for s in found["remediation"] if "keep rc.local and let it run" in s["summary"]][0]
     assert keep["summary"].startswith("Or, in the image at ")
-    assert "line 3 would then write `never`" in keep["summary"]
+    assert "comment out line 3, which would then write `never`" in keep["summary"]

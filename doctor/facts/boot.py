@@ -567,13 +567,17 @@ def schedulers_at_boot(host, facts):
     rules = facts.get("udev_scheduler_rules") or ()
     found = {}
     for device in devices:
-        if device.scheduler is None or len(device.schedulers) <= 1 or device.hw_queues is None:
+        if device.scheduler is None or len(device.schedulers) <= 1:
             continue
-        value = "mq-deadline" if device.hw_queues == 1 and "mq-deadline" in device.schedulers else "none"
+        # Unknown where the hardware queues could not be counted: only a rule then says.
+        value = None
+        if device.hw_queues is not None:
+            value = "mq-deadline" if device.hw_queues == 1 and "mq-deadline" in device.schedulers else "none"
         for rule in rules:
             if rule.value in device.schedulers and rule.may_match(device.name):
                 value = rule.value
-        found[device.scheduler_path] = value
+        if value is not None:
+            found[device.scheduler_path] = value
     return found
 
 

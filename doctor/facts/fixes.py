@@ -230,8 +230,20 @@ class Fixes:
         tools = self._tools
         regenerate = None
         if "grubby" in tools:
-            actions = [act.BootEntries(_grubby_argv(add, remove_names), add, tuple(remove_names))]
-            how = "with grubby"
+            # /etc/default/grub too, where grub2-mkconfig reads it: a later rebuild of grub.cfg
+            # must not bring a removed parameter back or lose an added one.
+            actions = self._grub_removals(sorted(set(remove_names) | {arg.split("=", 1)[0] for arg in add}), None)
+            defaults = self._grub_files.get(GRUB_DEFAULTS)
+            also = ""
+            if add and defaults is not None and act.appendable_grub_line(defaults):
+                if not any(isinstance(a, act.CutGrubParams) and a.path == GRUB_DEFAULTS for a in actions):
+                    actions.append(act.CutGrubParams(GRUB_DEFAULTS, tuple(sorted({arg.split("=", 1)[0] for arg in add}))))
+                actions.append(act.AppendGrubParams(GRUB_DEFAULTS, add))
+                also = " (and in GRUB_CMDLINE_LINUX of /etc/default/grub, which grub2-mkconfig reads)"
+            elif actions:
+                also = " (and out of the GRUB files that set it, which grub2-mkconfig reads)"
+            actions.append(act.BootEntries(_grubby_argv(add, remove_names), add, tuple(remove_names)))
+            how = "with grubby" + also
         elif "update-grub" in tools and (add or remove_names) and set(remove_names) <= self._grub_set(drop_in):
             # Debian's grub-mkconfig sources /etc/default/grub.d/*.cfg after /etc/default/grub,
             # so one file of our own is idempotent and leaves the distribution's file alone.
@@ -315,7 +327,7 @@ class Fixes:
 
     def udev_rule(self, name: str, rule: str, purpose: str):
         """Install a udev rule file and apply it to present devices."""
-        actions = [act.WriteFile("/etc/udev/rules.d/%s" % name, (rule,))]
+        actions = [act.WriteFile("/etc/udev/rules.d/%s" % name, (rule,), True)]
         if self.running:
             actions.append(act.Run(("udevadm", "control", "--reload"), act.NOW))
             actions.append(act.Run(("udevadm", "trigger", "--subsystem-match=block", "--action=change"), act.NOW))

@@ -275,6 +275,39 @@ class StripCarriageReturns(Action):
         return [target.write(self.path, fixed)] if fixed != text else []
 
 
+class MoveLineToEnd(Action):
+    """Line ``number`` of a file, while it reads ``text``, moved to its end: an rc.local's
+    ``exit 0`` put after the lines appended below it. A second run changes nothing."""
+
+    __slots__ = ("path", "number", "text")
+    kind = "move-to-end"
+
+    def sh(self, shell):
+        delimiter = next((d for d in _DELIMITERS if d not in self.text), "/")
+        pattern = "%s^%s$%s" % ("\\" + delimiter if delimiter != "/" else "/", bre(self.text, delimiter), delimiter)
+        # Held and deleted where it is; at the last line, printed after it (nothing held: nothing).
+        script = "-e %s -e %s" % (quote("%d{%s{h;d;};}" % (self.number, pattern)), quote("${p;x;/^$/d;}"))
+        return (shell.root("sed -i --follow-symlinks %s %s" % (script, quote(self.path))),)
+
+    def apply(self, target):
+        text = target.read(self.path)
+        if text is None:
+            raise NotApplicable("%s is not there" % self.path)
+        rows = text.split("\n")
+        ending = rows.pop() if rows and rows[-1] == "" else None
+        index = self.number - 1
+        if index < len(rows) and rows[index] == self.text:
+            if index == len(rows) - 1:
+                return []
+            del rows[index]
+            rows.append(self.text)
+        elif not rows or rows[-1] != self.text:
+            raise NotApplicable("line %d of %s no longer reads %r" % (self.number, self.path, self.text[:80]))
+        else:
+            return []
+        return [target.write(self.path, "\n".join(rows + ([ending] if ending is not None else [])))]
+
+
 class MakeExecutable(Action):
     __slots__ = ("path",)
     kind = "chmod"

@@ -95,9 +95,8 @@ def edit_entries(target, add, remove, bls: bool):
                 rows[i] = "%s%s %s %s" % (indent, parts[0], parts[1], " ".join(words))
         done.append(target.write(path, "\n".join(rows)))
         return done
-    if add or remove:
-        raise NotApplicable("no boot entries to change in the tree (no BLS entries, no grub.cfg)")
-    return done
+    # No entries in the tree: the boot line is what the GRUB files say, already changed.
+    return ["no boot entries in the tree to rewrite (the next boot's line comes from the GRUB files)"]
 
 
 def _bls_entries(target):

@@ -1,0 +1,64 @@
+"""Every fix of every fixture, proven: applied to a copy with `aidoctor fix --apply`, booted in
+simulation, checked again (tests/proof.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from proof import findings, prove, ways
+
+from conftest import FIXTURES
+
+CASES = sorted(path.parent.name for path in FIXTURES.glob("*/expect.json"))
+
+# Findings no configuration change fixes: a model larger than the host, hardware, a kernel
+# without a feature, a driver to build with a program, a limit owned by the container's host.
+NO_CONFIGURATION_FIX = {
+    ("vps-no-hugetlb", "overcommit.heuristic-oversize"),
+    ("vps-no-hugetlb", "memory.headroom"),
+    ("dev-vm-capture", "memory.headroom"),
+    ("dev-vm-capture", "overcommit.heuristic-oversize"),
+    ("dev-vm-capture", "cpu.fixed-frequency"),
+    ("dev-vm-capture", "persist.sysctl-not-applied"),
+    ("vm-fixed-frequency", "cpu.fixed-frequency"),
+    ("vm-fixed-frequency", "kernel.config-missing"),
+    ("container-cgroup-64g", "memory.headroom"),
+    ("container-cgroup-64g", "access.readonly-sysctl"),
+    ("permission-denied", "access.permission-denied"),
+    ("gpu-dkms-failed-upgrade", "gpu.driver-missing-for-kernel"),
+    ("image-gpu-no-driver", "gpu.driver-missing-for-kernel"),
+    ("unused-static-pool", "memory.headroom"),
+    ("strict-overcommit", "memory.headroom"),
+    ("container-cgroup-64g", "kernel.config-missing"),
+    ("permission-denied", "kernel.config-missing"),
+    ("gpu-driver-library-mismatch", "gpu.driver-too-old-for-cuda"),
+    ("vps-no-hugetlb", "cpu.fixed-frequency"),
+}
+
+
+def _cases():
+    for name in CASES:
+        expect = json.loads((FIXTURES / name / "expect.json").read_text())
+        for rule in sorted(expect["findings"]):
+            yield name, rule
+
+
+@pytest.mark.parametrize("name, rule", list(_cases()))
+def test_every_way_of_fixing_a_fixture_finding_clears_it_at_the_next_boot(capsys, tmp_path, name, rule):
+    expect = json.loads((FIXTURES / name / "expect.json").read_text())
+    root = FIXTURES / name / "root"
+    report = findings(capsys, root, expect["args"])
+    numbers = [number for found, number in ways(report) if found == rule]
+    proven, advice = [], []
+    for number in numbers:
+        problems = prove(capsys, tmp_path, root, expect["args"], rule, number)
+        if problems is None:
+            advice.append(number)
+            continue
+        assert not problems, (rule, number, problems)
+        proven.append(number)
+    if (name, rule) in NO_CONFIGURATION_FIX:
+        assert not proven, "%s has a configuration fix now: take it off the list" % rule
+    else:
+        assert proven, "no way of fixing %s changes the configuration" % rule
