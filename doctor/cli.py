@@ -81,6 +81,12 @@ def _parser(fix: bool = False) -> argparse.ArgumentParser:
         "--dtype", action=_Once, choices=("fp32", "fp16", "bf16", "fp8", "int8", "int4"), help="weight format for --params (default bf16)"
     )
     model.add_argument("--hugepages", action=_Once, metavar="N", type=_count, help="the default-size huge page pool the deployment needs")
+    model.add_argument(
+        "--margin",
+        action=_Once,
+        metavar="SIZE",
+        help="memory to leave beside the weights for page cache, runtime, KV cache and CUDA context (default: 5%% of it, at least 2G)",
+    )
     source = parser.add_argument_group("what to examine")
     source.add_argument(
         "--root", action=_Once, metavar="DIR", help="a host tree: mounted image, unpacked snapshot, fixture (default: this host)"
@@ -265,7 +271,7 @@ def _attach_negative_values(argv):
     index = 0
     while index < len(argv):
         if (
-            argv[index] in ("--model-size", "--params", "--hugepages")
+            argv[index] in ("--model-size", "--params", "--hugepages", "--margin")
             and index + 1 < len(argv)
             and argv[index + 1][:1] == "-"
             and argv[index + 1][1:2].isdigit()
@@ -391,13 +397,24 @@ def _request(args, argv):
 
     if args.model_size is not None and args.params is not None:
         raise UsageError("give --model-size or --params, not both")
+    margin = None
+    if args.margin is not None:
+        try:
+            # No margin at all is a choice too: 0 (in any unit) is taken.
+            margin = 0 if args.margin.rstrip("KMGTPkmgtpiIbB").strip(".0") == "" and args.margin[:1] in "0." else parse_size(args.margin)
+        except SizeError as exc:
+            raise UsageError("--margin %s" % str(exc).replace("a model size", "a margin")) from None
+        if args.model_size is None and args.params is None:
+            raise UsageError("--margin goes with --model-size or --params (the room left beside a model)")
     if args.dtype and args.params is None:
         raise UsageError("--dtype goes with --params (a --model-size is already in bytes)")
     try:
         if args.model_size is not None:
             size = parse_size(args.model_size)
             described = describe_size(args.model_size, size)
-            return Request(size, args.model_size, "--model-size", described, None, None, args.hugepages, tuple(["aidoctor"] + argv))
+            return Request(
+                size, args.model_size, "--model-size", described, None, None, args.hugepages, tuple(["aidoctor"] + argv), margin=margin
+            )
         if args.params is not None:
             params = parse_params(args.params)
             dtype = args.dtype or "bf16"
@@ -405,7 +422,9 @@ def _request(args, argv):
             per = DTYPE_BYTES[dtype]
             text = "%s params × %g byte%s (%s)" % (params_words(params), per, "" if per == 1 else "s", dtype)
             described = "%s = %s = %s" % (text, gib(size), decimal(size))
-            return Request(size, args.params, "--params", described, dtype, params, args.hugepages, tuple(["aidoctor"] + argv))
+            return Request(
+                size, args.params, "--params", described, dtype, params, args.hugepages, tuple(["aidoctor"] + argv), margin=margin
+            )
     except SizeError as exc:
         raise UsageError("--%s %s" % ("model-size" if args.model_size is not None else "params", exc)) from None
     return Request(None, None, None, None, None, None, args.hugepages, tuple(["aidoctor"] + argv))

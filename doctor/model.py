@@ -151,8 +151,9 @@ class Request(Record):
     read from and how (``140G = 140.0 GiB = 150.3 GB``), and a ``--hugepages`` pool size.
     ``program`` is how to start this aidoctor again (its script's path, or python -m)."""
 
-    __slots__ = ("model_size", "size_text", "size_source", "described", "dtype", "params", "hugepages", "argv", "program")
+    __slots__ = ("model_size", "size_text", "size_source", "described", "dtype", "params", "hugepages", "argv", "program", "margin")
     _defaults = {
+        "margin": None,
         "program": ("aidoctor",),
         "model_size": None,
         "size_text": None,

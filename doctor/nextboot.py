@@ -22,12 +22,15 @@ class NextBootHost(Host):
     """A Host whose files about the running kernel are the next boot's (``files``: path → text,
     None for a file the next boot does not have)."""
 
-    def __init__(self, base, files, notes):
+    def __init__(self, base, files, notes, grown=()):
         self.__dict__.update(base.__dict__)
         self.log = []
         self._links = dict(base._links)
         self.files = files
         self.notes = tuple(notes)
+        # Page sizes whose pool the next boot makes larger than it is now: what uses the new
+        # pages has never been seen.
+        self.grown_pools = frozenset(grown)
 
     def _read(self, path, cap):
         path = _normal(path)
@@ -52,6 +55,7 @@ def simulate(host, request=None):
     _cmdline(facts, files, notes)
     _sysctls(facts, files, notes)
     _memory(facts, files, notes)
+    grown = _grown(facts)
     _thp(facts, files, notes)
     governors = facts.get("governors_at_boot")
     if governors:
@@ -61,7 +65,14 @@ def simulate(host, request=None):
     _schedulers(facts, files)
     _gpu(facts, files)
     notes.append("memory in use now (processes, pages of a pool in use) is taken as in use after the reboot too")
-    return NextBootHost(host, files, notes)
+    return NextBootHost(host, files, notes, grown)
+
+
+def _grown(facts):
+    pools, boot = facts.get("hugepages"), facts.get("pools_at_boot")
+    if not pools or not boot:
+        return ()
+    return tuple(size for size, pool in boot.pools.items() if pool.total > (pools.pools[size].total if size in pools.pools else 0))
 
 
 def _cmdline(facts, files, notes):

@@ -31,7 +31,10 @@ def governor(f):
 
     With intel_pstate or amd-pstate-epp in active mode, `powersave` is the driver's own
     adaptive algorithm rather than the generic governor pinned at the lowest frequency, so it
-    is reported as low, not medium.
+    is reported as low, not medium. Anywhere else (acpi-cpufreq, intel_cpufreq, which is
+    intel_pstate in passive mode, cppc_cpufreq …) `powersave` is the generic governor: "the
+    lowest frequency, within the scaling_min_freq policy limit, to be requested" (cpufreq.rst),
+    and the finding gives that floor and the policy's ceiling.
 
     Fix: write `performance` to each policy's scaling_governor now; keep it with tuned where
     tuned runs — it would otherwise re-apply its own profile's governor — through a small
@@ -82,6 +85,19 @@ def governor(f):
             " Under %s, powersave is the driver's adaptive algorithm, not the lowest "
             "frequency; performance still removes the ramp-up at each burst."
         ) % slow[0].driver
+    pinned = [p for p in slow if p.governor == "powersave" and p.driver not in _ADAPTIVE_POWERSAVE]
+    if pinned:
+        first = pinned[0]
+        limits = ""
+        if first.min_khz and first.max_khz:
+            limits = ": %s (scaling_min_freq), where the policy allows up to %s (scaling_max_freq)" % (
+                _freq(first.min_khz),
+                _freq(first.max_khz),
+            )
+        message += " powersave under %s is the generic governor, which holds each CPU at the lowest frequency its policy allows%s." % (
+            first.driver or "this cpufreq driver",
+            limits,
+        )
     missing = [p for p in slow if p.available and "performance" not in p.available]
     if missing:
         message += (
@@ -92,6 +108,10 @@ def governor(f):
     if len(slow) > 8:
         evidence.append(Evidence(CPUFREQ_DIR, "%d more policies not on performance" % (len(slow) - 8)))
     return Issue(message, evidence, _steps(f, freq, slow), severity=Severity.LOW if adaptive else None, impact=len(cpus))
+
+
+def _freq(khz: int) -> str:
+    return "%.1f GHz" % (khz / 1e6) if khz >= 1000000 else "%d MHz" % (khz // 1000)
 
 
 def _steps(f, freq, slow):

@@ -145,11 +145,11 @@ def shortfall(f):
     pools = f.hugepages
     if pools.supported is False:
         return Skip("the kernel has no hugetlb support (hugepages.unsupported)")
+    issues = [_per_node_issue(f, r) for r in f.hugepage_requests if r.per_node and r.on_cmdline]
     if not pools.pools:
-        return _no_pools(f)
+        return issues or _no_pools(f)
     if not any(r.count > 0 for r in f.hugepage_requests):
-        return Pass("no huge page pool is requested")
-    issues = []
+        return issues or Pass("no huge page pool is requested")
     mem = f.meminfo
     next_boot = _next_boot_pools(f)
     for request, pool, impossible in _short_requests(f):
@@ -249,7 +249,27 @@ def shortfall(f):
             evidence.append(_request_evidence(configured))
         if pool is not None:
             evidence.append(_pool_evidence(pool))
-        if pending:
+        base = _grown_by_default_size(f, request)
+        if base is not None and pool is not None:
+            as_base = request.count * base
+            cause = (
+                "vm.nr_hugepages counts pages of the default huge page size, which `default_hugepagesz=%s` on the kernel "
+                "command line makes %s: %d of them are %s (as pages of %s, which the line was likely written for, %s)%s. "
+                "The kernel took what it could: %d pages, %d of them free."
+                % (
+                    kernel_size(pool.page_size),
+                    _size(pool.page_size),
+                    request.count,
+                    gib(request.count * request.page_size),
+                    _size(base),
+                    gib(as_base),
+                    ", more than this host's memory" if impossible else "",
+                    pool.total,
+                    pool.free - pool.reserved,
+                )
+            )
+            steps = _grown_steps(f, request, pool, base)
+        elif pending:
             steps = [Step("Reboot to take the boot-time reservation", (), True, True)]
         else:
             steps = _shortfall_steps(f, request, pool, impossible)
@@ -257,6 +277,69 @@ def shortfall(f):
             steps += _keep_pool_steps(f, request, pool)
         issues.append(Issue(message + " " + cause, evidence, steps, impact=missing * request.page_size))
     return issues or Pass("every requested pool is complete")
+
+
+def _per_node_issue(f, request):
+    """A per-node ``hugepages=`` on a kernel that reads only its leading number (before 5.16:
+    mm/hugetlb.c hugepages_setup() takes ``sscanf("%lu")`` of ``0:32,1:32``, which is 0, and
+    says nothing; the node form came with commit b5389086ad7b, Linux 5.16)."""
+    release = f.release or "this kernel"
+    nodes = ", ".join("node %s: %s" % tuple(part.split(":", 1)) for part in request.source.split("=", 1)[1].split(","))
+    message = (
+        "%s (%s) asks for huge pages of %s per NUMA node (%s; %d in all, %s), but %s reads per-node counts only from "
+        "Linux 5.16 on: it takes the leading number, %d, and reserves %s at boot without a word. The pool this line was "
+        "written for never exists. The plain form this kernel reads is `hugepages=%d` (spread over the nodes)."
+        % (
+            request.source,
+            request.where,
+            _size(request.page_size),
+            nodes,
+            request.per_node,
+            gib(request.per_node * request.page_size),
+            "the running kernel %s" % release if f.running else "the kernel %s, which the image boots," % release,
+            request.count,
+            "nothing" if request.count == 0 else "%d page%s" % (request.count, "" if request.count == 1 else "s"),
+            request.per_node,
+        )
+    )
+    step = _boot_pools(f, request.page_size, request.per_node, "Write the count in the form this kernel reads")
+    return Issue(message, [_request_evidence(request)], [step], impact=request.per_node * request.page_size)
+
+
+def _grown_by_default_size(f, request):
+    """The architecture's base huge page size, where ``request`` is a vm.nr_hugepages that
+    ``default_hugepagesz=`` turned into pages of a larger size (hugetlbpage.rst: nr_hugepages
+    is the default size's pool); else None."""
+    from ai_doctor.facts.boot import arch_default_size
+
+    pools = f.hugepages
+    if request.assignment is None or request.page_size != pools.default_size:
+        return None
+    base = arch_default_size(pools, f.cmdline if f.cmdline else None)
+    return base if base < request.page_size else None
+
+
+def _grown_steps(f, request, pool, base):
+    """Give the free pages back now and ask for what is in use; or, for the memory the line was
+    written for, the same bytes in pages of the new size."""
+    fixes = f.fixes
+    used = pool.total - (pool.free - pool.reserved)
+    steps = fixes.sysctl(
+        [("vm.nr_hugepages", str(used))],
+        "hugepages",
+        "Release the %d free pages (%s): keep the %d in use"
+        % (pool.free - pool.reserved, gib((pool.free - pool.reserved) * pool.page_size), used),
+    )
+    meant = max(-(-request.count * base // pool.page_size), used)
+    if meant != used:
+        steps += fixes.sysctl(
+            [("vm.nr_hugepages", str(meant))],
+            "hugepages",
+            "Or, for the memory the line was written for (%d pages of %s), ask for %d pages of %s"
+            % (request.count, _size(base), meant, _size(pool.page_size)),
+            replaces_ours=True,
+        )
+    return steps
 
 
 def _shortfall_steps(f, request, pool, impossible):
@@ -441,10 +524,12 @@ def _boot_plan(f):
     """The boot-time pools once every huge page finding's boot step is taken: (pages by size,
     the rule behind each change)."""
     plan = {}
+    why = {}
     for item in _cmdline_pools(f):
         if item.page_size:
-            plan[item.page_size] = item.count
-    why = {}
+            plan[item.page_size] = item.per_node or item.count
+            if item.per_node:
+                why[item.page_size] = "hugepages.shortfall: the per-node form this kernel cannot read, written plain"
     for request, pool, impossible in _short_requests(f):
         if pool is None or impossible:
             continue
@@ -526,6 +611,11 @@ def unused(f):
                 % ", ".join(_size(p.page_size) for p in short)
             )
         busy = [p for p in pools.pools.values() if p.total > 0]
+        if busy and all(p.idle for p in busy):
+            return Pass(
+                "the pool of %s pages is new at this boot: whether anything uses it shows once the host runs"
+                % ", ".join(_size(p.page_size) for p in busy)
+            )
         return Pass("pools in use" if busy else "no static huge page pool is reserved")
     idle_bytes = sum(u.spare for u in idle)
     model, mem = f.model, f.meminfo

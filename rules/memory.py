@@ -24,7 +24,7 @@ class _Problem(Record):
     "Not enough memory for the model",
     Severity.HIGH,
     needs=("model", "meminfo"),
-    uses=("cgroup_memory", "unused_pools", "sysctl", "container", "hostname", "fixes"),
+    uses=("cgroup_memory", "releasable_pools", "sysctl", "container", "hostname", "fixes"),
 )
 def headroom(f):
     """The model is larger than the memory it can get.
@@ -128,12 +128,15 @@ def headroom(f):
         )
     if not problems:
         blocked = committable is not None and size > committable
-        # The loader and runtime need memory beside the weights (the margin strict-headroom keeps).
-        tight = available - size < max(1 << 30, size // 20)
+        # What the model is judged against: MemAvailable, or a cgroup limit's room where tighter.
+        judged, judged_words = available, "MemFree + Cached" if estimated else "MemAvailable"
+        if tightest is not None and _room(tightest) < judged:
+            judged, judged_words = _room(tightest), "what the memory limit of %s leaves" % tightest.path
+        margin = model.margin if model.margin is not None else max(judged // 20, 2 << 30)
+        if not blocked and judged - size < margin:
+            return _tight(f, model, judged, judged_words, margin, evidence_for(mem, cgroup, tightest))
         if blocked:
             pattern = "there is memory for the model (%s): %s %s of MemTotal %s"
-        elif tight:
-            pattern = "the model (%s) fits, with little to spare for the loader and runtime beside it: %s %s of MemTotal %s"
         else:
             pattern = "the model (%s) fits: %s %s of MemTotal %s"
         note = pattern % (
@@ -158,9 +161,13 @@ def headroom(f):
     rooms = [_room(level) for level in hard + soft]
     fit = min([available, total] + rooms)
     message = "The model needs %s: %s." % (model.described, "; ".join(p.sentence for p in problems))
-    idle = sum(u.spare for u in f.unused_pools)
+    idle = sum(u.spare for u in f.releasable_pools)
+    releases = bool(idle) and not cgroup_problems and size <= min(total, available + swap_free + idle)
     if idle:
-        message += " An unused huge page pool holds %s out of MemAvailable (hugepages.unused)." % gib(idle)
+        message += " Free huge pages that nothing needs hold %s out of MemAvailable (hugepages.unused, hugepages.shortfall)%s." % (
+            gib(idle),
+            ": released, they make room for the model" if releases else "",
+        )
     commit = (committable, committable + commit_change(f.sysctl, idle)) if committable is not None else None
     quantized, fits = _quantized(model, fit, min([available + idle, total] + rooms), commit)
     if quantized:
@@ -170,7 +177,54 @@ def headroom(f):
     shown = [level for p in cgroup_problems for level in p.levels] or ([tightest] if tightest else [])
     for level in shown:
         evidence += _level_evidence(cgroup, level)
-    return Issue(message, evidence, _steps(f, cgroup, size, problems, fits), severity=severity, impact=size - capacity)
+    steps = _steps(f, cgroup, size, problems, fits)
+    if releases:
+        steps.insert(
+            0,
+            Step(
+                "Release the free huge pages nothing needs (%s): take the fix of hugepages.unused or hugepages.shortfall, "
+                "and the model fits" % gib(idle),
+                (),
+                True,
+                None,
+            ),
+        )
+        steps[1] = steps[1]._replace(summary="Or " + steps[1].summary[0].lower() + steps[1].summary[1:])
+    return Issue(message, evidence, steps, severity=severity, impact=size - capacity)
+
+
+def evidence_for(mem, cgroup, level):
+    evidence = [Evidence(mem.path, "%s: %s" % (key, gib(mem.get(key)))) for key in ("MemTotal", "MemAvailable", "SwapFree") if key in mem]
+    return evidence + (_level_evidence(cgroup, level) if level is not None else [])
+
+
+def _tight(f, model, judged, words, margin, evidence):
+    """The model fits, with less than the margin left beside it."""
+    left = judged - model.size
+    message = (
+        "The model (%s) fits, but leaves %s of %s (%s): less than %s, which %s. The page cache, the serving runtime, "
+        "KV cache kept in host memory and the CUDA context all need memory beside the weights: a load that fits on paper "
+        "pages, throttles or is OOM-killed once it serves."
+        % (
+            gib(model.size),
+            gib(max(left, 0)),
+            gib(judged),
+            words,
+            gib(margin),
+            "--margin sets" if model.margin is not None else "is the margin kept (5% of it, at least 2 GiB; --margin sets another)",
+        )
+    )
+    steps = [
+        Step("Load a quantized variant, or a smaller model, to leave room beside the weights", (), False, None),
+        f.fixes.step(
+            "Or free memory before loading: stop other large processes",
+            [Show("ps -eo pid,rss,comm --sort=-rss | head"), Show("free -h")],
+            None,
+            host_wide=False,
+            needs_root=False,
+        ),
+    ]
+    return Issue(message, evidence, steps, severity=Severity.MEDIUM, impact=margin - left, title="Model fits with little memory to spare")
 
 
 def _room(level) -> int:
@@ -269,7 +323,7 @@ def _quantized(model, fit, with_pool, commit):
         if value <= fit and (now is None or value <= now):
             return "fits"
         if value <= with_pool and (later is None or value <= later):
-            return "fits once the unused huge page pool is released"
+            return "fits once the free huge pages are released"
         if value <= fit:
             return "fits in memory once the strict commit limit is raised: overcommit.strict-headroom"
         return "does not fit"
@@ -298,7 +352,7 @@ def _steps(f, cgroup, size, problems, fits):
             f.fixes.step(
                 "Free memory before loading: stop other large processes%s; page cache needs nothing, as MemAvailable "
                 "already counts what can be reclaimed"
-                % (" and release the unused huge page pool (hugepages.unused)" if f.unused_pools else ""),
+                % (" and release the free huge pages nothing needs (hugepages.unused, hugepages.shortfall)" if f.releasable_pools else ""),
                 [Show("ps -eo pid,rss,comm --sort=-rss | head"), Show("free -h")],
                 None,
                 host_wide=False,

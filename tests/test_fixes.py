@@ -34,22 +34,25 @@ def test_unlinked_sysctl_conf_is_commented_out_too_since_sysctl_system_applies_i
     assert cmds[-1] == "sudo sysctl --system"
 
 
-def test_drop_in_sorts_after_every_vendor_file_that_sets_the_key(tree, run):
+def test_every_vendor_file_that_sets_the_key_is_hidden_by_an_edited_copy(tree, run):
     minimal_host(tree, overcommit="2")
     tree.write("/usr/lib/sysctl.d/99-zzz-batch.conf", "vm.overcommit_memory = 2\n")
     tree.write("/usr/lib/sysctl.d/zz-tuning.conf", "vm.overcommit_memory = 2\n")
     cmds = commands(finding(run("--root", tree, "--model-size", "40G", "--format", "json"), "overcommit.strict-headroom"))
-    mode_drop_in = next(c for c in cmds if "'vm.overcommit_memory = 0'" in c)
-    assert mode_drop_in.endswith("sudo tee '/etc/sysctl.d/zz-tuning~aidoctor-overcommit.conf' >/dev/null")
-    assert "zz-tuning~aidoctor-overcommit.conf" > "zz-tuning.conf" > "99-zzz-batch.conf"
+    # A drop-in merely sorted after them would leave two values in the files (persist.sysctl-conflict).
+    for name in ("99-zzz-batch.conf", "zz-tuning.conf"):
+        assert any(c.startswith("if [ -e /etc/sysctl.d/%s ]" % name) and "/usr/lib/sysctl.d/%s" % name in c for c in cmds)
+    # Back at the kernel's default, nothing needs a line of its own.
+    assert not any("'vm.overcommit_memory = 0'" in c for c in cmds)
+    assert "sudo mkdir -p /etc/sysctl.d" in cmds
 
 
-def test_linked_vendor_file_is_ordered_by_its_link_name(tree, run):
+def test_a_linked_vendor_file_is_hidden_under_its_link_name(tree, run):
     minimal_host(tree, overcommit="2")
     tree.write("/usr/share/tuning/a.conf", "vm.overcommit_memory = 2\n")
     tree.link("/usr/lib/sysctl.d/95-tuning.conf", "/usr/share/tuning/a.conf")
     cmds = commands(finding(run("--root", tree, "--model-size", "40G", "--format", "json"), "overcommit.strict-headroom"))
-    assert any("tee /etc/sysctl.d/99-aidoctor-overcommit.conf" in c for c in cmds)  # after 95-tuning.conf, not a.conf
+    assert any("sudo tee /etc/sysctl.d/95-tuning.conf" in c and "/usr/share/tuning/a.conf" in c for c in cmds)
 
 
 def test_vendor_file_is_overridden_by_an_edited_copy_in_etc_never_edited_in_place(tree, run):
@@ -57,9 +60,12 @@ def test_vendor_file_is_overridden_by_an_edited_copy_in_etc_never_edited_in_plac
     tree.write("/proc/sys/vm/nr_hugepages", "512\n")
     tree.write("/usr/lib/sysctl.d/60-dpdk.conf", "kernel.x = 1\nvm.nr_hugepages = 512\n")
     cmds = commands(finding(run("--root", tree, "--format", "json"), "hugepages.unused"))
-    # nr_hugepages=0 is the default, but the vendor file would set 512 again: our drop-in overrides it.
-    assert any("vm.nr_hugepages = 0" in c and "tee /etc/sysctl.d/90-aidoctor-hugepages.conf" in c for c in cmds)
-    assert not any("sed -i" in c and "/usr/lib/" in c for c in cmds)
+    # nr_hugepages=0 is the default: the vendor file's line is hidden by an edited copy, nothing else.
+    assert any(c.startswith("if [ -e /etc/sysctl.d/60-dpdk.conf ]") for c in cmds)
+    assert not any("tee /etc/sysctl.d/90-aidoctor-hugepages.conf" in c for c in cmds)
+    assert not any(
+        "sed -i" in c and c.split("sed -i", 1)[1].split(";")[0].rstrip().endswith("/usr/lib/sysctl.d/60-dpdk.conf") for c in cmds
+    )
 
 
 def test_vendor_file_asking_for_a_pool_the_kernel_cannot_have_is_overridden_by_a_copy(tree, run):
@@ -68,7 +74,10 @@ def test_vendor_file_asking_for_a_pool_the_kernel_cannot_have_is_overridden_by_a
     tree.write("/usr/lib/sysctl.d/60-dpdk.conf", "kernel.x = 1\nvm.nr_hugepages = 512\n")
     found = finding(run("--root", tree, "--format", "json"), "hugepages.unsupported")
     script = "-e '2s|^vm\\.nr_hugepages = 512$|# &|'"
-    assert "sudo sed %s /usr/lib/sysctl.d/60-dpdk.conf | sudo tee /etc/sysctl.d/60-dpdk.conf >/dev/null" % script in commands(found)
+    copy = "sudo sed %s /usr/lib/sysctl.d/60-dpdk.conf | sudo tee /etc/sysctl.d/60-dpdk.conf >/dev/null" % script
+    assert "if [ -e /etc/sysctl.d/60-dpdk.conf ]; then sudo sed -i %s /etc/sysctl.d/60-dpdk.conf; else %s; fi" % (script, copy) in commands(
+        found
+    )
 
 
 def test_container_sysctl_files_are_not_the_hosts_configuration(tree, run):

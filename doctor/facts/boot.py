@@ -107,9 +107,8 @@ def sysctl_applier(host, facts):
     def systemd(how):
         if unit_masked:
             return Applier(None, how + ", and systemd-sysctl.service is masked", True)
-        if not has_tool:
-            return Applier(None, how + ", and there is no systemd-sysctl here", True)
-        return Applier("systemd-sysctl", how, True)
+        # systemd ships systemd-sysctl: a tree without it is one that does not show it.
+        return Applier("systemd-sysctl", how, has_tool)
 
     if running and wanted == _init_params(facts.get("cmdline")):
         # The next boot starts the same init as this one: ask this boot (sd_booted(3)).

@@ -30,10 +30,11 @@ class Param(Record):
 class HugepageRequest(Record):
     """A pool asked for at boot; ``page_size`` None means the default size. ``leading``: before
     Linux 5.7, a count given before any hugepagesz= (the kernel's default_hstate_max_huge_pages),
-    which is never allocated for a gigantic default size."""
+    which is never allocated for a gigantic default size. ``per_node``: the pages a per-node
+    count (``0:32,1:32``) names, on a kernel before 5.16 that reads only its leading number."""
 
-    __slots__ = ("page_size", "count", "text", "leading", "index")
-    _defaults = {"leading": False, "index": None}
+    __slots__ = ("page_size", "count", "text", "leading", "index", "per_node")
+    _defaults = {"leading": False, "index": None, "per_node": None}
 
 
 class Cmdline(Record):
@@ -101,7 +102,8 @@ class Cmdline(Record):
                     # the kernel ignores it.
                     continue
                 seen.add(size)
-                requests.append(HugepageRequest(size, count, param.text, index=index))
+                meant = None if per_node else _node_counts(param.value, True)
+                requests.append(HugepageRequest(size, count, param.text, index=index, per_node=meant if ":" in param.value else None))
         return requests
 
 
@@ -147,14 +149,15 @@ def _requests_before_5_7(params, default_size):
             last_slot = slot
             count = _node_counts(param.value, False)
             count = 0 if count is None else count
+            meant = _node_counts(param.value, True) if ":" in param.value else None
             if slot == "leading":
-                leading = (count, param.text, index)
+                leading = (count, param.text, index, meant)
             else:
-                counts[slot] = (count, param.text, index)
-    requests = [HugepageRequest(size, count, text, index=index) for size, (count, text, index) in counts.items()]
+                counts[slot] = (count, param.text, index, meant)
+    requests = [HugepageRequest(size, count, text, index=index, per_node=meant) for size, (count, text, index, meant) in counts.items()]
     if leading is not None and default and not counts.get(default, (0,))[0]:
         requests = [r for r in requests if r.page_size != default]
-        requests.append(HugepageRequest(default, leading[0], leading[1], True, leading[2]))
+        requests.append(HugepageRequest(default, leading[0], leading[1], True, leading[2], leading[3]))
     return requests
 
 

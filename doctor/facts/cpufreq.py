@@ -20,7 +20,8 @@ CPUFREQ_DIR = CPU_DIR + "/cpufreq"
 class Policy(Record):
     """One frequency policy: its directory, CPUs, governor, driver and available governors."""
 
-    __slots__ = ("name", "path", "cpus", "governor", "driver", "available")
+    __slots__ = ("name", "path", "cpus", "governor", "driver", "available", "min_khz", "max_khz")
+    _defaults = {"min_khz": None, "max_khz": None}
 
     @property
     def governor_path(self) -> str:
@@ -58,11 +59,18 @@ def _policy(host, name: str, path: str, number, per_cpu: bool, first):
     if first is None:
         driver = _first_line(host, path + "/scaling_driver")[0]
         available = tuple((_first_line(host, path + "/scaling_available_governors")[0] or "").split())
+        # The limits the governors work within (kHz); the first policy speaks for the others.
+        low = _khz(_first_line(host, path + "/scaling_min_freq")[0])
+        high = _khz(_first_line(host, path + "/scaling_max_freq")[0])
     else:
         # One cpufreq driver serves the whole system; hundreds of per-CPU policies need not
         # be asked again.
-        driver, available = first.driver, first.available
-    return Policy(name, path, cpus, governor, driver, available), got
+        driver, available, low, high = first.driver, first.available, first.min_khz, first.max_khz
+    return Policy(name, path, cpus, governor, driver, available, low, high), got
+
+
+def _khz(text):
+    return int(text) if text and text.isascii() and text.isdigit() else None
 
 
 def _number(name: str, prefix: str):

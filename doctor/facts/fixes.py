@@ -113,10 +113,11 @@ class Fixes:
             return steps + [self._sysctl_at_boot(settings)]
         editable = [item for item in self._sysctl_lines if item.key in touched and _in_etc(item)]
         vendor = [item for item in self._sysctl_lines if item.key in touched and not _in_etc(item)]
-        actions = self._comment_actions(editable)
-        vendor_keys = {item.key for item in vendor}
-        needed = [(k, v) for k, v in settings if not (DEFAULTS.get(k) == v and not vendor_keys)]
-        target = "%s/%s" % (DROP_IN_DIR, _drop_in_name(topic, {item.name for item in vendor}))
+        # A package's lines are hidden by an edited copy of its file in /etc: a drop-in merely
+        # sorted after them would leave the files saying two things (persist.sysctl-conflict).
+        actions = self._comment_actions(editable) + self._override_actions(vendor)
+        needed = [(k, v) for k, v in settings if DEFAULTS.get(k) != v]
+        target = "%s/%s" % (DROP_IN_DIR, _drop_in_name(topic, ()))
         if needed:
             lines = tuple("%s = %s" % item for item in needed)
             actions.append(act.WriteFile(target, lines, not self._drop_in_dir))
@@ -167,12 +168,7 @@ class Fixes:
         keys = {item.key for item in assignments}
         every = [item for item in self._sysctl_lines if item.key in keys] or list(assignments)
         actions = self._comment_actions([item for item in every if _in_etc(item)])
-        by_origin = {}
-        for item in every:
-            if not _in_etc(item):
-                by_origin.setdefault((item.path, item.name), []).append(item)
-        for (path, name), items in sorted(by_origin.items()):
-            actions.append(act.OverrideCopy(path, "%s/%s" % (DROP_IN_DIR, name), _lines(items)))
+        actions += self._override_actions([item for item in every if not _in_etc(item)])
         if self.running:
             actions.append(act.Run(("sysctl", "--system"), act.NOW))
         return self.step(summary, actions, True)
@@ -185,6 +181,13 @@ class Fixes:
         if not actions:
             return None
         return self.step(summary, actions, True)
+
+    def _override_actions(self, assignments):
+        """Copies of packages' files in /etc/sysctl.d with these assignments commented out."""
+        by_origin = {}
+        for item in assignments:
+            by_origin.setdefault((item.path, item.name), []).append(item)
+        return [act.OverrideCopy(path, "%s/%s" % (DROP_IN_DIR, name), _lines(items)) for (path, name), items in sorted(by_origin.items())]
 
     def _comment_actions(self, assignments):
         by_file = {}

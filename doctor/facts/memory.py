@@ -181,11 +181,12 @@ class PoolRequest(Record):
 
     For ``--hugepages``, ``configured`` is what the host's own configuration asks for (another
     PoolRequest, or None when nothing does). ``replaces`` is the request this one overrides at
-    boot (a sysctl file resizing a pool the kernel command line reserved).
+    boot (a sysctl file resizing a pool the kernel command line reserved). ``per_node``: the
+    pages a per-node ``hugepages=`` names where the kernel (before 5.16) reads it as ``count``.
     """
 
-    __slots__ = ("page_size", "count", "source", "path", "line", "assignment", "configured", "replaces")
-    _defaults = {"configured": None, "replaces": None}
+    __slots__ = ("page_size", "count", "source", "path", "line", "assignment", "configured", "replaces", "per_node")
+    _defaults = {"configured": None, "replaces": None, "per_node": None}
 
     def chain(self):
         """This request and every one it overrides, latest first."""
@@ -228,7 +229,7 @@ def hugepage_requests(host, facts):
         for item in cmdline.hugepage_requests(default_size, kernel_version(release) if release else None):
             if item.page_size:
                 path, line = cmdline.origin(item.index) if item.index is not None else (cmdline.source, None)
-                requests[item.page_size] = PoolRequest(item.page_size, item.count, item.text, path, line, None)
+                requests[item.page_size] = PoolRequest(item.page_size, item.count, item.text, path, line, None, per_node=item.per_node)
     config = facts.get("sysctl_config")
     if config:
         assignment = config.effective("vm.nr_hugepages")
@@ -274,14 +275,37 @@ def unused_pools(host, facts):
     if not pools:
         return ()
     requests = {r.page_size: r for r in facts.get("hugepage_requests") or ()}
+    # A pool the simulated next boot grows: nothing has had a chance to use its new pages.
+    grown = getattr(host, "grown_pools", ())
     found = []
     for pool in pools.pools.values():
         request = requests.get(pool.page_size)
-        if not pool.idle:
+        if not pool.idle or pool.page_size in grown:
             continue
         if request is not None and request.from_user:
             if request.count < pool.total:
                 found.append(UnusedPool(pool, request.count))
         elif request is None or request.count <= pool.persistent:
             found.append(UnusedPool(pool, 0))
+    return tuple(sorted(found, key=lambda u: u.pool.page_size))
+
+
+@fact("releasable_pools")
+def releasable_pools(host, facts):
+    """Huge pages held in pools nothing needs: the unused pools, and the free pages of a pool
+    whose request is larger than the host's memory (it can never be met, so what it holds is
+    there by mistake, e.g. a vm.nr_hugepages that default_hugepagesz= turned into gigantic
+    pages). The pages in use stay."""
+    found = list(facts.get("unused_pools") or ())
+    pools, mem = facts.get("hugepages"), facts.get("meminfo")
+    if not pools or not mem:
+        return tuple(found)
+    requests = {r.page_size: r for r in facts.get("hugepage_requests") or ()}
+    for pool in pools.pools.values():
+        request = requests.get(pool.page_size)
+        if any(u.pool.page_size == pool.page_size for u in found) or request is None or request.from_user:
+            continue
+        free = pool.free - pool.reserved
+        if request.count * pool.page_size > mem.get("MemTotal", 0) and free > 0:
+            found.append(UnusedPool(pool, pool.total - free))
     return tuple(sorted(found, key=lambda u: u.pool.page_size))

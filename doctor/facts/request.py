@@ -10,7 +10,8 @@ class Model(Record):
     """The model's weight size in bytes, how it was read (``140G = 140.0 GiB = 150.3 GB``),
     and the dtype and parameter count when the size was computed from them."""
 
-    __slots__ = ("size", "described", "dtype", "params")
+    __slots__ = ("size", "described", "dtype", "params", "margin")
+    _defaults = {"margin": None}
 
 
 @fact("model")
@@ -18,4 +19,4 @@ def model(host, facts):
     request = facts.request
     if request is None or request.model_size is None:
         return Unavailable("no model size given (--model-size 140G, or --params 70B --dtype bf16)")
-    return Model(request.model_size, request.described, request.dtype, request.params)
+    return Model(request.model_size, request.described, request.dtype, request.params, request.margin)

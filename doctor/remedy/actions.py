@@ -219,18 +219,22 @@ class CommentLines(Action):
 
 class OverrideCopy(Action):
     """A package's file (in /usr/lib/sysctl.d …) hidden by a copy of the same name in /etc with
-    ``lines`` commented out: the package's file itself is never edited."""
+    ``lines`` commented out: the package's file itself is never edited. Where the copy is there
+    already (another fix made it), the lines are commented out in it, so neither fix undoes the
+    other."""
 
     __slots__ = ("source", "path", "lines")
     kind = "override-copy"
 
     def sh(self, shell):
         scripts = " ".join("-e %s" % quote(comment_script(n, text)) for n, text in self.lines)
-        edited = shell.root("sed %s %s" % (scripts, quote(self.source)))
-        return ("%s | %s" % (edited, shell.root("tee %s >/dev/null" % quote(self.path))),)
+        copy = "%s | %s" % (shell.root("sed %s %s" % (scripts, quote(self.source))), shell.root("tee %s >/dev/null" % quote(self.path)))
+        edit = shell.root("sed -i %s %s" % (scripts, quote(self.path)))
+        return ("if [ -e %s ]; then %s; else %s; fi" % (shell.outside(self.path), edit, copy),)
 
     def apply(self, target):
-        text = target.read(self.source)
+        existing = target.read(self.path)
+        text = existing if existing is not None else target.read(self.source)
         if text is None:
             raise NotApplicable("%s is not there" % self.source)
         return [target.write(self.path, comment_out(text, self.lines, self.source))]
