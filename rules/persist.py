@@ -247,9 +247,8 @@ def sysctl_not_applied(f):
     for key in sorted(keys, key=lambda k: (not bears_on_models(k), k))[:8]:
         item = keys[key]
         now = runtime.get(key)
-        shown.append(
-            "%s = %s (%s)%s" % (key, item.value, item.where, "; runs %s" % now if now is not None and not _same(now, item.value) else "")
-        )
+        runs = ", runs %s" % now if now is not None and not _same(now, item.value) else ""
+        shown.append("%s = %s (%s%s)" % (key, item.value, item.where, runs))
     message = (
         "Nothing applies the sysctl files at boot on this host: %s. The %d key%s they set reach the kernel only when "
         "someone runs `sysctl --system`: %s%s."
