@@ -145,10 +145,12 @@ def _confirm(item) -> bool:
 
 
 class Recheck:
-    """Rules whose findings cleared now, cleared at the next boot, remain, or are new."""
+    """Rules whose findings cleared for good (now and at the next boot), cleared now but come
+    back at the next boot, clear only at the next boot, remain, or are new."""
 
-    def __init__(self, now, at_boot, remaining, new, simulated):
-        self.now, self.at_boot, self.remaining, self.new, self.simulated = now, at_boot, remaining, new, simulated
+    def __init__(self, for_good, until_boot, at_boot, remaining, new, simulated):
+        self.for_good, self.until_boot, self.at_boot = for_good, until_boot, at_boot
+        self.remaining, self.new, self.simulated = remaining, new, simulated
 
 
 def _recheck(host, request, rules, before, plan) -> Recheck:
@@ -163,9 +165,12 @@ def _recheck(host, request, rules, before, plan) -> Recheck:
     had = {finding.rule for finding in before.findings}
     left_now = {finding.rule for finding in now.findings}
     left_later = {finding.rule for finding in later.findings}
-    fixed = [item.finding.rule for item in plan if item.changes]
-    cleared_now = sorted({rule for rule in fixed if rule not in left_now})
-    cleared_later = sorted({rule for rule in fixed if rule in left_now and rule not in left_later})
-    remaining = sorted(had & left_later)
-    new = sorted((left_now | left_later) - had)
-    return Recheck(cleared_now, cleared_later, remaining, new, isinstance(booted, NextBootHost))
+    fixed = {item.finding.rule for item in plan if item.changes}
+    return Recheck(
+        sorted(rule for rule in fixed if rule not in left_now and rule not in left_later),
+        sorted(rule for rule in fixed if rule not in left_now and rule in left_later),
+        sorted(rule for rule in fixed if rule in left_now and rule not in left_later),
+        sorted(rule for rule in had if rule in left_now and rule in left_later),
+        sorted((left_now | left_later) - had),
+        isinstance(booted, NextBootHost),
+    )

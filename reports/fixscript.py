@@ -168,13 +168,23 @@ def render_applied(report, applied, backups, recheck) -> str:
                 out.append("   %s: %s (%s)" % (outcome, visible(shown), visible(detail)))
     if backups:
         out.append("Backups of the files changed, and the list of changes: %s" % visible(backups))
-    out.append("Checked again:")
-    out.append("   cleared now: %s" % (", ".join(recheck.now) or "none"))
-    if recheck.simulated:
-        out.append("   cleared at the next boot (aidoctor --next-boot shows it): %s" % (", ".join(recheck.at_boot) or "none"))
-    out.append("   still there: %s" % (", ".join(recheck.remaining) or "none"))
-    if recheck.new:
-        out.append("   new: %s" % ", ".join(recheck.new))
+    out.append("Checked again, now and as the host will boot (aidoctor --next-boot):")
+    rows = [
+        ("cleared, now and at the next boot", recheck.for_good),
+        ("cleared now, back at the next boot (what lasts was not applied)", recheck.until_boot),
+        ("cleared at the next boot", recheck.at_boot),
+        ("still there", recheck.remaining),
+        ("new", recheck.new),
+    ]
+    if not recheck.simulated:
+        rows = [
+            ("cleared (an image: judged as it boots)", recheck.for_good + recheck.until_boot),
+            ("still there", recheck.remaining),
+            ("new", recheck.new),
+        ]
+    for words, rules in rows:
+        if rules or words == "still there":
+            out.append("   %s: %s" % (words, ", ".join(rules) or "none"))
     return "\n".join(out) + "\n"
 
 
@@ -197,10 +207,12 @@ def render_applied_json(report, applied, backups, recheck) -> str:
         "applied": items,
         "backups": backups,
         "recheck": {
-            "cleared_now": recheck.now,
-            "cleared_at_next_boot": recheck.at_boot if recheck.simulated else None,
+            "cleared": recheck.for_good,
+            "cleared_until_next_boot": recheck.until_boot,
+            "cleared_at_next_boot": recheck.at_boot,
             "remaining": recheck.remaining,
             "new": recheck.new,
+            "next_boot_simulated": recheck.simulated,
         },
     }
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"

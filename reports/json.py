@@ -69,6 +69,7 @@ def _finding(rank: int, finding) -> dict:
                 "needs_root": step.needs_root,
                 "persistent": step.persistent,
                 "on_host": step.on_host,
+                "actions": [action.as_dict() for action in step.actions],
             }
             for step in finding.remediation
         ],

@@ -147,7 +147,7 @@ class Fixes:
         on the kernel command line (5.8+: fs/proc/proc_sysctl.c writes them before init)."""
         from ai_doctor.facts.system import kernel_version
 
-        why = "nothing applies sysctl files at boot here (%s)" % self._no_applier.how
+        why = "nothing applies sysctl files at boot here (persist.sysctl-not-applied)"
         version = kernel_version(self._boot_release) if self._boot_release else (0, 0)
         # A value with blanks needs quotes GRUB's own quoting would eat, and a key whose part holds
         # a dot (eth0.100, kept as eth0/100) cannot be named there: every dot is a separator.
@@ -155,7 +155,9 @@ class Fixes:
         if version < (5, 8) or not plain:
             return self.advice("Make it persistent: %s, so set it in the program that runs as init" % why)
         add = ["sysctl.%s=%s" % item for item in settings if DEFAULTS.get(item[0]) != item[1]]
-        return self.kernel_args(add, ["sysctl.%s" % key for key, _ in settings], "Make it persistent (%s)" % why)
+        return self.kernel_args(
+            add, ["sysctl.%s" % key for key, _ in settings], "Make it persistent on the kernel command line, since " + why
+        )
 
     def comment_out(self, assignments, summary: str):
         """A step that takes the keys of ``assignments`` out of the persistent configuration:
