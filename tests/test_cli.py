@@ -114,7 +114,7 @@ def test_json_report_shape(run):
     assert {"path": "/etc/sysctl.d/90-overcommit.conf", "value": "vm.overcommit_memory = 2", "line": 2} not in finding["evidence"]
     assert finding["evidence"][0] == {"path": "/proc/sys/vm/overcommit_memory", "value": "vm.overcommit_memory = 2"}
     step = finding["remediation"][0]
-    assert set(step) == {"summary", "commands", "needs_root", "persistent", "on_host"}
+    assert set(step) == {"summary", "commands", "needs_root", "persistent", "on_host", "actions"}
     assert {c["status"] for c in report["checks"]} <= {"pass", "finding", "skip", "error"}
     assert (
         len(report["checks"])
