@@ -9,9 +9,11 @@ import os
 
 import pytest
 from elfbuild import ikconfig_object
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ai_doctor.facts import Facts
-from ai_doctor.facts.kconfig import describes
+from ai_doctor.facts.kconfig import KernelConfig, describes, parse_kconfig
 from ai_doctor.host import Host
 
 from conftest import minimal_host
@@ -121,3 +123,19 @@ def test_numa_balancing_on_a_multi_node_machine(tree, run, nodes, balancing, fou
         ]
         assert commands[0] == "sudo sysctl -w kernel.numa_balancing=0"
         assert any("/etc/sysctl.d/90-aidoctor-numa.conf" in c for c in commands)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lines=st.lists(
+        st.sampled_from(
+            ["CONFIG_A=y", "CONFIG_A=m", "# CONFIG_A is not set", "CONFIG_AB=y", "XCONFIG_A=y", 'CONFIG_A="x y"', "CONFIG_A=n \r", "#", ""]
+        ),
+        max_size=8,
+    )
+)
+def test_one_option_looked_up_reads_as_the_whole_config_parsed(lines):
+    text = "\n".join(lines)
+    whole = parse_kconfig(text)[0]
+    for name in ("A", "AB"):
+        assert KernelConfig(text, "x", None, ()).get(name) == whole.get("CONFIG_" + name)

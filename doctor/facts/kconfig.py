@@ -71,14 +71,23 @@ class KernelConfig:
         key = name if name.startswith("CONFIG_") else "CONFIG_" + name
         if self._parsed is not None:
             return self._parsed[0].get(key)
-        found = None
-        for match in re.finditer(r"^(?:%s=(.*?)|# %s is not set)[ \t\r]*$" % (key, key), self.text, re.M):
-            value = match.group(1)
-            if value is None:
-                found = "n"
-            else:
-                found = value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
-        return found
+        text = self.text
+        # Every place the name is written at the start of a line, the last winning: found with
+        # str.find (a regex per option costs more than the rest of a run's rules).
+        last = (-1, None)
+        for needle, unset in ((key + "=", False), ("# %s is not set" % key, True)):
+            at = text.find(needle)
+            while at != -1:
+                end = text.find("\n", at)
+                end = len(text) if end == -1 else end
+                if (at == 0 or text[at - 1] == "\n") and at > last[0]:
+                    rest = text[at + len(needle) : end].rstrip(" \t\r")
+                    if not unset:
+                        last = (at, rest[1:-1] if len(rest) >= 2 and rest[0] == rest[-1] == '"' else rest)
+                    elif not rest:
+                        last = (at, "n")
+                at = text.find(needle, end)
+        return last[1]
 
     def enabled(self, name: str):
         """True for ``y``/``m``, False for ``n``, None when the config does not mention it."""
