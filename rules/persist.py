@@ -86,7 +86,9 @@ def sysctl_drift(f):
             "value was set by hand and will be lost, or the file changed and was never applied." % (key, now, boot.value, boot.where)
         )
         severity = Severity.HIGH if key in _LOAD_BEARING else None
-        steps = _drift_steps(f, [(key, now, boot)], "drift-" + key.replace(".", "-").replace("/", "-"))
+        # Outside mode 2 a ratio or kbytes line means nothing (overcommit.ratio-ignored): it goes.
+        displaces = _PAIR if key == "vm.overcommit_memory" and now != "2" else ()
+        steps = _drift_steps(f, [(key, now, boot)], "drift-" + key.replace(".", "-").replace("/", "-"), displaces)
         issues.append(Issue(message, _drift_evidence([(key, now, boot)]), steps, severity=severity))
     if other:
         lines = "; ".join("%s is %s, boot sets %s (%s)" % (key, now, boot.value, boot.where) for key, now, boot in other)
@@ -125,7 +127,7 @@ def _drift_evidence(items):
     return evidence
 
 
-def _drift_steps(f, items, topic):
+def _drift_steps(f, items, topic, displaces=()):
     """Keep what runs (where that weakens nothing), or set it back to what boot sets."""
     fixes = f.fixes
     weak = [(key, now, boot) for key, now, boot in items if weakens(key, now, boot.value)]
@@ -145,7 +147,7 @@ def _drift_steps(f, items, topic):
         step._replace(
             summary=step.summary.replace("Make it persistent", "Keep the running value%s at boot" % ("" if len(keep) == 1 else "s"), 1)
         )
-        for step in fixes.sysctl(keep, topic, "Keep the running value", reload=False)[1:]
+        for step in fixes.sysctl(keep, topic, "Keep the running value", displaces=displaces, reload=False)[1:]
     ]
     if weak:
         names = ", ".join(key for key, _, _ in weak)

@@ -54,8 +54,20 @@ def _own_cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def tree(tmp_path) -> Tree:
-    return Tree(tmp_path / "root")
+def tree(tmp_path, request, capsys):
+    built = Tree(tmp_path / "root")
+    yield built
+    # AIDOCTOR_PROVE_TREES=FILE: every host tree a test built gets the fix proof too
+    # (tests/proof.py), its problems written to FILE as JSON lines. A long run, not the suite's.
+    report = os.environ.get("AIDOCTOR_PROVE_TREES")
+    if report and (built.root / "etc").is_dir():
+        from proof import prove_everything
+
+        capsys.readouterr()
+        problems = prove_everything(capsys, tmp_path / "proof", built.root, [])
+        if problems:
+            with open(report, "a", encoding="utf-8") as stream:
+                stream.write(json.dumps({"test": request.node.nodeid, "problems": problems}) + "\n")
 
 
 class Run:

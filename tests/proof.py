@@ -82,7 +82,7 @@ def prove(capsys, tmp_path, source_root, args, rule, number):
         if code != 0:
             problems.append("fix --apply exited %d: %s%s" % (code, out, err))
         after = findings(capsys, copy, args, next_boot=True)
-    elif "reboot" in phases:
+    elif "reboot" in phases and not phases & {"now", "run"}:
         after = baseline  # a reboot is all it takes: the next boot as it is
     else:
         # A way that changes only a running system (or runs a program there) is the host's to prove.
@@ -103,4 +103,24 @@ def prove(capsys, tmp_path, source_root, args, rule, number):
         if finding["rule"] in worst and SEVERITY[finding["severity"]] >= worst[finding["rule"]]:
             continue
         problems.append("new at the next boot: %s %s: %s" % (finding["severity"], finding["rule"], finding["message"][:200]))
+    return problems
+
+
+def prove_everything(capsys, work, root, args):
+    """Every way of fixing every finding of the tree at ``root``; the problems, by rule and way."""
+    import os
+
+    try:
+        report = findings(capsys, root, args)
+    except (AssertionError, ValueError) as exc:
+        return ["the check itself failed: %s" % exc]
+    problems = []
+    for rule, number in ways(report):
+        folder = work / ("%s-%d" % (rule, number))
+        os.makedirs(folder, exist_ok=True)
+        try:
+            found = prove(capsys, folder, root, args, rule, number)
+        except (AssertionError, ValueError, OSError) as exc:
+            found = ["the proof failed: %s" % exc]
+        problems += ["%s way %d: %s" % (rule, number, problem) for problem in found or ()]
     return problems

@@ -120,7 +120,8 @@ class Fixes:
         target = "%s/%s" % (DROP_IN_DIR, _drop_in_name(topic, ()))
         if needed:
             lines = tuple("%s = %s" % item for item in needed)
-            actions.append(act.WriteFile(target, lines, not self._drop_in_dir))
+            made = any(isinstance(action, act.MakeFolder) for action in actions)
+            actions.append(act.WriteFile(target, lines, not self._drop_in_dir and not made))
         elif replaces_ours or any(item.path == target for item in self._sysctl_lines):
             # Back to kernel defaults: a drop-in of ours would otherwise keep its values.
             actions.append(act.RemoveFile(target))
@@ -177,9 +178,10 @@ class Fixes:
 
     def comment_out_lines(self, assignments, summary: str):
         """A step commenting out exactly these assignments' lines, where other lines of the same
-        key must stay (the copy in force); None when none is in /etc (a package's file is not
-        edited). Nothing changes at runtime, so nothing is reloaded."""
+        key must stay (the copy in force); a package's file gets an edited copy in /etc that hides
+        it. Nothing changes at runtime, so nothing is reloaded."""
         actions = self._comment_actions([item for item in assignments if _in_etc(item)])
+        actions += self._override_actions([item for item in assignments if not _in_etc(item)])
         if not actions:
             return None
         return self.step(summary, actions, True)
@@ -189,7 +191,8 @@ class Fixes:
         by_origin = {}
         for item in assignments:
             by_origin.setdefault((item.path, item.name), []).append(item)
-        return [act.OverrideCopy(path, "%s/%s" % (DROP_IN_DIR, name), _lines(items)) for (path, name), items in sorted(by_origin.items())]
+        copies = [act.OverrideCopy(path, "%s/%s" % (DROP_IN_DIR, name), _lines(items)) for (path, name), items in sorted(by_origin.items())]
+        return ([act.MakeFolder(DROP_IN_DIR)] if copies and not self._drop_in_dir else []) + copies
 
     def _comment_actions(self, assignments):
         by_file = {}

@@ -139,6 +139,17 @@ class WriteFile(Action):
         return [target.write(self.path, "".join(line + "\n" for line in self.lines), parents=self.parents)]
 
 
+class MakeFolder(Action):
+    __slots__ = ("path",)
+    kind = "make-folder"
+
+    def sh(self, shell):
+        return (shell.root("mkdir -p %s" % quote(self.path)),)
+
+    def apply(self, target):
+        return [target.make_folder(self.path)]
+
+
 class RemoveFile(Action):
     __slots__ = ("path",)
     kind = "remove-file"

@@ -118,6 +118,17 @@ class Target:
         self.changed.append(path)
         return "wrote %s" % path
 
+    def make_folder(self, path: str) -> str:
+        real = self.locate(path)
+        if os.path.isdir(real):
+            return "%s was there" % path
+        if os.path.lexists(real):
+            raise NotApplicable("%s is there and is not a folder" % path)
+        os.makedirs(real)
+        self.changed.append(path)
+        self.created.append(path)
+        return "made the folder %s" % path
+
     def remove(self, path: str) -> str:
         real = self.locate(path)
         try:
