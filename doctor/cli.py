@@ -243,7 +243,7 @@ def _dispatch(argv, program) -> int:
         args = benchcmd.parser(_Parser, _formatter).parse_args(argv[1:])
         return benchcmd.run(args, UsageError, _write)
     if argv[:1] == ["fix"]:
-        return _fix(_parser(fix=True).parse_args(_attach_negative_values(argv[1:])), argv)
+        return _fix(_parser(fix=True).parse_args(_attach_negative_values(argv[1:])), argv, program)
     if argv[:1] == ["check"]:
         argv = argv[1:]
     args = _parser().parse_args(_attach_negative_values(argv))
@@ -447,7 +447,7 @@ def _host(args):
     return host
 
 
-def _fix(args, argv) -> int:
+def _fix(args, argv, program) -> int:
     from ai_doctor import fixcmd
 
     request = _request(args, argv)
@@ -457,11 +457,11 @@ def _fix(args, argv) -> int:
     if args.root is not None and args.snapshot is not None:
         raise UsageError("give --root or --snapshot, not both")
     if args.snapshot is None:
-        return fixcmd.run(args, request, _host(args), rules, _write, UsageError)
+        return fixcmd.run(args, request, _host(args), rules, _write, UsageError, program)
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="aidoctor-snapshot-") as work:
-        return fixcmd.run(args, request, _unpacked(args.snapshot, work, args.image), rules, _write, UsageError)
+        return fixcmd.run(args, request, _unpacked(args.snapshot, work, args.image), rules, _write, UsageError, program)
 
 
 def _check(args, argv, program) -> int:

@@ -21,7 +21,10 @@ class Outcome:
     DONE, SKIPPED, NOT_APPLIED, FAILED = "done", "skipped", "not applied", "failed"
 
 
-def run(args, request, host, rules, write, usage_error) -> int:
+def run(args, request, host, rules, write, usage_error, program=("aidoctor",)) -> int:
+    """Print, or apply and check again. Exit 0 when every change of the ways taken was made and
+    their findings cleared (now or at the next boot); 1 when a change failed or could not be
+    made, or a finding they were to fix is still there."""
     from ai_doctor.checkup import checkup
     from ai_doctor.remedy.plan import PlanError, build, parse_choices
     from ai_doctor.reports import fixscript
@@ -38,14 +41,18 @@ def run(args, request, host, rules, write, usage_error) -> int:
     if host.origin is not None:
         raise usage_error("fix --apply: --snapshot %s is unpacked into a temporary folder; unpack it and give --root DIR" % host.origin)
     if host.live:
-        applied, backups = _apply_live(args, report, plan, usage_error)
+        applied, backups = _apply_live(args, report, plan, usage_error, program)
     else:
         applied, backups = _apply_tree(host, plan)
     recheck = _recheck(host, request, rules, report, plan)
     render = fixscript.render_applied_json if args.format == "json" else fixscript.render_applied
     write(args.output, render(report, applied, backups, recheck))
-    failed = any(outcome == Outcome.FAILED for _item, results in applied for _step, _action, outcome, _detail in results)
-    return EXIT_FAILED if failed else EXIT_OK
+    failed = any(
+        outcome in (Outcome.FAILED, Outcome.NOT_APPLIED) for _item, results in applied for _step, _action, outcome, _detail in results
+    )
+    fixed = {item.finding.rule for item in plan if item.changes}
+    left = fixed & set(recheck.until_boot + recheck.remaining)
+    return EXIT_FAILED if failed or left else EXIT_OK
 
 
 def _apply_tree(host, plan):
@@ -58,6 +65,8 @@ def _apply_tree(host, plan):
         results = []
         stopped = None
         for step in item.steps:
+            if not step.actions and step.persistent:
+                results.append((step, None, Outcome.SKIPPED, "by hand: %s" % step.summary))
             for action in step.actions:
                 if stopped is not None:
                     results.append((step, action, Outcome.SKIPPED, "after %s" % stopped))
@@ -87,14 +96,15 @@ def _not_in_tree(action) -> str:
     }.get(action.phase, "not applied to a tree")
 
 
-def _apply_live(args, report, plan, usage_error):
+def _apply_live(args, report, plan, usage_error, program):
     from ai_doctor.remedy.target import ApplyError, LiveTarget
 
     if os.geteuid() != 0:
-        raise usage_error("fix --apply changes this host and needs root: sudo %s" % _again())
+        raise usage_error("fix --apply changes this host and needs root: sudo %s" % _again(program))
     if not args.yes and not (sys.stdin is not None and sys.stdin.isatty()):
         raise usage_error("fix --apply: no terminal to ask on before each change; pass --yes to apply without asking")
     container = report.host.container
+    where = "the container's host" if container != "kubernetes" else "this Kubernetes pod's node"
     target = LiveTarget()
     applied = []
     failed = False
@@ -107,11 +117,13 @@ def _apply_live(args, report, plan, usage_error):
             applied.append((item, [(None, None, Outcome.SKIPPED, "declined")]))
             continue
         for step in item.steps:
+            if not step.actions and step.persistent:
+                results.append((step, None, Outcome.SKIPPED, "by hand: %s" % step.summary))
             for action in step.actions:
                 if failed:
                     results.append((step, action, Outcome.SKIPPED, "after a failure"))
                 elif step.on_host and container:
-                    results.append((step, action, Outcome.SKIPPED, "belongs on the container's host: make it there"))
+                    results.append((step, action, Outcome.SKIPPED, "belongs on %s: make it there" % where))
                 elif action.phase in (SHOW, REBOOT, MANUAL):
                     results.append((step, action, Outcome.SKIPPED, _not_in_tree(action)))
                 else:
@@ -125,10 +137,12 @@ def _apply_live(args, report, plan, usage_error):
     return applied, target.finish()
 
 
-def _again() -> str:
+def _again(program) -> str:
+    """This command line again, starting the program by where it is: sudo's secure_path rarely
+    holds a virtual environment."""
     from ai_doctor.shell import join
 
-    return join(["aidoctor"] + sys.argv[1:]) if sys.argv[1:] else "aidoctor fix --apply"
+    return join(list(program) + sys.argv[1:]) if sys.argv[1:] else join(list(program) + ["fix", "--apply"])
 
 
 def _confirm(item) -> bool:
@@ -156,15 +170,18 @@ class Recheck:
 def _recheck(host, request, rules, before, plan) -> Recheck:
     from ai_doctor.checkup import checkup
     from ai_doctor.host import Host
+    from ai_doctor.model import Severity
     from ai_doctor.nextboot import NextBootHost, simulate
 
     fresh = Host(host.root, origin=host.origin, image=host.image) if not host.live else Host("/")
     now = checkup(fresh, request, rules, "never")
     booted = simulate(Host(fresh.root, origin=host.origin, image=host.image) if not host.live else Host("/"), request)
     later = checkup(booted, request, rules, "never")
-    had = {finding.rule for finding in before.findings}
-    left_now = {finding.rule for finding in now.findings}
-    left_later = {finding.rule for finding in later.findings}
+    # Findings at info are facts worth knowing (a kernel without hugetlb, a VM's fixed clocks):
+    # one that a fix brings down to info is cleared.
+    had = {finding.rule for finding in before.findings if finding.severity is not Severity.INFO}
+    left_now = {finding.rule for finding in now.findings if finding.severity is not Severity.INFO}
+    left_later = {finding.rule for finding in later.findings if finding.severity is not Severity.INFO}
     fixed = {item.finding.rule for item in plan if item.changes}
     return Recheck(
         sorted(rule for rule in fixed if rule not in left_now and rule not in left_later),

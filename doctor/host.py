@@ -293,6 +293,15 @@ class Host:
         except _Refused as refused:
             raise refused.error from None
 
+    def resolve(self, path: str) -> str:
+        """Target ``path`` with every link resolved inside the root, looked up afresh (a tree
+        being changed may have new links); root-relative. OSError (ELOOP) for a loop."""
+        self._links.clear()
+        try:
+            return self._resolve(_normal(path))
+        except _Refused as refused:
+            raise refused.error from None
+
     @property
     def euid(self):
         """The user the reads ran as; for a tree, the one its manifest records (or None)."""

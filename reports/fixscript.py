@@ -75,8 +75,12 @@ def render_sh(report, plan) -> str:
     return "\n".join(out) + "\n"
 
 
+def _script_shell(step):
+    return Shell(sudo=False, chroot=step.shell.chroot if step.shell else None)
+
+
 def _step(step):
-    shell = Shell(sudo=False, chroot=step.shell.chroot if step.shell else None)
+    shell = _script_shell(step)
     phases = {action.phase for action in step.actions}
     lasts = (
         "takes effect at the next boot" if step.reboot else _PHASE_WORDS.get(FILE if FILE in phases else NOW if NOW in phases else RUN, "")
@@ -132,7 +136,8 @@ def render_json(report, plan) -> str:
                         "summary": step.summary,
                         "persistent": step.persistent,
                         "on_host": step.on_host,
-                        "commands": list(step.commands),
+                        # As the script has them: for root, no sudo.
+                        "commands": [line for action in step.actions for line in action.sh(_script_shell(step))],
                         "actions": [action.as_dict() for action in step.actions],
                     }
                     for step in item.steps
@@ -159,7 +164,9 @@ def render_applied(report, applied, backups, recheck) -> str:
         out.append("%d. %s %s%s" % (number, finding.severity.value, finding.rule, way))
         for step, action, outcome, detail in results:
             if action is None:
-                out.append("   %s: %s" % (outcome, visible(detail)))
+                out.append(
+                    "   %s, %s" % (outcome, visible(detail)) if detail.startswith("by hand") else "   %s: %s" % (outcome, visible(detail))
+                )
                 continue
             shown = "; ".join(action.sh(Shell(sudo=False, chroot=step.shell.chroot if step.shell else None))) or action.kind
             if outcome == "done":

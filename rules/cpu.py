@@ -6,7 +6,7 @@ from ai_doctor.engine import rule
 from ai_doctor.facts.cpufreq import CPUFREQ_DIR
 from ai_doctor.facts.system import kernel_version
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Step
-from ai_doctor.remedy.actions import SystemdUnit, WriteKernel
+from ai_doctor.remedy.actions import Show, SystemdUnit, WriteKernel
 from ai_doctor.units import cpu_ranges
 
 # Drivers whose "powersave" is their own adaptive algorithm, not the generic governor that
@@ -20,7 +20,19 @@ _EPP_DRIVERS = ("intel_pstate", "amd-pstate-epp")
     "cpu.governor",
     "CPU not on the performance governor",
     Severity.MEDIUM,
-    uses=("cpufreq", "running", "release", "ondemand_unit", "machine", "tuned", "tuned_profile", "cmdline", "kernel_config", "fixes"),
+    uses=(
+        "cpufreq",
+        "running",
+        "release",
+        "ondemand_unit",
+        "machine",
+        "tuned",
+        "tuned_profile",
+        "cmdline",
+        "kernel_config",
+        "governors_at_boot",
+        "fixes",
+    ),
 )
 def governor(f):
     """A CPU with a frequency policy is not on the `performance` governor.
@@ -107,7 +119,27 @@ def governor(f):
     evidence = [Evidence(p.governor_path, p.governor or "(empty)") for p in slow[:8]]
     if len(slow) > 8:
         evidence.append(Evidence(CPUFREQ_DIR, "%d more policies not on performance" % (len(slow) - 8)))
-    return Issue(message, evidence, _steps(f, freq, slow), severity=Severity.LOW if adaptive else None, impact=len(cpus))
+    steps = _steps(f, freq, slow)
+    boot = f.governors_at_boot
+    unexplained = [p for p in slow if boot and p.governor_path in boot.kept]
+    if unexplained:
+        # Set after boot by something the checks do not know of, or by hand: a boot-time setting
+        # does not stop a writer that comes later.
+        message += (
+            " They are not what the kernel starts with, and nothing found here (tuned, cpupower, cpufrequtils, "
+            "ondemand.service, the boot line) sets them: something else wrote them after boot, or a hand did; if something "
+            "does, it will again after the boot-time setting below."
+        )
+        steps.append(
+            f.fixes.step(
+                "If something writes the governor after boot, change it there: look for it",
+                [Show("grep -rIls scaling_governor /etc /usr/lib/systemd/system /usr/local")],
+                None,
+                host_wide=False,
+                needs_root=False,
+            )
+        )
+    return Issue(message, evidence, steps, severity=Severity.LOW if adaptive else None, impact=len(cpus))
 
 
 def _freq(khz: int) -> str:

@@ -112,6 +112,7 @@ def _unsupported_steps(f, active):
         "unused_pools",
         "container",
         "sysctl",
+        "pools_at_boot",
         "fixes",
         "running",
     ),
@@ -276,7 +277,80 @@ def shortfall(f):
         if competes and not pending:
             steps += _keep_pool_steps(f, request, pool)
         issues.append(Issue(message + " " + cause, evidence, steps, impact=missing * request.page_size))
+    short_now = {request.page_size for request, _pool, _impossible in _short_requests(f)}
+    issues += [issue for issue in (_pending_issue(f, pool) for pool in _too_big_at_boot(f, short_now)) if issue is not None]
     return issues or Pass("every requested pool is complete")
+
+
+def _too_big_at_boot(f, reported):
+    """Pools the next boot asks for and cannot hold (ai_doctor.facts.boot), not reported now."""
+    boot = f.pools_at_boot
+    if not f.running or not boot:
+        return []
+    return [pool for size, pool in sorted(boot.pools.items()) if pool.asked > pool.total and size not in reported]
+
+
+def _pending_issue(f, pool):
+    """A pool the next boot asks for that does not fit in this host's memory: most often a
+    vm.nr_hugepages written for 2 MiB pages under a default_hugepagesz= added since."""
+    from ai_doctor.facts.boot import arch_default_size
+
+    mem = f.meminfo
+    total = mem.get("MemTotal", 0) if mem else 0
+    base = arch_default_size(f.hugepages, f.cmdline if f.cmdline else None)
+    default = f.pools_at_boot.default_size
+    message = (
+        "At the next boot %s asks for %d huge pages of %s (%s), more than this host can hold (MemTotal %s): the kernel will "
+        "take what it can, about %d pages (%s), and leave little to everything else."
+        % (
+            pool.source,
+            pool.asked,
+            _size(pool.page_size),
+            gib(pool.asked * pool.page_size),
+            gib(total),
+            pool.total,
+            gib(pool.total * pool.page_size),
+        )
+    )
+    steps = []
+    fixes = f.fixes
+    grown = pool.page_size == default and default > base and pool.source.startswith("vm.nr_hugepages")
+    if grown:
+        meant = -(-pool.asked * base // pool.page_size)
+        message += (
+            " vm.nr_hugepages counts pages of the default size, and `default_hugepagesz=%s` on the next boot's line makes it %s: "
+            "as pages of %s, which the line was likely written for, %d of them are %s."
+            % (
+                kernel_size(default),
+                _size(default),
+                _size(base),
+                pool.asked,
+                gib(pool.asked * base),
+            )
+        )
+        steps += fixes.sysctl(
+            [("vm.nr_hugepages", str(meant))],
+            "hugepages",
+            "Ask for the same memory in pages of %s at boot (%d × %s)" % (_size(default), meant, _size(default)),
+            reload=False,
+            now=False,
+        )
+        steps.append(
+            fixes.kernel_args(
+                [], ["default_hugepagesz"], "Or keep %s pages as the default: take `default_hugepagesz=` off the boot line" % _size(base)
+            )
+        )
+    else:
+        steps.append(Step("Ask for a pool the host can hold: fewer pages, or a smaller page size", (), False, None))
+    evidence = [Evidence(*pool.origin)] if pool.origin else []
+    return Issue(
+        message,
+        evidence,
+        steps,
+        severity=Severity.HIGH,
+        impact=(pool.asked - pool.total) * pool.page_size,
+        title="Huge page pool the next boot cannot hold",
+    )
 
 
 def _per_node_issue(f, request):
@@ -459,6 +533,16 @@ def _boot_pools(f, size, count, purpose):
             carried.append("%s pages → %d, %s" % (_size(other), plan[other], why[other]))
     if carried:
         purpose += " (with the other pool changes on the same line: %s)" % "; ".join(carried)
+    remove = ["hugepagesz", "hugepages"]
+    default = _default_size_param(f)
+    if default is not None:
+        remove.insert(0, "default_hugepagesz")
+        if plan.get(default):
+            args = ["default_hugepagesz=%s" % kernel_size(default)] + args
+        else:
+            # With no pool of that size left, a vm.nr_hugepages written later would count pages
+            # of it (hugetlbpage.rst): the default goes back to the base size with the pool.
+            purpose += "; `default_hugepagesz=%s` goes with the last pool of that size" % kernel_size(default)
     mem = f.meminfo
     # Boot-time gigantic pages are given back to MemTotal (gather_bootmem_prealloc), so it is
     # all of RAM either way.
@@ -471,7 +555,19 @@ def _boot_pools(f, size, count, purpose):
             gib(total),
             gib(max(total - reserved, 0)),
         )
-    return f.fixes.kernel_args(args, ["hugepagesz", "hugepages"], purpose)
+    return f.fixes.kernel_args(args, remove, purpose)
+
+
+def _default_size_param(f):
+    """The size ``default_hugepagesz=`` names on the line the next boot gets (else the running
+    one), or None."""
+    from ai_doctor.facts.cmdline import memparse
+
+    for line in (f.boot_line, f.cmdline):
+        if line:
+            chosen = line.first("default_hugepagesz")
+            return memparse(chosen.value) if chosen is not None and chosen.value else None
+    return None
 
 
 # Pages of this size or larger are gigantic (above the buddy allocator's largest block with
@@ -574,7 +670,7 @@ def _cmdline_pools(f):
     "Static huge page pool reserved but unused",
     Severity.MEDIUM,
     needs=("hugepages",),
-    uses=("model", "meminfo", "hugepage_requests", "cmdline", "boot_line", "release", "unused_pools", "fixes", "running"),
+    uses=("model", "meminfo", "hugepage_requests", "cmdline", "boot_line", "release", "unused_pools", "grown_pools", "fixes", "running"),
 )
 def unused(f):
     """A static huge page pool is reserved and every page of it is free.
@@ -604,7 +700,8 @@ def unused(f):
     if not idle:
         if declared:
             return Pass("the pool of %s pages is declared as needed (--hugepages)" % ", ".join(_size(p.page_size) for p in declared))
-        short = [p for p in pools.pools.values() if p.idle]
+        grown = f.grown_pools
+        short = [p for p in pools.pools.values() if p.idle and p.page_size not in grown]
         if short:
             return Pass(
                 "the idle pool of %s pages falls short of its request: hugepages.shortfall covers it"

@@ -8,12 +8,15 @@ each file's lines in order: for a key set more than once, the last line read win
 
 from __future__ import annotations
 
+import re
+
 from ai_doctor.engine import rule
-from ai_doctor.facts.sysctl import key_path, sysctl_writes
-from ai_doctor.facts.sysctlkeys import bears_on_models, weakens
+from ai_doctor.facts.sysctl import key_path, sysctl_int, sysctl_writes
+from ai_doctor.facts.sysctlkeys import bears_on_models, guards_security, weakens
 from ai_doctor.facts.system import kernel_version
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip
 from ai_doctor.remedy.actions import AddInterpreter, CommentLines, MakeExecutable, MoveLineToEnd, SetSysctl, StripCarriageReturns
+from ai_doctor.units import gib
 
 # Keys whose loss another finding hangs on: a pool or a commit limit that vanishes at reboot.
 _LOAD_BEARING = ("vm.nr_hugepages", "vm.overcommit_memory", "vm.overcommit_ratio", "vm.overcommit_kbytes")
@@ -30,7 +33,7 @@ def _same(a: str, b: str) -> bool:
     "Running sysctl differs from what boot will set",
     Severity.MEDIUM,
     needs=("sysctl_config", "sysctl_configured_runtime", "sysctl_at_boot"),
-    uses=("sysctl", "fixes"),
+    uses=("sysctl", "meminfo", "hugepages", "model", "fixes"),
 )
 def sysctl_drift(f):
     """A sysctl's value in the running kernel differs from what the next boot sets.
@@ -192,6 +195,19 @@ def _pair_drift(f, after):
     )
     if zeroed is not None and zeroed.zeroed_by is not None:
         message += " At boot %s zeroes the other." % zeroed.where
+    severity = Severity.HIGH
+    boot_mode = sysctl_int(after.get("vm.overcommit_memory"))
+    mem = f.meminfo
+    committed = mem.get("Committed_AS") if mem else None
+    boot_limit = _commit_limit(f, ratio_boot, kbytes_boot)
+    # Strict overcommit refuses what takes Committed_AS over CommitLimit (mm/util.c).
+    starves = boot_mode == 2 and boot_limit is not None and committed is not None and boot_limit < committed
+    if starves:
+        severity = Severity.CRITICAL
+        message += (
+            " Under strict overcommit (vm.overcommit_memory = 2 at boot) that gives a commit limit of %s, less than the %s "
+            "committed now: after the next reboot allocations fail with ENOMEM as the services start." % (gib(boot_limit), gib(committed))
+        )
     evidence = [Evidence(key_path("vm.overcommit_ratio"), str(ratio_now)), Evidence(key_path("vm.overcommit_kbytes"), str(kbytes_now))]
     for item in f.sysctl_config.assignments:
         if item.key in _PAIR:
@@ -202,7 +218,23 @@ def _pair_drift(f, after):
         for step in fixes.sysctl([(keep_key, str(keep_value))], "drift-overcommit", "Keep it", displaces=(drops,), reload=False)[1:]
     ]
     back = fixes.runtime("Or set the running kernel back to what boot sets", [SetSysctl(((boot_key, str(boot_value)),))])
-    return Issue(message, evidence, keep + back, severity=Severity.HIGH, title="Running commit limit differs from what boot will set")
+    model = f.model
+    needed = (committed or 0) + (model.size if model else 0)
+    if runtime.int("vm.overcommit_memory") == 2 and boot_limit is not None and committed is not None and boot_limit < needed:
+        back = []  # setting it back now would take the running commit limit under what is committed (and the model)
+    return Issue(message, evidence, keep + back, severity=severity, title="Running commit limit differs from what boot will set")
+
+
+def _commit_limit(f, ratio, kbytes):
+    """CommitLimit for a ratio/kbytes pair (mm/util.c vm_commit_limit), with this host's RAM,
+    huge page pools and swap; None where meminfo does not say."""
+    mem = f.meminfo
+    if not mem or "MemTotal" not in mem:
+        return None
+    pools = f.hugepages
+    held = sum(p.total * p.page_size for p in pools.pools.values()) if pools else 0
+    base = kbytes * 1024 if kbytes else max(mem.get("MemTotal") - held, 0) * ratio // 100
+    return base + mem.get("SwapTotal", 0)
 
 
 @rule(
@@ -223,7 +255,9 @@ def sysctl_not_applied(f):
     and from whatever sets values after boot. Comparing the running kernel with those files
     (persist.sysctl-drift) means nothing there, so that check is left to hosts that apply them.
 
-    Low; medium when the files set keys that bear on loading or serving models.
+    Low; medium when the files set keys that bear on loading or serving models, or keys that
+    guard the kernel's security (fs.protected_*, kernel.kptr_restrict …) whose running value is
+    weaker than the files say: the host then lacks protection its configuration claims.
 
     Fix: put the settings where this host applies them at boot: the kernel command line as
     `sysctl.KEY=VALUE` (Linux 5.8+, written just before init starts; not for keys of modules
@@ -252,12 +286,19 @@ def sysctl_not_applied(f):
         runs = ", runs %s" % now if now is not None and not _same(now, item.value) else ""
         shown.append("%s = %s (%s%s)" % (key, item.value, item.where, runs))
     message = (
-        "Nothing applies the sysctl files at boot on this host: %s. The %d key%s they set reach the kernel only when "
-        "someone runs `sysctl --system`: %s%s."
+        "aidoctor knows of nothing that applies the sysctl files at boot on this host: %s. The %d key%s they set reach "
+        "the kernel only when someone runs `sysctl --system`: %s%s."
         % (applier.how, len(keys), "" if len(keys) == 1 else "s", "; ".join(shown), "; …" if len(keys) > len(shown) else "")
     )
     if model:
         message += " Of these, %s bear%s on loading or serving models." % (", ".join(model), "s" if len(model) == 1 else "")
+    weaker = sorted(key for key in keys if key in runtime and weakens(key, runtime[key], keys[key].value))
+    if weaker:
+        message += " %s guard%s the kernel's security and run%s weaker than the files say: the protection the files promise is off." % (
+            ", ".join(weaker),
+            "s" if len(weaker) == 1 else "",
+            "s" if len(weaker) == 1 else "",
+        )
     evidence = [Evidence(item.path, "%s = %s" % (item.key, item.value), item.line) for item in list(keys.values())[:12]]
     release = f.boot_release
     where = (
@@ -269,7 +310,8 @@ def sysctl_not_applied(f):
             "Put the settings this host needs into the program that runs as init "
             "(kernels before 5.8 take no sysctl.KEY=VALUE on the command line)"
         )
-    return Issue(message, evidence, [f.fixes.advice(where)], severity=Severity.MEDIUM if model else None, impact=len(keys))
+    severity = Severity.MEDIUM if model or weaker else None
+    return Issue(message, evidence, [f.fixes.advice(where)], severity=severity, impact=len(keys))
 
 
 @rule(
@@ -444,7 +486,7 @@ def rc_local_ineffective(f):
     thp_off = [(n, rc.lines[n - 1]) for n, line in lost if all(word in line for word in ("transparent_hugepage", "enabled", "never"))]
     words = []
     if thp_off:
-        commands.insert(0, CommentLines(rc.path, tuple(thp_off), True))
+        commands.insert(0, CommentLines(rc.path, tuple(thp_off)))
         words.append(
             "comment out line %s, which would then write `never` to transparent_hugepage/enabled and turn THP off"
             % " and ".join(str(n) for n, _ in thp_off)
@@ -460,18 +502,29 @@ def rc_local_ineffective(f):
 
 # One-shot triggers, not settings: nothing to keep at boot.
 _TRIGGERS = ("vm.compact_memory", "vm.drop_caches")
+# A value a sysctl.d line (and a kernel argument) carries as it is: numbers and words.
+_PLAIN_VALUE = re.compile(r"[A-Za-z0-9._:,+ \t-]*")
 
 
 def _move_steps(fixes, rc, lost, end):
     """The first way: rc.local's sysctl settings moved to a drop-in, where boot applies them,
-    and the lines boot never runs commented out, so the file says what boot does. Everything
-    after a top-level exit goes (none of it runs), or, where the file never runs at all, every
-    command (a loop commented out in part would no longer parse)."""
-    settings = {}
-    for _number, line in lost:
+    and its tuning commands that boot never runs commented out, whole (a loop commented out in
+    part would no longer parse), so the file says what boot does. A huge page pool is not
+    moved: it never existed, and one that only costs memory (hugepages.unused) is not made up
+    here; --hugepages N declares one that is needed. Only settings that bear on models are
+    moved, in plain words: a key that guards security or runs programs (kernel.core_pattern,
+    kernel.modprobe) never ran, and is not made to run at every boot without the admin."""
+    settings, pool, kept = {}, [], set()
+    for number, line in lost:
         for key, value in sysctl_writes(line) or ():
-            if key not in _TRIGGERS:
+            if key == "vm.nr_hugepages":
+                pool.append(number)
+            elif key in _TRIGGERS:
+                continue
+            elif bears_on_models(key) and not guards_security(key) and _PLAIN_VALUE.fullmatch(str(value)):
                 settings[key] = value
+            else:
+                kept.add(key)
     steps = []
     if settings:
         moved = fixes.sysctl(sorted(settings.items()), "rc-local", "Keep them", reload=False)
@@ -484,24 +537,31 @@ def _move_steps(fixes, rc, lost, end):
             )
             for step in persistent
         ]
-    first = end + 1 if end is not None else (2 if rc.has_interpreter or rc.crlf else 1)
-    # The exit itself stays: should the file run one day, what follows it must not.
-    exit_line = rc.exit_line
-    dead = tuple(
-        (number, rc.lines[number - 1])
-        for number in range(first, len(rc.lines) + 1)
-        if _command(rc.lines[number - 1]) and number != exit_line
+    tuning = {number for number, _ in lost}
+    dead = []
+    for first, last in rc.commands():
+        if first == rc.exit_line or (end is not None and first < end):
+            continue
+        if any(first <= number <= last for number in tuning):
+            dead += [(number, rc.lines[number - 1]) for number in range(first, last + 1) if _command(rc.lines[number - 1])]
+    said = "; ".join("line %d `%s`" % (number, text.strip()) for number, text in dead[:6]) + ("; …" if len(dead) > 6 else "")
+    summary = "%s the tuning lines of %s that boot never runs (%s), so the file says what boot does: nothing changes at boot" % (
+        "Then comment out" if settings else "Comment out",
+        rc.path,
+        said,
     )
-    steps.append(
-        fixes.step(
-            "%s the lines of %s that boot never runs, so the file says what boot does (nothing changes at boot; the "
-            "governor, I/O scheduler and THP findings set what they meant where it lasts)"
-            % ("Then comment out" if settings else "Comment out", rc.path),
-            [CommentLines(rc.path, dead, True)],
-            True,
-            host_wide=False,
+    if kept:
+        summary += (
+            "; not moved (only plain settings that bear on models are, never one that guards security or runs a program): %s; "
+            "set them in /etc/sysctl.d by hand if they are meant"
+            % (", ".join("`%s`" % key for key in sorted(kept)[:6]) + (", …" if len(kept) > 6 else ""))
         )
-    )
+    if pool:
+        summary += (
+            "; line %s asks for a huge page pool, which never existed and is not made one here: if a hugetlbfs user needs it, "
+            "`--hugepages N` says so and hugepages.shortfall reserves it" % " and ".join(str(n) for n in pool)
+        )
+    steps.append(fixes.step(summary, [CommentLines(rc.path, tuple(dead))], True, host_wide=False))
     return steps
 
 

@@ -312,7 +312,7 @@ def _comment_out(fixes, writer, what: str):
     lines = tuple((number, writer.raw_lines[number - writer.line]) for number in range(writer.line, last + 1))
     return fixes.step(
         "Comment out line %s of %s, %s" % (span, writer.path, what),
-        [CommentLines(writer.path, lines, writer.kind == "rc.local")],
+        [CommentLines(writer.path, lines)],
         True,
         host_wide=False,
     )

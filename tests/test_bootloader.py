@@ -45,6 +45,7 @@ def test_the_grub_sed_cuts_a_parameter_out_of_the_append_idiom(tmp_path):
     args = parse_grub_defaults(target.read_text(), str(target))
     fixes = Fixes.__new__(Fixes)
     fixes.image, fixes.root, fixes._boot_args = None, True, tuple(args)
+    fixes._grub_files = {str(target): original}
     for action in fixes._grub_removals(["transparent_hugepage"], None):
         for command in action.sh(PLAIN):
             subprocess.run(command, shell=True, check=True)

@@ -83,8 +83,9 @@ def test_a_host_that_boots_an_agent_as_init_has_no_drift_and_is_told_so(tree, ca
     report = findings(capsys, tree.root, args)
     assert {f["rule"] for f in report["findings"]} == {"persist.sysctl-not-applied", "cpu.fixed-frequency"}
     found = _finding(report, "persist.sysctl-not-applied")
-    assert found["severity"] == "low"
-    assert "PID 1 is process_api (rdinit=/process_api), which applies no sysctl files" in found["message"]
+    # fs.protected_* run weaker than the files say: the protection they promise is off.
+    assert found["severity"] == "medium" and "guard the kernel's security and run weaker" in found["message"]
+    assert "PID 1 is process_api (rdinit=/process_api), no init system aidoctor knows to apply sysctl files" in found["message"]
     assert "sysctl.KEY=VALUE" in found["remediation"][0]["summary"]
     # No fix anywhere makes a weaker protection permanent.
     assert not any("protected_" in c for f in report["findings"] for c in _commands(f))

@@ -19,7 +19,7 @@ def test_conflict_names_the_file_that_wins_and_why(tree, run):
     assert "because 50-default.conf is read last in sysctl.d order" in found["message"]
     assert "vm.max_map_count" not in found["message"]  # same value twice is no conflict
     # The package's file is not edited; the overridden /etc line is commented out by number.
-    assert commands(found) == ["sudo sed -i -e '1s|^vm\\.swappiness = 10$|# &|' /etc/sysctl.d/10-tuning.conf"]
+    assert commands(found) == ["sudo sed -i --follow-symlinks -e '1s|^vm\\.swappiness = 10$|# &|' /etc/sysctl.d/10-tuning.conf"]
 
 
 def test_no_conflict_when_files_agree(tree, run):
@@ -89,10 +89,10 @@ def test_rc_local_without_an_interpreter_line_loses_a_pool(tree, run):
     tree.write("/etc/rc.d/rc.local", "sysctl -w vm.nr_hugepages=512\n", 0o755)
     found = finding(run("--root", tree, "--format", "json"), "persist.rc-local-ineffective")
     assert found["severity"] == "high" and "no interpreter line" in found["message"]
-    # The first way moves the pool to a drop-in boot applies, and comments the dead line out.
-    move, comment, keep = found["remediation"]
-    assert move["commands"][-1] == "printf '%s\\n' 'vm.nr_hugepages = 512' | sudo tee /etc/sysctl.d/90-aidoctor-rc-local.conf >/dev/null"
+    # The first way comments the dead line out; a pool that never existed is not made one.
+    comment, keep = found["remediation"]
     assert comment["commands"] == ["sudo sed -i --follow-symlinks -e '1s|^sysctl -w vm\\.nr_hugepages=512$|# &|' /etc/rc.d/rc.local"]
+    assert "asks for a huge page pool, which never existed and is not made one here" in comment["summary"]
     # Or let it run: an interpreter line only where there is none yet, so a second run changes nothing.
     assert keep["commands"] == [
         "sudo head -n 1 /etc/rc.d/rc.local | grep -q '^#!' || sudo sed -i --follow-symlinks '1i #!/bin/sh' /etc/rc.d/rc.local"

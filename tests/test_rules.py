@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from ai_doctor.shell import quote
+
 from conftest import MEMINFO_64G, minimal_host
 
 GiB = 1 << 30
@@ -64,7 +66,7 @@ def test_strict_ratio_fix_comments_out_kbytes_that_would_override_it(tree, run):
     found = finding(run("--root", tree, "--model-size", "40G", "--format", "json"), "overcommit.strict-headroom")
     cmds = commands(found)
     # Writing vm.overcommit_kbytes zeroes the ratio: no later kbytes line may survive the fix.
-    assert "sudo sed -i -e '2s|^vm\\.overcommit_kbytes = 0$|# &|' /etc/sysctl.d/80-cap.conf" in cmds
+    assert "sudo sed -i --follow-symlinks -e '2s|^vm\\.overcommit_kbytes = 0$|# &|' /etc/sysctl.d/80-cap.conf" in cmds
     assert any("sudo tee /etc/sysctl.d/95-vendor.conf" in c for c in cmds)  # the package's line hidden by a copy
     assert any("/etc/sysctl.d/90-aidoctor-overcommit.conf" in c for c in cmds)
 
@@ -180,7 +182,7 @@ def test_shortfall_from_sysctl_and_hugepages_option(tree, run):
     assert boot["summary"].startswith("Reserve the pool at boot: add `hugepagesz=2M hugepages=512` to the kernel command line")
     assert "no boot loader configuration was found here" in boot["summary"] and boot["commands"] == []
     assert found["remediation"][-1]["commands"] == [
-        "sudo sed -i -e '1s|^vm\\.nr_hugepages = 512$|# &|' /etc/sysctl.d/80-pool.conf",
+        "sudo sed -i --follow-symlinks -e '1s|^vm\\.nr_hugepages = 512$|# &|' /etc/sysctl.d/80-pool.conf",
         "sudo sysctl --system",
     ]
     # --hugepages states what the user wants now and overrides the configuration
@@ -242,7 +244,7 @@ def test_unused_pool_medium_and_its_fix(tree, run):
     assert found["severity"] == "medium"
     cmds = commands(found)
     assert "sudo sysctl -w vm.nr_hugepages=0" in cmds
-    assert "sudo sed -i -e '1s|^vm\\.nr_hugepages=512$|# &|' /etc/sysctl.conf" in cmds
+    assert "sudo sed -i --follow-symlinks -e '1s|^vm\\.nr_hugepages=512$|# &|' /etc/sysctl.conf" in cmds
     assert not any("tee /etc/sysctl.d" in c for c in cmds)  # 0 is the default: nothing to write
 
 
@@ -287,7 +289,7 @@ def test_governor_groups_cpus(tree, run):
     assert cmds[0].startswith("echo performance | sudo tee /sys/devices/system/cpu/cpufreq/policy1/scaling_governor")
     assert "cpufreq.default_governor=performance" in found["remediation"][1]["summary"]
     # A plain GRUB_CMDLINE_LINUX="…" is extended in place, then grub.cfg rebuilt.
-    assert 'sudo sed -i -E \'s/^(GRUB_CMDLINE_LINUX="[^"$`\\\\]*)"$/\\1 cpufreq.default_governor=performance"/\' /etc/default/grub' in cmds
+    assert 'sudo sed -i --follow-symlinks -E \'s/^(GRUB_CMDLINE_LINUX="[^"$`\\\\]*)"$/\\1 cpufreq.default_governor=performance"/\' /etc/default/grub' in cmds
     assert cmds[-1] == "sudo grub-mkconfig -o /boot/grub/grub.cfg"
 
 
@@ -315,8 +317,8 @@ def test_governor_persists_with_tuned_where_tuned_runs(tree, run):
     # A profile of our own after the active one, not a switch away from it.
     assert "sudo mkdir -p /etc/tuned/aidoctor-cpu" in cmds
     assert "printf '%s\\n' '[main]' 'summary=CPU governor performance (aidoctor)' '[cpu]' governor=performance" in cmds[2]
-    assert (
-        cmds[-1] == "sudo tuned-adm profile $(tr -s ' ' '\\n' 2>/dev/null </etc/tuned/active_profile | grep -vx aidoctor-cpu) aidoctor-cpu"
+    assert cmds[-1] == "sudo sh -c " + quote(
+        "set -f; tuned-adm profile $(tr -s ' ' '\\n' 2>/dev/null </etc/tuned/active_profile | grep -vx aidoctor-cpu) aidoctor-cpu"
     )
 
 
@@ -337,11 +339,13 @@ def test_the_tuned_profile_list_keeps_other_overrides_whichever_runs_last(tmp_pa
     step = Fixes(Host("/"), Facts()).tuned_override("aidoctor-cpu", "s", [("cpu", ["governor=performance"])], "Keep it")
     active = tmp_path / "active_profile"
     active.write_text("virtual-guest aidoctor-thp aidoctor-cpu\n")
-    listing = step.commands[-1].replace("sudo tuned-adm profile", "echo").replace("/etc/tuned/active_profile", str(active))
-    done = subprocess.run(["bash", "-c", listing], capture_output=True, text=True, check=True)
+    listing = (
+        step.commands[-1].replace("sudo sh", "sh").replace("tuned-adm profile", "echo").replace("/etc/tuned/active_profile", str(active))
+    )
+    done = subprocess.run(["sh", "-c", listing], capture_output=True, text=True, check=True)
     assert done.stdout == "virtual-guest aidoctor-thp aidoctor-cpu\n"
     active.unlink()  # tuned never ran: only our own profile
-    assert subprocess.run(["bash", "-c", listing], capture_output=True, text=True).stdout == "aidoctor-cpu\n"
+    assert subprocess.run(["sh", "-c", listing], capture_output=True, text=True).stdout == "aidoctor-cpu\n"
 
 
 def test_scheduler_udev_rule(tree, run):
@@ -351,7 +355,7 @@ def test_scheduler_udev_rule(tree, run):
     cmds = commands(found)
     assert "echo none | sudo tee /sys/block/nvme0n1/queue/scheduler >/dev/null" in cmds
     assert any("/etc/udev/rules.d/60-aidoctor-nvme-scheduler.rules" in c and 'ATTR{queue/scheduler}="none"' in c for c in cmds)
-    assert "sudo udevadm trigger --subsystem-match=block --action=change" in cmds
+    assert "sudo udevadm trigger --subsystem-match=block '--sysname-match=nvme*' --action=change" in cmds
 
 
 def test_hidden_nvme_multipath_paths_are_judged(tree, run):
@@ -441,7 +445,7 @@ def test_image_mode_skips_runtime_checks_with_reasons(tree, run):
     found = finding(result, "overcommit.ratio-ignored")
     step = found["remediation"][0]
     assert step["summary"].startswith("In the image at %s: " % tree.root)
-    assert step["commands"][0].startswith("sudo chroot %s sed -i -e " % tree.root)
+    assert step["commands"][0].startswith("sudo chroot %s sed -i --follow-symlinks -e " % tree.root)
 
 
 def test_ratio_waiting_for_mode_2_at_boot_is_not_ignored(tree, run):
@@ -593,7 +597,7 @@ def test_before_5_7_an_unsized_count_is_named_as_the_cause(tree, run):
     tree.write("/sys/kernel/mm/hugepages/hugepages-1048576kB/free_hugepages", "0\n")
     found = finding(run("--root", tree, "--format", "json"), "hugepages.shortfall")
     assert "Before Linux 5.7 a count given before any hugepagesz=" in found["message"]
-    assert "--args='hugepagesz=1G hugepages=16'" in " ".join(commands(found))
+    assert "--args='default_hugepagesz=1G hugepagesz=1G hugepages=16'" in " ".join(commands(found))
 
 
 def test_growing_a_pool_that_would_push_the_model_out_is_said(tree, run):
@@ -683,7 +687,7 @@ def test_before_5_7_a_later_hugepagesz_does_not_rescue_a_leading_gigantic_count(
     tree.write("/sys/kernel/mm/hugepages/hugepages-1048576kB/free_hugepages", "0\n")
     found = finding(run("--root", tree, "--format", "json"), "hugepages.shortfall")
     assert "Before Linux 5.7 a count given before any hugepagesz=" in found["message"]
-    assert "--args='hugepagesz=1G hugepages=16'" in " ".join(commands(found))
+    assert "--args='default_hugepagesz=1G hugepagesz=1G hugepages=16'" in " ".join(commands(found))
 
 
 def test_a_boot_pool_released_with_the_reboot_pending_is_no_shortfall(tree, run):

@@ -12,6 +12,7 @@ from ai_doctor.facts.kconfig import KernelConfig
 from ai_doctor.facts.thp import boot_modes, format_thp_anon, parse_thp_anon
 from ai_doctor.facts.tuned import parse_tuned_conf
 from ai_doctor.host import Host
+from ai_doctor.shell import quote
 
 from conftest import minimal_host
 
@@ -245,8 +246,8 @@ def test_tuned_profile_that_writes_never_is_named_and_overridden(tree, run):
     cmds = commands(found)
     assert "sudo mkdir -p /etc/tuned/aidoctor-thp" in cmds
     assert any("'[vm]' transparent_hugepages=madvise" in c and "tee /etc/tuned/aidoctor-thp/tuned.conf" in c for c in cmds)
-    assert (
-        cmds[-1] == "sudo tuned-adm profile $(tr -s ' ' '\\n' 2>/dev/null </etc/tuned/active_profile | grep -vx aidoctor-thp) aidoctor-thp"
+    assert cmds[-1] == "sudo sh -c " + quote(
+        "set -f; tuned-adm profile $(tr -s ' ' '\\n' 2>/dev/null </etc/tuned/active_profile | grep -vx aidoctor-thp) aidoctor-thp"
     )
 
 
@@ -403,7 +404,7 @@ def test_a_tmpfiles_line_that_writes_never_at_boot(tree, run):
     found = finding(run_thp(run, tree))
     line = "w /sys/kernel/mm/transparent_hugepage/enabled - - - - never"
     assert {"path": "/etc/tmpfiles.d/thp.conf", "value": line, "line": 2} in found["evidence"]
-    assert "sudo sed -i -e '2s|^w /sys/kernel/mm/transparent_hugepage/enabled - - - - never$|# &|' /etc/tmpfiles.d/thp.conf" in commands(
+    assert "sudo sed -i --follow-symlinks -e '2s|^w /sys/kernel/mm/transparent_hugepage/enabled - - - - never$|# &|' /etc/tmpfiles.d/thp.conf" in commands(
         found
     )
 

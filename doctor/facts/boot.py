@@ -122,7 +122,7 @@ def sysctl_applier(host, facts):
             said = " (%s)" % " ".join("%s=%s" % item for item in sorted(wanted.items())) if wanted else ""
             return Applier(
                 None,
-                "PID 1 is %s%s, which applies no sysctl files, and the next boot starts it again" % (name, said),
+                "PID 1 is %s%s, no init system aidoctor knows to apply sysctl files, and the next boot starts it again" % (name, said),
                 True,
             )
     program = wanted.get("init") or wanted.get("rdinit") or "/sbin/init"
@@ -133,7 +133,11 @@ def sysctl_applier(host, facts):
     if wanted and base not in ("init", "busybox", "openrc-init"):
         # init= or rdinit= names some other program: it runs instead of any init system.
         key = "init" if "init" in wanted else "rdinit"
-        return Applier(None, "the boot line starts %s as init (%s=%s), which applies no sysctl files" % (program, key, program), True)
+        return Applier(
+            None,
+            "the boot line starts %s as init (%s=%s), no init system aidoctor knows to apply sysctl files" % (program, key, program),
+            True,
+        )
     script = _sysv_script(host)
     if script is not None:
         return Applier("sysctl --system", "%s runs `sysctl --system` at boot" % script, True)
@@ -247,10 +251,28 @@ def sysctl_at_boot(host, facts):
     for key, value, text in cmdline_sysctls(line, kernel_version(release) if release else (0, 0)):
         write_sysctl(values, normal_key(key), value, text)
     if config and applier.applies:
-        for item in config.assignments:
-            if "*" not in item.key and "?" not in item.key:
-                write_sysctl(values, item.key, item.value, item)
+        assignments = [item for item in config.assignments if "*" not in item.key and "?" not in item.key]
+        if applier.name == "systemd-sysctl":
+            assignments = systemd_order(assignments)
+        for item in assignments:
+            write_sysctl(values, item.key, item.value, item)
     return BootSysctl(values, applier)
+
+
+def systemd_order(assignments):
+    """The writes systemd-sysctl makes of ``assignments``: one per key, its last value, in the
+    order of an ordered hashmap where a later line with the same value keeps the key's place and
+    one with another value moves it to the end (src/sysctl/sysctl.c parse_file: "Overwriting
+    earlier assignment"). procps' `sysctl --system` writes every line in order instead; with
+    vm.overcommit_ratio and vm.overcommit_kbytes zeroing each other the two can end apart."""
+    kept = {}
+    for item in assignments:
+        earlier = kept.get(item.key)
+        if earlier is not None and " ".join(earlier.value.split()) == " ".join(item.value.split()):
+            continue
+        kept.pop(item.key, None)
+        kept[item.key] = item
+    return list(kept.values())
 
 
 def _numa_default(facts, line, release):
@@ -289,7 +311,8 @@ class BootPool(Record):
     gets (``total``), and pages in use and reserved for mappings (``used``, ``reserved``: as
     now, within the new pool)."""
 
-    __slots__ = ("page_size", "asked", "total", "used", "reserved", "source")
+    __slots__ = ("page_size", "asked", "total", "used", "reserved", "source", "origin")
+    _defaults = {"origin": None}
 
     @property
     def free(self) -> int:
@@ -330,18 +353,21 @@ def pools_at_boot(host, facts):
     asked = {}
     for item in line.hugepage_requests(base, version):
         if item.page_size:
-            asked[item.page_size] = (item.count, item.text)
+            path, number = line.origin(item.index) if item.index is not None else (line.source, None)
+            asked[item.page_size] = (item.count, item.text, (path, item.text, number))
     after = facts.get("sysctl_at_boot")
     setting = after.values.get("vm.nr_hugepages") if after else None
     if setting is not None:
         # Applied after the boot-time reservation: it resizes the default-size pool.
-        asked[default_size] = (sysctl_int(setting.value) or 0, setting.where)
+        source = setting.source
+        origin = (source.path, "vm.nr_hugepages = %s" % source.value, source.line) if hasattr(source, "path") else None
+        asked[default_size] = (sysctl_int(setting.value) or 0, "vm.nr_hugepages = %s (%s)" % (setting.value, setting.where), origin)
     mem = facts.get("meminfo")
     room = int((mem.get("MemTotal", 0) if mem else 0) * POOL_SHARE)
     found = {}
     notes = []
     for size in sorted(set(pools.pools) | set(asked), reverse=True):
-        count, source = asked.get(size, (0, "nothing asks for it at boot"))
+        count, source, origin = asked.get(size, (0, "nothing asks for it at boot", None))
         now = pools.pools.get(size)
         used = (now.total - now.free) if now is not None else 0
         reserved = now.reserved if now is not None else 0
@@ -353,7 +379,7 @@ def pools_at_boot(host, facts):
         if now is None and size not in pools.pools:
             continue  # a size this kernel does not offer
         in_use = min(used, got)
-        found[size] = BootPool(size, count, got, in_use, min(reserved, got - in_use), source)
+        found[size] = BootPool(size, count, got, in_use, min(reserved, got - in_use), source, origin)
     return BootPools(found, default_size, tuple(notes))
 
 
@@ -438,9 +464,11 @@ _SETPOLICY = ("intel_pstate", "amd-pstate-epp")
 
 
 class BootGovernors(Record):
-    """policy's scaling_governor path → its governor after boot, and notes on what decided."""
+    """policy's scaling_governor path → its governor after boot, and notes on what decided;
+    ``kept``: the policies whose running governor nothing found explains."""
 
-    __slots__ = ("governors", "notes")
+    __slots__ = ("governors", "notes", "kept")
+    _defaults = {"kept": ()}
 
 
 @fact("governors_at_boot")
@@ -504,7 +532,7 @@ def governors_at_boot(host, facts):
         )
     elif why is not None:
         notes.append("CPU governors: %s from %s" % (explicit, why))
-    return BootGovernors(found, tuple(notes))
+    return BootGovernors(found, tuple(notes), tuple(p.governor_path for p in kept))
 
 
 def _governor_for(policy, wanted):

@@ -12,6 +12,8 @@ is shell-quoted.
 
 from __future__ import annotations
 
+import re
+
 from ai_doctor.facts import fact
 from ai_doctor.facts.bootloader import GRUB_DEFAULTS, GRUB_DROP_INS, KERNEL_CMDLINE_FILE
 from ai_doctor.facts.sysctl import DEFAULTS
@@ -41,12 +43,22 @@ class Fixes:
         applier = facts.get("sysctl_applier")
         # Where nothing applies the sysctl files at boot, a drop-in would not last.
         self._no_applier = applier if applier and applier.known and not applier.applies else None
+        # How the files are read in again as boot reads them: systemd-sysctl where systemd runs
+        # (its order is not procps's: one write per key), else procps; nothing where no one does.
+        if self._no_applier is not None:
+            self._reload = None
+        elif applier and applier.known and applier.name == "systemd-sysctl":
+            self._reload = act.Run(("systemctl", "restart", "systemd-sysctl.service"), act.NOW)
+        else:
+            self._reload = act.Run(("sysctl", "--system"), act.NOW)
         self._boot_release = facts.get("boot_release")
         self._sysctl_lines = (config.assignments + config.manual) if config else ()
         self._tools = facts.get("tools") or {}
         self._tuned = facts.get("tuned") or None
         cmdline = facts.get("cmdline")
         self._running_args = {param.name for param in cmdline.params} if cmdline else None
+        # A line with init's arguments after `--`: a parameter added at its end would be init's.
+        self._init_args = bool(cmdline) and " -- " in " %s " % cmdline.raw
         self._boot_args = facts.get("boot_args") or ()
         grub = facts.get("grub_files")
         self._grub_files = dict(grub.files) if grub else {}
@@ -92,7 +104,7 @@ class Fixes:
 
     # -- sysctl -------------------------------------------------------------------------
 
-    def sysctl(self, settings, topic: str, purpose: str, displaces=(), replaces_ours=False, reload=True):
+    def sysctl(self, settings, topic: str, purpose: str, displaces=(), replaces_ours=False, reload=True, now=True):
         """Set ``settings`` [(key, value)] now and at every boot.
 
         The drop-in is /etc/sysctl.d/NN-aidoctor-TOPIC.conf, written whole (re-running the fix
@@ -105,12 +117,15 @@ class Fixes:
         drop-in (an alternative taken first); settings back at kernel defaults then remove it.
         ``reload``: False where the settings already run, so the files are not re-applied
         (`sysctl --system` would also reset every other key that was changed by hand).
+        ``now``: False for settings meant for the next boot only (the running kernel would take
+        them otherwise: a pool in pages of another size).
         """
         keys = [key for key, _value in settings]
         touched = set(keys) | set(displaces)
-        steps = self.runtime(purpose + " now", [act.SetSysctl(tuple(settings))])
+        steps = self.runtime(purpose + " now", [act.SetSysctl(tuple(settings))]) if now else []
         if self._no_applier is not None and self.container is None:
-            return steps + [self._sysctl_at_boot(settings)]
+            lasting = self._sysctl_at_boot(settings)
+            return steps + ([lasting] if lasting is not None else [])
         editable = [item for item in self._sysctl_lines if item.key in touched and _in_etc(item)]
         vendor = [item for item in self._sysctl_lines if item.key in touched and not _in_etc(item)]
         # A package's lines are hidden by an edited copy of its file in /etc: a drop-in merely
@@ -127,9 +142,9 @@ class Fixes:
             actions.append(act.RemoveFile(target))
         if not actions:
             return steps  # nothing persistent sets it, and the kernel default is what is wanted
-        reload = reload and self.running
+        reload = reload and self.running and self._reload is not None
         if reload:
-            actions.append(act.Run(("sysctl", "--system"), act.NOW))
+            actions.append(self._reload)
         if needed:
             what = (
                 "make it persistent: "
@@ -139,7 +154,10 @@ class Fixes:
         else:
             what = "make it persistent: comment out the lines that set it (the kernel default then applies)"
         if reload:
-            what += ", then reload all sysctl files (`sysctl -p` reads only /etc/sysctl.conf)"
+            what += ", then read all sysctl files again as boot does (`sysctl -p` reads only /etc/sysctl.conf)"
+        if not now:
+            # Nothing runs now: the step is the purpose itself, made for the next boot.
+            what = "%s: %s" % (purpose, what.split(": ", 1)[1])
         steps.append(self.step(what[0].upper() + what[1:], actions, True))
         return steps
 
@@ -156,9 +174,11 @@ class Fixes:
         if version < (5, 8) or not plain:
             return self.advice("Make it persistent: %s, so set it in the program that runs as init" % why)
         add = ["sysctl.%s=%s" % item for item in settings if DEFAULTS.get(item[0]) != item[1]]
-        return self.kernel_args(
-            add, ["sysctl.%s" % key for key, _ in settings], "Make it persistent on the kernel command line, since " + why
-        )
+        names = {"sysctl.%s" % key for key, _ in settings}
+        on_line = (self._running_args or set()) | {name for args in self._boot_args for name in args.names}
+        if not add and not names & on_line:
+            return None  # back at the kernel's default, and nothing at boot sets it otherwise
+        return self.kernel_args(add, sorted(names), "Make it persistent on the kernel command line, since " + why)
 
     def comment_out(self, assignments, summary: str):
         """A step that takes the keys of ``assignments`` out of the persistent configuration:
@@ -172,8 +192,8 @@ class Fixes:
         every = [item for item in self._sysctl_lines if item.key in keys] or list(assignments)
         actions = self._comment_actions([item for item in every if _in_etc(item)])
         actions += self._override_actions([item for item in every if not _in_etc(item)])
-        if self.running:
-            actions.append(act.Run(("sysctl", "--system"), act.NOW))
+        if self.running and self._reload is not None:
+            actions.append(self._reload)
         return self.step(summary, actions, True)
 
     def comment_out_lines(self, assignments, summary: str):
@@ -209,6 +229,14 @@ class Fixes:
         first (``hugepages``), so a parameter is never left on the line twice.
         """
         add = tuple(add)
+        unsafe = [arg for arg in add if not _SAFE_PARAM.fullmatch(arg)]
+        if unsafe:
+            # Boot loader files are shell (GRUB's defaults) or are split on blanks: a quote or a
+            # `|` from host text would change what they do.
+            return self.advice(
+                "%s: add %s to the kernel command line by hand, if it is meant: it holds characters aidoctor does not write "
+                "into boot loader files (quotes, blanks or shell syntax)" % (purpose, ", ".join(repr(arg)[:120] for arg in unsafe))
+            )
         add_text = " ".join(add)
         # Named to be sourced after every other drop-in that assigns GRUB_CMDLINE_LINUX, which
         # would otherwise replace what ours appends.
@@ -244,8 +272,8 @@ class Fixes:
             defaults = self._grub_files.get(GRUB_DEFAULTS)
             also = ""
             if add and defaults is not None and act.appendable_grub_line(defaults):
-                if not any(isinstance(a, act.CutGrubParams) and a.path == GRUB_DEFAULTS for a in actions):
-                    actions.append(act.CutGrubParams(GRUB_DEFAULTS, tuple(sorted({arg.split("=", 1)[0] for arg in add}))))
+                if not any(a.path == GRUB_DEFAULTS for a in actions):
+                    actions += self._grub_cut(GRUB_DEFAULTS, sorted({arg.split("=", 1)[0] for arg in add}))
                 actions.append(act.AppendGrubParams(GRUB_DEFAULTS, add))
                 also = " (and in GRUB_CMDLINE_LINUX of /etc/default/grub, which grub2-mkconfig reads)"
             elif actions:
@@ -273,7 +301,7 @@ class Fixes:
             if act.appendable_grub_line(self._grub_files.get(GRUB_DEFAULTS, "")):
                 # Cut first, every name added included, so a second run leaves one copy.
                 names = tuple(sorted(set(remove_names) | {arg.split("=", 1)[0] for arg in add}))
-                actions = [act.CutGrubParams(GRUB_DEFAULTS, names)] if names else []
+                actions = self._grub_cut(GRUB_DEFAULTS, names) if names else []
                 if add:
                     actions.append(act.AppendGrubParams(GRUB_DEFAULTS, add))
                 how = "in GRUB_CMDLINE_LINUX of /etc/default/grub"
@@ -293,9 +321,10 @@ class Fixes:
             how = "in /etc/kernel/cmdline (systemd-boot / kernel-install), then regenerate the boot entries"
         else:
             summary = (
-                "%s: %s the kernel command line where this machine's is set: no boot loader configuration was found here "
+                "%s: %s the kernel command line where this machine's is set%s: no boot loader configuration was found here "
                 "(no grubby, update-grub, grub-mkconfig, /etc/default/grub or /etc/kernel/cmdline), so it is the VM's, "
-                "the firmware's or an image builder's" % (purpose, change)
+                "the firmware's or an image builder's"
+                % (purpose, change, ", before its `--` (what follows it goes to init)" if self._init_args else "")
             )
             return self.advice(summary)
         if regenerate is not None:
@@ -303,6 +332,9 @@ class Fixes:
             # printed for it, and a tree gets the entries it would write (BootEntries).
             actions.append(act.BootEntries(regenerate if self.image is None else None, add, tuple(remove_names)))
         summary = "%s: %s the kernel command line %s" % (purpose, change, how)
+        by_hand = [a.path for a in actions if isinstance(a, act.EditByHand)]
+        if by_hand and not how.endswith("by hand"):
+            summary += " (by hand in %s, whose line has shell quoting or a command a cut could break)" % ", ".join(by_hand)
         if add and shown_removed:
             summary += ", replacing any %s already there" % ", ".join("`%s=`" % n for n in shown_removed)
         if self.running:
@@ -325,7 +357,14 @@ class Fixes:
         if not names:
             return []
         files = sorted({args.path for args in self._boot_args if args.variable and args.path != drop_in and args.names & set(names)})
-        return [act.CutGrubParams(path, tuple(names)) for path in files]
+        return [action for path in files for action in self._grub_cut(path, names)]
+
+    def _grub_cut(self, path: str, names):
+        """Cutting ``names`` out of a GRUB file, or an edit by hand where a line naming one has
+        shell quoting or expansion the cut leaves alone (it could break it)."""
+        if act.grub_lines_needing_hand(self._grub_files.get(path, ""), names):
+            return [act.EditByHand(path)]
+        return [act.CutGrubParams(path, tuple(names))]
 
     # -- sysfs, udev, tuned ---------------------------------------------------------------
 
@@ -338,7 +377,8 @@ class Fixes:
         actions = [act.WriteFile("/etc/udev/rules.d/%s" % name, (rule,), True)]
         if self.running:
             actions.append(act.Run(("udevadm", "control", "--reload"), act.NOW))
-            actions.append(act.Run(("udevadm", "trigger", "--subsystem-match=block", "--action=change"), act.NOW))
+            # Only the NVMe namespaces replay their events, not every disk, md and dm device.
+            actions.append(act.Run(("udevadm", "trigger", "--subsystem-match=block", "--sysname-match=nvme*", "--action=change"), act.NOW))
         return self.step("%s at every boot with a udev rule" % purpose, actions, True)
 
     def tuned_override(self, name: str, summary: str, sections, purpose: str):
@@ -369,6 +409,10 @@ class Fixes:
 
     def reboot_step(self, summary: str = "Reboot") -> Step:
         return self.step(summary, [act.Reboot()], True, host_wide=False)
+
+
+# What aidoctor writes into boot loader files itself: no quotes, blanks or shell syntax.
+_SAFE_PARAM = re.compile(r"[A-Za-z0-9._/:,+=@-]+")
 
 
 def _lines(items):

@@ -231,7 +231,9 @@ def hugepage_requests(host, facts):
                 path, line = cmdline.origin(item.index) if item.index is not None else (cmdline.source, None)
                 requests[item.page_size] = PoolRequest(item.page_size, item.count, item.text, path, line, None, per_node=item.per_node)
     config = facts.get("sysctl_config")
-    if config:
+    applier = facts.get("sysctl_applier")
+    # Files nothing applies at boot ask for nothing (persist.sysctl-not-applied says so).
+    if config and (not applier or applier.applies):
         assignment = config.effective("vm.nr_hugepages")
         if assignment is not None:
             try:
@@ -276,7 +278,7 @@ def unused_pools(host, facts):
         return ()
     requests = {r.page_size: r for r in facts.get("hugepage_requests") or ()}
     # A pool the simulated next boot grows: nothing has had a chance to use its new pages.
-    grown = getattr(host, "grown_pools", ())
+    grown = facts.get("grown_pools")
     found = []
     for pool in pools.pools.values():
         request = requests.get(pool.page_size)
@@ -309,3 +311,10 @@ def releasable_pools(host, facts):
         if request.count * pool.page_size > mem.get("MemTotal", 0) and free > 0:
             found.append(UnusedPool(pool, pool.total - free))
     return tuple(sorted(found, key=lambda u: u.pool.page_size))
+
+
+@fact("grown_pools")
+def grown_pools(host, facts):
+    """Page sizes whose pool the simulated next boot (aidoctor --next-boot) makes larger than
+    it runs now: nothing has used the new pages yet. Empty for a host as it runs."""
+    return frozenset(getattr(host, "grown_pools", ()))

@@ -243,6 +243,37 @@ class RcLocal(Record):
                 heredoc = marker.group(2)
         return None
 
+    def commands(self):
+        """(first, last) line numbers of each top-level command: one line, one continued with
+        backslashes, or an if/case/loop/group/subshell with its body, a here-document included."""
+        spans = []
+        stack = []
+        heredoc = None
+        start = None
+        for number, line in enumerate(self.lines, 1):
+            if start is None:
+                if not line.strip() or line.lstrip().startswith("#"):
+                    continue
+                start = number
+            if heredoc is not None:
+                if line.rstrip("\r").lstrip("\t") == heredoc:
+                    heredoc = None
+            else:
+                for _separator, words in shell_commands(line):
+                    if words[0] in OPENERS:
+                        stack.append(words[0])
+                    elif stack and words[0] == OPENERS[stack[-1]]:
+                        stack.pop()
+                marker = re.search(r"<<-?\s*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\1", line)
+                if marker:
+                    heredoc = marker.group(2)
+            if not stack and heredoc is None and not line.rstrip("\r").endswith("\\"):
+                spans.append((start, number))
+                start = None
+        if start is not None:
+            spans.append((start, len(self.lines)))
+        return spans
+
     def runs(self, number: int) -> bool:
         """Whether line ``number`` runs at boot: systemd starts only an executable rc.local,
         which needs an interpreter line, and nothing after a top-level exit is reached."""

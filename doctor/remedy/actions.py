@@ -185,11 +185,39 @@ def bre(text: str, delimiter: str = "/") -> str:
     return "".join(out)
 
 
+# A line is recognised by all of its text, unless it holds a byte that is not UTF-8 (shown as
+# U+FFFD, which the file does not hold) or is very long (a sed argument has a size limit): then
+# by the text before that, up to this many characters.
+_GUARD_CAP = 256
+# Lines commented out per sed command, so its arguments stay far below the kernel's limits.
+_SED_CHUNK = 100
+
+
+def _guard(text: str):
+    """(the text a line is recognised by, whether that is the whole line)."""
+    cut = text.find("\ufffd")
+    if cut < 0 and len(text) <= _GUARD_CAP:
+        return text, True
+    return text[: min(_GUARD_CAP, cut if cut >= 0 else len(text))], False
+
+
 def comment_script(number: int, text: str) -> str:
     """A sed command turning line ``number`` into a comment only while it still reads
     ``text``: a second run, or a file that changed since, leaves it alone."""
-    delimiter = next((d for d in _DELIMITERS if d not in text), "/")
-    return "%ds%s^%s$%s# &%s" % (number, delimiter, bre(text, delimiter), delimiter, delimiter)
+    known, whole = _guard(text)
+    delimiter = next((d for d in _DELIMITERS if d not in known), "/")
+    return "%ds%s^%s%s%s# &%s" % (number, delimiter, bre(known, delimiter), "$" if whole else "", delimiter, delimiter)
+
+
+def _sed_arguments(lines):
+    """``-e SCRIPT`` arguments commenting out ``lines``, in chunks of at most _SED_CHUNK."""
+    scripts = ["-e %s" % quote(comment_script(n, text)) for n, text in lines]
+    return [" ".join(scripts[i : i + _SED_CHUNK]) for i in range(0, len(scripts), _SED_CHUNK)]
+
+
+def _reads(row: str, text: str) -> bool:
+    known, whole = _guard(text)
+    return row == text if whole else row.startswith(known)
 
 
 def comment_out(text: str, lines, path: str) -> str:
@@ -199,9 +227,9 @@ def comment_out(text: str, lines, path: str) -> str:
     rows = text.split("\n")
     for number, expected in lines:
         index = number - 1
-        if index < len(rows) and rows[index] == expected:
-            rows[index] = "# " + expected
-        elif index < len(rows) and rows[index] == "# " + expected:
+        if index < len(rows) and _reads(rows[index], expected):
+            rows[index] = "# " + rows[index]
+        elif index < len(rows) and rows[index].startswith("# ") and _reads(rows[index][2:], expected):
             continue
         else:
             raise NotApplicable("line %d of %s no longer reads %r" % (number, path, expected[:80]))
@@ -209,17 +237,14 @@ def comment_out(text: str, lines, path: str) -> str:
 
 
 class CommentLines(Action):
-    """Lines of a file turned into comments, each only while it reads as expected.
-    ``follow``: the path may be a link to keep (rc.local on RHEL)."""
+    """Lines of a file turned into comments, each only while it reads as expected. A link is
+    kept and the file it points to edited (``--follow-symlinks``), as --apply does."""
 
-    __slots__ = ("path", "lines", "follow")
-    _defaults = {"follow": False}
+    __slots__ = ("path", "lines")
     kind = "comment-lines"
 
     def sh(self, shell):
-        scripts = " ".join("-e %s" % quote(comment_script(n, text)) for n, text in self.lines)
-        follow = " --follow-symlinks" if self.follow else ""
-        return (shell.root("sed -i%s %s %s" % (follow, scripts, quote(self.path))),)
+        return tuple(shell.root("sed -i --follow-symlinks %s %s" % (scripts, quote(self.path))) for scripts in _sed_arguments(self.lines))
 
     def apply(self, target):
         text = target.read(self.path)
@@ -238,10 +263,17 @@ class OverrideCopy(Action):
     kind = "override-copy"
 
     def sh(self, shell):
-        scripts = " ".join("-e %s" % quote(comment_script(n, text)) for n, text in self.lines)
-        copy = "%s | %s" % (shell.root("sed %s %s" % (scripts, quote(self.source))), shell.root("tee %s >/dev/null" % quote(self.path)))
-        edit = shell.root("sed -i %s %s" % (scripts, quote(self.path)))
-        return ("if [ -e %s ]; then %s; else %s; fi" % (shell.outside(self.path), edit, copy),)
+        chunks = _sed_arguments(self.lines)
+        path = quote(self.path)
+        copy = " | ".join(
+            [shell.root("sed %s %s" % (chunks[0], quote(self.source)))]
+            + [shell.root("sed %s" % chunk) for chunk in chunks[1:]]
+            + [shell.root("tee %s >/dev/null" % path)]
+        )
+        edit = "; ".join(shell.root("sed -i --follow-symlinks %s %s" % (chunk, path)) for chunk in chunks)
+        # An image is asked from inside, where its own links resolve.
+        there = shell.root("test -e %s" % path) if shell.chroot else "[ -e %s ]" % path
+        return ("if %s; then %s; else %s; fi" % (there, edit, copy),)
 
     def apply(self, target):
         existing = target.read(self.path)
@@ -335,10 +367,27 @@ class MakeExecutable(Action):
 
 
 # GRUB_CMDLINE_LINUX* assignment lines, and a parameter on them: what follows a quote, a blank,
-# ``=`` or ``}`` up to the next of those. [ \t\n\v\f\r] is [[:space:]] for the ASCII that sed sees.
-_SPACE = " \t\n\v\f\r"
-GRUB_LINE_ERE = "^[[:space:]]*(export[[:space:]]+)?GRUB_CMDLINE_LINUX(_DEFAULT)?="
-_GRUB_LINE = re.compile(r"^[%s]*(export[%s]+)?GRUB_CMDLINE_LINUX(_DEFAULT)?=" % (_SPACE, _SPACE))
+# ``=`` or ``}`` up to the next of those. Blanks are ASCII space and tab, spelled the same for
+# sed and Python ([[:space:]] would also match Unicode spaces in a UTF-8 locale).
+_BLANK = " \t"
+GRUB_LINE_ERE = "^[ \\t]*(export[ \\t]+)?GRUB_CMDLINE_LINUX(_DEFAULT)?="
+_GRUB_LINE = re.compile(r"^[ \t]*(export[ \t]+)?GRUB_CMDLINE_LINUX(_DEFAULT)?=")
+# A line with shell quoting or a command a cut could break (half of an escaped quote, a
+# command substitution) is left alone; the fix then says to edit it by hand.
+_UNCUTTABLE_ERE = "\\\\|`|\\$\\("
+
+
+def cuttable_grub_line(row: str) -> bool:
+    """Whether a cut leaves the shell syntax of the line whole: no backslash, backquote or
+    ``$(`` on it (``${VAR:+$VAR }``, Ubuntu's append idiom, is cut as well)."""
+    return "\\" not in row and "`" not in row and "$(" not in row
+
+
+def grub_lines_needing_hand(text: str, names) -> bool:
+    """Whether a GRUB_CMDLINE_LINUX* line of ``text`` that ``grub_cut`` would leave alone
+    names one of ``names``."""
+    wanted = tuple(name + "=" for name in names)
+    return any(_GRUB_LINE.match(row) and not cuttable_grub_line(row) and any(w in row for w in wanted) for row in text.split("\n"))
 
 
 def _ere(text: str) -> str:
@@ -346,14 +395,32 @@ def _ere(text: str) -> str:
 
 
 def grub_cut_script(names) -> str:
+    """Two sed commands on the GRUB_CMDLINE_LINUX* lines: a parameter goes with the blanks
+    before it, or, right after a quote, ``=`` or ``}``, with the blanks after it, so what is cut
+    and added again leaves the line as it was (byte for byte, run after run)."""
     pattern = "|".join(_ere(name) for name in names)
-    return "/%s/ s/([\"'[:space:]=}])(%s)=[^\"'[:space:]}]*/\\1/g" % (GRUB_LINE_ERE, pattern)
+    value = "=[^\"' \\t}]*"
+    return "/%s/ { /%s/! { s/[ \\t]+(%s)%s//g; s/([\"'=}])(%s)%s[ \\t]*/\\1/g; }; }" % (
+        GRUB_LINE_ERE,
+        _UNCUTTABLE_ERE,
+        pattern,
+        value,
+        pattern,
+        value,
+    )
 
 
 def grub_cut(text: str, names) -> str:
     """What ``sed -E grub_cut_script(names)`` makes of ``text``."""
-    param = re.compile(r"([\"'%s=}])(%s)=[^\"'%s}]*" % (_SPACE, "|".join(re.escape(n) for n in names), _SPACE))
-    return "\n".join(param.sub(r"\1", row) if _GRUB_LINE.match(row) else row for row in text.split("\n"))
+    names = "|".join(re.escape(n) for n in names)
+    value = "=[^\"'%s}]*" % _BLANK
+    after_blank = re.compile(r"[%s]+(%s)%s" % (_BLANK, names, value))
+    after_mark = re.compile(r"([\"'=}])(%s)%s[%s]*" % (names, value, _BLANK))
+
+    def cut(row):
+        return after_mark.sub(r"\1", after_blank.sub("", row))
+
+    return "\n".join(cut(row) if _GRUB_LINE.match(row) and cuttable_grub_line(row) else row for row in text.split("\n"))
 
 
 class CutGrubParams(Action):
@@ -363,7 +430,7 @@ class CutGrubParams(Action):
     kind = "grub-cut"
 
     def sh(self, shell):
-        return (shell.root("sed -i -E %s %s" % (quote(grub_cut_script(self.names)), quote(self.path))),)
+        return (shell.root("sed -i --follow-symlinks -E %s %s" % (quote(grub_cut_script(self.names)), quote(self.path))),)
 
     def apply(self, target):
         text = target.read(self.path)
@@ -407,7 +474,7 @@ class AppendGrubParams(Action):
     kind = "grub-append"
 
     def sh(self, shell):
-        return (shell.root("sed -i -E %s %s" % (quote(grub_append_script(self.params)), quote(self.path))),)
+        return (shell.root("sed -i --follow-symlinks -E %s %s" % (quote(grub_append_script(self.params)), quote(self.path))),)
 
     def apply(self, target):
         text = target.read(self.path)
@@ -497,11 +564,19 @@ class TunedActivate(Action):
         name = quote(self.name)
         if self.running:
             others = "$(tr -s ' ' '\\n' 2>/dev/null <%s | grep -vx %s)" % (TUNED_ACTIVE, name)
-            return ("%s %s %s" % (shell.root("tuned-adm profile"), others, name),)
+            # set -f: a `*` in the file stays a word, as --apply passes it.
+            return (shell.root("sh -c %s" % quote("set -f; tuned-adm profile %s %s" % (others, name))),)
         # No daemon to ask. No 2>/dev/null: an image seldom has a /dev, and a failed
         # redirection would skip the read and drop the active profiles.
         others = "$(tr -s ' ' '\\n' <%s | grep -vx %s)" % (TUNED_ACTIVE, name)
-        script = "p=%s; echo $p %s >%s && echo manual >%s" % (others, name, TUNED_ACTIVE, TUNED_MODE)
+        # Unquoted $p splits the names on blanks; set -f keeps a `*` in the file a word, and
+        # printf, unlike echo, gives a backslash no meaning.
+        script = "set -f; p=%s; { for w in $p; do printf '%%s ' \"$w\"; done; printf '%%s\\n' %s; } >%s && echo manual >%s" % (
+            others,
+            name,
+            TUNED_ACTIVE,
+            TUNED_MODE,
+        )
         return (shell.root("sh -c %s" % quote(script)),)
 
     def apply(self, target):
