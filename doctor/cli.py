@@ -457,11 +457,13 @@ def _fix(args, argv, program) -> int:
     if args.root is not None and args.snapshot is not None:
         raise UsageError("give --root or --snapshot, not both")
     if args.snapshot is None:
-        return fixcmd.run(args, request, _host(args), rules, _write, UsageError, program)
+        return fixcmd.run(args, request, _host(args), rules, _write, UsageError, tuple(program) + tuple(argv))
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="aidoctor-snapshot-") as work:
-        return fixcmd.run(args, request, _unpacked(args.snapshot, work, args.image), rules, _write, UsageError, program)
+        return fixcmd.run(
+            args, request, _unpacked(args.snapshot, work, args.image), rules, _write, UsageError, tuple(program) + tuple(argv)
+        )
 
 
 def _check(args, argv, program) -> int:

@@ -21,8 +21,9 @@ class Outcome:
     DONE, SKIPPED, NOT_APPLIED, FAILED = "done", "skipped", "not applied", "failed"
 
 
-def run(args, request, host, rules, write, usage_error, program=("aidoctor",)) -> int:
-    """Print, or apply and check again. Exit 0 when every change of the ways taken was made and
+def run(args, request, host, rules, write, usage_error, command=("aidoctor", "fix", "--apply")) -> int:
+    """Print, or apply and check again (``command``: the words that started this run, for a
+    rerun as root). Exit 0 when every change of the ways taken was made and
     their findings cleared (now or at the next boot); 1 when a change failed or could not be
     made, or a finding they were to fix is still there."""
     from ai_doctor.checkup import checkup
@@ -40,19 +41,43 @@ def run(args, request, host, rules, write, usage_error, program=("aidoctor",)) -
         return EXIT_OK
     if host.origin is not None:
         raise usage_error("fix --apply: --snapshot %s is unpacked into a temporary folder; unpack it and give --root DIR" % host.origin)
+    if not host.live and os.path.realpath(host.root) == "/":
+        raise usage_error("fix --apply: --root %s is this host's own root: run `fix --apply` without --root to change it" % host.root)
     if host.live:
-        applied, backups = _apply_live(args, report, plan, usage_error, program)
+        applied, kept = _apply_live(args, report, plan, usage_error, command)
     else:
-        applied, backups = _apply_tree(host, plan)
-    recheck = _recheck(host, request, rules, report, plan)
+        applied, kept = _apply_tree(host, plan)
+    try:
+        recheck = _recheck(host, request, rules, report, plan)
+    except Exception as exc:  # noqa: BLE001 - the changes are made: say which before anything else
+        if os.environ.get("AIDOCTOR_DEBUG"):
+            raise
+        recheck = Recheck.failed("%s: %s" % (type(exc).__name__, exc))
     render = fixscript.render_applied_json if args.format == "json" else fixscript.render_applied
-    write(args.output, render(report, applied, backups, recheck))
+    write(args.output, render(report, applied, kept, recheck))
     failed = any(
         outcome in (Outcome.FAILED, Outcome.NOT_APPLIED) for _item, results in applied for _step, _action, outcome, _detail in results
     )
     fixed = {item.finding.rule for item in plan if item.changes}
     left = fixed & set(recheck.until_boot + recheck.remaining)
-    return EXIT_FAILED if failed or left else EXIT_OK
+    return EXIT_FAILED if failed or left or recheck.error or kept.error else EXIT_OK
+
+
+class Kept:
+    """Where the backups and the list of changes are (``folder``), or why they could not be
+    written (``error``); both None when nothing changed."""
+
+    def __init__(self, folder=None, error=None):
+        self.folder, self.error = folder, error
+
+
+def _finish(target) -> Kept:
+    from ai_doctor.remedy.target import ApplyError
+
+    try:
+        return Kept(target.finish())
+    except ApplyError as exc:
+        return Kept(None, str(exc))
 
 
 def _apply_tree(host, plan):
@@ -83,7 +108,7 @@ def _apply_tree(host, plan):
                         results.append((step, action, Outcome.FAILED, str(exc)))
                         stopped = "a failure"
         applied.append((item, results))
-    return applied, target.finish()
+    return applied, _finish(target)
 
 
 def _not_in_tree(action) -> str:
@@ -96,11 +121,12 @@ def _not_in_tree(action) -> str:
     }.get(action.phase, "not applied to a tree")
 
 
-def _apply_live(args, report, plan, usage_error, program):
+def _apply_live(args, report, plan, usage_error, command):
     from ai_doctor.remedy.target import ApplyError, LiveTarget
+    from ai_doctor.shell import join
 
     if os.geteuid() != 0:
-        raise usage_error("fix --apply changes this host and needs root: sudo %s" % _again(program))
+        raise usage_error("fix --apply changes this host and needs root: sudo %s" % join(command))
     if not args.yes and not (sys.stdin is not None and sys.stdin.isatty()):
         raise usage_error("fix --apply: no terminal to ask on before each change; pass --yes to apply without asking")
     container = report.host.container
@@ -134,15 +160,7 @@ def _apply_live(args, report, plan, usage_error, program):
                         results.append((step, action, Outcome.FAILED, str(exc)))
                         failed = True
         applied.append((item, results))
-    return applied, target.finish()
-
-
-def _again(program) -> str:
-    """This command line again, starting the program by where it is: sudo's secure_path rarely
-    holds a virtual environment."""
-    from ai_doctor.shell import join
-
-    return join(list(program) + sys.argv[1:]) if sys.argv[1:] else join(list(program) + ["fix", "--apply"])
+    return applied, _finish(target)
 
 
 def _confirm(item) -> bool:
@@ -162,9 +180,15 @@ class Recheck:
     """Rules whose findings cleared for good (now and at the next boot), cleared now but come
     back at the next boot, clear only at the next boot, remain, or are new."""
 
-    def __init__(self, for_good, until_boot, at_boot, remaining, new, simulated):
+    def __init__(self, for_good, until_boot, at_boot, remaining, new, simulated, error=None):
         self.for_good, self.until_boot, self.at_boot = for_good, until_boot, at_boot
         self.remaining, self.new, self.simulated = remaining, new, simulated
+        self.error = error
+
+    @classmethod
+    def failed(cls, error: str):
+        """The check after the changes could not run (``error`` says why)."""
+        return cls([], [], [], [], [], False, error)
 
 
 def _recheck(host, request, rules, before, plan) -> Recheck:

@@ -293,10 +293,12 @@ class Host:
         except _Refused as refused:
             raise refused.error from None
 
-    def resolve(self, path: str) -> str:
-        """Target ``path`` with every link resolved inside the root, looked up afresh (a tree
-        being changed may have new links); root-relative. OSError (ELOOP) for a loop."""
-        self._links.clear()
+    def resolve(self, path: str, fresh: bool = True) -> str:
+        """Target ``path`` with every link resolved inside the root; root-relative. ``fresh``:
+        looked up again, not from the links seen before (a tree being changed may have new
+        ones). OSError (ELOOP) for a loop."""
+        if fresh:
+            self._links.clear()
         try:
             return self._resolve(_normal(path))
         except _Refused as refused:

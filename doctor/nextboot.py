@@ -35,7 +35,7 @@ class NextBootHost(Host):
     def _read(self, path, cap):
         path = _normal(path)
         if path in self.files and self.files[path] is not None:
-            data = self.files[path].encode("utf-8")
+            data = self.files[path].encode("utf-8", "surrogateescape")
             return Read(path, OK, data[:cap], None, len(data) > cap)
         return Host._read(self, path, cap)
 

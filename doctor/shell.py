@@ -29,3 +29,51 @@ def _ansi_c(char: str) -> str:
 def join(words) -> str:
     """A command line from words, each quoted as needed."""
     return " ".join(quote(str(word)) for word in words)
+
+
+def posix_words(line: str, name: str):
+    """``line`` without bash's $'…' words, for a POSIX sh script: (assignments, line). Each
+    such word becomes ``"$NAMEn"``, a variable that printf %b fills byte for byte (its octal
+    escapes are POSIX; a trailing X keeps trailing newlines from the command substitution). Quotes
+    are followed, so a ``$'`` inside other quotes is left as it is."""
+    out, assignments = [], []
+    index, size = 0, len(line)
+    while index < size:
+        char = line[index]
+        if char == "'":
+            end = line.index("'", index + 1)
+            out.append(line[index : end + 1])
+            index = end + 1
+        elif char == '"':
+            end = index + 1
+            while line[end] != '"':
+                end += 2 if line[end] == "\\" else 1
+            out.append(line[index : end + 1])
+            index = end + 1
+        elif char == "\\":
+            out.append(line[index : index + 2])
+            index += 2
+        elif line.startswith("$'", index):
+            escaped, index = _printf_escapes(line, index + 2)
+            variable = "%s%d" % (name, len(assignments) + 1)
+            assignments.append("%s=$(printf '%%bX' '%s'); %s=${%s%%X}" % (variable, escaped, variable, variable))
+            out.append('"$%s"' % variable)
+        else:
+            out.append(char)
+            index += 1
+    return assignments, "".join(out)
+
+
+def _printf_escapes(line: str, index: int):
+    """printf %b's argument for the $'…' word that starts at ``index`` (after ``$'``): bytes
+    as octal escapes (``\\0ddd``, POSIX), and where the word ends."""
+    pieces = []
+    while line[index] != "'":
+        if line.startswith("\\x", index):
+            pieces.append("\\0%03o" % int(line[index + 2 : index + 4], 16))
+            index += 4
+            continue
+        char = line[index + 1] if line[index] == "\\" else line[index]
+        index += 2 if line[index] == "\\" else 1
+        pieces.append("\\0%03o" % ord(char) if char in "\\'" else char)
+    return "".join(pieces), index + 1

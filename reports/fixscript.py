@@ -13,6 +13,7 @@ import time
 
 from ai_doctor.remedy.actions import FILE, MANUAL, NOW, REBOOT, RUN, SHOW, Shell
 from ai_doctor.reports.words import visible
+from ai_doctor.shell import posix_words
 
 SCHEMA = "aidoctor.fix/1"
 _PHASE_WORDS = {NOW: "now, until reboot", FILE: "lasts", RUN: "runs a program"}
@@ -23,11 +24,6 @@ def _comment(text: str, width: int = 96):
     import textwrap
 
     return ["# " + line for line in textwrap.wrap(visible(text), width, break_long_words=False, break_on_hyphens=False)] or ["#"]
-
-
-def _posix(command: str) -> bool:
-    # bash's $'…' quoting (host text with control characters) is not POSIX sh.
-    return "$'" not in command
 
 
 def render_sh(report, plan) -> str:
@@ -98,9 +94,11 @@ def _step(step):
             out += ["#   by hand: " + visible(line) for line in lines]
         else:
             for line in lines:
-                if not _posix(line):
-                    out.append("# not run: needs bash quoting for host text; run it by hand: " + visible(line))
-                    continue
+                if "$'" in line:
+                    # Host text bash writes as $'…' (a control character, a byte that is not
+                    # UTF-8) is spelled for sh by printf into variables set just before.
+                    assignments, line = posix_words(line, "host_text_")
+                    out += assignments
                 out += _lint_notes(line)
                 out.append(line)
     return out
@@ -154,7 +152,7 @@ def render_json(report, plan) -> str:
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
 
-def render_applied(report, applied, backups, recheck) -> str:
+def render_applied(report, applied, kept, recheck) -> str:
     """What --apply did, finding by finding, and what the check finds afterwards."""
     host = report.host
     out = ["aidoctor fix --apply: %s" % visible(host.source)]
@@ -173,8 +171,15 @@ def render_applied(report, applied, backups, recheck) -> str:
                 out.append("   %s" % visible(detail))
             else:
                 out.append("   %s: %s (%s)" % (outcome, visible(shown), visible(detail)))
-    if backups:
-        out.append("Backups of the files changed, and the list of changes: %s" % visible(backups))
+    if kept.folder:
+        out.append("Backups of the files changed, and the list of changes: %s" % visible(kept.folder))
+    if kept.error:
+        out.append("The list of changes was not written: %s" % visible(kept.error))
+    if recheck.error:
+        out.append(
+            "Not checked again, since the check failed (%s): run aidoctor again to see where the host stands" % visible(recheck.error)
+        )
+        return "\n".join(out) + "\n"
     out.append("Checked again, now and as the host will boot (aidoctor --next-boot):")
     rows = [
         ("cleared, now and at the next boot", recheck.for_good),
@@ -195,7 +200,7 @@ def render_applied(report, applied, backups, recheck) -> str:
     return "\n".join(out) + "\n"
 
 
-def render_applied_json(report, applied, backups, recheck) -> str:
+def render_applied_json(report, applied, kept, recheck) -> str:
     items = []
     for item, results in applied:
         items.append(
@@ -212,7 +217,7 @@ def render_applied_json(report, applied, backups, recheck) -> str:
         "schema": "aidoctor.fix-result/1",
         "root": report.host.root,
         "applied": items,
-        "backups": backups,
+        "backups": kept.folder,
         "recheck": {
             "cleared": recheck.for_good,
             "cleared_until_next_boot": recheck.until_boot,
@@ -222,4 +227,8 @@ def render_applied_json(report, applied, backups, recheck) -> str:
             "next_boot_simulated": recheck.simulated,
         },
     }
+    if kept.error:
+        document["backups_error"] = kept.error
+    if recheck.error:
+        document["recheck"] = {"error": recheck.error}
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"

@@ -118,8 +118,11 @@ def _dkms_steps(f, nv, release: str, force: bool = False):
     return [
         fixes.step(
             "See why the last DKMS build failed (a missing header package, a compiler too old or too new for the kernel)",
-            # In an image dkms runs through chroot; the log is read from outside it.
-            [Show("dkms status %s" % quote(source.module), needs_root=bool(fixes.image)), Show("tail -n 30 %s" % fixes.shell.outside(log))],
+            # In an image both run through chroot, where the image's own links resolve.
+            [
+                Show("dkms status %s" % quote(source.module), needs_root=bool(fixes.image)),
+                Show("tail -n 30 %s" % quote(log), needs_root=bool(fixes.image)),
+            ],
             None,
             host_wide=False,
             needs_root=False,

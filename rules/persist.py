@@ -213,13 +213,25 @@ def _pair_drift(f, after):
         if item.key in _PAIR:
             evidence.append(Evidence(item.path, "%s = %s" % (item.key, item.value), item.line))
     fixes = f.fixes
-    keep = [
-        step._replace(summary=step.summary.replace("Make it persistent", "Keep the running %s at boot" % keep_key, 1))
-        for step in fixes.sysctl([(keep_key, str(keep_value))], "drift-overcommit", "Keep it", displaces=(drops,), reload=False)[1:]
-    ]
-    back = fixes.runtime("Or set the running kernel back to what boot sets", [SetSysctl(((boot_key, str(boot_value)),))])
     model = f.model
     needed = (committed or 0) + (model.size if model else 0)
+    running_limit = _commit_limit(f, ratio_now, kbytes_now)
+    keep = []
+    if boot_mode == 2 and running_limit is not None and committed is not None and running_limit < needed:
+        # Kept at boot, the running pair would make a commit limit short of what is committed
+        # and the model permanent (overcommit.strict-headroom): only setting it back is offered.
+        message += " Keeping the running pair would make its commit limit of %s permanent, less than the %s needed: it is not offered." % (
+            gib(running_limit),
+            gib(needed),
+        )
+    else:
+        keep = [
+            step._replace(summary=step.summary.replace("Make it persistent", "Keep the running %s at boot" % keep_key, 1))
+            for step in fixes.sysctl([(keep_key, str(keep_value))], "drift-overcommit", "Keep it", displaces=(drops,), reload=False)[1:]
+        ]
+    back = fixes.runtime(
+        "%s the running kernel back to what boot sets" % ("Or set" if keep else "Set"), [SetSysctl(((boot_key, str(boot_value)),))]
+    )
     if runtime.int("vm.overcommit_memory") == 2 and boot_limit is not None and committed is not None and boot_limit < needed:
         back = []  # setting it back now would take the running commit limit under what is committed (and the model)
     return Issue(message, evidence, keep + back, severity=severity, title="Running commit limit differs from what boot will set")
@@ -478,9 +490,12 @@ def rc_local_ineffective(f):
         commands.append(MakeExecutable(rc.path))
     if rc.crlf:
         commands.append(StripCarriageReturns(rc.path))
-    elif not rc.has_interpreter:
-        # --follow-symlinks: /etc/rc.local is a link to rc.d/rc.local on RHEL; keep the link.
+    # The line that ends the script, as it reads once the steps before have run.
+    end_text = rc.lines[end - 1] if end else ""
+    end_text = end_text[:-1] if rc.crlf and end_text.endswith("\r") else end_text
+    if not rc.lines or not rc.lines[0].startswith("#!"):
         commands.append(AddInterpreter(rc.path))
+        end = end + 1 if end else end
     # Letting the file run also runs what nobody meant to keep: a line that turns THP off is
     # commented out first.
     thp_off = [(n, rc.lines[n - 1]) for n, line in lost if all(word in line for word in ("transparent_hugepage", "enabled", "never"))]
@@ -492,8 +507,8 @@ def rc_local_ineffective(f):
             % " and ".join(str(n) for n, _ in thp_off)
         )
     if after:
-        commands.append(MoveLineToEnd(rc.path, end, rc.lines[end - 1]))
-        words.append("move `%s` (line %d) to the end, after the tuning appended below it" % (rc.lines[end - 1].strip(), end))
+        commands.append(MoveLineToEnd(rc.path, end, end_text))
+        words.append("move `%s` to the end, after the tuning appended below it" % end_text.strip())
     if commands:
         summary = "Or keep rc.local and let it run" + (": " + "; ".join(words) if words else "")
         steps.append(fixes.step(summary, commands, True, host_wide=False))

@@ -266,12 +266,13 @@ def _writer_steps(f, fixes, targets, certain):
     for writer in found:
         if writer.kind == "systemd":
             name = writer.path.rsplit("/", 1)[1]
-            # In an image, systemctl cat would show this machine's unit: read the image's file.
-            show = "cat %s" % quote(fixes.image.rstrip("/") + writer.path) if fixes.image else "systemctl cat %s" % quote(name)
+            # In an image, systemctl cat would show this machine's unit: the image's file is read
+            # inside it (chroot), where its own links resolve.
+            show = Show("cat %s" % quote(writer.path), needs_root=True) if fixes.image else Show("systemctl cat %s" % quote(name))
             steps.append(
                 fixes.step(
                     "Stop the unit %s, which writes it at boot (read it first: it may do more)" % name,
-                    [Show(show), SystemdUnit("disable", name)],
+                    [show, SystemdUnit("disable", name)],
                     True,
                     host_wide=False,
                 )
@@ -295,7 +296,7 @@ def _writer_steps(f, fixes, targets, certain):
         steps.append(
             fixes.step(
                 "Find what writes `never` after boot and change it there: " + look,
-                [Show("grep -rIls transparent_hugepage %s" % quote((fixes.image or "").rstrip("/") + "/etc"))],
+                [Show("grep -rIls transparent_hugepage /etc", needs_root=bool(fixes.image))],
                 None,
                 host_wide=False,
                 needs_root=False,

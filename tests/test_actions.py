@@ -190,3 +190,120 @@ def test_changed_files_are_backed_up_and_listed(tmp_path):
     record = json.load(open(os.path.join(folder, "changes.json")))
     assert record["changed"] == ["/etc/x.conf", "/etc/new.conf"] and record["created"] == ["/etc/new.conf"]
     assert real.read_text() == "# a = 1\n"
+
+
+def test_a_folder_swapped_for_a_link_after_it_was_resolved_gets_a_refusal_not_a_write_outside(tmp_path):
+    # A running container's root can change while --apply works: the folders of a path are
+    # opened one by one without following a link, so the resolution made before cannot be
+    # redirected.
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root, _ = _tree_file(tmp_path, "/etc/sysctl.d/10-a.conf", "a = 1\n")
+    target = Target(str(root))
+    resolved = target.host.resolve("/etc/sysctl.d/90-x.conf")
+    os.rename(root / "etc" / "sysctl.d", root / "etc" / "old")
+    os.symlink(str(outside), root / "etc" / "sysctl.d")
+    target.host.resolve = lambda path: resolved  # what a lookup just before the swap saw
+    with pytest.raises(act.NotApplicable, match="not a folder"):
+        act.WriteFile("/etc/sysctl.d/90-x.conf", ("vm.x = 1",)).apply(target)
+    assert list(outside.iterdir()) == []
+
+
+def test_removing_a_link_removes_the_link_not_the_file_it_points_to(tmp_path):
+    root, important = _tree_file(tmp_path, "/etc/important", "keep\n")
+    link = root / "etc" / "90-aidoctor-x.conf"
+    os.symlink("/etc/important", link)
+    target = Target(str(root))
+    assert act.RemoveFile("/etc/90-aidoctor-x.conf").apply(target) == ["removed /etc/90-aidoctor-x.conf"]
+    assert not os.path.lexists(link) and important.read_text() == "keep\n"
+    assert os.readlink(os.path.join(target.finish(), "etc/90-aidoctor-x.conf")) == "/etc/important"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod needs root")
+def test_a_fifo_a_device_or_a_huge_file_to_remove_is_refused_before_it_is_read(tmp_path):
+    root, _ = _tree_file(tmp_path, "/etc/keep", "")
+    os.mkfifo(root / "etc" / "fifo.conf")
+    os.mknod(root / "etc" / "zero.conf", 0o600 | 0o020000, os.makedev(1, 5))
+    with open(root / "etc" / "huge.conf", "wb") as stream:
+        stream.truncate(20 << 30)  # sparse: costs no disk
+    target = Target(str(root))
+    for name in ("fifo.conf", "zero.conf"):
+        with pytest.raises(act.NotApplicable, match="not a regular file or a link"):
+            act.RemoveFile("/etc/" + name).apply(target)
+    with pytest.raises(act.NotApplicable, match="larger than"):
+        act.RemoveFile("/etc/huge.conf").apply(target)
+    assert sorted(os.listdir(root / "etc")) == ["fifo.conf", "huge.conf", "keep", "zero.conf"]
+
+
+def test_a_file_with_other_names_is_not_made_executable(tmp_path):
+    # Its mode is every name's, and one of them may lie outside the tree.
+    outside = tmp_path / "victim"
+    outside.write_text("#!/bin/sh\n")
+    outside.chmod(0o644)
+    root, _ = _tree_file(tmp_path, "/etc/keep", "")
+    os.link(outside, root / "etc" / "rc.local")
+    with pytest.raises(act.NotApplicable, match="other names"):
+        act.MakeExecutable("/etc/rc.local").apply(Target(str(root)))
+    assert outside.stat().st_mode & 0o777 == 0o644
+
+
+def test_systemctl_disable_in_a_tree_removes_the_wants_link_and_keeps_the_unit(tmp_path):
+    root, unit = _tree_file(tmp_path, "/etc/systemd/system/disable-thp.service", "[Service]\n")
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir()
+    os.symlink("/etc/systemd/system/disable-thp.service", wants / "disable-thp.service")
+    done = act.SystemdUnit("disable", "disable-thp.service").apply(Target(str(root)))
+    assert done == ["removed /etc/systemd/system/multi-user.target.wants/disable-thp.service"]
+    assert not os.path.lexists(wants / "disable-thp.service") and unit.read_text() == "[Service]\n"
+
+
+def test_the_backup_folder_is_made_before_the_first_change(tmp_path):
+    # A new file needs no backup, but the change is still not made where no backup could be.
+    root, _ = _tree_file(tmp_path, "/etc/keep", "")
+    (root / ".aidoctor").mkdir()
+    (root / ".aidoctor" / "backup").write_text("a file, not a folder")
+    with pytest.raises(ApplyError, match="backup folder"):
+        act.WriteFile("/etc/new.conf", ("x = 1",)).apply(Target(str(root)))
+    assert not (root / "etc" / "new.conf").exists()
+
+
+_NOT_UTF8 = "vm.overcommit_ratio = 5\ufffd0"  # as the Host reads a line with a byte 0xff
+
+
+def test_a_line_with_a_byte_that_is_not_utf8_or_a_very_long_line_is_commented_out_alike(tmp_path):
+    text = b"vm.overcommit_ratio = 5\xff0\n" + b"vm.x = " + b"9" * 5000 + b"\nkeep\n"
+    lines = ((1, _NOT_UTF8), (2, "vm.x = " + "9" * 5000))
+    root, real = _tree_file(tmp_path, "/etc/x.conf", text.decode("utf-8", "surrogateescape"))
+    copy = tmp_path / "shell.conf"
+    copy.write_bytes(text)
+    action = act.CommentLines(str(copy), lines)
+    assert all(len(line) < 2000 for line in action.sh(act.PLAIN))
+    _sh(action, copy)
+    act.CommentLines("/etc/x.conf", lines).apply(Target(str(root)))
+    assert real.read_bytes() == copy.read_bytes() == b"# " + text.replace(b"\nvm.x", b"\n# vm.x")
+    _sh(action, copy)  # again: nothing changes
+    act.CommentLines("/etc/x.conf", lines).apply(Target(str(root)))
+    assert real.read_bytes() == copy.read_bytes()
+
+
+def test_many_lines_are_commented_out_in_several_sed_commands(tmp_path):
+    text = "".join("vm.nr_hugepages = %d\n" % n for n in range(250))
+    copy = tmp_path / "many.conf"
+    copy.write_text(text)
+    action = act.CommentLines(str(copy), tuple((n + 1, "vm.nr_hugepages = %d" % n) for n in range(250)))
+    assert len(action.sh(act.PLAIN)) == 3
+    assert _sh(action, copy) == "".join("# vm.nr_hugepages = %d\n" % n for n in range(250))
+
+
+def test_the_tuned_list_in_an_image_is_written_as_it_reads(tmp_path):
+    # A `*` stays a word and a backslash stays text, in sh as in --apply.
+    listed = "throughput-performance -n \\c /etc/* gpu-serving\n"
+    root, active = _tree_file(tmp_path, "/etc/tuned/active_profile", listed)
+    shell_root = tmp_path / "shell"
+    (shell_root / "etc/tuned").mkdir(parents=True)
+    (shell_root / "etc/tuned/active_profile").write_text(listed)
+    (command,) = act.TunedActivate("aidoctor-cpu", False).sh(act.PLAIN)
+    subprocess.run(["sh", "-c", command.replace("/etc/tuned/", str(shell_root) + "/etc/tuned/")], check=True)
+    act.TunedActivate("aidoctor-cpu", False).apply(Target(str(root)))
+    wanted = "throughput-performance -n \\c /etc/* gpu-serving aidoctor-cpu\n"
+    assert active.read_text() == (shell_root / "etc/tuned/active_profile").read_text() == wanted

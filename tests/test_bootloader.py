@@ -367,3 +367,30 @@ def test_grub_assignments_sh_may_not_make_are_unknown(text, value, unknown):
 
     setting = evaluate_grub_files([("/etc/default/grub", text)])[0]["GRUB_CMDLINE_LINUX"]
     assert setting.value == value and bool(setting.problem) is unknown
+
+
+def test_boot_entry_edits_keep_what_they_do_not_change(tmp_path):
+    from ai_doctor.remedy.actions import NotApplicable
+    from ai_doctor.remedy.bootedit import edit_entries
+    from ai_doctor.remedy.target import Target
+
+    root = tmp_path / "root"
+    entry = root / "boot/loader/entries/a.conf"
+    entry.parent.mkdir(parents=True)
+    # A no-break space is part of a parameter for the kernel (it splits at ASCII blanks only).
+    entry.write_text("title a\nlinux /vmlinuz\n  options root=/dev/sda acpi_osi=\u00a0Linux transparent_hugepage=never\n")
+    edit_entries(Target(str(root)), ["transparent_hugepage=madvise"], ["transparent_hugepage"], bls=True)
+    assert entry.read_text() == "title a\nlinux /vmlinuz\n  options root=/dev/sda acpi_osi=\u00a0Linux transparent_hugepage=madvise\n"
+    # RHEL 8: the entries take $kernelopts from grubenv, whose other lines stay as they are.
+    entry.write_text("title a\nlinux /vmlinuz\noptions $kernelopts\n")
+    grubenv = root / "boot/grub2/grubenv"
+    grubenv.parent.mkdir(parents=True)
+    block = "# GRUB Environment Block\nsaved_entry=a\nnote=two\\\nlines\nnot-a-variable\nkernelopts=root=/dev/sda hugepages=4\n"
+    grubenv.write_text(block + "#" * (1024 - len(block)))
+    edit_entries(Target(str(root)), ["hugepages=8"], ["hugepages"], bls=True)
+    wanted = block.replace("hugepages=4", "hugepages=8")
+    assert grubenv.read_text() == wanted + "#" * (1024 - len(wanted))
+    block = "# GRUB Environment Block\nsaved_entry=a\n"
+    grubenv.write_text(block + "#" * (1024 - len(block)))
+    with pytest.raises(NotApplicable, match="sets no kernelopts"):
+        edit_entries(Target(str(root)), ["hugepages=8"], ["hugepages"], bls=True)

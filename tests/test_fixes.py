@@ -75,9 +75,10 @@ def test_vendor_file_asking_for_a_pool_the_kernel_cannot_have_is_overridden_by_a
     found = finding(run("--root", tree, "--format", "json"), "hugepages.unsupported")
     script = "-e '2s|^vm\\.nr_hugepages = 512$|# &|'"
     copy = "sudo sed %s /usr/lib/sysctl.d/60-dpdk.conf | sudo tee /etc/sysctl.d/60-dpdk.conf >/dev/null" % script
-    assert "if [ -e /etc/sysctl.d/60-dpdk.conf ]; then sudo sed -i --follow-symlinks %s /etc/sysctl.d/60-dpdk.conf; else %s; fi" % (script, copy) in commands(
-        found
-    )
+    assert "if [ -e /etc/sysctl.d/60-dpdk.conf ]; then sudo sed -i --follow-symlinks %s /etc/sysctl.d/60-dpdk.conf; else %s; fi" % (
+        script,
+        copy,
+    ) in commands(found)
 
 
 def test_container_sysctl_files_are_not_the_hosts_configuration(tree, run):
@@ -157,7 +158,10 @@ def test_a_parameter_set_only_outside_grubs_files_goes_into_grub_cmdline_linux(t
     tree.write("/etc/default/grub", 'GRUB_CMDLINE_LINUX="quiet"\n')
     cmds = commands(finding(run("--root", tree, "--hugepages", "64", "--format", "json"), "hugepages.shortfall"))
     # update-grub rewrites grub.cfg whole, hand edits included: the parameter goes where it reads.
-    assert """sudo sed -i --follow-symlinks -E 's/^(GRUB_CMDLINE_LINUX="[^"$`\\\\]*)"$/\\1 hugepagesz=2M hugepages=64"/' /etc/default/grub""" in cmds
+    assert (
+        """sudo sed -i --follow-symlinks -E 's/^(GRUB_CMDLINE_LINUX="[^"$`\\\\]*)"$/\\1 hugepagesz=2M hugepages=64"/' /etc/default/grub"""
+        in cmds
+    )
     assert cmds[-1] == "sudo update-grub"
     assert not any("/etc/default/grub.d" in c for c in cmds)
 

@@ -101,3 +101,16 @@ def test_unreadable_file_is_reported_for_a_real_user(unprivileged):
     # The rerun names this very interpreter: sudo's secure_path would not find a venv's aidoctor.
     rerun = denied["remediation"][0]["commands"][0]
     assert rerun.startswith("sudo %s -m ai_doctor --root " % python), rerun
+
+
+def test_fix_apply_as_a_user_is_refused_with_the_command_to_run_as_root(unprivileged):
+    python, work = unprivileged
+    done = subprocess.run(
+        [shutil.which("runuser"), "-u", USER, "--", python, "-m", "ai_doctor", "fix", "--apply", "--yes"],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": os.path.join(work, "lib"), "PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"},
+        timeout=60,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == "aidoctor: error: fix --apply changes this host and needs root: sudo %s -m ai_doctor fix --apply --yes\n" % python

@@ -289,7 +289,8 @@ def test_governor_groups_cpus(tree, run):
     assert cmds[0].startswith("echo performance | sudo tee /sys/devices/system/cpu/cpufreq/policy1/scaling_governor")
     assert "cpufreq.default_governor=performance" in found["remediation"][1]["summary"]
     # A plain GRUB_CMDLINE_LINUX="…" is extended in place, then grub.cfg rebuilt.
-    assert 'sudo sed -i --follow-symlinks -E \'s/^(GRUB_CMDLINE_LINUX="[^"$`\\\\]*)"$/\\1 cpufreq.default_governor=performance"/\' /etc/default/grub' in cmds
+    appended = 's/^(GRUB_CMDLINE_LINUX="[^"$`\\\\]*)"$/\\1 cpufreq.default_governor=performance"/'
+    assert "sudo sed -i --follow-symlinks -E '%s' /etc/default/grub" % appended in cmds
     assert cmds[-1] == "sudo grub-mkconfig -o /boot/grub/grub.cfg"
 
 

@@ -404,8 +404,9 @@ def test_a_tmpfiles_line_that_writes_never_at_boot(tree, run):
     found = finding(run_thp(run, tree))
     line = "w /sys/kernel/mm/transparent_hugepage/enabled - - - - never"
     assert {"path": "/etc/tmpfiles.d/thp.conf", "value": line, "line": 2} in found["evidence"]
-    assert "sudo sed -i --follow-symlinks -e '2s|^w /sys/kernel/mm/transparent_hugepage/enabled - - - - never$|# &|' /etc/tmpfiles.d/thp.conf" in commands(
-        found
+    assert (
+        "sudo sed -i --follow-symlinks -e '2s|^w /sys/kernel/mm/transparent_hugepage/enabled - - - - never$|# &|' /etc/tmpfiles.d/thp.conf"
+        in commands(found)
     )
 
 

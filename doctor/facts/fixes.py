@@ -30,6 +30,7 @@ class Fixes:
     def __init__(self, host, facts):
         # Every fact a fix may consult is taken here, so the reads count as this fact's inputs.
         self.running = facts.get("running")
+        self._host = host
         identity = facts.get("identity")
         self.root = identity.is_root is True
         container = facts.get("container")
@@ -126,13 +127,14 @@ class Fixes:
         if self._no_applier is not None and self.container is None:
             lasting = self._sysctl_at_boot(settings)
             return steps + ([lasting] if lasting is not None else [])
-        editable = [item for item in self._sysctl_lines if item.key in touched and _in_etc(item)]
+        target = "%s/%s" % (DROP_IN_DIR, _drop_in_name(topic, ()))
+        # Our own drop-in is written whole, not edited.
+        editable = [item for item in self._sysctl_lines if item.key in touched and _in_etc(item) and item.path != target]
         vendor = [item for item in self._sysctl_lines if item.key in touched and not _in_etc(item)]
         # A package's lines are hidden by an edited copy of its file in /etc: a drop-in merely
         # sorted after them would leave the files saying two things (persist.sysctl-conflict).
         actions = self._comment_actions(editable) + self._override_actions(vendor)
         needed = [(k, v) for k, v in settings if DEFAULTS.get(k) != v]
-        target = "%s/%s" % (DROP_IN_DIR, _drop_in_name(topic, ()))
         if needed:
             lines = tuple("%s = %s" % item for item in needed)
             made = any(isinstance(action, act.MakeFolder) for action in actions)
@@ -306,7 +308,7 @@ class Fixes:
                     actions.append(act.AppendGrubParams(GRUB_DEFAULTS, add))
                 how = "in GRUB_CMDLINE_LINUX of /etc/default/grub"
             else:
-                actions = [act.EditByHand(GRUB_DEFAULTS)]
+                actions = [self._by_hand(GRUB_DEFAULTS)]
                 how = "in GRUB_CMDLINE_LINUX (and GRUB_CMDLINE_LINUX_DEFAULT) of /etc/default/grub, by hand"
         elif KERNEL_CMDLINE_FILE in tools:
             own_line = next((a for a in self._boot_args if a.path == KERNEL_CMDLINE_FILE), None)
@@ -363,8 +365,18 @@ class Fixes:
         """Cutting ``names`` out of a GRUB file, or an edit by hand where a line naming one has
         shell quoting or expansion the cut leaves alone (it could break it)."""
         if act.grub_lines_needing_hand(self._grub_files.get(path, ""), names):
-            return [act.EditByHand(path)]
+            return [self._by_hand(path)]
         return [act.CutGrubParams(path, tuple(names))]
+
+    def _by_hand(self, path: str):
+        """An edit by hand of ``path``; in an image, of where the image's links lead inside it."""
+        resolved = None
+        if self.image is not None:
+            try:
+                resolved = self._host.resolve(path, fresh=False)
+            except OSError:
+                resolved = None
+        return act.EditByHand(path, resolved if resolved != path else None)
 
     # -- sysfs, udev, tuned ---------------------------------------------------------------
 

@@ -667,11 +667,14 @@ class Reboot(Action):
 
 
 class EditByHand(Action):
-    """A file to edit by hand (what to change is in the step's words)."""
+    """A file to edit by hand (what to change is in the step's words). ``resolved``: in an
+    image, the path with the image's own links resolved inside it, since the editor runs
+    outside the chroot, where an absolute link would lead to this machine's files."""
 
-    __slots__ = ("path",)
+    __slots__ = ("path", "resolved")
+    _defaults = {"resolved": None}
     kind, phase = "edit", MANUAL
 
     def sh(self, shell):
-        path = shell.outside(self.path)
+        path = shell.outside(self.resolved or self.path)
         return ("sudoedit %s" % path if shell.sudo else "${EDITOR:-vi} %s" % path,)

@@ -20,13 +20,18 @@ GRUBENV_SIZE = 1024
 _LINUX = ("linux", "linuxefi", "linux16")
 
 
+# The blanks the kernel splits its command line at (lib/cmdline.c next_arg, ASCII isspace); a
+# no-break space is part of a parameter.
+_BLANKS = " \t\n\v\f\r"
+
+
 def split_words(text: str):
     """Kernel parameters as written: split at blanks outside double quotes, quotes kept."""
     words, word, quoted = [], [], False
     for char in text:
         if char == '"':
             quoted = not quoted
-        if char.isspace() and not quoted:
+        if char in _BLANKS and not quoted:
             if word:
                 words.append("".join(word))
                 word = []
@@ -61,13 +66,15 @@ def edit_entries(target, add, remove, bls: bool):
         uses_kernelopts = False
         for path, text in entries:
             rows = text.split("\n")
-            options = [i for i, row in enumerate(rows) if row.strip().split(None, 1)[:1] == ["options"]]
+            options = [i for i, row in enumerate(rows) if _keyword(row) == "options"]
             if any("$kernelopts" in rows[i] for i in options):
                 uses_kernelopts = True
                 continue
             for i in options:
-                kept = [w for w in split_words(rows[i].strip()[len("options") :]) if _name(w) not in gone]
-                rows[i] = "options " + " ".join(kept + (list(add) if i == options[-1] else []))
+                row = rows[i]
+                indent = row[: len(row) - len(row.lstrip(" \t"))]
+                kept = [w for w in split_words(row.lstrip(" \t")[len("options") :]) if _name(w) not in gone]
+                rows[i] = indent + "options " + " ".join(kept + (list(add) if i == options[-1] else []))
             if not options and add:
                 rows.insert(len(rows) - 1 if rows and rows[-1] == "" else len(rows), "options " + " ".join(add))
             done.append(target.write(path, "\n".join(rows)))
@@ -99,6 +106,13 @@ def edit_entries(target, add, remove, bls: bool):
     return ["no boot entries in the tree to rewrite (the next boot's line comes from the GRUB files)"]
 
 
+def _keyword(row: str) -> str:
+    """The first word of a BLS entry line (its key), split at ASCII blanks as the loader does."""
+    stripped = row.lstrip(" \t")
+    end = next((i for i, char in enumerate(stripped) if char in " \t"), len(stripped))
+    return stripped[:end]
+
+
 def _bls_entries(target):
     for folder in BLS_DIRS:
         listing = target.host.listdir(folder)
@@ -114,19 +128,43 @@ def _bls_entries(target):
 
 
 def _edit_grubenv(target, add, remove) -> str:
+    """kernelopts in grubenv rewritten as grub2-editenv would: every other line kept as it is
+    (a value may go on over lines, a newline escaped with a backslash), padded with ``#`` to
+    its fixed size."""
     for path in GRUBENV_PATHS:
         text = target.read(path)
         if text is None:
             continue
-        rows = [row for row in text.split("\n") if row and not row.startswith("#")]
-        values = [row.partition("=") for row in rows]
-        current = next((value for name, _, value in values if name == "kernelopts"), "")
-        changed = "kernelopts=" + " ".join(edit_words(split_words(current), add, remove))
-        rows = [changed if name == "kernelopts" else "%s=%s" % (name, value) for name, _, value in values]
-        if "kernelopts" not in [name for name, _, _ in values]:
-            rows.append(changed)
-        block = "# GRUB Environment Block\n" + "".join(row + "\n" for row in rows)
-        if len(block.encode("utf-8", "surrogateescape")) > GRUBENV_SIZE:
+        entries = _grubenv_entries(text)
+        found = [i for i, entry in enumerate(entries) if entry.startswith("kernelopts=")]
+        if not found:
+            raise NotApplicable("%s sets no kernelopts, which the boot entries take their options from: run grubby on the host" % path)
+        current = entries[found[-1]][len("kernelopts=") :]
+        if "\\" in current:
+            raise NotApplicable("%s: kernelopts holds escaped characters: run grubby on the host" % path)
+        for i in found:
+            entries[i] = "kernelopts=" + " ".join(edit_words(split_words(current), add, remove))
+        kept = [entry for entry in entries if entry and not set(entry) <= {"#"}]
+        if not kept or kept[0] != "# GRUB Environment Block":
+            kept.insert(0, "# GRUB Environment Block")
+        block = "".join(entry + "\n" for entry in kept)
+        size = len(block.encode("utf-8", "surrogateescape"))
+        if size > GRUBENV_SIZE:
             raise NotApplicable("%s: the new kernelopts do not fit its %d bytes" % (path, GRUBENV_SIZE))
-        return target.write(path, block + "#" * (GRUBENV_SIZE - len(block.encode("utf-8", "surrogateescape"))))
+        return target.write(path, block + "#" * (GRUBENV_SIZE - size))
     raise NotApplicable("the boot entries take their options from $kernelopts, and there is no grubenv in the tree")
+
+
+def _grubenv_entries(text: str):
+    """grubenv's lines, a line ending in an odd number of backslashes joined with the next."""
+    entries, pending = [], None
+    for row in text.split("\n"):
+        entry = row if pending is None else pending + "\n" + row
+        if (len(entry) - len(entry.rstrip("\\"))) % 2:
+            pending = entry
+            continue
+        pending = None
+        entries.append(entry)
+    if pending is not None:
+        entries.append(pending)
+    return entries

@@ -203,8 +203,8 @@ class Target:
             info = _lstat(folder, name)
             if info is None:
                 return "%s was already absent" % path
-            if stat.S_ISDIR(info.st_mode):
-                raise NotApplicable("%s is a folder" % path)
+            if not (stat.S_ISREG(info.st_mode) or stat.S_ISLNK(info.st_mode)):
+                raise NotApplicable("%s is not a regular file or a link" % path)
             self._backup(path, folder, name, info)
             os.unlink(name, dir_fd=folder)
         finally:
