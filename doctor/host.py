@@ -113,21 +113,25 @@ def _read_file(path: str, real: str, cap: int, nofollow: bool) -> Read:
     except OSError as exc:
         return _failed(path, exc)
     try:
-        chunks = []
-        left = cap + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        data = b"".join(chunks)
+        data = read_at_most(fd, cap + 1)
     except OSError as exc:
         return _failed(path, exc)
     finally:
         os.close(fd)
     truncated = len(data) > cap
     return Read(path, OK, data[:cap] if truncated else data, None, truncated)
+
+
+def read_at_most(fd: int, size: int) -> bytes:
+    """Up to ``size`` bytes from ``fd``, read in chunks (a file may be larger than it says)."""
+    chunks, left = [], size
+    while left > 0:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 class _NotRegular(Exception):

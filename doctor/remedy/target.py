@@ -19,7 +19,7 @@ import os
 import stat
 import time
 
-from ai_doctor.host import READ_CAP, Host, _normal
+from ai_doctor.host import READ_CAP, Host, _normal, read_at_most
 from ai_doctor.remedy.actions import NotApplicable
 
 # A tree keeps its backups beside its manifest, which the Host never shows to the checks.
@@ -366,14 +366,7 @@ def _read_regular(folder: int, name: str, path: str):
             raise NotApplicable("%s is not a regular file" % path)
         if info.st_size > READ_CAP:
             raise NotApplicable("%s is larger than %d MiB" % (path, READ_CAP >> 20))
-        chunks, left = [], READ_CAP + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        data = b"".join(chunks)
+        data = read_at_most(fd, READ_CAP + 1)
         if len(data) > READ_CAP:
             raise NotApplicable("%s is larger than %d MiB" % (path, READ_CAP >> 20))
         return data
