@@ -180,10 +180,12 @@ class Recheck:
     """Rules whose findings cleared for good (now and at the next boot), cleared now but come
     back at the next boot, clear only at the next boot, remain, or are new."""
 
-    def __init__(self, for_good, until_boot, at_boot, remaining, new, simulated, error=None):
+    def __init__(self, for_good, until_boot, at_boot, remaining, new, simulated, error=None, new_at_boot=()):
         self.for_good, self.until_boot, self.at_boot = for_good, until_boot, at_boot
         self.remaining, self.new, self.simulated = remaining, new, simulated
         self.error = error
+        # Not there now, but there after the next boot: something that runs now would not last.
+        self.new_at_boot = list(new_at_boot)
 
     @classmethod
     def failed(cls, error: str):
@@ -212,6 +214,7 @@ def _recheck(host, request, rules, before, plan) -> Recheck:
         sorted(rule for rule in fixed if rule not in left_now and rule in left_later),
         sorted(rule for rule in fixed if rule in left_now and rule not in left_later),
         sorted(rule for rule in had if rule in left_now and rule in left_later),
-        sorted((left_now | left_later) - had),
+        sorted(left_now - had),
         isinstance(booted, NextBootHost),
+        new_at_boot=sorted(left_later - left_now - had),
     )

@@ -187,6 +187,7 @@ def render_applied(report, applied, kept, recheck) -> str:
         ("cleared at the next boot", recheck.at_boot),
         ("still there", recheck.remaining),
         ("new", recheck.new),
+        ("new at the next boot (it runs now, but nothing keeps it)", recheck.new_at_boot),
     ]
     if not recheck.simulated:
         rows = [
@@ -224,6 +225,7 @@ def render_applied_json(report, applied, kept, recheck) -> str:
             "cleared_at_next_boot": recheck.at_boot,
             "remaining": recheck.remaining,
             "new": recheck.new,
+            "new_at_next_boot": recheck.new_at_boot,
             "next_boot_simulated": recheck.simulated,
         },
     }

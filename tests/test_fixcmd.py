@@ -154,3 +154,16 @@ def test_a_file_to_edit_by_hand_in_an_image_is_named_where_its_links_lead_inside
     os.symlink("/etc/default/grub.real", grub)
     script = run("fix", "--root", root, "--image", "--model-size", "70G").out
     assert "#   by hand: ${EDITOR:-vi} %s" % real in script.splitlines()
+
+
+def test_what_runs_now_but_nothing_keeps_is_new_at_the_next_boot(tree, run):
+    from conftest import MEMINFO_64G, minimal_host
+
+    pool = MEMINFO_64G.replace("HugePages_Total:       0", "HugePages_Total:      64").replace(
+        "HugePages_Free:        0", "HugePages_Free:       64"
+    )
+    minimal_host(tree, pool)
+    tree.write("/proc/sys/vm/nr_hugepages", "64\n")  # set by hand: no file keeps it
+    tree.write("/run/systemd/system/.keep", "")
+    done = run("fix", "--root", tree, "--hugepages", "64", "--apply", "--yes", "--format", "json")
+    assert done.json["recheck"]["new"] == [] and done.json["recheck"]["new_at_next_boot"] == ["hugepages.shortfall"]
