@@ -89,11 +89,15 @@ def _unsupported_steps(f, active):
             True,
         )
     ]
+    # Every request goes in one way: dropping one while another stays clears nothing.
     assignments = [r.assignment for r in active if r.assignment is not None]
+    on_cmdline = any(r.on_cmdline for r in active)
     if assignments:
-        steps.append(fixes.comment_out(assignments, "Otherwise drop the sysctl that asks for a pool"))
-    if any(r.on_cmdline for r in active):
-        steps.append(fixes.kernel_args([], ["hugepages", "hugepagesz"], "Otherwise drop the boot-time request"))
+        both = " (and, below, the boot-time one)" if on_cmdline else ""
+        steps.append(fixes.comment_out(assignments, "Otherwise drop the sysctl that asks for a pool%s" % both))
+    if on_cmdline:
+        purpose = "Then drop the boot-time request" if assignments else "Otherwise drop the boot-time request"
+        steps.append(fixes.kernel_args([], ["hugepages", "hugepagesz"], purpose))
     return steps
 
 

@@ -57,17 +57,22 @@ def _own_cache(tmp_path, monkeypatch):
 def tree(tmp_path, request, capsys):
     built = Tree(tmp_path / "root")
     yield built
-    # AIDOCTOR_PROVE_TREES=FILE: every host tree a test built gets the fix proof too
-    # (tests/proof.py), its problems written to FILE as JSON lines. A long run, not the suite's.
+    # Every host tree a test built gets the fix proof too (tests/proof.py): each way of fixing
+    # each finding applied to a copy, the copy booted in simulation and checked again. A test
+    # whose tree is broken on purpose says so with @pytest.mark.unprovable("why").
+    # AIDOCTOR_PROVE_TREES=FILE writes the problems found to FILE as JSON lines instead.
     report = os.environ.get("AIDOCTOR_PROVE_TREES")
-    if report and (built.root / "etc").is_dir():
-        from proof import prove_everything
+    if not (built.root / "etc").is_dir() or request.node.get_closest_marker("unprovable"):
+        return
+    from proof import prove_everything
 
-        capsys.readouterr()
-        problems = prove_everything(capsys, tmp_path / "proof", built.root, [])
-        if problems:
-            with open(report, "a", encoding="utf-8") as stream:
-                stream.write(json.dumps({"test": request.node.nodeid, "problems": problems}) + "\n")
+    capsys.readouterr()
+    problems = prove_everything(capsys, tmp_path / "proof", built.root, [])
+    if problems and report:
+        with open(report, "a", encoding="utf-8") as stream:
+            stream.write(json.dumps({"test": request.node.nodeid, "problems": problems}) + "\n")
+    elif problems:
+        pytest.fail("the fix proof on this test's tree: " + "; ".join(problems), pytrace=False)
 
 
 class Run:

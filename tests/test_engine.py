@@ -190,6 +190,7 @@ def test_evidence_is_capped_and_deduplicated(tree, run):
     assert len(found["evidence"]) == 41 and found["evidence"][-1]["value"].endswith("more not shown")
 
 
+@pytest.mark.unprovable("a sysctl file larger than aidoctor reads, which a fix refuses to edit")
 def test_a_file_read_only_in_part_is_said_in_the_verdict(tree, run):
     from conftest import minimal_host
 

@@ -200,6 +200,7 @@ def test_sarif_with_hostile_host_text_is_still_valid(run, tree, tmp_path):
     assert "etc/sysctl.d/50-x%7C%60y%60.conf" in uris
 
 
+@pytest.mark.unprovable("aidoctor is made to fail on it")
 def test_npd_reads_aidoctors_own_failure_as_unknown(run, tree, monkeypatch):
     from ai_doctor import checkup
 

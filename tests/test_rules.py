@@ -396,7 +396,7 @@ def test_unsupported_names_the_boot_request_a_sysctl_overrides(tree, run):
     assert "hugepages=64 (/proc/cmdline)" in found["message"]
     summaries = [s["summary"] for s in found["remediation"]]
     assert any(s.startswith("Otherwise drop the sysctl") for s in summaries)
-    assert any(s.startswith("Otherwise drop the boot-time request") for s in summaries)
+    assert any(s.startswith("Then drop the boot-time request") for s in summaries)  # the same way: both must go
 
 
 def test_root_needs_no_sudo(tree, run):

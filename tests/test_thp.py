@@ -3,6 +3,7 @@ writes it afterwards (Documentation/admin-guide/mm/transhuge.rst)."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -262,6 +263,9 @@ def test_tuned_vm_setting_is_not_blamed_when_the_command_line_sets_thp(tree, run
     assert not any(e["path"] == "/etc/tuned/db/tuned.conf" for e in found["evidence"])
 
 
+@pytest.mark.unprovable(
+    "an enabled unit writes `never` to the top level at boot, yet it runs madvise: the next boot turns THP off another way"
+)
 def test_only_writers_of_the_control_that_is_never_are_blamed(tree, run):
     minimal_host(tree)
     mthp(tree, MADVISE, SIZE_NEVER)

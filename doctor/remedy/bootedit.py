@@ -11,6 +11,7 @@ made in Python where the tool itself cannot run (a tree is not this machine's to
 
 from __future__ import annotations
 
+from ai_doctor.facts.bootloader import GRUB_DEFAULTS, KERNEL_CMDLINE_FILE
 from ai_doctor.remedy.actions import NotApplicable
 
 BLS_DIRS = ("/boot/loader/entries", "/efi/loader/entries", "/boot/efi/loader/entries")
@@ -102,8 +103,11 @@ def edit_entries(target, add, remove, bls: bool):
                 rows[i] = "%s%s %s %s" % (indent, parts[0], parts[1], " ".join(words))
         done.append(target.write(path, "\n".join(rows)))
         return done
-    # No entries in the tree: the boot line is what the GRUB files say, already changed.
-    return ["no boot entries in the tree to rewrite (the next boot's line comes from the GRUB files)"]
+    # No entries in the tree: the boot line is what the GRUB files (or /etc/kernel/cmdline) say,
+    # already changed. Without those either, nothing in the tree holds the line.
+    if target.read(GRUB_DEFAULTS) is None and target.read(KERNEL_CMDLINE_FILE) is None:
+        raise NotApplicable("the tree holds no boot entries and no boot loader configuration: its kernel command line is set elsewhere")
+    return ["no boot entries in the tree to rewrite (the next boot's line comes from the boot loader configuration)"]
 
 
 def _keyword(row: str) -> str:
