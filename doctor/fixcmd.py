@@ -27,14 +27,17 @@ def run(args, request, host, rules, write, usage_error, command=("aidoctor", "fi
     their findings cleared (now or at the next boot); 1 when a change failed or could not be
     made, or a finding they were to fix is still there."""
     from ai_doctor.checkup import checkup
+    from ai_doctor.engine import load_rules
     from ai_doctor.remedy.plan import PlanError, build, parse_choices
     from ai_doctor.reports import fixscript
 
     report = checkup(host, request, rules, "never")
     try:
-        plan = build(report, parse_choices(args.choose))
+        plan, notes = build(report, parse_choices(args.choose), set(load_rules()))
     except PlanError as exc:
         raise usage_error(str(exc)) from None
+    for note in notes:
+        print("aidoctor: note: %s" % note, file=sys.stderr)
     if not args.apply:
         render = fixscript.render_json if args.format == "json" else fixscript.render_sh
         write(args.output, render(report, plan))
@@ -43,12 +46,14 @@ def run(args, request, host, rules, write, usage_error, command=("aidoctor", "fi
         raise usage_error("fix --apply: --snapshot %s is unpacked into a temporary folder; unpack it and give --root DIR" % host.origin)
     if not host.live and os.path.realpath(host.root) == "/":
         raise usage_error("fix --apply: --root %s is this host's own root: run `fix --apply` without --root to change it" % host.root)
+    # What the next boot holds already, so only what the changes bring is called new there.
+    baseline = _booted_rules(host, request, rules)
     if host.live:
         applied, kept = _apply_live(args, report, plan, usage_error, command)
     else:
         applied, kept = _apply_tree(host, plan)
     try:
-        recheck = _recheck(host, request, rules, report, plan)
+        recheck = _recheck(host, request, rules, report, plan, baseline)
     except Exception as exc:  # noqa: BLE001 - the changes are made: say which before anything else
         if os.environ.get("AIDOCTOR_DEBUG"):
             raise
@@ -60,7 +65,10 @@ def run(args, request, host, rules, write, usage_error, command=("aidoctor", "fi
     )
     fixed = {item.finding.rule for item in plan if item.changes}
     left = fixed & set(recheck.until_boot + recheck.remaining)
-    return EXIT_FAILED if failed or left or recheck.error or kept.error else EXIT_OK
+    # New now counts where the running system was changed too (this host) or is the boot (an
+    # image); a tree's running kernel is not changed, so its files may now differ from it.
+    new = recheck.new_at_boot or (recheck.new if host.live or not recheck.simulated else [])
+    return EXIT_FAILED if failed or left or new or recheck.error or kept.error else EXIT_OK
 
 
 class Kept:
@@ -178,14 +186,15 @@ def _confirm(item) -> bool:
 
 class Recheck:
     """Rules whose findings cleared for good (now and at the next boot), cleared now but come
-    back at the next boot, clear only at the next boot, remain, or are new."""
+    back at the next boot, clear only at the next boot, remain, or are new (now, or at the next
+    boot); and those not there now that the next boot brings as it did before the changes."""
 
-    def __init__(self, for_good, until_boot, at_boot, remaining, new, simulated, error=None, new_at_boot=()):
+    def __init__(self, for_good, until_boot, at_boot, remaining, new, simulated, error=None, new_at_boot=(), coming=()):
         self.for_good, self.until_boot, self.at_boot = for_good, until_boot, at_boot
         self.remaining, self.new, self.simulated = remaining, new, simulated
         self.error = error
-        # Not there now, but there after the next boot: something that runs now would not last.
-        self.new_at_boot = list(new_at_boot)
+        # Not there now, but after the next boot: brought by the changes, or coming as before them.
+        self.new_at_boot, self.coming = list(new_at_boot), list(coming)
 
     @classmethod
     def failed(cls, error: str):
@@ -193,28 +202,44 @@ class Recheck:
         return cls([], [], [], [], [], False, error)
 
 
-def _recheck(host, request, rules, before, plan) -> Recheck:
-    from ai_doctor.checkup import checkup
+def _fresh(host):
     from ai_doctor.host import Host
+
+    return Host("/") if host.live else Host(host.root, origin=host.origin, image=host.image)
+
+
+def _serious(report) -> set:
+    """Rules with a finding above info: a fact worth knowing (a kernel without hugetlb, a VM's
+    fixed clocks) is not a problem left, and one that a fix brings down to info is cleared."""
     from ai_doctor.model import Severity
+
+    return {finding.rule for finding in report.findings if finding.severity is not Severity.INFO}
+
+
+def _booted_rules(host, request, rules) -> set:
+    from ai_doctor.checkup import checkup
+    from ai_doctor.nextboot import simulate
+
+    return _serious(checkup(simulate(_fresh(host), request), request, rules, "never"))
+
+
+def _recheck(host, request, rules, before, plan, baseline=frozenset()) -> Recheck:
+    from ai_doctor.checkup import checkup
     from ai_doctor.nextboot import NextBootHost, simulate
 
-    fresh = Host(host.root, origin=host.origin, image=host.image) if not host.live else Host("/")
-    now = checkup(fresh, request, rules, "never")
-    booted = simulate(Host(fresh.root, origin=host.origin, image=host.image) if not host.live else Host("/"), request)
+    now = checkup(_fresh(host), request, rules, "never")
+    booted = simulate(_fresh(host), request)
     later = checkup(booted, request, rules, "never")
-    # Findings at info are facts worth knowing (a kernel without hugetlb, a VM's fixed clocks):
-    # one that a fix brings down to info is cleared.
-    had = {finding.rule for finding in before.findings if finding.severity is not Severity.INFO}
-    left_now = {finding.rule for finding in now.findings if finding.severity is not Severity.INFO}
-    left_later = {finding.rule for finding in later.findings if finding.severity is not Severity.INFO}
-    fixed = {item.finding.rule for item in plan if item.changes}
+    had, left_now, left_later = _serious(before), _serious(now), _serious(later)
+    # The findings fixed, and every other one the host had: a change may clear those too.
+    judged = {item.finding.rule for item in plan if item.changes} | had
     return Recheck(
-        sorted(rule for rule in fixed if rule not in left_now and rule not in left_later),
-        sorted(rule for rule in fixed if rule not in left_now and rule in left_later),
-        sorted(rule for rule in fixed if rule in left_now and rule not in left_later),
-        sorted(rule for rule in had if rule in left_now and rule in left_later),
+        sorted(judged - left_now - left_later),
+        sorted((judged - left_now) & left_later),
+        sorted((judged & left_now) - left_later),
+        sorted(had & left_now & left_later),
         sorted(left_now - had),
         isinstance(booted, NextBootHost),
-        new_at_boot=sorted(left_later - left_now - had),
+        new_at_boot=sorted(left_later - left_now - had - set(baseline)),
+        coming=sorted((left_later - left_now - had) & set(baseline)),
     )

@@ -187,7 +187,8 @@ def render_applied(report, applied, kept, recheck) -> str:
         ("cleared at the next boot", recheck.at_boot),
         ("still there", recheck.remaining),
         ("new", recheck.new),
-        ("new at the next boot (it runs now, but nothing keeps it)", recheck.new_at_boot),
+        ("new at the next boot", recheck.new_at_boot),
+        ("not there now, but at the next boot, as before these changes", recheck.coming),
     ]
     if not recheck.simulated:
         rows = [
@@ -226,6 +227,7 @@ def render_applied_json(report, applied, kept, recheck) -> str:
             "remaining": recheck.remaining,
             "new": recheck.new,
             "new_at_next_boot": recheck.new_at_boot,
+            "coming_at_next_boot": recheck.coming,
             "next_boot_simulated": recheck.simulated,
         },
     }

@@ -496,16 +496,28 @@ def rc_local_ineffective(f):
     if not rc.lines or not rc.lines[0].startswith("#!"):
         commands.append(AddInterpreter(rc.path))
         end = end + 1 if end else end
-    # Letting the file run also runs what nobody meant to keep: a line that turns THP off is
-    # commented out first.
-    thp_off = [(n, rc.lines[n - 1]) for n, line in lost if all(word in line for word in ("transparent_hugepage", "enabled", "never"))]
+    # Letting the file run also runs what nobody meant to keep: a command that turns THP off is
+    # commented out first, whole (an if block, a continued line), so the rest still parses.
+    lost_lines = {number for number, _ in lost}
+    thp_off = [
+        (first, last)
+        for first, last in rc.commands()
+        if lost_lines & set(range(first, last + 1)) and _turns_thp_off(" ".join(rc.lines[first - 1 : last]))
+    ]
+    # A second top-level exit would stop what follows it as the first did.
+    exits = [number for number in rc.exit_lines()[1:] if any(number < lost_number for lost_number in lost_lines)] if after else []
+    quiet = [(n, rc.lines[n - 1]) for first, last in thp_off for n in range(first, last + 1) if _command(rc.lines[n - 1])]
+    quiet += [(n, rc.lines[n - 1]) for n in exits]
     words = []
+    if quiet:
+        commands.insert(0, CommentLines(rc.path, tuple(sorted(quiet))))
     if thp_off:
-        commands.insert(0, CommentLines(rc.path, tuple(thp_off)))
         words.append(
             "comment out line %s, which would then write `never` to transparent_hugepage/enabled and turn THP off"
-            % " and ".join(str(n) for n, _ in thp_off)
+            % " and ".join(str(first) if first == last else "%d-%d" % (first, last) for first, last in thp_off)
         )
+    if exits:
+        words.append("comment out the later `exit` on line %s, which would stop the tuning after it" % " and ".join(map(str, exits)))
     if after:
         commands.append(MoveLineToEnd(rc.path, end, end_text))
         words.append("move `%s` to the end, after the tuning appended below it" % end_text.strip())
@@ -578,6 +590,10 @@ def _move_steps(fixes, rc, lost, end):
         )
     steps.append(fixes.step(summary, [CommentLines(rc.path, tuple(dead))], True, host_wide=False))
     return steps
+
+
+def _turns_thp_off(text: str) -> bool:
+    return all(word in text for word in ("transparent_hugepage", "enabled", "never"))
 
 
 def _command(line: str) -> bool:

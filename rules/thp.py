@@ -17,7 +17,7 @@ _PMD_X86 = 2 << 20
     "thp.disabled",
     "Transparent huge pages disabled",
     Severity.LOW,
-    uses=("thp", "running", "cmdline", "kernel_config", "thp_writers", "tuned_profile", "fixes"),
+    uses=("thp", "running", "cmdline", "kernel_config", "thp_writers", "tuned_profile", "rc_local", "fixes"),
 )
 def disabled(f):
     """Transparent huge pages are `never` for the PMD size (2 MiB on x86-64).
@@ -291,7 +291,7 @@ def _writer_steps(f, fixes, targets, certain):
                 )
             )
         elif writer.kind == "rc.local":
-            steps.append(_comment_out(fixes, writer, "which writes it at boot"))
+            steps.append(_comment_out(fixes, writer, "which writes it at boot", f.rc_local))
     if not steps and certain:
         steps.append(
             fixes.step(
@@ -305,12 +305,18 @@ def _writer_steps(f, fixes, targets, certain):
     return steps, evidence
 
 
-def _comment_out(fixes, writer, what: str):
+def _comment_out(fixes, writer, what: str, script=None):
     """A step commenting out the writer's lines: every line of a command continued with
-    backslashes, or the rest would run alone."""
-    last = writer.last if writer.last and writer.last > writer.line else writer.line
-    span = "%d-%d" % (writer.line, last) if last > writer.line else "%d" % writer.line
-    lines = tuple((number, writer.raw_lines[number - writer.line]) for number in range(writer.line, last + 1))
+    backslashes, or the rest would run alone; in a shell ``script`` (rc.local), the whole
+    top-level command holding it, since an if block left empty no longer parses."""
+    first, last = writer.line, writer.last if writer.last and writer.last > writer.line else writer.line
+    if script is not None:
+        first, last = script.command_at(writer.line)
+        rows = script.lines
+    else:
+        rows = (None,) * (writer.line - 1) + tuple(writer.raw_lines)
+    span = "%d-%d" % (first, last) if last > first else "%d" % first
+    lines = tuple((number, rows[number - 1]) for number in range(first, last + 1) if rows[number - 1].strip()[:1] not in ("", "#"))
     return fixes.step(
         "Comment out line %s of %s, %s" % (span, writer.path, what),
         [CommentLines(writer.path, lines)],

@@ -223,8 +223,13 @@ class RcLocal(Record):
         """The first line that ends the script whatever happens: an ``exit`` (any status, any
         comment) or ``exec COMMAND`` outside every if, case, loop, brace group and subshell,
         and not inside a here-document; None when there is none."""
+        return next(iter(self.exit_lines()), None)
+
+    def exit_lines(self):
+        """Every line that ends the script whatever happens (see exit_line), in order."""
         stack = []
         heredoc = None
+        found = []
         for number, line in enumerate(self.lines, 1):
             if heredoc is not None:
                 if line.rstrip("\r").lstrip("\t") == heredoc:
@@ -236,12 +241,18 @@ class RcLocal(Record):
                     stack.append(word)
                 elif stack and word == OPENERS[stack[-1]]:
                     stack.pop()
-                elif not stack and ends_script(separator, words):
-                    return number
+                elif not stack and ends_script(separator, words) and found[-1:] != [number]:
+                    found.append(number)
             marker = re.search(r"<<-?\s*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\1", line)
             if marker:
                 heredoc = marker.group(2)
-        return None
+        return found
+
+    def command_at(self, number: int):
+        """(first, last) line of the top-level command holding line ``number``: commenting out
+        less (a line of an if block, part of a continued line) would leave the rest unable to
+        parse, or running alone."""
+        return next(((first, last) for first, last in self.commands() if first <= number <= last), (number, number))
 
     def commands(self):
         """(first, last) line numbers of each top-level command: one line, one continued with

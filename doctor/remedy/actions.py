@@ -341,7 +341,8 @@ class MoveLineToEnd(Action):
         if text is None:
             raise NotApplicable("%s is not there" % self.path)
         rows = text.split("\n")
-        ending = rows.pop() if rows and rows[-1] == "" else None
+        if rows and rows[-1] == "":
+            rows.pop()
         index = self.number - 1
         if index < len(rows) and rows[index] == self.text:
             if index == len(rows) - 1:
@@ -352,7 +353,8 @@ class MoveLineToEnd(Action):
             raise NotApplicable("line %d of %s no longer reads %r" % (self.number, self.path, self.text[:80]))
         else:
             return []
-        return [target.write(self.path, "\n".join(rows + ([ending] if ending is not None else [])))]
+        # sed ends the moved line with a newline, the file's last line had one or not.
+        return [target.write(self.path, "\n".join(rows) + "\n")]
 
 
 class MakeExecutable(Action):

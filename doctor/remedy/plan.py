@@ -48,19 +48,32 @@ def parse_choices(texts):
     return chosen
 
 
-def build(report, chosen=None):
-    """The plan for ``report``'s findings; ``chosen`` {rule: way} from --choose."""
+def build(report, chosen=None, known=None):
+    """The plan for ``report``'s findings; ``chosen`` {rule: way} from --choose.
+
+    A choice applies to every finding of its rule that offers that many ways; another finding of
+    the rule (persist.sysctl-drift has one per topic) keeps its first. A rule with no finding here
+    is no error (a rerun after the fix worked), unless it is no rule at all (``known``: every
+    rule id). Returns (plan, notes on choices that chose nothing)."""
     chosen = dict(chosen or {})
+    if known is not None:
+        unknown = sorted(rule for rule in chosen if rule not in known)
+        if unknown:
+            raise PlanError("--choose %s: no such rule (aidoctor --list-rules lists them)" % ", ".join(unknown))
+    counts = {}
+    for finding in report.findings:
+        ways = alternatives(finding.remediation) or [[]]
+        counts.setdefault(finding.rule, []).append(len(ways))
+    for rule, number in chosen.items():
+        offered = counts.get(rule)
+        if offered and number > max(offered):
+            most = max(offered)
+            raise PlanError("--choose %s=%d: %s offers %d way%s here" % (rule, number, rule, most, "" if most == 1 else "s"))
     planned = []
     for finding in report.findings:
         ways = alternatives(finding.remediation) or [[]]
         number = chosen.get(finding.rule, 1)
-        if number > len(ways):
-            raise PlanError(
-                "--choose %s=%d: %s offers %d way%s here" % (finding.rule, number, finding.rule, len(ways), "" if len(ways) == 1 else "s")
-            )
+        number = number if number <= len(ways) else 1
         planned.append(Planned(finding, number, len(ways), tuple(ways[number - 1])))
-    unknown = sorted(set(chosen) - {finding.rule for finding in report.findings})
-    if unknown:
-        raise PlanError("--choose %s: no finding of that rule here" % ", ".join(unknown))
-    return tuple(planned)
+    notes = ["--choose %s: no finding of that rule here, so nothing is chosen" % rule for rule in sorted(set(chosen) - set(counts))]
+    return tuple(planned), notes
