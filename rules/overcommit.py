@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from ai_doctor.engine import rule
-from ai_doctor.facts.sysctl import governing, loader_reserves
+from ai_doctor.facts.sysctl import governing, loader_reserves, sysctl_int
 from ai_doctor.facts.system import kernel_version
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Step
 from ai_doctor.remedy.actions import SetSysctl, Swapfile
@@ -48,7 +48,7 @@ def _mem_evidence(mem, *keys):
     "Strict overcommit leaves no room for the model",
     Severity.CRITICAL,
     needs=("model", "meminfo"),
-    uses=("sysctl", "sysctl_config", "hugepages", "hugepage_requests", "release", "fixes"),
+    uses=("sysctl", "sysctl_config", "sysctl_at_boot", "hugepages", "hugepage_requests", "release", "fixes"),
 )
 def strict_headroom(f):
     """Under vm.overcommit_memory=2 the model does not fit in CommitLimit − Committed_AS.
@@ -131,6 +131,15 @@ def _strict_steps(f, mem, committed, model_size):
     # least 1 GiB (``committed`` already holds the reserves).
     needed_limit = committed + model_size + max(1 << 30, model_size // 20)
     steps = []
+    # Where boot does not make the kernel strict, a ratio kept for boot would be ignored there
+    # (overcommit.ratio-ignored): the limit is raised now only.
+    at_boot = f.sysctl_at_boot
+    boot_mode = sysctl_int(at_boot.get("vm.overcommit_memory")) if at_boot and at_boot.applier.applies else None
+    only_now = (
+        "at boot vm.overcommit_memory is %d, which ignores the limit: nothing to keep for boot" % boot_mode
+        if boot_mode not in (None, 2)
+        else None
+    )
     if kbytes:
         value = int(math.ceil(max(needed_limit - swap, 0) / 1024))
         steps += fixes.sysctl(
@@ -138,6 +147,7 @@ def _strict_steps(f, mem, committed, model_size):
             "overcommit",
             "Raise the commit limit to cover the model",
             displaces=("vm.overcommit_ratio",),
+            only_now=only_now,
         )
     elif ram > 0:
         ratio = int(math.ceil(max(needed_limit - swap, 0) * 100 / ram))
@@ -157,6 +167,7 @@ def _strict_steps(f, mem, committed, model_size):
             "overcommit",
             "Raise vm.overcommit_ratio to %d%% so CommitLimit covers the model" % ratio,
             displaces=("vm.overcommit_kbytes",),
+            only_now=only_now,
         )
     release = f.release
     if release and kernel_version(release) < (5, 2):

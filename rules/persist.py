@@ -91,7 +91,12 @@ def sysctl_drift(f):
         severity = Severity.HIGH if key in _LOAD_BEARING else None
         # Outside mode 2 a ratio or kbytes line means nothing (overcommit.ratio-ignored): it goes.
         displaces = _PAIR if key == "vm.overcommit_memory" and now != "2" else ()
-        steps = _drift_steps(f, [(key, now, boot)], "drift-" + key.replace(".", "-").replace("/", "-"), displaces)
+        topic = "drift-" + key.replace(".", "-").replace("/", "-")
+        if key == "vm.overcommit_memory":
+            steps, why = _mode_drift_steps(f, after, now, boot, topic, displaces)
+            message += why
+        else:
+            steps = _drift_steps(f, [(key, now, boot)], topic, displaces)
         issues.append(Issue(message, _drift_evidence([(key, now, boot)]), steps, severity=severity))
     if other:
         lines = "; ".join("%s is %s, boot sets %s (%s)" % (key, now, boot.value, boot.where) for key, now, boot in other)
@@ -130,16 +135,56 @@ def _drift_evidence(items):
     return evidence
 
 
-def _drift_steps(f, items, topic, displaces=()):
-    """Keep what runs (where that weakens nothing), or set it back to what boot sets."""
+def _mode_drift_steps(f, after, now, boot, topic, displaces):
+    """vm.overcommit_memory's drift: strict mode is judged with the commit limit it would
+    enforce. Keeping a running mode 2 whose pair leaves less than what is committed and the
+    model makes that shortage permanent; setting mode 2 back sets the pair boot sets first (with
+    the running one it could starve the host at once), and not at all where that pair is short.
+    Returns (steps, words for the message)."""
+    mem, model = f.meminfo, f.model
+    committed = mem.get("Committed_AS") if mem else None
+    needed = (committed or 0) + (model.size if model else 0)
+    runtime = f.sysctl
+    running_limit = _commit_limit(f, runtime.int("vm.overcommit_ratio") or 0, runtime.int("vm.overcommit_kbytes") or 0)
+    ratio, kbytes = after.values.get("vm.overcommit_ratio"), after.values.get("vm.overcommit_kbytes")
+    ratio_boot = int(ratio.value) if ratio is not None and ratio.value.isdigit() else 50
+    kbytes_boot = int(kbytes.value) if kbytes is not None and kbytes.value.isdigit() else 0
+    boot_limit = _commit_limit(f, ratio_boot, kbytes_boot)
+    keep = not (now == "2" and None not in (running_limit, committed) and running_limit < needed)
+    back = [("vm.overcommit_memory", boot.value)]
+    if boot.value == "2":
+        back.insert(0, ("vm.overcommit_kbytes", str(kbytes_boot)) if kbytes_boot else ("vm.overcommit_ratio", str(ratio_boot)))
+        if None not in (boot_limit, committed) and boot_limit < needed:
+            back = []
+    words = ""
+    if not keep:
+        words += (
+            " Kept at boot, strict mode with the running pair would make its commit limit of %s permanent, less than the %s needed."
+            % (
+                gib(running_limit),
+                gib(needed),
+            )
+        )
+    if not back:
+        words += " Set back now, strict mode with the pair boot sets would enforce a commit limit of %s, less than the %s needed." % (
+            gib(boot_limit),
+            gib(needed),
+        )
+    return _drift_steps(f, [("vm.overcommit_memory", now, boot)], topic, displaces, keep=keep, back=back), words
+
+
+def _drift_steps(f, items, topic, displaces=(), keep=True, back=None):
+    """Keep what runs (where that weakens nothing, and ``keep``), or set it back to what boot
+    sets (``back``: the settings that does, in order; empty: not offered)."""
     fixes = f.fixes
     weak = [(key, now, boot) for key, now, boot in items if weakens(key, now, boot.value)]
-    keep = [(key, now) for key, now, boot in items if (key, now, boot) not in weak]
-    back = fixes.runtime(
-        "Set %s back to what boot sets" % ("it" if len(items) == 1 else "them"),
-        [SetSysctl(tuple((key, boot.value) for key, _now, boot in items))],
-    )
+    kept_items = [(key, now) for key, now, boot in items if (key, now, boot) not in weak] if keep else []
+    settings = tuple(back) if back is not None else tuple((key, boot.value) for key, _now, boot in items)
+    back = fixes.runtime("Set %s back to what boot sets" % ("it" if len(items) == 1 else "them"), [SetSysctl(settings)]) if settings else []
+    keep = kept_items
     if not keep:
+        if not weak:
+            return back
         # Keeping a weaker value would switch a protection off for good: never offered.
         names = ", ".join(key for key, _, _ in weak)
         return [s._replace(summary=s.summary + " (the running value of %s is weaker: it is not kept)" % names) for s in back]
@@ -217,7 +262,9 @@ def _pair_drift(f, after):
     needed = (committed or 0) + (model.size if model else 0)
     running_limit = _commit_limit(f, ratio_now, kbytes_now)
     keep = []
-    if boot_mode == 2 and running_limit is not None and committed is not None and running_limit < needed:
+    # Strict at boot, or kept strict by the mode's own drift fix: the running pair must hold.
+    strict = boot_mode == 2 or runtime.int("vm.overcommit_memory") == 2
+    if strict and running_limit is not None and committed is not None and running_limit < needed:
         # Kept at boot, the running pair would make a commit limit short of what is committed
         # and the model permanent (overcommit.strict-headroom): only setting it back is offered.
         message += " Keeping the running pair would make its commit limit of %s permanent, less than the %s needed: it is not offered." % (

@@ -290,12 +290,23 @@ def test_a_file_name_that_is_not_utf8_is_quoted_as_its_bytes():
 
 def test_a_missing_sysctl_d_is_created_before_the_drop_in(tree, run):
     minimal_host(tree, overcommit="2")
+    tree.write("/etc/sysctl.conf", "vm.overcommit_memory = 2\n")  # strict at boot too: the ratio is kept
     assert not (tree.root / "etc/sysctl.d").exists()
     cmds = commands(finding(run("--root", tree, "--model-size", "40G", "--format", "json"), "overcommit.strict-headroom"))
     made = cmds.index("sudo mkdir -p /etc/sysctl.d")
     assert cmds[made + 1].endswith("| sudo tee /etc/sysctl.d/90-aidoctor-overcommit.conf >/dev/null")
     # Back to the heuristic mode, the drop-in the ratio step may have written goes.
     assert "sudo rm -f /etc/sysctl.d/90-aidoctor-overcommit.conf" in cmds
+
+
+def test_a_limit_that_boot_ignores_is_raised_now_only(tree, run):
+    # Strict by hand, heuristic at boot: a ratio kept for boot would be ignored there.
+    minimal_host(tree, overcommit="2")
+    found = finding(run("--root", tree, "--model-size", "40G", "--format", "json"), "overcommit.strict-headroom")
+    first = found["remediation"][0]
+    assert first["commands"] == ["sudo sysctl -w vm.overcommit_ratio=73"]
+    assert first["summary"].endswith("(at boot vm.overcommit_memory is 0, which ignores the limit: nothing to keep for boot)")
+    assert not found["remediation"][1]["summary"].startswith("Make it persistent")
 
 
 def test_unprintable_non_ascii_is_quoted_as_bytes_for_any_locale():

@@ -171,3 +171,65 @@ def test_letting_rc_local_run_warns_of_the_thp_line_it_would_run(tree, run):
     keep = [s for s in found["remediation"] if "keep rc.local and let it run" in s["summary"]][0]
     assert keep["summary"].startswith("Or, in the image at ")
     assert "comment out line 3, which would then write `never`" in keep["summary"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # The guides' snippet: commenting out the echo alone would leave an if block that no longer parses.
+        "if test -f /sys/kernel/mm/transparent_hugepage/enabled; then\n   echo never > /sys/kernel/mm/transparent_hugepage/enabled\nfi\n",
+        "echo never > \\\n  /sys/kernel/mm/transparent_hugepage/enabled\n",
+    ],
+)
+def test_letting_rc_local_run_comments_out_the_whole_thp_command_and_later_exits(tree, run, text):
+    minimal_host(tree)
+    rc = "#!/bin/sh\nexit 0\n" + text + "exit 0\necho 5 > /proc/sys/vm/swappiness\n"
+    tree.write("/etc/rc.local", rc, 0o755)
+    done = run(
+        "fix", "--root", tree, "--choose", "persist.rc-local-ineffective=2", "--only", "persist.rc-local-ineffective", "--apply", "--yes"
+    )
+    assert done.code == 0, done.out
+    result = (tree.root / "etc/rc.local").read_text()
+    body = "".join("# " + line + "\n" if line.strip() else "\n" for line in text.splitlines())
+    assert result == "#!/bin/sh\n" + body + "# exit 0\necho 5 > /proc/sys/vm/swappiness\nexit 0\n"
+    subprocess.run(["sh", "-n", str(tree.root / "etc/rc.local")], check=True)
+
+
+def _overcommit(tree, running_mode, running_ratio, files):
+    # 64 GiB, 4 GiB committed, no swap.
+    minimal_host(tree, overcommit=str(running_mode))
+    tree.write("/proc/sys/vm/overcommit_ratio", "%d\n" % running_ratio)
+    tree.write("/run/systemd/system/.keep", "")
+    tree.write("/etc/sysctl.d/90-overcommit.conf", files)
+
+
+def test_a_running_strict_mode_that_starves_is_never_kept_by_its_drift_fix(tree, run):
+    # Kept with the running ratio of 30 (limit 19.2 GiB), strict mode would starve the model for good.
+    _overcommit(tree, 2, 30, "vm.overcommit_memory = 0\nvm.overcommit_ratio = 90\n")
+    drift = [
+        f for f in run("--root", tree, "--model-size", "20G", "--format", "json").json["findings"] if f["rule"] == "persist.sysctl-drift"
+    ]
+    assert len(drift) == 2
+    for found in drift:
+        assert [s["summary"].split(" ")[0] for s in found["remediation"]] == ["Set"], found["remediation"]
+    mode = [f for f in drift if "vm.overcommit_memory is 2" in f["message"]][0]
+    assert "Kept at boot, strict mode with the running pair would make its commit limit of 19.2 GiB permanent" in mode["message"]
+    assert commands(mode) == ["sudo sysctl -w vm.overcommit_memory=0"]
+
+
+def test_setting_strict_mode_back_sets_the_boot_ratio_first(tree, run):
+    # With the running ratio of 5, mode 2 alone would set a commit limit of 3.2 GiB at once.
+    _overcommit(tree, 0, 5, "vm.overcommit_memory = 2\nvm.overcommit_ratio = 90\n")
+    drift = [
+        f for f in run("--root", tree, "--model-size", "20G", "--format", "json").json["findings"] if f["rule"] == "persist.sysctl-drift"
+    ]
+    mode = [f for f in drift if "vm.overcommit_memory is 0" in f["message"]][0]
+    assert "sudo sysctl -w vm.overcommit_ratio=90 vm.overcommit_memory=2" in commands(mode)
+    # And not at all where the boot pair is short itself.
+    tree.write("/etc/sysctl.d/90-overcommit.conf", "vm.overcommit_memory = 2\nvm.overcommit_ratio = 10\n")
+    drift = [
+        f for f in run("--root", tree, "--model-size", "20G", "--format", "json").json["findings"] if f["rule"] == "persist.sysctl-drift"
+    ]
+    mode = [f for f in drift if "vm.overcommit_memory is 0" in f["message"]][0]
+    assert not any("vm.overcommit_memory=2" in c for c in commands(mode))
+    assert "Set back now, strict mode with the pair boot sets would enforce a commit limit of 6.4 GiB" in mode["message"]

@@ -105,7 +105,7 @@ class Fixes:
 
     # -- sysctl -------------------------------------------------------------------------
 
-    def sysctl(self, settings, topic: str, purpose: str, displaces=(), replaces_ours=False, reload=True, now=True):
+    def sysctl(self, settings, topic: str, purpose: str, displaces=(), replaces_ours=False, reload=True, now=True, only_now=None):
         """Set ``settings`` [(key, value)] now and at every boot.
 
         The drop-in is /etc/sysctl.d/NN-aidoctor-TOPIC.conf, written whole (re-running the fix
@@ -119,10 +119,13 @@ class Fixes:
         ``reload``: False where the settings already run, so the files are not re-applied
         (`sysctl --system` would also reset every other key that was changed by hand).
         ``now``: False for settings meant for the next boot only (the running kernel would take
-        them otherwise: a pool in pages of another size).
+        them otherwise: a pool in pages of another size). ``only_now``: why nothing is kept for
+        boot (the settings mean nothing there); the step says so.
         """
         keys = [key for key, _value in settings]
         touched = set(keys) | set(displaces)
+        if only_now:
+            return self.runtime("%s now (%s)" % (purpose, only_now), [act.SetSysctl(tuple(settings))])
         steps = self.runtime(purpose + " now", [act.SetSysctl(tuple(settings))]) if now else []
         if self._no_applier is not None and self.container is None:
             lasting = self._sysctl_at_boot(settings)
