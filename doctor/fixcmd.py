@@ -44,7 +44,7 @@ def run(args, request, host, rules, write, usage_error, command=("aidoctor", "fi
         return EXIT_OK
     if host.origin is not None:
         raise usage_error("fix --apply: --snapshot %s is unpacked into a temporary folder; unpack it and give --root DIR" % host.origin)
-    if not host.live and os.path.realpath(host.root) == "/":
+    if not host.live and _is_this_root(host.root):
         raise usage_error("fix --apply: --root %s is this host's own root: run `fix --apply` without --root to change it" % host.root)
     # What the next boot holds already, so only what the changes bring is called new there.
     baseline = _booted_rules(host, request, rules)
@@ -69,6 +69,16 @@ def run(args, request, host, rules, write, usage_error, command=("aidoctor", "fi
     # image); a tree's running kernel is not changed, so its files may now differ from it.
     new = recheck.new_at_boot or (recheck.new if host.live or not recheck.simulated else [])
     return EXIT_FAILED if failed or left or new or recheck.error or kept.error else EXIT_OK
+
+
+def _is_this_root(root: str) -> bool:
+    """Whether ``root`` is this machine's own root: a link to it, or the same folder mounted
+    elsewhere (a bind mount), which a tree's changes would reach without the live checks."""
+    try:
+        here, there = os.stat("/"), os.stat(root)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
 class Kept:

@@ -43,6 +43,8 @@ def render_sh(report, plan) -> str:
         "(aidoctor fix --choose RULE=N picks another)" % (len(fixing), "" if len(fixing) == 1 else "s", len(plan) - len(fixing))
     )
     out += ["set -eu", 'if [ "$(id -u)" -ne 0 ]; then echo "aidoctor fix: run this as root (sudo sh $0)" >&2; exit 1; fi']
+    # sed in a UTF-8 locale matches no byte that is not UTF-8: in C, the edits are --apply's.
+    out += _comment("Patterns match bytes, as aidoctor fix --apply edits them, whatever the locale:") + ["export LC_ALL=C"]
     reboot = []
     for number, item in enumerate(plan, 1):
         finding = item.finding

@@ -17,7 +17,7 @@ _PMD_X86 = 2 << 20
     "thp.disabled",
     "Transparent huge pages disabled",
     Severity.LOW,
-    uses=("thp", "running", "cmdline", "kernel_config", "thp_writers", "tuned_profile", "rc_local", "fixes"),
+    uses=("thp", "running", "cmdline", "kernel_config", "thp_writers", "tuned_profile", "rc_local", "grubenv", "fixes"),
 )
 def disabled(f):
     """Transparent huge pages are `never` for the PMD size (2 MiB on x86-64).
@@ -211,6 +211,10 @@ def _tuned_bootloader(f, boot):
     plugin writes it from the active profile every time it applies it, so grubby or a GRUB
     file cannot take it away; the profile has to change. None otherwise."""
     if boot.top != "never" or not boot.top_source or not boot.top_source[0].endswith("grubenv"):
+        return None
+    env = f.grubenv
+    # grubenv also holds RHEL 8's $kernelopts, which grubby edits: only tuned_params is tuned's.
+    if env is None or "transparent_hugepage=never" not in env.values.get("tuned_params", ""):
         return None
     profile = f.tuned_profile
     settings = [s for s in (profile.plugin("bootloader") if profile else ()) if "transparent_hugepage=never" in s.value]

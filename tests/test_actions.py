@@ -271,8 +271,8 @@ _NOT_UTF8 = "vm.overcommit_ratio = 5\ufffd0"  # as the Host reads a line with a 
 
 
 def test_a_line_with_a_byte_that_is_not_utf8_or_a_very_long_line_is_commented_out_alike(tmp_path):
-    text = b"vm.overcommit_ratio = 5\xff0\n" + b"vm.x = " + b"9" * 5000 + b"\nkeep\n"
-    lines = ((1, _NOT_UTF8), (2, "vm.x = " + "9" * 5000))
+    text = b"vm.overcommit_ratio = 5\xff0\n" + b"vm.x = " + b"9" * 5000 + b"\n\xe9cho done\nkeep\n"
+    lines = ((1, _NOT_UTF8), (2, "vm.x = " + "9" * 5000), (3, "\ufffdcho done"))
     root, real = _tree_file(tmp_path, "/etc/x.conf", text.decode("utf-8", "surrogateescape"))
     copy = tmp_path / "shell.conf"
     copy.write_bytes(text)
@@ -280,7 +280,7 @@ def test_a_line_with_a_byte_that_is_not_utf8_or_a_very_long_line_is_commented_ou
     assert all(len(line) < 2000 for line in action.sh(act.PLAIN))
     _sh(action, copy)
     act.CommentLines("/etc/x.conf", lines).apply(Target(str(root)))
-    assert real.read_bytes() == copy.read_bytes() == b"# " + text.replace(b"\nvm.x", b"\n# vm.x")
+    assert real.read_bytes() == copy.read_bytes() == b"# " + text.replace(b"\nvm.x", b"\n# vm.x").replace(b"\n\xe9", b"\n# \xe9")
     _sh(action, copy)  # again: nothing changes
     act.CommentLines("/etc/x.conf", lines).apply(Target(str(root)))
     assert real.read_bytes() == copy.read_bytes()
@@ -307,3 +307,31 @@ def test_the_tuned_list_in_an_image_is_written_as_it_reads(tmp_path):
     act.TunedActivate("aidoctor-cpu", False).apply(Target(str(root)))
     wanted = "throughput-performance -n \\c /etc/* gpu-serving aidoctor-cpu\n"
     assert active.read_text() == (shell_root / "etc/tuned/active_profile").read_text() == wanted
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod needs root")
+def test_a_device_node_is_looked_at_never_opened(tmp_path, monkeypatch):
+    # Opening alone acts on some devices (a watchdog arms, a tape rewinds).
+    root, _ = _tree_file(tmp_path, "/etc/tuned/keep", "")
+    os.mknod(root / "etc/tuned/active_profile", 0o600 | 0o020000, os.makedev(1, 3))
+    opened = []
+    real_open = os.open
+
+    def spy(path, flags, *args, **kwargs):
+        opened.append((str(path), flags))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", spy)
+    target = Target(str(root))
+    for attempt in (lambda: target.read("/etc/tuned/active_profile"), lambda: target.chmod_executable("/etc/tuned/active_profile")):
+        with pytest.raises(act.NotApplicable, match="not a regular file"):
+            attempt()
+    assert [flags for path, flags in opened if path.endswith("active_profile")] == [os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC] * 2
+
+
+def test_a_rerun_that_changes_nothing_leaves_no_backup_folder(tmp_path):
+    root, _ = _tree_file(tmp_path, "/etc/x.conf", "# a = 1\n")
+    target = Target(str(root))
+    assert act.CommentLines("/etc/x.conf", ((1, "a = 1"),)).apply(target) == ["/etc/x.conf already says this"]
+    assert act.RemoveFile("/etc/gone.conf").apply(target) == ["/etc/gone.conf was already absent"]
+    assert target.finish() is None and not (root / ".aidoctor").exists()

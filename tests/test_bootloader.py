@@ -394,3 +394,30 @@ def test_boot_entry_edits_keep_what_they_do_not_change(tmp_path):
     grubenv.write_text(block + "#" * (1024 - len(block)))
     with pytest.raises(NotApplicable, match="sets no kernelopts"):
         edit_entries(Target(str(root)), ["hugepages=8"], ["hugepages"], bls=True)
+
+
+def test_parameters_beside_kernelopts_go_from_the_entry_and_new_ones_go_into_grubenv(tmp_path):
+    from ai_doctor.remedy.bootedit import edit_entries
+    from ai_doctor.remedy.target import Target
+
+    root = tmp_path / "root"
+    entry = root / "boot/loader/entries/a.conf"
+    entry.parent.mkdir(parents=True)
+    entry.write_text("title a\nlinux /vmlinuz\noptions $kernelopts hugepages=32 $tuned_params\n")
+    grubenv = root / "boot/grub2/grubenv"
+    grubenv.parent.mkdir(parents=True)
+    block = "# GRUB Environment Block\nkernelopts=root=/dev/sda ro\n"
+    grubenv.write_text(block + "#" * (1024 - len(block)))
+    edit_entries(Target(str(root)), ["hugepages=8"], ["hugepages"], bls=True)
+    assert entry.read_text() == "title a\nlinux /vmlinuz\noptions $kernelopts $tuned_params\n"
+    assert grubenv.read_text().startswith("# GRUB Environment Block\nkernelopts=root=/dev/sda ro hugepages=8\n")
+
+
+def test_never_in_rhel8_kernelopts_is_not_blamed_on_tuned(tree, run):
+    _bls(tree, RHEL_NEW, "$kernelopts $tuned_params")
+    tree.write("/usr/sbin/grubby", "", 0o755)
+    tree.write("/boot/grub2/grubenv", "kernelopts=root=/dev/vda1 ro transparent_hugepage=never\ntuned_params=\n")
+    tree.write("/boot/config-%s" % RHEL_NEW, "CONFIG_TRANSPARENT_HUGEPAGE=y\nCONFIG_TRANSPARENT_HUGEPAGE_MADVISE=y\n")
+    found = [f for f in run("--root", tree, "--image", "--format", "json").json["findings"] if f["rule"] == "thp.disabled"][0]
+    summaries = " ".join(step["summary"] for step in found["remediation"])
+    assert "tuned" not in summaries and "grubby" in summaries

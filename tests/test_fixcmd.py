@@ -167,3 +167,35 @@ def test_what_runs_now_but_nothing_keeps_is_said_to_come_at_the_next_boot(tree, 
     done = run("fix", "--root", tree, "--hugepages", "64", "--apply", "--yes", "--format", "json")
     recheck = done.json["recheck"]
     assert recheck["new"] == recheck["new_at_next_boot"] == [] and recheck["coming_at_next_boot"] == ["hugepages.shortfall"]
+
+
+def test_choose_for_a_rule_without_a_finding_is_a_note_and_for_no_rule_an_error(tmp_path, run):
+    root = _copy(tmp_path, "strict-overcommit")
+    done = run("fix", "--root", root, "--model-size", "40G", "--choose", "hugepages.unused=2")
+    assert done.code == 0 and "note: --choose hugepages.unused: no finding of that rule here" in done.err
+    refused = run("fix", "--root", root, "--model-size", "40G", "--choose", "hugepages.unsued=2")
+    assert refused.code == 2 and "no such rule" in refused.err
+    refused = run("fix", "--root", root, "--model-size", "40G", "--choose", "overcommit.strict-headroom=3")
+    assert refused.code == 2 and "offers 2 ways here" in refused.err
+
+
+def test_a_grub_value_continued_on_the_next_line_is_left_to_an_edit_by_hand(tmp_path, run):
+    root = _copy(tmp_path, "unused-static-pool")
+    (root / "etc/default/grub").write_text('GRUB_CMDLINE_LINUX="quiet \\\ndefault_hugepagesz=1G hugepagesz=1G hugepages=32"\n')
+    script = run("fix", "--root", root, "--model-size", "70G", "--only", "hugepages.unused").out
+    assert "#   by hand: ${EDITOR:-vi} /etc/default/grub" in script
+    assert not any(line.startswith("sed") and "GRUB_CMDLINE" in line for line in script.splitlines())
+
+
+def test_apply_refuses_this_hosts_root_mounted_elsewhere(tmp_path, run):
+    where = tmp_path / "bound"
+    where.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "--bind", "/", str(where)], capture_output=True).returncode != 0:
+        import pytest
+
+        pytest.skip("needs root and bind mounts")
+    try:
+        refused = run("fix", "--root", where, "--apply", "--yes")
+    finally:
+        subprocess.run(["umount", str(where)], check=True)
+    assert refused.code == 2 and "is this host's own root" in refused.err

@@ -319,7 +319,8 @@ def test_governor_persists_with_tuned_where_tuned_runs(tree, run):
     assert "sudo mkdir -p /etc/tuned/aidoctor-cpu" in cmds
     assert "printf '%s\\n' '[main]' 'summary=CPU governor performance (aidoctor)' '[cpu]' governor=performance" in cmds[2]
     assert cmds[-1] == "sudo sh -c " + quote(
-        "set -f; tuned-adm profile $(tr -s ' ' '\\n' 2>/dev/null </etc/tuned/active_profile | grep -vx aidoctor-cpu) aidoctor-cpu"
+        "set -f; tuned-adm profile $(tr -s ' \\t\\r\\v\\f' '\\n\\n\\n\\n\\n' 2>/dev/null </etc/tuned/active_profile "
+        "| grep -vx aidoctor-cpu) aidoctor-cpu"
     )
 
 

@@ -248,7 +248,8 @@ def test_tuned_profile_that_writes_never_is_named_and_overridden(tree, run):
     assert "sudo mkdir -p /etc/tuned/aidoctor-thp" in cmds
     assert any("'[vm]' transparent_hugepages=madvise" in c and "tee /etc/tuned/aidoctor-thp/tuned.conf" in c for c in cmds)
     assert cmds[-1] == "sudo sh -c " + quote(
-        "set -f; tuned-adm profile $(tr -s ' ' '\\n' 2>/dev/null </etc/tuned/active_profile | grep -vx aidoctor-thp) aidoctor-thp"
+        "set -f; tuned-adm profile $(tr -s ' \\t\\r\\v\\f' '\\n\\n\\n\\n\\n' 2>/dev/null </etc/tuned/active_profile "
+        "| grep -vx aidoctor-thp) aidoctor-thp"
     )
 
 

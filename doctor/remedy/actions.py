@@ -185,28 +185,35 @@ def bre(text: str, delimiter: str = "/") -> str:
     return "".join(out)
 
 
-# A line is recognised by all of its text, unless it holds a byte that is not UTF-8 (shown as
+# A line is recognised by all of its text, unless it holds a byte that is not UTF-8 (read as
 # U+FFFD, which the file does not hold) or is very long (a sed argument has a size limit): then
-# by the text before that, up to this many characters.
+# by the text before that, up to this many characters; or, where the line starts with such a
+# byte, by the longest text between them that it holds, and by not being a comment yet.
 _GUARD_CAP = 256
 # Lines commented out per sed command, so its arguments stay far below the kernel's limits.
 _SED_CHUNK = 100
+WHOLE, PREFIX, CONTAINS = "whole", "prefix", "contains"
 
 
 def _guard(text: str):
-    """(the text a line is recognised by, whether that is the whole line)."""
+    """(the text a line is recognised by, and how: WHOLE, PREFIX or CONTAINS)."""
     cut = text.find("\ufffd")
     if cut < 0 and len(text) <= _GUARD_CAP:
-        return text, True
-    return text[: min(_GUARD_CAP, cut if cut >= 0 else len(text))], False
+        return text, WHOLE
+    if cut != 0:
+        return text[: min(_GUARD_CAP, cut if cut >= 0 else len(text))], PREFIX
+    return max(text.split("\ufffd"), key=len)[:_GUARD_CAP], CONTAINS
 
 
 def comment_script(number: int, text: str) -> str:
     """A sed command turning line ``number`` into a comment only while it still reads
     ``text``: a second run, or a file that changed since, leaves it alone."""
-    known, whole = _guard(text)
+    known, how = _guard(text)
     delimiter = next((d for d in _DELIMITERS if d not in known), "/")
-    return "%ds%s^%s%s%s# &%s" % (number, delimiter, bre(known, delimiter), "$" if whole else "", delimiter, delimiter)
+    if how == CONTAINS:
+        address = "\\%s%s%s" % (delimiter, bre(known, delimiter), delimiter) if known else ""
+        return "%d{%s%s/^# /!s/^/# /;%s}" % (number, address, "{" if known else "", "}" if known else "")
+    return "%ds%s^%s%s%s# &%s" % (number, delimiter, bre(known, delimiter), "$" if how == WHOLE else "", delimiter, delimiter)
 
 
 def _sed_arguments(lines):
@@ -216,8 +223,12 @@ def _sed_arguments(lines):
 
 
 def _reads(row: str, text: str) -> bool:
-    known, whole = _guard(text)
-    return row == text if whole else row.startswith(known)
+    known, how = _guard(text)
+    if how == WHOLE:
+        return row == text
+    if how == PREFIX:
+        return row.startswith(known)
+    return known in row and not row.startswith("# ")
 
 
 def comment_out(text: str, lines, path: str) -> str:
@@ -386,10 +397,21 @@ def cuttable_grub_line(row: str) -> bool:
 
 
 def grub_lines_needing_hand(text: str, names) -> bool:
-    """Whether a GRUB_CMDLINE_LINUX* line of ``text`` that ``grub_cut`` would leave alone
-    names one of ``names``."""
+    """Whether a GRUB_CMDLINE_LINUX* assignment of ``text`` (with the lines a trailing
+    backslash continues it on) that ``grub_cut`` would leave alone, or that holds a byte that is
+    not UTF-8 (read as U+FFFD), names one of ``names``."""
     wanted = tuple(name + "=" for name in names)
-    return any(_GRUB_LINE.match(row) and not cuttable_grub_line(row) and any(w in row for w in wanted) for row in text.split("\n"))
+    rows = text.split("\n")
+    for index, row in enumerate(rows):
+        if not _GRUB_LINE.match(row):
+            continue
+        logical = [row]
+        while logical[-1].endswith("\\") and index + len(logical) < len(rows):
+            logical.append(rows[index + len(logical)])
+        joined = "\n".join(logical)
+        if (not cuttable_grub_line(row) or "\ufffd" in joined) and any(w in joined for w in wanted):
+            return True
+    return False
 
 
 def _ere(text: str) -> str:
@@ -465,7 +487,7 @@ def appendable_grub_line(text: str) -> bool:
     """Whether ``text`` has exactly one GRUB_CMDLINE_LINUX assignment, written as a plain
     double-quoted value that ``grub_append`` can extend."""
     assigned = [row for row in text.split("\n") if _GRUB_LINE.match(row) and "_DEFAULT=" not in row.split("#", 1)[0]]
-    return len(assigned) == 1 and bool(_APPEND_LINE.match(assigned[0]))
+    return len(assigned) == 1 and bool(_APPEND_LINE.match(assigned[0])) and "\ufffd" not in assigned[0]
 
 
 class AppendGrubParams(Action):
@@ -552,6 +574,9 @@ class SystemdUnit(Action):
 
 
 TUNED_ACTIVE = "/etc/tuned/active_profile"
+# The blanks the profile list is split at, each made a newline (tr's escapes): ASCII, as in
+# --apply.
+_TR_BLANKS = "' \\t\\r\\v\\f' '\\n\\n\\n\\n\\n'"
 TUNED_MODE = "/etc/tuned/profile_mode"
 
 
@@ -565,12 +590,12 @@ class TunedActivate(Action):
     def sh(self, shell):
         name = quote(self.name)
         if self.running:
-            others = "$(tr -s ' ' '\\n' 2>/dev/null <%s | grep -vx %s)" % (TUNED_ACTIVE, name)
+            others = "$(tr -s %s 2>/dev/null <%s | grep -vx %s)" % (_TR_BLANKS, TUNED_ACTIVE, name)
             # set -f: a `*` in the file stays a word, as --apply passes it.
             return (shell.root("sh -c %s" % quote("set -f; tuned-adm profile %s %s" % (others, name))),)
         # No daemon to ask. No 2>/dev/null: an image seldom has a /dev, and a failed
         # redirection would skip the read and drop the active profiles.
-        others = "$(tr -s ' ' '\\n' <%s | grep -vx %s)" % (TUNED_ACTIVE, name)
+        others = "$(tr -s %s <%s | grep -vx %s)" % (_TR_BLANKS, TUNED_ACTIVE, name)
         # Unquoted $p splits the names on blanks; set -f keeps a `*` in the file a word, and
         # printf, unlike echo, gives a backslash no meaning.
         script = "set -f; p=%s; { for w in $p; do printf '%%s ' \"$w\"; done; printf '%%s\\n' %s; } >%s && echo manual >%s" % (
@@ -582,7 +607,7 @@ class TunedActivate(Action):
         return (shell.root("sh -c %s" % quote(script)),)
 
     def apply(self, target):
-        current = (target.read(TUNED_ACTIVE) or "").split()
+        current = [word for word in re.split("[ \t\n\r\v\f]", target.read(TUNED_ACTIVE) or "") if word]
         profiles = [p for p in current if p != self.name] + [self.name]
         if target.live and self.running:
             return [target.run(("tuned-adm", "profile") + tuple(profiles))]

@@ -68,17 +68,20 @@ def edit_entries(target, add, remove, bls: bool):
         for path, text in entries:
             rows = text.split("\n")
             options = [i for i, row in enumerate(rows) if _keyword(row) == "options"]
-            if any("$kernelopts" in rows[i] for i in options):
-                uses_kernelopts = True
-                continue
+            # RHEL 8: the options take $kernelopts from grubenv, where grubby adds; what the
+            # entry names beside it is still removed here.
+            shared = any("$kernelopts" in split_words(rows[i]) for i in options)
+            uses_kernelopts = uses_kernelopts or shared
             for i in options:
                 row = rows[i]
                 indent = row[: len(row) - len(row.lstrip(" \t"))]
                 kept = [w for w in split_words(row.lstrip(" \t")[len("options") :]) if _name(w) not in gone]
-                rows[i] = indent + "options " + " ".join(kept + (list(add) if i == options[-1] else []))
+                added = list(add) if i == options[-1] and not shared else []
+                rows[i] = indent + "options " + " ".join(kept + added)
             if not options and add:
                 rows.insert(len(rows) - 1 if rows and rows[-1] == "" else len(rows), "options " + " ".join(add))
-            done.append(target.write(path, "\n".join(rows)))
+            if "\n".join(rows) != text:
+                done.append(target.write(path, "\n".join(rows)))
         if uses_kernelopts:
             done.append(_edit_grubenv(target, add, remove))
         return done

@@ -163,7 +163,8 @@ class Target:
 
     def write(self, path: str, text: str, parents: bool = False) -> str:
         data = text.encode("utf-8", "surrogateescape")
-        self._backups()
+        if parents:
+            self._backups()  # folders may be made on the way
         folder, name = self._place(path, create=parents)
         try:
             existing = _lstat(folder, name)
@@ -174,6 +175,7 @@ class Target:
                     return "%s already says this" % path
                 self._backup(path, folder, name, existing)
             else:
+                self._backups()
                 self.created.append(path)
             _replace(folder, name, data, existing)
         finally:
@@ -182,7 +184,6 @@ class Target:
         return "wrote %s" % path
 
     def make_folder(self, path: str) -> str:
-        self._backups()
         relative = self._resolved(path)
         try:
             os.close(self._folder(relative))
@@ -190,6 +191,7 @@ class Target:
         except NotApplicable as exc:
             if "does not exist" not in str(exc):
                 raise
+        self._backups()
         os.close(self._folder(relative, create=True))
         self.changed.append(path)
         self.created.append(path)
@@ -197,7 +199,6 @@ class Target:
 
     def remove(self, path: str) -> str:
         """The name itself goes (a link, not what it points to), as rm -f does."""
-        self._backups()
         folder, name = self._place(path, follow=False)
         try:
             info = _lstat(folder, name)
@@ -213,14 +214,13 @@ class Target:
         return "removed %s" % path
 
     def chmod_executable(self, path: str) -> str:
-        self._backups()
         folder, name = self._place(path)
         try:
-            fd = os.open(name, _FILE, dir_fd=folder)
+            fd = _open_regular_at(folder, name, path)
+            if fd is None:
+                raise NotApplicable("%s is not there" % path)
             try:
                 info = os.fstat(fd)
-                if not stat.S_ISREG(info.st_mode):
-                    raise NotApplicable("%s is not a regular file" % path)
                 if info.st_nlink > 1:
                     # Its mode is every name's: one of them may lie outside the tree.
                     raise NotApplicable("%s has other names (hard links): make it executable by hand" % path)
@@ -239,7 +239,6 @@ class Target:
         return "made %s executable" % path
 
     def link(self, path: str, points_to: str) -> str:
-        self._backups()
         folder, name = self._place(path, follow=False)
         try:
             info = _lstat(folder, name)
@@ -250,6 +249,7 @@ class Target:
                     raise NotApplicable("%s is a folder" % path)
                 self._backup(path, folder, name, info)
                 os.unlink(name, dir_fd=folder)
+            self._backups()
             os.symlink(points_to, name, dir_fd=folder)
         finally:
             os.close(folder)
@@ -349,21 +349,43 @@ def _lstat(folder: int, name: str):
         return None
 
 
-def _read_regular(folder: int, name: str, path: str):
-    """A regular file's bytes (None where absent); anything else, or more than READ_CAP, is
-    refused before it is read (a FIFO would block, a device never end)."""
+def _open_regular_at(folder: int, name: str, path: str):
+    """A read descriptor of the regular file ``name`` in ``folder`` (None where absent). What
+    is there is looked at through an O_PATH descriptor first, which opens nothing: a device
+    node is never opened (opening some acts on hardware, a watchdog or a tape), nor a FIFO
+    (it would block). The file is then opened through that very descriptor, not its name, so
+    nothing swapped in meanwhile is opened instead."""
     try:
-        fd = os.open(name, _FILE, dir_fd=folder)
+        handle = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
     except FileNotFoundError:
         return None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise NotApplicable("%s became a link while it was changed" % path) from None
-        raise
+    try:
+        mode = os.fstat(handle).st_mode
+        if stat.S_ISLNK(mode):
+            raise NotApplicable("%s became a link while it was changed" % path)
+        if not stat.S_ISREG(mode):
+            raise NotApplicable("%s is not a regular file" % path)
+        try:
+            return os.open("/proc/self/fd/%d" % handle, _FILE & ~os.O_NOFOLLOW)
+        except FileNotFoundError:
+            # No /proc here: by name, checked again once open.
+            fd = os.open(name, _FILE, dir_fd=folder)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise NotApplicable("%s is not a regular file" % path) from None
+            return fd
+    finally:
+        os.close(handle)
+
+
+def _read_regular(folder: int, name: str, path: str):
+    """A regular file's bytes (None where absent); anything else, or more than READ_CAP, is
+    refused before it is read or opened (_open_regular_at)."""
+    fd = _open_regular_at(folder, name, path)
+    if fd is None:
+        return None
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise NotApplicable("%s is not a regular file" % path)
         if info.st_size > READ_CAP:
             raise NotApplicable("%s is larger than %d MiB" % (path, READ_CAP >> 20))
         data = read_at_most(fd, READ_CAP + 1)
