@@ -382,11 +382,8 @@ def test_boot_entry_edits_keep_what_they_do_not_change(tmp_path):
     edit_entries(Target(str(root)), ["transparent_hugepage=madvise"], ["transparent_hugepage"], bls=True)
     assert entry.read_text() == "title a\nlinux /vmlinuz\n  options root=/dev/sda acpi_osi=\u00a0Linux transparent_hugepage=madvise\n"
     # RHEL 8: the entries take $kernelopts from grubenv, whose other lines stay as they are.
-    entry.write_text("title a\nlinux /vmlinuz\noptions $kernelopts\n")
-    grubenv = root / "boot/grub2/grubenv"
-    grubenv.parent.mkdir(parents=True)
     block = "# GRUB Environment Block\nsaved_entry=a\nnote=two\\\nlines\nnot-a-variable\nkernelopts=root=/dev/sda hugepages=4\n"
-    grubenv.write_text(block + "#" * (1024 - len(block)))
+    entry, grubenv = _rhel8_entry(root, "$kernelopts", block)
     edit_entries(Target(str(root)), ["hugepages=8"], ["hugepages"], bls=True)
     wanted = block.replace("hugepages=4", "hugepages=8")
     assert grubenv.read_text() == wanted + "#" * (1024 - len(wanted))
@@ -396,18 +393,23 @@ def test_boot_entry_edits_keep_what_they_do_not_change(tmp_path):
         edit_entries(Target(str(root)), ["hugepages=8"], ["hugepages"], bls=True)
 
 
+def _rhel8_entry(root, options: str, block: str):
+    """A BLS entry with ``options`` and a grubenv of ``block``, padded to its 1024 bytes."""
+    entry = root / "boot/loader/entries/a.conf"
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    entry.write_text("title a\nlinux /vmlinuz\noptions %s\n" % options)
+    grubenv = root / "boot/grub2/grubenv"
+    grubenv.parent.mkdir(parents=True, exist_ok=True)
+    grubenv.write_text(block + "#" * (1024 - len(block)))
+    return entry, grubenv
+
+
 def test_parameters_beside_kernelopts_go_from_the_entry_and_new_ones_go_into_grubenv(tmp_path):
     from ai_doctor.remedy.bootedit import edit_entries
     from ai_doctor.remedy.target import Target
 
     root = tmp_path / "root"
-    entry = root / "boot/loader/entries/a.conf"
-    entry.parent.mkdir(parents=True)
-    entry.write_text("title a\nlinux /vmlinuz\noptions $kernelopts hugepages=32 $tuned_params\n")
-    grubenv = root / "boot/grub2/grubenv"
-    grubenv.parent.mkdir(parents=True)
-    block = "# GRUB Environment Block\nkernelopts=root=/dev/sda ro\n"
-    grubenv.write_text(block + "#" * (1024 - len(block)))
+    entry, grubenv = _rhel8_entry(root, "$kernelopts hugepages=32 $tuned_params", "# GRUB Environment Block\nkernelopts=root=/dev/sda ro\n")
     edit_entries(Target(str(root)), ["hugepages=8"], ["hugepages"], bls=True)
     assert entry.read_text() == "title a\nlinux /vmlinuz\noptions $kernelopts $tuned_params\n"
     assert grubenv.read_text().startswith("# GRUB Environment Block\nkernelopts=root=/dev/sda ro hugepages=8\n")
