@@ -100,33 +100,41 @@ def _finish(target) -> Kept:
 
 def _apply_tree(host, plan):
     """Every file action of the plan, applied inside the tree; the rest listed with why not."""
-    from ai_doctor.remedy.target import ApplyError, Target
+    from ai_doctor.remedy.target import Target
+
+    def skip(_step, action):
+        return None if action.phase == FILE else _not_in_tree(action)
 
     target = Target(host.root)
-    applied = []
-    for item in plan:
-        results = []
-        stopped = None
-        for step in item.steps:
-            if not step.actions and step.persistent:
-                results.append((step, None, Outcome.SKIPPED, "by hand: %s" % step.summary))
-            for action in step.actions:
-                if stopped is not None:
-                    results.append((step, action, Outcome.SKIPPED, "after %s" % stopped))
-                elif action.phase != FILE:
-                    results.append((step, action, Outcome.SKIPPED, _not_in_tree(action)))
-                else:
-                    try:
-                        for change in action.apply(target):
-                            results.append((step, action, Outcome.DONE, change))
-                    except NotApplicable as exc:
-                        results.append((step, action, Outcome.NOT_APPLIED, str(exc)))
-                        stopped = "a step that could not be applied"
-                    except (ApplyError, OSError) as exc:
-                        results.append((step, action, Outcome.FAILED, str(exc)))
-                        stopped = "a failure"
-        applied.append((item, results))
+    applied = [(item, _apply_item(target, item, skip)[0]) for item in plan]
     return applied, _finish(target)
+
+
+def _apply_item(target, item, skip):
+    """The results of ``item``'s actions, each applied unless ``skip(step, action)`` gives
+    why not, up to the first that fails or cannot be applied (on the live host, a failure
+    too); and what stopped them (None)."""
+    from ai_doctor.remedy.target import ApplyError
+
+    results, stopped = [], None
+    for step in item.steps:
+        if not step.actions and step.persistent:
+            results.append((step, None, Outcome.SKIPPED, "by hand: %s" % step.summary))
+        for action in step.actions:
+            why = "after %s" % stopped if stopped is not None else skip(step, action)
+            if why:
+                results.append((step, action, Outcome.SKIPPED, why))
+                continue
+            try:
+                for change in action.apply(target):
+                    results.append((step, action, Outcome.DONE, change))
+            except NotApplicable as exc:
+                results.append((step, action, Outcome.FAILED if target.live else Outcome.NOT_APPLIED, str(exc)))
+                stopped = "a failure" if target.live else "a step that could not be applied"
+            except (ApplyError, OSError) as exc:
+                results.append((step, action, Outcome.FAILED, str(exc)))
+                stopped = "a failure"
+    return results, stopped
 
 
 def _not_in_tree(action) -> str:
@@ -140,7 +148,7 @@ def _not_in_tree(action) -> str:
 
 
 def _apply_live(args, report, plan, usage_error, command):
-    from ai_doctor.remedy.target import ApplyError, LiveTarget
+    from ai_doctor.remedy.target import LiveTarget
     from ai_doctor.shell import join
 
     if os.geteuid() != 0:
@@ -150,33 +158,23 @@ def _apply_live(args, report, plan, usage_error, command):
     container = report.host.container
     where = "the container's host" if container != "kubernetes" else "this Kubernetes pod's node"
     target = LiveTarget()
+
+    def skip(step, action):
+        if step.on_host and container:
+            return "belongs on %s: make it there" % where
+        return _not_in_tree(action) if action.phase in (SHOW, REBOOT, MANUAL) else None
+
     applied = []
     failed = False
     for item in plan:
-        results = []
         if failed or not item.changes:
             applied.append((item, [(None, None, Outcome.SKIPPED, "after a failure" if failed else "no configuration fix")]))
             continue
         if not args.yes and not _confirm(item):
             applied.append((item, [(None, None, Outcome.SKIPPED, "declined")]))
             continue
-        for step in item.steps:
-            if not step.actions and step.persistent:
-                results.append((step, None, Outcome.SKIPPED, "by hand: %s" % step.summary))
-            for action in step.actions:
-                if failed:
-                    results.append((step, action, Outcome.SKIPPED, "after a failure"))
-                elif step.on_host and container:
-                    results.append((step, action, Outcome.SKIPPED, "belongs on %s: make it there" % where))
-                elif action.phase in (SHOW, REBOOT, MANUAL):
-                    results.append((step, action, Outcome.SKIPPED, _not_in_tree(action)))
-                else:
-                    try:
-                        for change in action.apply(target):
-                            results.append((step, action, Outcome.DONE, change))
-                    except (NotApplicable, ApplyError, OSError) as exc:
-                        results.append((step, action, Outcome.FAILED, str(exc)))
-                        failed = True
+        results, stopped = _apply_item(target, item, skip)
+        failed = stopped is not None
         applied.append((item, results))
     return applied, _finish(target)
 

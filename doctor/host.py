@@ -289,14 +289,6 @@ class Host:
             return None, None
         return ("dir" if stat.S_ISDIR(info.st_mode) else "file"), None
 
-    def locate(self, path: str) -> str:
-        """Where target ``path`` lies on this machine, every link resolved inside the root;
-        OSError (ELOOP) for a loop."""
-        try:
-            return self._real(_normal(path))
-        except _Refused as refused:
-            raise refused.error from None
-
     def resolve(self, path: str, fresh: bool = True) -> str:
         """Target ``path`` with every link resolved inside the root; root-relative. ``fresh``:
         looked up again, not from the links seen before (a tree being changed may have new

@@ -161,16 +161,16 @@ def _requests_before_5_7(params, default_size):
     return requests
 
 
-def split_cmdline(text: str):
-    """Split as the kernel's next_arg() does: whitespace, double quotes group, ``--`` ends."""
-    params = []
-    word = []
-    quoted = False
-    words = []
+def split_words(text: str, keep_quotes: bool = False, blank=str.isspace):
+    """Words split at ``blank`` characters outside double quotes, which group; the quotes are
+    dropped unless ``keep_quotes``."""
+    words, word, quoted = [], [], False
     for char in text:
         if char == '"':
             quoted = not quoted
-        elif char.isspace() and not quoted:
+            if not keep_quotes:
+                continue
+        if blank(char) and not quoted:
             if word:
                 words.append("".join(word))
                 word = []
@@ -178,7 +178,13 @@ def split_cmdline(text: str):
             word.append(char)
     if word:
         words.append("".join(word))
-    for item in words:
+    return words
+
+
+def split_cmdline(text: str):
+    """Split as the kernel's next_arg() does: whitespace, double quotes group, ``--`` ends."""
+    params = []
+    for item in split_words(text):
         if item == "--":
             break
         name, sep, value = item.partition("=")

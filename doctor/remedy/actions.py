@@ -247,6 +247,14 @@ def comment_out(text: str, lines, path: str) -> str:
     return "\n".join(rows)
 
 
+def _present(target, path: str) -> str:
+    """The text of ``path`` in ``target``; NotApplicable where it is gone."""
+    text = target.read(path)
+    if text is None:
+        raise NotApplicable("%s is not there" % path)
+    return text
+
+
 class CommentLines(Action):
     """Lines of a file turned into comments, each only while it reads as expected. A link is
     kept and the file it points to edited (``--follow-symlinks``), as --apply does."""
@@ -258,9 +266,7 @@ class CommentLines(Action):
         return tuple(shell.root("sed -i --follow-symlinks %s %s" % (scripts, quote(self.path))) for scripts in _sed_arguments(self.lines))
 
     def apply(self, target):
-        text = target.read(self.path)
-        if text is None:
-            raise NotApplicable("%s is not there" % self.path)
+        text = _present(target, self.path)
         return [target.write(self.path, comment_out(text, self.lines, self.path))]
 
 
@@ -308,9 +314,7 @@ class AddInterpreter(Action):
         )
 
     def apply(self, target):
-        text = target.read(self.path)
-        if text is None:
-            raise NotApplicable("%s is not there" % self.path)
+        text = _present(target, self.path)
         if text.startswith("#!"):
             return []
         return [target.write(self.path, "#!/bin/sh\n" + text)]
@@ -326,9 +330,7 @@ class StripCarriageReturns(Action):
         return (shell.root("sed -i --follow-symlinks 's/\\r$//' %s" % quote(self.path)),)
 
     def apply(self, target):
-        text = target.read(self.path)
-        if text is None:
-            raise NotApplicable("%s is not there" % self.path)
+        text = _present(target, self.path)
         fixed = "\n".join(row[:-1] if row.endswith("\r") else row for row in text.split("\n"))
         return [target.write(self.path, fixed)] if fixed != text else []
 
@@ -348,9 +350,7 @@ class MoveLineToEnd(Action):
         return (shell.root("sed -i --follow-symlinks %s %s" % (script, quote(self.path))),)
 
     def apply(self, target):
-        text = target.read(self.path)
-        if text is None:
-            raise NotApplicable("%s is not there" % self.path)
+        text = _present(target, self.path)
         rows = text.split("\n")
         if rows and rows[-1] == "":
             rows.pop()
@@ -457,9 +457,7 @@ class CutGrubParams(Action):
         return (shell.root("sed -i --follow-symlinks -E %s %s" % (quote(grub_cut_script(self.names)), quote(self.path))),)
 
     def apply(self, target):
-        text = target.read(self.path)
-        if text is None:
-            raise NotApplicable("%s is not there" % self.path)
+        text = _present(target, self.path)
         cut = grub_cut(text, self.names)
         return [target.write(self.path, cut)] if cut != text else []
 

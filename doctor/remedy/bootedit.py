@@ -12,6 +12,7 @@ made in Python where the tool itself cannot run (a tree is not this machine's to
 from __future__ import annotations
 
 from ai_doctor.facts.bootloader import GRUB_DEFAULTS, KERNEL_CMDLINE_FILE
+from ai_doctor.facts.cmdline import split_words as split_cmdline_words
 from ai_doctor.remedy.actions import NotApplicable
 
 BLS_DIRS = ("/boot/loader/entries", "/efi/loader/entries", "/boot/efi/loader/entries")
@@ -27,20 +28,8 @@ _BLANKS = " \t\n\v\f\r"
 
 
 def split_words(text: str):
-    """Kernel parameters as written: split at blanks outside double quotes, quotes kept."""
-    words, word, quoted = [], [], False
-    for char in text:
-        if char == '"':
-            quoted = not quoted
-        if char in _BLANKS and not quoted:
-            if word:
-                words.append("".join(word))
-                word = []
-        else:
-            word.append(char)
-    if word:
-        words.append("".join(word))
-    return words
+    """Kernel parameters as written: split at ASCII blanks outside double quotes, quotes kept."""
+    return split_cmdline_words(text, keep_quotes=True, blank=_BLANKS.__contains__)
 
 
 def _name(word: str) -> str:

@@ -106,10 +106,6 @@ class Target:
             raise NotApplicable("%s names the root" % path)
         return self._folder(parent, create), name
 
-    def locate(self, path: str) -> str:
-        """Where target ``path`` lies on this machine (for messages)."""
-        return self.root.rstrip("/") + self._resolved(path)
-
     # -- reading ---------------------------------------------------------------------------
 
     def read(self, path: str):
