@@ -255,7 +255,9 @@ class Fixes:
         own, configured = set(), set()
         for args in self._boot_args:
             (own if args.path == drop_in else configured).update(args.names)
-        wanted = sorted({arg.split("=", 1)[0] for arg in remove} | {arg.split("=", 1)[0] for arg in add})
+        added = {arg.split("=", 1)[0] for arg in add}
+        dropped = {arg.split("=", 1)[0] for arg in remove}
+        wanted = sorted(dropped | added)
         if self._running_args is None:
             # No running kernel to ask (an image). grubby's boot entries are not read here, and
             # removing an absent argument is harmless, so grubby is told to remove them all.
@@ -264,7 +266,7 @@ class Fixes:
             # On the line now (unless our own drop-in put it there), or set for the next boot.
             present = configured | (self._running_args - own)
         remove_names = [name for name in wanted if name in present]
-        shown_removed = [name for name in remove_names if name in {arg.split("=", 1)[0] for arg in remove}]
+        shown_removed = [name for name in remove_names if name in dropped]
         change = "add `%s` to" % add_text if add else "remove %s from" % ", ".join("`%s=`" % n for n in shown_removed)
         if self.container is not None:
             return self.advice("%s: %s the kernel command line and reboot" % (purpose, change), host_wide=True)
@@ -273,12 +275,12 @@ class Fixes:
         if "grubby" in tools:
             # /etc/default/grub too, where grub2-mkconfig reads it: a later rebuild of grub.cfg
             # must not bring a removed parameter back or lose an added one.
-            actions = self._grub_removals(sorted(set(remove_names) | {arg.split("=", 1)[0] for arg in add}), None)
+            actions = self._grub_removals(sorted(set(remove_names) | added), None)
             defaults = self._grub_files.get(GRUB_DEFAULTS)
             also = ""
             if add and defaults is not None and act.appendable_grub_line(defaults):
                 if not any(a.path == GRUB_DEFAULTS for a in actions):
-                    actions += self._grub_cut(GRUB_DEFAULTS, sorted({arg.split("=", 1)[0] for arg in add}))
+                    actions += self._grub_cut(GRUB_DEFAULTS, sorted(added))
                 actions.append(act.AppendGrubParams(GRUB_DEFAULTS, add))
                 also = " (and in GRUB_CMDLINE_LINUX of /etc/default/grub, which grub2-mkconfig reads)"
             elif actions:
@@ -305,7 +307,7 @@ class Fixes:
                 regenerate = ("grub-mkconfig", "-o", "/boot/grub/grub.cfg")
             if act.appendable_grub_line(self._grub_files.get(GRUB_DEFAULTS, "")):
                 # Cut first, every name added included, so a second run leaves one copy.
-                names = tuple(sorted(set(remove_names) | {arg.split("=", 1)[0] for arg in add}))
+                names = tuple(sorted(set(remove_names) | added))
                 actions = self._grub_cut(GRUB_DEFAULTS, names) if names else []
                 if add:
                     actions.append(act.AppendGrubParams(GRUB_DEFAULTS, add))
