@@ -10,7 +10,7 @@ is, so the rules run unchanged over it; ``notes`` say what was simulated and wha
 from __future__ import annotations
 
 from ai_doctor.facts import Facts
-from ai_doctor.facts.sysctl import key_path, sysctl_int
+from ai_doctor.facts.sysctl import commit_limit, key_path, sysctl_int
 from ai_doctor.host import MISSING, OK, Host, Read, _normal
 
 OSRELEASE = "/proc/sys/kernel/osrelease"
@@ -144,13 +144,13 @@ def _memory(facts, files, notes):
     for key in ("MemAvailable", "MemFree"):
         if key in mem:
             changes[key] = max(mem.get(key) + freed, 0) // 1024
-    limit = _commit_limit(facts, mem, held_next)
+    limit = _boot_commit_limit(facts, mem, held_next)
     if limit is not None:
         changes["CommitLimit"] = limit // 1024
     files[MEMINFO] = _rewrite_meminfo(got.data, changes)
 
 
-def _commit_limit(facts, mem, pool_bytes):
+def _boot_commit_limit(facts, mem, pool_bytes):
     """CommitLimit after boot (mm/util.c vm_commit_limit): kbytes, else (RAM − huge pages) ×
     ratio / 100, plus swap."""
     after = facts.get("sysctl_at_boot")
@@ -163,12 +163,9 @@ def _commit_limit(facts, mem, pool_bytes):
         return sysctl_int(found)
 
     kbytes, ratio = value("vm.overcommit_kbytes"), value("vm.overcommit_ratio")
-    if kbytes is None or ratio is None or "MemTotal" not in mem:
+    if kbytes is None or ratio is None:
         return None
-    swap = mem.get("SwapTotal", 0)
-    if kbytes:
-        return kbytes * 1024 + swap
-    return max(mem.get("MemTotal") - pool_bytes, 0) * ratio // 100 + swap
+    return commit_limit(mem, pool_bytes, ratio, kbytes)
 
 
 def _rewrite_meminfo(text: str, changes) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from ai_doctor.engine import rule
-from ai_doctor.facts.sysctl import key_path, sysctl_int, sysctl_writes
+from ai_doctor.facts.sysctl import commit_limit, key_path, sysctl_int, sysctl_writes
 from ai_doctor.facts.sysctlkeys import bears_on_models, guards_security, weakens
 from ai_doctor.facts.system import kernel_version
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip
@@ -287,13 +287,9 @@ def _pair_drift(f, after):
 def _commit_limit(f, ratio, kbytes):
     """CommitLimit for a ratio/kbytes pair (mm/util.c vm_commit_limit), with this host's RAM,
     huge page pools and swap; None where meminfo does not say."""
-    mem = f.meminfo
-    if not mem or "MemTotal" not in mem:
-        return None
     pools = f.hugepages
     held = sum(p.total * p.page_size for p in pools.pools.values()) if pools else 0
-    base = kbytes * 1024 if kbytes else max(mem.get("MemTotal") - held, 0) * ratio // 100
-    return base + mem.get("SwapTotal", 0)
+    return commit_limit(f.meminfo, held, ratio, kbytes)
 
 
 @rule(

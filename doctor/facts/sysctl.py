@@ -274,6 +274,16 @@ def commit_room(runtime, mem):
     return mem.get("CommitLimit") - mem.get("Committed_AS") - loader_reserves(runtime)
 
 
+def commit_limit(mem, pool_bytes: int, ratio: int, kbytes: int):
+    """CommitLimit for a ratio/kbytes pair (mm/util.c vm_commit_limit): kbytes, else the RAM
+    left after ``pool_bytes`` of huge pages times ratio / 100; plus swap. None where meminfo
+    does not say how much RAM there is."""
+    if not mem or "MemTotal" not in mem:
+        return None
+    base = kbytes * 1024 if kbytes else max(mem.get("MemTotal") - pool_bytes, 0) * ratio // 100
+    return base + mem.get("SwapTotal", 0)
+
+
 def commit_change(runtime, pool_bytes: int) -> int:
     """How much CommitLimit moves when ``pool_bytes`` of huge pages leave (or, negative, join)
     the pool: the pool is taken out of RAM before the ratio applies (mm/util.c
