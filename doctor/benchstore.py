@@ -139,7 +139,7 @@ def load(label: str) -> dict:
             data = json.load(handle, parse_constant=_refuse_constant)
     except FileNotFoundError:
         raise StoreError("no saved bench %r (%s); save one with --save %s" % (label, path, label)) from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise StoreError("saved bench %r (%s) cannot be read: %s" % (label, path, exc)) from None
     if not _valid(data):
         raise StoreError("saved bench %r (%s) is not an aidoctor bench result" % (label, path))

@@ -11,6 +11,7 @@ read or write there only means the file is read again. ``AIDOCTOR_NO_CACHE=1`` t
 from __future__ import annotations
 
 import os
+import stat
 
 
 def _folder():
@@ -35,8 +36,10 @@ def lookup(kind: str, info):
     if path is None:
         return None
     try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
+        # Never through a link: the entry is only ever a file this module wrote.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, encoding="utf-8") as handle:
+            return handle.read() if stat.S_ISREG(os.fstat(fd).st_mode) else None
     except (OSError, ValueError):
         return None
 
@@ -48,7 +51,7 @@ def store(kind: str, info, text: str) -> None:
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         temporary = "%s.%d.tmp" % (path, os.getpid())
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.replace(temporary, path)

@@ -155,7 +155,7 @@ def _open_regular(real: str, nofollow: bool) -> int:
     return fd
 
 
-class _Refused(Exception):
+class Refused(Exception):
     """A lookup that the re-rooted resolver stops (a link loop)."""
 
     def __init__(self, code: int):
@@ -229,7 +229,7 @@ class Host:
             try:
                 real = self._real(path)
                 got = Read(path, OK, tuple(sorted(os.listdir(real))), None, False)
-            except _Refused as refused:
+            except Refused as refused:
                 got = _failed(path, refused.error)
             except OSError as exc:
                 got = _failed(path, exc)
@@ -248,7 +248,7 @@ class Host:
                 parent, name = path.rsplit("/", 1)
                 real = self._real(parent or "/").rstrip("/") + "/" + name
                 got = Read(path, OK, os.readlink(real), None, False)
-            except _Refused as refused:
+            except Refused as refused:
                 got = _failed(path, refused.error)
             except OSError as exc:
                 # EINVAL: it exists and is not a link, which is an answer, not an error.
@@ -266,7 +266,7 @@ class Host:
             try:
                 st = os.stat(self._real(path))
                 got = Read(path, OK, Stat(st.st_mode, st.st_size, st.st_uid), None, False)
-            except _Refused as refused:
+            except Refused as refused:
                 got = _failed(path, refused.error)
             except OSError as exc:
                 got = _failed(path, exc)
@@ -277,7 +277,7 @@ class Host:
         return self.stat(path)[0].ok
 
     def entry_kind(self, path: str):
-        """(``dir``/``link``/``file``/None, link target) of a directory entry, not followed and
+        """(``dir``/``link``/``file``/``denied``/None, link target) of a directory entry, not followed and
         not logged: for snapshots recreating names that were listed but never read."""
         parent, _, name = _normal(path).rpartition("/")
         try:
@@ -285,7 +285,11 @@ class Host:
             info = os.lstat(real)
             if stat.S_ISLNK(info.st_mode):
                 return "link", os.readlink(real)
-        except (OSError, _Refused):
+        except OSError as exc:
+            # A folder that can be listed but not searched (mode 0444): the name is there,
+            # what it is cannot be seen.
+            return (DENIED if exc.errno in _DENIED_ERRNOS else None), None
+        except Refused:
             return None, None
         return ("dir" if stat.S_ISDIR(info.st_mode) else "file"), None
 
@@ -297,7 +301,7 @@ class Host:
             self._links.clear()
         try:
             return self._resolve(_normal(path))
-        except _Refused as refused:
+        except Refused as refused:
             raise refused.error from None
 
     @property
@@ -332,14 +336,14 @@ class Host:
             return got
         try:
             real = self._real(path)
-        except _Refused as refused:
+        except Refused as refused:
             return _failed(path, refused.error)
         return _read_file(path, real, cap, nofollow=not self.live or self.trace_links)
 
     def _recorded_derivation(self, path: str, kind: str):
         try:
-            real = self._prefix + self._resolve("%s/derived/%s%s" % (MANIFEST_DIR, kind, path))
-        except _Refused:
+            real = self._prefix + self._resolve(derived_record(kind, path))
+        except Refused:
             return None
         got = _read_file(path, real, READ_CAP, nofollow=True)
         if not got.ok:
@@ -352,7 +356,7 @@ class Host:
     def _derive(self, path: str, kind: str, extract) -> Read:
         try:
             fd = _open_regular(self._real(path), nofollow=not self.live or self.trace_links)
-        except _Refused as refused:
+        except Refused as refused:
             return _failed(path, refused.error)
         except _NotRegular:
             return Read(path, ERROR, None, "not a regular file", False)
@@ -426,8 +430,9 @@ class Host:
             raise BadTree("%s: unreadable manifest (%s)" % (real, why))
         try:
             manifest = json.loads(got.data.decode("utf-8"))
-        except ValueError as exc:
-            raise BadTree("%s: unreadable manifest (%s)" % (real, exc)) from None
+        except (ValueError, RecursionError) as exc:
+            # Nesting deeper than the parser recurses is a broken manifest, not an internal error.
+            raise BadTree("%s: unreadable manifest (%s)" % (real, str(exc)[:200] or type(exc).__name__)) from None
         if not isinstance(manifest, dict):
             raise BadTree("%s: the manifest is not a JSON object" % real)
         outcomes = manifest.get("outcomes", {})
@@ -440,42 +445,58 @@ class Host:
         """The path on this machine that holds the target's ``path``."""
         if self.live and not self.trace_links:
             return path
-        return self._prefix + self._resolve(path)
+        resolved = self._resolve(path)
+        if not self.live and (resolved == MANIFEST_DIR or resolved.startswith(MANIFEST_DIR + "/")):
+            # The tree's own metadata is not host content, whichever link leads there.
+            raise Refused(errno.ENOENT)
+        return self._prefix + resolved
 
     def _resolve(self, path: str) -> str:
         """Resolve every link in ``path`` inside the root; returns a root-relative path."""
-        pending = [part for part in path.split("/") if part][::-1]
-        done = []
-        followed = 0
-        while pending:
-            name = pending.pop()
-            if name == ".":
-                continue
-            if name == "..":
-                if done:
-                    done.pop()
-                continue
-            done.append(name)
-            here = "/" + "/".join(done)
-            target = self._links.get(here)
-            if target is None:
-                real = self._prefix + here
-                try:
-                    target = os.readlink(real) if stat.S_ISLNK(os.lstat(real).st_mode) else ""
-                except OSError:
-                    target = ""  # the open that follows reports what is wrong
-                self._links[here] = target
-                if target and self.trace_links:
-                    self._note("link", Read(here, OK, target, None, False))
-            if target:
-                followed += 1
-                if followed > MAX_LINKS:
-                    raise _Refused(errno.ELOOP)
+        return resolve_inside(path, self._link_at)
+
+    def _link_at(self, here: str) -> str:
+        """The target of the link at root-relative ``here``; "" where there is none."""
+        target = self._links.get(here)
+        if target is None:
+            real = self._prefix + here
+            try:
+                target = os.readlink(real) if stat.S_ISLNK(os.lstat(real).st_mode) else ""
+            except OSError:
+                target = ""  # the open that follows reports what is wrong
+            self._links[here] = target
+            if target and self.trace_links:
+                self._note("link", Read(here, OK, target, None, False))
+        return target
+
+
+def resolve_inside(path: str, link_at, follow_last: bool = True) -> str:
+    """``path`` resolved as chroot(2) would: each component looked up with ``link_at(here)``
+    (a link's target, or ""), absolute targets restarting at the root and ``..`` stopping
+    there, applied after the link it follows (path_resolution(7)). The result is normal:
+    absolute, no ``.``, ``..`` or empty parts. Refused (ELOOP) past MAX_LINKS links."""
+    pending = [part for part in path.split("/") if part][::-1]
+    done = []
+    followed = 0
+    while pending:
+        name = pending.pop()
+        if name == ".":
+            continue
+        if name == "..":
+            if done:
                 done.pop()
-                if target.startswith("/"):
-                    done = []
-                pending.extend(part for part in reversed(target.split("/")) if part)
-        return "/" + "/".join(done)
+            continue
+        done.append(name)
+        target = link_at("/" + "/".join(done)) if pending or follow_last else ""
+        if target:
+            followed += 1
+            if followed > MAX_LINKS:
+                raise Refused(errno.ELOOP)
+            done.pop()
+            if target.startswith("/"):
+                done = []
+            pending.extend(part for part in reversed(target.split("/")) if part)
+    return "/" + "/".join(done)
 
 
 class BadTree(Exception):
@@ -484,10 +505,19 @@ class BadTree(Exception):
 
 def join_link(path: str, target: str) -> str:
     """Where the link at ``path`` points, as a normal target path (no filesystem access)."""
-    if not target.startswith("/"):
-        target = path.rsplit("/", 1)[0] + "/" + target
+    return lexical(target if target.startswith("/") else path.rsplit("/", 1)[0] + "/" + target)
+
+
+def derived_record(kind: str, path: str) -> str:
+    """Where a tree keeps what ``kind`` found in the file at ``path`` (Host.derive)."""
+    return "%s/derived/%s%s" % (MANIFEST_DIR, kind, lexical(path))
+
+
+def lexical(path: str) -> str:
+    """``path`` normal by its letters alone: ``..`` removes the part before it and stops at the
+    root. Keys things kept about a path (derived records) so no spelling climbs out."""
     parts = []
-    for part in target.split("/"):
+    for part in path.split("/"):
         if part in ("", "."):
             continue
         if part == "..":

@@ -13,7 +13,7 @@ import stat
 import time
 
 from ai_doctor import __version__
-from ai_doctor.host import MANIFEST, MANIFEST_DIR, NOT_UNDERSTOOD, Host, join_link
+from ai_doctor.host import DENIED, ERROR, MANIFEST, MANIFEST_DIR, NOT_UNDERSTOOD, Host, Refused, derived_record, resolve_inside
 
 FORMAT = 1
 
@@ -53,110 +53,224 @@ def manifest_for(host, argv=()) -> dict:
 
 def write_tree(host, destination: str, manifest: dict) -> int:
     """Write what ``host`` logged under ``destination`` (which must not exist, in a directory
-    that does); returns the number of entries written."""
-    os.mkdir(destination)
+    that does); returns the number of entries written.
+
+    Paths come from the tree (a modules.dep entry, a boot entry's version), so each is resolved
+    as the Host resolved it, with ``..`` stopping at the root, and written through folder
+    descriptors that never follow a link: nothing lands outside ``destination``. A path that
+    cannot be placed is recorded in the manifest as such, so a replay says it was not kept.
+    """
     links = {}
     for kind, path, got in host.log:
         if kind == "link" and got.data:
             links[path] = got.data
-    outcomes = {}
-    listed = []
-    stats = []
-    written = 0
-    for kind, path, got in host.log:
-        if kind.startswith("derived:"):
-            # What was found in a file is kept, not the file; a file that could not be
-            # understood replays as the stand-in its listing leaves.
-            if got.ok or (got.status == "error" and got.detail != "not a regular file"):
-                # A file that was there but not understood replays as that, not as absent.
-                target = _place(destination, "%s/derived/%s%s" % (MANIFEST_DIR, kind.split(":", 1)[1], path))
-                _ensure_parent(target)
-                with open(target, "w", encoding="utf-8") as handle:
-                    handle.write(got.data if got.ok else NOT_UNDERSTOOD + got.detail)
-                written += 1
-            elif got.denied:
-                outcomes[path] = got.status
-            continue
-        if got.failed:
-            outcomes[path] = got.status if got.denied else (got.detail or got.status)
-            continue
-        if not got.ok or path == "/":
-            continue
-        # A link itself sits at its own path; what was read through one lives at its target.
-        target = _place(destination, _through(path, links, follow_last=kind != "link"))
-        if kind == "file":
-            _ensure_parent(target)
-            if not os.path.lexists(target):
-                with open(target, "wb") as handle:
+    out = _Writer(destination)
+    try:
+        outcomes = {}
+        listed = []
+        stats = []
+        written = 0
+        for kind, path, got in host.log:
+            if "\x00" in path:
+                # No file system holds such a name; the Host refused it, and so does a replay.
+                continue
+            if kind.startswith("derived:"):
+                written += _derived(out, kind.split(":", 1)[1], path, got, outcomes)
+                continue
+            if got.failed:
+                outcomes[path] = got.status if got.denied else (got.detail or got.status)
+                continue
+            if not got.ok or path == "/":
+                continue
+            # A link itself sits at its own path; what was read through one lives at its target.
+            target = _through(path, links, follow_last=kind != "link")
+            try:
+                if target is None or _reserved(target):
+                    raise _Unplaceable()
+                if kind == "file":
                     data = got.data
-                    handle.write(data.encode("utf-8") if isinstance(data, str) else data)
-                written += 1
-        elif kind == "link" and got.data:
-            _ensure_parent(target)
-            if not os.path.lexists(target):
-                os.symlink(got.data, target)
-                written += 1
-        elif kind == "dir":
-            os.makedirs(target, exist_ok=True)
-            listed.extend((path.rstrip("/") + "/" + name, target + "/" + name) for name in got.data)
-            written += 1
-        elif kind == "stat":
-            stats.append((target, got.data))
-    # After the reads: a stat must not leave an empty stand-in where a file's content belongs,
-    # and the mode it saw (rc.local's executable bit) goes onto the file written.
-    for target, info in stats:
-        if not os.path.lexists(target):
-            _ensure_parent(target)
-            if info.is_dir:
-                os.makedirs(target)
-            else:
-                with open(target, "wb"):
-                    pass
-            written += 1
-        if not info.is_dir and not os.path.islink(target):
-            os.chmod(target, stat.S_IMODE(info.mode))
-    # Names that were listed but never read get an empty stand-in of their kind, last, so a
-    # stand-in never takes the place of a file that was read.
-    for path, entry in listed:
-        if not os.path.lexists(entry):
-            _placeholder(host, path, entry)
-    manifest = dict(manifest, outcomes=dict(sorted(outcomes.items())))
-    os.makedirs(destination + MANIFEST_DIR, exist_ok=True)
-    with open(destination + MANIFEST, "w", encoding="utf-8") as handle:
-        json.dump(manifest, handle, indent=2, sort_keys=True)
-        handle.write("\n")
+                    written += out.file(target, data.encode("utf-8") if isinstance(data, str) else data)
+                elif kind == "link" and got.data:
+                    written += out.link(target, got.data)
+                elif kind == "dir":
+                    written += out.folder(target)
+                    listed.extend((path.rstrip("/") + "/" + name, target.rstrip("/") + "/" + name) for name in got.data)
+                elif kind == "stat":
+                    stats.append((target, got.data))
+            except _Unplaceable:
+                outcomes[path] = NOT_KEPT
+        # After the reads: a stat must not leave an empty stand-in where a file's content belongs,
+        # and the mode it saw (rc.local's executable bit) goes onto the file written.
+        for target, info in stats:
+            try:
+                written += out.folder(target) if info.is_dir else out.file(target, b"")
+                if not info.is_dir:
+                    out.chmod(target, stat.S_IMODE(info.mode))
+            except _Unplaceable:
+                pass  # its folder holds something else: what was read there wins
+        # Names that were listed but never read get an empty stand-in of their kind, last, so a
+        # stand-in never takes the place of a file that was read.
+        for path, entry in listed:
+            try:
+                written += 0 if _reserved(entry) else _placeholder(out, host, path, entry, outcomes)
+            except _Unplaceable:
+                pass
+        manifest = dict(manifest, outcomes=dict(sorted(outcomes.items())))
+        text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+        out.folder(MANIFEST_DIR)
+        out.file(MANIFEST, text.encode("utf-8"), replace=True)
+    finally:
+        out.close()
     return written
 
 
-def _through(path: str, links: dict, follow_last: bool = True, depth: int = 0) -> str:
-    """``path`` with the recorded links along it resolved (the tree holds their targets)."""
-    if depth > 40:
-        return path
-    parts = [p for p in path.split("/") if p]
-    resolved = ""
-    for index, part in enumerate(parts):
-        candidate = resolved + "/" + part
-        if candidate in links and (follow_last or index < len(parts) - 1):
-            candidate = _through(join_link(candidate, links[candidate]), links, True, depth + 1)
-        resolved = candidate
-    return resolved or "/"
+# What a replay reads for a path the snapshot could not place (a link loop recorded twice
+# differently, a name the tree's own folders cannot hold).
+NOT_KEPT = "ENOENT: not kept in the snapshot (its path could not be placed inside it)"
 
 
-def _place(destination: str, path: str) -> str:
-    return destination.rstrip("/") + path
+def _derived(out, kind: str, path: str, got, outcomes: dict) -> int:
+    """What was found in a file is kept, not the file. One that was there but not understood
+    (not ELF, a FIFO in its place) replays as that, not as absent."""
+    if got.denied:
+        outcomes[path] = got.status
+        return 0
+    if not (got.ok or got.status == ERROR):
+        return 0
+    text = got.data if got.ok else NOT_UNDERSTOOD + (got.detail or "")
+    try:
+        return out.file(derived_record(kind, path), text.encode("utf-8"))
+    except _Unplaceable:
+        outcomes[path] = NOT_KEPT
+        return 0
 
 
-def _ensure_parent(target: str) -> None:
-    os.makedirs(os.path.dirname(target), exist_ok=True)
+def _reserved(path: str) -> bool:
+    """The tree's own metadata folder: host content never goes there."""
+    return path == MANIFEST_DIR or path.startswith(MANIFEST_DIR + "/")
 
 
-def _placeholder(host, path: str, entry: str) -> None:
+def _through(path: str, links: dict, follow_last: bool = True):
+    """``path`` with the recorded links along it resolved, as the Host resolved it (the tree
+    holds their targets); None for a loop."""
+    try:
+        return resolve_inside(path, lambda here: links.get(here, ""), follow_last)
+    except Refused:
+        return None
+
+
+def _placeholder(out, host, path: str, entry: str, outcomes: dict) -> int:
     """A listed name that nothing read: recreate its kind (empty), so listings replay the same."""
     kind, target = host.entry_kind(path)
+    if kind == DENIED:
+        # Listed, but its folder could not be searched: the name replays, and so does the refusal.
+        outcomes.setdefault(path, DENIED)
+        return out.file(entry, b"")
     if kind == "dir":
-        os.makedirs(entry, exist_ok=True)
-    elif kind == "link":
-        os.symlink(target, entry)
-    elif kind == "file":
-        with open(entry, "wb"):
-            pass
+        return out.folder(entry)
+    if kind == "link":
+        return out.link(entry, target)
+    if kind == "file":
+        return out.file(entry, b"")
+    return 0
+
+
+class _Unplaceable(Exception):
+    """A path the snapshot cannot hold: not normal, or through something that is not a folder."""
+
+
+class _Writer:
+    """Creates entries under a new folder through descriptors, component by component with
+    O_NOFOLLOW, so a link the snapshot itself holds is never written through. A place already
+    taken is left alone (0 written); a path that is not normal, or that would pass through a
+    link or a file, raises _Unplaceable."""
+
+    _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+    def __init__(self, destination: str):
+        os.mkdir(destination)
+        self.fd = os.open(destination, self._DIR)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def _parent(self, path: str):
+        """(folder descriptor, name) for ``path``, its folders made as needed."""
+        parts = path.split("/")[1:]
+        if not path.startswith("/") or not all(parts) or any(p in (".", "..") or "\x00" in p for p in parts):
+            raise _Unplaceable()
+        fd = os.dup(self.fd)
+        for part in parts[:-1]:
+            try:
+                try:
+                    child = os.open(part, self._DIR, dir_fd=fd)
+                except FileNotFoundError:
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                    child = os.open(part, self._DIR, dir_fd=fd)
+            except OSError:
+                # A link or a file where a folder would go: this tree's reads disagreed.
+                os.close(fd)
+                raise _Unplaceable() from None
+            os.close(fd)
+            fd = child
+        return fd, parts[-1]
+
+    def _exists(self, fd: int, name: str) -> bool:
+        try:
+            os.lstat(name, dir_fd=fd)
+            return True
+        except FileNotFoundError:
+            return False
+
+    def file(self, path: str, data: bytes, replace: bool = False) -> int:
+        fd, name = self._parent(path)
+        try:
+            if replace and self._exists(fd, name):
+                os.unlink(name, dir_fd=fd)
+            elif self._exists(fd, name):
+                return 0
+            handle = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=fd)
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(data)
+            return 1
+        finally:
+            os.close(fd)
+
+    def link(self, path: str, target: str) -> int:
+        if "\x00" in target:
+            raise _Unplaceable()
+        fd, name = self._parent(path)
+        try:
+            if self._exists(fd, name):
+                return 0
+            os.symlink(target, name, dir_fd=fd)
+            return 1
+        finally:
+            os.close(fd)
+
+    def folder(self, path: str) -> int:
+        if path == "/":
+            return 0
+        fd, name = self._parent(path)
+        try:
+            if self._exists(fd, name):
+                return 0
+            os.mkdir(name, 0o755, dir_fd=fd)
+            return 1
+        finally:
+            os.close(fd)
+
+    def chmod(self, path: str, mode: int) -> None:
+        """The mode a stat saw, onto a regular file this writer made (never through a link)."""
+        fd, name = self._parent(path)
+        try:
+            handle = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
+        except OSError:
+            return
+        finally:
+            os.close(fd)
+        try:
+            if stat.S_ISREG(os.fstat(handle).st_mode):
+                os.fchmod(handle, mode)
+        finally:
+            os.close(handle)

@@ -114,3 +114,45 @@ def test_fix_apply_as_a_user_is_refused_with_the_command_to_run_as_root(unprivil
     )
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr == "aidoctor: error: fix --apply changes this host and needs root: sudo %s -m ai_doctor fix --apply --yes\n" % python
+
+
+def _as_user(python, work, *args):
+    return subprocess.run(
+        [shutil.which("runuser"), "-u", USER, "--", python, "-m", "ai_doctor"] + list(args),
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": os.path.join(work, "lib"), "PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"},
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("mode", [0o444, 0o000, 0o111])
+def test_a_folder_listed_but_not_searchable_replays_as_it_ran(unprivileged, mode):
+    """Mode 0444 lets a user list the CPUs but not look inside them: the snapshot keeps the names
+    and the refusal, so the replay skips the governor checks as the direct run did."""
+    python, work = unprivileged
+    tree = Tree(__import__("pathlib").Path(work) / "host")
+    minimal_host(tree)
+    for cpu in ("cpu0", "cpu1"):
+        tree.write("/sys/devices/system/cpu/%s/cpufreq/scaling_governor" % cpu, "powersave\n")
+        tree.write("/sys/devices/system/cpu/%s/cpufreq/scaling_driver" % cpu, "intel_pstate\n")
+    for folder, _dirs, _files in os.walk(tree.root):
+        os.chmod(folder, 0o755)
+    os.chmod(str(tree.root / "sys/devices/system/cpu"), mode)
+    writable = os.path.join(work, "out")
+    os.mkdir(writable)
+    os.chown(writable, pwd.getpwnam(USER).pw_uid, -1)
+    snap = os.path.join(writable, "snap")
+    try:
+        direct = _as_user(python, work, "--root", str(tree.root), "--model-size", "1G", "--format", "json")
+        taken = _as_user(python, work, "snapshot", "--root", str(tree.root), "-o", snap)
+        replayed = _as_user(python, work, "--root", snap, "--model-size", "1G", "--format", "json")
+    finally:
+        os.chmod(str(tree.root / "sys/devices/system/cpu"), 0o755)
+    assert taken.returncode == 0, taken.stderr
+    shape = [
+        ({f["rule"]: f["severity"] for f in report["findings"]}, {c["rule"]: c["status"] for c in report["checks"]})
+        for report in (json.loads(direct.stdout), json.loads(replayed.stdout))
+    ]
+    assert shape[0] == shape[1]
+    assert shape[0][1]["cpu.governor"] == "skip"

@@ -116,3 +116,128 @@ def test_snapshot_holds_only_what_the_checks_read(tmp_path):
     # /boot is listed (which kernels are installed): names come back, contents do not.
     assert (tmp_path / "snap/boot" / kernel.name).read_bytes() == b""
     assert (tmp_path / "snap/proc/meminfo").read_text() == (FIXTURES / "healthy-tuned/root/proc/meminfo").read_text()
+
+
+# -- hostile trees: paths read from the tree never place a write outside the snapshot ---------
+
+
+def _entries(folder) -> dict:
+    """Every entry below ``folder`` with its kind and size, links not followed."""
+    found = {}
+    for where, dirs, files in os.walk(str(folder)):
+        for name in dirs + files:
+            path = os.path.join(where, name)
+            info = os.lstat(path)
+            found[os.path.relpath(path, str(folder))] = (info.st_mode, info.st_size, info.st_mtime_ns)
+    return found
+
+
+def hostile_copy(tmp_path, name: str):
+    """A fixture copied into a sandbox folder that also receives the snapshot."""
+    import shutil
+
+    sandbox = tmp_path / "sandbox"
+    shutil.copytree(fixture_root(name), str(sandbox / "T"), symlinks=True)
+    (sandbox / "out").mkdir()
+    return sandbox, sandbox / "T"
+
+
+def snapshot_stays_inside(run, sandbox, tree, args):
+    """Snapshot ``tree`` (folder and archive); nothing but the named outputs may appear or
+    change in the sandbox, and both replays give the direct run's findings."""
+    before = _entries(sandbox)
+    for output in ("snap", "snap.tar.gz"):
+        result = run("snapshot", "--root", tree, "-o", sandbox / "out" / output)
+        assert result.code == 0, result.err
+    after = {path: entry for path, entry in _entries(sandbox).items() if path != "out" and not path.startswith("out" + os.sep)}
+    assert after == {path: entry for path, entry in before.items() if path != "out"}
+    replay_matches(run, ["--root", str(tree)], sandbox / "out/snap", args)
+    direct = run("--root", tree, *args, "--format", "json")
+    replayed = run("--snapshot", sandbox / "out/snap.tar.gz", *args, "--format", "json")
+    assert replayed.findings() == direct.findings() and replayed.statuses() == direct.statuses()
+    assert "error" not in direct.statuses().values()
+    return direct
+
+
+def test_a_modules_dep_entry_climbing_out_is_kept_inside_the_snapshot(run, tmp_path):
+    sandbox, tree = hostile_copy(tmp_path, "gpu-healthy")
+    modules = tree / "lib/modules/6.8.0-49-generic"
+    (tree / "x").mkdir()
+    os.rename(str(modules / "updates/dkms/nvidia.ko.zst"), str(tree / "x/nvidia.ko.zst"))
+    climb = "updates/dkms/" + "../" * 24 + "x/nvidia.ko.zst"
+    (modules / "modules.dep").write_text("kernel/block/kyber-iosched.ko.zst:\n%s:\n" % climb)
+    direct = snapshot_stays_inside(run, sandbox, tree, ["--model-size", "8G"])
+    # The entry resolves inside the tree, as the kernel's path walk stops at its root.
+    assert direct.findings() == {"gpu.module-vermagic-mismatch": "low"}
+    # What was found in it is kept under the entry's own spelling, letters normalised.
+    kept = sandbox / "out/snap/.aidoctor/derived/modinfo/x/nvidia.ko.zst"
+    assert kept.read_text().startswith("\x00not understood: not an ELF file")
+
+
+def test_a_nul_byte_in_a_modules_dep_path_is_refused_and_replays(run, tmp_path):
+    sandbox, tree = hostile_copy(tmp_path, "gpu-healthy")
+    (tree / "lib/modules/6.8.0-49-generic/modules.dep").write_bytes(b"updates/dkms/nvidia\x00/../nvidia.ko.zst:\n")
+    snapshot_stays_inside(run, sandbox, tree, ["--model-size", "8G"])
+
+
+@pytest.mark.parametrize("version", ["", "..", "../../../../../../../../../tmp", "a/../../b", "x" * 70])
+def test_a_boot_entry_with_an_unusable_version_is_a_skip_not_an_error(run, tmp_path, version):
+    sandbox, tree = hostile_copy(tmp_path, "image-rhel-traps")
+    for entry in (tree / "boot/loader/entries").iterdir():
+        entry.write_text("title crafted\nversion %s\nlinux /vmlinuz-%s\noptions ro\n" % (version, version))
+    direct = snapshot_stays_inside(run, sandbox, tree, ["--model-size", "8G"])
+    assert direct.json["host"]["kernel"] is None
+    assert direct.statuses()["kernel.config-missing"] == "skip"
+
+
+@pytest.mark.parametrize("name", ["gpu-healthy", "gpu-dkms-failed-upgrade", "gpu-driver-library-mismatch"])
+def test_a_fifo_where_the_module_should_be_replays_as_it_ran(run, tmp_path, name):
+    sandbox, tree = hostile_copy(tmp_path, name)
+    modules = [path for path in tree.rglob("nvidia.ko*")]
+    assert modules
+    for path in modules:
+        path.unlink()
+        os.mkfifo(str(path))
+    direct = snapshot_stays_inside(run, sandbox, tree, ["--model-size", "8G"])
+    assert "gpu.module-vermagic-mismatch" in direct.findings()
+
+
+def test_a_deeply_nested_manifest_is_refused_in_one_line(run, tmp_path):
+    tree = tmp_path / "T"
+    (tree / ".aidoctor").mkdir(parents=True)
+    (tree / ".aidoctor/manifest.json").write_text("[" * 200_000 + "]" * 200_000)
+    result = run("--root", tree)
+    assert result.code == 2 and result.err.count("\n") == 1 and "unreadable manifest" in result.err
+
+
+def test_the_writer_never_writes_through_a_link_it_made(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    writer = snapshot._Writer(str(tmp_path / "snap"))
+    try:
+        assert writer.link("/etc", str(outside)) == 1
+        for attempt in (
+            lambda: writer.file("/etc/passwd", b"planted"),
+            lambda: writer.folder("/etc/sub"),
+            lambda: writer.link("/etc/sub", "/"),
+            lambda: writer.file("/a/../../escape", b"planted"),
+            lambda: writer.file("/a/\x00", b"planted"),
+        ):
+            with pytest.raises(snapshot._Unplaceable):
+                attempt()
+        writer.chmod("/etc", 0o777)  # a link: left alone
+    finally:
+        writer.close()
+    assert list(outside.iterdir()) == []
+    assert not (tmp_path / "escape").exists()
+
+
+def test_a_link_into_the_tree_metadata_reads_as_absent(run, tmp_path):
+    sandbox, tree = hostile_copy(tmp_path, "hugepage-shortfall")
+    (tree / ".aidoctor").mkdir()
+    (tree / ".aidoctor/manifest.json").write_text('{"outcomes": {}}\n')
+    (tree / "etc/sysctl.d/99-via-link.conf").symlink_to("/.aidoctor/manifest.json")
+    (tree / "etc/sysctl.d/98-via-dots.conf").symlink_to("../../.aidoctor/../.aidoctor/manifest.json")
+    host = Host(str(tree))
+    assert host.read_text("/etc/sysctl.d/99-via-link.conf").missing and host.read_text("/etc/sysctl.d/98-via-dots.conf").missing
+    snapshot_stays_inside(run, sandbox, tree, ["--model-size", "8G"])

@@ -28,7 +28,7 @@ from __future__ import annotations
 from ai_doctor.facts import Unavailable, fact
 from ai_doctor.facts.cmdline import memparse
 from ai_doctor.facts.sysctl import DEFAULTS, SYSTEMD_SYSCTL, normal_key, sysctl_int
-from ai_doctor.facts.system import kernel_version, masked
+from ai_doctor.facts.system import kernel_version, masked, usable_release
 from ai_doctor.host import join_link
 from ai_doctor.record import Record
 
@@ -60,7 +60,7 @@ def boot_cmdline(host, facts):
 def boot_release(host, facts):
     """The kernel the next boot starts: the boot loader's default, else the running one."""
     default = facts.get("default_boot")
-    if default and default.release:
+    if default and usable_release(default.release):
         return default.release
     return facts.get("release")
 

@@ -176,7 +176,7 @@ def cuda_toolkits(host, facts):
             try:
                 version = str(json.loads(got.data)["cuda"]["version"])
                 source = folder + "/version.json"
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, RecursionError):
                 version = None
         if version is None:
             got = host.read_text(folder + "/version.txt", cap=65536)

@@ -19,13 +19,23 @@ def release(host, facts):
     got = host.read_text(OSRELEASE, cap=4096)
     if not got.ok and got.missing and not facts.get("running"):
         default = facts.get("default_boot")
-        return default.release if default else Unavailable("an image with %s" % default.reason)
+        if not default:
+            return Unavailable("an image with %s" % default.reason)
+        if not usable_release(default.release):
+            # An empty or crafted ``version`` line; it would name /boot/config- or climb out of /lib/modules.
+            return Unavailable("the default boot entry (%s) names no usable kernel release: %r" % (default.how, default.release[:80]))
+        return default.release
     if not got.ok:
         return unreadable(host, got, "cannot read the kernel release from")
     text = got.data.strip()
-    if not text or any(c.isspace() or c in "/\x00" for c in text) or text in (".", ".."):
+    if not usable_release(text):
         return Unavailable("%s holds no release: %r" % (OSRELEASE, text[:80]))
     return text
+
+
+def usable_release(text: str) -> bool:
+    """A release is one file name (it names /boot/config-R and /lib/modules/R); utsname holds 64 bytes."""
+    return bool(text) and len(text) <= 64 and text not in (".", "..") and not any(c.isspace() or c in "/\x00" for c in text)
 
 
 def installed_kernels(host):
