@@ -184,6 +184,7 @@ class Host:
         self.log = []
         self._links = {}
         self._overrides = {}
+        self._cut = set()
         self.manifest = {}
         if not self.live:
             self._load_manifest()
@@ -338,7 +339,11 @@ class Host:
             real = self._real(path)
         except Refused as refused:
             return _failed(path, refused.error)
-        return _read_file(path, real, cap, nofollow=not self.live or self.trace_links)
+        got = _read_file(path, real, cap, nofollow=not self.live or self.trace_links)
+        if got.ok and path in self._cut:
+            # A snapshot holds the part that was read of a file larger than the cap.
+            got = got._replace(truncated=True)
+        return got
 
     def _recorded_derivation(self, path: str, kind: str):
         try:
@@ -438,7 +443,11 @@ class Host:
         outcomes = manifest.get("outcomes", {})
         if not isinstance(outcomes, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in outcomes.items()):
             raise BadTree('%s: "outcomes" must map paths to outcome strings' % real)
+        cut = manifest.get("truncated", [])
+        if not isinstance(cut, list) or not all(isinstance(path, str) for path in cut):
+            raise BadTree('%s: "truncated" must list paths' % real)
         self._overrides = {_normal(k): v for k, v in outcomes.items()}
+        self._cut = {_normal(path) for path in cut}
         self.manifest = manifest
 
     def _real(self, path: str) -> str:

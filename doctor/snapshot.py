@@ -67,6 +67,7 @@ def write_tree(host, destination: str, manifest: dict) -> int:
     out = _Writer(destination)
     try:
         outcomes = {}
+        cut = set()  # files larger than the read cap: the snapshot holds the part read
         listed = []
         stats = []
         written = 0
@@ -90,6 +91,8 @@ def write_tree(host, destination: str, manifest: dict) -> int:
                 if kind == "file":
                     data = got.data
                     written += out.file(target, data.encode("utf-8") if isinstance(data, str) else data)
+                    if got.truncated:
+                        cut.add(path)
                 elif kind == "link" and got.data:
                     written += out.link(target, got.data)
                 elif kind == "dir":
@@ -116,6 +119,8 @@ def write_tree(host, destination: str, manifest: dict) -> int:
             except _Unplaceable:
                 pass
         manifest = dict(manifest, outcomes=dict(sorted(outcomes.items())))
+        if cut:
+            manifest["truncated"] = sorted(cut)
         text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
         out.folder(MANIFEST_DIR)
         out.file(MANIFEST, text.encode("utf-8"), replace=True)

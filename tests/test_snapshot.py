@@ -241,3 +241,16 @@ def test_a_link_into_the_tree_metadata_reads_as_absent(run, tmp_path):
     host = Host(str(tree))
     assert host.read_text("/etc/sysctl.d/99-via-link.conf").missing and host.read_text("/etc/sysctl.d/98-via-dots.conf").missing
     snapshot_stays_inside(run, sandbox, tree, ["--model-size", "8G"])
+
+
+def test_a_file_larger_than_the_read_cap_replays_as_read_in_part(run, tmp_path):
+    from ai_doctor.host import READ_CAP
+
+    sandbox, tree = hostile_copy(tmp_path, "hugepage-shortfall")
+    filler = b"# filler\n" * (READ_CAP // 9 + 1000)
+    (tree / "etc/sysctl.d/50-big.conf").write_bytes(filler + b"vm.nr_hugepages = 8\n")
+    snapshot_stays_inside(run, sandbox, tree, ["--model-size", "8G"])
+    manifest = json.loads((sandbox / "out/snap/.aidoctor/manifest.json").read_text())
+    assert manifest["truncated"] == ["/etc/sysctl.d/50-big.conf"]
+    # Every sentence too: the replay says which files were read only in part.
+    replay_matches(run, ["--root", str(tree)], sandbox / "out/snap", ["--model-size", "8G"])
