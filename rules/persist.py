@@ -389,17 +389,12 @@ def sysctl_conflict(f):
     Reference: sysctl.d(5); systemd-sysctl.service(8).
     """
     config = f.sysctl_config
-    keys = []
+    by_key = {}  # one pass, in first-seen order: a tree may hold 100,000 assignments
     for item in config.assignments:
-        if item.key not in keys:
-            keys.append(item.key)
+        by_key.setdefault(item.key, []).append(item)
     issues = []
-    for key in keys:
-        items = config.all(key)
-        files = []
-        for item in items:
-            if item.path not in files:
-                files.append(item.path)
+    for key, items in by_key.items():
+        files = dict.fromkeys(item.path for item in items)
         if len(files) < 2 or all(_same(item.value, items[-1].value) for item in items):
             continue
         winner = items[-1]

@@ -233,3 +233,18 @@ def test_setting_strict_mode_back_sets_the_boot_ratio_first(tree, run):
     mode = [f for f in drift if "vm.overcommit_memory is 0" in f["message"]][0]
     assert not any("vm.overcommit_memory=2" in c for c in commands(mode))
     assert "Set back now, strict mode with the pair boot sets would enforce a commit limit of 6.4 GiB" in mode["message"]
+
+
+def test_many_keys_set_in_two_files_are_each_one_conflict(run, tmp_path):
+    # Grouped in one pass (a lookup per key over all assignments was quadratic: 50,000 took
+    # minutes); benchmarks/hostile.py times the full-size tree with the real CLI.
+    from conftest import Tree
+
+    tree = minimal_host(Tree(tmp_path / "root"))
+    count = 2_000
+    tree.write("/etc/sysctl.d/10-a.conf", "".join("net.test.key%d = 1\n" % i for i in range(count)))
+    tree.write("/etc/sysctl.d/20-b.conf", "".join("net.test.key%d = 2\n" % i for i in range(count)))
+    result = run("--root", tree.root, "--format", "json", "--model-size", "1G")
+    conflicts = [f for f in result.json["findings"] if f["rule"] == "persist.sysctl-conflict"]
+    assert len(conflicts) == count
+    assert conflicts[0]["message"].startswith("net.test.key0 is set to different values in 2 files: /etc/sysctl.d/20-b.conf:1 wins")
