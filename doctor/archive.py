@@ -1,13 +1,18 @@
 """Snapshot archives (``host.tar.gz``): packing a snapshot tree, and unpacking one safely.
 
-An archive comes from someone else's machine, so unpacking trusts nothing in it. Before any
-byte is written, every member is checked: a name that is absolute or climbs with ``..``, a
-hard link, a device or FIFO, a symbolic link whose target leaves the tree, a member below a
-symbolic link (which would write through it), too many members, or more bytes than the limit
-(the sizes in the headers are what extraction writes, so a compression bomb is refused before
-it inflates). Then tarfile's ``data`` filter extracts, where this Python has it (3.12, and the
-security releases 3.8.17, 3.9.17, 3.10.12, 3.11.4 on); elsewhere the same checks guard a
-member-by-member extraction that never follows a link.
+An archive comes from someone else's machine, so unpacking trusts nothing in it, and reads it
+twice. Its compressed streams are read with zlib, bz2 or lzma directly, within limits. First
+our own pre-scan walks the tar stream header by header, before tarfile parses a byte of it: a
+header or PAX record beyond small limits, a sparse member, a time out of range, too many
+members or headers, more bytes than the limit (the sizes in the headers are what extraction
+writes, so a compression bomb is refused before it inflates) is refused there, in a fraction
+of a second and a few MiB whatever the archive claims. Then tarfile reads it, and must find
+every member where the pre-scan did; each is checked again: a name that is absolute or climbs
+with ``..``, a hard link, a device or FIFO, a member below a symbolic link (which would write
+through it), and a symbolic link that, followed the way the kernel follows it through the
+archive's other links, leaves the tree. Then tarfile's ``data`` filter extracts, where this
+Python has it (3.12, and the security releases 3.8.17, 3.9.17, 3.10.12, 3.11.4 on); elsewhere
+the same checks guard a member-by-member extraction that never follows a link.
 
 Packing writes absolute link targets as relative ones: inside a tree they mean the same (the
 Host re-roots them), and the data filter accepts them.
@@ -15,20 +20,70 @@ Host re-roots them), and the data filter accepts them.
 
 from __future__ import annotations
 
+import math
 import os
 import stat
+import struct
 import tarfile
+import zlib
+from array import array
 
 # A snapshot is a few hundred KiB; these leave room for big hosts and refuse bombs.
 MAX_ARCHIVE = 256 << 20
 MAX_UNPACKED = 1 << 30
-MAX_MEMBERS = 200_000
+# A live snapshot holds a few hundred members, a 512-CPU host some thousands; unpacking takes
+# about 0.3 ms a member, so this bounds a valid archive's unpacking to seconds.
+MAX_MEMBERS = 30_000
 # tarfile reads a PAX or GNU long-name header in one read; member data it copies in small
 # chunks. A single read larger than this is a header built to exhaust memory.
 MAX_SINGLE_READ = 16 << 20
 MAX_NAME = 4096
 MAX_DEPTH = 256
+# Headers, as the pre-scan takes them: every header block and extended record together (each
+# member's PAX header can take up to MAX_EXTENDED); one PAX header's records; all extended records
+# together, and PAX records in all, which tarfile keeps member by member.
+MAX_HEADER_BYTES = 128 << 20
+MAX_EXTENDED = 64 << 10
+MAX_EXTENDED_TOTAL = 8 << 20
+MAX_RECORDS = 2 * MAX_MEMBERS
+# tarfile before 3.12.6 searches each PAX header with a regex that is quadratic in a run of
+# digits (CVE-2024-6232); a name or number in a snapshot never has a run this long.
+MAX_DIGITS = 32
+# Modification times a snapshot holds, in seconds either side of 1970 (about the year 2514);
+# utime fails on an infinite or huge one.
+MAX_MTIME = 1 << 34
+# Links followed in one lookup before the kernel fails it with ELOOP, path_resolution(7), and
+# components walked resolving all the links of an archive.
+MAX_LINKS = 40
+MAX_LINK_STEPS = 1_000_000
 SUFFIXES = (".tar.gz", ".tgz")
+
+# Streams in one compressed archive (pack writes one; pbzip2 one per 900 kB), the zeros that may
+# pad one (tar pads to its record, 10 KiB by default), and the memory an xz stream may ask for
+# (xz -9 asks 65 MiB): millions of tiny streams, GiBs of zeros or of memory would otherwise
+# cost minutes or the memory.
+MAX_STREAMS = 4096
+MAX_PADDING = 1 << 20
+MAX_XZ_MEMORY = 128 << 20
+
+BLOCK = 512
+_CHUNK = 256 << 10
+_INPUT = 64 << 10
+_ZERO = bytes(BLOCK)
+_REGULAR = (b"0", b"\0", b"7")
+_KEPT = _REGULAR + (b"5", b"2")
+# Member types the pre-scan passes quickly: not the old-style regular one, which a name ending
+# in "/" makes a folder.
+_PLAIN = (b"0", b"7", b"5", b"2")
+_EXTENDED_KINDS = (b"x", b"X", b"g", b"L", b"K")
+# A header's size (11 octal digits and a NUL, as tarfile writes it), checksum (6 and a NUL)
+# and type.
+_FIELDS = struct.Struct("124x11sB12x6sB1xc")
+_SPECIAL = "a device, FIFO or other special file"
+_SPARSE = "a sparse member (snapshots hold none)"
+_REFUSED = {b"1": "a hard link (snapshots hold none)", b"3": _SPECIAL, b"4": _SPECIAL, b"6": _SPECIAL, b"S": _SPARSE}
+_DIGIT_RUNS = bytes.maketrans(b"0123456789", b"1" * 10)
+_TIME_BYTES = frozenset(b"0123456789.+-eE")
 
 
 class ArchiveError(Exception):
@@ -50,6 +105,9 @@ def pack(tree: str, archive: str) -> int:
                 member = out.gettarinfo(path, arcname=os.path.relpath(path, tree))
                 member.uid = member.gid = 0
                 member.uname = member.gname = ""
+                # Whole seconds, in the range unpacking takes: a fractional time would cost every
+                # member a PAX header.
+                member.mtime = min(max(int(member.mtime), -MAX_MTIME), MAX_MTIME)
                 if member.issym():
                     # Inside a tree "/x" means the tree's /x, and ".." stops at its root (as the
                     # Host resolves them): written relative and inside, so unpacking takes them.
@@ -62,6 +120,282 @@ def pack(tree: str, archive: str) -> int:
                     out.addfile(member)
                 count += 1
     return count
+
+
+def _shown(name) -> str:
+    """A name for a message: its first 80 characters, quoted and escaped."""
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", "surrogateescape")
+    return repr(name[:80]) + ("..." if len(name) > 80 else "")
+
+
+# -- the pre-scan ------------------------------------------------------------------------------
+
+
+class _Reader:
+    """The decompressed stream read forward in 256 KiB chunks into ``buffer``: ``at`` is the next
+    byte there, ``base`` the stream offset of the buffer's first byte."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.buffer = b""
+        self.at = self.base = 0
+
+    @property
+    def offset(self) -> int:
+        return self.base + self.at
+
+    def take(self, size: int) -> bytes:
+        """The next ``size`` bytes, fewer where the stream ends."""
+        if self.at + size > len(self.buffer):
+            self.fill(size)
+        data = self.buffer[self.at : self.at + size]
+        self.at += len(data)
+        return data
+
+    def fill(self, size: int) -> None:
+        """Have the next ``size`` bytes in the buffer, fewer where the stream ends."""
+        parts = [self.buffer[self.at :]]
+        have = len(parts[0])
+        read = getattr(self.stream, "read1", self.stream.read)
+        while have < size:
+            chunk = read(max(size - have, _CHUNK))
+            if not chunk:
+                break
+            parts.append(chunk)
+            have += len(chunk)
+        self.base += self.at
+        self.buffer, self.at = b"".join(parts), 0
+
+    def skip(self, size: int) -> bool:
+        """Read past ``size`` bytes, discarding them; False where the stream ends first."""
+        left = size - (len(self.buffer) - self.at)
+        if left <= 0:
+            self.at += size
+            return True
+        self.base += len(self.buffer)
+        self.buffer, self.at = b"", 0
+        while left > 0:
+            chunk = self.stream.read(min(left, _CHUNK))
+            if not chunk:
+                return False
+            left -= len(chunk)
+            self.base += len(chunk)
+        return True
+
+
+def _number(field: bytes):
+    """A header's number field as tarfile's nti() reads it (octal up to a NUL, or GNU base-256),
+    or None where tarfile would find the header invalid."""
+    if field[0] == 0x80:
+        return int.from_bytes(field[1:], "big")
+    if field[0] == 0xFF:
+        return int.from_bytes(field[1:], "big") - (1 << (8 * len(field) - 8))
+    try:
+        return int(field.partition(b"\0")[0].strip() or b"0", 8)
+    except ValueError:
+        return None
+
+
+def _padded(size: int) -> int:
+    return -(-size // BLOCK) * BLOCK
+
+
+def _ustar_name(block: bytes) -> bytes:
+    name = block[:100].split(b"\0", 1)[0]
+    prefix = block[345:500].split(b"\0", 1)[0]
+    return prefix + b"/" + name if prefix else name
+
+
+def _records(payload: bytes, size: int) -> list:
+    """A PAX header's ``LEN key=value\\n`` records, as tarfile reads them, each length checked
+    to end at a newline; anything tarfile could read another way is refused (ValueError)."""
+    if payload[size:].strip(b"\0"):
+        raise ValueError("bytes after its records")
+    if payload.translate(_DIGIT_RUNS).find(b"1" * (MAX_DIGITS + 1)) != -1:
+        raise ValueError("a run of more than %d digits" % MAX_DIGITS)
+    records = []
+    at = 0
+    while at < size:
+        space = payload.find(b" ", at, at + 8)
+        length = int(payload[at:space]) if space > at and payload[at:space].isdigit() else 0
+        end = at + length
+        equals = payload.find(b"=", space + 1, end - 1) if length else -1
+        if equals <= space + 1 or end > size or payload[end - 1] != 0x0A:
+            raise ValueError("a malformed record at byte %d" % at)
+        records.append((payload[space + 1 : equals], payload[equals + 1 : end - 1]))
+        at = end
+    return records
+
+
+def _time_ok(value) -> bool:
+    if isinstance(value, bytes):
+        if not value or len(value) > 32 or not _TIME_BYTES.issuperset(value):
+            return False
+        try:
+            value = float(value)
+        except ValueError:
+            return False
+    return isinstance(value, (int, float)) and math.isfinite(value) and abs(value) <= MAX_MTIME
+
+
+def _record_problem(key: bytes, value: bytes):
+    """Why a member's PAX record is refused, or None."""
+    if key.startswith(b"GNU.sparse."):
+        return _SPARSE
+    if key in (b"path", b"linkpath") and (len(value) > MAX_NAME or b"\0" in value):
+        return "a PAX %s longer than %d bytes or holding a NUL" % (key.decode(), MAX_NAME)
+    if key in (b"size", b"uid", b"gid") and not (value.isdigit() and len(value) <= 18):
+        return "a PAX %s that is no number (%s)" % (key.decode(), _shown(value))
+    if key in (b"mtime", b"atime", b"ctime") and not _time_ok(value):
+        return "a PAX %s that is no time in range (%s)" % (key.decode(), _shown(value))
+    return None
+
+
+class _Scan:
+    """One pass over the decompressed tar stream, header by header, as tarfile will walk it.
+
+    Extended headers (PAX ``x``, GNU long name ``L`` and long link ``K``) are read into
+    ``pending`` for the member they precede, one of each kind at most; a global PAX header
+    (``g``) may carry only a comment, as it would otherwise apply to every member after it."""
+
+    def __init__(self, stream):
+        self.reader = _Reader(stream)
+        self.pending = {}
+        self.members = self.header_bytes = self.extended = self.records = self.unpacked = 0
+        self.offsets, self.sizes, self.kinds = array("I"), array("I"), bytearray()
+
+    def run(self) -> tuple:
+        """Where each member's data starts, its size and its type, as tarfile must find them."""
+        reader = self.reader
+        fields, adler32 = _FIELDS.unpack_from, zlib.adler32
+        while True:
+            at = reader.at
+            if at + BLOCK > len(reader.buffer):
+                reader.fill(BLOCK)
+                at = reader.at
+            block = reader.buffer[at : at + BLOCK]
+            reader.at = at + BLOCK
+            if len(block) < BLOCK or block == _ZERO:
+                return self.end(block)
+            size, size_end, stored, stored_end, kind = fields(block)
+            try:
+                size, stored = int(size, 8), int(stored, 8)
+            except ValueError:
+                size = None
+            if size is None or size_end or stored_end:
+                # Not the form tarfile writes: each field read in full, as tarfile reads it.
+                size, stored = _number(block[124:136]), _number(block[148:156])
+            # The unsigned sum tarfile checks first, from adler32's (1 + sum) modulo 65521: a
+            # header 65521 off passes here, and tarfile then stops at it, which is refused too.
+            if stored is None or ((adler32(block) & 0xFFFF) - sum(block[148:156]) + 255 - stored) % 65521:
+                raise ArchiveError("not a readable snapshot archive (a header with a bad checksum at byte %d)" % (reader.offset - BLOCK))
+            if size is None or size < 0:
+                raise self.refused(block, "a size field that is no size")
+            if kind in _EXTENDED_KINDS:
+                self.extended_header(block, kind, size)
+            else:
+                self.member(block, kind, size)
+
+    def end(self, block: bytes) -> tuple:
+        """The layout, at a block of zeros or the end of the stream: where tarfile stops too."""
+        if block and len(block) < BLOCK:
+            raise ArchiveError("not a readable snapshot archive (it ends inside a header)")
+        if self.pending:
+            raise ArchiveError("an extended header with no member after it: not a snapshot")
+        return self.offsets, self.sizes, self.kinds
+
+    def refused(self, block: bytes, problem: str) -> ArchiveError:
+        pax = self.pending.get(b"x", {})
+        name = pax.get(b"path") or self.pending.get(b"L") or _ustar_name(block)
+        return ArchiveError("member %s: %s" % (_shown(name), problem))
+
+    def extended_header(self, block: bytes, kind: bytes, size: int) -> None:
+        kind = b"x" if kind == b"X" else kind
+        if kind in self.pending:
+            raise self.refused(block, "two extended headers of one kind for one member")
+        if kind == b"g" and self.pending:
+            raise self.refused(block, "a global PAX header among one member's headers")
+        what = {b"x": "a PAX header", b"g": "a global PAX header", b"L": "a GNU long name", b"K": "a GNU long link"}[kind]
+        limit = MAX_NAME + 1 if kind in (b"L", b"K") else MAX_EXTENDED
+        if size > limit and kind == b"L":
+            # Named by its first bytes: the rest is never read.
+            name = self.reader.take(BLOCK).split(b"\0", 1)[0]
+            raise ArchiveError("member %s: a name longer than any file system path (%s of %d bytes)" % (_shown(name), what, size))
+        if size > limit:
+            raise self.refused(block, "%s of %d bytes, more than the %d it may be" % (what, size, limit))
+        self.extended += size
+        if self.extended > MAX_EXTENDED_TOTAL:
+            raise ArchiveError("more than %d MiB of extended headers: not a snapshot" % (MAX_EXTENDED_TOTAL >> 20))
+        # Members' own headers are bounded by their count; these come on top.
+        self.header_bytes += BLOCK + _padded(size)
+        if self.header_bytes + BLOCK * self.members > MAX_HEADER_BYTES:
+            raise ArchiveError("more than %d MiB of headers: not a snapshot" % (MAX_HEADER_BYTES >> 20))
+        payload = self.reader.take(_padded(size))
+        if len(payload) < _padded(size):
+            raise self.refused(block, "the archive ends inside its extended header")
+        if kind in (b"L", b"K"):
+            # tarfile takes the name up to the first NUL of the blocks read.
+            value = payload.split(b"\0", 1)[0]
+            if len(value) > MAX_NAME:
+                raise self.refused(block, "a GNU long name or link of more than %d bytes" % MAX_NAME)
+            self.pending[kind] = value
+            return
+        try:
+            records = _records(payload, size)
+        except ValueError as exc:
+            raise self.refused(block, "a PAX header with %s" % exc) from None
+        self.records += len(records)
+        if self.records > MAX_RECORDS:
+            raise ArchiveError("more than %d PAX records: not a snapshot" % MAX_RECORDS)
+        if kind == b"g":
+            for key, _ in records:
+                if key != b"comment":
+                    raise ArchiveError("a global PAX header setting %s for every member: not a snapshot" % _shown(key))
+            return
+        self.pending[kind] = dict(records)
+
+    def member(self, block: bytes, kind: bytes, size: int) -> None:
+        self.members += 1
+        if self.members > MAX_MEMBERS:
+            raise ArchiveError("more than %d members: not a snapshot" % MAX_MEMBERS)
+        if self.pending or kind not in _PLAIN or block[136] >= 0x80:
+            kind, size = self.unusual(block, kind, size)
+        reader = self.reader
+        offset = reader.base + reader.at
+        if size and kind in _REGULAR:
+            self.unpacked += size
+            if self.unpacked > MAX_UNPACKED:
+                raise ArchiveError("more than %d MiB unpacked: not a snapshot" % (MAX_UNPACKED >> 20))
+            if not reader.skip(_padded(size)):
+                raise self.refused(block, "the archive ends inside its data")
+        elif size:
+            raise self.refused(block, "a folder or link that carries data")
+        self.offsets.append(offset)
+        self.sizes.append(size)
+        self.kinds += kind
+        if self.pending:
+            self.pending = {}
+
+    def unusual(self, block: bytes, kind: bytes, size: int) -> tuple:
+        """A member's type and size where extended headers, its type or a base-256 time may
+        change or refuse them."""
+        if kind == b"\0" and block[:100].partition(b"\0")[0].endswith(b"/"):
+            kind = b"5"  # an old-style folder, as tarfile reads it
+        problem = _REFUSED.get(kind) or (None if kind in _KEPT else "an unknown member type %r" % kind)
+        pax = self.pending.get(b"x", {})
+        for key, value in pax.items():
+            problem = problem or _record_problem(key, value)
+        # An octal time is in range whatever its digits; a base-256 one may not be.
+        mtime = _number(block[136:148])
+        if not problem and (mtime is None or not _time_ok(mtime)):
+            problem = "a modification time out of range"
+        if problem:
+            raise self.refused(block, problem)
+        return kind, int(pax[b"size"]) if b"size" in pax else size
+
+
+# -- reading with tarfile ----------------------------------------------------------------------
 
 
 class _Bounded:
@@ -77,7 +411,7 @@ class _Bounded:
             raise ArchiveError("a header or read of more than %d MiB: not a snapshot" % (MAX_SINGLE_READ >> 20))
         data = self.stream.read(size)
         self.total += len(data)
-        if self.total > MAX_UNPACKED + (64 << 20):
+        if self.total > MAX_UNPACKED + MAX_HEADER_BYTES + (1 << 20):
             raise ArchiveError("more than %d MiB unpacked: not a snapshot" % (MAX_UNPACKED >> 20))
         return data
 
@@ -88,20 +422,124 @@ class _Bounded:
         return self.stream.tell()
 
 
-def _open_stream(raw):
+class _Decompressed:
+    """The tar stream of a compressed archive: its streams (gzip members, bzip2 or xz streams)
+    decompressed in turn, as GzipFile, BZ2File and LZMAFile read them, but each header parsed
+    by zlib, bz2 or lzma and the zeros that may pad a stream skipped a chunk at a time (GzipFile
+    reads a gzip file name and such zeros byte by byte: 200 MiB of either took it 30-45 s), and
+    at most MAX_STREAMS streams. Read forward; a seek back starts again from the beginning."""
+
+    def __init__(self, raw, new):
+        self.raw = raw
+        self.new = new
+        self.rewind()
+
+    def rewind(self) -> None:
+        self.raw.seek(0)
+        self.inflate = self.new()
+        self.streams = 1
+        self.position = 0
+        self.ended = False
+
+    def read(self, size: int) -> bytes:
+        parts, have = [], 0
+        while have < size and not self.ended:
+            part = self.more(size - have)
+            parts.append(part)
+            have += len(part)
+        self.position += have
+        return b"".join(parts)
+
+    def read1(self, size: int) -> bytes:
+        """Up to ``size`` bytes, as soon as there are some: the pre-scan reads no further than
+        the end of the archive, not into what may follow it."""
+        part = b""
+        while not part and not self.ended:
+            part = self.more(size)
+        self.position += len(part)
+        return part
+
+    def more(self, want: int) -> bytes:
+        """Up to ``want`` more bytes, maybe none (a header read, a stream ended)."""
+        inflate = self.inflate
+        if inflate.eof:
+            return self.next_stream(want)
+        # What max_length left of the input: zlib hands it back, bz2 and lzma keep it.
+        data = getattr(inflate, "unconsumed_tail", b"")
+        if not data and getattr(inflate, "needs_input", True):
+            data = self.raw.read(_INPUT)
+            if not data:
+                raise EOFError("the compressed data ends inside a stream")
+        return inflate.decompress(data, want)
+
+    def next_stream(self, want: int) -> bytes:
+        rest = self.inflate.unused_data
+        zeros = len(rest)
+        rest = rest.lstrip(b"\0")
+        while not rest:
+            if zeros > MAX_PADDING:
+                raise ArchiveError("more than %d KiB of zeros after a compressed stream: not a snapshot" % (MAX_PADDING >> 10))
+            chunk = self.raw.read(_INPUT)
+            if not chunk:
+                self.ended = True
+                return b""
+            zeros += len(chunk)
+            rest = chunk.lstrip(b"\0")
+        self.streams += 1
+        if self.streams > MAX_STREAMS:
+            raise ArchiveError("more than %d compressed streams: not a snapshot" % MAX_STREAMS)
+        self.inflate = self.new()
+        return self.inflate.decompress(rest, want)
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence == 2:
+            raise OSError("a compressed stream cannot be read from its end")
+        if whence == 1:
+            offset += self.position
+        if offset < self.position:
+            self.rewind()
+        while self.position < offset and self.read(min(offset - self.position, _CHUNK)):
+            pass
+        return self.position
+
+
+def _decompressed(raw):
+    """The archive's tar stream from its start, decompressed as its first bytes say."""
     import bz2
-    import gzip
     import lzma
 
+    raw.seek(0)
     magic = raw.read(6)
     raw.seek(0)
     if magic.startswith(b"\x1f\x8b"):
-        return gzip.GzipFile(fileobj=raw)
+        return _Decompressed(raw, lambda: zlib.decompressobj(31))
     if magic.startswith(b"BZh"):
-        return bz2.BZ2File(raw)
+        return _Decompressed(raw, bz2.BZ2Decompressor)
     if magic.startswith(b"\xfd7zXZ"):
-        return lzma.LZMAFile(raw)
+        return _Decompressed(raw, lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=MAX_XZ_MEMORY))
     return raw
+
+
+def _unreadable():
+    """What reading garbage raises, beyond ArchiveError: turned into one line."""
+    import lzma
+
+    return (
+        tarfile.TarError,
+        EOFError,
+        OSError,
+        ValueError,
+        ArithmeticError,
+        RecursionError,
+        MemoryError,
+        LookupError,
+        zlib.error,
+        struct.error,
+        lzma.LZMAError,
+    )
 
 
 def unpack(archive: str, destination: str) -> int:
@@ -116,63 +554,166 @@ def unpack(archive: str, destination: str) -> int:
     if info.st_size > MAX_ARCHIVE:
         raise ArchiveError("%s: %d MiB, more than the %d MiB a snapshot can be" % (archive, info.st_size >> 20, MAX_ARCHIVE >> 20))
     try:
-        with open(archive, "rb") as raw, _open_stream(raw) as stream:
-            with tarfile.open(fileobj=_Bounded(stream), mode="r:") as source:
-                members = _checked(source)
+        with open(archive, "rb") as raw:
+            # Two passes over one open file: the pre-scan's, then tarfile's, which must agree.
+            layout = _Scan(_decompressed(raw)).run()
+            with tarfile.open(fileobj=_Bounded(_decompressed(raw)), mode="r:") as source:
+                members = _checked(source, layout)
                 if hasattr(tarfile, "data_filter"):
                     source.extractall(destination, members=members, filter="data")
                 else:
                     _extract(source, members, destination)
     except ArchiveError:
         raise
-    except (tarfile.TarError, EOFError, OSError, ValueError, RecursionError, MemoryError, LookupError) as exc:
+    except _unreadable() as exc:
         # tarfile.FilterError is a TarError: the data filter refused something the checks let by.
         detail = " ".join(str(exc).replace(destination, "").split())
-        raise ArchiveError("%s: not a readable snapshot archive (%s)" % (archive, detail)) from None
+        detail = detail[:200] + ("..." if len(detail) > 200 else "")
+        raise ArchiveError("%s: not a readable snapshot archive (%s)" % (archive, detail or type(exc).__name__)) from None
     return len(members)
 
 
-def _checked(source) -> list:
+def _checked(source, layout: tuple) -> list:
+    """The members as tarfile reads them, each where the pre-scan found it, and checked."""
+    offsets, sizes, kinds = layout
     members = []
     total = 0
-    links = set()
     seen = {}
+    links = {}
     for member in source:
-        if len(members) >= MAX_MEMBERS:
-            raise ArchiveError("more than %d members: not a snapshot" % MAX_MEMBERS)
+        index = len(members)
+        if index >= len(offsets) or (offsets[index], sizes[index], kinds[index : index + 1]) != (
+            member.offset_data,
+            member.size,
+            member.type,
+        ):
+            raise ArchiveError("member %s: tarfile reads it otherwise than the pre-scan did: not a snapshot" % _shown(member.name))
         name = member.name
         if len(name) > MAX_NAME or name.count("/") > MAX_DEPTH or "\x00" in name:
-            raise ArchiveError("member %r: a name longer or deeper than any file system path" % name[:80])
+            raise ArchiveError("member %s: a name longer or deeper than any file system path" % _shown(name))
         parts = [part for part in name.split("/") if part not in ("", ".")]
         if name.startswith("/") or not parts:
-            raise ArchiveError("member %r: an absolute or empty name" % name)
+            raise ArchiveError("member %s: an absolute or empty name" % _shown(name))
         if ".." in parts:
-            raise ArchiveError("member %r: climbs out of the tree with '..'" % name)
+            raise ArchiveError("member %s: climbs out of the tree with '..'" % _shown(name))
         path = "/".join(parts)
-        prefix = ""
-        for part in parts[:-1]:
-            prefix = prefix + "/" + part if prefix else part
-            if prefix in links:
-                raise ArchiveError("member %r: lies below a symbolic link, and would be written through it" % name)
         # One name, one entry: a second (a file over a link, a link over a file) would be
         # written through the first or depend on the Python's extraction order.
         if path in seen and not (member.isdir() and seen[path]):
-            raise ArchiveError("member %r: the same name twice" % name)
+            raise ArchiveError("member %s: the same name twice" % _shown(name))
         seen[path] = member.isdir()
         if member.islnk():
-            raise ArchiveError("member %r: a hard link (snapshots hold none)" % name)
+            raise ArchiveError("member %s: a hard link (snapshots hold none)" % _shown(name))
         if member.issym():
-            target = member.linkname
-            if target.startswith("/") or _climbs(parts[:-1], target):
-                raise ArchiveError("member %r: a symbolic link leaving the tree (-> %r)" % (name, target))
-            links.add(path)
+            if len(member.linkname) > MAX_NAME or "\x00" in member.linkname:
+                raise ArchiveError("member %s: a link target longer than any file system path" % _shown(name))
+            links[path] = member.linkname
         elif not (member.isreg() or member.isdir()):
-            raise ArchiveError("member %r: a device, FIFO or other special file" % name)
+            raise ArchiveError("member %s: a device, FIFO or other special file" % _shown(name))
+        if not _time_ok(member.mtime):
+            raise ArchiveError("member %s: a modification time out of range" % _shown(name))
         total += member.size
         if total > MAX_UNPACKED:
             raise ArchiveError("more than %d MiB unpacked: not a snapshot" % (MAX_UNPACKED >> 20))
         members.append(member)
+    if len(members) != len(offsets):
+        raise ArchiveError("tarfile stops after %d members, the pre-scan read %d: not a snapshot" % (len(members), len(offsets)))
+    _below_links(seen, links)
+    _Links(links).check()
     return members
+
+
+def _below_links(paths, links: dict) -> None:
+    """Refuse a member whose folder is a symbolic link or lies below one, wherever the link
+    comes in the archive: extraction would write through it."""
+    clear = set()
+    for path in paths:
+        folder = path.rpartition("/")[0]
+        walked = []
+        while folder and folder not in clear:
+            if folder in links:
+                raise ArchiveError("member %s: lies below a symbolic link, and would be written through it" % _shown(path))
+            walked.append(folder)
+            folder = folder.rpartition("/")[0]
+        clear.update(walked)
+
+
+class _Unfollowable(Exception):
+    """A link the checks will not let the kernel follow: the argument says why."""
+
+
+_OUTSIDE = "leaving the tree"
+_LOOP = "in a loop or a chain of more than %d links" % MAX_LINKS
+
+
+class _Links:
+    """The archive's symbolic links, resolved as the kernel will resolve them once all are
+    unpacked, in any order (path_resolution(7)): a target walked component by component from
+    the link's folder, a link met on the way followed (its own target from its folder), ``..``
+    taken after following, more than 40 links in one lookup a failure (ELOOP). A name not in
+    the archive counts as a folder, so nothing made there later can lead out either."""
+
+    def __init__(self, links: dict):
+        self.links = links
+        self.done = {}
+        self.active = set()
+        self.steps = 0
+
+    def check(self) -> None:
+        for path, target in self.links.items():
+            try:
+                self.resolve(path, 0)
+            except _Unfollowable as exc:
+                raise ArchiveError("member %s: a symbolic link %s (-> %s)" % (_shown(path), exc.args[0], _shown(target))) from None
+
+    def resolve(self, path: str, nesting: int):
+        """Where the link at ``path`` leads (its folders, outermost first, each as a path) and
+        how many links the lookup followed, itself included."""
+        if path in self.done:
+            return self.done[path]
+        if path in self.active or nesting > MAX_LINKS:
+            raise _Unfollowable(_LOOP)
+        self.active.add(path)
+        folders = []
+        for part in path.split("/")[:-1]:
+            folders.append(folders[-1] + "/" + part if folders else part)
+        try:
+            folders, followed = self.walk(folders, self.links[path], nesting)
+        finally:
+            self.active.discard(path)
+        if followed + 1 > MAX_LINKS:
+            raise _Unfollowable(_LOOP)
+        self.done[path] = (folders, followed + 1)
+        return self.done[path]
+
+    def walk(self, folders: list, target: str, nesting: int):
+        if target.startswith("/"):
+            raise _Unfollowable(_OUTSIDE)
+        followed = 0
+        for part in target.split("/"):
+            self.steps += 1
+            if self.steps > MAX_LINK_STEPS:
+                raise ArchiveError("symbolic links too many or too long to follow: not a snapshot")
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if not folders:
+                    raise _Unfollowable(_OUTSIDE)
+                folders.pop()
+                continue
+            here = folders[-1] + "/" + part if folders else part
+            if len(folders) >= MAX_DEPTH or len(here) > MAX_NAME:
+                raise _Unfollowable("going deeper than any path in the tree")
+            if here in self.links:
+                reached, count = self.resolve(here, nesting + 1)
+                followed += count
+                if followed > MAX_LINKS:
+                    raise _Unfollowable(_LOOP)
+                folders = list(reached)
+                self.steps += len(folders)
+            else:
+                folders.append(here)
+        return folders, followed
 
 
 def _inside(folder: str, target: str) -> str:
@@ -188,19 +729,6 @@ def _inside(folder: str, target: str) -> str:
     return "/" + "/".join(parts)
 
 
-def _climbs(folder_parts, target: str) -> bool:
-    """Whether a relative link target, followed from ``folder_parts``, goes above the root."""
-    depth = len(folder_parts)
-    for part in target.split("/"):
-        if part == "..":
-            depth -= 1
-            if depth < 0:
-                return True
-        elif part not in ("", "."):
-            depth += 1
-    return False
-
-
 def _extract(source, members, destination: str) -> None:
     """Extraction without tarfile's filter (older Pythons): members already checked, files
     created exclusively and never through a link, with the filter's modes."""
@@ -210,7 +738,7 @@ def _extract(source, members, destination: str) -> None:
         parent = os.path.dirname(target)
         os.makedirs(parent, exist_ok=True)
         if stat.S_ISLNK(os.lstat(parent).st_mode) or not os.path.realpath(parent).startswith(root):
-            raise ArchiveError("member %r: its folder is not inside the tree" % member.name)
+            raise ArchiveError("member %s: its folder is not inside the tree" % _shown(member.name))
         if member.isdir():
             if not os.path.isdir(target):
                 os.mkdir(target, 0o755)
