@@ -657,6 +657,7 @@ class _Links:
         self.links = links
         self.done = {}
         self.active = set()
+        self.looping = set()  # links no lookup gets through (ELOOP), kept so each is walked once
         self.steps = 0
 
     def check(self) -> None:
@@ -664,6 +665,10 @@ class _Links:
             try:
                 self.resolve(path, 0)
             except _Unfollowable as exc:
+                if exc.args[0] == _LOOP:
+                    # Every lookup through it fails with ELOOP, as on the host the snapshot was
+                    # taken from (its reads recorded that): nothing can be reached through it.
+                    continue
                 raise ArchiveError("member %s: a symbolic link %s (-> %s)" % (_shown(path), exc.args[0], _shown(target))) from None
 
     def resolve(self, path: str, nesting: int):
@@ -671,7 +676,11 @@ class _Links:
         how many links the lookup followed, itself included."""
         if path in self.done:
             return self.done[path]
-        if path in self.active or nesting > MAX_LINKS:
+        if path in self.active or path in self.looping:
+            self.looping.add(path)
+            raise _Unfollowable(_LOOP)
+        if nesting > MAX_LINKS:
+            # Too deep from where this lookup started, not necessarily from this link.
             raise _Unfollowable(_LOOP)
         self.active.add(path)
         folders = []
@@ -682,6 +691,7 @@ class _Links:
         finally:
             self.active.discard(path)
         if followed + 1 > MAX_LINKS:
+            self.looping.add(path)
             raise _Unfollowable(_LOOP)
         self.done[path] = (folders, followed + 1)
         return self.done[path]

@@ -34,6 +34,7 @@ MANIFEST = MANIFEST_DIR + "/manifest.json"
 
 _MISSING_ERRNOS = (errno.ENOENT, errno.ENOTDIR)
 NOT_UNDERSTOOD = "\x00not understood: "
+NOT_REGULAR = "not a regular file"
 _DENIED_ERRNOS = (errno.EACCES, errno.EPERM)
 
 
@@ -109,7 +110,7 @@ def _read_file(path: str, real: str, cap: int, nofollow: bool) -> Read:
     try:
         fd = _open_regular(real, nofollow)
     except _NotRegular:
-        return Read(path, ERROR, None, "not a regular file", False)
+        return Read(path, ERROR, None, NOT_REGULAR, False)
     except OSError as exc:
         return _failed(path, exc)
     try:
@@ -199,12 +200,15 @@ class Host:
         at ``cap`` ends at its last whole line: a parser never sees half a line
         (``vm.nr_hugepages = 40`` of ``4096``); ``truncated`` says that more was there."""
         got = self._read(path, cap)
-        if got.ok:
-            data = got.data
-            if got.truncated:
-                data = data[: data.rfind(b"\n") + 1]
-            got = got._replace(data=data.decode("utf-8", "replace"))
-        return self._note("file", got)
+        if not got.ok:
+            return self._note("file", got)
+        data = got.data
+        if got.truncated:
+            data = data[: data.rfind(b"\n") + 1]
+        # The log keeps the bytes: a snapshot writes them as they were, not re-encoded (each
+        # invalid byte would come back as three).
+        self._note("file", got._replace(data=data))
+        return got._replace(data=data.decode("utf-8", "replace"))
 
     def derive(self, path: str, kind: str, extract) -> Read:
         """What ``extract(stream)`` finds in the file at ``path`` (a module's .modinfo, a kernel
@@ -364,7 +368,7 @@ class Host:
         except Refused as refused:
             return _failed(path, refused.error)
         except _NotRegular:
-            return Read(path, ERROR, None, "not a regular file", False)
+            return Read(path, ERROR, None, NOT_REGULAR, False)
         except OSError as exc:
             return _failed(path, exc)
         from ai_doctor import cache
@@ -404,7 +408,9 @@ class Host:
         probe = path
         while probe:
             status = self._overrides.get(probe)
-            if status is not None:
+            # An outcome covers what lies below (a folder that could not be searched), except a
+            # file-kind one: a FIFO read as a file says nothing of other paths.
+            if status is not None and (probe == path or status != NOT_REGULAR):
                 if status == DENIED:
                     return Read(path, DENIED, None, RECORDED, False)
                 if status == MISSING:

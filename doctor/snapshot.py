@@ -13,7 +13,7 @@ import stat
 import time
 
 from ai_doctor import __version__
-from ai_doctor.host import DENIED, ERROR, MANIFEST, MANIFEST_DIR, NOT_UNDERSTOOD, Host, Refused, derived_record, resolve_inside
+from ai_doctor.host import DENIED, ERROR, MANIFEST, MANIFEST_DIR, NOT_REGULAR, NOT_UNDERSTOOD, Host, Refused, derived_record, resolve_inside
 
 FORMAT = 1
 
@@ -31,7 +31,26 @@ def capture(root: str = "/", argv=()):
     for name in sorted(PROVIDERS):
         facts.get(name)
     engine.run(facts, engine.select())
+    _read_for_next_boot(host, request)
     return host
+
+
+def _read_for_next_boot(host, request) -> None:
+    """What ``--next-boot`` reads beyond the run itself (the boot loader entry's kernel, files
+    the simulated boot leaves as they are), so a replay with it judges what the host would."""
+    from ai_doctor import engine
+    from ai_doctor.facts import PROVIDERS, Facts
+    from ai_doctor.nextboot import simulate
+
+    booted = simulate(host, request)
+    if booted is host:
+        return
+    facts = Facts(booted, request)
+    for name in sorted(PROVIDERS):
+        facts.get(name)
+    engine.run(facts, engine.select())
+    # The files the simulation wrote itself are not the host's.
+    host.log.extend(entry for entry in booted.log if entry[1] not in booted.files)
 
 
 def manifest_for(host, argv=()) -> dict:
@@ -77,6 +96,10 @@ def write_tree(host, destination: str, manifest: dict) -> int:
                 continue
             if kind.startswith("derived:"):
                 written += _derived(out, kind.split(":", 1)[1], path, got, outcomes)
+                continue
+            if got.failed and got.detail == NOT_REGULAR and host.entry_kind(path)[0] == "dir":
+                # A folder read as a file: the folder replays it, an outcome would cover it whole.
+                written += _folder_for(out, path, links, outcomes)
                 continue
             if got.failed:
                 outcomes[path] = got.status if got.denied else (got.detail or got.status)
@@ -145,6 +168,17 @@ def _derived(out, kind: str, path: str, got, outcomes: dict) -> int:
     text = got.data if got.ok else NOT_UNDERSTOOD + (got.detail or "")
     try:
         return out.file(derived_record(kind, path), text.encode("utf-8"))
+    except _Unplaceable:
+        outcomes[path] = NOT_KEPT
+        return 0
+
+
+def _folder_for(out, path: str, links: dict, outcomes: dict) -> int:
+    target = _through(path, links)
+    try:
+        if target is None or _reserved(target):
+            raise _Unplaceable()
+        return out.folder(target)
     except _Unplaceable:
         outcomes[path] = NOT_KEPT
         return 0
