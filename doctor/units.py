@@ -172,6 +172,20 @@ def cpu_ranges(cpus) -> str:
     return ",".join(parts)
 
 
+# The kernel's numbers fit in 64 bits: 20 decimal digits. int() refuses more than 4,300 (and
+# was quadratic in them before), so host text is measured before it is converted.
+MAX_DIGITS = 20
+
+
+def whole_number(text):
+    """ASCII decimal digits (blanks around them allowed) as an int; None for anything else,
+    signs included, or for more digits than a kernel number has."""
+    text = (text or "").strip()
+    if not text or len(text) > MAX_DIGITS or not (text.isascii() and text.isdigit()):
+        return None
+    return int(text)
+
+
 def parse_cpu_list(text: str):
     """The kernel's CPU list format (``0-3,8``) to a tuple of ints; bad parts are dropped."""
     cpus = []
@@ -180,11 +194,8 @@ def parse_cpu_list(text: str):
         if not part:
             continue
         low, _, high = part.partition("-")
-        try:
-            first = int(low)
-            last = int(high) if high else first
-        except ValueError:
-            continue
-        if 0 <= first <= last and last - first < 65536:
+        first = whole_number(low)
+        last = whole_number(high) if high else first
+        if first is not None and last is not None and first <= last and last - first < 65536:
             cpus.extend(range(first, last + 1))
     return tuple(cpus)

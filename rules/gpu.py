@@ -77,7 +77,7 @@ def _version(text):
     """A comparable version: dotted numbers as numbers, anything else through packaging."""
     text = str(text or "")
     parts = text.split(".")
-    if all(part.isdigit() and part.isascii() for part in parts) and len(parts) <= 4:
+    if all(part.isdigit() and part.isascii() and len(part) <= 9 for part in parts) and len(parts) <= 4:
         return _Numeric(int(part) for part in parts)
     from packaging.version import InvalidVersion, Version
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ai_doctor.facts import Unavailable, fact, unreadable
 from ai_doctor.record import Record
-from ai_doctor.units import parse_cpu_list
+from ai_doctor.units import parse_cpu_list, whole_number
 
 CPU_DIR = "/sys/devices/system/cpu"
 CPUFREQ_DIR = CPU_DIR + "/cpufreq"
@@ -70,12 +70,12 @@ def _policy(host, name: str, path: str, number, per_cpu: bool, first):
 
 
 def _khz(text):
-    return int(text) if text and text.isascii() and text.isdigit() else None
+    return whole_number(text) if text and text == text.strip() else None
 
 
 def _number(name: str, prefix: str):
     digits = name[len(prefix) :]
-    return int(digits) if name.startswith(prefix) and digits.isascii() and digits.isdigit() else None
+    return whole_number(digits) if name.startswith(prefix) and digits == digits.strip() else None
 
 
 @fact("cpufreq")

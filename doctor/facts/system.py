@@ -60,19 +60,17 @@ def version_key(release_text: str):
     """6.8.0-45-generic → (6, 8, 0, 45, 'generic'): numbers compared as numbers."""
     import re
 
-    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.findall(r"\d+|[^\d.\-+~_]+", release_text))
+    # Numbers compare by length, then digits: no int() of a crafted thousand-digit part.
+    parts = re.findall(r"\d+|[^\d.\-+~_]+", release_text)
+    return tuple((0, len(part.lstrip("0")), part.lstrip("0")) if part.isdigit() else (1, 0, part) for part in parts)
 
 
 def kernel_version(release_text) -> tuple:
     """(major, minor) of a release such as ``6.1.0-56-amd64``; (0, 0) when unreadable."""
     numbers = []
     for part in str(release_text or "").split("-", 1)[0].split(".")[:2]:
-        digits = ""
-        for char in part:
-            if char not in "0123456789":
-                break
-            digits += char
-        if not digits:
+        digits = part[: len(part) - len(part.lstrip("0123456789"))]
+        if not digits or len(digits) > 9:
             break
         numbers.append(int(digits))
     return tuple(numbers) if len(numbers) == 2 else (0, 0)

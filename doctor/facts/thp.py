@@ -17,6 +17,7 @@ from ai_doctor.facts.dropins import dropin_files
 from ai_doctor.facts.memory import parse_choice
 from ai_doctor.facts.system import masked
 from ai_doctor.record import Record
+from ai_doctor.units import whole_number
 
 THP_DIR = "/sys/kernel/mm/transparent_hugepage"
 NO_THP = "this kernel has no transparent huge pages"
@@ -100,8 +101,8 @@ def thp(host, facts):
     pmd_size = None
     if sizes:
         got = host.read_text(THP_DIR + "/hpage_pmd_size")
-        if got.ok and got.data.strip().isdigit():
-            pmd_size = int(got.data.strip())
+        if got.ok:
+            pmd_size = whole_number(got.data)
         if pmd_size not in sizes:
             # Anonymous THP sizes run up to the PMD size, so the largest is it.
             pmd_size = max(sizes)
@@ -113,7 +114,8 @@ def _dir_size(name: str):
     if not (name.startswith("hugepages-") and name.endswith("kB")):
         return None
     digits = name[len("hugepages-") : -2]
-    return int(digits) * 1024 if digits.isdigit() and int(digits) > 0 else None
+    kib = whole_number(digits) if digits == digits.strip() else None
+    return kib * 1024 if kib else None
 
 
 # -- what the kernel sets at boot ----------------------------------------------------------
