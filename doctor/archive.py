@@ -28,6 +28,8 @@ import tarfile
 import zlib
 from array import array
 
+from ai_doctor.host import lexical
+
 # A snapshot is a few hundred KiB; these leave room for big hosts and refuse bombs.
 MAX_ARCHIVE = 256 << 20
 MAX_UNPACKED = 1 << 30
@@ -729,14 +731,7 @@ class _Links:
 def _inside(folder: str, target: str) -> str:
     """Where ``target`` of a link in ``folder`` leads inside a tree: absolute targets restart
     at its root and ``..`` stops there."""
-    parts = [] if target.startswith("/") else [p for p in folder.split("/") if p]
-    for part in target.split("/"):
-        if part == "..":
-            if parts:
-                parts.pop()
-        elif part not in ("", "."):
-            parts.append(part)
-    return "/" + "/".join(parts)
+    return lexical(target if target.startswith("/") else folder + "/" + target)
 
 
 def _extract(source, members, destination: str) -> None:
