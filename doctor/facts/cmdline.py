@@ -12,6 +12,7 @@ import re
 
 from ai_doctor.facts import fact, unreadable
 from ai_doctor.record import Record
+from ai_doctor.units import MAX_DIGITS, whole_number
 
 CMDLINE = "/proc/cmdline"
 _INVALID = object()
@@ -200,7 +201,8 @@ def memparse(text: str):
     with an optional K/M/G/T/P/E suffix (binary); what follows is ignored. None for zero or
     no number."""
     match = _MEMPARSE.match(text)
-    if not match:
+    if not match or len(match.group(1)) > MAX_DIGITS + 2:
+        # No 64-bit number has that many digits (a crafted line; int() would refuse it).
         return None
     value = int(match.group(1), 16 if match.group(1)[:2].lower() == "0x" else 8 if match.group(1)[0] == "0" else 10)
     suffix = match.group(2).upper()
@@ -222,10 +224,11 @@ def _node_counts(value: str, per_node: bool = True):
     """
     if ":" not in value or not per_node:
         match = _PLAIN_COUNT.match(value)
-        return int(match.group(1)) if match else None
+        return whole_number(match.group(1)) if match else None
     if not _NODE_COUNTS.fullmatch(value):
         return None
-    return sum(int(part.partition(":")[2]) for part in value.split(","))
+    counts = [whole_number(part.partition(":")[2]) for part in value.split(",")]
+    return None if None in counts else sum(counts)
 
 
 @fact("cmdline")
