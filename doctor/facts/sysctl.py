@@ -303,11 +303,22 @@ def sysctl_configured_runtime(host, facts):
     if not config:
         return Unavailable("no persistent sysctl configuration to compare the running kernel with")
     values = {}
+    asked = set()
+    listings = {}  # folder → its names, so keys the kernel lacks cost no read (a file may set 100,000)
     for item in config.assignments:
         key = item.key
-        if key in values or "*" in key or "?" in key:
+        if key in asked or "*" in key or "?" in key:
             continue
-        got = host.read_text(key_path(key), cap=65536)
+        asked.add(key)
+        path = key_path(key)
+        folder, name = path.rsplit("/", 1)
+        if folder not in listings:
+            listing = host.listdir(folder)
+            # A folder that is not there holds no key; one that cannot be listed is read key by key.
+            listings[folder] = frozenset(listing.data) if listing.ok else frozenset() if listing.missing else None
+        if listings[folder] is not None and name not in listings[folder]:
+            continue
+        got = host.read_text(path, cap=65536)
         if got.ok:
             values[key] = " ".join(got.data.split())
     return values
