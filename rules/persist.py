@@ -74,7 +74,8 @@ def sysctl_drift(f):
         boot = after.values.get(key)
         if key in _PAIR or boot is None or _same(boot.value, now):
             continue
-        if key == "vm.nr_hugepages" and now.isdigit() and boot.value.isdigit() and int(now) < int(boot.value):
+        pool_now, pool_boot = (sysctl_int(now), sysctl_int(boot.value)) if key == "vm.nr_hugepages" else (None, None)
+        if None not in (pool_now, pool_boot) and pool_now < pool_boot:
             continue  # a pool short of its request: hugepages.shortfall
         drifted.append((key, now, boot))
     issues = []
