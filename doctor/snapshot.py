@@ -87,6 +87,7 @@ def write_tree(host, destination: str, manifest: dict) -> int:
     try:
         outcomes = {}
         cut = set()  # files larger than the read cap: the snapshot holds the part read
+        contents = {}  # target → (bytes, truncated, path as read)
         listed = []
         stats = []
         written = 0
@@ -112,10 +113,10 @@ def write_tree(host, destination: str, manifest: dict) -> int:
                 if target is None or _reserved(target):
                     raise _Unplaceable()
                 if kind == "file":
-                    data = got.data
-                    written += out.file(target, data.encode("utf-8") if isinstance(data, str) else data)
-                    if got.truncated:
-                        cut.add(path)
+                    # A file read twice with different caps is kept as its longest read.
+                    data = got.data.encode("utf-8") if isinstance(got.data, str) else got.data
+                    if target not in contents or len(data) > len(contents[target][0]):
+                        contents[target] = (data, got.truncated, path)
                 elif kind == "link" and got.data:
                     written += out.link(target, got.data)
                 elif kind == "dir":
@@ -125,6 +126,13 @@ def write_tree(host, destination: str, manifest: dict) -> int:
                     stats.append((target, got.data))
             except _Unplaceable:
                 outcomes[path] = NOT_KEPT
+        for target, (data, truncated, path) in contents.items():
+            try:
+                written += out.file(target, data)
+            except _Unplaceable:
+                outcomes[path] = NOT_KEPT
+            if truncated:
+                cut.add(path)
         # After the reads: a stat must not leave an empty stand-in where a file's content belongs,
         # and the mode it saw (rc.local's executable bit) goes onto the file written.
         for target, info in stats:
