@@ -45,8 +45,9 @@ def cell_code(value) -> str:
     return code(value).replace("|", "\\|")
 
 
-def _block(lines) -> list:
-    body = [line.translate(CONTROLS) for line in lines]
+def _block(commands) -> list:
+    # A command of several lines (a here-document) keeps them: its newlines are not host text.
+    body = [line.translate(CONTROLS) for command in commands for line in command.split("\n")]
     longest = max((len(run) for line in body for run in re.findall(r"`+", line)), default=0)
     fence = "`" * max(3, longest + 1)
     return [fence + "sh"] + body + [fence]

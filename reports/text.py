@@ -83,6 +83,10 @@ class _PlainOut:
         for number, (start, end) in enumerate(spans):
             self.lines.append(" " * (indent + (hang if number else 0)) + text[start:end])
 
+    def block(self, texts, style):
+        """Lines printed as they are, from the margin, in one style."""
+        self.lines.extend(texts)
+
     def blank(self):
         self.lines.append("")
 
@@ -111,18 +115,43 @@ class _RichOut:
         )
 
     def line(self, parts, indent: int, hang: int, wrap: bool):
-        text = self.Text()
-        for part in parts:
-            if isinstance(part, tuple):
-                text.append(part[0], style=part[1])
-            else:
-                text.append(part)
+        styled = [part if isinstance(part, tuple) else (part, None) for part in parts]
         if not wrap:
-            self.console.print(self.Text(" " * indent) + text, soft_wrap=True)
+            self.console.print(self._text(" " * indent, styled), soft_wrap=True)
             return
-        spans = list(_pieces(text.plain, self.width, indent, hang)) or [(0, 0)]
+        plain = "".join(piece for piece, _style in styled)
+        spans = list(_pieces(plain, self.width, indent, hang)) or [(0, 0)]
+        # Each wrapped line made from the parts it covers, walking them once: slicing one rich
+        # Text per line copies all of it each time (quadratic in a long message).
+        index, offset = 0, 0  # the part holding ``start``, and where that part begins
         for number, (start, end) in enumerate(spans):
-            self.console.print(self.Text(" " * (indent + (hang if number else 0))) + text[start:end], soft_wrap=True)
+            while index < len(styled) - 1 and offset + len(styled[index][0]) <= start:
+                offset += len(styled[index][0])
+                index += 1
+            pieces, at, where = [], index, offset
+            while at < len(styled) and where < end:
+                piece, style = styled[at]
+                pieces.append((piece[max(start - where, 0) : end - where], style))
+                where += len(piece)
+                at += 1
+            self.console.print(self._text(" " * (indent + (hang if number else 0)), pieces), soft_wrap=True)
+
+    def _text(self, lead: str, pieces):
+        text = self.Text(lead)
+        for piece, style in pieces:
+            if piece:
+                text.append(piece, style=style)
+        return text
+
+    def block(self, texts, style):
+        """Lines printed as they are, from the margin, in one style: written with the style's
+        codes directly (rich's print costs tens of microseconds a line, and a here-document
+        may have 100,000)."""
+        from rich.color import ColorSystem
+        from rich.style import Style
+
+        style = Style.parse(style)
+        self.buffer.write("".join(style.render(text, color_system=ColorSystem.STANDARD) + "\n" for text in texts))
 
     def blank(self):
         self.console.print()
@@ -205,7 +234,13 @@ class _Writer:
             for number, step in enumerate(finding.remediation, 1):
                 self.line("%d. " % number, step.summary, (_flags(step), "dim"), indent=6, hang=3)
                 for command in step.commands:
-                    self.line((command, "bold cyan"), indent=9, wrap=False)
+                    first, _, rest = command.partition("\n")
+                    self.line((first, "bold cyan"), indent=9, wrap=False)
+                    if rest:
+                        # A command of several lines (a here-document): the others from the
+                        # margin, where its end marker must be to copy it whole.
+                        table = _VISIBLE if self.unicode else _ASCII
+                        self.out.block([more.translate(table) for more in rest.split("\n")], "bold cyan")
         self.out.blank()
 
     def checks(self, report):

@@ -100,7 +100,8 @@ def sysctl_drift(f):
             steps = _drift_steps(f, [(key, now, boot)], topic, displaces)
         issues.append(Issue(message, _drift_evidence([(key, now, boot)]), steps, severity=severity))
     if other:
-        lines = "; ".join("%s is %s, boot sets %s (%s)" % (key, now, boot.value, boot.where) for key, now, boot in other)
+        shown = ["%s is %s, boot sets %s (%s)" % (key, now, boot.value, boot.where) for key, now, boot in other[:_SHOWN]]
+        lines = _listed(shown, len(other), sep="; ")
         message = (
             "%d key%s that do%s not bear on loading or serving models run%s with another value than boot sets, so the next "
             "reboot changes %s: %s."
@@ -117,7 +118,7 @@ def sysctl_drift(f):
         issues.append(
             Issue(
                 message,
-                _drift_evidence(other),
+                _drift_evidence(other[:_SHOWN]),
                 steps,
                 severity=Severity.LOW,
                 title="Running sysctls differ from what boot sets (other keys)",
@@ -178,8 +179,9 @@ def _drift_steps(f, items, topic, displaces=(), keep=True, back=None):
     """Keep what runs (where that weakens nothing, and ``keep``), or set it back to what boot
     sets (``back``: the settings that does, in order; empty: not offered)."""
     fixes = f.fixes
-    weak = [(key, now, boot) for key, now, boot in items if weakens(key, now, boot.value)]
-    kept_items = [(key, now) for key, now, boot in items if (key, now, boot) not in weak] if keep else []
+    weakened = [weakens(key, now, boot.value) for key, now, boot in items]
+    weak = [item for item, weaker in zip(items, weakened) if weaker]
+    kept_items = [(key, now) for (key, now, _boot), weaker in zip(items, weakened) if not weaker] if keep else []
     settings = tuple(back) if back is not None else tuple((key, boot.value) for key, _now, boot in items)
     back = fixes.runtime("Set %s back to what boot sets" % ("it" if len(items) == 1 else "them"), [SetSysctl(settings)]) if settings else []
     keep = kept_items
@@ -399,7 +401,7 @@ def sysctl_conflict(f):
         if len(files) < 2 or all(_same(item.value, items[-1].value) for item in items):
             continue
         winner = items[-1]
-        others = "; ".join("%s = %s at %s" % (key, item.value, item.where) for item in items[:-1])
+        others = _listed(["%s = %s at %s" % (key, item.value, item.where) for item in items[:-1][:_SHOWN]], len(items) - 1, sep="; ")
         if (winner.origin or winner.path) == "/etc/sysctl.conf":  # read as itself, not through a sysctl.d link
             why = "sysctl --system reads /etc/sysctl.conf after every drop-in"
         else:
@@ -413,7 +415,7 @@ def sysctl_conflict(f):
             why,
             others,
         )
-        evidence = [Evidence(item.path, "%s = %s" % (key, item.value), item.line) for item in items]
+        evidence = [Evidence(item.path, "%s = %s" % (key, item.value), item.line) for item in _ends(items)]
         step = f.fixes.comment_out_lines(
             items[:-1], "Comment out the overridden lines, so the files say what boot does (nothing changes at runtime)"
         )
@@ -447,20 +449,43 @@ def sysctl_conf_duplicates(f):
         parts = []
         evidence = []
         for key, items in repeated.items():
-            lines = ", ".join(str(item.line) for item in items)
+            if len(parts) == _SHOWN:
+                break  # the message names the first keys; the fix takes them all
             values = {" ".join(item.value.split()) for item in items}
+            lines = _listed([str(item.line) for item in _ends(items)], len(items), ends=True)
             parts.append(
                 "%s %d times (lines %s%s; line %d wins)"
                 % (key, len(items), lines, "" if len(values) == 1 else ", with different values", items[-1].line)
             )
-            evidence += [Evidence(path, "%s = %s" % (key, item.value), item.line) for item in items]
-        message = "%s sets %s: the last copy wins and the others mislead whoever edits them." % (path, "; ".join(parts))
+            evidence += [Evidence(path, "%s = %s" % (key, item.value), item.line) for item in _ends(items)]
+        said = _listed(parts, len(repeated), sep="; ")
+        message = "%s sets %s: the last copy wins and the others mislead whoever edits them." % (path, said)
         earlier = [item for items in repeated.values() for item in items[:-1]]
         step = f.fixes.comment_out_lines(
             earlier, "Comment out all but the last copy of each key (the one in force: nothing changes at runtime)"
         )
         issues.append(Issue(message, evidence, [step] if step else []))
     return issues or Pass("no file repeats a key")
+
+
+# How many items of a long list a message or its evidence names (the fix takes them all).
+_SHOWN = 12
+
+
+def _ends(items):
+    """All of ``items`` when there are few; else the first ones and the last."""
+    return items if len(items) <= _SHOWN else list(items[: _SHOWN - 1]) + [items[-1]]
+
+
+def _listed(words, count: int, ends: bool = False, sep: str = ", ") -> str:
+    """``words`` (of ``count``) joined, saying how many were left out: at the end, or with
+    ``ends`` before the last word."""
+    left = count - len(words)
+    if left <= 0:
+        return sep.join(words)
+    if ends:
+        return "%s%s… %d more …%s%s" % (sep.join(words[:-1]), sep, left, sep, words[-1])
+    return "%s%s… and %d more" % (sep.join(words), sep, left)
 
 
 # What makes an rc.local line tuning this tool cares about.
@@ -544,7 +569,8 @@ def rc_local_ineffective(f):
         if lost_lines & set(range(first, last + 1)) and _turns_thp_off(" ".join(rc.lines[first - 1 : last]))
     ]
     # A second top-level exit would stop what follows it as the first did.
-    exits = [number for number in rc.exit_lines()[1:] if any(number < lost_number for lost_number in lost_lines)] if after else []
+    last_lost = max(lost_lines, default=0)
+    exits = [number for number in rc.exit_lines()[1:] if number < last_lost] if after else []
     quiet = [(n, rc.lines[n - 1]) for first, last in thp_off for n in range(first, last + 1) if _command(rc.lines[n - 1])]
     quiet += [(n, rc.lines[n - 1]) for n in exits]
     words = []
@@ -605,10 +631,11 @@ def _move_steps(fixes, rc, lost, end):
         ]
     tuning = {number for number, _ in lost}
     dead = []
+    exit_line = rc.exit_line
     for first, last in rc.commands():
-        if first == rc.exit_line or (end is not None and first < end):
+        if first == exit_line or (end is not None and first < end):
             continue
-        if any(first <= number <= last for number in tuning):
+        if any(number in tuning for number in range(first, last + 1)):
             dead += [(number, rc.lines[number - 1]) for number in range(first, last + 1) if _command(rc.lines[number - 1])]
     said = "; ".join("line %d `%s`" % (number, text.strip()) for number, text in dead[:6]) + ("; …" if len(dead) > 6 else "")
     summary = "%s the tuning lines of %s that boot never runs (%s), so the file says what boot does: nothing changes at boot" % (

@@ -46,15 +46,18 @@ def parse_grub_defaults(text: str, path: str):
     for number, variable, raw, _why_not in assignments(text):
         if variable not in _CMDLINE_VARIABLES or raw is None:
             continue
-        try:
-            # With every variable empty, what the line itself adds is what is left
-            # (``${X:+$X }thp=never`` → ``thp=never``).
-            written = evaluate(raw, {})
-        except NotEvaluable:
-            written = " ".join(re.split(r"[\s\"'{}]+", raw))
-        params = tuple(p for p in split_cmdline(written) if p.name and not p.name.startswith(("$", "#")))
-        found.append(BootArgs(path, number, variable, params))
+        found.append(BootArgs(path, number, variable, _written_params(raw)))
     return found
+
+
+def _written_params(raw: str):
+    """The parameters an assignment's right-hand side names itself: with every variable empty,
+    what the line adds is what is left (``${X:+$X }thp=never`` → ``thp=never``)."""
+    try:
+        written = evaluate(raw, {})
+    except NotEvaluable:
+        written = " ".join(re.split(r"[\s\"'{}]+", raw))
+    return tuple(p for p in split_cmdline(written) if p.name and not p.name.startswith(("$", "#")))
 
 
 class GrubSetting(Record):
@@ -212,10 +215,12 @@ def boot_entries(host, facts):
 # -- grub.cfg: what GRUB itself reads ---------------------------------------------------------
 
 GRUB_CFG_PATHS = ("/boot/grub/grub.cfg", "/boot/grub2/grub.cfg")
-# Patterns compiled on first use (re caches them): most hosts have no grub.cfg to parse.
-_MENU = r"^\s*(menuentry|submenu)\s+(.*?)\s*\{\s*$"
 _LINUX = ("linux", "linuxefi", "linux16")
-_SET = r"^\s*set\s+([A-Za-z_][A-Za-z0-9_]*)=(.*)$"
+_SHLEX_BLANKS = frozenset(" \t\r\n")
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+# Submenus deeper than this are not followed (grub-mkconfig writes one level): each entry
+# carries the titles above it, so depth times entries must stay small.
+MAX_MENU_DEPTH = 16
 
 
 class MenuEntry(Record):
@@ -239,12 +244,63 @@ class GrubMenu(Record):
 
 
 def _words(text: str):
-    import shlex
-
-    try:
-        return shlex.split(text)
-    except ValueError:
+    """Words as ``shlex.split`` makes them (blanks separate; '…' keeps everything; in "…" a
+    backslash escapes only ``"`` and itself, outside quotes any character), in one pass:
+    shlex builds each word a character at a time, quadratic in a long one. Unbalanced quotes:
+    the words between blanks."""
+    words, word = [], []
+    quote, escaped, started = None, False, False
+    for char in text:
+        if escaped:
+            if quote == '"' and char not in '"\\':
+                word.append("\\")
+            word.append(char)
+            escaped = False
+        elif quote == "'":
+            if char == "'":
+                quote = None
+            else:
+                word.append(char)
+        elif char == "\\":
+            escaped = started = True
+        elif quote == '"':
+            if char == '"':
+                quote = None
+            else:
+                word.append(char)
+        elif char in "'\"":
+            quote, started = char, True
+        elif char in _SHLEX_BLANKS:
+            if started:
+                words.append("".join(word))
+                word, started = [], False
+        else:
+            word.append(char)
+            started = True
+    if quote is not None or escaped:
         return text.split()
+    if started:
+        words.append("".join(word))
+    return words
+
+
+def _menu_opening(line: str):
+    """(``menuentry`` or ``submenu``, its arguments) when ``line`` (stripped) opens one: the
+    keyword, a blank, anything, ``{`` at the end; else None."""
+    keyword = line[:9] if line.startswith("menuentry") else line[:7] if line.startswith("submenu") else None
+    if keyword is None or len(line) == len(keyword) or not line[len(keyword)].isspace() or not line.endswith("{"):
+        return None
+    return keyword, line[len(keyword) : -1].strip()
+
+
+def _set_line(line: str):
+    """(name, value as written) of a ``set NAME=VALUE`` line (stripped), else None."""
+    if not line.startswith("set") or len(line) == 3 or not line[3].isspace():
+        return None
+    name, sep, value = line[4:].lstrip().partition("=")
+    if not sep or not name or name[0].isdigit() or not _NAME_CHARS.issuperset(name):
+        return None
+    return name, value
 
 
 def parse_grub_cfg(text: str, path: str) -> GrubMenu:
@@ -252,22 +308,27 @@ def parse_grub_cfg(text: str, path: str) -> GrubMenu:
     current = None
     default = None
     variables = {}
+    hidden = 0  # menus open below MAX_MENU_DEPTH, whose entries are not followed
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
-        match = re.match(_MENU, raw)
-        if match:
-            words = _words(match.group(2))
+        opened = _menu_opening(line) if line[:1] in ("m", "s") else None
+        if opened:
+            if hidden or len(levels) >= MAX_MENU_DEPTH:
+                hidden += 1  # closed by its own "}"
+                continue
+            words = _words(opened[1])
             title = words[0] if words else ""
             ident = next((words[i + 1] for i, w in enumerate(words[:-1]) if w in ("$menuentry_id_option", "--id")), "")
             position = tuple(level[2] for level in levels) + (counters[-1],)
             counters[-1] += 1
-            if match.group(1) == "submenu":
+            if opened[0] == "submenu":
                 levels.append((title, ident, position[-1]))
                 counters.append(0)
             else:
                 current = [title, ident, position, None, (), number]
             continue
-        if current is not None and line.split(None, 1)[:1] and line.split(None, 1)[0] in _LINUX:
+        first = line.split(None, 1)[0] if line else ""
+        if current is not None and first in _LINUX:
             parts = line.split(None, 2)
             kernel = parts[1].rsplit("/", 1)[-1] if len(parts) > 1 else ""
             current[3] = kernel[len("vmlinuz-") :] if kernel.startswith(("vmlinuz-", "vmlinux-")) else None
@@ -281,18 +342,20 @@ def parse_grub_cfg(text: str, path: str) -> GrubMenu:
                 ids = tuple(level[1] for level in levels) + (current[1],)
                 entries.append(MenuEntry(titles, ids, current[2], current[3], current[4], current[5]))
                 current = None
+            elif hidden:
+                hidden -= 1
             elif levels:
                 levels.pop()
                 counters.pop()
             continue
-        found = re.match(_SET, raw) if current is None else None
+        found = _set_line(line) if current is None and first == "set" else None
         if found:
-            value = found.group(2).strip().strip('"').strip("'")
-            if found.group(1) == "default":
+            value = found[1].strip().strip('"').strip("'")
+            if found[0] == "default":
                 if value != "${next_entry}":
                     default = value
             else:
-                variables[found.group(1)] = (value, number)
+                variables[found[0]] = (value, number)
     return GrubMenu(path, tuple(entries), default, variables)
 
 
@@ -315,8 +378,8 @@ def _menu_entry(menu, selector: str):
     ``>``, or text naming a release; None when it names none."""
     kernels = [e for e in menu.entries if e.release]
     parts = [part.strip() for part in selector.split(">")]
-    if all(part.isdigit() for part in parts):
-        wanted = tuple(int(part) for part in parts)
+    wanted = tuple(_small_int(part) for part in parts)
+    if None not in wanted:
         return next((e for e in kernels if e.position == wanted), None)
     for entry in kernels:
         if len(entry.titles) == len(parts) and all(p in (t, i) for p, t, i in zip(parts, entry.titles, entry.ids)):
@@ -419,10 +482,11 @@ def default_boot(host, facts):
     # an "Advanced options" submenu with each kernel, newest first, each followed by its
     # recovery entry unless GRUB_DISABLE_RECOVERY=true; with the submenu off they are top level.
     if flat is not None and flat[2] in ("y", "true"):
-        index = int(selector) // step if selector.strip().isdigit() else None
+        index = _small_int(selector)
     else:
-        submenu = re.fullmatch(r"\s*1\s*>\s*(\d+)\s*", selector)
-        index = int(submenu.group(1)) // step if submenu else None
+        top, sep, inner = selector.partition(">")
+        index = _small_int(inner) if sep and top.strip() == "1" else None
+    index = index // step if index is not None else None
     if index is not None and index < len(ordered):
         return DefaultBoot(ordered[index], said)
     return DefaultBoot(newest, "the newest installed: %s names no installed kernel" % said)
@@ -433,11 +497,10 @@ def _default_entry(entries, selector, said):
     for entry in entries:
         if selector in (entry.id, entry.title):
             return DefaultBoot(entry.version, "the boot entry %s%s" % (entry.path, words), entry)
-    if selector.strip().isdigit() and int(selector) < len(entries):
-        entry = entries[int(selector)]
-        how = (
-            "the newest boot entry, %s%s" % (entry.path, words) if int(selector) == 0 else "entry %s, %s%s" % (selector, entry.path, words)
-        )
+    index = _small_int(selector)
+    if index is not None and index < len(entries):
+        entry = entries[index]
+        how = "the newest boot entry, %s%s" % (entry.path, words) if index == 0 else "entry %s, %s%s" % (selector, entry.path, words)
         return DefaultBoot(entry.version, how, entry)
     named = _release_in(selector, [e.version for e in entries])
     for entry in entries:
@@ -456,10 +519,23 @@ def _boot_kernels(host):
     return [k for k in kernels if k in with_image] or kernels
 
 
+# A menu title or id is short; a default longer than this is looked for releases in its start.
+_SELECTOR_CAP = 4096
+
+
 def _release_in(text: str, releases):
-    """The longest release named inside ``text`` (a menu title or id), or None."""
-    named = [r for r in releases if r and r in text]
+    """The longest release named inside ``text`` (a menu title or id), or None. A release is at
+    most 64 bytes (utsname), each looked for once."""
+    text = text[:_SELECTOR_CAP]
+    named = [r for r in dict.fromkeys(releases) if r and len(r) <= 64 and r in text]
     return max(named, key=len) if named else None
+
+
+def _small_int(text: str):
+    """``text`` as a menu position (ASCII digits, blanks around), else None: int() of thousands
+    of digits is refused (and slow), and other scripts' digits are not GRUB's."""
+    text = text.strip()
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 9 else None
 
 
 # -- the next boot's command line -----------------------------------------------------------
@@ -501,7 +577,7 @@ def _grub_line(grub):
     """grub-mkconfig's normal entry: GRUB_CMDLINE_LINUX, then GRUB_CMDLINE_LINUX_DEFAULT, as
     the shell leaves them after every file is sourced; None where neither is set, Unavailable
     where one could not be evaluated. Each parameter is credited to the last assignment whose
-    text holds it."""
+    text names it."""
     settings = [grub.settings.get(name) for name in _CMDLINE_VARIABLES]
     if not any(settings):
         return None
@@ -515,13 +591,14 @@ def _grub_line(grub):
     for setting in settings:
         if setting is None or not setting.value:
             continue
+        # Who names each parameter, the last assignment winning: one pass over the history, not
+        # one per parameter (a file appending a word per line would make that quadratic).
+        named = {}
+        for name, path, number, raw in grub.history:
+            if name == setting.name:
+                named.update((param.text, (path, number)) for param in _written_params(raw))
         for param in split_cmdline(setting.value):
-            origin = (setting.path, setting.line)
-            for name, path, number, raw in reversed(grub.history):
-                if name == setting.name and param.text in raw:
-                    origin = (path, number)
-                    break
-            pairs.append((param, origin))
+            pairs.append((param, named.get(param.text, (setting.path, setting.line))))
     return _line(pairs, GRUB_DEFAULTS)
 
 

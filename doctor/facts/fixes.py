@@ -54,6 +54,7 @@ class Fixes:
             self._reload = act.Run(("sysctl", "--system"), act.NOW)
         self._boot_release = facts.get("boot_release")
         self._sysctl_lines = (config.assignments + config.manual) if config else ()
+        self._sysctl_by_key = None  # key → its lines, made on first use
         self._tools = facts.get("tools") or {}
         self._tuned = facts.get("tuned") or None
         cmdline = facts.get("cmdline")
@@ -131,9 +132,10 @@ class Fixes:
             lasting = self._sysctl_at_boot(settings)
             return steps + ([lasting] if lasting is not None else [])
         target = "%s/%s" % (DROP_IN_DIR, _drop_in_name(topic, ()))
+        setting = self._lines_of(touched)
         # Our own drop-in is written whole, not edited.
-        editable = [item for item in self._sysctl_lines if item.key in touched and _in_etc(item) and item.path != target]
-        vendor = [item for item in self._sysctl_lines if item.key in touched and not _in_etc(item)]
+        editable = [item for item in setting if _in_etc(item) and item.path != target]
+        vendor = [item for item in setting if not _in_etc(item)]
         # A package's lines are hidden by an edited copy of its file in /etc: a drop-in merely
         # sorted after them would leave the files saying two things (persist.sysctl-conflict).
         actions = self._comment_actions(editable) + self._override_actions(vendor)
@@ -142,7 +144,7 @@ class Fixes:
             lines = tuple("%s = %s" % item for item in needed)
             made = any(isinstance(action, act.MakeFolder) for action in actions)
             actions.append(act.WriteFile(target, lines, not self._drop_in_dir and not made))
-        elif replaces_ours or any(item.path == target for item in self._sysctl_lines):
+        elif replaces_ours or any(item.path == target for item in self._lines_of(touched)):
             # Back to kernel defaults: a drop-in of ours would otherwise keep its values.
             actions.append(act.RemoveFile(target))
         if not actions:
@@ -194,12 +196,22 @@ class Fixes:
         name in /etc/sysctl.d, which hides it.
         """
         keys = {item.key for item in assignments}
-        every = [item for item in self._sysctl_lines if item.key in keys] or list(assignments)
+        every = self._lines_of(keys) or list(assignments)
         actions = self._comment_actions([item for item in every if _in_etc(item)])
         actions += self._override_actions([item for item in every if not _in_etc(item)])
         if self.running and self._reload is not None:
             actions.append(self._reload)
         return self.step(summary, actions, True)
+
+    def _lines_of(self, keys):
+        """The sysctl lines (applied ones, then /etc/sysctl.conf's manual ones) that set one of
+        ``keys``, in that order; indexed once, so a fix per key stays linear in the lines."""
+        if self._sysctl_by_key is None:
+            self._sysctl_by_key = {}
+            for position, item in enumerate(self._sysctl_lines):
+                self._sysctl_by_key.setdefault(item.key, []).append((position, item))
+        found = [pair for key in keys for pair in self._sysctl_by_key.get(key, ())]
+        return [item for _position, item in sorted(found, key=lambda pair: pair[0])]
 
     def comment_out_lines(self, assignments, summary: str):
         """A step commenting out exactly these assignments' lines, where other lines of the same

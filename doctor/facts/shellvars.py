@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import re
 
-# Compiled on first use (re caches them): most runs evaluate no shell file.
-_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
-_ASSIGNMENT = r"\s*(?:(?:export|readonly)\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)"
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NAME_ASSIGNED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+# Anchored, and no two quantifiers that can take the same characters: linear on any line.
+_ASSIGNMENT = re.compile(r"\s*(?:(?:export|readonly)\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)", re.S)
 UNKNOWN = object()  # a variable whose value could not be evaluated
+# The longest value evaluated: far more than any kernel command line (2 KiB on x86), and a bound
+# on what ``A="$A$A"`` repeated can build (each line would double it).
+MAX_VALUE = 16384
 
 
 OPENERS = {"if": "fi", "case": "esac", "for": "done", "while": "done", "until": "done", "select": "done", "{": "}", "(": ")"}
@@ -27,8 +31,7 @@ def shell_commands(line: str):
     ``&&``, ``||``, ``|``, ``&``, or ``(`` and ``)`` themselves as commands of their own.
     Quoted text and comments are set aside; ``then``, ``do``, ``else`` and ``!`` pass through
     to the command after them."""
-    code = re.sub(r"'[^']*'|\"(?:\\.|[^\"\\])*\"", "''", line)
-    code = re.sub(r"(^|\s)#.*$", "", code)
+    code = _without_comment(_without_quotes(line))
     found = []
     separator = "start"
     words = []
@@ -47,6 +50,76 @@ def shell_commands(line: str):
     if words:
         found.append((separator, words))
     return found
+
+
+def _without_quotes(line: str) -> str:
+    """``line`` with each '…' and "…" (backslash escapes inside) made ``''``, scanning left to
+    right as a regex substitution would, an unterminated quote left as it is; in one pass: a
+    quote that finds no end tells where every later one of its kind fails too."""
+    if "'" not in line and '"' not in line:
+        return line
+    out = []
+    n = len(line)
+    i = start = 0
+    single_open = True  # whether a ' may still find a closing one
+    double_fails_until = -1  # a " before this index (inside a failed scan) finds no end either
+    while i < n:
+        char = line[i]
+        if char == "'" and single_open:
+            end = line.find("'", i + 1)
+            if end < 0:
+                single_open = False
+                i += 1
+                continue
+            out.append(line[start:i])
+            out.append("''")
+            i = start = end + 1
+        elif char == '"' and i >= double_fails_until:
+            j = i + 1
+            while j < n:
+                c = line[j]
+                if c == '"':
+                    break
+                if c == "\\":
+                    if j + 1 < n and line[j + 1] != "\n":
+                        j += 2
+                        continue
+                    # ``\\.``: the escaped character may be anything but a newline.
+                    j = j + 1 if j + 1 < n else n
+                    break
+                j += 1
+            if j < n and line[j] == '"':
+                out.append(line[start:i])
+                out.append("''")
+                i = start = j + 1
+            else:
+                # Every " up to where this scan failed was an escaped one: it fails alike.
+                double_fails_until = j
+                i += 1
+        else:
+            i += 1
+    out.append(line[start:])
+    return "".join(out)
+
+
+def _without_comment(code: str) -> str:
+    """``code`` less its comment: from the first ``#`` at its start or after a blank (with
+    that blank) to its end; a ``#`` with a newline after it (other than a last one) starts
+    none, as ``(^|\\s)#.*$`` would have it."""
+    at = code.find("#")
+    if at < 0:
+        return code
+    body = code[:-1] if code.endswith("\n") else code
+    # A comment runs to the end of the text: none starts before its last newline.
+    floor = body.rfind("\n") + 1
+    at = code.find("#", max(at, floor))
+    while 0 <= at < len(body):
+        if at == 0:
+            return code[len(body) :]
+        if code[at - 1].isspace():
+            return code[: at - 1] + code[len(body) :]
+        at = code.find("#", at + 1)
+    return code
 
 
 def ends_script(separator: str, words) -> bool:
@@ -73,13 +146,21 @@ def assignments(text: str):
     for number, line in enumerate(lines, 1):
         if number <= skip_to:
             continue
-        match = re.match(_ASSIGNMENT, line)
-        if match and _open_quote(match.group(2)):
-            # A quoted value that goes on over the next lines: sh reads it as one.
+        head = line.lstrip()
+        if not head or head[0] == "#":
+            continue  # blank, or a comment: no command (most of a long file, often)
+        match = _ASSIGNMENT.match(line)
+        state = _quote_state(line, _CLOSED) if match else _CLOSED
+        if state[0] is not None:
+            # A quoted value that goes on over the next lines: sh reads it as one. Each line is
+            # scanned once, from the state the lines before it left.
             end = number
-            while end < len(lines) and end - number < 64 and _open_quote(line):
-                line += "\n" + lines[end]
+            pieces = [line]
+            while end < len(lines) and end - number < 64 and state[0] is not None:
+                pieces.append(lines[end])
+                state = _quote_state("\n" + lines[end], state)
                 end += 1
+            line = "\n".join(pieces)
             skip_to = end
         conditional = bool(stack)
         commands = shell_commands(line)
@@ -88,13 +169,13 @@ def assignments(text: str):
                 stack.append(words[0])
             elif stack and words[0] == OPENERS[stack[-1]]:
                 stack.pop()
-        match = re.match(_ASSIGNMENT, line, re.S)
+        match = _ASSIGNMENT.match(line)
         if match and len(commands) == 1 and not conditional:
             yield number, match.group(1), match.group(2), None
             continue
         for separator, words in commands:
             first = 1 if words[0] in ("export", "readonly") else 0
-            named = [w.split("=", 1)[0] for w in words[first:] if re.match(_NAME + "=", w)]
+            named = [w.split("=", 1)[0] for w in words[first:] if _NAME_ASSIGNED.match(w)]
             if words[0] == "unset" and not conditional and separator in ("start", ";") and len(commands) == 1:
                 for name in words[1:]:
                     yield number, name, None, None
@@ -102,10 +183,17 @@ def assignments(text: str):
                 yield number, name, None, "assigned inside if, case, a loop or a function, or beside other commands"
 
 
-def _open_quote(text: str) -> bool:
-    """Whether a quote opened in ``text`` is still open at its end."""
-    quote = None
-    escaped = False
+# (the quote open, or None; whether a backslash escapes the next character; whether a comment
+# ended the scan) at the start of a text.
+_CLOSED = (None, False, False)
+
+
+def _quote_state(text: str, state):
+    """The state after ``text`` read from ``state``: a quote is still open at its end when the
+    first item is not None. A ``#`` outside quotes ends the reading (a comment)."""
+    quote, escaped, stopped = state
+    if stopped:
+        return state
     for char in text:
         if escaped:
             escaped = False
@@ -116,8 +204,8 @@ def _open_quote(text: str) -> bool:
         elif char == quote:
             quote = None
         elif quote is None and char == "#":
-            break
-    return quote is not None
+            return None, False, True
+    return quote, escaped, False
 
 
 def evaluate(text: str, env: dict) -> str:
@@ -134,6 +222,8 @@ def evaluate(text: str, env: dict) -> str:
 # Where a word is read: bare (ends at a blank), inside "…" (ends at "), or as the word of a
 # ${NAME:+word} (ends at the closing brace; quotes in it group, blanks are kept).
 _PLAIN, _QUOTED, _BRACED, _BRACED_IN_QUOTES = range(4)
+# A run of characters special in no mode (no quote, backslash, `$`, backquote, `}` or blank).
+_ORDINARY = re.compile(r"[^'\"\\`$}\s]+")
 _MAX_NESTING = 32
 
 
@@ -143,8 +233,18 @@ def _word(text: str, i: int, env: dict, mode: int, depth: int):
         raise NotEvaluable("expansions nested more than %d deep" % _MAX_NESTING)
     quoted = mode in (_QUOTED, _BRACED_IN_QUOTES)
     out = []
+    size = 0
     n = len(text)
     while i < n:
+        if size > MAX_VALUE:
+            raise NotEvaluable("a value longer than %d characters" % MAX_VALUE)
+        run = _ORDINARY.match(text, i)
+        if run:
+            # Characters that mean nothing in any mode, taken at once.
+            out.append(run.group(0))
+            size += run.end() - i
+            i = run.end()
+            continue
         c = text[i]
         if mode in (_BRACED, _BRACED_IN_QUOTES) and c == "}":
             return "".join(out), i
@@ -157,27 +257,34 @@ def _word(text: str, i: int, env: dict, mode: int, depth: int):
             if end < 0:
                 raise NotEvaluable("an unterminated ' quote")
             out.append(text[i + 1 : end])
+            size += end - i
             i = end + 1
         elif c == '"' and mode != _QUOTED:
             value, end = _word(text, i + 1, env, _QUOTED, depth + 1)
             if end >= n:
                 raise NotEvaluable('an unterminated " quote')
             out.append(value)
+            size += len(value)
             i = end + 1
         elif c == "\\":
             if i + 1 >= n:
                 raise NotEvaluable("a line continued with \\")
             nxt = text[i + 1]
             out.append(nxt if not quoted or nxt in '$`"\\}' else "\\" + nxt)
+            size += 2
             i += 2
         elif c == "`":
             raise NotEvaluable("command substitution (`…`)")
         elif c == "$":
             value, i = _expansion(text, i, env, quoted, depth)
             out.append(value)
+            size += len(value)
         else:
             out.append(c)
+            size += 1
             i += 1
+    if size > MAX_VALUE:
+        raise NotEvaluable("a value longer than %d characters" % MAX_VALUE)
     if mode == _PLAIN:
         return "".join(out), i
     return "".join(out), n
@@ -189,11 +296,11 @@ def _expansion(text: str, i: int, env: dict, quoted: bool, depth: int):
     if nxt == "(":
         raise NotEvaluable("command substitution ($(…))")
     if nxt != "{":
-        match = re.compile(_NAME).match(text, i + 1)
+        match = _NAME.match(text, i + 1)
         if not match:
             return "$", i + 1
         return _lookup(env, match.group(0)) or "", match.end()
-    match = re.compile(_NAME).match(text, i + 2)
+    match = _NAME.match(text, i + 2)
     if not match:
         raise NotEvaluable("an expansion ${%s" % text[i + 2 : i + 12])
     name, j = match.group(0), match.end()

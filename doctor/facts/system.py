@@ -212,9 +212,11 @@ RC_LOCAL_PATHS = ("/etc/rc.local", "/etc/rc.d/rc.local")
 
 class RcLocal(Record):
     """/etc/rc.local as boot would run it: the file (a link followed to its target), whether it
-    may be executed, and its lines."""
+    may be executed, and its lines; ``exits`` and ``spans``, what exit_lines() and commands()
+    find, read once where the fact is made (None: found when asked)."""
 
-    __slots__ = ("path", "executable", "lines")
+    __slots__ = ("path", "executable", "lines", "exits", "spans")
+    _defaults = {"exits": None, "spans": None}
 
     @property
     def has_interpreter(self) -> bool:
@@ -235,69 +237,84 @@ class RcLocal(Record):
 
     def exit_lines(self):
         """Every line that ends the script whatever happens (see exit_line), in order."""
-        stack = []
-        heredoc = None
-        found = []
-        for number, line in enumerate(self.lines, 1):
-            if heredoc is not None:
-                if line.rstrip("\r").lstrip("\t") == heredoc:
-                    heredoc = None
-                continue
-            for separator, words in shell_commands(line):
-                word = words[0]
-                if word in OPENERS:
-                    stack.append(word)
-                elif stack and word == OPENERS[stack[-1]]:
-                    stack.pop()
-                elif not stack and ends_script(separator, words) and found[-1:] != [number]:
-                    found.append(number)
-            marker = re.search(r"<<-?\s*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\1", line)
-            if marker:
-                heredoc = marker.group(2)
-        return found
+        return self.exits if self.exits is not None else _exit_lines(self.lines)
 
     def command_at(self, number: int):
         """(first, last) line of the top-level command holding line ``number``: commenting out
         less (a line of an if block, part of a continued line) would leave the rest unable to
         parse, or running alone."""
-        return next(((first, last) for first, last in self.commands() if first <= number <= last), (number, number))
+        import bisect
+
+        spans = self.commands()
+        at = bisect.bisect_right(spans, (number, len(self.lines) + 1)) - 1
+        return spans[at] if at >= 0 and spans[at][0] <= number <= spans[at][1] else (number, number)
 
     def commands(self):
         """(first, last) line numbers of each top-level command: one line, one continued with
         backslashes, or an if/case/loop/group/subshell with its body, a here-document included."""
-        spans = []
-        stack = []
-        heredoc = None
-        start = None
-        for number, line in enumerate(self.lines, 1):
-            if start is None:
-                if not line.strip() or line.lstrip().startswith("#"):
-                    continue
-                start = number
-            if heredoc is not None:
-                if line.rstrip("\r").lstrip("\t") == heredoc:
-                    heredoc = None
-            else:
-                for _separator, words in shell_commands(line):
-                    if words[0] in OPENERS:
-                        stack.append(words[0])
-                    elif stack and words[0] == OPENERS[stack[-1]]:
-                        stack.pop()
-                marker = re.search(r"<<-?\s*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\1", line)
-                if marker:
-                    heredoc = marker.group(2)
-            if not stack and heredoc is None and not line.rstrip("\r").endswith("\\"):
-                spans.append((start, number))
-                start = None
-        if start is not None:
-            spans.append((start, len(self.lines)))
-        return spans
+        return self.spans if self.spans is not None else _command_spans(self.lines)
 
     def runs(self, number: int) -> bool:
         """Whether line ``number`` runs at boot: systemd starts only an executable rc.local,
         which needs an interpreter line, and nothing after a top-level exit is reached."""
         end = self.exit_line
         return self.executable and self.has_interpreter and (end is None or number < end)
+
+
+_HEREDOC_MARK = re.compile(r"<<-?\s*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\1")
+
+
+def _exit_lines(lines):
+    stack = []
+    heredoc = None
+    found = []
+    for number, line in enumerate(lines, 1):
+        if heredoc is not None:
+            if line.rstrip("\r").lstrip("\t") == heredoc:
+                heredoc = None
+            continue
+        for separator, words in shell_commands(line):
+            word = words[0]
+            if word in OPENERS:
+                stack.append(word)
+            elif stack and word == OPENERS[stack[-1]]:
+                stack.pop()
+            elif not stack and ends_script(separator, words) and found[-1:] != [number]:
+                found.append(number)
+        marker = _HEREDOC_MARK.search(line) if "<<" in line else None
+        if marker:
+            heredoc = marker.group(2)
+    return tuple(found)
+
+
+def _command_spans(lines):
+    spans = []
+    stack = []
+    heredoc = None
+    start = None
+    for number, line in enumerate(lines, 1):
+        if start is None:
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            start = number
+        if heredoc is not None:
+            if line.rstrip("\r").lstrip("\t") == heredoc:
+                heredoc = None
+        else:
+            for _separator, words in shell_commands(line):
+                if words[0] in OPENERS:
+                    stack.append(words[0])
+                elif stack and words[0] == OPENERS[stack[-1]]:
+                    stack.pop()
+            marker = _HEREDOC_MARK.search(line) if "<<" in line else None
+            if marker:
+                heredoc = marker.group(2)
+        if not stack and heredoc is None and not line.rstrip("\r").endswith("\\"):
+            spans.append((start, number))
+            start = None
+    if start is not None:
+        spans.append((start, len(lines)))
+    return tuple(spans)
 
 
 @fact("rc_local")
@@ -313,5 +330,6 @@ def rc_local(host, facts):
             return unreadable(host, text, "cannot read")
         # Lines as sh and sed count them: at newlines only (splitlines would also break at
         # form feeds and other separators, and line numbers in fixes would point elsewhere).
-        return RcLocal(path, info.executable, tuple(text.data.split("\n")))
+        lines = tuple(text.data.split("\n"))
+        return RcLocal(path, info.executable, lines, _exit_lines(lines), _command_spans(lines))
     return None

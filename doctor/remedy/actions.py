@@ -167,13 +167,16 @@ _BRE_SPECIAL = frozenset("\\.*[]^$")
 _DELIMITERS = "|@%,:!/"
 
 
-def bre(text: str, delimiter: str = "/") -> str:
+def bre(text: str, delimiter: str = "/", quotes: bool = False) -> str:
     """``text`` as a GNU sed basic regular expression matching exactly it, between
-    ``delimiter``s; control characters as ``\\xHH``, so the script stays printable."""
+    ``delimiter``s; control characters as ``\\xHH``, so the script stays printable, and with
+    ``quotes`` the shell's quote characters too (a script that is shell text, not a word)."""
     out = []
     for char in text:
         if char in _BRE_SPECIAL or char == delimiter:
             out.append("\\" + char)
+        elif quotes and char in "'\"":
+            out.append("\\x%02x" % ord(char))
         elif char == "\t":
             out.append("\\t")
         elif char == "\r":
@@ -190,8 +193,11 @@ def bre(text: str, delimiter: str = "/") -> str:
 # by the text before that, up to this many characters; or, where the line starts with such a
 # byte, by the longest text between them that it holds, and by not being a comment yet.
 _GUARD_CAP = 256
-# Lines commented out per sed command, so its arguments stay far below the kernel's limits.
+# Lines commented out with ``-e`` arguments, far below the kernel's limits on them; more are
+# commented out by scripts sed reads from here-documents (_many_lines).
 _SED_CHUNK = 100
+# Commands per innermost block of such a script.
+_SED_LEAF = 16
 WHOLE, PREFIX, CONTAINS = "whole", "prefix", "contains"
 
 
@@ -205,21 +211,87 @@ def _guard(text: str):
     return max(text.split("\ufffd"), key=len)[:_GUARD_CAP], CONTAINS
 
 
-def comment_script(number: int, text: str) -> str:
+def comment_script(number: int, text: str, quotes: bool = False) -> str:
     """A sed command turning line ``number`` into a comment only while it still reads
-    ``text``: a second run, or a file that changed since, leaves it alone."""
+    ``text``: a second run, or a file that changed since, leaves it alone. ``quotes``: see bre."""
     known, how = _guard(text)
     delimiter = next((d for d in _DELIMITERS if d not in known), "/")
     if how == CONTAINS:
-        address = "\\%s%s%s" % (delimiter, bre(known, delimiter), delimiter) if known else ""
+        address = "\\%s%s%s" % (delimiter, bre(known, delimiter, quotes), delimiter) if known else ""
         return "%d{%s%s/^# /!s/^/# /;%s}" % (number, address, "{" if known else "", "}" if known else "")
-    return "%ds%s^%s%s%s# &%s" % (number, delimiter, bre(known, delimiter), "$" if how == WHOLE else "", delimiter, delimiter)
+    return "%ds%s^%s%s%s# &%s" % (number, delimiter, bre(known, delimiter, quotes), "$" if how == WHOLE else "", delimiter, delimiter)
 
 
 def _sed_arguments(lines):
-    """``-e SCRIPT`` arguments commenting out ``lines``, in chunks of at most _SED_CHUNK."""
-    scripts = ["-e %s" % quote(comment_script(n, text)) for n, text in lines]
-    return [" ".join(scripts[i : i + _SED_CHUNK]) for i in range(0, len(scripts), _SED_CHUNK)]
+    """``-e SCRIPT`` arguments commenting out ``lines`` (at most _SED_CHUNK of them)."""
+    return " ".join("-e %s" % quote(comment_script(n, text)) for n, text in lines)
+
+
+def _tree(leaves):
+    """Sed script lines for ``leaves`` [(line number, command)], sorted, in nested blocks of line
+    ranges that halve at each level: sed tries every command of a script on every line, so a
+    flat list of 100,000 would make 10^10 tries; this way a line passes about 2·log2(N) range
+    addresses and _SED_LEAF commands."""
+    out = []
+
+    def block(first, end):
+        if end - first <= _SED_LEAF:
+            out.extend(command for _number, command in leaves[first:end])
+            return
+        middle = (first + end) // 2
+        for part_first, part_end in ((first, middle), (middle, end)):
+            out.append("%d,%d{" % (leaves[part_first][0], leaves[part_end - 1][0]))
+            block(part_first, part_end)  # depth log2(N / _SED_LEAF)
+            out.append("}")
+
+    block(0, len(leaves))
+    return out
+
+
+def _many_lines(lines):
+    """(check script, edit script, the SHA-256 sums the check may print) commenting out more
+    lines than -e arguments should carry, linear in them in time and memory.
+
+    sed compiles a regular expression per command, at tens of kilobytes each, so a line known
+    by all its text is not matched by one: a branch on its number leads to one shared command.
+    The text is checked first, all lines at once: the check script prints each such line (a
+    leading ``# `` taken off: a line already commented out reads as it did) and its SHA-256
+    must be that of the texts expected, so a file that changed since is not edited (as --apply
+    refuses it). Lines known by part of their text keep comment_script's own guard."""
+    leaves, check, texts, seen = [], [], [], set()
+    for number, text in sorted(lines, key=lambda pair: pair[0]):
+        if _guard(text)[1] == WHOLE and not text.startswith("# ") and number not in seen:
+            leaves.append((number, "%dbc" % number))
+            check.append((number, "%dbv" % number))
+            texts.append(text)
+        else:
+            leaves.append((number, comment_script(number, text, quotes=True)))
+        seen.add(number)
+    import hashlib
+
+    expected = "\n".join(texts).encode("utf-8", "surrogateescape")
+    # sed leaves a last line without its newline as it was.
+    sums = tuple(hashlib.sha256(data).hexdigest() for data in (expected + b"\n", expected)) if texts else ()
+    check_script = _tree(check) + ["b", ":v", "s/^# //", "p"]
+    edit_script = _tree(leaves) + ["b", ":c", "/^# /!s/^/# /"]
+    return check_script, edit_script, sums
+
+
+def _checked_edit(check: str, edit: str, lines, path: str) -> str:
+    """One command: ``check`` (reads its script with -f -) prints the lines to comment out, and
+    where they read as expected ``edit`` (-f - too) comments them out; else a word on stderr."""
+    check_script, edit_script, sums = _many_lines(lines)
+    edit_text = "%s <<'AIDOCTOR_SED'\n%s\nAIDOCTOR_SED" % (edit, "\n".join(edit_script))
+    if not sums:
+        return edit_text
+    refused = quote("aidoctor: %s no longer reads as it did when checked: not edited" % path)
+    return "case \"$(%s <<'AIDOCTOR_CHECK' | sha256sum\n%s\nAIDOCTOR_CHECK\n)\" in\n%s)\n%s\n;;\n*) echo %s >&2 ;;\nesac" % (
+        check,
+        "\n".join(check_script),
+        " | ".join('"%s  -"' % value for value in sums),
+        edit_text,
+        refused,
+    )
 
 
 def _reads(row: str, text: str) -> bool:
@@ -263,7 +335,11 @@ class CommentLines(Action):
     kind = "comment-lines"
 
     def sh(self, shell):
-        return tuple(shell.root("sed -i --follow-symlinks %s %s" % (scripts, quote(self.path))) for scripts in _sed_arguments(self.lines))
+        path = quote(self.path)
+        if len(self.lines) <= _SED_CHUNK:
+            return (shell.root("sed -i --follow-symlinks %s %s" % (_sed_arguments(self.lines), path)),)
+        check = shell.root("sed -n -f - %s" % path)
+        return (_checked_edit(check, shell.root("sed -i --follow-symlinks -f - %s" % path), self.lines, self.path),)
 
     def apply(self, target):
         text = _present(target, self.path)
@@ -280,17 +356,20 @@ class OverrideCopy(Action):
     kind = "override-copy"
 
     def sh(self, shell):
-        chunks = _sed_arguments(self.lines)
+        few = len(self.lines) <= _SED_CHUNK
+        # A few lines as -e arguments; more from a here-document both branches read.
+        script = _sed_arguments(self.lines) if few else "-f -"
         path = quote(self.path)
-        copy = " | ".join(
-            [shell.root("sed %s %s" % (chunks[0], quote(self.source)))]
-            + [shell.root("sed %s" % chunk) for chunk in chunks[1:]]
-            + [shell.root("tee %s >/dev/null" % path)]
-        )
-        edit = "; ".join(shell.root("sed -i --follow-symlinks %s %s" % (chunk, path)) for chunk in chunks)
+        copy = "%s | %s" % (shell.root("sed %s %s" % (script, quote(self.source))), shell.root("tee %s >/dev/null" % path))
+        edit = shell.root("sed -i --follow-symlinks %s %s" % (script, path))
         # An image is asked from inside, where its own links resolve.
         there = shell.root("test -e %s" % path) if shell.chroot else "[ -e %s ]" % path
-        return ("if %s; then %s; else %s; fi" % (there, edit, copy),)
+        command = "if %s; then %s; else %s; fi" % (there, edit, copy)
+        if few:
+            return (command,)
+        reads = (shell.root("sed -n -f - %s" % word) for word in (path, quote(self.source)))
+        check = "if %s; then %s; else %s; fi" % ((there,) + tuple(reads))
+        return (_checked_edit(check, command, self.lines, self.path),)
 
     def apply(self, target):
         existing = target.read(self.path)
@@ -402,14 +481,15 @@ def grub_lines_needing_hand(text: str, names) -> bool:
     not UTF-8 (read as U+FFFD), names one of ``names``."""
     wanted = tuple(name + "=" for name in names)
     rows = text.split("\n")
-    for index, row in enumerate(rows):
-        if not _GRUB_LINE.match(row):
-            continue
-        logical = [row]
-        while logical[-1].endswith("\\") and index + len(logical) < len(rows):
-            logical.append(rows[index + len(logical)])
-        joined = "\n".join(logical)
-        if (not cuttable_grub_line(row) or "\ufffd" in joined) and any(w in joined for w in wanted):
+    # From the last row back: whether a row and the rows its trailing backslashes continue it
+    # on name one of ``names`` or hold U+FFFD (one pass; a chain per row would be quadratic).
+    named = odd = False
+    for index in range(len(rows) - 1, -1, -1):
+        row = rows[index]
+        continued = row.endswith("\\") and index + 1 < len(rows)
+        named = any(w in row for w in wanted) or (continued and named)
+        odd = "\ufffd" in row or (continued and odd)
+        if named and _GRUB_LINE.match(row) and (odd or not cuttable_grub_line(row)):
             return True
     return False
 
@@ -438,7 +518,9 @@ def grub_cut(text: str, names) -> str:
     """What ``sed -E grub_cut_script(names)`` makes of ``text``."""
     names = "|".join(re.escape(n) for n in names)
     value = "=[^\"'%s}]*" % _BLANK
-    after_blank = re.compile(r"[%s]+(%s)%s" % (_BLANK, names, value))
+    # Tried at the first blank of a run only: from each blank of a long run it would scan the
+    # rest of the run again (quadratic). A match from inside a run is one from its start.
+    after_blank = re.compile(r"(?<![%s])[%s]+(%s)%s" % (_BLANK, _BLANK, names, value))
     after_mark = re.compile(r"([\"'=}])(%s)%s[%s]*" % (names, value, _BLANK))
 
     def cut(row):
