@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import re
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_NAME_ASSIGNED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
-# Anchored, and no two quantifiers that can take the same characters: linear on any line.
-_ASSIGNMENT = re.compile(r"\s*(?:(?:export|readonly)\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)", re.S)
+# Compiled on first use (re caches them): most runs evaluate no shell file. Anchored, and no
+# two quantifiers that can take the same characters: linear on any line.
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_ASSIGNMENT = r"\s*(?:(?:export|readonly)\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)"
 UNKNOWN = object()  # a variable whose value could not be evaluated
 # The longest value evaluated: far more than any kernel command line (2 KiB on x86), and a bound
 # on what ``A="$A$A"`` repeated can build (each line would double it).
@@ -143,13 +143,14 @@ def assignments(text: str):
     stack = []
     lines = text.splitlines()
     skip_to = 0
+    assignment, named_word = re.compile(_ASSIGNMENT, re.S), re.compile(_NAME + "=")
     for number, line in enumerate(lines, 1):
         if number <= skip_to:
             continue
         head = line.lstrip()
         if not head or head[0] == "#":
             continue  # blank, or a comment: no command (most of a long file, often)
-        match = _ASSIGNMENT.match(line)
+        match = assignment.match(line)
         state = _quote_state(line, _CLOSED) if match else _CLOSED
         if state[0] is not None:
             # A quoted value that goes on over the next lines: sh reads it as one. Each line is
@@ -169,13 +170,13 @@ def assignments(text: str):
                 stack.append(words[0])
             elif stack and words[0] == OPENERS[stack[-1]]:
                 stack.pop()
-        match = _ASSIGNMENT.match(line)
+        match = assignment.match(line)
         if match and len(commands) == 1 and not conditional:
             yield number, match.group(1), match.group(2), None
             continue
         for separator, words in commands:
             first = 1 if words[0] in ("export", "readonly") else 0
-            named = [w.split("=", 1)[0] for w in words[first:] if _NAME_ASSIGNED.match(w)]
+            named = [w.split("=", 1)[0] for w in words[first:] if named_word.match(w)]
             if words[0] == "unset" and not conditional and separator in ("start", ";") and len(commands) == 1:
                 for name in words[1:]:
                     yield number, name, None, None
@@ -223,7 +224,7 @@ def evaluate(text: str, env: dict) -> str:
 # ${NAME:+word} (ends at the closing brace; quotes in it group, blanks are kept).
 _PLAIN, _QUOTED, _BRACED, _BRACED_IN_QUOTES = range(4)
 # A run of characters special in no mode (no quote, backslash, `$`, backquote, `}` or blank).
-_ORDINARY = re.compile(r"[^'\"\\`$}\s]+")
+_ORDINARY = r"[^'\"\\`$}\s]+"
 _MAX_NESTING = 32
 
 
@@ -235,10 +236,11 @@ def _word(text: str, i: int, env: dict, mode: int, depth: int):
     out = []
     size = 0
     n = len(text)
+    ordinary = re.compile(_ORDINARY)
     while i < n:
         if size > MAX_VALUE:
             raise NotEvaluable("a value longer than %d characters" % MAX_VALUE)
-        run = _ORDINARY.match(text, i)
+        run = ordinary.match(text, i)
         if run:
             # Characters that mean nothing in any mode, taken at once.
             out.append(run.group(0))
@@ -296,11 +298,11 @@ def _expansion(text: str, i: int, env: dict, quoted: bool, depth: int):
     if nxt == "(":
         raise NotEvaluable("command substitution ($(…))")
     if nxt != "{":
-        match = _NAME.match(text, i + 1)
+        match = re.compile(_NAME).match(text, i + 1)
         if not match:
             return "$", i + 1
         return _lookup(env, match.group(0)) or "", match.end()
-    match = _NAME.match(text, i + 2)
+    match = re.compile(_NAME).match(text, i + 2)
     if not match:
         raise NotEvaluable("an expansion ${%s" % text[i + 2 : i + 12])
     name, j = match.group(0), match.end()

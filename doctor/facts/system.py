@@ -261,7 +261,8 @@ class RcLocal(Record):
         return self.executable and self.has_interpreter and (end is None or number < end)
 
 
-_HEREDOC_MARK = re.compile(r"<<-?\s*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\1")
+# Compiled on first use, as rc.local is rare.
+_HEREDOC_MARK = r"<<-?\s*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\1"
 
 
 def _exit_lines(lines):
@@ -281,7 +282,7 @@ def _exit_lines(lines):
                 stack.pop()
             elif not stack and ends_script(separator, words) and found[-1:] != [number]:
                 found.append(number)
-        marker = _HEREDOC_MARK.search(line) if "<<" in line else None
+        marker = re.search(_HEREDOC_MARK, line) if "<<" in line else None
         if marker:
             heredoc = marker.group(2)
     return tuple(found)
@@ -306,7 +307,7 @@ def _command_spans(lines):
                     stack.append(words[0])
                 elif stack and words[0] == OPENERS[stack[-1]]:
                     stack.pop()
-            marker = _HEREDOC_MARK.search(line) if "<<" in line else None
+            marker = re.search(_HEREDOC_MARK, line) if "<<" in line else None
             if marker:
                 heredoc = marker.group(2)
         if not stack and heredoc is None and not line.rstrip("\r").endswith("\\"):

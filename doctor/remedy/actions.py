@@ -15,6 +15,7 @@ Each action is data with two faces: ``sh(shell)``, the POSIX sh lines the report
 
 from __future__ import annotations
 
+import functools
 import re
 
 from ai_doctor.record import Record
@@ -196,8 +197,10 @@ _GUARD_CAP = 256
 # Lines commented out with ``-e`` arguments, far below the kernel's limits on them; more are
 # commented out by scripts sed reads from here-documents (_many_lines).
 _SED_CHUNK = 100
-# Commands per innermost block of such a script.
+# Commands per innermost block of such a script, and lines kept by a regular expression of
+# their own per sed pass (each costs sed tens of kilobytes).
 _SED_LEAF = 16
+_SED_GUARDED = 500
 WHOLE, PREFIX, CONTAINS = "whole", "prefix", "contains"
 
 
@@ -224,23 +227,23 @@ def comment_script(number: int, text: str, quotes: bool = False) -> str:
 
 def _sed_arguments(lines):
     """``-e SCRIPT`` arguments commenting out ``lines`` (at most _SED_CHUNK of them)."""
-    return " ".join("-e %s" % quote(comment_script(n, text)) for n, text in lines)
+    return " ".join("-e %s" % quote(comment_script(n, text)) for n, text in dict.fromkeys((n, text) for n, text in lines))
 
 
 def _tree(leaves):
-    """Sed script lines for ``leaves`` [(line number, command)], sorted, in nested blocks of line
-    ranges that halve at each level: sed tries every command of a script on every line, so a
-    flat list of 100,000 would make 10^10 tries; this way a line passes about 2·log2(N) range
-    addresses and _SED_LEAF commands."""
+    """Sed script lines for ``leaves`` [(first line, last line, command)], sorted, in nested
+    blocks of line ranges that halve at each level: sed tries every command of a script on
+    every line, so a flat list of 100,000 would make 10^10 tries; this way a line passes about
+    2·log2(N) range addresses and _SED_LEAF commands."""
     out = []
 
     def block(first, end):
         if end - first <= _SED_LEAF:
-            out.extend(command for _number, command in leaves[first:end])
+            out.extend(command for _first, _last, command in leaves[first:end])
             return
         middle = (first + end) // 2
         for part_first, part_end in ((first, middle), (middle, end)):
-            out.append("%d,%d{" % (leaves[part_first][0], leaves[part_end - 1][0]))
+            out.append("%d,%d{" % (leaves[part_first][0], leaves[part_end - 1][1]))
             block(part_first, part_end)  # depth log2(N / _SED_LEAF)
             out.append("}")
 
@@ -248,48 +251,74 @@ def _tree(leaves):
     return out
 
 
+def _runs(numbers, label: str):
+    """Leaves branching to ``label`` on ``numbers`` (sorted, unique), a run of consecutive
+    line numbers as one range."""
+    runs = []
+    for number in numbers:
+        if runs and runs[-1][1] == number - 1:
+            runs[-1][1] = number
+        else:
+            runs.append([number, number])
+    return [(first, last, ("%d,%d" % (first, last) if last > first else "%d" % first) + "b" + label) for first, last in runs]
+
+
 def _many_lines(lines):
-    """(check script, edit script, the SHA-256 sums the check may print) commenting out more
+    """_scripts(lines), remembered for the last few: a report renders a step's commands more
+    than once."""
+    try:
+        return _scripts(tuple(lines))
+    except TypeError:  # lines as lists (unhashable)
+        return _scripts.__wrapped__(lines)
+
+
+@functools.lru_cache(maxsize=8)
+def _scripts(lines):
+    """(check script, the SHA-256 sums its output may have, edit scripts) commenting out more
     lines than -e arguments should carry, linear in them in time and memory.
 
-    sed compiles a regular expression per command, at tens of kilobytes each, so a line known
-    by all its text is not matched by one: a branch on its number leads to one shared command.
-    The text is checked first, all lines at once: the check script prints each such line (a
-    leading ``# `` taken off: a line already commented out reads as it did) and its SHA-256
-    must be that of the texts expected, so a file that changed since is not edited (as --apply
-    refuses it). Lines known by part of their text keep comment_script's own guard."""
-    leaves, check, texts, seen = [], [], [], set()
-    for number, text in sorted(lines, key=lambda pair: pair[0]):
-        if _guard(text)[1] == WHOLE and not text.startswith("# ") and number not in seen:
-            leaves.append((number, "%dbc" % number))
-            check.append((number, "%dbv" % number))
-            texts.append(text)
-        else:
-            leaves.append((number, comment_script(number, text, quotes=True)))
-        seen.add(number)
+    sed compiles a regular expression per command, at tens of kilobytes each, so a line whose
+    text is known is not matched by one: a branch on its number (a run of numbers, on their
+    range) leads to one shared command. Their text is checked first, all lines at once: the
+    check script prints them (a leading ``# `` taken off: a line already commented out reads
+    as it did) and the SHA-256 of that must be the texts expected, so a file that changed since
+    is not edited, as --apply refuses it. A line holding a byte that is not UTF-8 (U+FFFD here),
+    a text that is a comment already, or a second text for one line keeps comment_script's own
+    guard: those come after, _SED_GUARDED to a pass, so sed's memory stays bounded."""
     import hashlib
 
+    branched, texts, guarded = [], [], []
+    for number, text in sorted(dict.fromkeys((n, t) for n, t in lines), key=lambda pair: pair[0]):
+        if "\ufffd" in text or text.startswith("# ") or (branched and branched[-1] == number):
+            guarded.append((number, number, comment_script(number, text, quotes=True)))
+        else:
+            branched.append(number)
+            texts.append(text)
     expected = "\n".join(texts).encode("utf-8", "surrogateescape")
     # sed leaves a last line without its newline as it was.
     sums = tuple(hashlib.sha256(data).hexdigest() for data in (expected + b"\n", expected)) if texts else ()
-    check_script = _tree(check) + ["b", ":v", "s/^# //", "p"]
-    edit_script = _tree(leaves) + ["b", ":c", "/^# /!s/^/# /"]
-    return check_script, edit_script, sums
+    check = _tree(_runs(branched, "v")) + ["b", ":v", "s/^# //", "p"] if texts else None
+    edits = [_tree(_runs(branched, "c")) + ["b", ":c", "/^# /!s/^/# /"]] if texts else []
+    edits += [_tree(guarded[i : i + _SED_GUARDED]) for i in range(0, len(guarded), _SED_GUARDED)]
+    return check, sums, edits
 
 
-def _checked_edit(check: str, edit: str, lines, path: str) -> str:
-    """One command: ``check`` (reads its script with -f -) prints the lines to comment out, and
-    where they read as expected ``edit`` (-f - too) comments them out; else a word on stderr."""
-    check_script, edit_script, sums = _many_lines(lines)
-    edit_text = "%s <<'AIDOCTOR_SED'\n%s\nAIDOCTOR_SED" % (edit, "\n".join(edit_script))
-    if not sums:
-        return edit_text
+def _checked_edit(check: str, edit: str, again: str, lines, path: str) -> str:
+    """One command commenting out ``lines``: ``check`` (reading its script with -f -) prints the
+    lines known by their text, and where they read as expected ``edit`` comments lines out,
+    ``again`` (both -f - too) the rest; else a word on stderr."""
+    check_script, sums, edits = _many_lines(lines)
+    passes = "\n".join(
+        "%s <<'AIDOCTOR_SED'\n%s\nAIDOCTOR_SED" % (edit if number == 0 else again, "\n".join(script)) for number, script in enumerate(edits)
+    )
+    if check_script is None:
+        return passes
     refused = quote("aidoctor: %s no longer reads as it did when checked: not edited" % path)
     return "case \"$(%s <<'AIDOCTOR_CHECK' | sha256sum\n%s\nAIDOCTOR_CHECK\n)\" in\n%s)\n%s\n;;\n*) echo %s >&2 ;;\nesac" % (
         check,
         "\n".join(check_script),
         " | ".join('"%s  -"' % value for value in sums),
-        edit_text,
+        passes,
         refused,
     )
 
@@ -308,7 +337,7 @@ def comment_out(text: str, lines, path: str) -> str:
     a line that reads otherwise (already commented, or changed) raises NotApplicable, except
     one already commented out by us."""
     rows = text.split("\n")
-    for number, expected in lines:
+    for number, expected in dict.fromkeys((n, t) for n, t in lines):  # a line named twice is commented out once
         index = number - 1
         if index < len(rows) and _reads(rows[index], expected):
             rows[index] = "# " + rows[index]
@@ -339,7 +368,8 @@ class CommentLines(Action):
         if len(self.lines) <= _SED_CHUNK:
             return (shell.root("sed -i --follow-symlinks %s %s" % (_sed_arguments(self.lines), path)),)
         check = shell.root("sed -n -f - %s" % path)
-        return (_checked_edit(check, shell.root("sed -i --follow-symlinks -f - %s" % path), self.lines, self.path),)
+        edit = shell.root("sed -i --follow-symlinks -f - %s" % path)
+        return (_checked_edit(check, edit, edit, self.lines, self.path),)
 
     def apply(self, target):
         text = _present(target, self.path)
@@ -369,7 +399,8 @@ class OverrideCopy(Action):
             return (command,)
         reads = (shell.root("sed -n -f - %s" % word) for word in (path, quote(self.source)))
         check = "if %s; then %s; else %s; fi" % ((there,) + tuple(reads))
-        return (_checked_edit(check, command, self.lines, self.path),)
+        again = shell.root("sed -i --follow-symlinks -f - %s" % path)  # the copy is there by then
+        return (_checked_edit(check, command, again, self.lines, self.path),)
 
     def apply(self, target):
         existing = target.read(self.path)
