@@ -392,3 +392,12 @@ def test_a_fix_per_drifted_key_finds_its_lines_through_an_index(run, tmp_path):
     assert len(drift) == keys
     keep = drift[-1]["remediation"][0]
     assert any(a["kind"] == "comment-lines" and a["lines"] == [[keys, "vm.test_%d = 1" % (keys - 1)]] for a in keep["actions"])
+
+
+def test_a_modules_dep_line_naming_the_module_a_million_times_is_read_once():
+    from ai_doctor.facts.modules import parse_modules_dep
+
+    line = "updates/dkms/nvidia.ko: " + "nvidia " * 1_000_000
+    text = "kernel/a.ko:\n" + line + "\nupdates/dkms/nvidia_uvm.ko: nvidia.ko\n"
+    found = parse_modules_dep(text, ["nvidia", "nvidia_uvm"])
+    assert found == {"nvidia": "updates/dkms/nvidia.ko", "nvidia_uvm": "updates/dkms/nvidia_uvm.ko"}

@@ -88,7 +88,10 @@ def parse_modules_dep(text: str, wanted) -> dict:
                 at = text.find(spelling, start)
                 if at < 0:
                     break
-                start = at + 1
+                # One look per line: later matches on it name the same module (linear in a
+                # crafted line holding the name a million times).
+                end = text.find("\n", at)
+                start = len(text) if end < 0 else end + 1
                 line_start = text.rfind("\n", 0, at) + 1
                 colon = text.find(":", line_start)
                 # The line's own module is before its colon; a match after it is a dependency.
