@@ -10,7 +10,7 @@ printed instead of being cut off.
 from __future__ import annotations
 
 from ai_doctor.model import Status
-from ai_doctor.reports.words import command_line, found_words, step_flags, threshold_words, visible
+from ai_doctor.reports.words import command_line, found_words, step_flags, threshold_words, visible, visible_lines
 
 _ORDER = ("critical", "high", "medium", "low", "info")
 
@@ -27,6 +27,7 @@ def environment():
         lstrip_blocks=True,
     )
     env.filters["visible"] = visible
+    env.filters["visible_lines"] = visible_lines
     return env
 
 

@@ -51,6 +51,11 @@ def visible(text) -> str:
     return str(text).translate(CONTROLS)
 
 
+def visible_lines(text) -> str:
+    """visible(), keeping line breaks: a command of several lines (a here-document) copies whole."""
+    return "\n".join(visible(line) for line in str(text).split("\n"))
+
+
 def command_line(report) -> str:
     """The command line that made the report, quoted so it can be pasted and run again."""
     from ai_doctor.shell import join

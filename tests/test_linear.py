@@ -401,3 +401,16 @@ def test_a_modules_dep_line_naming_the_module_a_million_times_is_read_once():
     text = "kernel/a.ko:\n" + line + "\nupdates/dkms/nvidia_uvm.ko: nvidia.ko\n"
     found = parse_modules_dep(text, ["nvidia", "nvidia_uvm"])
     assert found == {"nvidia": "updates/dkms/nvidia.ko", "nvidia_uvm": "updates/dkms/nvidia_uvm.ko"}
+
+
+def test_the_html_report_keeps_a_here_document_on_its_lines(run, tmp_path):
+    import html
+
+    from conftest import Tree
+
+    tree = minimal_host(Tree(tmp_path / "root"))
+    tree.write("/etc/sysctl.conf", "vm.swappiness = 10\n" * 500)
+    out = tmp_path / "r.html"
+    run("--root", tree.root, "--html", out, "--model-size", "1G")
+    page = html.unescape(out.read_text())
+    assert "\nAIDOCTOR_SED\n" in page and "\\x0a" not in page
