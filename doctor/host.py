@@ -401,7 +401,7 @@ class Host:
             return Read(path, ERROR, None, "EINVAL: the path holds a NUL byte", False)
         if self.live:
             return None
-        if path == MANIFEST_DIR or path.startswith(MANIFEST_DIR + "/"):
+        if in_metadata(path):
             return Read(path, MISSING, None, None, False)
         if self.image and path.split("/")[1:2] in (["proc"], ["sys"]):
             return Read(path, MISSING, None, None, False)
@@ -461,7 +461,7 @@ class Host:
         if self.live and not self.trace_links:
             return path
         resolved = self._resolve(path)
-        if not self.live and (resolved == MANIFEST_DIR or resolved.startswith(MANIFEST_DIR + "/")):
+        if not self.live and in_metadata(resolved):
             # The tree's own metadata is not host content, whichever link leads there.
             raise Refused(errno.ENOENT)
         return self._prefix + resolved
@@ -521,6 +521,11 @@ class BadTree(Exception):
 def join_link(path: str, target: str) -> str:
     """Where the link at ``path`` points, as a normal target path (no filesystem access)."""
     return lexical(target if target.startswith("/") else path.rsplit("/", 1)[0] + "/" + target)
+
+
+def in_metadata(path: str) -> bool:
+    """Whether normal target ``path`` lies in a tree's own metadata folder (not host content)."""
+    return path == MANIFEST_DIR or path.startswith(MANIFEST_DIR + "/")
 
 
 def derived_record(kind: str, path: str) -> str:

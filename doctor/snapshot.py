@@ -13,44 +13,51 @@ import stat
 import time
 
 from ai_doctor import __version__
-from ai_doctor.host import DENIED, ERROR, MANIFEST, MANIFEST_DIR, NOT_REGULAR, NOT_UNDERSTOOD, Host, Refused, derived_record, resolve_inside
+from ai_doctor.host import (
+    DENIED,
+    ERROR,
+    MANIFEST,
+    MANIFEST_DIR,
+    NOT_REGULAR,
+    NOT_UNDERSTOOD,
+    Host,
+    Refused,
+    derived_record,
+    in_metadata,
+    resolve_inside,
+)
 
 FORMAT = 1
 
 
 def capture(root: str = "/", argv=()):
     """Read everything any check could read; returns the Host holding the log."""
-    from ai_doctor import engine
-    from ai_doctor.facts import PROVIDERS, Facts
     from ai_doctor.model import Request
+    from ai_doctor.nextboot import simulate
 
     host = Host(root, trace_links=True)
     # A size larger than any host makes every memory check read all it can.
     request = Request(model_size=1 << 60, size_text="1E", size_source="snapshot", described="snapshot", argv=tuple(argv))
+    _read_everything(host, request)
+    # And what --next-boot reads beyond that (the boot entry's kernel, files the simulated boot
+    # leaves as they are), so a replay with it judges what the host would.
+    booted = simulate(host, request)
+    if booted is not host:
+        _read_everything(booted, request)
+        # The files the simulation wrote itself are not the host's.
+        host.log.extend(entry for entry in booted.log if entry[1] not in booted.files)
+    return host
+
+
+def _read_everything(host, request) -> None:
+    """Every fact, then every check, on ``host``: all it logs is what a run can read."""
+    from ai_doctor import engine
+    from ai_doctor.facts import PROVIDERS, Facts
+
     facts = Facts(host, request)
     for name in sorted(PROVIDERS):
         facts.get(name)
     engine.run(facts, engine.select())
-    _read_for_next_boot(host, request)
-    return host
-
-
-def _read_for_next_boot(host, request) -> None:
-    """What ``--next-boot`` reads beyond the run itself (the boot loader entry's kernel, files
-    the simulated boot leaves as they are), so a replay with it judges what the host would."""
-    from ai_doctor import engine
-    from ai_doctor.facts import PROVIDERS, Facts
-    from ai_doctor.nextboot import simulate
-
-    booted = simulate(host, request)
-    if booted is host:
-        return
-    facts = Facts(booted, request)
-    for name in sorted(PROVIDERS):
-        facts.get(name)
-    engine.run(facts, engine.select())
-    # The files the simulation wrote itself are not the host's.
-    host.log.extend(entry for entry in booted.log if entry[1] not in booted.files)
 
 
 def manifest_for(host, argv=()) -> dict:
@@ -110,7 +117,7 @@ def write_tree(host, destination: str, manifest: dict) -> int:
             # A link itself sits at its own path; what was read through one lives at its target.
             target = _through(path, links, follow_last=kind != "link")
             try:
-                if target is None or _reserved(target):
+                if target is None or in_metadata(target):
                     raise _Unplaceable()
                 if kind == "file":
                     # A file read twice with different caps is kept as its longest read.
@@ -146,7 +153,7 @@ def write_tree(host, destination: str, manifest: dict) -> int:
         # stand-in never takes the place of a file that was read.
         for path, entry in listed:
             try:
-                written += 0 if _reserved(entry) else _placeholder(out, host, path, entry, outcomes)
+                written += 0 if in_metadata(entry) else _placeholder(out, host, path, entry, outcomes)
             except _Unplaceable:
                 pass
         manifest = dict(manifest, outcomes=dict(sorted(outcomes.items())))
@@ -184,17 +191,12 @@ def _derived(out, kind: str, path: str, got, outcomes: dict) -> int:
 def _folder_for(out, path: str, links: dict, outcomes: dict) -> int:
     target = _through(path, links)
     try:
-        if target is None or _reserved(target):
+        if target is None or in_metadata(target):
             raise _Unplaceable()
         return out.folder(target)
     except _Unplaceable:
         outcomes[path] = NOT_KEPT
         return 0
-
-
-def _reserved(path: str) -> bool:
-    """The tree's own metadata folder: host content never goes there."""
-    return path == MANIFEST_DIR or path.startswith(MANIFEST_DIR + "/")
 
 
 def _through(path: str, links: dict, follow_last: bool = True):
