@@ -16,6 +16,7 @@ import os
 import sys
 
 from ai_doctor.facts import Unavailable
+from ai_doctor.facts.bootloader import with_grub_sources
 from ai_doctor.model import CheckResult, Evidence, Finding, Issue, Pass, Severity, Skip, Status
 from ai_doctor.record import Record
 
@@ -269,13 +270,13 @@ def _run_one(facts, rule_, findings, audit):
             if isinstance(value, Unavailable):
                 return CheckResult(rule_.id, rule_.title, Status.SKIP, value.reason, ()), view.used
         outcome = rule_.check(view)
-        result = _result(rule_, outcome)
+        result = _result(rule_, outcome, facts)
     except Exception as exc:  # one broken rule never stops the run
         result = CheckResult(rule_.id, rule_.title, Status.ERROR, _describe_error(exc), ())
     return result, view.used
 
 
-def _result(rule_, outcome) -> CheckResult:
+def _result(rule_, outcome, facts) -> CheckResult:
     if outcome is None:
         return CheckResult(rule_.id, rule_.title, Status.PASS, "", ())
     if isinstance(outcome, Skip):
@@ -294,7 +295,8 @@ def _result(rule_, outcome) -> CheckResult:
                 issue.severity or rule_.severity,
                 issue.title or rule_.title,
                 issue.message,
-                _evidence(issue.evidence),
+                # A grub.cfg parameter also names the GRUB defaults line it was written from.
+                _evidence(with_grub_sources(issue.evidence, facts)),
                 tuple(issue.remediation),
                 issue.impact,
                 (rule_.order, index),

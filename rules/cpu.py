@@ -6,7 +6,7 @@ from ai_doctor.engine import rule
 from ai_doctor.facts.cpufreq import CPUFREQ_DIR
 from ai_doctor.facts.system import kernel_version
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Step
-from ai_doctor.remedy.actions import Show, SystemdUnit, WriteKernel
+from ai_doctor.remedy.actions import CommentLines, Show, SystemdUnit, WriteKernel
 from ai_doctor.units import cpu_ranges
 
 # Drivers whose "powersave" is their own adaptive algorithm, not the generic governor that
@@ -31,6 +31,7 @@ _EPP_DRIVERS = ("intel_pstate", "amd-pstate-epp")
         "cmdline",
         "kernel_config",
         "governors_at_boot",
+        "sysfs_conf",
         "fixes",
     ),
 )
@@ -58,14 +59,30 @@ def governor(f):
     to ondemand or powersave seconds after boot whatever the kernel's default was: it is
     disabled first.
 
-    In an image the check judges the governor it will set at boot, the last word first: the
-    active tuned profile's `[cpu] governor` (where tuned starts at boot), an enabled
+    Debian's sysfsutils writes the `scaling_governor` lines of /etc/sysfs.conf and
+    /etc/sysfs.d/*.conf at every boot, after cpufrequtils (its unit's After=): such a line
+    would set the governor back after any boot-time setting, so the fix comments it out.
+
+    tuned's `[cpu] governor` is that of the profile tuned loads when it starts, read as tuned's
+    own code does (Debian 12's tuned 2.20 and Debian 13's 2.25, whose postinst enables
+    tuned.service and whose active_profile and profile_mode ship empty: daemon/daemon.py
+    _get_startup_profile, utils/profile_recommender.py). In automatic mode (profile_mode `auto`, or
+    both files empty) that is its recommend.d rules' pick: balanced on bare metal (2.20:
+    conservative|powersave, conservative once its [modules] loads cpufreq_conservative; 2.25:
+    schedutil|ondemand|powersave), virtual-guest where virt-what reports a hypervisor
+    (performance). The fix keeps the pick before ours (`tuned-adm profile balanced
+    aidoctor-cpu`), since tuned-adm switches to manual mode; where the pick is not known (an
+    image: virt-what's output depends on the machine) the check says so, and the fix is advice.
+
+    In an image the check judges the governor it will set at boot, the last word first: a
+    sysfsutils line, the active tuned profile's `[cpu] governor` (where tuned starts at boot), an enabled
     ondemand.service (bare metal only), `cpufreq.default_governor=` on the default kernel's
     boot line (5.9+), else the kernel's build default (CONFIG_CPU_FREQ_DEFAULT_GOV_*, which
     intel_pstate and amd-pstate in active mode also follow for performance). A build default
     alone is reported as low: virtual machines usually have no frequency scaling at all.
 
-    Reference: Documentation/admin-guide/pm/cpufreq.rst; Documentation/admin-guide/pm/intel_pstate.rst.
+    Reference: Documentation/admin-guide/pm/cpufreq.rst; Documentation/admin-guide/pm/intel_pstate.rst;
+    tuned-adm(8) (recommend, automatic mode).
     """
     freq = f.cpufreq
     if not freq:
@@ -120,13 +137,16 @@ def governor(f):
     if len(slow) > 8:
         evidence.append(Evidence(CPUFREQ_DIR, "%d more policies not on performance" % (len(slow) - 8)))
     steps = _steps(f, freq, slow)
+    tuned_words, tuned_evidence = _tuned_at_boot(f)
+    message += tuned_words
+    evidence += tuned_evidence
     boot = f.governors_at_boot
     unexplained = [p for p in slow if boot and p.governor_path in boot.kept]
     if unexplained:
         # Set after boot by something the checks do not know of, or by hand: a boot-time setting
         # does not stop a writer that comes later.
         message += (
-            " They are not what the kernel starts with, and nothing found here (tuned, cpupower, cpufrequtils, "
+            " They are not what the kernel starts with, and nothing found here (tuned, cpupower, cpufrequtils, sysfsutils, "
             "ondemand.service, the boot line) sets them: something else wrote them after boot, or a hand did; if something "
             "does, it will again after the boot-time setting below."
         )
@@ -140,6 +160,24 @@ def governor(f):
             )
         )
     return Issue(message, evidence, steps, severity=Severity.LOW if adaptive else None, impact=len(cpus))
+
+
+def _tuned_at_boot(f):
+    """(words, evidence) for what tuned sets at its next start where that is not performance, or
+    is not known."""
+    tuned, profile = f.tuned, f.tuned_profile
+    if not (tuned and tuned.enabled and profile):
+        return "", []
+    decision = profile.decide("cpu", "governor")
+    if not decision.known:
+        return " What tuned sets when it next starts is not known: %s." % decision.why, []
+    setting = decision.setting
+    if setting is None or setting.value.split("|")[0].strip() == "performance":
+        return "", []
+    return (
+        " tuned sets %s (%s:%d) at every start: %s." % (setting.text, setting.path, setting.line, tuned.how),
+        [Evidence(setting.path, setting.text, setting.line)],
+    )
 
 
 def _freq(khz: int) -> str:
@@ -167,6 +205,7 @@ def _steps(f, freq, slow):
                 host_wide=False,
             )
         )
+    steps += _sysfs_governor_steps(f, fixes)
     keys = ["governor=performance"]
     if any(p.driver in _EPP_DRIVERS for p in slow):
         # intel_pstate refuses any energy preference but 0 under performance (EBUSY): a
@@ -190,6 +229,36 @@ def _steps(f, freq, slow):
     return steps
 
 
+def _sysfs_governor_lines(f):
+    """sysfs.conf lines that sysfsutils writes to a scaling_governor at boot, other than
+    performance (doctor/facts/sysfsconf.py)."""
+    conf = f.sysfs_conf
+    if not conf or not conf.applies:
+        return []
+    return [s for s in conf.settings if s.attr.endswith("cpufreq/scaling_governor") and s.value != "performance"]
+
+
+def _sysfs_governor_steps(f, fixes):
+    """Comment out the sysfs.conf lines that would set the governor back at every boot."""
+    by_file = {}
+    for setting in _sysfs_governor_lines(f):
+        by_file.setdefault(setting.path, []).append(setting)
+    return [
+        fixes.step(
+            "Comment out %s in %s: Debian's sysfsutils writes %s to the governor at every boot, after anything set before it"
+            % (
+                "line " + " and ".join(str(s.line) for s in settings),
+                path,
+                "/".join(sorted({s.value for s in settings})),
+            ),
+            [CommentLines(path, tuple((s.line, s.raw) for s in settings))],
+            True,
+            host_wide=False,
+        )
+        for path, settings in sorted(by_file.items())
+    ]
+
+
 _KCONFIG_GOVERNORS = ("PERFORMANCE", "POWERSAVE", "USERSPACE", "ONDEMAND", "CONSERVATIVE", "SCHEDUTIL")
 
 
@@ -197,22 +266,32 @@ def _image_governor(f):
     """The governor an image sets at boot, from what has the last word."""
     fixes = f.fixes
     tuned, profile = f.tuned, f.tuned_profile
-    setting = profile.get("cpu", "governor") if tuned and tuned.enabled and profile else None
+    decision = profile.decide("cpu", "governor") if tuned and tuned.enabled and profile else None
+    setting = decision.setting if decision is not None and decision.known else None
     ondemand = f.ondemand_unit
     found = []  # (governor, words, evidence, explicit)
     if setting is not None:
         # tuned tries governor=a|b in order; the first is what the profile asks for.
         first = setting.value.split("|")[0].strip()
+        whose = "the active tuned profile" if not tuned.auto else "tuned's pick at start (%s)" % " ".join(profile.names)
         found.append(
             (
                 first,
-                "the active tuned profile sets %s (%s:%d)" % (setting.text, setting.path, setting.line),
+                "%s sets %s (%s:%d)" % (whose, setting.text, setting.path, setting.line),
                 Evidence(setting.path, setting.text, setting.line),
                 True,
             )
         )
     if ondemand:
         found.append(("ondemand", "Ubuntu's ondemand.service is enabled", Evidence(ondemand, "enabled"), True))
+    written = _sysfs_governor_lines(f)
+    if written:
+        # sysfsutils writes the files after boot, whatever the kernel started with.
+        last = written[-1]
+        words = "Debian's sysfsutils writes it at every boot (%s: %s)" % (last.where, last.raw.strip())
+        found.insert(0, (last.value, words, Evidence(last.path, last.raw.strip(), last.line), True))
+    elif decision is not None and not decision.known and not ondemand:
+        return Skip("the image's governor at boot is tuned's, and what tuned sets is not known: %s" % decision.why)
     boot = None
     line = f.cmdline
     if not line and not found:
@@ -259,6 +338,7 @@ def _image_governor(f):
     steps = []
     if ondemand:
         steps.append(fixes.step("Disable Ubuntu's ondemand.service", [SystemdUnit("disable", "ondemand.service")], True, False))
+    steps += _sysfs_governor_steps(f, fixes)
     if governor != "performance":
         keys = [("cpu", ["governor=performance", "energy_performance_preference=performance"])]
         override = fixes.tuned_override("aidoctor-cpu", "CPU governor performance (aidoctor)", keys, "Set the performance governor at boot")

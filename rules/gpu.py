@@ -4,6 +4,7 @@ loaded driver against its libraries and against the CUDA toolkits, and nouveau i
 from __future__ import annotations
 
 from ai_doctor.engine import rule
+from ai_doctor.facts.gpu import APT_LISTS, APT_SOURCE_PARTS, alternative_folder
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Step
 from ai_doctor.remedy.actions import NOW, Run, Show, WriteFile
 from ai_doctor.shell import quote
@@ -100,33 +101,85 @@ def _family(f) -> str:
     return distro.family if distro else "linux"
 
 
+def _backports(release: str) -> bool:
+    """Whether a Debian kernel release comes from backports: 6.12.12+bpo-amd64 (bookworm on),
+    6.1.0-0.deb11.17-amd64 (a newer release's kernel rebuilt for an older one), 5.10.0-0.bpo.15-amd64."""
+    return "+bpo" in release or ".bpo." in release or "-0.deb" in release
+
+
 def _headers_step(f, release: str):
+    """Install the headers DKMS builds against: from the suite the kernel came from, after
+    `apt-get update` where the image has no package lists (a Dockerfile's `rm -rf
+    /var/lib/apt/lists/*`, Debian's minimal images)."""
     family = _family(f)
-    package = {"debian": ("apt-get", "install", "-y", "linux-headers-%s"), "rhel": ("dnf", "install", "-y", "kernel-devel-%s")}.get(family)
-    if package is None:
+    if family == "rhel":
+        return f.fixes.step(
+            "Install the kernel headers for %s, which DKMS builds against" % release,
+            [Run(("dnf", "install", "-y", "kernel-devel-%s" % release))],
+            True,
+            host_wide=False,
+        )
+    if family != "debian":
         return Step("Install the kernel headers (development files) for %s, which DKMS builds against" % release, (), True, True)
-    argv = package[:-1] + (package[-1] % release,)
-    return f.fixes.step("Install the kernel headers for %s, which DKMS builds against" % release, [Run(argv)], True, host_wide=False)
+    package = "linux-headers-%s" % release
+    suite = None
+    summary = "Install the kernel headers for %s, which DKMS builds against" % release
+    if _backports(release):
+        distro = f.os_release
+        codename = distro.fields.get("VERSION_CODENAME") if distro else None
+        if not codename:
+            return f.fixes.advice(
+                "Install the kernel headers for %s, which DKMS builds against, from the backports suite the kernel came from "
+                "(/etc/os-release names no VERSION_CODENAME): `apt-get install -t CODENAME-backports %s`" % (release, package)
+            )
+        suite = "%s-backports" % codename
+        apt = f.apt
+        if apt and suite not in apt.suites:
+            uri = (apt.suites.get(codename) or (None, "http://deb.debian.org/debian"))[1]
+            return f.fixes.advice(
+                "Install the kernel headers for %s, which DKMS builds against, from %s, where the kernel came from: no apt "
+                "source names that suite, so `apt-get install` cannot find them. Add it (the line `deb %s %s main` in "
+                "%s/backports.list), then run `apt-get update` and `apt-get install -t %s %s`"
+                % (release, suite, uri, suite, APT_SOURCE_PARTS, suite, package)
+            )
+        summary += " (from %s, where the kernel came from)" % suite
+    actions, note = _apt_install(f, (("-t", suite) if suite else ()) + (package,), suite)
+    return f.fixes.step(summary + note, actions, True, host_wide=False)
+
+
+def _apt_install(f, arguments, suite=None):
+    """``apt-get install -y ARGUMENTS``, after `apt-get update` where apt holds no package list
+    (of ``suite``): it knows only the packages of the lists it holds. Returns (actions, words
+    for the step)."""
+    apt = f.apt
+    actions, note = [], ""
+    if apt is not None and apt.lists is not None and not (apt.lists and (suite is None or suite in apt.listed)):
+        actions.append(Run(("apt-get", "update")))
+        note = "; %s holds no package list%s, so update them first" % (APT_LISTS, " of %s" % suite if suite and apt.lists else "")
+    actions.append(Run(("apt-get", "install", "-y") + tuple(arguments)))
+    return actions, note
 
 
 def _dkms_steps(f, nv, release: str, force: bool = False):
-    """Build the driver's DKMS module for ``release``: headers, the build, its log on failure."""
+    """Build the driver's DKMS module for ``release``: its last log, headers, the build."""
     source = nv.dkms_source
-    log = "%s/build/make.log" % source.path
     build = ("dkms", "install") + (("--force",) if force else ()) + (source.ref, "-k", release)
     fixes = f.fixes
+    # In an image both run through chroot, where the image's own links resolve.
+    status = Show("dkms status %s" % quote(source.module), needs_root=bool(fixes.image))
+    log = source.failed_log or source.log_for(release)
+    if source.failed_log:
+        summary = "See why the last DKMS build failed (a missing header package, a compiler too old or too new for the kernel)"
+    elif log:
+        summary = "See the log of DKMS's build of %s for %s" % (source.ref, release)
+    else:
+        summary = (
+            "See what DKMS has built: it has not built %s for %s (no make.log under %s): no build was tried for this kernel, "
+            "or it stopped before compiling, as it does when the kernel's headers are missing" % (source.ref, release, source.path)
+        )
+    actions = [status] + ([Show("tail -n 30 %s" % quote(log), needs_root=bool(fixes.image))] if log else [])
     return [
-        fixes.step(
-            "See why the last DKMS build failed (a missing header package, a compiler too old or too new for the kernel)",
-            # In an image both run through chroot, where the image's own links resolve.
-            [
-                Show("dkms status %s" % quote(source.module), needs_root=bool(fixes.image)),
-                Show("tail -n 30 %s" % quote(log), needs_root=bool(fixes.image)),
-            ],
-            None,
-            host_wide=False,
-            needs_root=False,
-        ),
+        fixes.step(summary, actions, None, host_wide=False, needs_root=False),
         _headers_step(f, release),
         fixes.step("Build and install the nvidia module for %s" % release, [Run(build)], True, host_wide=False),
     ]
@@ -142,7 +195,7 @@ def _branch(nv) -> str:
     "NVIDIA driver installed without a module for the kernel",
     Severity.CRITICAL,
     needs=("nvidia", "gpu_modules"),
-    uses=("running", "default_boot", "os_release", "fixes"),
+    uses=("running", "default_boot", "os_release", "fixes", "apt"),
 )
 def driver_missing(f):
     """The NVIDIA driver's user space is installed (libnvidia-ml, libcuda, nvidia-smi or a DKMS
@@ -158,9 +211,17 @@ def driver_missing(f):
 
     Fix: with DKMS, read the build log, install the kernel's headers and build the module for
     that kernel (`dkms install nvidia/VERSION -k RELEASE`); otherwise install the driver's
-    kernel module package built for that kernel.
+    kernel module package built for that kernel. DKMS keeps build/make.log only after a
+    failed build (a finished one moves it to RELEASE/ARCH/log/make.log), so where neither is
+    there the step says DKMS never built for that kernel instead of naming a missing file.
+    The headers install after `apt-get update` where /var/lib/apt/lists holds no package
+    list (removed by Dockerfiles and minimal images: apt then knows no package), and a
+    Debian backports kernel (6.12.12+bpo-amd64) takes them from CODENAME-backports (`apt-get
+    install -t bookworm-backports`); where no apt source names that suite, the step says so.
 
-    Reference: dkms(8); modules.dep(5); NVIDIA Driver Installation Guide.
+    Reference: dkms(8) and its actual_build (make.log); modules.dep(5); apt-get(8);
+    sources.list(5); Debian Backports Instructions (backports.debian.org); NVIDIA Driver
+    Installation Guide.
     """
     nv = f.nvidia
     if not nv.installed:
@@ -239,7 +300,7 @@ _VERMAGIC_MODULES = ("nvidia", "amdgpu")
     "GPU driver module built for another kernel",
     Severity.CRITICAL,
     needs=("gpu_modules",),
-    uses=("nvidia", "running", "default_boot", "os_release", "fixes"),
+    uses=("nvidia", "running", "default_boot", "os_release", "fixes", "apt"),
 )
 def vermagic_mismatch(f):
     """The nvidia (or amdgpu) module installed for a kernel was built for another kernel.
@@ -349,7 +410,7 @@ def _rebuild_steps(f, info, release: str):
     "NVIDIA kernel module and libraries disagree",
     Severity.CRITICAL,
     needs=("nvidia",),
-    uses=("running", "gpu_modules", "default_boot", "os_release", "fixes"),
+    uses=("running", "gpu_modules", "default_boot", "os_release", "fixes", "apt"),
 )
 def library_mismatch(f):
     """The loaded NVIDIA kernel module's version differs from the user-space libraries'
@@ -358,13 +419,22 @@ def library_mismatch(f):
 
     Typical after a driver package upgrade without a reboot: the new libraries are in place,
     the old module still runs. In an image, the module installed for the default kernel is
-    compared with the libraries: the same failure from the first boot.
+    compared with the libraries: the same failure from the first boot. The libraries are the
+    files that the names programs load (libcuda.so.1, libnvidia-ml.so.1) lead to, link by link
+    inside the root: on Debian through update-alternatives to the selected flavour's folder
+    (nvidia/current, nvidia/tesla-535 …). Debian's libraries and its nvidia-kernel-dkms only
+    recommend each other's version, so a held DKMS package leaves an old module under new
+    libraries.
 
     Fix: reboot; or, when nothing uses the GPU, unload the driver's modules and load the new
     one. When the module on disk is itself the old version (its DKMS build failed), rebuild
-    it first.
+    it first; when DKMS holds no source of the libraries' version, install the DKMS package of
+    that version (on Debian `apt-get install --allow-change-held-packages
+    nvidia-kernel-dkms=VERSION-*`).
 
-    Reference: NVIDIA Driver Installation Guide; nvidia-smi(1).
+    Reference: NVIDIA Driver Installation Guide; nvidia-smi(1); update-alternatives(1);
+    Debian nvidia-graphics-drivers (nvidia-alternative.postinst, libcuda1 and
+    nvidia-kernel-dkms control fields).
     """
     nv = f.nvidia
     versions = nv.library_versions
@@ -383,14 +453,15 @@ def library_mismatch(f):
         kernel_version, source = disk_version, on_disk.path
     if versions == [kernel_version]:
         return Pass("the nvidia module and the libraries are both %s" % kernel_version)
-    evidence = [Evidence(source, kernel_version)] + [Evidence(lib.path, lib.version) for lib in (nv.links or nv.libraries)[:4]]
+    evidence = [Evidence(source, kernel_version)] + [Evidence(lib.path, lib.shown) for lib in (nv.links or nv.libraries)[:4]]
     libs = ", ".join(versions)
     if not f.running:
         message = (
             "The nvidia module the image's default kernel loads is %s, but the libraries are %s: from the first boot, "
             'nvidia-smi fails with "Driver/library version mismatch" and CUDA does not start.' % (kernel_version, libs)
         )
-        return Issue(message, evidence, _rebuild_or_package(f, nv, first.release))
+        steps = _rebuild_or_package(f, nv, first.release, kernel_version, built=True) + _select_flavour(f, nv, kernel_version)
+        return Issue(message + _dkms_words(nv, kernel_version), evidence, steps)
     message = (
         'The loaded nvidia module is %s (%s), but the user-space libraries are %s: nvidia-smi fails with "Failed to '
         'initialize NVML: Driver/library version mismatch" and CUDA does not start.' % (kernel_version, source, libs)
@@ -401,11 +472,13 @@ def library_mismatch(f):
             " And there is no nvidia module for this kernel on disk (%s): the upgrade's build failed, so a reboot would "
             "leave the host without a driver. Build it first." % (first.index)
         )
-        return Issue(message, evidence, _rebuild_or_package(f, nv, first.release) + _then_load(f, nv))
+        steps = _rebuild_or_package(f, nv, first.release, kernel_version) + _then_load(f, nv)
+        return Issue(message + _dkms_words(nv, kernel_version), evidence, steps)
     if disk_version and disk_version not in versions:
         message += " The module on disk for this kernel is %s too (%s), so a reboot alone does not fix it." % (disk_version, on_disk.path)
         evidence.append(Evidence(on_disk.path, "version=%s" % disk_version))
-        return Issue(message, evidence, _rebuild_or_package(f, nv, first.release) + _then_load(f, nv))
+        steps = _rebuild_or_package(f, nv, first.release, kernel_version, built=True) + _then_load(f, nv)
+        return Issue(message + _dkms_words(nv, kernel_version), evidence, steps + _select_flavour(f, nv, kernel_version))
     message += " The driver was upgraded and the old module still runs."
     steps = [
         fixes.reboot_step("Reboot, which loads the new module"),
@@ -417,6 +490,25 @@ def library_mismatch(f):
         ),
     ]
     return Issue(message, evidence, steps)
+
+
+def _dkms_words(nv, module_version: str) -> str:
+    """Why a rebuild alone cannot help: DKMS holds no source of the libraries' version."""
+    versions = nv.library_versions
+    if not nv.dkms or any(source.version in versions for source in nv.dkms):
+        return ""
+    held = ", ".join(source.ref for source in nv.dkms)
+    other = _other_flavour(nv, module_version)
+    if other is not None:
+        return (
+            " The libraries are those of the %s flavour, which update-alternatives selects, while DKMS holds only %s, "
+            "whose libraries (%s flavour) are installed but not selected: in auto mode update-alternatives selects the "
+            "flavour of highest priority, so installing another one can move it." % (", ".join(sorted(_selected(nv))), held, other[0])
+        )
+    return (
+        " DKMS holds only %s, not the libraries' version: its package was held back or not upgraded with them, so "
+        "rebuilding what DKMS has builds the old module again." % held
+    )
 
 
 def _reload_actions(nv):
@@ -443,18 +535,101 @@ def _then_load(f, nv):
     ]
 
 
-def _rebuild_or_package(f, nv, release: str):
-    if nv.dkms:
+def _rebuild_or_package(f, nv, release: str, module_version=None, built: bool = False):
+    """Steps to a module of the libraries' version for ``release`` (``built``: DKMS built one
+    of another version, ``module_version``, for it, so its headers are there)."""
+    versions = nv.library_versions
+    if any(source.version in versions for source in nv.dkms):
         return _dkms_steps(f, nv, release, force=True)
+    package = _debian_dkms_package(f, nv)
+    if package and len(versions) == 1:
+        # DKMS holds no source of the libraries' version (its package held back while they
+        # were upgraded): installing the package of that version registers and builds it.
+        held = ", ".join(source.ref for source in nv.dkms)
+        fixes = f.fixes
+        actions, note = _apt_install(f, ("--allow-change-held-packages", "%s=%s-*" % (package, versions[0])))
+        steps = []
+        if nv.dkms and _other_flavour(nv, module_version) is None:
+            steps.append(
+                fixes.step(
+                    "See whether %s is held back (DKMS holds only %s)" % (package, held),
+                    [Show("apt-mark showhold", needs_root=bool(fixes.image))],
+                    None,
+                    host_wide=False,
+                    needs_root=False,
+                )
+            )
+        if not built:
+            steps.append(_headers_step(f, release))
+        steps.append(
+            fixes.step(
+                "Install %s %s, the libraries' version, which DKMS then builds for each kernel whose headers are installed "
+                "(a hold stays in place)%s" % (package, versions[0], note),
+                actions,
+                True,
+                host_wide=False,
+            )
+        )
+        return steps
     return [
         Step(
-            "Install the kernel module package of the same driver version as the libraries (%s) for %s"
-            % (", ".join(nv.library_versions), release),
+            "Install the kernel module package of the same driver version as the libraries (%s) for %s" % (", ".join(versions), release),
             (),
             True,
             True,
         )
     ]
+
+
+def _flavour(path: str):
+    """Debian's driver flavour a library file lies in (…/nvidia/tesla-535/libcuda.so.V →
+    ``tesla-535``); None outside those folders."""
+    parts = path.split("/")
+    if len(parts) > 3 and parts[-3] == "nvidia" and alternative_folder(parts[-2]):
+        return parts[-2]
+    return None
+
+
+def _debian_dkms_package(f, nv):
+    """Debian's DKMS package of the flavour the libraries come from: current →
+    nvidia-kernel-dkms (nvidia-open-kernel-dkms where DKMS holds nvidia-current-open),
+    tesla-535 → nvidia-tesla-535-kernel-dkms (each package's dkms.conf PACKAGE_NAME is
+    nvidia-FLAVOUR); None where the libraries are not in such a folder."""
+    flavours = {_flavour(lib.target or lib.path) for lib in nv.links}
+    if _family(f) != "debian" or len(flavours) != 1 or None in flavours:
+        return None
+    flavour = flavours.pop()
+    if flavour == "current":
+        return "nvidia-open-kernel-dkms" if any(s.module == "nvidia-current-open" for s in nv.dkms) else "nvidia-kernel-dkms"
+    return "nvidia-%s-kernel-dkms" % flavour
+
+
+def _selected(nv):
+    return {_flavour(lib.target or lib.path) for lib in nv.links} - {None}
+
+
+def _other_flavour(nv, module_version):
+    """(flavour, library) of an installed flavour, not the selected one, whose libraries are
+    of the module's version; None where there is none."""
+    selected = _selected(nv)
+    for lib in nv.libraries:
+        flavour = _flavour(lib.path)
+        if module_version and lib.version == module_version and flavour and flavour not in selected:
+            return flavour, lib
+    return None
+
+
+def _select_flavour(f, nv, module_version: str):
+    """Selecting the installed flavour of the module's version again, as a way (installing a
+    second flavour moves the alternative to it: in auto mode the higher priority wins)."""
+    other = _other_flavour(nv, module_version)
+    if other is None:
+        return []
+    flavour, lib = other
+    # nvidia-alternative's master link: /usr/lib/nvidia/nvidia → /usr/lib/nvidia/FLAVOUR.
+    argv = ("update-alternatives", "--set", "nvidia", "/usr/lib/nvidia/%s" % flavour)
+    summary = "Or select the installed %s flavour again, whose libraries are %s like the module (%s)" % (flavour, module_version, lib.path)
+    return [f.fixes.step(summary, [Run(argv)], True, host_wide=False)]
 
 
 @rule(
@@ -544,9 +719,14 @@ def _driver_version(f):
     module = first.found.get("nvidia") if first else None
     if module is not None and module.field("version"):
         return module.field("version"), module.path
-    if nv.library_versions:
-        lib = (nv.links or nv.libraries)[0]
-        return lib.version, lib.path
+    # What programs load: the .so.1 names followed to their files; else the files, when
+    # they agree (Debian's folders of flavours not selected say nothing of what loads).
+    versions = nv.library_versions
+    if nv.links or len(versions) == 1:
+        found = nv.links or nv.libraries
+        # CUDA programs load libcuda.so.1.
+        lib = next((lib for lib in found if "/libcuda.so." in lib.path), found[0])
+        return lib.version, lib.target or lib.path
     return None, None
 
 

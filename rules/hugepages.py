@@ -6,7 +6,7 @@ from ai_doctor.engine import rule
 from ai_doctor.facts.sysctl import commit_change, commit_room
 from ai_doctor.facts.system import kernel_version
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Step
-from ai_doctor.remedy.actions import Show, WriteKernel
+from ai_doctor.remedy.actions import CommentLines, Show, WriteKernel
 from ai_doctor.units import gib, kernel_size
 from ai_doctor.units import page_size as _size
 
@@ -117,6 +117,7 @@ def _unsupported_steps(f, active):
         "container",
         "sysctl",
         "pools_at_boot",
+        "rc_local",
         "fixes",
         "running",
     ),
@@ -125,8 +126,9 @@ def shortfall(f):
     """A huge page pool was requested but the kernel allocated fewer pages.
 
     Requests come from the persistent sysctl `vm.nr_hugepages` (applied at boot by
-    systemd-sysctl), the kernel command line (`hugepages=`, `hugepagesz=`) or
-    `aidoctor --hugepages N`; the pool is HugePages_Total (and
+    systemd-sysctl), an rc.local line that boot runs (`sysctl -w vm.nr_hugepages=N`, `echo N >
+    /proc/sys/vm/nr_hugepages`; rc-local.service starts after systemd-sysctl, so it wins), the
+    kernel command line (`hugepages=`, `hugepagesz=`) or `aidoctor --hugepages N`; the pool is HugePages_Total (and
     /sys/kernel/mm/hugepages/hugepages-SIZEkB/nr_hugepages for other sizes).
 
     Writing nr_hugepages does not fail when the kernel finds too few free, physically
@@ -210,6 +212,11 @@ def shortfall(f):
             cause = (
                 "An empty pool: either the setting was never applied (the file came after boot and `sysctl --system` was "
                 "not run), or the kernel found no free contiguous block at all."
+            )
+        elif request.script is not None:
+            cause = (
+                "The kernel found too few free contiguous blocks when %s set the pool at boot (memory fragmented or in use), "
+                "or the line was added after boot and has not run since." % request.script
             )
         else:
             cause = (
@@ -506,6 +513,11 @@ def _drop_request_steps(f, request, purpose):
     fixes = f.fixes
     if request.assignment is not None:
         return [fixes.comment_out([request.assignment], purpose)]
+    rc = f.rc_local
+    if request.script is not None and rc is not None:
+        first, last = rc.command_at(request.line)
+        lines = tuple((n, rc.lines[n - 1]) for n in range(first, last + 1) if rc.lines[n - 1].strip()[:1] not in ("", "#"))
+        return [fixes.step("%s: comment out line %d of %s" % (purpose, request.line, rc.path), [CommentLines(rc.path, lines)], True, False)]
     if request.on_cmdline:
         return [_boot_pools(f, request.page_size, 0, purpose)]
     return []

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from ai_doctor.engine import rule
-from ai_doctor.facts.sysctl import commit_limit, key_path, sysctl_int, sysctl_writes
+from ai_doctor.facts.sysctl import SYSCTL_CONF, SYSCTL_CONF_BACKUP, commit_limit, key_path, sysctl_int, sysctl_writes
 from ai_doctor.facts.sysctlkeys import bears_on_models, guards_security, weakens
 from ai_doctor.facts.system import kernel_version
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip
@@ -373,6 +373,97 @@ def sysctl_not_applied(f):
 
 
 @rule(
+    "persist.sysctl-conf-unread",
+    "/etc/sysctl.conf is never read at boot",
+    Severity.MEDIUM,
+    needs=("sysctl_config", "sysctl_applier"),
+    uses=("sysctl_at_boot", "fixes"),
+)
+def sysctl_conf_unread(f):
+    """/etc/sysctl.conf sets keys, but what applies the sysctl files at boot never reads it.
+
+    systemd-sysctl reads only the sysctl.d folders (sysctl.d(5)); distributions linked
+    /etc/sysctl.conf in as /etc/sysctl.d/99-sysctl.conf. Debian 13 no longer does: Debian's
+    systemd dropped the link in 256.4-1 ("procps no longer ships /etc/sysctl.conf", #1076190),
+    and procps 2:4.0.4-7 removes /etc/sysctl.conf on upgrade, keeping a changed one as
+    /etc/sysctl.conf.dpkg-bak (dpkg-maintscript-helper(1) rm_conffile). Debian 12 (systemd 252)
+    still ships the link. So the tuning guide's `cat >> /etc/sysctl.conf` followed by `sysctl -p`
+    works until the reboot: `sysctl -p` and `sysctl --system` read the file, boot does not, and
+    the pool and the overcommit mode the user believes persistent are gone. What is judged is the
+    tree, not a version: the file, the link, and what applies the files at boot.
+
+    High when a huge page pool or an overcommit setting is lost (boot sets another value); medium
+    for other keys that bear on models or guard the kernel's security; low otherwise. Keys that
+    the files boot reads set to the same value are not lost.
+
+    Fix: move the lines into /etc/sysctl.d/99-sysctl.conf (the name the link had, so they are
+    read at the same place, last but for later names) and comment them out in /etc/sysctl.conf,
+    so the one place that says them is the one boot reads.
+
+    Reference: sysctl.d(5); systemd-sysctl(8); Debian bug #1076190; Debian procps changelog
+    2:4.0.4-7; dpkg-maintscript-helper(1).
+    """
+    config = f.sysctl_config
+    applier = f.sysctl_applier
+    unread = config.manual or config.renamed
+    if not unread:
+        return Pass("no /etc/sysctl.conf setting is left out at boot")
+    if not applier.applies:
+        return Skip("nothing applies the sysctl files at boot here (%s): persist.sysctl-not-applied" % applier.how)
+    source = unread[0].path
+    after = f.sysctl_at_boot
+    last = {}
+    for item in unread:
+        if "*" not in item.key and "?" not in item.key:
+            last[item.key] = item
+    lost = [item for key, item in last.items() if not (after and after.values.get(key) and _same(after.values[key].value, item.value))]
+    if not lost:
+        return Pass("every key %s sets, boot sets to the same value through the files it reads" % source)
+    shown = ["%s = %s (line %d, boot: %s)" % (item.key, item.value, item.line, _boot_value(after, item.key)) for item in lost[:_SHOWN]]
+    if source == SYSCTL_CONF_BACKUP:
+        why = (
+            "%s holds what /etc/sysctl.conf held before procps removed it on upgrade (Debian 13's procps keeps a changed "
+            "file under that name); nothing reads it" % source
+        )
+    else:
+        why = "%s applies only the sysctl.d folders, and no /etc/sysctl.d/99-sysctl.conf links %s in" % (applier.name, source)
+    message = "%s: %d setting%s of it never reach%s the kernel at boot, only `sysctl -p` or `sysctl --system` by hand: %s." % (
+        why,
+        len(lost),
+        "" if len(lost) == 1 else "s",
+        "es" if len(lost) == 1 else "",
+        _listed(shown, len(lost), sep="; "),
+    )
+    if source == SYSCTL_CONF_BACKUP:
+        message = message.replace(", only `sysctl -p` or `sysctl --system` by hand", "")
+    keys = [item.key for item in lost]
+    if any(key in _LOAD_BEARING for key in keys):
+        severity = Severity.HIGH
+        message += " The huge page pool and overcommit settings other checks rely on are among them."
+    elif any(bears_on_models(key) or guards_security(key) for key in keys):
+        severity = None
+    else:
+        severity = Severity.LOW
+    evidence = [Evidence(item.path, "%s = %s" % (item.key, item.value), item.line) for item in lost[:_SHOWN]]
+    if source == SYSCTL_CONF:
+        evidence.append(Evidence("/etc/sysctl.d/99-sysctl.conf", "(absent: nothing links /etc/sysctl.conf into the sysctl.d folders)"))
+    names = sorted({path.rsplit("/", 1)[-1] for path in config.files} | {item.name for item in config.assignments})
+    names += [path.rsplit("/", 1)[-1] for path, _why in config.skipped if path != SYSCTL_CONF]
+    # A ratio moved beside a mode other than 2 would do nothing at boot (overcommit.ratio-ignored).
+    modes = [item.value for item in unread if item.key == "vm.overcommit_memory"]
+    mode = modes[-1] if modes else _boot_value(after, "vm.overcommit_memory").split(" ", 1)[0]
+    idle = [item for item in unread if item.key in _PAIR] if sysctl_int(mode) != 2 else []
+    why_idle = "outside vm.overcommit_memory = 2 the ratio and kbytes do nothing (overcommit.ratio-ignored)"
+    step = f.fixes.move_sysctl_lines(unread, source, names, idle, why_idle)
+    return Issue(message, evidence, [step], severity=severity, impact=len(lost))
+
+
+def _boot_value(after, key: str) -> str:
+    value = after.values.get(key) if after else None
+    return "%s from %s" % (value.value, value.where) if value is not None else "not set, the kernel keeps its own"
+
+
+@rule(
     "persist.sysctl-conflict",
     "One sysctl set to different values in several files",
     Severity.LOW,
@@ -610,7 +701,7 @@ def _move_steps(fixes, rc, lost, end):
     for number, line in lost:
         for key, value in sysctl_writes(line) or ():
             if key == "vm.nr_hugepages":
-                pool.append(number)
+                pool.append((number, value))
             elif key in _TRIGGERS:
                 continue
             elif bears_on_models(key) and not guards_security(key) and _PLAIN_VALUE.fullmatch(str(value)):
@@ -649,10 +740,17 @@ def _move_steps(fixes, rc, lost, end):
             "set them in /etc/sysctl.d by hand if they are meant"
             % (", ".join("`%s`" % key for key in sorted(kept)[:6]) + (", …" if len(kept) > 6 else ""))
         )
-    if pool:
+    if pool and fixes.image is not None:
+        # An image has no running pool for hugepages.shortfall to judge: say what would keep one.
         summary += (
             "; line %s asks for a huge page pool, which never existed and is not made one here: if a hugetlbfs user needs it, "
-            "`--hugepages N` says so and hugepages.shortfall reserves it" % " and ".join(str(n) for n in pool)
+            "reserve it on the image's kernel command line (`hugepages=%s`), where the kernel allocates it at boot"
+            % (" and ".join(str(n) for n, _value in pool), pool[-1][1])
+        )
+    elif pool:
+        summary += (
+            "; line %s asks for a huge page pool, which never existed and is not made one here: if a hugetlbfs user needs it, "
+            "`--hugepages N` says so and hugepages.shortfall reserves it" % " and ".join(str(n) for n, _value in pool)
         )
     steps.append(fixes.step(summary, [CommentLines(rc.path, tuple(dead))], True, host_wide=False))
     return steps

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ai_doctor.engine import rule
 from ai_doctor.facts.udev import name_after
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip
+from ai_doctor.remedy.actions import CommentLines
 
 UDEV_RULE = 'ACTION=="add|change", SUBSYSTEM=="block", ENV{DEVTYPE}=="disk", KERNEL=="nvme[0-9]*n[0-9]*", ATTR{queue/scheduler}="none"'
 # udev gets no event from a hidden multipath path: block/genhd.c keeps its uevents suppressed
@@ -20,7 +21,7 @@ RULES_FILE = "aidoctor-nvme-scheduler.rules"
     "NVMe namespace with an I/O scheduler",
     Severity.MEDIUM,
     needs=("block_devices",),
-    uses=("udev_scheduler_rules", "fixes"),
+    uses=("udev_scheduler_rules", "sysfs_conf", "fixes"),
 )
 def scheduler(f):
     """An NVMe namespace uses an I/O scheduler other than `none`.
@@ -43,7 +44,9 @@ def scheduler(f):
     namespace, such as their head, is added or changed (a path added later to a head that is
     already there waits for the next such event). udev runs rules files in file-name order
     and the last assignment wins, so the rule is named to sort after every rules file that
-    sets another scheduler, and those are named in the finding.
+    sets another scheduler, and those are named in the finding. Debian's sysfsutils writes
+    /etc/sysfs.conf's `block/DEV/queue/scheduler` lines after udev has set the disks up (its
+    unit's After=udev.service), so such a line overrides any rule: it is commented out.
 
     Reference: Documentation/block/switching-sched.rst; Documentation/ABI/stable/sysfs-block
     (queue/scheduler, hidden); block/elevator.c (elevator_get_default: mq-deadline only when
@@ -95,8 +98,26 @@ def scheduler(f):
     if setters:
         message += " udev rules set a scheduler at boot: %s." % ", ".join("%s:%d (%s)" % (r.path, r.line, r.value) for r in setters)
         evidence += [Evidence(r.path, r.text, r.line) for r in setters]
+    written = _sysfs_schedulers(f, wrong, lambda value: value != "none")
+    if written:
+        message += " Debian's sysfsutils writes a scheduler after boot, after any udev rule: %s." % ", ".join(
+            "%s (%s)" % (s.where, s.value) for s in written
+        )
+        evidence += [Evidence(s.path, s.raw.strip(), s.line) for s in written]
     fixes = f.fixes
     steps = fixes.sysfs([d.scheduler_path for d in wrong], "none", "Switch to none")
+    by_file = {}
+    for setting in written:
+        by_file.setdefault(setting.path, []).append(setting)
+    for path, settings in sorted(by_file.items()):
+        steps.append(
+            fixes.step(
+                "Comment out line %s of %s, which sysfsutils writes at every boot" % (" and ".join(str(s.line) for s in settings), path),
+                [CommentLines(path, tuple((s.line, s.raw) for s in settings))],
+                True,
+                host_wide=False,
+            )
+        )
     # Rules run in file-name order and the last assignment wins: ours must sort after every
     # file that sets another scheduler (files setting none, ours included, cannot undo it).
     others = [r.name for r in f.udev_scheduler_rules if r.value != "none"]
@@ -108,6 +129,18 @@ def scheduler(f):
         purpose = "Keep none for every NVMe namespace" + (" and multipath path" if heads else "")
         steps.append(fixes.udev_rule(name, text, purpose))
     return Issue(message, evidence, steps, impact=len(wrong))
+
+
+def _sysfs_schedulers(f, devices, wanted):
+    """The sysfs.conf lines sysfsutils writes last to one of ``devices``' schedulers at boot,
+    where ``wanted(value)`` (doctor/facts/sysfsconf.py)."""
+    conf = f.sysfs_conf
+    found = []
+    for device in devices:
+        setting = conf.last("/sys/block/%s/queue/scheduler" % device.name) if conf else None
+        if setting is not None and wanted(setting.value) and setting not in found:
+            found.append(setting)
+    return found
 
 
 def _judged(device, heads) -> bool:
@@ -128,7 +161,7 @@ def _label(device) -> str:
     "NVMe scheduler set by hand, lost at reboot",
     Severity.LOW,
     needs=("block_devices",),
-    uses=("udev_scheduler_rules", "running", "fixes"),
+    uses=("udev_scheduler_rules", "running", "sysfs_conf", "fixes"),
 )
 def scheduler_not_persistent(f):
     """An NVMe namespace runs on `none` only because someone set it: the kernel would pick
@@ -137,8 +170,9 @@ def scheduler_not_persistent(f):
     For a device with a single hardware queue the kernel's default is mq-deadline
     (block/elevator.c, elevator_get_default); `none` there was written by hand, a script or a
     tool, and the next boot or hot-plug brings mq-deadline back (storage.scheduler then fires).
-    A udev rule that assigns the scheduler for the device makes it last. (Devices with several
-    hardware queues get `none` from the kernel itself: nothing to keep.)
+    A udev rule that assigns the scheduler for the device makes it last, as does a sysfsutils
+    line writing `none` at boot. (Devices with several hardware queues get `none` from the
+    kernel itself: nothing to keep.)
 
     Fix: install the udev rule storage.scheduler would print.
 
@@ -151,7 +185,12 @@ def scheduler_not_persistent(f):
         return Skip("no NVMe namespaces on this host")
     rules = f.udev_scheduler_rules
     by_hand = [
-        d for d in nvme if d.scheduler == "none" and d.hw_queues == 1 and not any(r.value == "none" and r.may_match(d.name) for r in rules)
+        d
+        for d in nvme
+        if d.scheduler == "none"
+        and d.hw_queues == 1
+        and not any(r.value == "none" and r.may_match(d.name) for r in rules)
+        and not _sysfs_schedulers(f, [d], lambda value: value == "none")
     ]
     if not by_hand:
         return Pass("no NVMe scheduler depends on a setting that boot would lose")

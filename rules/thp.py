@@ -17,7 +17,7 @@ _PMD_X86 = 2 << 20
     "thp.disabled",
     "Transparent huge pages disabled",
     Severity.LOW,
-    uses=("thp", "running", "cmdline", "kernel_config", "thp_writers", "tuned_profile", "rc_local", "grubenv", "fixes"),
+    uses=("thp", "running", "cmdline", "kernel_config", "thp_writers", "tuned", "tuned_profile", "rc_local", "grubenv", "fixes"),
 )
 def disabled(f):
     """Transparent huge pages are `never` for the PMD size (2 MiB on x86-64).
@@ -39,14 +39,30 @@ def disabled(f):
     `transparent_hugepage=` or `thp_anon=` on the kernel command line, or the kernel's build
     default CONFIG_TRANSPARENT_HUGEPAGE_NEVER (transhuge.rst, "Boot parameters"). When the
     kernel starts with THP on, something in user space wrote `never` after boot (a tuned
-    profile, a systemd unit, rc.local, configuration management, a node tuning operator), and
-    a kernel argument does not stop it: the check names what it finds. Running programs keep
-    their mappings until restarted (transhuge.rst, "Need of application restart").
+    profile, a systemd unit, a systemd-tmpfiles `w` line, Debian's sysfsutils — which writes
+    each `attribute = value` of /etc/sysfs.conf and /etc/sysfs.d/*.conf at boot where its unit
+    (2.1.1-7, Debian 13) is enabled or its init script (2.1.1-4, Debian 12) has start links —
+    rc.local, configuration management, a node tuning operator), and a kernel argument does not
+    stop it: the check names what it finds. Running programs keep their mappings until
+    restarted (transhuge.rst, "Need of application restart").
 
     In an image the check judges what the default kernel will start with (its boot line and
     build default) and what the image writes after boot.
 
-    Reference: Documentation/admin-guide/mm/transhuge.rst.
+    tuned is read as its own code runs it (Debian 12's tuned 2.20 and Debian 13's 2.25:
+    daemon/daemon.py, utils/profile_recommender.py, profiles/merger.py, units/manager.py): the
+    profiles it loads at start (active_profile, or in automatic mode, profile_mode `auto` or both
+    files empty as the packages ship them, the one its recommend.d rules pick), merged section by
+    section, each section only where its uname_regex and cpuinfo_regex match. So
+    throughput-performance, and virtual-guest, which includes it, write `never` only in
+    [vm.thunderx], on aarch64 Cavium ThunderX CPUs, and leave THP alone elsewhere. The machine is
+    /proc/sys/kernel/arch, else the kernel's build configuration, else its release name; an image
+    does not tell its CPU, and where tuned's choice depends on something not known the check
+    says so and skips. The fix's section carries `uname_regex=.*` and `cpuinfo_regex=.*` where the
+    section it overrides has conditions: tuned merges it into that section and would keep them.
+
+    Reference: Documentation/admin-guide/mm/transhuge.rst; sysfs.conf(5) and Debian's
+    sysfsutils (update-sysfs, sysfsutils.service); tmpfiles.d(5); tuned.conf(5), tuned-adm(8).
     """
     thp = f.thp
     if not thp:
@@ -172,11 +188,21 @@ def _image(f):
         )
         step = Step("Remove `%s` from the boot line, or give 2M `inherit` in it, by hand" % line.params[index].text, (), True, True)
         return Issue(message, [Evidence(path, line.params[index].text, number)], [step])
+    doubt = _tuned_doubt(f) if not writers and boot.top != "never" else None
+    if doubt is not None:
+        start = (
+            "at `%s` (%s)" % (boot.top, _where(boot.top_source))
+            if boot.top
+            else "at a mode its boot line and kernel configuration do not say"
+        )
+        return Skip(
+            "the image boots with transparent huge pages %s, and whether tuned writes `never` after boot is not known: %s" % (start, doubt)
+        )
     if boot.top != "never" and not writers:
         if boot.top is None:
             return Skip(
                 "an image whose boot line and kernel configuration do not say what THP starts with, and nothing found "
-                "writes it after boot (a tuned profile, a systemd unit, a tmpfiles.d line, rc.local)"
+                "writes it after boot (a tuned profile, a systemd unit, a tmpfiles.d line, sysfsutils, rc.local)"
             )
         return Pass(
             "the image boots with transparent huge pages at `%s` (%s) and nothing found writes `never` after boot"
@@ -204,6 +230,26 @@ def _image(f):
         "programs that ask for huge pages with madvise. " + " ".join(notes)
     )
     return Issue(message, evidence, steps)
+
+
+def _tuned_doubt(f):
+    """Why it is not known whether tuned writes `never` after boot (a section whose uname_regex or
+    cpuinfo_regex the target does not answer, a profile picked at start); None where it is known."""
+    tuned, profile = f.tuned, f.tuned_profile
+    if not (tuned and tuned.enabled and profile):
+        return None
+    never = [s for s, _why in profile.uncertain if s.value == "never"]
+    line = f.cmdline
+    # tuned's vm plugin leaves THP alone when the command line sets it.
+    vm = not (line and any(p.name == "transparent_hugepage" for p in line.params))
+    for s in never:
+        if (s.plugin == "vm" and vm and s.key in ("transparent_hugepages", "transparent_hugepage")) or (
+            s.plugin == "sysfs" and s.key.startswith("/sys/kernel/mm/transparent_hugepage/") and s.key.endswith("/enabled")
+        ):
+            decision = profile.decide(s.plugin, "transparent_hugepages" if s.plugin == "vm" else s.key)
+            if not decision.known:
+                return decision.why
+    return None
 
 
 def _tuned_bootloader(f, boot):
@@ -246,7 +292,7 @@ def _writer_steps(f, fixes, targets, certain):
     ``size``), and the evidence of what was found. Only when ``certain`` that something does,
     a step says where to look if nothing was found."""
     look = (
-        "a tuned profile ([vm] transparent_hugepages, or [sysfs]), a systemd unit, /etc/rc.local, "
+        "a tuned profile ([vm] transparent_hugepages, or [sysfs]), a systemd unit, /etc/sysfs.conf, /etc/rc.local, "
         "configuration management (Ansible, Puppet, cloud-init), or a node tuning operator"
     )
     if fixes.container is not None:
@@ -264,7 +310,7 @@ def _writer_steps(f, fixes, targets, certain):
     steps = []
     tuned = [w for w in found if w.kind == "tuned"]
     if tuned:
-        override = _tuned_override(fixes, tuned)
+        override = _tuned_override(fixes, tuned, f.tuned_profile)
         if override is not None:
             steps.append(override)
     for writer in found:
@@ -283,6 +329,8 @@ def _writer_steps(f, fixes, targets, certain):
             )
         elif writer.kind == "tmpfiles" and writer.path.startswith("/etc/"):
             steps.append(_comment_out(fixes, writer, "a systemd-tmpfiles line that writes it at boot"))
+        elif writer.kind == "sysfsutils":
+            steps.append(_comment_out(fixes, writer, "a line Debian's sysfsutils writes at every boot"))
         elif writer.kind == "tmpfiles":
             name = writer.path.rsplit("/", 1)[1]
             steps.append(
@@ -329,7 +377,7 @@ def _comment_out(fixes, writer, what: str, script=None):
     )
 
 
-def _tuned_override(fixes, settings):
+def _tuned_override(fixes, settings, profile):
     """A profile of our own, applied after the active ones, that sets the same keys to on."""
     sections = {}
     for s in settings:
@@ -339,7 +387,19 @@ def _tuned_override(fixes, settings):
     for s in settings:
         if s.section != s.plugin and "type=%s" % s.plugin not in sections[s.section]:
             sections[s.section].insert(0, "type=%s" % s.plugin)
+    conditional = []
+    for section, keys in sections.items():
+        unit = profile.unit(section) if profile else None
+        # tuned merges our section into the earlier one of its name, keeping that one's
+        # uname_regex and cpuinfo_regex unless ours sets them (profiles/merger.py): ours match
+        # anything, so the override applies wherever tuned runs it, not only where they matched.
+        for option in ("cpuinfo_regex", "uname_regex"):
+            if unit is not None and getattr(unit, option) is not None:
+                keys.insert(1 if keys[0].startswith("type=") else 0, "%s=.*" % option)
+                conditional += [section] if section not in conditional else []
     where = ", ".join("%s:%d" % (s.path, s.line) for s in settings)
+    if conditional:
+        where += "; in [%s], whose conditions match here" % "], [".join(conditional)
     return fixes.tuned_override(
         TUNED_OVERRIDE,
         "Transparent huge pages for programs that ask (aidoctor)",

@@ -199,3 +199,28 @@ def test_apply_refuses_this_hosts_root_mounted_elsewhere(tmp_path, run):
     finally:
         subprocess.run(["umount", str(where)], check=True)
     assert refused.code == 2 and "is this host's own root" in refused.err
+
+
+def test_fixes_that_comment_out_one_line_comment_it_out_once(tmp_path, run):
+    # hugepages.unused, overcommit.ratio-ignored and persist.sysctl-conf-duplicates all comment
+    # out lines of the guide's twice-appended block: each line gets one "# ", by --apply and by
+    # the printed script run twice over a copy.
+    root = _copy(tmp_path, "guide-followed-literally")
+    args = json.loads(open(fixture_root("guide-followed-literally") + "/../expect.json").read())["args"]
+    script = run("fix", "--root", root, *args).out
+    done = run("fix", "--root", root, *args, "--apply", "--yes")
+    assert done.code in (0, 1), done.out + done.err
+    text = (root / "etc/sysctl.conf").read_text()
+    assert "# vm.nr_hugepages = 128" in text and "# #" not in text
+    copy = tmp_path / "sysctl.conf"
+    copy.write_text(open(fixture_root("guide-followed-literally") + "/etc/sysctl.conf").read())
+    edits = [
+        line.replace("/etc/sysctl.conf", str(copy))
+        for line in script.splitlines()
+        if line.startswith("sed -i") and "/etc/sysctl.conf" in line
+    ]
+    assert len(edits) >= 2
+    for _ in range(2):
+        for line in edits:
+            subprocess.run(["sh", "-c", line], check=True)
+    assert "# #" not in copy.read_text() and "# vm.nr_hugepages = 128" in copy.read_text()

@@ -34,6 +34,8 @@ NO_CONFIGURATION_FIX = {
     ("permission-denied", "kernel.config-missing"),
     ("gpu-driver-library-mismatch", "gpu.driver-too-old-for-cuda"),
     ("vps-no-hugetlb", "cpu.fixed-frequency"),
+    ("debian-gpu-library-mismatch", "gpu.driver-library-mismatch"),
+    ("debian-gpu-backports-no-apt-lists", "gpu.driver-missing-for-kernel"),
 }
 
 

@@ -98,9 +98,23 @@ def test_failed_dkms_build_after_a_kernel_update(tree, run):
     assert "kernel %s, which the next boot starts" % NEW in found[0]["message"]
     commands = [c for step in found[0]["remediation"] for c in step["commands"]]
     assert "sudo dkms install nvidia/%s -k %s" % (DRIVER, NEW) in commands
-    assert "sudo apt-get install -y linux-headers-%s" % NEW in commands
-    assert "tail -n 30 /var/lib/dkms/nvidia/%s/build/make.log" % DRIVER in commands
+    # No package lists (removed after the image was built): apt must read them first.
+    assert commands[1:3] == ["sudo apt-get update", "sudo apt-get install -y linux-headers-%s" % NEW]
+    # DKMS never tried this kernel: no make.log to point at.
+    assert not any("make.log" in c for c in commands)
+    assert "has not built nvidia/%s for %s" % (DRIVER, NEW) in found[0]["remediation"][0]["summary"]
     assert result.statuses()["gpu.driver-library-mismatch"] == "pass"
+    # A failed build leaves build/make.log; apt with its lists installs at once.
+    tree.write("/var/lib/dkms/nvidia/%s/build/make.log" % DRIVER, "DKMS make.log for nvidia-%s for kernel %s (x86_64)\n" % (DRIVER, NEW))
+    tree.write("/var/lib/apt/lists/archive.ubuntu.com_ubuntu_dists_noble_main_binary-amd64_Packages.lz4", "")
+    found = [f for f in run("--root", tree, "--format", "json").json["findings"] if f["rule"] == "gpu.driver-missing-for-kernel"]
+    commands = [c for step in found[0]["remediation"] for c in step["commands"]]
+    assert commands == [
+        "dkms status nvidia",
+        "tail -n 30 /var/lib/dkms/nvidia/%s/build/make.log" % DRIVER,
+        "sudo apt-get install -y linux-headers-%s" % NEW,
+        "sudo dkms install nvidia/%s -k %s" % (DRIVER, NEW),
+    ]
 
 
 def test_image_whose_default_kernel_has_no_driver(tree, run):

@@ -248,3 +248,79 @@ def test_many_keys_set_in_two_files_are_each_one_conflict(run, tmp_path):
     conflicts = [f for f in result.json["findings"] if f["rule"] == "persist.sysctl-conflict"]
     assert len(conflicts) == count
     assert conflicts[0]["message"].startswith("net.test.key0 is set to different values in 2 files: /etc/sysctl.d/20-b.conf:1 wins")
+
+
+def _trixie(tree, sysctl_conf=None):
+    """A running Debian 13 host: systemd-sysctl, no /etc/sysctl.d/99-sysctl.conf link."""
+    minimal_host(tree, release="6.12.48+deb13-amd64")
+    tree.write("/usr/lib/systemd/systemd-sysctl", mode=0o755)
+    tree.write("/proc/1/comm", "systemd\n")
+    tree.write("/usr/lib/sysctl.d/50-pid-max.conf", "kernel.pid_max = 4194304\n")
+    tree.write("/etc/sysctl.d/README.sysctl", "procps ships this folder with a README only\n")
+    if sysctl_conf is not None:
+        tree.write("/etc/sysctl.conf", sysctl_conf)
+    return tree
+
+
+GUIDE_BLOCK = "vm.nr_hugepages = 128\nvm.overcommit_memory = 1\nvm.overcommit_ratio = 95\n"
+
+
+def test_sysctl_conf_that_boot_never_reads_is_high_when_the_pool_is_lost(tree, run):
+    _trixie(tree, "# local settings\n" + GUIDE_BLOCK)
+    found = finding(run("--root", tree, "--format", "json"), "persist.sysctl-conf-unread")
+    assert found["severity"] == "high"
+    assert found["message"].startswith(
+        "systemd-sysctl applies only the sysctl.d folders, and no /etc/sysctl.d/99-sysctl.conf links /etc/sysctl.conf in: "
+        "3 settings of it never reach the kernel at boot"
+    )
+    assert "vm.nr_hugepages = 128 (line 2, boot: not set" in found["message"]
+    assert "vm.overcommit_memory = 1 (line 3, boot: 0 from kernel default)" in found["message"]
+    assert [(e["path"], e["line"]) for e in found["evidence"][:3]] == [("/etc/sysctl.conf", n) for n in (2, 3, 4)]
+    # Moved where boot reads it, in the place the link had; the ratio does nothing in mode 1.
+    assert commands(found) == [
+        "printf '%s\\n' '# Moved from /etc/sysctl.conf by aidoctor: systemd-sysctl reads only the sysctl.d folders.' "
+        "'vm.nr_hugepages = 128' 'vm.overcommit_memory = 1' | sudo tee /etc/sysctl.d/99-sysctl.conf >/dev/null",
+        "sudo sed -i --follow-symlinks -e '2s|^vm\\.nr_hugepages = 128$|# &|' -e '3s|^vm\\.overcommit_memory = 1$|# &|' "
+        "-e '4s|^vm\\.overcommit_ratio = 95$|# &|' /etc/sysctl.conf",
+    ]
+    assert "`vm.overcommit_ratio = 95` is not moved" in found["remediation"][0]["summary"]
+
+
+def test_sysctl_conf_read_through_the_link_or_by_procps_is_fine(tree, run):
+    _trixie(tree, GUIDE_BLOCK)
+    tree.link("/etc/sysctl.d/99-sysctl.conf", "../sysctl.conf")  # Debian 12's systemd ships it
+    assert run("--root", tree, "--format", "json").statuses()["persist.sysctl-conf-unread"] == "pass"
+
+
+def test_sysctl_conf_without_systemd_is_read_by_sysctl_system(tree, run):
+    minimal_host(tree)
+    tree.write("/etc/sysctl.conf", GUIDE_BLOCK)
+    tree.write("/etc/rcS.d/S01procps", mode=0o755)
+    assert run("--root", tree, "--format", "json").statuses()["persist.sysctl-conf-unread"] == "pass"
+
+
+def test_sysctl_conf_keys_boot_sets_the_same_are_not_lost(tree, run):
+    _trixie(tree, "vm.swappiness = 10\n")
+    tree.write("/etc/sysctl.d/60-vm.conf", "vm.swappiness=10\n")
+    check = [c for c in run("--root", tree, "--format", "json").json["checks"] if c["rule"] == "persist.sysctl-conf-unread"][0]
+    assert check["status"] == "pass" and "boot sets to the same value" in check["reason"]
+
+
+def test_sysctl_conf_only_of_other_keys_is_low(tree, run):
+    _trixie(tree, "kernel.printk = 3 4 1 3\n")
+    assert finding(run("--root", tree, "--format", "json"), "persist.sysctl-conf-unread")["severity"] == "low"
+
+
+def test_sysctl_conf_kept_as_dpkg_bak_on_upgrade(tree, run):
+    # procps 2:4.0.4-7 removes /etc/sysctl.conf on upgrade; a changed one is kept as .dpkg-bak.
+    _trixie(tree)
+    tree.write("/etc/sysctl.conf.dpkg-bak", "vm.nr_hugepages = 512\n")
+    found = finding(run("--root", tree, "--format", "json"), "persist.sysctl-conf-unread")
+    assert found["severity"] == "high"
+    assert found["message"].startswith("/etc/sysctl.conf.dpkg-bak holds what /etc/sysctl.conf held before procps removed it")
+    assert "only `sysctl -p`" not in found["message"]
+    # Nothing reads the backup: only the drop-in is written, the backup is left as it is.
+    assert commands(found) == [
+        "printf '%s\\n' '# Moved from /etc/sysctl.conf.dpkg-bak by aidoctor: systemd-sysctl reads only the sysctl.d folders.' "
+        "'vm.nr_hugepages = 512' | sudo tee /etc/sysctl.d/99-sysctl.conf >/dev/null"
+    ]

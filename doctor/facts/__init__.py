@@ -113,6 +113,7 @@ def _load_providers() -> None:
         numa,
         request,
         sysctl,
+        sysfsconf,
         system,
         thp,
         tuned,

@@ -16,8 +16,9 @@ In boot order:
   semantics: writing vm.overcommit_ratio zeroes vm.overcommit_kbytes and writing kbytes (even 0)
   zeroes the ratio (mm/util.c overcommit_ratio_handler, overcommit_kbytes_handler; vm.rst
   "Setting one disables the other");
-- what starts later: tuned's profile, ondemand.service, units, tmpfiles.d and rc.local that write
-  THP modes, udev rules that set schedulers.
+- what starts later: tuned's profile, ondemand.service, units, tmpfiles.d, Debian's sysfsutils
+  and rc.local that write THP modes (sysfsutils also governors and schedulers), udev rules that
+  set schedulers, rc.local's vm.nr_hugepages.
 
 Memory that is in use now is assumed to be in use after the reboot too (the same services start
 again), and a pool is allocated when it fits in nine tenths of RAM.
@@ -362,6 +363,14 @@ def pools_at_boot(host, facts):
         source = setting.source
         origin = (source.path, "vm.nr_hugepages = %s" % source.value, source.line) if hasattr(source, "path") else None
         asked[default_size] = (sysctl_int(setting.value) or 0, "vm.nr_hugepages = %s (%s)" % (setting.value, setting.where), origin)
+    from ai_doctor.facts.memory import rc_local_pool
+
+    late = rc_local_pool(facts.get("rc_local"))
+    if late is not None:
+        # rc-local.service runs after systemd-sysctl and resizes the default pool last.
+        count, number, text = late
+        path = facts.get("rc_local").path
+        asked[default_size] = (count, "`%s` (%s:%d)" % (text, path, number), (path, text, number))
     mem = facts.get("meminfo")
     room = int((mem.get("MemTotal", 0) if mem else 0) * POOL_SHARE)
     found = {}
@@ -405,7 +414,7 @@ def thp_at_boot(host, facts):
     boot = facts.get("boot_cmdline")
     if not thp or not boot:
         return Unavailable("no transparent huge pages to carry to the next boot")
-    from ai_doctor.facts.thp import TOP_MODES, boot_modes
+    from ai_doctor.facts.thp import THP_DIR, TOP_MODES, boot_modes
 
     line = boot.line
     config = _boot_config(facts)
@@ -415,15 +424,39 @@ def thp_at_boot(host, facts):
         top, why = modes.top, modes.top_source[1]
     sizes = {size: modes.size_mode(size, thp.pmd_size) for size in thp.sizes}
     tuned, profile = facts.get("tuned"), facts.get("tuned_profile")
+    tuned_notes = []
     if tuned and tuned.enabled and profile:
-        setting = profile.get("vm", "transparent_hugepages")
+        decision = profile.decide("vm", "transparent_hugepages")
+        setting = decision.setting
         # tuned's vm plugin leaves THP alone when the command line sets it.
-        if setting is not None and setting.value in TOP_MODES and line.last("transparent_hugepage") is None:
-            top, why = setting.value, "tuned (%s:%d)" % (setting.path, setting.line)
+        if line.last("transparent_hugepage") is None:
+            if not decision.known:
+                # Whether tuned writes it depends on what is not known: on this same machine, what
+                # runs now is what tuned did this boot.
+                top, why = thp.top.mode, "kept from the running kernel"
+                tuned_notes.append("THP: whether tuned writes it is not known (%s): kept as it runs" % decision.why)
+            elif setting is not None and setting.value in TOP_MODES:
+                top, why = setting.value, "tuned (%s:%d)" % (setting.path, setting.line)
         for item in profile.plugin("sysfs"):
             _sysfs_thp(item.key, item.value, thp, sizes)
             if item.key.endswith("/transparent_hugepage/enabled") and item.value in TOP_MODES:
                 top, why = item.value, "tuned (%s:%d)" % (item.path, item.line)
+        for item, doubt in profile.uncertain:
+            if item.plugin == "sysfs" and item.key.startswith(THP_DIR + "/") and item.key.endswith("/enabled"):
+                sizes.update((size, control.mode) for size, control in thp.sizes.items() if control.path == item.key)
+                if item.key == thp.top.path:
+                    top, why = thp.top.mode, "kept from the running kernel"
+                tuned_notes.append("THP: whether tuned writes %s is not known (%s): kept as it runs" % (item.text, doubt))
+    sysfs = facts.get("sysfs_conf")
+    if sysfs and sysfs.applies:
+        # Debian's sysfsutils writes whatever mode it is given (its `never` lines are writers too).
+        setting = sysfs.last(THP_DIR + "/enabled")
+        if setting is not None and setting.value in TOP_MODES:
+            top, why = setting.value, "sysfsutils (%s)" % setting.where
+        for size in sizes:
+            setting = sysfs.last("%s/hugepages-%dkB/enabled" % (THP_DIR, size // 1024))
+            if setting is not None:
+                sizes[size] = setting.value
     writers = facts.get("thp_writers")
     for writer in writers.found if writers else ():
         if writer.kind == "tuned":
@@ -442,11 +475,11 @@ def thp_at_boot(host, facts):
             # the running mode after boot, and is taken to do so again.
             notes.append(
                 "THP: the kernel starts at `%s` (%s) but runs at `%s`, set after boot by something not found here "
-                "(a tuned profile, a unit, tmpfiles.d and rc.local were looked at) or by hand: kept"
+                "(a tuned profile, a unit, tmpfiles.d, sysfsutils and rc.local were looked at) or by hand: kept"
                 % (modes.top, modes.top_source[1], thp.top.mode)
             )
             top, why = thp.top.mode, "kept from the running kernel"
-    return BootTHP(top, sizes, why, tuple(notes))
+    return BootTHP(top, sizes, why, tuple(tuned_notes + notes))
 
 
 def _sysfs_thp(key, value, thp, sizes):
@@ -458,6 +491,7 @@ def _sysfs_thp(key, value, thp, sizes):
             sizes[size] = value
 
 
+_CPU_GOVERNOR = "/sys/devices/system/cpu/cpu%d/cpufreq/scaling_governor"
 _KCONFIG_GOVERNORS = ("PERFORMANCE", "POWERSAVE", "USERSPACE", "ONDEMAND", "CONSERVATIVE", "SCHEDUTIL")
 # Drivers that pick P-states themselves (setpolicy): only performance and powersave exist.
 _SETPOLICY = ("intel_pstate", "amd-pstate-epp")
@@ -496,21 +530,37 @@ def governors_at_boot(host, facts):
         if config.get("CPU_FREQ_DEFAULT_GOV_" + name) == "y":
             default = (name.lower(), "CONFIG_CPU_FREQ_DEFAULT_GOV_%s=y" % name)
     tuned, profile = facts.get("tuned"), facts.get("tuned_profile")
-    tuned_setting = profile.get("cpu", "governor") if tuned and tuned.enabled and profile else None
+    decision = profile.decide("cpu", "governor") if tuned and tuned.enabled and profile else None
+    tuned_setting = decision.setting if decision is not None and decision.known else None
+    # Governors whose modules tuned's [modules] loads before its [cpu] runs are offered by then.
+    loads = _tuned_loads(profile, config) if tuned_setting is not None else ()
+    tuned_set = []
     ondemand = facts.get("ondemand_unit")
     machine = facts.get("machine")
+    sysfs = facts.get("sysfs_conf") or None
+    sysfs_set = []
     found, kept = {}, []
     for policy in freq.policies:
         wanted = explicit if explicit is not None else default[0] if default else None
         governor = _governor_for(policy, wanted)
         if tuned_setting is not None:
-            chosen = next((g.strip() for g in tuned_setting.value.split("|") if _available(policy, g.strip())), None)
+            offered = [g.strip() for g in tuned_setting.value.split("|")]
+            chosen = next((g for g in offered if _available(policy, g) or (g in loads and policy.driver not in _SETPOLICY)), None)
             governor, explicit_here = chosen or governor, chosen is not None
+            tuned_set += [chosen] if chosen else []
+        elif decision is not None and not decision.known:
+            # What tuned sets depends on what is not known: kept as it runs on this machine.
+            governor, explicit_here = policy.governor, True
         else:
             explicit_here = False
         if ondemand and not (machine and machine.virtual):
             # Ubuntu's script: ondemand where offered, else powersave.
             governor, explicit_here = ("ondemand" if _available(policy, "ondemand") else "powersave"), True
+        written = sysfs.last(policy.governor_path, *(_CPU_GOVERNOR % cpu for cpu in policy.cpus)) if sysfs else None
+        if written is not None and _available(policy, written.value):
+            # sysfsutils starts after cpufrequtils (its unit's After=) and writes the file itself.
+            governor, explicit_here = written.value, True
+            sysfs_set.append(written)
         if governor is not None and explicit is None and not explicit_here and governor != policy.governor:
             kept.append(policy)
             governor = policy.governor
@@ -520,7 +570,7 @@ def governors_at_boot(host, facts):
     if kept:
         notes.append(
             "CPU governors: the kernel's default is %s (%s), but %d %s run%s %s, set after boot by something not found "
-            "here (tuned, cpupower, cpufrequtils, ondemand.service and the boot line were looked at) or by hand: kept"
+            "here (tuned, cpupower, cpufrequtils, ondemand.service, sysfsutils and the boot line were looked at) or by hand: kept"
             % (
                 default[0],
                 default[1],
@@ -532,7 +582,26 @@ def governors_at_boot(host, facts):
         )
     elif why is not None:
         notes.append("CPU governors: %s from %s" % (explicit, why))
+    if sysfs_set:
+        notes.append("CPU governors: %s from sysfsutils (%s)" % ("/".join(sorted({s.value for s in sysfs_set})), sysfs_set[-1].where))
+    if tuned_set:
+        notes.append(
+            "CPU governors: %s from tuned's %s at %s:%d (%s)"
+            % ("/".join(sorted(set(tuned_set))), tuned_setting.text, tuned_setting.path, tuned_setting.line, tuned.how)
+        )
+    elif decision is not None and not decision.known:
+        notes.append("CPU governors: what tuned sets is not known (%s): kept as they run" % decision.why)
     return BootGovernors(found, tuple(notes), tuple(p.governor_path for p in kept))
+
+
+def _tuned_loads(profile, config):
+    """Governors tuned's [modules] loads (``cpufreq_NAME``, built as a module or in) before its
+    [cpu] instance runs: instances start in priority order (units/manager.py)."""
+    order = [u.plugin for u in profile.units if u.verdict]
+    if "modules" not in order or "cpu" not in order or order.index("modules") > order.index("cpu") or not config:
+        return ()
+    names = [s.key[len("cpufreq_") :] for s in profile.plugin("modules") if s.key.startswith("cpufreq_")]
+    return tuple(n for n in names if config.get("CPU_FREQ_GOV_" + n.upper()) in ("m", "y"))
 
 
 def _governor_for(policy, wanted):
@@ -592,6 +661,7 @@ def schedulers_at_boot(host, facts):
     if not devices:
         return Unavailable("no block devices to carry to the next boot")
     rules = facts.get("udev_scheduler_rules") or ()
+    sysfs = facts.get("sysfs_conf") or None
     found = {}
     for device in devices:
         if device.scheduler is None or len(device.schedulers) <= 1:
@@ -603,6 +673,10 @@ def schedulers_at_boot(host, facts):
         for rule in rules:
             if rule.value in device.schedulers and rule.may_match(device.name):
                 value = rule.value
+        # sysfsutils starts after udev has set the disks up (its unit's After=udev.service).
+        written = sysfs.last("/sys/block/%s/queue/scheduler" % device.name) if sysfs else None
+        if written is not None and written.value in device.schedulers:
+            value = written.value
         if value is not None:
             found[device.scheduler_path] = value
     return found

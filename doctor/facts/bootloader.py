@@ -14,9 +14,10 @@ from __future__ import annotations
 import re
 
 from ai_doctor.facts import Unavailable, fact, unreadable
-from ai_doctor.facts.cmdline import Cmdline, split_cmdline
+from ai_doctor.facts.cmdline import Cmdline, Param, split_cmdline, split_words
 from ai_doctor.facts.shellvars import UNKNOWN, NotEvaluable, assignments, evaluate
 from ai_doctor.facts.system import installed_kernels, version_key
+from ai_doctor.model import Evidence
 from ai_doctor.record import Record
 
 GRUB_DEFAULTS = "/etc/default/grub"
@@ -550,7 +551,7 @@ def boot_line(host, facts):
     if default and default.entry is not None:
         return _entry_line(default.entry, facts.get("grubenv"), facts.get("grub_menu") or None)
     if default and default.menu is not None:
-        return _menu_line(facts.get("grub_menu"), default.menu, facts.get("grubenv"))
+        return _menu_line(facts.get("grub_menu"), default.menu, facts.get("grubenv"), facts.get("grub_files"))
     menu = facts.get("grub_menu")
     if menu is not None and not menu:
         return Unavailable("grub.cfg holds the boot line, and %s" % menu.reason)
@@ -578,37 +579,240 @@ def _grub_line(grub):
     the shell leaves them after every file is sourced; None where neither is set, Unavailable
     where one could not be evaluated. Each parameter is credited to the last assignment whose
     text names it."""
-    settings = [grub.settings.get(name) for name in _CMDLINE_VARIABLES]
-    if not any(settings):
+    if not any(grub.settings.get(name) for name in _CMDLINE_VARIABLES):
         return None
-    for setting in settings:
+    problem = _unevaluated(grub, _CMDLINE_VARIABLES)
+    if problem:
+        return Unavailable("%s, so the kernel command line is not known" % problem)
+    return _line([(param, origin) for param, _word, origin in _generated(grub, _CMDLINE_VARIABLES)], GRUB_DEFAULTS)
+
+
+def _unevaluated(grub, variables):
+    """Words naming the first of ``variables`` that could not be evaluated, or None."""
+    for name in variables:
+        setting = grub.settings.get(name)
         if setting is not None and setting.problem:
-            return Unavailable(
-                "%s at %s:%d could not be evaluated (%s), so the kernel command line is not known"
-                % (setting.name, setting.path, setting.line, setting.problem)
-            )
-    pairs = []
-    for setting in settings:
+            return "%s at %s:%d could not be evaluated (%s)" % (setting.name, setting.path, setting.line, setting.problem)
+    return None
+
+
+def _generated(grub, variables):
+    """The words grub-mkconfig writes from ``variables``, in order, with the values the shell
+    left them: (parameter, the word as written, (path, line) of the last assignment whose text
+    names it, else of the variable's last assignment). A ``--`` ends what the kernel reads."""
+    found = []
+    for name in variables:
+        setting = grub.settings.get(name)
         if setting is None or not setting.value:
             continue
         # Who names each parameter, the last assignment winning: one pass over the history, not
         # one per parameter (a file appending a word per line would make that quadratic).
         named = {}
-        for name, path, number, raw in grub.history:
-            if name == setting.name:
+        for variable, path, number, raw in grub.history:
+            if variable == name:
                 named.update((param.text, (path, number)) for param in _written_params(raw))
-        for param in split_cmdline(setting.value):
-            pairs.append((param, named.get(param.text, (setting.path, setting.line))))
-    return _line(pairs, GRUB_DEFAULTS)
+        for word in split_words(setting.value, keep_quotes=True):
+            text = word.replace('"', "")
+            if text == "--":
+                return found
+            if text:
+                key, sep, value = text.partition("=")
+                param = Param(key, value if sep else None)
+                found.append((param, word, named.get(param.text, (setting.path, setting.line))))
+    return found
 
 
-def _menu_line(menu, entry, env):
+# -- grub.cfg against the GRUB defaults files ------------------------------------------------
+
+# The words 10_linux puts before a recovery entry's GRUB_CMDLINE_LINUX itself (Debian and
+# Ubuntu: single or recovery, nomodeset; Ubuntu also dis_ucode_ldr).
+_RECOVERY_WORDS = frozenset(("single", "recovery", "nomodeset", "dis_ucode_ldr"))
+# The longest assignment quoted in evidence; the rest is cut.
+_QUOTE_CAP = 200
+
+
+def _entry_kind(entry):
+    """How grub-mkconfig's 10_linux made a menu entry, read from the id it gives it (ids are
+    not translated, titles are): ``normal`` (gnulinux-simple-…, gnulinux-RELEASE-advanced-…),
+    ``recovery``, ``init`` (an entry for another init system), or None: not 10_linux's."""
+    ident = entry.ids[-1] if entry.ids else ""
+    if not ident.startswith("gnulinux-"):
+        return None
+    if "-recovery-" in ident:
+        return "recovery"
+    return "init" if "-init-" in ident else "normal"
+
+
+def _entry_variables(kind):
+    # 10_linux: "${GRUB_CMDLINE_LINUX} ${GRUB_CMDLINE_LINUX_DEFAULT}" on normal and init entries,
+    # "${GRUB_CMDLINE_LINUX_RECOVERY} ${GRUB_CMDLINE_LINUX}" on recovery ones.
+    return ("GRUB_CMDLINE_LINUX",) if kind == "recovery" else _CMDLINE_VARIABLES
+
+
+def _entry_kind_of(grub, entry):
+    """(the entry's kind, whether GRUB_FORCE_PARTUUID is set): Ubuntu's 10_linux then boots
+    without an initrd first, with ``panic=-1`` of its own on that line (the one read)."""
+    forced = grub.variable("GRUB_FORCE_PARTUUID")
+    return _entry_kind(entry), bool(forced and forced[2])
+
+
+def _made_by_mkconfig(param, kind, forced=False) -> bool:
+    """Whether ``param`` is put on an entry's line by 10_linux or GRUB, not by the files:
+    ``linux KERNEL root=DEVICE ro ARGS``, btrfs's rootflags=subvol=, a recovery entry's words,
+    an init entry's init=, Ubuntu's ``panic=-1`` with GRUB_FORCE_PARTUUID (``forced``),
+    ``$vt_handoff`` and ``$tuned_params`` (expanded at boot), and the BOOT_IMAGE= GRUB adds
+    when it boots."""
+    if param.name.startswith("$") or param.name in ("root", "BOOT_IMAGE") or param.text == "ro":
+        return True
+    if forced and param.text == "panic=-1":
+        return True
+    if param.name == "rootflags" and (param.value or "").startswith("subvol="):
+        return True
+    if kind == "recovery" and param.value is None and param.name in _RECOVERY_WORDS:
+        return True
+    return kind == "init" and param.name == "init"
+
+
+def _assignment_texts(grub):
+    """(path, line) → the assignment of a command-line variable there, as written (cut)."""
+    texts = {}
+    for name, path, number, raw in grub.history:
+        text = "%s=%s" % (name, raw.strip())
+        texts[(path, number)] = text if len(text) <= _QUOTE_CAP else text[:_QUOTE_CAP] + "…"
+    return texts
+
+
+def _written_by(grub, entry):
+    """parameter text → (path, line, assignment) of the GRUB defaults line grub-mkconfig would
+    write it into ``entry`` from; empty where the entry is not 10_linux's or the files could
+    not be evaluated."""
+    kind, forced = _entry_kind_of(grub, entry)
+    if kind is None or _unevaluated(grub, _entry_variables(kind)):
+        return {}
+    texts = _assignment_texts(grub)
+    return {
+        param.text: (origin[0], origin[1], texts.get(origin, ""))
+        for param, _word, origin in _generated(grub, _entry_variables(kind))
+        if not _made_by_mkconfig(param, kind, forced)
+    }
+
+
+def with_grub_sources(evidence, facts):
+    """``evidence`` with the GRUB defaults line behind each grub.cfg parameter it names (an
+    item whose value is the parameter) put before it: ``/etc/default/grub:6
+    GRUB_CMDLINE_LINUX_DEFAULT="quiet hugepages=512" → /boot/grub/grub.cfg:120``, so a finding
+    shows both the line that boots and the one the administrator edits. No file is read: the
+    boot line is made from facts the grub.cfg items came from."""
+    items = tuple(evidence)
+    if not any(item.path in GRUB_CFG_PATHS and item.line is not None for item in items):
+        return items
+    line = facts.get("boot_line")
+    if not line or not line.sources:
+        return items
+    sources = {}
+    for index, param in enumerate(line.params):
+        source = line.grub_source(index)
+        if source is not None:
+            sources.setdefault(line.origin(index), {})[param.text] = source
+    found = []
+    for item in items:
+        named = sources.get((item.path, item.line)) if item.path in GRUB_CFG_PATHS else None
+        source = named.get(item.value) if named else None
+        if source is not None:
+            found.append(Evidence(source[0], "%s → %s:%d" % (source[2], item.path, item.line), source[1]))
+        found.append(item)
+    return tuple(dict.fromkeys(found))
+
+
+class GrubPending(Record):
+    """grub.cfg's default entry against what grub-mkconfig would write for it from the GRUB
+    defaults files now. ``added``: (parameter, (path, line, assignment)) the files give that
+    the entry lacks, with the assignment that names it; ``removed``: the entry's parameters the files no longer give; ``add`` and
+    ``remove``: what regenerating does to the entry's line (the words the files write for
+    each parameter name that differs, and the names only the entry has); ``assignments``:
+    (path, line, text) of each variable's last assignment."""
+
+    __slots__ = ("menu", "entry", "added", "removed", "add", "remove", "assignments")
+
+    @property
+    def names(self):
+        """The parameter names that differ."""
+        return {param.name for param, _source in self.added} | {param.name for param in self.removed}
+
+
+@fact("grub_pending")
+def grub_pending(host, facts):
+    """What running grub-mkconfig (update-grub) now would change in the default entry's line,
+    compared as 10_linux writes it: the words of GRUB_CMDLINE_LINUX and (except on a recovery
+    entry) GRUB_CMDLINE_LINUX_DEFAULT, counted, without what 10_linux and GRUB add
+    themselves (``_made_by_mkconfig``)."""
+    grub = facts.get("grub_files")
+    if not any(path == GRUB_DEFAULTS for path, _text in grub.files):
+        return Unavailable("no %s to regenerate grub.cfg from" % GRUB_DEFAULTS)
+    menu = facts.get("grub_menu")
+    if menu is not None and not menu:
+        return menu
+    default = facts.get("default_boot")
+    if not default:
+        return default
+    if default.menu is None:
+        if default.entry is not None:
+            return Unavailable(
+                "the next boot starts a Boot Loader Specification entry (%s), not a grub.cfg menu entry" % default.entry.path
+            )
+        if menu is None:
+            return Unavailable("no grub.cfg (%s)" % ", ".join(GRUB_CFG_PATHS))
+        return Unavailable("%s has no menu entry for the kernel the next boot starts" % menu.path)
+    entry = default.menu
+    kind, forced = _entry_kind_of(grub, entry)
+    if kind is None:
+        return Unavailable(
+            "the default entry, %s:%d, is not one grub-mkconfig's 10_linux writes (its id is %r)"
+            % (menu.path, entry.line, (entry.ids[-1] if entry.ids else "")[:80])
+        )
+    variables = _entry_variables(kind)
+    problem = _unevaluated(grub, variables)
+    if problem:
+        return Unavailable("%s, so what grub-mkconfig would write is not known" % problem)
+    from collections import Counter
+
+    generated = [item for item in _generated(grub, variables) if not _made_by_mkconfig(item[0], kind, forced)]
+    booted = [param for param in entry.params if not _made_by_mkconfig(param, kind, forced)]
+    extra = Counter(param.text for param, _word, _origin in generated)
+    extra.subtract(param.text for param in booted)
+    missing = Counter({text: -count for text, count in extra.items() if count < 0})
+    texts = _assignment_texts(grub)
+    added, removed = [], []
+    for param, _word, origin in generated:
+        if extra[param.text] > 0:
+            extra[param.text] -= 1
+            added.append((param, origin + (texts.get(origin, ""),)))
+    for param in booted:
+        if missing[param.text] > 0:
+            missing[param.text] -= 1
+            removed.append(param)
+    touched = {param.name for param, _source in added} | {param.name for param in removed}
+    add = tuple(word for param, word, _origin in generated if param.name in touched)
+    kept = {param.name for param, _word, _origin in generated if param.name in touched}
+    assignments = []
+    for name in variables:
+        setting = grub.settings.get(name)
+        if setting is not None:
+            text = texts.get((setting.path, setting.line)) if setting.value is not None else None
+            assignments.append((setting.path, setting.line, text or "unset %s" % name))
+    return GrubPending(menu.path, entry, tuple(added), tuple(removed), add, tuple(sorted(touched - kept)), tuple(assignments))
+
+
+def _menu_line(menu, entry, env, grub=None):
     """A grub.cfg entry's ``linux`` line, with ``$name`` from grub.cfg's own ``set`` lines (as
-    tuned writes ``set tuned_params=…``) or grubenv, as GRUB expands it."""
-    pairs = []
+    tuned writes ``set tuned_params=…``) or grubenv, as GRUB expands it; each parameter written
+    on the line also has the GRUB defaults line grub-mkconfig wrote it from, where there is one."""
+    written = _written_by(grub, entry) if grub is not None else {}
+    pairs, sources = [], []
     for param in entry.params:
         if not param.name.startswith("$"):
             pairs.append((param, (menu.path, entry.line)))
+            sources.append(written.get(param.text))
             continue
         name = param.name.strip("${}")
         if name in menu.variables:
@@ -617,8 +821,11 @@ def _menu_line(menu, entry, env):
             value, origin = env.values[name], (env.path, None)
         else:
             continue
-        pairs += [(p, origin) for p in split_cmdline(value) if not p.name.startswith("$")]
-    return _line(pairs, menu.path)
+        expanded = [(p, origin) for p in split_cmdline(value) if not p.name.startswith("$")]
+        pairs += expanded
+        sources += [None] * len(expanded)
+    line = _line(pairs, menu.path)
+    return line._replace(sources=tuple(sources)) if any(sources) else line
 
 
 def _entry_line(entry, env, menu=None):

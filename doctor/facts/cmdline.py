@@ -42,15 +42,23 @@ class Cmdline(Record):
     """The kernel's parameters in order (those after ``--`` belong to init and are dropped).
 
     ``source`` names where the line comes from; a line put together from boot loader files
-    also has ``origins``, the (path, line number) of each parameter.
+    also has ``origins``, the (path, line number) of each parameter. A line read from grub.cfg
+    has ``sources`` too: for each parameter the GRUB defaults assignment grub-mkconfig wrote it
+    from, as (path, line number, the assignment as written), or None.
     """
 
-    __slots__ = ("raw", "params", "source", "origins")
-    _defaults = {"origins": None}
+    __slots__ = ("raw", "params", "source", "origins", "sources")
+    _defaults = {"origins": None, "sources": None}
 
     def origin(self, index: int):
         """(path, line number or None) of the parameter at ``index``."""
         return self.origins[index] if self.origins else (self.source, None)
+
+    def grub_source(self, index: int):
+        """(path, line number, assignment) in /etc/default/grub or a grub.d/*.cfg file that
+        gives the grub.cfg parameter at ``index``; None where the line is not grub.cfg's, or
+        the files no longer give it (grub.cfg was not regenerated since they changed)."""
+        return self.sources[index] if self.sources else None
 
     def last(self, name: str):
         """The value of the last ``name=`` (the kernel lets later ones win), or None."""

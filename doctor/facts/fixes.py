@@ -16,7 +16,7 @@ import re
 
 from ai_doctor.facts import fact
 from ai_doctor.facts.bootloader import GRUB_DEFAULTS, GRUB_DROP_INS, KERNEL_CMDLINE_FILE
-from ai_doctor.facts.sysctl import DEFAULTS
+from ai_doctor.facts.sysctl import DEFAULTS, SYSCTL_CONF
 from ai_doctor.facts.system import installed_kernels
 from ai_doctor.model import Step
 from ai_doctor.remedy import actions as act
@@ -203,6 +203,43 @@ class Fixes:
             actions.append(self._reload)
         return self.step(summary, actions, True)
 
+    def move_sysctl_lines(self, assignments, source: str, others, left_out=(), why_left=""):
+        """A step moving ``assignments`` (every line of ``source``, a file boot never reads) into
+        a drop-in that boot reads at the place the file had when /etc/sysctl.d/99-sysctl.conf
+        linked it in, and commenting them out where they were when ``source`` is /etc/sysctl.conf
+        (which `sysctl --system` and `sysctl -p` still read). Nothing is applied now: the values
+        are the administrator's, and whether they run is what the running kernel shows. ``others``:
+        the names of the sysctl files there are, which the new name must not hide; ``left_out``:
+        assignments commented out but not moved, ``why_left`` says why."""
+        from ai_doctor.facts.boot import systemd_order
+
+        name = "99-sysctl.conf" if "99-sysctl.conf" not in others else _drop_in_name("sysctl-conf", others)
+        target = "%s/%s" % (DROP_IN_DIR, name)
+        lines = ("# Moved from %s by aidoctor: systemd-sysctl reads only the sysctl.d folders." % source,)
+        # One line per key, as systemd-sysctl would write them: a repeated key moved whole would
+        # be a duplicate in the new file.
+        skipped = {id(item) for item in left_out}
+        moved = [item for item in assignments if id(item) not in skipped]
+        lines += tuple(item.text for item in systemd_order(moved))
+        actions = [act.WriteFile(target, lines, not self._drop_in_dir)] if moved else []
+        if source == SYSCTL_CONF:
+            actions.append(act.CommentLines(source, _lines(assignments)))
+        summary = "Move its %d line%s into %s, which systemd-sysctl reads at boot%s" % (
+            len(moved),
+            "" if len(moved) == 1 else "s",
+            target,
+            (", and comment out all %d in %s" % (len(assignments), source) if left_out else ", and comment them out in %s" % source)
+            if source == SYSCTL_CONF
+            else "",
+        )
+        if left_out:
+            summary += "; %s %s not moved: %s" % (
+                ", ".join("`%s`" % item.text for item in left_out),
+                "is" if len(left_out) == 1 else "are",
+                why_left,
+            )
+        return self.step(summary + " (nothing changes until boot)", actions, True)
+
     def _lines_of(self, keys):
         """The sysctl lines (applied ones, then /etc/sysctl.conf's manual ones) that set one of
         ``keys``, in that order; indexed once, so a fix per key stays linear in the lines."""
@@ -311,12 +348,7 @@ class Fixes:
             regenerate = ("update-grub",)
             how = "in a GRUB drop-in" if add else "in the GRUB files that set it"
         elif GRUB_DEFAULTS in tools and ({"update-grub", "grub2-mkconfig", "grub-mkconfig"} & set(tools)):
-            if "update-grub" in tools:
-                regenerate = ("update-grub",)
-            elif "grub2-mkconfig" in tools:
-                regenerate = ("grub2-mkconfig", "-o", "/boot/grub2/grub.cfg")
-            else:
-                regenerate = ("grub-mkconfig", "-o", "/boot/grub/grub.cfg")
+            regenerate = self.grub_regenerate()
             if act.appendable_grub_line(self._grub_files.get(GRUB_DEFAULTS, "")):
                 # Cut first, every name added included, so a second run leaves one copy.
                 names = tuple(sorted(set(remove_names) | added))
@@ -367,6 +399,19 @@ class Fixes:
             )
         return self.step(summary, actions, True, host_wide=False)
 
+    def grub_regenerate(self, menu=None):
+        """The command that writes grub.cfg again from the GRUB files with the tool the target
+        has: update-grub (Debian, Ubuntu), else grub2-mkconfig or grub-mkconfig with ``-o``
+        ``menu`` (else that tool's usual grub.cfg); None where it has none of them."""
+        tools = self._tools
+        if "update-grub" in tools:
+            return ("update-grub",)
+        if "grub2-mkconfig" in tools:
+            return ("grub2-mkconfig", "-o", menu or "/boot/grub2/grub.cfg")
+        if "grub-mkconfig" in tools:
+            return ("grub-mkconfig", "-o", menu or "/boot/grub/grub.cfg")
+        return None
+
     def _grub_set(self, drop_in) -> set:
         """Parameter names the GRUB defaults files (not ``drop_in``, rewritten whole) set."""
         return {name for args in self._boot_args if args.variable and args.path != drop_in for name in args.names}
@@ -416,7 +461,9 @@ class Fixes:
 
         tuned-adm merges the profiles it is given, the last winning (tuned-adm(8)), so the
         active ones keep every other setting. The active list is read when the command runs,
-        so overrides that other findings add survive whichever runs last.
+        so overrides that other findings add survive whichever runs last. In automatic mode
+        tuned loads its recommender's pick, not that list: the pick is kept before ours, and
+        where it is not known the step is advice.
         """
         tuned = self._tuned
         # Only where tuned already runs (or, in an image, starts at boot): enabling it would
@@ -428,11 +475,30 @@ class Fixes:
         for section, keys in sections:
             lines.append("[%s]" % section)
             lines.extend(keys)
-        actions = (
-            act.WriteFile("%s/%s/tuned.conf" % (tuned.user_dir, name), tuple(lines), True),
-            act.TunedActivate(name, self.image is None),
-        )
-        return self.step("%s with tuned (a profile of its own, applied after the active ones)" % purpose, actions, True)
+        path = "%s/%s/tuned.conf" % (tuned.user_dir, name)
+        if tuned.auto and tuned.base is None:
+            pick = tuned.recommended
+            return self.advice(
+                "%s with tuned, by hand: tuned picks its profile when it starts (%s), and which one is not known here (%s); "
+                "write %s (%s) and run `tuned-adm profile PICK %s`, PICK being what `tuned-adm recommend` prints %s"
+                % (
+                    purpose,
+                    pick.words if pick else "automatic mode",
+                    pick.unknown if pick else tuned.how,
+                    path,
+                    " ".join(lines),
+                    name,
+                    "on the machines the image boots on" if self.image is not None else "here",
+                ),
+                host_wide=True,
+            )
+        base = tuned.base if tuned.auto else None
+        actions = (act.WriteFile(path, tuple(lines), True), act.TunedActivate(name, self.image is None, base))
+        if base:
+            after = "after %s: in automatic mode tuned loads the profile it picks at start" % " ".join(base)
+        else:
+            after = "applied after the active ones"
+        return self.step("%s with tuned (a profile of its own, %s)" % (purpose, after), actions, True)
 
     # -- programs -------------------------------------------------------------------------
 

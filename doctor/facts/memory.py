@@ -185,8 +185,8 @@ class PoolRequest(Record):
     pages a per-node ``hugepages=`` names where the kernel (before 5.16) reads it as ``count``.
     """
 
-    __slots__ = ("page_size", "count", "source", "path", "line", "assignment", "configured", "replaces", "per_node")
-    _defaults = {"configured": None, "replaces": None, "per_node": None}
+    __slots__ = ("page_size", "count", "source", "path", "line", "assignment", "configured", "replaces", "per_node", "script")
+    _defaults = {"configured": None, "replaces": None, "per_node": None, "script": None}
 
     def chain(self):
         """This request and every one it overrides, latest first."""
@@ -203,7 +203,7 @@ class PoolRequest(Record):
     @property
     def on_cmdline(self) -> bool:
         """Asked for on the kernel command line (the running one, or an image's boot line)."""
-        return self.assignment is None and not self.from_user
+        return self.assignment is None and self.script is None and not self.from_user
 
     @property
     def where(self) -> str:
@@ -250,11 +250,35 @@ def hugepage_requests(host, facts):
                     assignment,
                     replaces=requests.get(default_size),
                 )
+    late = rc_local_pool(facts.get("rc_local"))
+    if late is not None:
+        # rc-local.service runs after systemd-sysctl: its write resizes the pool last.
+        count, number, text = late
+        rc = facts.get("rc_local")
+        requests[default_size] = PoolRequest(
+            default_size, count, "`%s`" % text, rc.path, number, None, replaces=requests.get(default_size), script=rc.path
+        )
     wanted = facts.request.hugepages if facts.request is not None else None
     if wanted is not None:
         configured = requests.get(default_size)
         requests[default_size] = PoolRequest(default_size, wanted, "--hugepages %d" % wanted, FROM_USER, None, None, configured)
     return tuple(requests[size] for size in sorted(requests))
+
+
+def rc_local_pool(rc):
+    """(pages, line number, text) of the last rc.local line that boot runs and that sets
+    vm.nr_hugepages (``sysctl -w``, ``echo N > /proc/sys/vm/nr_hugepages``, ``| tee``), or None."""
+    from ai_doctor.facts.sysctl import sysctl_int, sysctl_writes
+
+    found = None
+    for number, raw in enumerate(rc.lines if rc else (), 1):
+        if "nr_hugepages" not in raw or not rc.runs(number):
+            continue
+        for key, value in sysctl_writes(raw.strip()) or ():
+            count = sysctl_int(value)
+            if key == "vm.nr_hugepages" and count is not None and count >= 0:
+                found = (count, number, raw.strip())
+    return found
 
 
 class UnusedPool(Record):

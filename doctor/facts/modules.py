@@ -64,7 +64,7 @@ def module_name(file_name: str):
 
 # Debian ships the NVIDIA module under other file names (nvidia-current.ko, nvidia-tesla-535.ko,
 # nvidia-legacy-390xx.ko) whose .modinfo name is still nvidia.
-_RENAMED_NVIDIA = r"nvidia_(?:current|tesla(?:_\d+)?|legacy_\d+xx)"
+_RENAMED_NVIDIA = r"nvidia_(?:current(?:_open)?|tesla(?:_\d+)?|legacy_\d+xx)"
 
 
 def is_module(wanted: str, name: str) -> bool:

@@ -19,6 +19,9 @@ from ai_doctor.record import Record
 
 SYSCTL_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d", "/lib/sysctl.d")
 SYSCTL_CONF = "/etc/sysctl.conf"
+# Where dpkg keeps a changed conffile it removes (dpkg-maintscript-helper(1) rm_conffile): Debian's
+# procps 2:4.0.4-7 (trixie) removes /etc/sysctl.conf on upgrade.
+SYSCTL_CONF_BACKUP = SYSCTL_CONF + ".dpkg-bak"
 SYSTEMD_SYSCTL = ("/usr/lib/systemd/systemd-sysctl", "/lib/systemd/systemd-sysctl")
 
 # Runtime keys the checks read (Documentation/admin-guide/sysctl/vm.rst); each costs a read.
@@ -123,11 +126,13 @@ class SysctlConfig(Record):
     ``files`` lists the files applied, in order; ``skipped`` lists (path, reason) for files
     that exist but are not applied at boot; ``assignments`` is every assignment in application
     order; ``manual`` holds the assignments of an /etc/sysctl.conf that boot skips but
-    ``sysctl --system`` and ``sysctl -p`` still apply (procps reads it last).
+    ``sysctl --system`` and ``sysctl -p`` still apply (procps reads it last); ``renamed``
+    those of an /etc/sysctl.conf.dpkg-bak left where /etc/sysctl.conf is gone, which nothing
+    reads.
     """
 
-    __slots__ = ("applier", "files", "assignments", "skipped", "notes", "manual")
-    _defaults = {"manual": ()}
+    __slots__ = ("applier", "files", "assignments", "skipped", "notes", "manual", "renamed")
+    _defaults = {"manual": (), "renamed": ()}
 
     def effective(self, key: str):
         """The assignment that wins for ``key`` (the last), or None."""
@@ -218,10 +223,15 @@ def sysctl_config(host, facts):
             notes.extend(file_notes)
     elif conf.failed:
         notes.append("%s: %s" % (SYSCTL_CONF, conf.describe()))
+    renamed = ()
+    if conf.missing and systemd:
+        backup = host.read_text(SYSCTL_CONF_BACKUP)
+        if backup.ok:
+            renamed = tuple(parse_sysctl_file(backup.data, SYSCTL_CONF_BACKUP)[0])
     if not files and not skipped and not host.exists("/etc"):
         return Unavailable("no /etc in %s" % host.display("/"))
     applier = "systemd-sysctl" if systemd else "sysctl --system"
-    return SysctlConfig(applier, tuple(files), tuple(assignments), tuple(skipped), tuple(notes), manual)
+    return SysctlConfig(applier, tuple(files), tuple(assignments), tuple(skipped), tuple(notes), manual, renamed)
 
 
 class Setting(Record):

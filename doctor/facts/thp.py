@@ -257,7 +257,7 @@ def _enabled_units(host):
 @fact("thp_writers")
 def thp_writers(host, facts):
     """Cheap places that set THP at boot: the active tuned profile, enabled systemd units named
-    for THP, systemd-tmpfiles lines, rc.local. Anything else (configuration management, a
+    for THP, systemd-tmpfiles lines, Debian's sysfsutils, rc.local. Anything else (configuration management, a
     node tuning operator) is not looked for."""
     found = []
     profile = facts.get("tuned_profile")
@@ -267,10 +267,14 @@ def thp_writers(host, facts):
         cmdline = facts.get("cmdline")
         # tuned's vm plugin leaves THP alone when the kernel command line sets it.
         boot_set = bool(cmdline) and any(p.name == "transparent_hugepage" for p in cmdline.params)
-        for setting in profile.settings.values():
-            if not _sets_thp(setting.plugin, setting.key) or (setting.plugin == "vm" and boot_set):
-                continue
-            if setting.value == "never":
+        # What tuned certainly writes here, the last instance of a plugin winning; a section it
+        # may skip (its uname_regex or cpuinfo_regex not known) is left to the rule to word.
+        decisions = [] if boot_set else [profile.decide("vm", "transparent_hugepages")]
+        sysfs = profile.plugin("sysfs") + [s for s, _why in profile.uncertain if s.plugin == "sysfs"]
+        decisions += [profile.decide("sysfs", key) for key in dict.fromkeys(s.key for s in sysfs if _sets_thp("sysfs", s.key))]
+        for decision in decisions:
+            setting = decision.setting
+            if decision.known and setting is not None and setting.value == "never":
                 targets = ("top",) if setting.plugin == "vm" else _targets(setting.key)
                 found.append(
                     Writer(
@@ -293,6 +297,7 @@ def thp_writers(host, facts):
             line, shown = _first_line(text, (("transparent_hugepage", "enabled"), ("ExecStart",)))
             found.append(Writer("systemd", path, line, shown or name, _targets(shown or "")))
     found += _tmpfiles_writers(host, facts.get("running"))
+    found += _sysfsutils_writers(facts.get("sysfs_conf"))
     rc = facts.get("rc_local")
     for number, last, line in _logical_lines(rc.lines if rc else ()):
         # ``enabled`` only: writing never to ``defrag`` leaves THP on. A line boot never
@@ -335,6 +340,22 @@ def _tmpfiles_writers(host, running):
             if len(fields) >= 7 and fields[0].rstrip("!-") in ("w", "w+") and fields[1].startswith(THP_DIR + "/"):
                 if fields[1].endswith("/enabled") and " ".join(fields[6:]) == "never":
                     found.append(Writer("tmpfiles", path, number, raw.strip(), _targets(fields[1]), raw_lines=(raw,)))
+    return found
+
+
+def _sysfsutils_writers(conf):
+    """sysfs.conf lines (Debian's sysfsutils) writing never to a THP ``enabled`` control, where
+    boot runs update-sysfs; a later line of the same control wins (doctor/facts/sysfsconf.py)."""
+    if not conf or not conf.applies:
+        return []
+    found = []
+    for path in [THP_DIR + "/enabled"] + [setting.attr for setting in conf.settings if "/hugepages-" in setting.attr]:
+        control = path if path.startswith("/sys/") else "/sys/" + path.strip("/")
+        if not (control.startswith(THP_DIR + "/") and control.endswith("/enabled")):
+            continue
+        setting = conf.last(control)
+        if setting is not None and setting.value == "never" and all(w.line != setting.line or w.path != setting.path for w in found):
+            found.append(Writer("sysfsutils", setting.path, setting.line, setting.raw.strip(), _targets(control), raw_lines=(setting.raw,)))
     return found
 
 

@@ -693,24 +693,43 @@ TUNED_MODE = "/etc/tuned/profile_mode"
 
 class TunedActivate(Action):
     """Profile ``name`` applied after the active ones (tuned-adm merges them in order, the last
-    winning); in an image, written where tuned reads it at boot."""
+    winning); in an image, written where tuned reads it at boot.
 
-    __slots__ = ("name", "running")
+    ``base``: tuned was in automatic mode, where it loads the profile its recommender picks
+    (daemon.py _get_startup_profile), not the names in active_profile: these are kept before
+    ``name`` unless profile_mode says ``manual`` by the time this runs (another fix ran first)."""
+
+    __slots__ = ("name", "running", "base")
+    _defaults = {"base": None}
     kind = "tuned-activate"
 
     def sh(self, shell):
         name = quote(self.name)
+        # No 2>/dev/null in an image: it seldom has a /dev, and a failed redirection would skip
+        # the read and drop the active profiles.
+        quiet = " 2>/dev/null" if self.running else ""
+        others = "$(tr -s %s%s <%s | grep -vx %s)" % (_TR_BLANKS, quiet, TUNED_ACTIVE, name)
+        pick = ""
+        if self.base is not None:
+            # tuned's own test: manual, or no mode and names, keeps the list; else its pick.
+            base = " ".join(quote(p) for p in self.base)
+            pick = '; case $(tr -d %s%s <%s) in manual) ;; "") [ -n "$p" ] || p=%s;; *) p=%s;; esac' % (
+                quote(" \\t\\r\\v\\f\\n"),
+                quiet,
+                TUNED_MODE,
+                quote(base),
+                quote(base),
+            )
         if self.running:
-            others = "$(tr -s %s 2>/dev/null <%s | grep -vx %s)" % (_TR_BLANKS, TUNED_ACTIVE, name)
             # set -f: a `*` in the file stays a word, as --apply passes it.
-            return (shell.root("sh -c %s" % quote("set -f; tuned-adm profile %s %s" % (others, name))),)
-        # No daemon to ask. No 2>/dev/null: an image seldom has a /dev, and a failed
-        # redirection would skip the read and drop the active profiles.
-        others = "$(tr -s %s <%s | grep -vx %s)" % (_TR_BLANKS, TUNED_ACTIVE, name)
-        # Unquoted $p splits the names on blanks; set -f keeps a `*` in the file a word, and
-        # printf, unlike echo, gives a backslash no meaning.
-        script = "set -f; p=%s; { for w in $p; do printf '%%s ' \"$w\"; done; printf '%%s\\n' %s; } >%s && echo manual >%s" % (
+            if not pick:
+                return (shell.root("sh -c %s" % quote("set -f; tuned-adm profile %s %s" % (others, name))),)
+            return (shell.root("sh -c %s" % quote("set -f; p=%s%s; tuned-adm profile $p %s" % (others, pick, name))),)
+        # No daemon to ask. Unquoted $p splits the names on blanks; set -f keeps a `*` in the file
+        # a word, and printf, unlike echo, gives a backslash no meaning.
+        script = "set -f; p=%s%s; { for w in $p; do printf '%%s ' \"$w\"; done; printf '%%s\\n' %s; } >%s && echo manual >%s" % (
             others,
+            pick,
             name,
             TUNED_ACTIVE,
             TUNED_MODE,
@@ -719,7 +738,12 @@ class TunedActivate(Action):
 
     def apply(self, target):
         current = [word for word in re.split("[ \t\n\r\v\f]", target.read(TUNED_ACTIVE) or "") if word]
-        profiles = [p for p in current if p != self.name] + [self.name]
+        others = [p for p in current if p != self.name]
+        if self.base is not None:
+            mode = "".join((target.read(TUNED_MODE) or "").split())
+            if mode != "manual" and (mode != "" or not others):
+                others = [p for p in self.base if p != self.name]
+        profiles = others + [self.name]
         if target.live and self.running:
             return [target.run(("tuned-adm", "profile") + tuple(profiles))]
         return [target.write(TUNED_ACTIVE, " ".join(profiles) + "\n"), target.write(TUNED_MODE, "manual\n")]
