@@ -156,7 +156,8 @@ def _apt_install(f, arguments, suite=None):
     if apt is not None and apt.lists is not None and not (apt.lists and (suite is None or suite in apt.listed)):
         actions.append(Run(("apt-get", "update")))
         note = "; %s holds no package list%s, so update them first" % (APT_LISTS, " of %s" % suite if suite and apt.lists else "")
-    actions.append(Run(("apt-get", "install", "-y") + tuple(arguments)))
+    # A DKMS package builds in its postinst, which needs /proc (inside an image's chroot too).
+    actions.append(Run(("apt-get", "install", "-y") + tuple(arguments), proc=any("dkms" in word for word in arguments)))
     return actions, note
 
 
@@ -181,7 +182,7 @@ def _dkms_steps(f, nv, release: str, force: bool = False):
     return [
         fixes.step(summary, actions, None, host_wide=False, needs_root=False),
         _headers_step(f, release),
-        fixes.step("Build and install the nvidia module for %s" % release, [Run(build)], True, host_wide=False),
+        fixes.step("Build and install the nvidia module for %s" % release, [Run(build, proc=True)], True, host_wide=False),
     ]
 
 
@@ -195,7 +196,7 @@ def _branch(nv) -> str:
     "NVIDIA driver installed without a module for the kernel",
     Severity.CRITICAL,
     needs=("nvidia", "gpu_modules"),
-    uses=("running", "default_boot", "os_release", "fixes", "apt"),
+    uses=("running", "default_boot", "os_release", "fixes", "apt", "gsp_firmware"),
 )
 def driver_missing(f):
     """The NVIDIA driver's user space is installed (libnvidia-ml, libcuda, nvidia-smi or a DKMS
@@ -263,6 +264,9 @@ def driver_missing(f):
         evidence.append(Evidence(mods.index if mods.base else "/lib/modules/%s" % mods.release, "no nvidia module"))
         if nv.dkms:
             steps = _dkms_steps(f, nv, mods.release)
+        elif _debian_dkms_package(f, nv) and len(nv.library_versions) == 1:
+            # Debian's libraries without its DKMS package: install the one of their version.
+            steps = _rebuild_or_package(f, nv, mods.release)
         else:
             steps = [
                 Step(
@@ -300,7 +304,7 @@ _VERMAGIC_MODULES = ("nvidia", "amdgpu")
     "GPU driver module built for another kernel",
     Severity.CRITICAL,
     needs=("gpu_modules",),
-    uses=("nvidia", "running", "default_boot", "os_release", "fixes", "apt"),
+    uses=("nvidia", "running", "default_boot", "os_release", "fixes", "apt", "gsp_firmware"),
 )
 def vermagic_mismatch(f):
     """The nvidia (or amdgpu) module installed for a kernel was built for another kernel.
@@ -410,7 +414,7 @@ def _rebuild_steps(f, info, release: str):
     "NVIDIA kernel module and libraries disagree",
     Severity.CRITICAL,
     needs=("nvidia",),
-    uses=("running", "gpu_modules", "default_boot", "os_release", "fixes", "apt"),
+    uses=("running", "gpu_modules", "default_boot", "os_release", "fixes", "apt", "gsp_firmware"),
 )
 def library_mismatch(f):
     """The loaded NVIDIA kernel module's version differs from the user-space libraries'
@@ -547,7 +551,10 @@ def _rebuild_or_package(f, nv, release: str, module_version=None, built: bool = 
         # were upgraded): installing the package of that version registers and builds it.
         held = ", ".join(source.ref for source in nv.dkms)
         fixes = f.fixes
-        actions, note = _apt_install(f, ("--allow-change-held-packages", "%s=%s-*" % (package, versions[0])))
+        # The DKMS package depends on its GSP firmware package at the same version: one held
+        # beside it would block the install.
+        firmware = tuple("%s=%s-*" % (name, versions[0]) for name in f.gsp_firmware or ())
+        actions, note = _apt_install(f, ("--allow-change-held-packages", "%s=%s-*" % (package, versions[0])) + firmware)
         steps = []
         if nv.dkms and _other_flavour(nv, module_version) is None:
             steps.append(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ai_doctor.engine import rule
-from ai_doctor.facts.thp import boot_modes, format_thp_anon
+from ai_doctor.facts.thp import THP_DIR, boot_modes, format_thp_anon
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Step
 from ai_doctor.remedy.actions import CommentLines, Show, SystemdUnit
 from ai_doctor.shell import quote
@@ -17,7 +17,19 @@ _PMD_X86 = 2 << 20
     "thp.disabled",
     "Transparent huge pages disabled",
     Severity.LOW,
-    uses=("thp", "running", "cmdline", "kernel_config", "thp_writers", "tuned", "tuned_profile", "rc_local", "grubenv", "fixes"),
+    uses=(
+        "thp",
+        "running",
+        "cmdline",
+        "kernel_config",
+        "thp_writers",
+        "tuned",
+        "tuned_profile",
+        "rc_local",
+        "grubenv",
+        "sysfs_conf",
+        "fixes",
+    ),
 )
 def disabled(f):
     """Transparent huge pages are `never` for the PMD size (2 MiB on x86-64).
@@ -198,6 +210,14 @@ def _image(f):
         return Skip(
             "the image boots with transparent huge pages %s, and whether tuned writes `never` after boot is not known: %s" % (start, doubt)
         )
+    later = _set_after_boot(f, line)
+    if later is not None and not writers:
+        # tuned's vm plugin or sysfsutils writes a mode other than never after boot: it is the one that runs.
+        start = "at `%s` (%s)" % (boot.top, _where(boot.top_source)) if boot.top else "at a mode its boot line does not say"
+        return Pass(
+            "the image boots with transparent huge pages %s, then %s sets `%s` after boot; nothing found writes `never`"
+            % (start, later[1], later[0])
+        )
     if boot.top != "never" and not writers:
         if boot.top is None:
             return Skip(
@@ -249,6 +269,23 @@ def _tuned_doubt(f):
             decision = profile.decide(s.plugin, "transparent_hugepages" if s.plugin == "vm" else s.key)
             if not decision.known:
                 return decision.why
+    return None
+
+
+def _set_after_boot(f, line):
+    """(mode, what sets it) where tuned (certainly, the boot line not setting THP) or Debian's
+    sysfsutils writes a top-level mode other than never after boot; None otherwise."""
+    sysfs = f.sysfs_conf
+    setting = sysfs.last(THP_DIR + "/enabled") if sysfs else None
+    if setting is not None and setting.value in ("always", "madvise"):
+        return setting.value, "sysfsutils (%s)" % setting.where
+    tuned, profile = f.tuned, f.tuned_profile
+    if not (tuned and tuned.enabled and profile) or line.last("transparent_hugepage") is not None:
+        return None
+    decision = profile.decide("vm", "transparent_hugepages")
+    chosen = decision.setting
+    if decision.known and chosen is not None and chosen.value in ("always", "madvise"):
+        return chosen.value, "tuned (%s:%d)" % (chosen.path, chosen.line)
     return None
 
 

@@ -110,7 +110,10 @@ def test_a_held_dkms_package_under_new_libraries_is_a_mismatch_from_the_first_bo
     # Rebuilding what DKMS holds would build 535.216.03 again: the package of the libraries' version.
     commands = _commands(found)
     assert not any("dkms install" in c for c in commands)
-    assert commands[-1].endswith("apt-get install -y --allow-change-held-packages 'nvidia-kernel-dkms=%s-*'" % NEW)
+    # The package's postinst builds the module: in the image's chroot, with /proc mounted for it.
+    assert commands[-1] == _with_proc(
+        fixture_root("debian-gpu-library-mismatch"), "apt-get install -y --allow-change-held-packages 'nvidia-kernel-dkms=%s-*'" % NEW
+    )
 
 
 def test_a_snapshot_of_the_debian_tree_replays_the_links(run, tmp_path):
@@ -180,7 +183,7 @@ def test_the_tesla_flavour_selected_beside_an_unselected_current(tree, run):
     result, found = _finding(run, tree, "gpu.driver-library-mismatch")
     assert found["severity"] == "critical" and "DKMS holds only nvidia-tesla-535/%s" % OLD in found["message"]
     commands = _commands(found)
-    assert "sudo chroot %s apt-get install -y --allow-change-held-packages 'nvidia-kernel-dkms=%s-*'" % (tree, NEW) in commands
+    assert _with_proc(tree, "apt-get install -y --allow-change-held-packages 'nvidia-kernel-dkms=%s-*'" % NEW) in commands
     way = [s for s in found["remediation"] if s["summary"].startswith(("Or ", "Or,"))]
     assert way[0]["commands"] == ["sudo chroot %s update-alternatives --set nvidia /usr/lib/nvidia/tesla-535" % tree]
 
@@ -188,16 +191,21 @@ def test_the_tesla_flavour_selected_beside_an_unselected_current(tree, run):
 # -- the DKMS fix: apt lists, backports, make.log ----------------------------------------------
 
 
+def _with_proc(root, command: str) -> str:
+    """A command run in the image's chroot with /proc mounted in a mount namespace of its own
+    (dkms reads /dev/fd, a link into /proc)."""
+    from ai_doctor.shell import quote
+
+    return "sudo unshare --mount --fork sh -c " + quote("mount -t proc proc %s/proc && exec chroot %s %s" % (root, root, command))
+
+
 def test_backports_kernel_in_an_image_without_apt_lists(run):
     result, found = _finding(run, fixture_root("debian-gpu-backports-no-apt-lists"), "gpu.driver-missing-for-kernel")
     assert result.code == 1 and found["severity"] == "critical"
-    commands = [c.split(" chroot ", 1)[1].split(" ", 1)[1] for c in _commands(found)]
-    assert commands == [
-        "dkms status nvidia-current",
-        "apt-get update",
-        "apt-get install -y -t bookworm-backports linux-headers-" + BPO,
-        "dkms install nvidia-current/%s -k %s" % (NEW, BPO),
-    ]
+    root = fixture_root("debian-gpu-backports-no-apt-lists")
+    commands = [c.split(" chroot ", 1)[1].split(" ", 1)[1] for c in _commands(found)[:-1]]
+    assert commands == ["dkms status nvidia-current", "apt-get update", "apt-get install -y -t bookworm-backports linux-headers-" + BPO]
+    assert _commands(found)[-1] == _with_proc(root, "dkms install nvidia-current/%s -k %s" % (NEW, BPO))
     assert "has not built nvidia-current/%s for %s" % (NEW, BPO) in found["remediation"][0]["summary"]
 
 

@@ -103,3 +103,19 @@ def test_rc_local_that_never_runs_asks_for_no_pool(tree, run):
     tree.write("/etc/rc.local", "#!/bin/sh -e\nexit 0\necho 128 > /proc/sys/vm/nr_hugepages\n", mode=0o755)
     statuses = run("--root", tree, "--format", "json").statuses()
     assert statuses["hugepages.shortfall"] == "pass" and statuses["persist.rc-local-ineffective"] == "finding"
+
+
+def test_image_whose_sysfsutils_turns_thp_on_after_a_never_build_default_passes(tmp_path, run):
+    import shutil
+
+    from conftest import fixture_root
+
+    root = tmp_path / "root"
+    shutil.copytree(fixture_root("debian12-sysfsutils-thp"), root, symlinks=True)
+    config = root / "boot/config-6.1.0-28-amd64"
+    config.write_text(config.read_text().replace("CONFIG_TRANSPARENT_HUGEPAGE_MADVISE=y", "CONFIG_TRANSPARENT_HUGEPAGE_NEVER=y"))
+    conf = root / "etc/sysfs.conf"
+    conf.write_text(conf.read_text().replace("enabled = never", "enabled = madvise"))
+    check = [c for c in run("--root", root, "--image", "--format", "json").json["checks"] if c["rule"] == "thp.disabled"][0]
+    assert check["status"] == "pass"
+    assert "then sysfsutils (/etc/sysfs.conf:9) sets `madvise` after boot" in check["reason"]

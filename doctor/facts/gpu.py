@@ -289,6 +289,29 @@ def parse_deb822_sources(text: str):
     return found
 
 
+DPKG_INFO = "/var/lib/dpkg/info"
+
+
+def gsp_firmware_package(flavour: str) -> str:
+    """Debian's GSP firmware package a flavour's DKMS package depends on at its own version:
+    current → firmware-nvidia-gsp, tesla-535 → firmware-nvidia-tesla-535-gsp."""
+    return "firmware-nvidia-gsp" if flavour == "current" else "firmware-nvidia-%s-gsp" % flavour
+
+
+@fact("gsp_firmware")
+def gsp_firmware(host, facts):
+    """The GSP firmware packages installed (dpkg's .list file) for the Debian driver flavours
+    the libraries lead to: a held one blocks the DKMS package of another version."""
+    nv = facts.get("nvidia")
+    flavours = set()
+    for lib in nv.links if nv else ():
+        parts = (lib.target or lib.path).split("/")
+        if len(parts) > 3 and parts[-3] == "nvidia" and alternative_folder(parts[-2]):
+            flavours.add(parts[-2])
+    names = sorted(gsp_firmware_package(flavour) for flavour in flavours)
+    return tuple(name for name in names if host.exists("%s/%s.list" % (DPKG_INFO, name)))
+
+
 @fact("apt")
 def apt(host, facts):
     files = [(APT_SOURCES, parse_sources_list)]

@@ -751,14 +751,21 @@ class TunedActivate(Action):
 
 class Run(Action):
     """A program run on the host itself (``phase`` ``run`` or ``now``); never run in a tree,
-    whose programs are not this machine's to execute."""
+    whose programs are not this machine's to execute. ``proc``: the program needs /proc, as a
+    DKMS build does (dkms reads /dev/fd, a link into it) and a package install that runs one:
+    in an image, chroot runs it in a mount namespace of its own with /proc mounted there,
+    which goes away with it."""
 
-    __slots__ = ("argv", "phase", "needs_root")
-    _defaults = {"phase": RUN, "needs_root": True}
+    __slots__ = ("argv", "phase", "needs_root", "proc")
+    _defaults = {"phase": RUN, "needs_root": True, "proc": False}
     kind = "run"
 
     def sh(self, shell):
         command = join(self.argv)
+        if self.proc and shell.chroot:
+            inner = "mount -t proc proc %s && exec chroot %s %s" % (shell.outside("/proc"), quote(shell.chroot), command)
+            command = "unshare --mount --fork sh -c %s" % quote(inner)
+            return ("sudo " + command if shell.sudo else command,)
         return (shell.root(command) if self.needs_root else command,)
 
     def apply(self, target):
@@ -767,7 +774,10 @@ class Run(Action):
         return [target.run(self.argv)]
 
     def as_dict(self):
-        return {"kind": self.kind, "phase": self.phase, "argv": list(self.argv), "needs_root": self.needs_root}
+        fields = {"kind": self.kind, "phase": self.phase, "argv": list(self.argv), "needs_root": self.needs_root}
+        if self.proc:
+            fields["proc"] = True
+        return fields
 
 
 class Swapfile(Action):
