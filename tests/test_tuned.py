@@ -438,3 +438,16 @@ def test_activate_applies_as_it_prints(tmp_path):
     assert (tmp_path / "etc/tuned/profile_mode").read_text() == "manual\n"
     TunedActivate("aidoctor-thp", False, ("balanced",)).apply(target)
     assert (tmp_path / "etc/tuned/active_profile").read_text() == "balanced aidoctor-cpu aidoctor-thp\n"
+
+
+def test_a_profile_regex_that_backtracks_exponentially_is_not_run():
+    import time
+
+    from ai_doctor.facts.tuned import _search
+
+    started = time.monotonic()
+    assert _search("(a|aa)+c", "a" * 64) is None  # would take longer than the universe otherwise
+    assert _search("(x+)+y", "x" * 64) is None
+    assert time.monotonic() - started < 1
+    assert _search(r"CPU part\s+:\s+(0x0a1|0x0af)", "CPU part\t: 0x0af\n") is True
+    assert _search("Cavium.*ThunderX", "model name\t: Intel\n") is False

@@ -481,13 +481,53 @@ def _machine(host, facts, running, release):
 
 
 def _search(pattern, text):
-    """re.search as units/manager.py applies a unit's regex; None where unusable."""
+    """re.search as units/manager.py applies a unit's regex; None where unusable, or where the
+    profile's regex repeats a repetition or an alternation ((a+)+, (a|aa)*), which can take
+    exponential time over /proc/cpuinfo: a profile is host text too."""
     if len(pattern) > _MAX_PATTERN:
         return None
     try:
+        if _nested_repeat(pattern):
+            return None
         return re.search(pattern, text, re.MULTILINE) is not None
     except (re.error, RecursionError):
         return None
+
+
+_REPEATS = ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT")
+_UNUSABLE = "not a regex Python compiles, or one that repeats a repetition, which aidoctor does not run over host text"
+
+
+def _nested_repeat(pattern) -> bool:
+    """Whether the parsed ``pattern`` holds a repeat inside a repeat, an alternation or a
+    back-reference inside a repeat (the shapes that backtrack exponentially)."""
+    try:
+        from re import _parser as parser  # 3.11+
+    except ImportError:  # 3.9, 3.10
+        import sre_parse as parser
+
+    def parts(value):
+        if isinstance(value, parser.SubPattern):
+            yield value
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                yield from parts(item)
+
+    def risky(tree, inside):
+        for op, value in tree:
+            name = str(op)
+            if name in _REPEATS:
+                if inside:
+                    return True
+                if any(risky(sub, True) for sub in parts(value)):
+                    return True
+            elif inside and (name in ("BRANCH", "GROUPREF", "GROUPREF_EXISTS")):
+                return True
+            elif any(risky(sub, inside) for sub in parts(value)):
+                return True
+        return False
+
+    return risky(parser.parse(pattern), False)
 
 
 _WORD = re.compile(r"[A-Za-z0-9_]+")
@@ -501,7 +541,7 @@ def uname_verdict(pattern, inputs):
         result = _search(pattern, inputs.uname)
         shown = "`%s` (the machine from %s)" % (inputs.uname, inputs.machine_how)
         if result is None:
-            return None, "uname_regex=%s is a regex tuned can use (it is not)" % _short(pattern)
+            return None, "uname_regex=%s matches (not known: %s)" % (_short(pattern), _UNUSABLE)
         return result, "uname_regex=%s %s %s" % (pattern, "matches" if result else "does not match", shown)
     known = [field for field in inputs.fields if field is not None]
     machine = inputs.fields[4] if len(inputs.fields) == 5 else None
@@ -527,7 +567,7 @@ def cpuinfo_verdict(pattern, inputs):
         return None, "cpuinfo_regex=%s matches %s (not known: %s)" % (_short(pattern), CPUINFO, inputs.cpuinfo_how)
     result = _search(pattern, inputs.cpuinfo)
     if result is None:
-        return None, "cpuinfo_regex=%s is a regex tuned can use (it is not)" % _short(pattern)
+        return None, "cpuinfo_regex=%s matches %s (not known: %s)" % (_short(pattern), CPUINFO, _UNUSABLE)
     if result is False and inputs.truncated:
         return None, "cpuinfo_regex=%s matches %s (not known: only its first %d bytes were read)" % (_short(pattern), CPUINFO, CPUINFO_CAP)
     return result, "cpuinfo_regex=%s %s %s" % (_short(pattern), "matches" if result else "does not match", inputs.cpuinfo_how)
