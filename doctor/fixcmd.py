@@ -140,7 +140,7 @@ def _apply_item(target, item, skip):
 def _not_in_tree(action) -> str:
     return {
         NOW: "changes the running kernel, and a tree is not running",
-        RUN: "runs a program on the host itself: run it there",
+        RUN: "runs a program, which --apply never does in a tree: run the printed command (through chroot for an image)",
         SHOW: "only shows something",
         REBOOT: "a reboot",
         MANUAL: "by hand",

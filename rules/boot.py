@@ -141,4 +141,7 @@ def _regenerate(f, pending):
         summary += " (it drops %s: where that is meant, add it to GRUB_CMDLINE_LINUX in /etc/default/grub first)" % _named(pending.removed)
     if fixes.running and argv is not None:
         summary += ", then reboot"
-    return fixes.step(summary, [BootEntries(argv, pending.add, pending.remove)], True, host_wide=False)
+    # Recovery entries get GRUB_CMDLINE_LINUX alone, as 10_linux writes them.
+    default_only = tuple(param.text for param, source in pending.added if source[2].startswith("GRUB_CMDLINE_LINUX_DEFAULT"))
+    action = BootEntries(argv, pending.add, pending.remove, default_only=default_only)
+    return fixes.step(summary, [action], True, host_wide=False)

@@ -174,8 +174,11 @@ def _tuned_at_boot(f):
     setting = decision.setting
     if setting is None or setting.value.split("|")[0].strip() == "performance":
         return "", []
+    how = tuned.how
+    # "/etc/tuned/active_profile: balanced" reads as a source; automatic mode as a sentence of its own.
+    said = " (%s)." % how if how.startswith("/") else ". %s." % (how[:1].upper() + how[1:])
     return (
-        " tuned sets %s (%s:%d) at every start: %s." % (setting.text, setting.path, setting.line, tuned.how),
+        " tuned sets %s (%s:%d) each time it starts%s" % (setting.text, setting.path, setting.line, said),
         [Evidence(setting.path, setting.text, setting.line)],
     )
 

@@ -156,8 +156,10 @@ def _apt_install(f, arguments, suite=None):
     if apt is not None and apt.lists is not None and not (apt.lists and (suite is None or suite in apt.listed)):
         actions.append(Run(("apt-get", "update")))
         note = "; %s holds no package list%s, so update them first" % (APT_LISTS, " of %s" % suite if suite and apt.lists else "")
-    # A DKMS package builds in its postinst, which needs /proc (inside an image's chroot too).
-    actions.append(Run(("apt-get", "install", "-y") + tuple(arguments), proc=any("dkms" in word for word in arguments)))
+    # A DKMS package builds in its postinst, and so do kernel headers (Debian's
+    # /etc/kernel/header_postinst.d/dkms): both need /proc, inside an image's chroot too.
+    proc = any("dkms" in word or word.startswith("linux-headers-") for word in arguments)
+    actions.append(Run(("apt-get", "install", "-y") + tuple(arguments), proc=proc))
     return actions, note
 
 

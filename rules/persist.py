@@ -377,7 +377,7 @@ def sysctl_not_applied(f):
     "/etc/sysctl.conf is never read at boot",
     Severity.MEDIUM,
     needs=("sysctl_config", "sysctl_applier"),
-    uses=("sysctl_at_boot", "fixes"),
+    uses=("sysctl_at_boot", "rc_local", "fixes"),
 )
 def sysctl_conf_unread(f):
     """/etc/sysctl.conf sets keys, but what applies the sysctl files at boot never reads it.
@@ -411,6 +411,9 @@ def sysctl_conf_unread(f):
     if not applier.applies:
         return Skip("nothing applies the sysctl files at boot here (%s): persist.sysctl-not-applied" % applier.how)
     source = unread[0].path
+    loaded = _rc_local_loads(f.rc_local, source)
+    if loaded is not None:
+        return Pass("%s reads it at boot, after systemd-sysctl: line %d `%s`" % (f.rc_local.path, loaded[0], loaded[1]))
     after = f.sysctl_at_boot
     last = {}
     for item in unread:
@@ -437,18 +440,27 @@ def sysctl_conf_unread(f):
     if source == SYSCTL_CONF_BACKUP:
         message = message.replace(", only `sysctl -p` or `sysctl --system` by hand", "")
     keys = [item.key for item in lost]
-    if any(key in _LOAD_BEARING for key in keys):
+    bearing = [key for key in keys if key in _LOAD_BEARING]
+    if bearing:
         severity = Severity.HIGH
-        message += " The huge page pool and overcommit settings other checks rely on are among them."
+        message += " Among them %s, which the huge page and overcommit checks rely on." % ", ".join(bearing)
     elif any(bears_on_models(key) or guards_security(key) for key in keys):
         severity = None
     else:
         severity = Severity.LOW
     evidence = [Evidence(item.path, "%s = %s" % (item.key, item.value), item.line) for item in lost[:_SHOWN]]
-    if source == SYSCTL_CONF:
-        evidence.append(Evidence("/etc/sysctl.d/99-sysctl.conf", "(absent: nothing links /etc/sysctl.conf into the sysctl.d folders)"))
     names = sorted({path.rsplit("/", 1)[-1] for path in config.files} | {item.name for item in config.assignments})
     names += [path.rsplit("/", 1)[-1] for path, _why in config.skipped if path != SYSCTL_CONF]
+    if source == SYSCTL_CONF:
+        masked = any(path.endswith("/99-sysctl.conf") for path, _why in config.skipped)
+        there = (
+            "masked: a link to /dev/null"
+            if masked
+            else "a file of its own, not a link to /etc/sysctl.conf"
+            if "99-sysctl.conf" in names
+            else "absent: nothing links /etc/sysctl.conf into the sysctl.d folders"
+        )
+        evidence.append(Evidence("/etc/sysctl.d/99-sysctl.conf", "(%s)" % there))
     # A ratio moved beside a mode other than 2 would do nothing at boot (overcommit.ratio-ignored).
     modes = [item.value for item in unread if item.key == "vm.overcommit_memory"]
     mode = modes[-1] if modes else _boot_value(after, "vm.overcommit_memory").split(" ", 1)[0]
@@ -460,7 +472,27 @@ def sysctl_conf_unread(f):
 
 def _boot_value(after, key: str) -> str:
     value = after.values.get(key) if after else None
-    return "%s from %s" % (value.value, value.where) if value is not None else "not set, the kernel keeps its own"
+    return "%s from %s" % (value.value, value.where) if value is not None else "no file sets it, so the kernel's default stays"
+
+
+def _rc_local_loads(rc, source: str):
+    """(line number, text) of an rc.local line that boot runs and that loads ``source``:
+    `sysctl -p` (or `--load`) with no file or with it, or `sysctl --system` (procps reads
+    /etc/sysctl.conf last); None."""
+    if source != SYSCTL_CONF or rc is None:
+        return None
+    for number, raw in enumerate(rc.lines, 1):
+        words = raw.split("#", 1)[0].split()
+        if words[:1] == ["sudo"]:
+            words = words[1:]
+        if not words or words[0].rsplit("/", 1)[-1] != "sysctl" or not rc.runs(number):
+            continue
+        files = [word for word in words[1:] if not word.startswith("-")]
+        loads = "-p" in words or "--load" in words or any(word.startswith(("--load=", "-p/")) for word in words)
+        named = [word.split("=", 1)[-1] for word in words if word.startswith("--load=")] + files
+        if "--system" in words or (loads and (not named or SYSCTL_CONF in named)):
+            return number, raw.strip()
+    return None
 
 
 @rule(

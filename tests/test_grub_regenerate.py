@@ -307,3 +307,15 @@ def test_parameters_from_several_lines_are_named_with_each_line(tree, run):
         ("/etc/default/grub", 3),
         ("/boot/grub/grub.cfg", NORMAL_LINE),
     ]
+
+
+def test_applied_to_a_tree_recovery_entries_get_only_grub_cmdline_linux(tmp_path, run):
+    root = tmp_path / "root"
+    shutil.copytree(FIXTURES / "debian-grub-unapplied" / "root", root, symlinks=True)
+    assert run("fix", "--root", root, "--image", "--apply", "--yes").code == 0
+    lines = [row for row in (root / "boot/grub/grub.cfg").read_text().split("\n") if row.strip().startswith("linux\t")]
+    normal = [row for row in lines if " single" not in row]
+    recovery = [row for row in lines if " single" in row]
+    # 10_linux writes GRUB_CMDLINE_LINUX_DEFAULT on normal entries alone, and keeps its tab.
+    assert normal and all(row.endswith(" hugepages=512") for row in normal)
+    assert recovery and not any("hugepages=512" in row for row in recovery)

@@ -273,7 +273,10 @@ def test_sysctl_conf_that_boot_never_reads_is_high_when_the_pool_is_lost(tree, r
         "systemd-sysctl applies only the sysctl.d folders, and no /etc/sysctl.d/99-sysctl.conf links /etc/sysctl.conf in: "
         "3 settings of it never reach the kernel at boot"
     )
-    assert "vm.nr_hugepages = 128 (line 2, boot: not set" in found["message"]
+    assert "vm.nr_hugepages = 128 (line 2, boot: no file sets it, so the kernel's default stays)" in found["message"]
+    assert found["message"].endswith(
+        "Among them vm.nr_hugepages, vm.overcommit_memory, vm.overcommit_ratio, which the huge page and overcommit checks rely on."
+    )
     assert "vm.overcommit_memory = 1 (line 3, boot: 0 from kernel default)" in found["message"]
     assert [(e["path"], e["line"]) for e in found["evidence"][:3]] == [("/etc/sysctl.conf", n) for n in (2, 3, 4)]
     # Moved where boot reads it, in the place the link had; the ratio does nothing in mode 1.
@@ -283,7 +286,13 @@ def test_sysctl_conf_that_boot_never_reads_is_high_when_the_pool_is_lost(tree, r
         "sudo sed -i --follow-symlinks -e '2s|^vm\\.nr_hugepages = 128$|# &|' -e '3s|^vm\\.overcommit_memory = 1$|# &|' "
         "-e '4s|^vm\\.overcommit_ratio = 95$|# &|' /etc/sysctl.conf",
     ]
-    assert "`vm.overcommit_ratio = 95` is not moved" in found["remediation"][0]["summary"]
+    summary = found["remediation"][0]["summary"]
+    assert summary.startswith(
+        "Move 2 lines of /etc/sysctl.conf into /etc/sysctl.d/99-sysctl.conf, which systemd-sysctl reads at boot, "
+        "and comment out all 3 there; `vm.overcommit_ratio = 95` is not moved"
+    )
+    assert summary.endswith(". Nothing changes until boot")
+    assert found["evidence"][-1]["value"] == "(absent: nothing links /etc/sysctl.conf into the sysctl.d folders)"
 
 
 def test_sysctl_conf_read_through_the_link_or_by_procps_is_fine(tree, run):
@@ -324,3 +333,24 @@ def test_sysctl_conf_kept_as_dpkg_bak_on_upgrade(tree, run):
         "printf '%s\\n' '# Moved from /etc/sysctl.conf.dpkg-bak by aidoctor: systemd-sysctl reads only the sysctl.d folders.' "
         "'vm.nr_hugepages = 512' | sudo tee /etc/sysctl.d/99-sysctl.conf >/dev/null"
     ]
+
+
+def test_sysctl_conf_read_by_an_rc_local_that_runs_is_read_at_boot(tree, run):
+    _trixie(tree, GUIDE_BLOCK)
+    tree.write("/etc/rc.local", "#!/bin/sh -e\nsysctl -p\nexit 0\n", mode=0o755)
+    check = [c for c in run("--root", tree, "--format", "json").json["checks"] if c["rule"] == "persist.sysctl-conf-unread"][0]
+    assert check["status"] == "pass" and "/etc/rc.local reads it at boot, after systemd-sysctl: line 2 `sysctl -p`" in check["reason"]
+    tree.write("/etc/rc.local", "#!/bin/sh -e\nexit 0\nsysctl -p\n", mode=0o755)  # never reached
+    assert run("--root", tree, "--format", "json").statuses()["persist.sysctl-conf-unread"] == "finding"
+
+
+def test_sysctl_conf_evidence_says_what_99_sysctl_conf_is(tree, run):
+    _trixie(tree, GUIDE_BLOCK)
+    tree.write("/etc/sysctl.d/99-sysctl.conf", "kernel.panic = 10\n")
+    found = finding(run("--root", tree, "--format", "json"), "persist.sysctl-conf-unread")
+    assert found["evidence"][-1]["value"] == "(a file of its own, not a link to /etc/sysctl.conf)"
+    assert "/etc/sysctl.d/zz-aidoctor-sysctl-conf.conf" in " ".join(commands(found))
+    (tree.root / "etc/sysctl.d/99-sysctl.conf").unlink()
+    tree.link("/etc/sysctl.d/99-sysctl.conf", "/dev/null")
+    found = finding(run("--root", tree, "--format", "json"), "persist.sysctl-conf-unread")
+    assert found["evidence"][-1]["value"] == "(masked: a link to /dev/null)"

@@ -23,6 +23,7 @@ def _trixie_sysfsutils(tree, conf, enabled=True):
     """sysfsutils 2.1.1-7 (Debian 13): a native unit, enabled by deb-systemd-helper."""
     tree.write("/etc/init.d/sysfsutils", "#!/bin/sh\n", mode=0o755)
     tree.write("/usr/lib/systemd/system/sysfsutils.service", "[Service]\nExecStart=/usr/sbin/update-sysfs\n")
+    tree.write("/usr/sbin/update-sysfs", "#!/usr/bin/perl\n", mode=0o755)
     if enabled:
         tree.link("/etc/systemd/system/multi-user.target.wants/sysfsutils.service", "/usr/lib/systemd/system/sysfsutils.service")
     tree.write("/etc/sysfs.conf", SYSFS_HEADER + conf)
@@ -30,16 +31,42 @@ def _trixie_sysfsutils(tree, conf, enabled=True):
 
 def test_parse_keeps_settings_and_skips_permissions_and_comments():
     text = "# c\nmode power/state = 0660\nowner power/state = root:power\nkernel/mm/transparent_hugepage/enabled = never # off\n\n"
-    found = parse_sysfs_conf(text, "/etc/sysfs.conf")
+    found, stopped = parse_sysfs_conf(text, "/etc/sysfs.conf")
+    assert stopped is None
     assert [(s.line, s.attr, s.value) for s in found] == [(4, "kernel/mm/transparent_hugepage/enabled", "never")]
     assert found[0].matches("/sys/kernel/mm/transparent_hugepage/enabled")
     assert not found[0].matches("/sys/kernel/mm/transparent_hugepage/defrag")
 
 
 def test_globs_match_one_part_at_a_time():
-    (setting,) = parse_sysfs_conf("devices/system/cpu/cpu*/cpufreq/scaling_governor = powersave\n", "/etc/sysfs.conf")
+    (setting,), _ = parse_sysfs_conf("devices/system/cpu/cpu*/cpufreq/scaling_governor = powersave\n", "/etc/sysfs.conf")
     assert setting.matches("/sys/devices/system/cpu/cpu12/cpufreq/scaling_governor")
     assert not setting.matches("/sys/devices/system/cpu/cpu1/x/cpufreq/scaling_governor")
+    (doubled,), _ = parse_sysfs_conf("kernel//mm/transparent_hugepage/enabled = never\n", "/etc/sysfs.conf")
+    assert doubled.matches("/sys/kernel/mm/transparent_hugepage/enabled")
+
+
+def test_the_two_readers_as_debian_ships_them():
+    # 2.1.1-4's init script reads with sh: a CR stays in the value (the kernel refuses it), and a
+    # value with a blank is a syntax error that ends the run; 2.1.1-7's Perl trims both ends.
+    crlf = "kernel/mm/transparent_hugepage/enabled = never\r\n"
+    (shell,), _ = parse_sysfs_conf(crlf, "/etc/sysfs.conf", shell=True)
+    (perl,), _ = parse_sysfs_conf(crlf, "/etc/sysfs.conf")
+    assert shell.value == "never\r" and perl.value == "never"
+    text = "a/b = 1\nc/d = x y\ne/f = 2\n"
+    found, stopped = parse_sysfs_conf(text, "/etc/sysfs.conf", shell=True)
+    assert [s.attr for s in found] == ["a/b"] and stopped == 2
+    found, stopped = parse_sysfs_conf(text, "/etc/sysfs.conf")
+    assert [s.attr for s in found] == ["a/b", "c/d", "e/f"] and stopped is None
+    found, stopped = parse_sysfs_conf("a/b = 1\njunk\ne/f = 2\n", "/etc/sysfs.conf")
+    assert [s.attr for s in found] == ["a/b"] and stopped == 2
+
+
+def test_a_line_update_sysfs_stops_at_leaves_later_lines_unwritten(tree, run):
+    minimal_host(tree)
+    _trixie_sysfsutils(tree, "not an assignment\nkernel/mm/transparent_hugepage/enabled = never\n")
+    result = run("--root", tree, "--format", "json", "--next-boot")
+    assert result.statuses()["thp.disabled"] == "pass"
 
 
 def test_thp_never_from_sysfsutils_is_a_writer_on_a_running_host(tree, run):
@@ -119,3 +146,10 @@ def test_image_whose_sysfsutils_turns_thp_on_after_a_never_build_default_passes(
     check = [c for c in run("--root", root, "--image", "--format", "json").json["checks"] if c["rule"] == "thp.disabled"][0]
     assert check["status"] == "pass"
     assert "then sysfsutils (/etc/sysfs.conf:9) sets `madvise` after boot" in check["reason"]
+
+
+def test_rc_local_pool_line_with_its_output_thrown_away_is_a_request(tree, run):
+    minimal_host(tree)
+    tree.write("/etc/rc.local", "#!/bin/sh\nsysctl -w vm.nr_hugepages=64 >/dev/null 2>&1 || true\nexit 0\n", mode=0o755)
+    found = finding(run("--root", tree, "--format", "json"), "hugepages.shortfall")
+    assert "asks for 64 huge pages of 2 MiB" in found["message"]

@@ -210,7 +210,10 @@ def test_auto_mode_on_bare_metal_runs_balanced(run):
     assert set(boot.governors.values()) == {"conservative"}
     result = json_run(run, "--root", root, "--model-size", "70G")
     found = finding(result, "cpu.governor")
-    assert "tuned sets governor=conservative|powersave (/usr/lib/tuned/balanced/tuned.conf:13) at every start" in found["message"]
+    assert (
+        "tuned sets governor=conservative|powersave (/usr/lib/tuned/balanced/tuned.conf:13) each time it starts. Automatic mode "
+        "(active_profile and profile_mode are empty): tuned picks balanced when it starts" in found["message"]
+    )
     assert found["remediation"][-1]["summary"].startswith("Keep it at boot with tuned (a profile of its own, after balanced:")
     assert "p=balanced;; esac; tuned-adm profile $p aidoctor-cpu" in commands(found)[-1]
     after = json_run(run, "--root", root, "--model-size", "70G", "--next-boot")
@@ -451,3 +454,20 @@ def test_a_profile_regex_that_backtracks_exponentially_is_not_run():
     assert time.monotonic() - started < 1
     assert _search(r"CPU part\s+:\s+(0x0a1|0x0af)", "CPU part\t: 0x0af\n") is True
     assert _search("Cavium.*ThunderX", "model name\t: Intel\n") is False
+
+
+def test_recommend_and_polynomial_regexes_and_doubling_variables_stay_bounded():
+    import time
+
+    from ai_doctor.facts.tuned import _expand, _match, _search
+
+    started = time.monotonic()
+    assert _match("(a+)+$", "a" * 40 + "!", 0) is None  # a recommend.d /FILE= condition
+    assert _search(".*.*.*Z", "flags\t: " + " ".join("flag%d" % i for i in range(300))) is None
+    assert _match(".*(computenode|server).*", "cpe:/o:redhat:enterprise_linux:9::server", 0) is True  # Debian's own rule
+    variables = {"v0": "a" * 16}
+    for level in range(1, 40):
+        variables["v%d" % level] = _expand("${v%d}${v%d}" % (level - 1, level - 1), variables)
+    assert max(len(value) for value in variables.values()) <= 65536 + 16  # the cap, and a ${v} left as written
+    assert _search(variables["v39"], "aarch64") is None  # left as written: not known, not a verdict
+    assert time.monotonic() - started < 2

@@ -224,21 +224,20 @@ class Fixes:
         actions = [act.WriteFile(target, lines, not self._drop_in_dir)] if moved else []
         if source == SYSCTL_CONF:
             actions.append(act.CommentLines(source, _lines(assignments)))
-        summary = "Move its %d line%s into %s, which systemd-sysctl reads at boot%s" % (
-            len(moved),
-            "" if len(moved) == 1 else "s",
+        summary = "Move %s of %s into %s, which systemd-sysctl reads at boot" % (
+            "its line" if len(moved) == 1 == len(assignments) else "%d line%s" % (len(moved), "" if len(moved) == 1 else "s"),
+            source,
             target,
-            (", and comment out all %d in %s" % (len(assignments), source) if left_out else ", and comment them out in %s" % source)
-            if source == SYSCTL_CONF
-            else "",
         )
+        if source == SYSCTL_CONF:
+            summary += ", and comment out %s there" % ("all %d" % len(assignments) if left_out else "them")
         if left_out:
             summary += "; %s %s not moved: %s" % (
                 ", ".join("`%s`" % item.text for item in left_out),
                 "is" if len(left_out) == 1 else "are",
                 why_left,
             )
-        return self.step(summary + " (nothing changes until boot)", actions, True)
+        return self.step(summary + ". Nothing changes until boot", actions, True)
 
     def _lines_of(self, keys):
         """The sysctl lines (applied ones, then /etc/sysctl.conf's manual ones) that set one of
@@ -370,6 +369,13 @@ class Fixes:
                 releases = tuple(self._kernels) if self.image is not None else None
                 actions.append(act.BootEntries(("kernel-install",), add, tuple(remove_names), releases))
             how = "in /etc/kernel/cmdline (systemd-boot / kernel-install), then regenerate the boot entries"
+        elif GRUB_DEFAULTS in tools:
+            # The GRUB files without the program that writes grub.cfg from them (grub2-common).
+            return self.advice(
+                "%s: %s the kernel command line in GRUB_CMDLINE_LINUX of %s, by hand: no update-grub, grub2-mkconfig or "
+                "grub-mkconfig is installed here to write grub.cfg from it, so install the boot loader's package (Debian: "
+                "grub2-common) or regenerate grub.cfg where it is" % (purpose, change, GRUB_DEFAULTS)
+            )
         else:
             summary = (
                 "%s: %s the kernel command line where this machine's is set%s: no boot loader configuration was found here "

@@ -334,6 +334,9 @@ def sysctl_configured_runtime(host, facts):
     return values
 
 
+_QUIET_SUFFIXES = (" || true", " || :", " 2>&1", " >/dev/null", " > /dev/null", " 2>/dev/null", " 2> /dev/null", " &>/dev/null")
+
+
 def sysctl_writes(line: str):
     """The (key, value) settings one simple shell line makes, as tuning guides write them into
     rc.local: ``sysctl [-w] [-q] [-e] KEY=VALUE…``, ``echo VALUE > /proc/sys/PATH`` and
@@ -341,6 +344,16 @@ def sysctl_writes(line: str):
     expansions, several commands)."""
     import shlex
 
+    # Output thrown away and failures ignored (`>/dev/null`, `|| true`) change nothing written.
+    end, trimmed = len(line), True
+    while trimmed:  # by index: a line of a million `|| true` is cut in one pass, not copied each time
+        trimmed = False
+        for suffix in _QUIET_SUFFIXES:
+            if line.endswith(suffix, 0, end):
+                end, trimmed = end - len(suffix), True
+                while end and line[end - 1] in " \t":
+                    end -= 1
+    line = line[:end]
     if any(char in line for char in ";&`$(){}<\\") or line.count("|") > 1:
         return None
     try:

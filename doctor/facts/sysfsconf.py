@@ -22,6 +22,7 @@ from ai_doctor.record import Record
 SYSFS_CONF = "/etc/sysfs.conf"
 SYSFS_DIR = "/etc/sysfs.d"
 INIT_SCRIPT = "/etc/init.d/sysfsutils"
+UPDATE_SYSFS = "/usr/sbin/update-sysfs"
 UNIT = "sysfsutils.service"
 UNIT_FILES = (
     "/etc/systemd/system/sysfsutils.service",
@@ -49,8 +50,9 @@ class SysfsSetting(Record):
         ``*`` cross a slash."""
         if not sys_path.startswith("/sys/"):
             return False
-        wanted = self.attr.strip("/").split("/")
-        parts = sys_path[len("/sys/") :].split("/")
+        # /sys/kernel//mm names what /sys/kernel/mm does.
+        wanted = [part for part in self.attr.split("/") if part]
+        parts = [part for part in sys_path[len("/sys/") :].split("/") if part]
         return len(wanted) == len(parts) and all(fnmatch.fnmatchcase(part, glob) for part, glob in zip(parts, wanted))
 
 
@@ -71,19 +73,29 @@ class SysfsConf(Record):
         return found
 
 
-def parse_sysfs_conf(text: str, path: str):
-    """The ``attribute = value`` lines of one file (permission lines are skipped)."""
+def parse_sysfs_conf(text: str, path: str, shell: bool = False):
+    """(the ``attribute = value`` lines of one file, and the number of a line that stops
+    update-sysfs, or None). Permission lines are skipped. Both readers exit at a line that is
+    no assignment, leaving every later line and file unwritten. ``shell``: sysfsutils before
+    2.1.1-7, whose init script reads lines with sh: a value with a blank is such a line, and a
+    CR before the newline stays in the value, which the kernel then refuses."""
+    blanks = " \t\f\v" if shell else None
     found = []
     for number, raw in enumerate(text.split("\n"), 1):
-        line = raw.split("#", 1)[0].strip()
+        line = raw.split("#", 1)[0].strip(blanks)
+        if not line:
+            continue
         attr, sep, value = line.partition("=")
-        attr, value = attr.strip(), value.strip()
-        if not sep or not attr or not value or attr.split(None, 1)[0] in ("mode", "owner"):
+        words, value = attr.split(), value.strip(blanks)
+        if not sep or not words or not value:
+            return found, number
+        if words[0] in ("mode", "owner"):
             continue
-        if len(attr) > _MAX_ATTR or any(c.isspace() for c in attr):
-            continue
-        found.append(SysfsSetting(path, number, attr, value, raw))
-    return found
+        if len(words) > 1 or (shell and (" " in value or "\t" in value)):
+            return found, number
+        if len(words[0]) <= _MAX_ATTR:
+            found.append(SysfsSetting(path, number, words[0], value, raw))
+    return found, None
 
 
 @fact("sysfs_conf")
@@ -98,11 +110,21 @@ def sysfs_conf(host, facts):
             got = host.read_text("%s/%s" % (SYSFS_DIR, name), cap=1 << 20)
             if got.ok:
                 files.append(("%s/%s" % (SYSFS_DIR, name), got.data))
-    settings = tuple(setting for path, text in files for setting in parse_sysfs_conf(text, path))
-    if not settings:
+    if not files:
         return SysfsConf((), False, "no sysfs.conf setting")
+    # 2.1.1-7 reads the files with its Perl update-sysfs; before, the init script read them with sh.
+    shell = not host.exists(UPDATE_SYSFS)
+    settings, stopped = [], None
+    for path, text in files:
+        found, line = parse_sysfs_conf(text, path, shell)
+        settings += found
+        if line is not None:
+            stopped = "%s:%d" % (path, line)
+            break
     applies, how = _runs_at_boot(host, conf.ok)
-    return SysfsConf(settings, applies, how)
+    if stopped and applies:
+        how += "; it stops at %s, which is no assignment, and writes nothing after it" % stopped
+    return SysfsConf(tuple(settings), applies and bool(settings), how)
 
 
 def _runs_at_boot(host, has_conf: bool):

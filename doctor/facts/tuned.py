@@ -54,6 +54,8 @@ DEVICE_PLUGINS = ("cpu", "disk", "net", "audio", "video", "scsi_host", "usb", "i
 _SAFE_NAME = re.compile(r"[a-zA-Z0-9_.-]+")
 _MAX_FILES = 64
 _MAX_PATTERN = 4096
+# What a value may grow to by ${variable} expansion.
+_MAX_EXPANDED = 65536
 CPUINFO_CAP = 1 << 20
 
 
@@ -369,9 +371,11 @@ _VM = object()  # a virtual machine whose virt-what output is not known exactly
 
 def _match(pattern, text, flags):
     """re.match as the recommender applies it; None where the text or the pattern is unusable."""
-    if text is None or len(pattern) > _MAX_PATTERN:
+    if text is None or len(pattern) > _MAX_PATTERN or "${" in pattern:
         return None
     try:
+        if _nested_repeat(pattern):
+            return None
         return re.match(pattern, text, flags) is not None
     except (re.error, RecursionError):
         return None
@@ -448,8 +452,11 @@ def tuned_match_inputs(host, facts):
         cpuinfo, cpuinfo_how, truncated = main["cpuinfo_string"], "cpuinfo_string in %s" % TUNED_MAIN, False
     elif running:
         got = host.read_text(CPUINFO, cap=CPUINFO_CAP)
+        # Each CPU repeats the same lines (a 2 KB flags line 200 times): a regex is searched in
+        # each distinct line once, in the order they first appear (the first CPU's block whole).
+        distinct = "\n".join(dict.fromkeys(got.data.split("\n"))) if got.ok else None
         cpuinfo, cpuinfo_how, truncated = (
-            (got.data, CPUINFO, got.truncated) if got.ok else (None, "%s: %s" % (CPUINFO, got.describe()), False)
+            (distinct, CPUINFO, got.truncated) if got.ok else (None, "%s: %s" % (CPUINFO, got.describe()), False)
         )
     else:
         cpuinfo, cpuinfo_how, truncated = None, "an image does not tell which CPU it boots on", False
@@ -484,7 +491,8 @@ def _search(pattern, text):
     """re.search as units/manager.py applies a unit's regex; None where unusable, or where the
     profile's regex repeats a repetition or an alternation ((a+)+, (a|aa)*), which can take
     exponential time over /proc/cpuinfo: a profile is host text too."""
-    if len(pattern) > _MAX_PATTERN:
+    # A ${variable} left as written is one aidoctor could not expand (too large, or a function).
+    if len(pattern) > _MAX_PATTERN or "${" in pattern:
         return None
     try:
         if _nested_repeat(pattern):
@@ -525,9 +533,58 @@ def _nested_repeat(pattern) -> bool:
                 return True
             elif any(risky(sub, inside) for sub in parts(value)):
                 return True
-        return False
+        return _adjacent_wide(tree, parser)
 
     return risky(parser.parse(pattern), False)
+
+
+def _adjacent_wide(seq, parser) -> bool:
+    """Whether two unbounded repeats of something wide follow each other in ``seq`` with nothing
+    required between them (.*.*x, \\w+\\w+): every split between them is tried, in polynomial
+    time. A literal between them (.*server.*) leaves one way to split."""
+    previous_wide = False
+    for op, value in seq:
+        name = str(op)
+        if name in _REPEATS and value[1] == parser.MAXREPEAT and _wide(value[2]):
+            if previous_wide:
+                return True
+            previous_wide = True
+        elif name in _REPEATS and value[0] == 0:
+            continue  # optional: separates nothing
+        elif name == "SUBPATTERN":
+            if previous_wide and _edge_wide(value[-1], parser, last=False):
+                return True
+            previous_wide = _edge_wide(value[-1], parser, last=True)
+        else:
+            previous_wide = False
+    return False
+
+
+def _edge_wide(seq, parser, last: bool) -> bool:
+    """Whether ``seq`` starts (or with ``last``, ends) with a wide unbounded repeat, optional
+    items aside."""
+    for op, value in reversed(list(seq)) if last else seq:
+        name = str(op)
+        if name in _REPEATS and value[1] == parser.MAXREPEAT and _wide(value[2]):
+            return True
+        if name in _REPEATS and value[0] == 0:
+            continue
+        return name == "SUBPATTERN" and _edge_wide(value[-1], parser, last)
+    return False
+
+
+def _wide(item) -> bool:
+    r"""Whether a repeated item matches most characters: ``.``, a negated set, or a class of
+    words, digits or non-spaces (``\s`` and a plain set are narrow)."""
+    for op, value in item:
+        name = str(op)
+        if name == "ANY" or name == "NOT_LITERAL":
+            return True
+        if name == "IN":
+            for inner, arg in value:
+                if str(inner) == "NEGATE" or (str(inner) == "CATEGORY" and str(arg) != "CATEGORY_SPACE"):
+                    return True
+    return False
 
 
 _WORD = re.compile(r"[A-Za-z0-9_]+")
@@ -933,7 +990,7 @@ def _variables(host, unit):
 def _expand(text, variables) -> str:
     """``${name}`` replaced where ``name`` is a variable and no backslash comes before; functions
     (``${f:…}``) and unknown names are left as written."""
-    out, start = [], 0
+    out, start, size = [], 0, 0
     while True:
         begin = text.find("${", start)
         end = text.find("}", begin) if begin >= 0 else -1
@@ -942,7 +999,12 @@ def _expand(text, variables) -> str:
             return "".join(out)
         name = text[begin + 2 : end]
         out.append(text[start:begin])
-        out.append(variables[name] if name in variables and (begin == 0 or text[begin - 1] != "\\") else text[begin : end + 1])
+        value = variables[name] if name in variables and (begin == 0 or text[begin - 1] != "\\") else None
+        # Each ${v} may double the text (v2=${v1}${v1}…): past the cap it stays as written.
+        if value is None or size + len(value) > _MAX_EXPANDED:
+            value = text[begin : end + 1]
+        size += len(value) + begin - start
+        out.append(value)
         start = end + 1
 
 

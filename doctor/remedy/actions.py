@@ -624,10 +624,11 @@ class BootEntries(Action):
     write: ``add``/``remove`` made on every entry's command line (BLS entries, grubenv's
     kernelopts, grub.cfg's ``linux`` lines). ``argv`` None: an image's grub.cfg, which
     grub-mkconfig must rebuild where the image's disk is attached (nothing to print; the
-    step says so)."""
+    step says so). ``default_only``: added words that grub-mkconfig puts on normal entries only
+    (GRUB_CMDLINE_LINUX_DEFAULT), not on recovery ones."""
 
-    __slots__ = ("argv", "add", "remove", "releases")
-    _defaults = {"releases": None}
+    __slots__ = ("argv", "add", "remove", "releases", "default_only")
+    _defaults = {"releases": None, "default_only": ()}
     kind = "boot-entries"
     reboot = True
 
@@ -653,7 +654,8 @@ class BootEntries(Action):
             return [target.run(self.argv)]
         from ai_doctor.remedy.bootedit import edit_entries
 
-        return edit_entries(target, self.add, self.remove, bls=self.argv is not None and self.argv[0] in ("grubby", "kernel-install"))
+        bls = self.argv is not None and self.argv[0] in ("grubby", "kernel-install")
+        return edit_entries(target, self.add, self.remove, bls=bls, default_only=self.default_only)
 
 
 def _option(word: str) -> str:

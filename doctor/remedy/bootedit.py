@@ -46,9 +46,11 @@ def edit_words(words, add, remove):
     return [w for w in words if _name(w) not in gone] + list(add)
 
 
-def edit_entries(target, add, remove, bls: bool):
+def edit_entries(target, add, remove, bls: bool, default_only=()):
     """Every boot entry of the tree given ``add``/``remove`` (``bls``: the tool writes Boot
-    Loader Specification entries where there are any); the changes in words."""
+    Loader Specification entries where there are any); the changes in words. ``default_only``:
+    words of ``add`` that grub.cfg's recovery entries do not get (10_linux writes
+    GRUB_CMDLINE_LINUX_DEFAULT on normal entries alone)."""
     done = []
     gone = _gone(add, remove)
     entries = _bls_entries(target) if bls else []
@@ -80,10 +82,13 @@ def edit_entries(target, add, remove, bls: bool):
             continue
         rows = text.split("\n")
         depth = 0
+        recovery = False
         for i, row in enumerate(rows):
             stripped = row.strip()
             if stripped.startswith(("menuentry ", "submenu ")) and stripped.endswith("{"):
                 depth += 1
+                # 10_linux's recovery entries: ids gnulinux-REL-recovery-UUID.
+                recovery = stripped.startswith("menuentry ") and "-recovery-" in stripped
             elif stripped == "}" and depth:
                 depth -= 1
             elif depth and stripped.split(None, 1)[:1] and stripped.split(None, 1)[0] in _LINUX:
@@ -91,8 +96,11 @@ def edit_entries(target, add, remove, bls: bool):
                 parts = stripped.split(None, 2)
                 if len(parts) < 2:
                     continue
-                words = edit_words(split_words(parts[2] if len(parts) > 2 else ""), add, remove)
-                rows[i] = "%s%s %s %s" % (indent, parts[0], parts[1], " ".join(words))
+                wanted = [word for word in add if word not in default_only] if recovery else add
+                words = edit_words(split_words(parts[2] if len(parts) > 2 else ""), wanted, remove)
+                # The keyword and the kernel keep their own spacing (grub-mkconfig writes a tab).
+                head = stripped[: stripped.find(parts[1], len(parts[0])) + len(parts[1])]
+                rows[i] = "%s%s %s" % (indent, head, " ".join(words))
         done.append(target.write(path, "\n".join(rows)))
         return done
     # No entries in the tree: the boot line is what the GRUB files (or /etc/kernel/cmdline) say,
