@@ -169,7 +169,7 @@ def _dkms_steps(f, nv, release: str, force: bool = False):
     build = ("dkms", "install") + (("--force",) if force else ()) + (source.ref, "-k", release)
     fixes = f.fixes
     # In an image both run through chroot, where the image's own links resolve.
-    status = Show("dkms status %s" % quote(source.module), needs_root=bool(fixes.image))
+    status = Show("dkms status %s" % quote(source.module), needs_root=bool(fixes.image), proc=True)
     log = source.failed_log or source.log_for(release)
     if source.failed_log:
         summary = "See why the last DKMS build failed (a missing header package, a compiler too old or too new for the kernel)"

@@ -765,9 +765,7 @@ class Run(Action):
     def sh(self, shell):
         command = join(self.argv)
         if self.proc and shell.chroot:
-            inner = "mount -t proc proc %s && exec chroot %s %s" % (shell.outside("/proc"), quote(shell.chroot), command)
-            command = "unshare --mount --fork sh -c %s" % quote(inner)
-            return ("sudo " + command if shell.sudo else command,)
+            return (_with_proc(shell, command),)
         return (shell.root(command) if self.needs_root else command,)
 
     def apply(self, target):
@@ -817,14 +815,25 @@ class Swapfile(Action):
         return [target.run(argv) for argv in steps]
 
 
-class Show(Action):
-    """A command that only shows something (it may hold a pipe); never run by --apply."""
+def _with_proc(shell, command: str) -> str:
+    """``command`` run in the image's chroot with /proc mounted in a mount namespace of its own,
+    which goes away with it (dkms reads /dev/fd, a link into /proc)."""
+    inner = "mount -t proc proc %s && exec chroot %s %s" % (shell.outside("/proc"), quote(shell.chroot), command)
+    command = "unshare --mount --fork sh -c %s" % quote(inner)
+    return "sudo " + command if shell.sudo else command
 
-    __slots__ = ("text", "needs_root")
-    _defaults = {"needs_root": False}
+
+class Show(Action):
+    """A command that only shows something (it may hold a pipe); never run by --apply.
+    ``proc``: as for Run, the program needs /proc (``dkms status``)."""
+
+    __slots__ = ("text", "needs_root", "proc")
+    _defaults = {"needs_root": False, "proc": False}
     kind, phase = "show", SHOW
 
     def sh(self, shell):
+        if self.proc and shell.chroot:
+            return (_with_proc(shell, self.text),)
         return (shell.root(self.text) if self.needs_root else self.text,)
 
     def as_dict(self):
