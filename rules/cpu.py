@@ -6,7 +6,7 @@ from ai_doctor.engine import rule
 from ai_doctor.facts.cpufreq import CPUFREQ_DIR
 from ai_doctor.facts.system import kernel_version
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Step
-from ai_doctor.remedy.actions import CommentLines, Show, SystemdUnit, WriteKernel
+from ai_doctor.remedy.actions import Show, SystemdUnit, WriteKernel
 from ai_doctor.units import cpu_ranges
 
 # Drivers whose "powersave" is their own adaptive algorithm, not the generic governor that
@@ -243,23 +243,11 @@ def _sysfs_governor_lines(f):
 
 def _sysfs_governor_steps(f, fixes):
     """Comment out the sysfs.conf lines that would set the governor back at every boot."""
-    by_file = {}
-    for setting in _sysfs_governor_lines(f):
-        by_file.setdefault(setting.path, []).append(setting)
-    return [
-        fixes.step(
-            "Comment out %s in %s: Debian's sysfsutils writes %s to the governor at every boot, after anything set before it"
-            % (
-                "line " + " and ".join(str(s.line) for s in settings),
-                path,
-                "/".join(sorted({s.value for s in settings})),
-            ),
-            [CommentLines(path, tuple((s.line, s.raw) for s in settings))],
-            True,
-            host_wide=False,
-        )
-        for path, settings in sorted(by_file.items())
-    ]
+    return fixes.comment_out_sysfs(
+        _sysfs_governor_lines(f),
+        "Comment out %(lines)s in %(path)s: Debian's sysfsutils writes %(values)s to the governor at every boot, "
+        "after anything set before it",
+    )
 
 
 _KCONFIG_GOVERNORS = ("PERFORMANCE", "POWERSAVE", "USERSPACE", "ONDEMAND", "CONSERVATIVE", "SCHEDUTIL")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from ai_doctor.engine import rule
 from ai_doctor.facts.udev import name_after
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip
-from ai_doctor.remedy.actions import CommentLines
 
 UDEV_RULE = 'ACTION=="add|change", SUBSYSTEM=="block", ENV{DEVTYPE}=="disk", KERNEL=="nvme[0-9]*n[0-9]*", ATTR{queue/scheduler}="none"'
 # udev gets no event from a hidden multipath path: block/genhd.c keeps its uevents suppressed
@@ -106,18 +105,7 @@ def scheduler(f):
         evidence += [Evidence(s.path, s.raw.strip(), s.line) for s in written]
     fixes = f.fixes
     steps = fixes.sysfs([d.scheduler_path for d in wrong], "none", "Switch to none")
-    by_file = {}
-    for setting in written:
-        by_file.setdefault(setting.path, []).append(setting)
-    for path, settings in sorted(by_file.items()):
-        steps.append(
-            fixes.step(
-                "Comment out line %s of %s, which sysfsutils writes at every boot" % (" and ".join(str(s.line) for s in settings), path),
-                [CommentLines(path, tuple((s.line, s.raw) for s in settings))],
-                True,
-                host_wide=False,
-            )
-        )
+    steps += fixes.comment_out_sysfs(written, "Comment out %(lines)s of %(path)s, which sysfsutils writes at every boot")
     # Rules run in file-name order and the last assignment wins: ours must sort after every
     # file that sets another scheduler (files setting none, ours included, cannot undo it).
     others = [r.name for r in f.udev_scheduler_rules if r.value != "none"]

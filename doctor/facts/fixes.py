@@ -452,6 +452,27 @@ class Fixes:
         """Write ``value`` to sysfs files now (lost at reboot); none for a stopped image."""
         return self.runtime(purpose + " now", [act.WriteKernel(tuple(paths), value, glob)])
 
+    def comment_out_sysfs(self, settings, summary: str):
+        """Steps commenting out sysfs.conf ``settings`` (doctor/facts/sysfsconf.py), one per file;
+        ``summary`` is formatted with the lines (``line 4 and 9``), the file and the values."""
+        by_file = {}
+        for setting in settings:
+            by_file.setdefault(setting.path, []).append(setting)
+        return [
+            self.step(
+                summary
+                % {
+                    "lines": "line " + " and ".join(str(s.line) for s in items),
+                    "path": path,
+                    "values": "/".join(sorted({s.value for s in items})),
+                },
+                [act.CommentLines(path, tuple((s.line, s.raw) for s in items))],
+                True,
+                host_wide=False,
+            )
+            for path, items in sorted(by_file.items())
+        ]
+
     def udev_rule(self, name: str, rule: str, purpose: str):
         """Install a udev rule file and apply it to present devices."""
         actions = [act.WriteFile("/etc/udev/rules.d/%s" % name, (rule,), True)]
