@@ -22,7 +22,7 @@ from ai_doctor.record import Record
 
 ENTRY_POINT_GROUP = "ai_doctor.rules"
 # The built-in areas in catalogue order (DESIGN.md); other modules follow by name.
-AREAS = ("hugepages", "thp", "overcommit", "memory", "cpu", "storage", "kernel", "gpu", "access")
+AREAS = ("hugepages", "thp", "overcommit", "memory", "cpu", "storage", "kernel", "gpu", "pci", "limits", "access")
 
 REGISTRY = {}
 

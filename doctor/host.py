@@ -94,6 +94,53 @@ class Stat(Record):
         return bool(self.mode & 0o111)
 
 
+_NODE_KINDS = {stat.S_IFCHR: "c", stat.S_IFBLK: "b", stat.S_IFDIR: "d", stat.S_IFREG: "-", stat.S_IFIFO: "p", stat.S_IFSOCK: "s"}
+
+
+class Node(Record):
+    """stat(2) of a path without opening it: ``kind`` (``c`` character device, ``b`` block
+    device, ``d`` folder, ``-`` regular file, ``p`` FIFO, ``s`` socket), device ``major`` and
+    ``minor`` (0 unless a device), permission bits, owner, group and mtime in whole seconds."""
+
+    __slots__ = ("kind", "major", "minor", "mode", "uid", "gid", "mtime")
+
+    @classmethod
+    def of(cls, st):
+        kind = _NODE_KINDS.get(stat.S_IFMT(st.st_mode), "?")
+        device = kind in ("c", "b")
+        return cls(
+            kind,
+            os.major(st.st_rdev) if device else 0,
+            os.minor(st.st_rdev) if device else 0,
+            stat.S_IMODE(st.st_mode),
+            st.st_uid,
+            st.st_gid,
+            int(st.st_mtime),
+        )
+
+    @property
+    def text(self) -> str:
+        return "%s %d %d %04o %d %d %d\n" % (self.kind, self.major, self.minor, self.mode, self.uid, self.gid, self.mtime)
+
+    @classmethod
+    def parse(cls, text: str):
+        """The record ``text`` wrote; None for anything else (a tree is hostile input)."""
+        fields = text.split()
+        if len(fields) != 7 or fields[0] not in ("c", "b", "d", "-", "p", "s", "?"):
+            return None
+        try:
+            major, minor, mode, uid, gid, mtime = (int(fields[i], 8 if i == 3 else 10) for i in range(1, 7))
+        except ValueError:
+            return None
+        if min(major, minor, mode, uid, gid) < 0 or max(major, minor, uid, gid) >= 1 << 32 or mode > 0o7777 or abs(mtime) >= 1 << 40:
+            return None
+        return cls(fields[0], major, minor, mode, uid, gid, mtime)
+
+    @property
+    def is_char(self) -> bool:
+        return self.kind == "c"
+
+
 def _failed(path: str, exc: OSError) -> Read:
     code = exc.errno
     if code in _MISSING_ERRNOS:
@@ -277,6 +324,32 @@ class Host:
                 got = _failed(path, exc)
         self._note("stat", got)
         return got, got.data if got.ok else None
+
+    def node(self, path: str) -> Read:
+        """What kind of file ``path`` is (links followed inside the root), with its device
+        numbers, permission bits, owner, group and modification time: ``data`` is a
+        :class:`Node`. Never opened, so a device node is only looked at.
+
+        A snapshot keeps it as a derived record (``/.aidoctor/derived/node/PATH``), so device
+        nodes and times replay where a tree holds neither."""
+        path = _normal(path)
+        got = self._override(path) if path.split("/")[1:2] != [MANIFEST_DIR[1:]] else None
+        if got is None and not self.live:
+            got = self._recorded_derivation(path, "node")
+            if got is not None and got.ok:
+                node = Node.parse(got.data)
+                got = got._replace(data=node) if node else Read(path, ERROR, None, "not understood: %r" % got.data[:60], False)
+        if got is None:
+            try:
+                st = os.stat(self._real(path))
+                got = Read(path, OK, Node.of(st), None, False)
+            except Refused as refused:
+                got = _failed(path, refused.error)
+            except OSError as exc:
+                got = _failed(path, exc)
+        # Logged as text, the form a snapshot writes and a replay reads back.
+        self._note("derived:node", got._replace(data=got.data.text) if got.ok else got)
+        return got
 
     def exists(self, path: str) -> bool:
         return self.stat(path)[0].ok

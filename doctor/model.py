@@ -149,10 +149,28 @@ class CheckResult(Record):
 class Request(Record):
     """What the user asked for: the model size in bytes (None when not given), the text it was
     read from and how (``140G = 140.0 GiB = 150.3 GB``), and a ``--hugepages`` pool size.
-    ``program`` is how to start this aidoctor again (its script's path, or python -m)."""
+    ``program`` is how to start this aidoctor again (its script's path, or python -m).
+    ``model_path`` is ``--model PATH`` as on the target (None when not given); ``env`` holds
+    the environment variables that say where model caches live (HF_HOME, HF_HUB_CACHE,
+    OLLAMA_MODELS, HOME), taken from this process for a live check only (empty otherwise)."""
 
-    __slots__ = ("model_size", "size_text", "size_source", "described", "dtype", "params", "hugepages", "argv", "program", "margin")
+    __slots__ = (
+        "model_size",
+        "size_text",
+        "size_source",
+        "described",
+        "dtype",
+        "params",
+        "hugepages",
+        "argv",
+        "program",
+        "margin",
+        "model_path",
+        "env",
+    )
     _defaults = {
+        "model_path": None,
+        "env": {},
         "margin": None,
         "program": ("aidoctor",),
         "model_size": None,

@@ -95,30 +95,18 @@ class Facts:
 
 
 def _load_providers() -> None:
-    # Explicit imports: every provider module registers its facts on import.
-    from ai_doctor.facts import (  # noqa: F401
-        blockdev,
-        boot,
-        bootloader,
-        cgroup,
-        cmdline,
-        container,
-        cpufreq,
-        fixes,
-        gpu,
-        kconfig,
-        memory,
-        modules,
-        mounts,
-        numa,
-        request,
-        sysctl,
-        sysfsconf,
-        system,
-        thp,
-        tuned,
-        udev,
-    )
+    # Every module in this package registers its facts on import; new ones need no list.
+    import importlib
+    import os
+
+    names = set()
+    for directory in __path__:
+        try:
+            names.update(entry[:-3] for entry in os.listdir(directory) if entry.endswith(".py") and not entry.startswith("_"))
+        except OSError:
+            continue
+    for name in sorted(names):
+        importlib.import_module("%s.%s" % (__name__, name))
 
 
 _load_providers()
