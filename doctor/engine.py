@@ -28,9 +28,11 @@ REGISTRY = {}
 
 
 class Rule(Record):
-    """A registered check; ``needs`` are facts it cannot run without, ``uses`` optional ones."""
+    """A registered check; ``needs`` are facts it cannot run without, ``uses`` optional ones;
+    ``host_only`` names inputs that live on a container's host (the check skips in one)."""
 
-    __slots__ = ("id", "title", "severity", "needs", "uses", "review", "docs", "check", "module", "order")
+    __slots__ = ("id", "title", "severity", "needs", "uses", "review", "docs", "check", "module", "order", "host_only")
+    _defaults = {"host_only": None}
 
     @property
     def area(self) -> str:
@@ -45,8 +47,13 @@ class RuleDefinitionError(Exception):
     """A rule declared wrongly (bad id, duplicate id, no docs); a bug in a rule pack."""
 
 
-def rule(id: str, title: str, severity: Severity, needs=(), uses=(), review=False):
-    """Register the decorated function as a check; its docstring is its documentation."""
+def rule(id: str, title: str, severity: Severity, needs=(), uses=(), review=False, host_only=None):
+    """Register the decorated function as a check; its docstring is its documentation.
+
+    ``host_only`` says, in words, which inputs belong to the host when the target is a
+    container (``"the kernel modules and DKMS trees"``): there the check skips with that
+    reason instead of judging the container's own copies, or their absence.
+    """
 
     def register(check):
         area, dot, name = id.partition(".")
@@ -57,7 +64,7 @@ def rule(id: str, title: str, severity: Severity, needs=(), uses=(), review=Fals
         docs = _cleandoc(check.__doc__ or "")
         if not docs:
             raise RuleDefinitionError("rule %r has no documentation (docstring)" % id)
-        REGISTRY[id] = Rule(id, title, severity, tuple(needs), tuple(uses), review, docs, check, check.__module__, len(REGISTRY))
+        REGISTRY[id] = Rule(id, title, severity, tuple(needs), tuple(uses), review, docs, check, check.__module__, len(REGISTRY), host_only)
         return check
 
     return register
@@ -265,6 +272,10 @@ def _unique_paths(reads):
 def _run_one(facts, rule_, findings, audit):
     view = FactView(facts, rule_, findings, audit)
     try:
+        if rule_.host_only:
+            container = facts.get("container")
+            if container and container.detected:
+                return CheckResult(rule_.id, rule_.title, Status.SKIP, host_side(rule_.host_only, container), ()), {"container"}
         for name in rule_.needs:
             value = getattr(view, name)
             if isinstance(value, Unavailable):
@@ -274,6 +285,12 @@ def _run_one(facts, rule_, findings, audit):
     except Exception as exc:  # one broken rule never stops the run
         result = CheckResult(rule_.id, rule_.title, Status.ERROR, _describe_error(exc), ())
     return result, view.used
+
+
+def host_side(inputs: str, container) -> str:
+    """Why a check of the host's ``inputs`` skips inside a container."""
+    where = container.where.replace("this Kubernetes pod's node", "the node")
+    return "inside a container, what this check reads belongs to %s: %s; run aidoctor there (or take a snapshot there)" % (where, inputs)
 
 
 def _result(rule_, outcome, facts) -> CheckResult:

@@ -40,6 +40,7 @@ _JUDGED = frozenset(
     Severity.MEDIUM,
     needs=("grub_pending",),
     uses=("fixes",),
+    host_only="the boot loader configuration (/etc/default/grub, grub.cfg)",
 )
 def grub_not_regenerated(f):
     """/etc/default/grub (or a /etc/default/grub.d/*.cfg file) gives the kernel command line

@@ -3,7 +3,7 @@ loaded driver against its libraries and against the CUDA toolkits, and nouveau i
 
 from __future__ import annotations
 
-from ai_doctor.engine import rule
+from ai_doctor.engine import host_side, rule
 from ai_doctor.facts.gpu import APT_LISTS, APT_SOURCE_PARTS, alternative_folder
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Step
 from ai_doctor.remedy.actions import NOW, Run, Show, WriteFile
@@ -199,6 +199,7 @@ def _branch(nv) -> str:
     Severity.CRITICAL,
     needs=("nvidia", "gpu_modules"),
     uses=("running", "default_boot", "os_release", "fixes", "apt", "gsp_firmware"),
+    host_only="the kernel modules (/lib/modules), DKMS trees and boot entries",
 )
 def driver_missing(f):
     """The NVIDIA driver's user space is installed (libnvidia-ml, libcuda, nvidia-smi or a DKMS
@@ -307,6 +308,7 @@ _VERMAGIC_MODULES = ("nvidia", "amdgpu")
     Severity.CRITICAL,
     needs=("gpu_modules",),
     uses=("nvidia", "running", "default_boot", "os_release", "fixes", "apt", "gsp_firmware"),
+    host_only="the kernel modules (/lib/modules)",
 )
 def vermagic_mismatch(f):
     """The nvidia (or amdgpu) module installed for a kernel was built for another kernel.
@@ -747,7 +749,7 @@ BLACKLIST_FILE = "/etc/modprobe.d/blacklist-nouveau.conf"
     "nouveau in the NVIDIA driver's way",
     Severity.HIGH,
     needs=("nvidia", "nouveau"),
-    uses=("gpu_modules", "running", "os_release", "fixes"),
+    uses=("gpu_modules", "running", "os_release", "fixes", "container"),
 )
 def nouveau_loaded(f):
     """nouveau (the open-source driver for NVIDIA GPUs) is loaded, or nothing keeps it from
@@ -757,7 +759,8 @@ def nouveau_loaded(f):
     finds no device. nouveau is loaded by alias when the GPU is found, often from the
     initramfs, before anything else; `blacklist nouveau` (and `options nouveau modeset=0`)
     in modprobe.d, copied into the initramfs, keeps it out. Loaded: high; not kept out while
-    its module is installed: medium.
+    its module is installed: medium. Inside a container only "loaded" is judged (the loaded
+    modules are the host's and visible); what keeps nouveau out at boot is the host's.
 
     Fix: a modprobe.d file with `blacklist nouveau` and `options nouveau modeset=0`,
     regenerate the initramfs, reboot.
@@ -784,6 +787,9 @@ def nouveau_loaded(f):
         return Issue(message, [Evidence(state.loaded_from, "nouveau")] + blocked, _nouveau_steps(f, bool(blocked)))
     if blocked:
         return Pass("nouveau is kept out (%s)" % ", ".join("%s:%d" % (e.path, e.line) if e.line else e.path for e in blocked))
+    container = f.container
+    if container and container.detected:
+        return Skip(host_side("the modprobe.d files and kernel modules that keep nouveau out at boot", container))
     installed = [mods for mods in modules or () if "nouveau" in mods.found]
     if not installed:
         return Pass("nouveau is not installed for the kernel")

@@ -3,7 +3,7 @@ right kernel?"""
 
 from __future__ import annotations
 
-from ai_doctor.engine import rule
+from ai_doctor.engine import host_side, rule
 from ai_doctor.facts.kconfig import PROC_CONFIG, describes
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Step
 from ai_doctor.remedy.actions import NOW, Run
@@ -25,7 +25,9 @@ def config_missing(f):
     CONFIG_IKCONFIG_PROC expose it as /proc/config.gz, and with CONFIG_IKCONFIG=m after
     `modprobe configs`; with CONFIG_IKCONFIG the config is also read straight out of the
     configs module file or the kernel image (/boot/vmlinuz-RELEASE), and the finding names
-    the source used. Custom and some cloud kernels ship none of these.
+    the source used. Custom and some cloud kernels ship none of these. Inside a container the
+    kernel is the host's and /boot is not there: the check skips and says so, unless
+    /proc/config.gz shows the config anyway.
 
     Reference: kernel/Kconfig (IKCONFIG, IKCONFIG_PROC); Documentation/admin-guide/README.rst.
     """
@@ -37,10 +39,17 @@ def config_missing(f):
         return Skip("configs of other kernels only: kernel.config-mismatch covers it")
     if not f.running:
         return Skip("an image, not a running system: no running kernel to look up")
+    container = f.container
+    if container and container.detected and not any(outcome.startswith("permission denied") for _path, outcome in config.tried):
+        # The kernel is the host's: its config lies in the host's /boot, which a container does
+        # not hold, and that absence says nothing about the kernel.
+        return Skip(
+            host_side("the kernel and its configuration (/boot/config-RELEASE)", container)
+            + "; or mount the host's /boot read-only (docker run -v /boot:/boot:ro)"
+        )
     evidence = [Evidence(path, outcome) for path, outcome in config.tried]
     steps = []
     module = f.configs_module
-    container = f.container
     refused = [path for path, outcome in config.tried if outcome.startswith("permission denied")]
     if refused:
         # It is there, only closed to this user: no "not found" and no list repeating it.
@@ -61,21 +70,7 @@ def config_missing(f):
         )
     if refused:
         return Issue(message, evidence, steps, title="Kernel configuration unreadable")
-    if container and container.detected:
-        message += " In a container the kernel is the host's, and so is its config."
-        steps.append(
-            Step(
-                (
-                    "Let the container see the host's kernel config: mount /boot read-only "
-                    "(docker run -v /boot:/boot:ro), or run aidoctor on the host"
-                ),
-                (),
-                False,
-                True,
-                True,
-            )
-        )
-    elif module:
+    if module:
         steps += f.fixes.runtime(
             "Load the configs module, which exposes /proc/config.gz", [Run(("modprobe", "configs"), NOW)], host_wide=True
         )
@@ -97,6 +92,7 @@ def config_missing(f):
     "Kernel configuration of another kernel",
     Severity.LOW,
     uses=("kernel_config", "other_kernel_configs", "release", "running"),
+    host_only="the kernel configurations (/boot)",
 )
 def config_mismatch(f):
     """The only kernel configuration found describes another kernel release than the one

@@ -150,6 +150,7 @@ def _label(device) -> str:
     Severity.LOW,
     needs=("block_devices",),
     uses=("udev_scheduler_rules", "running", "sysfs_conf", "fixes"),
+    host_only="the udev rules and boot settings that choose schedulers at boot",
 )
 def scheduler_not_persistent(f):
     """An NVMe namespace runs on `none` only because someone set it: the kernel would pick
