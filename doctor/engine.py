@@ -103,7 +103,8 @@ def load_rules() -> dict:
         for entry in entries:
             if entry.endswith(".py") and not entry.startswith("_"):
                 names.add(entry[:-3])
-    for name in sorted(names, key=lambda n: (AREAS.index(n) if n in AREAS else len(AREAS), n)):
+    # A module's area is its name up to "_" (gpu_devices is gpu's): the catalogue reads by area.
+    for name in sorted(names, key=lambda n: (AREAS.index(n.split("_", 1)[0]) if n.split("_", 1)[0] in AREAS else len(AREAS), n)):
         importlib.import_module("ai_doctor.rules." + name)
     for module in _entry_point_modules():
         importlib.import_module(module)
