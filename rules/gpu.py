@@ -6,7 +6,7 @@ from __future__ import annotations
 from ai_doctor.engine import host_side, rule
 from ai_doctor.facts.gpu import APT_LISTS, APT_SOURCE_PARTS, alternative_folder
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip, Step
-from ai_doctor.remedy.actions import NOW, Run, Show, WriteFile
+from ai_doctor.remedy.actions import NOW, Reboot, Run, Show, WriteFile
 from ai_doctor.shell import quote
 
 # The oldest driver each CUDA release runs on (Linux x86_64). From 11.0 on, minor-version
@@ -418,7 +418,7 @@ def _rebuild_steps(f, info, release: str):
     "NVIDIA kernel module and libraries disagree",
     Severity.CRITICAL,
     needs=("nvidia",),
-    uses=("running", "gpu_modules", "default_boot", "os_release", "fixes", "apt", "gsp_firmware"),
+    uses=("running", "gpu_modules", "default_boot", "os_release", "fixes", "apt", "gsp_firmware", "container", "mounts"),
 )
 def library_mismatch(f):
     """The loaded NVIDIA kernel module's version differs from the user-space libraries'
@@ -440,9 +440,17 @@ def library_mismatch(f):
     that version (on Debian `apt-get install --allow-change-held-packages
     nvidia-kernel-dkms=VERSION-*`).
 
+    Inside a container the loaded module is the host's and the libraries are the container's.
+    Where they are bind mounts (the NVIDIA Container Toolkit mounts the host's own libraries
+    into the container, see mountinfo), the host's driver was upgraded without a reboot: the
+    fix is the host's reboot. Where they are files of the image itself, the image carries
+    driver libraries of its own (a Dockerfile that installed a driver or cuda-drivers
+    package): they must go, so the toolkit's mounts of the host's libraries are used.
+
     Reference: NVIDIA Driver Installation Guide; nvidia-smi(1); update-alternatives(1);
     Debian nvidia-graphics-drivers (nvidia-alternative.postinst, libcuda1 and
-    nvidia-kernel-dkms control fields).
+    nvidia-kernel-dkms control fields); NVIDIA Container Toolkit documentation
+    (libnvidia-container mounts the driver's user-space libraries from the host).
     """
     nv = f.nvidia
     versions = nv.library_versions
@@ -475,6 +483,9 @@ def library_mismatch(f):
         'initialize NVML: Driver/library version mismatch" and CUDA does not start.' % (kernel_version, source, libs)
     )
     fixes = f.fixes
+    container = f.container
+    if container and container.detected:
+        return _container_mismatch(f, nv, message, evidence)
     if first is not None and first.base and on_disk is None:
         message += (
             " And there is no nvidia module for this kernel on disk (%s): the upgrade's build failed, so a reboot would "
@@ -498,6 +509,35 @@ def library_mismatch(f):
         ),
     ]
     return Issue(message, evidence, steps)
+
+
+def _container_mismatch(f, nv, message: str, evidence):
+    """A mismatch seen from inside a container: the host's module against libraries that the
+    toolkit mounted from the host, or that the image brought along."""
+    mounts = f.mounts
+    points = {mount.mountpoint for mount in mounts.mounts} if mounts else set()
+    files = [lib.path for lib in nv.libraries]
+    mounted = [path for path in files if path in points]
+    own = [path for path in files if path not in points]
+    if mounted and not own:
+        message += (
+            " The libraries are the host's, mounted into this container by the NVIDIA Container Toolkit (%s): the host's "
+            "driver was upgraded and its old module still runs. Restarting the container does not help." % ", ".join(mounted[:2])
+        )
+        return Issue(message, evidence, [f.fixes.step("Reboot, which loads the new module", [Reboot()], True)])
+    message += (
+        " The libraries are files of this container's image (%s), not the host's driver mounted in by the NVIDIA Container "
+        "Toolkit: the image brings a driver of its own." % ", ".join(own[:2])
+    )
+    step = Step(
+        "Rebuild the image without driver libraries (no driver or cuda-drivers package, no libcuda.so.* or libnvidia-ml.so.* "
+        "copied in), and start it with the GPUs handed over by the NVIDIA Container Toolkit (docker run --gpus all, or a CDI "
+        "device), which mounts the host's own libraries",
+        (),
+        False,
+        True,
+    )
+    return Issue(message, evidence, [step])
 
 
 def _dkms_words(nv, module_version: str) -> str:
