@@ -254,3 +254,23 @@ def test_a_file_larger_than_the_read_cap_replays_as_read_in_part(run, tmp_path):
     assert manifest["truncated"] == ["/etc/sysctl.d/50-big.conf"]
     # Every sentence too: the replay says which files were read only in part.
     replay_matches(run, ["--root", str(tree)], sandbox / "out/snap", ["--model-size", "8G"])
+
+
+def test_device_nodes_replay_from_a_snapshot(tmp_path):
+    host = Host("/")
+    seen = {path: host.node(path) for path in ("/dev/null", "/dev/zero", "/etc/hostname", "/dev/no-such-node")}
+    snapshot.write_tree(host, str(tmp_path / "snap"), snapshot.manifest_for(host))
+    replay = Host(str(tmp_path / "snap"))
+    for path, got in seen.items():
+        again = replay.node(path)
+        assert (again.status, again.data) == (got.status, got.data), path
+    assert seen["/dev/null"].data.kind == "c" and (seen["/dev/null"].data.major, seen["/dev/null"].data.minor) == (1, 3)
+
+
+@pytest.mark.parametrize("text", ["c 1 3", "x 1 3 0666 0 0 1", "c -1 3 0666 0 0 1", "c 1 3 99999 0 0 1", "c 1 3 0666 0 0 1e99", "c 1 3 0888 0 0 1"])
+def test_a_device_record_that_is_not_one_reads_as_an_error(tmp_path, text):
+    record = tmp_path / ".aidoctor" / "derived" / "node" / "dev"
+    record.mkdir(parents=True)
+    (record / "nvidia0").write_text(text + "\n")
+    got = Host(str(tmp_path)).node("/dev/nvidia0")
+    assert got.failed and "not understood" in got.detail
