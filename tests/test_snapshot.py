@@ -267,7 +267,9 @@ def test_device_nodes_replay_from_a_snapshot(tmp_path):
     assert seen["/dev/null"].data.kind == "c" and (seen["/dev/null"].data.major, seen["/dev/null"].data.minor) == (1, 3)
 
 
-@pytest.mark.parametrize("text", ["c 1 3", "x 1 3 0666 0 0 1", "c -1 3 0666 0 0 1", "c 1 3 99999 0 0 1", "c 1 3 0666 0 0 1e99", "c 1 3 0888 0 0 1"])
+@pytest.mark.parametrize(
+    "text", ["c 1 3", "x 1 3 0666 0 0 1", "c -1 3 0666 0 0 1", "c 1 3 99999 0 0 1", "c 1 3 0666 0 0 1e99", "c 1 3 0888 0 0 1"]
+)
 def test_a_device_record_that_is_not_one_reads_as_an_error(tmp_path, text):
     record = tmp_path / ".aidoctor" / "derived" / "node" / "dev"
     record.mkdir(parents=True)
