@@ -30,12 +30,14 @@ NO_CONFIGURATION_FIX = {
     ("image-gpu-no-driver", "gpu.driver-missing-for-kernel"),
     ("unused-static-pool", "memory.headroom"),
     ("strict-overcommit", "memory.headroom"),
-    ("container-cgroup-64g", "kernel.config-missing"),
     ("permission-denied", "kernel.config-missing"),
     ("gpu-driver-library-mismatch", "gpu.driver-too-old-for-cuda"),
     ("vps-no-hugetlb", "cpu.fixed-frequency"),
     ("debian-gpu-library-mismatch", "gpu.driver-library-mismatch"),
     ("debian-gpu-backports-no-apt-lists", "gpu.driver-missing-for-kernel"),
+    ("gpu-container", "access.readonly-sysctl"),
+    ("gpu-container-image-driver", "access.readonly-sysctl"),
+    ("gpu-container-image-driver", "gpu.driver-library-mismatch"),
 }
 
 
