@@ -74,6 +74,12 @@ def _parser(fix: bool = False) -> argparse.ArgumentParser:
         )
     model = parser.add_argument_group("the model")
     model.add_argument(
+        "--model",
+        action=_Once,
+        metavar="PATH",
+        help="the model's files (a file, a folder, a Hugging Face cache entry): size, parameters and dtype read from their headers",
+    )
+    model.add_argument(
         "--model-size", action=_Once, metavar="SIZE", help="weights size: 140G, 140GiB (powers of 1024), 150GB (powers of 1000), or bytes"
     )
     model.add_argument("--params", action=_Once, metavar="COUNT", help="parameter count instead of a size: 70B, 8B, 350M")
@@ -315,14 +321,24 @@ def _snapshot(argv) -> int:
         "-o", "--output", metavar="DIR|FILE.tar.gz", required=True, help="a directory, or a .tar.gz archive, to create (must not exist)"
     )
     parser.add_argument("--root", metavar="DIR", help="snapshot a host tree instead of this host")
+    parser.add_argument(
+        "--model", metavar="PATH", help="keep what --model PATH reads (the weight files' headers, summarized; never the weights)"
+    )
     args = parser.parse_args(argv)
     if os.path.lexists(args.output):
         raise UsageError("snapshot -o %s: already exists; choose a new directory" % args.output)
     from ai_doctor import archive, snapshot
 
     root = _host(args).root
-    host = snapshot.capture(root, ["aidoctor", "snapshot"] + argv)
-    manifest = snapshot.manifest_for(host, ["aidoctor", "snapshot"] + argv)
+    # Where model caches live on this host, kept in the manifest: a replay looks where the live run looked.
+    env = _model_env() if root == "/" else {}
+    host = snapshot.capture(root, ["aidoctor", "snapshot"] + argv, env)
+    if args.model is not None:
+        from ai_doctor.model import Request
+
+        # Read through the capturing host, so the folders, links and each file's summary are kept.
+        _with_model(args, Request(), host)
+    manifest = dict(snapshot.manifest_for(host, ["aidoctor", "snapshot"] + argv), env=env)
     try:
         if archive.is_archive(args.output):
             import tempfile
@@ -395,6 +411,10 @@ def _request(args, argv):
         size_for,
     )
 
+    if args.model is not None:
+        given = [option for option in ("model_size", "params", "dtype") if getattr(args, option) is not None]
+        if given:
+            raise UsageError("give --model or --%s, not both (--model reads the size from the files)" % given[0].replace("_", "-"))
     if args.model_size is not None and args.params is not None:
         raise UsageError("give --model-size or --params, not both")
     margin = None
@@ -404,8 +424,8 @@ def _request(args, argv):
             margin = 0 if args.margin.rstrip("KMGTPkmgtpiIbB").strip(".0") == "" and args.margin[:1] in "0." else parse_size(args.margin)
         except SizeError as exc:
             raise UsageError("--margin %s" % str(exc).replace("a model size", "a margin")) from None
-        if args.model_size is None and args.params is None:
-            raise UsageError("--margin goes with --model-size or --params (the room left beside a model)")
+        if args.model_size is None and args.params is None and args.model is None:
+            raise UsageError("--margin goes with --model, --model-size or --params (the room left beside a model)")
     if args.dtype and args.params is None:
         raise UsageError("--dtype goes with --params (a --model-size is already in bytes)")
     try:
@@ -427,7 +447,74 @@ def _request(args, argv):
             )
     except SizeError as exc:
         raise UsageError("--%s %s" % ("model-size" if args.model_size is not None else "params", exc)) from None
-    return Request(None, None, None, None, None, None, args.hugepages, tuple(["aidoctor"] + argv))
+    return Request(None, None, None, None, None, None, args.hugepages, tuple(["aidoctor"] + argv), margin=margin)
+
+
+# The environment variables that say where model caches live (storage.model-network).
+MODEL_ENV = ("HF_HOME", "HF_HUB_CACHE", "OLLAMA_MODELS", "HOME")
+
+
+def _model_env() -> dict:
+    return {name: os.environ[name] for name in MODEL_ENV if name in os.environ}
+
+
+def _with_model(args, request, host):
+    """The request with what ``--model PATH`` reads through ``host`` (headers only), and the
+    environment that says where model caches live: this process's for a live check, the one
+    a snapshot's manifest recorded for a tree (none for other trees)."""
+    if host.live:
+        request = request._replace(env=_model_env())
+    else:
+        recorded = host.manifest.get("env")
+        if isinstance(recorded, dict) and all(name in MODEL_ENV and isinstance(value, str) for name, value in recorded.items()):
+            request = request._replace(env=dict(recorded))
+    if getattr(args, "model", None) is None:
+        return request
+    from ai_doctor import modelfiles
+
+    path = _model_path(args.model, host)
+    try:
+        found = modelfiles.read_model(host, path)
+    except modelfiles.ModelError as exc:
+        # Each message begins with the file or folder it is about.
+        raise UsageError("--model: %s" % _tree_hint(str(exc), args.model, host)) from None
+    return request._replace(
+        model_size=found.size,
+        size_text=args.model,
+        size_source="--model",
+        described=found.described,
+        dtype=found.dtype_key,
+        params=found.params,
+        model_path=path,
+    )
+
+
+def _model_path(given: str, host) -> str:
+    """``--model PATH`` as a path on the target: relative to this directory on a live host;
+    in a tree (--root, --snapshot) it must be written as on that system."""
+    if not given:
+        raise UsageError("--model: the path is empty")
+    if "\x00" in given:
+        raise UsageError("--model: the path holds a NUL byte")
+    if host.live:
+        return os.path.abspath(given)
+    if not given.startswith("/"):
+        where = "--snapshot" if host.origin else "--root"
+        raise UsageError("--model %s: with %s, give the path as on that system (absolute: /models/NAME)" % (given, where))
+    return given
+
+
+def _tree_hint(message: str, given: str, host) -> str:
+    """What to do about a path a tree does not hold: write it as on the target, or take the
+    snapshot again with --model."""
+    if host.live or not message.endswith("no such file or folder"):
+        return message
+    root = host.root.rstrip("/") + "/"
+    if host.origin is None and given.startswith(root):
+        return message + " (paths are as on that system: %s)" % given[len(root) - 1 :]
+    if host.origin is not None or host.manifest.get("argv"):
+        return message + " (the snapshot holds it only if taken with: aidoctor snapshot --model %s)" % given
+    return message
 
 
 def _host(args):
@@ -457,13 +544,13 @@ def _fix(args, argv, program) -> int:
     if args.root is not None and args.snapshot is not None:
         raise UsageError("give --root or --snapshot, not both")
     if args.snapshot is None:
-        return fixcmd.run(args, request, _host(args), rules, _write, UsageError, tuple(program) + tuple(argv))
+        host = _host(args)
+        return fixcmd.run(args, _with_model(args, request, host), host, rules, _write, UsageError, tuple(program) + tuple(argv))
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="aidoctor-snapshot-") as work:
-        return fixcmd.run(
-            args, request, _unpacked(args.snapshot, work, args.image), rules, _write, UsageError, tuple(program) + tuple(argv)
-        )
+        host = _unpacked(args.snapshot, work, args.image)
+        return fixcmd.run(args, _with_model(args, request, host), host, rules, _write, UsageError, tuple(program) + tuple(argv))
 
 
 def _check(args, argv, program) -> int:
@@ -473,13 +560,15 @@ def _check(args, argv, program) -> int:
     if args.image and args.root is None and args.snapshot is None:
         raise UsageError("--image goes with --root DIR or --snapshot FILE (this host is running)")
     if args.snapshot is None:
-        return _run_and_write(args, request, _host(args), rules)
+        host = _host(args)
+        return _run_and_write(args, _with_model(args, request, host), host, rules)
     if args.root is not None:
         raise UsageError("give --root or --snapshot, not both")
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="aidoctor-snapshot-") as work:
-        return _run_and_write(args, request, _unpacked(args.snapshot, work, args.image), rules)
+        host = _unpacked(args.snapshot, work, args.image)
+        return _run_and_write(args, _with_model(args, request, host), host, rules)
 
 
 def _unpacked(path: str, work: str, image: bool = False):

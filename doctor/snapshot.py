@@ -30,14 +30,17 @@ from ai_doctor.host import (
 FORMAT = 1
 
 
-def capture(root: str = "/", argv=()):
-    """Read everything any check could read; returns the Host holding the log."""
+def capture(root: str = "/", argv=(), env=None):
+    """Read everything any check could read; returns the Host holding the log. ``env``: the
+    environment that says where model caches live (Request.env), for a live host."""
     from ai_doctor.model import Request
     from ai_doctor.nextboot import simulate
 
     host = Host(root, trace_links=True)
     # A size larger than any host makes every memory check read all it can.
-    request = Request(model_size=1 << 60, size_text="1E", size_source="snapshot", described="snapshot", argv=tuple(argv))
+    request = Request(
+        model_size=1 << 60, size_text="1E", size_source="snapshot", described="snapshot", argv=tuple(argv), env=dict(env or {})
+    )
     _read_everything(host, request)
     # And what --next-boot reads beyond that (the boot entry's kernel, files the simulated boot
     # leaves as they are), so a replay with it judges what the host would.
