@@ -1,10 +1,12 @@
-"""Storage that models load from: NVMe I/O schedulers."""
+"""Storage that models load from: NVMe I/O schedulers, network and FUSE filesystems."""
 
 from __future__ import annotations
 
 from ai_doctor.engine import rule
+from ai_doctor.facts.mounts import network_kind
 from ai_doctor.facts.udev import name_after
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip
+from ai_doctor.remedy.actions import NOW, Run, WriteFile
 
 UDEV_RULE = 'ACTION=="add|change", SUBSYSTEM=="block", ENV{DEVTYPE}=="disk", KERNEL=="nvme[0-9]*n[0-9]*", ATTR{queue/scheduler}="none"'
 # udev gets no event from a hidden multipath path: block/genhd.c keeps its uevents suppressed
@@ -195,3 +197,171 @@ def scheduler_not_persistent(f):
     name = name_after(others, RULES_FILE)
     steps = [f.fixes.udev_rule(name, UDEV_RULE, "Keep none for every NVMe namespace")] if name else []
     return Issue(message, evidence, steps, impact=len(by_hand))
+
+
+NFS_READ_AHEAD_KB = 15360  # 15 MiB: NFS's own default before Linux 5.4 with rsize=1M (15 × rsize)
+NFS_READ_AHEAD_LOW_KB = 1024
+NFS_RULES_FILE = "aidoctor-nfs-readahead.rules"
+# amazon-ec2-utils' and Azure's rule: only the bdi of an NFS mount (/proc/fs/nfsfs/volumes, column DEV).
+NFS_UDEV_RULE = (
+    'SUBSYSTEM=="bdi", ACTION=="add", PROGRAM="/usr/bin/awk -v bdi=$kernel \'BEGIN{ret=1} {if ($4 == bdi) {ret=0}} END{exit ret}\' '
+    '/proc/fs/nfsfs/volumes", ATTR{read_ahead_kb}="%d"' % NFS_READ_AHEAD_KB
+)
+
+
+@rule(
+    "storage.model-network",
+    "Models load from network storage",
+    Severity.MEDIUM,
+    needs=("model_storage",),
+    uses=("mounts", "fixes"),
+)
+def model_network(f):
+    """The model path, or a model cache, is on network or FUSE storage.
+
+    Looked at: `--model PATH` when given; else the Hugging Face cache ($HF_HUB_CACHE, else
+    $HF_HOME/hub, else ~/.cache/huggingface/hub), Ollama's models ($OLLAMA_MODELS, else
+    ~/.ollama/models) and the Ollama Linux service's /usr/share/ollama/.ollama/models, those of
+    them that exist (the environment is read on a live check only). Links are followed first
+    (a cache folder linked onto an NFS share is on NFS); the mount that holds the path is the
+    longest mount point above it in /proc/self/mountinfo.
+
+    Network storage: NFS, SMB/CIFS, Lustre, CephFS, GPFS, WEKA, BeeGFS, GlusterFS, AFS, 9p and
+    virtiofs (a VM's or WSL's shared folders) and FUSE filesystems other than the local ones
+    (lxcfs, fuse-overlayfs, snapfuse/squashfuse, bindfs, mergerfs, the desktop portals).
+    Safetensors and llama.cpp load by mmap by default, and each page fault there is a small
+    synchronous read over the network: loads 3 to 50 times slower than reading the files whole
+    (huggingface/safetensors#562, where the maintainer names network disks and 4 KiB page reads;
+    llama.cpp PR#14396; vLLM PR#24469 and PR#36012, SGLang PR#7469 measure the difference). A
+    second load can look fast: the page cache keeps what the first one read, and the next load
+    after a reboot or eviction pays again. Medium: it costs minutes at start, not correctness.
+
+    NFS read-ahead: since Linux 5.4 (commit c128e575514c, "NFS: Optimise the default readahead
+    size") an NFS mount's backing device reads ahead 128 KiB (VM_READAHEAD_PAGES), where it was
+    15 × rsize (15 MiB with rsize=1M) before; below 1 MiB the finding says so and gives the
+    fix: write /sys/class/bdi/MAJ:MIN/read_ahead_kb now (MAJ:MIN is the mount's device number,
+    mountinfo's third field, Documentation/ABI/testing/sysfs-class-bdi), and install the udev
+    rule amazon-ec2-utils and Azure use, which sets it for every NFS backing device as it
+    appears (matched against /proc/fs/nfsfs/volumes), named to run after nfs-utils'
+    99-nfs.rules; where nfs-utils ships nfsrahead(5) its [nfsrahead] section of /etc/nfs.conf
+    is the other way, and the finding names it.
+
+    Locks, where the Hugging Face cache lives there: huggingface_hub locks each download with
+    flock() on a file under .locks. NFS mounted with `nolock` or `local_lock=flock|all` keeps
+    those locks on this machine only, so two hosts filling one shared cache can write the same
+    file at once; Lustre without `flock` (or `localflock`) in its mount options (llite's
+    ll_show_options writes them when set, lustre/llite/llite_lib.c) refuses flock()
+    with ENOSYS, which huggingface_hub before 0.24 turned into "OSError: [Errno 38] Function
+    not implemented" (huggingface/huggingface_hub#2399, fixed by falling back to lock files in
+    PR#2402); an NFS server without a reachable lock manager gives "[Errno 37] No locks
+    available" (huggingface/datasets#2618).
+
+    Fix (advice: the storage is chosen by whoever set the host up): copy the model to local
+    NVMe, or load without mmap: vLLM `--safetensors-load-strategy eager` (or `prefetch`),
+    SGLang `--weight-loader-disable-mmap`, llama.cpp `--no-mmap`. Local NVMe read-ahead and
+    schedulers are storage.scheduler's. Inside a container the mounts and backing devices are
+    visible and judged; the read-ahead is the host's to change. In an image nothing is mounted:
+    skipped.
+
+    References: Documentation/filesystems/proc.rst and proc_pid_mountinfo(5) (field 3,
+    major:minor, st_dev); Documentation/ABI/testing/sysfs-class-bdi (read_ahead_kb, "value of
+    st_dev on non-block filesystems which provide their own BDI, such as NFS and FUSE"); kernel
+    commit c128e575514c (v5.4); nfsrahead(5); nfs(5) (nolock, local_lock); Azure/AgentBaker
+    PR#3963; vLLM LoadConfig (safetensors_load_strategy).
+    """
+    storage = f.model_storage
+    if not storage.places:
+        looked = ", ".join("%s (%s)" % (path, why) for path, why in storage.absent)
+        return Skip("no model path here: %s" % (looked + " not found" if looked else "none looked for"))
+    remote = [(place, network_kind(place.mount)) for place in storage.places]
+    remote = [(place, kind) for place, kind in remote if kind]
+    if not remote:
+        return Pass(
+            "models load from local storage: %s"
+            % "; ".join("%s on %s (%s)" % (p.path, p.mount.mountpoint, p.mount.fstype) for p in storage.places)
+        )
+    fixes = f.fixes
+    message = []
+    evidence = []
+    steps = []
+    slow_ra = []
+    for place, kind in remote:
+        mount = place.mount
+        where = place.path if place.resolved in (None, place.path) else "%s (-> %s)" % (place.path, place.resolved)
+        message.append(
+            "%s, %s, is on %s: %s from %s mounted at %s." % (where, place.why, kind, mount.fstype, mount.source, mount.mountpoint)
+        )
+        if place.note:
+            message.append("Its path %s." % place.note)
+        evidence.append(
+            Evidence(
+                f.mounts.source,
+                "%s %s %s %s" % (mount.mountpoint, mount.fstype, mount.source, ",".join(sorted(mount.super_options | mount.options))),
+            )
+        )
+        if mount.fstype in ("nfs", "nfs4") and place.read_ahead_kb is not None and place.read_ahead_kb < NFS_READ_AHEAD_LOW_KB:
+            slow_ra.append(place)
+            message.append(
+                "Its read-ahead is %d KiB (%s): since Linux 5.4 NFS reads ahead 128 KiB by default, where it read 15 × rsize before."
+                % (place.read_ahead_kb, place.read_ahead_path)
+            )
+            evidence.append(Evidence(place.read_ahead_path, str(place.read_ahead_kb)))
+        if place.hf_cache:
+            lock = _lock_problem(mount)
+            if lock:
+                message.append(lock)
+    message.append(
+        "Safetensors and llama.cpp load by mmap by default, and each page fault there is a small synchronous read over the "
+        "network: loads run several times slower than reading the files whole. A second load can look fast only because "
+        "the page cache kept the first one's reads."
+    )
+    if slow_ra:
+        paths = sorted({p.read_ahead_path for p in slow_ra})
+        steps += fixes.sysfs(paths, str(NFS_READ_AHEAD_KB), "Read ahead %d MiB on the NFS mount" % (NFS_READ_AHEAD_KB // 1024))
+        name = _nfs_rules_name(f)
+        steps.append(
+            fixes.step(
+                "Read ahead %d MiB on every NFS mount as it is mounted, with a udev rule" % (NFS_READ_AHEAD_KB // 1024),
+                [WriteFile("/etc/udev/rules.d/%s" % name, (NFS_UDEV_RULE,)), Run(("udevadm", "control", "--reload"), NOW)],
+                True,
+            )
+        )
+        if f.model_storage.nfsrahead:
+            message.append(
+                "nfs-utils' nfsrahead is installed: its [nfsrahead] section in /etc/nfs.conf (nfs=%d, nfs4=%d) sets the same at mount time."
+                % (NFS_READ_AHEAD_KB, NFS_READ_AHEAD_KB)
+            )
+    steps.append(
+        fixes.advice(
+            "Load without mmap, or from local disk: copy the model to local NVMe, or use vLLM --safetensors-load-strategy eager "
+            "(or prefetch), SGLang --weight-loader-disable-mmap, llama.cpp --no-mmap (in the server's launch options, so it lasts)",
+            needs_root=False,
+            persistent=True,
+        )
+    )
+    return Issue(" ".join(message), evidence, steps, impact=len(remote))
+
+
+def _lock_problem(mount):
+    """How file locks fail for huggingface_hub on ``mount``, in words, or None."""
+    options = mount.options | mount.super_options
+    if mount.fstype in ("nfs", "nfs4"):
+        local = next((o for o in ("nolock", "local_lock=all", "local_lock=flock") if o in options), None)
+        if local:
+            return (
+                "It is mounted with %s: huggingface_hub's download locks (flock on files under .locks) only exclude "
+                "processes on this machine, so two hosts filling this shared cache can write the same file at once." % local
+            )
+        return None
+    if mount.fstype == "lustre" and not ({"flock", "localflock"} & options):
+        return (
+            "Lustre is mounted without flock: flock() fails with ENOSYS, which huggingface_hub before 0.24 reports as "
+            '"OSError: [Errno 38] Function not implemented" when it locks a download (huggingface/huggingface_hub#2399).'
+        )
+    return None
+
+
+def _nfs_rules_name(f) -> str:
+    """A rules file name that sorts after nfs-utils' 99-nfs.rules (its nfsrahead sets the
+    read-ahead too, and the last rule to write it wins)."""
+    return name_after(["99-nfs.rules"], NFS_RULES_FILE) or "99-zz-" + NFS_RULES_FILE

@@ -1,8 +1,9 @@
 """The cgroup_memory fact and the memory.headroom rule's judgement of cgroup limits.
 
 Each limit on the path is weighed against the usage of the cgroup that carries it, less its
-inactive file cache (cgroup-v2.rst: memory.current counts "the cgroup and its descendants";
-memory.stat inactive_file is on the reclaim lists). memory.high throttles, never OOM-kills.
+page cache (cgroup-v2.rst: memory.current counts "the cgroup and its descendants"; memory.stat
+active_file and inactive_file are the file pages on the reclaim lists; tmpfs and shared memory,
+counted in ``file``, sit on the anon lists). memory.high throttles, never OOM-kills.
 v1's memory.stat hierarchical_memory_limit shows limits set above what the mount shows.
 
 The shared corpus holds no cgroup memory files (only mount tables without a memory
@@ -89,11 +90,12 @@ def test_usage_is_read_in_the_cgroup_that_has_the_limit(tree):
         "/sys/fs/cgroup/system.slice/memory.max",
         20 * GiB,
         "/sys/fs/cgroup/system.slice/memory.current",
-        4 * GiB,
+        5 * GiB,
         "/sys/fs/cgroup/system.slice/memory.stat",
+        (("inactive_file", 4 * GiB), ("active_file", GiB)),
     )
-    # Only inactive_file is subtracted: active file pages are not all reclaimable.
-    assert level.working_set == 16 * GiB and level.headroom == 16 * GiB
+    # All page cache is subtracted (both file lists): reclaim frees it before the OOM killer acts.
+    assert level.working_set == 15 * GiB and level.headroom == 17 * GiB
     assert memory.notes == ()
 
 
@@ -149,8 +151,8 @@ def test_v1_hierarchical_limit_shows_an_ancestor_above_the_mount(tree):
     memory = cgroup_of(tree)
     (level,) = memory.limits
     assert (level.kind, level.cgroup, level.limit, level.path) == (MAX, None, 8 * GiB, "/sys/fs/cgroup/memory/memory.stat")
-    # total_inactive_file (hierarchical), not inactive_file; this cgroup's usage stands in.
-    assert level.usage == 3 * GiB and level.reclaimable == GiB and level.headroom == 6 * GiB
+    # total_*_file (hierarchical), not inactive_file; this cgroup's usage stands in.
+    assert level.usage == 3 * GiB and level.reclaimable == 2 * GiB and level.headroom == 7 * GiB
     assert memory.limit == 8 * GiB
 
 
@@ -197,7 +199,7 @@ def test_the_limit_that_leaves_least_binds_not_the_smallest(tree, run):
     assert found["severity"] == "high"
     assert (
         "more than the memory limit of cgroup /work.slice leaves (40.0 GiB in /sys/fs/cgroup/work.slice/memory.max, "
-        "34.0 GiB in use (memory.current 36.0 GiB less 2.0 GiB of inactive file cache" in found["message"]
+        "34.0 GiB in use (memory.current 36.0 GiB less 2.0 GiB of page cache" in found["message"]
     )
     assert {"path": "/sys/fs/cgroup/work.slice/memory.stat", "value": "inactive_file 2147483648"} in found["evidence"]
     # The unit that owns the limit is raised, by what it holds plus the model and an eighth.
@@ -230,9 +232,9 @@ def test_every_limit_too_small_is_named_and_raised(tree, run):
     ]
 
 
-def test_inactive_file_cache_does_not_count_against_the_limit(tree, run):
+def test_page_cache_does_not_count_against_the_limit_but_shared_memory_does(tree, run):
     files = {"batch.slice/memory.max": 16 * GiB, "batch.slice/memory.current": 14 * GiB}
-    v2_host(tree, "/batch.slice", dict(files, **{"batch.slice/memory.stat": stat(inactive_file=10 * GiB, active_file=GiB)}))
+    v2_host(tree, "/batch.slice", dict(files, **{"batch.slice/memory.stat": stat(inactive_file=9 * GiB, active_file=GiB)}))
     result = headroom(run, tree, "8G")
     assert result.statuses()["memory.headroom"] == "pass"
     check = next(c for c in result.json["checks"] if c["rule"] == "memory.headroom")
@@ -240,10 +242,17 @@ def test_inactive_file_cache_does_not_count_against_the_limit(tree, run):
         check, ensure_ascii=False
     )
 
-    # Active file pages stay counted: only the inactive list is reclaimed first.
+    # Active file pages are page cache too (the issue: page cache in memory.current is reclaimable).
     v2_host(tree, "/batch.slice", dict(files, **{"batch.slice/memory.stat": stat(inactive_file=0, active_file=10 * GiB)}))
+    assert headroom(run, tree, "8G").statuses()["memory.headroom"] == "pass"
+
+    # 10 GiB of /dev/shm segments: `file` counts them, the file lists do not (shmem is on the
+    # anon lists), so they stay in use: only swap could take them.
+    stats = stat(file=10 * GiB, shmem=10 * GiB, inactive_file=0, active_file=0, inactive_anon=10 * GiB)
+    v2_host(tree, "/batch.slice", dict(files, **{"batch.slice/memory.stat": stats}))
     found = finding(headroom(run, tree, "8G"))
-    assert found["severity"] == "high" and "14.0 GiB in use (memory.current 14.0 GiB less 0 B of inactive file cache" in found["message"]
+    assert found["severity"] == "high" and "14.0 GiB in use (memory.current 14.0 GiB less 0 B of page cache" in found["message"]
+    assert {"path": "/sys/fs/cgroup/batch.slice/memory.stat", "value": "inactive_file 0, active_file 0"} in found["evidence"]
 
 
 def test_without_memory_stat_page_cache_counts_as_used_and_says_so(tree, run):
