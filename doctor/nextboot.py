@@ -22,11 +22,13 @@ class NextBootHost(Host):
     """A Host whose files about the running kernel are the next boot's (``files``: path → text,
     None for a file the next boot does not have)."""
 
-    def __init__(self, base, files, notes, grown=()):
+    def __init__(self, base, files, notes, grown=(), links=None):
         self.__dict__.update(base.__dict__)
         self.log = []
         self._links = dict(base._links)
         self.files = files
+        # Links the next boot makes that are not there now (/dev/char for NVIDIA nodes).
+        self.made_links = dict(links or {})
         self.notes = tuple(notes)
         # Page sizes whose pool the next boot makes larger than it is now: what uses the new
         # pages has never been seen.
@@ -38,6 +40,12 @@ class NextBootHost(Host):
             data = self.files[path].encode("utf-8", "surrogateescape")
             return Read(path, OK, data[:cap], None, len(data) > cap)
         return Host._read(self, path, cap)
+
+    def readlink(self, path):
+        path = _normal(path)
+        if path in self.made_links:
+            return self._note("link", Read(path, OK, self.made_links[path], None, False))
+        return Host.readlink(self, path)
 
     def _override(self, path):
         if path in self.files and self.files[path] is None:
@@ -64,8 +72,9 @@ def simulate(host, request=None):
             files[path] = value + "\n"
     _schedulers(facts, files)
     _gpu(facts, files)
+    links = _gpu_devices(facts, files, notes)
     notes.append("memory in use now (processes, pages of a pool in use) is taken as in use after the reboot too")
-    return NextBootHost(host, files, notes, grown)
+    return NextBootHost(host, files, notes, grown, links)
 
 
 def _grown(facts):
@@ -230,3 +239,36 @@ def _gpu(facts, files):
                 continue
             kept.append(line)
         files["/proc/modules"] = "".join(line + "\n" for line in kept)
+
+
+def _gpu_devices(facts, files, notes):
+    """What the next boot does to the GPU device plumbing (doctor/facts/gpudevices.py): the
+    nvidia modules modules-load.d loads, the NVreg_PreserveVideoMemoryAllocations value the
+    driver loads with, and the /dev/char links a udev rule makes when the driver binds.
+    Returns those links."""
+    boot = facts.get("gpu_devices_at_boot")
+    gpu = facts.get("gpu_at_boot")
+    if not boot or not gpu or gpu.nvidia is None:
+        return {}
+    host = facts.host
+    modules = files.get("/proc/modules")
+    if modules is None:
+        got = host.read_text("/proc/modules", cap=4 << 20)
+        modules = got.data if got.ok else None
+    if modules is not None:
+        present = {line.split(" ", 1)[0] for line in modules.splitlines()}
+        added = [name for name in boot.modules if name not in present]
+        if added:
+            files["/proc/modules"] = modules + "".join("%s 0 0 - Live 0x0000000000000000 (POE)\n" % name for name in added)
+            notes.append("modules-load.d loads %s" % ", ".join(added))
+    if boot.preserve is not None:
+        got = host.read_text("/proc/driver/nvidia/params", cap=65536)
+        if got.ok:
+            lines = [
+                "PreserveVideoMemoryAllocations: %s" % boot.preserve if line.startswith("PreserveVideoMemoryAllocations:") else line
+                for line in got.data.splitlines()
+            ]
+            files["/proc/driver/nvidia/params"] = "".join(line + "\n" for line in lines)
+    if boot.links:
+        notes.append("a udev rule makes /dev/char links for the NVIDIA device nodes")
+    return boot.links
