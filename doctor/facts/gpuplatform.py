@@ -1,0 +1,477 @@
+"""What the GPU platform around the driver looks like: NVSwitches and Fabric Manager, the loaded
+NVIDIA module's flavour against each GPU's generation, and the IOMMU and PCIe ACS between GPUs.
+
+- NVSwitches: the nvidia driver claims every NVIDIA PCI function of class 0x0680 (bridge,
+  other) as an NVSwitch (nvswitch_pci_table in open-gpu-kernel-modules'
+  kernel-open/nvidia/linux_nvswitch.c) and lists each one it drives under
+  /proc/driver/nvidia-nvswitch/devices (procfs_nvswitch.c; NVIDIA's gpu-driver-container
+  starts Fabric Manager only where that folder is not empty).
+- Fabric Manager: the nvidia-fabricmanager.service unit running nv-fabricmanager (NVIDIA Fabric
+  Manager User Guide); its processes from the unit's cgroup, its version from dpkg's database.
+- Module flavour: /proc/driver/nvidia/version reads "NVIDIA UNIX Open Kernel Module for x86_64"
+  for the open flavour and "NVIDIA UNIX x86_64 Kernel Module" for the proprietary one; the
+  kernel marks a module of a license that is not GPL-compatible with taint ``P``
+  (/sys/module/nvidia/taint; Documentation/admin-guide/tainted-kernels.rst), and the module
+  file's .modinfo says ``license=NVIDIA`` or ``license=Dual MIT/GPL``.
+- GPU generation: the chip name pci.ids gives the device id (GP102, TU104, GH100, GB202).
+- IOMMU: /sys/kernel/iommu_groups/N/type (Documentation/ABI/testing/sysfs-kernel-iommu_groups:
+  DMA and DMA-FQ are translated, identity is not); ACS from the PCI Express extended
+  capability 0x000D in the upstream bridges' config space (include/uapi/linux/pci_regs.h), whose
+  bytes past the first 64 only root can read (drivers/pci/pci-sysfs.c, pci_read_config).
+"""
+
+from __future__ import annotations
+
+import re
+
+from ai_doctor.facts import Unavailable, fact
+from ai_doctor.record import Record
+
+NVSWITCH_PROC = "/proc/driver/nvidia-nvswitch/devices"
+NVSWITCH_CTL = "/dev/nvidia-nvswitchctl"
+FM_UNIT = "nvidia-fabricmanager.service"
+FM_BINARY = "/usr/bin/nv-fabricmanager"
+FM_UNIT_FILES = ("/etc/systemd/system/%s" % FM_UNIT, "/usr/lib/systemd/system/%s" % FM_UNIT, "/lib/systemd/system/%s" % FM_UNIT)
+FM_WANTS = "/etc/systemd/system/multi-user.target.wants/%s" % FM_UNIT
+FM_LOG = "/var/log/fabricmanager.log"
+DPKG_STATUS = "/var/lib/dpkg/status"
+PCI_IDS = ("/usr/share/misc/pci.ids", "/usr/share/hwdata/pci.ids", "/usr/share/pci.ids")
+PROC_VERSION = "/proc/driver/nvidia/version"
+MODULE_TAINT = "/sys/module/nvidia/taint"
+IOMMU_GROUPS = "/sys/kernel/iommu_groups"
+CPUS_POSSIBLE = "/sys/devices/system/cpu/possible"
+SYS_PCI = "/sys/bus/pci/devices"
+
+# Packages whose paragraphs of dpkg's status are parsed: Fabric Manager (NVIDIA's repository and
+# Ubuntu's: nvidia-fabricmanager-550, cuda-drivers-fabricmanager-550) and the driver's own.
+PACKAGE_PREFIXES = (
+    "nvidia-fabricmanager",
+    "cuda-drivers",
+    "fabricmanager",
+    "nvidia-driver",
+    "nvidia-dkms-",
+    "nvidia-open",
+    "nvidia-kernel-dkms",
+    "nvidia-kernel-open-dkms",
+)
+_VERSION = re.compile(r"\d{3,4}\.\d+(?:\.\d+)?")
+_ADDRESS = re.compile(r"[0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]")
+
+
+class NvSwitches(Record):
+    """Whether NVSwitches are here: ``present`` True/False, or None where neither the driver's
+    list nor the PCI bus could be read (an image); ``listed``: the switches the driver lists
+    (None: no such folder), ``on_bus``: NVIDIA class-0x0680 PCI functions, ``ctl``: whether
+    /dev/nvidia-nvswitchctl exists (it does on some VMs without any switch)."""
+
+    __slots__ = ("present", "listed", "on_bus", "ctl")
+
+    @property
+    def count(self) -> int:
+        return max(len(self.listed or ()), len(self.on_bus))
+
+
+@fact("nvswitch")
+def nvswitch(host, facts):
+    listing = host.listdir(NVSWITCH_PROC)
+    # One folder per switch, named by its PCI address (procfs_nvswitch.c); nothing else counts.
+    listed = tuple(name for name in listing.data if _ADDRESS.fullmatch(name)) if listing.ok else None
+    gpus = facts.get("gpus")
+    on_bus = tuple(d.address for d in gpus.nvswitches) if gpus else ()
+    ctl = host.node(NVSWITCH_CTL).ok
+    if listed is None and not gpus:
+        if facts.get("running"):
+            return NvSwitches(None, None, (), ctl)
+        return Unavailable("no PCI bus or /proc/driver/nvidia-nvswitch: an image, not a running system")
+    return NvSwitches(bool(listed) or bool(on_bus), listed, on_bus, ctl)
+
+
+class Package(Record):
+    """An installed package: its name and version (``550.127.05-1``)."""
+
+    __slots__ = ("name", "version")
+
+    @property
+    def upstream(self) -> str:
+        """The version without the Debian epoch and revision: 1:550.127.05-0ubuntu1 → 550.127.05."""
+        version = self.version.split(":", 1)[-1]
+        return version.rsplit("-", 1)[0] if "-" in version else version
+
+
+# The Package-line starts searched for: every prefix above begins with one of them.
+_SEARCHED = ("nvidia-", "cuda-drivers", "fabricmanager")
+
+
+def parse_dpkg_status(text: str, prefixes=PACKAGE_PREFIXES):
+    """Installed packages whose names start with one of ``prefixes``, from dpkg's status file
+    (deb-status(5)): only those paragraphs are parsed, found by searching for their Package
+    lines, so a status file of thousands of packages costs three searches."""
+    found = []
+    for start_of_name in _SEARCHED:
+        needle = "\nPackage: " + start_of_name
+        start = 0 if text.startswith(needle[1:]) else text.find(needle)
+        while start != -1:
+            begin = start + 1 if text[start] == "\n" else start
+            end = text.find("\n\n", begin)
+            paragraph = text[begin : end if end != -1 else len(text)]
+            fields = {}
+            for line in paragraph.split("\n"):
+                key, sep, value = line.partition(":")
+                if sep and key in ("Package", "Status", "Version"):
+                    fields[key] = value.strip()
+            name = fields.get("Package", "")
+            status = fields.get("Status", "").split()
+            if name.startswith(prefixes) and fields.get("Version") and status[-1:] == ["installed"]:
+                found.append(Package(name, fields["Version"]))
+            if end == -1:
+                break
+            start = text.find(needle, end)
+    return tuple(sorted(found, key=lambda p: p.name))
+
+
+@fact("nvidia_packages")
+def nvidia_packages(host, facts):
+    """The driver's and Fabric Manager's packages dpkg has installed (None: no dpkg database;
+    an rpm database is not a file this reads)."""
+    got = host.read_text(DPKG_STATUS, cap=64 << 20)
+    if not got.ok:
+        return None
+    return parse_dpkg_status(got.data)
+
+
+class FabricManager(Record):
+    """Fabric Manager here: ``binary`` and ``unit`` (paths or None), ``enabled`` (the
+    multi-user.target.wants link), ``masked``, ``pids`` (its processes: a tuple, empty when not
+    running, None when that cannot be told) read at ``pids_from``, and ``packages`` (dpkg's)."""
+
+    __slots__ = ("binary", "unit", "enabled", "masked", "pids", "pids_from", "packages")
+
+    @property
+    def installed(self) -> bool:
+        return bool(self.binary or self.unit or self.packages)
+
+    @property
+    def package(self):
+        """The service package (nvidia-fabricmanager-550), not the -dev ones or the meta-package."""
+        own = [p for p in self.packages if p.name.startswith(("nvidia-fabricmanager", "fabricmanager")) and "-dev" not in p.name]
+        return (own or list(self.packages) or [None])[0]
+
+
+@fact("fabric_manager")
+def fabric_manager(host, facts):
+    from ai_doctor.facts.processes import unit_pids
+    from ai_doctor.facts.system import masked
+
+    binary = FM_BINARY if host.exists(FM_BINARY) else None
+    unit = next((path for path in FM_UNIT_FILES if host.exists(path)), None)
+    enabled = host.readlink(FM_WANTS).ok and host.exists(FM_WANTS)
+    pids, where = (None, None)
+    if facts.get("running"):
+        pids, where = unit_pids(host, FM_UNIT)
+    packages = facts.get("nvidia_packages") or ()
+    fm = tuple(p for p in packages if "fabricmanager" in p.name)
+    return FabricManager(binary, unit, enabled, masked(host, FM_UNIT), pids, where, fm)
+
+
+class LogMismatch(Record):
+    """Fabric Manager's own complaint that it does not match the driver: the line, its number,
+    and the two versions it names."""
+
+    __slots__ = ("path", "line", "text", "fm_version", "driver_version")
+
+
+@fact("fabric_manager_log")
+def fabric_manager_log(host, facts):
+    """The last "don't match with driver version" line of /var/log/fabricmanager.log (within
+    its first MiB), or None."""
+    got = host.read_text(FM_LOG, cap=1 << 20)
+    if not got.ok:
+        return None
+    return parse_fm_log(got.data)
+
+
+def parse_fm_log(text: str):
+    """The last version-mismatch line: 'fabric manager NVIDIA GPU driver interface version
+    530.30.02 don't match with driver version 530.41.03. Please update with matching NVIDIA
+    driver package.'"""
+    at = text.rfind("don't match with driver version")
+    if at == -1:
+        return None
+    begin = text.rfind("\n", 0, at) + 1
+    end = text.find("\n", at)
+    line = text[begin : end if end != -1 else len(text)]
+    number = text.count("\n", 0, begin) + 1
+    before, _, after = line.partition("don't match with driver version")
+    fm = _VERSION.findall(before)
+    driver = _VERSION.search(after)
+    return LogMismatch(FM_LOG, number, line.strip()[:300], fm[-1] if fm else None, driver.group(0) if driver else None)
+
+
+# -- the module's flavour and the GPUs' generations ------------------------------------------
+
+
+class Flavour(Record):
+    """The nvidia module's flavour, ``open`` or ``proprietary``, where it was read (``path``
+    and the ``sign`` there), and whether it is the ``loaded`` module or the installed file."""
+
+    __slots__ = ("name", "path", "sign", "loaded")
+
+
+@fact("nvidia_flavour")
+def nvidia_flavour(host, facts):
+    if facts.get("running"):
+        got = host.read_text(PROC_VERSION, cap=65536)
+        first = got.data.split("\n", 1)[0] if got.ok else ""
+        if "Open Kernel Module" in first:
+            return Flavour("open", PROC_VERSION, first.strip()[:200], True)
+        if "Kernel Module" in first:
+            return Flavour("proprietary", PROC_VERSION, first.strip()[:200], True)
+        taint = host.read_text(MODULE_TAINT, cap=256)
+        if taint.ok:
+            flags = taint.data.strip()
+            # P: a module whose license is not GPL-compatible (NVIDIA's); the open one is Dual MIT/GPL.
+            return Flavour("proprietary" if "P" in flags else "open", MODULE_TAINT, flags or "(none)", True)
+    modules = facts.get("gpu_modules") or ()
+    module = modules[0].found.get("nvidia") if modules else None
+    license_ = module.field("license") if module is not None else None
+    if license_:
+        name = "proprietary" if license_ == "NVIDIA" else "open" if "GPL" in license_ else None
+        if name:
+            return Flavour(name, module.path, "license=%s" % license_, False)
+    return Unavailable("no nvidia module is loaded, and none with a license field is installed for the kernel")
+
+
+# Chip-name prefixes in pci.ids, by what they need: the open module cannot drive GPUs before Turing
+# (it needs the GSP, first in Turing); Blackwell and later run on the open module only.
+PRE_TURING = ("NV", "G", "GT", "GF", "GK", "GM", "GP", "GV", "C", "MCP", "NF", "CK")
+TURING_ON = ("TU", "GA", "AD", "GH")
+BLACKWELL_ON = ("GB", "GR")
+GENERATION_WORDS = {"pre-turing": "before Turing", "turing": "Turing to Hopper", "blackwell": "Blackwell or later"}
+
+
+class GpuModel(Record):
+    """A GPU on the bus: its PCI ``address`` and ``ids``, the pci.ids ``name`` (None: not in
+    pci.ids) and the ``generation`` that name says (``pre-turing``, ``turing``, ``blackwell``;
+    None: not known from the name)."""
+
+    __slots__ = ("address", "ids", "name", "generation")
+
+
+class GpuModels(Record):
+    """The NVIDIA GPUs with their generation, the pci.ids file and its version line."""
+
+    __slots__ = ("gpus", "source", "version")
+
+
+def generation(name: str):
+    """The generation of a pci.ids NVIDIA device name (``GB202GL [RTX PRO 6000 …]``); None for
+    a name without a known chip code (Jetson and Tegra parts run their own driver)."""
+    if not name or "Jetson" in name or "Tegra" in name:
+        return None
+    chip = name.split(None, 1)[0]
+    letters = ""
+    for char in chip:
+        if not ("A" <= char <= "Z"):
+            break
+        letters += char
+    if not letters or len(letters) == len(chip):
+        return None
+    if letters in BLACKWELL_ON:
+        return "blackwell"
+    if letters in TURING_ON:
+        return "turing"
+    if letters in PRE_TURING:
+        return "pre-turing"
+    return None
+
+
+def nvidia_device_lines(stream) -> str:
+    """From a pci.ids stream: its version line and the device lines of vendor 10de
+    (``\\tDDDD  NAME``, no subsystem lines), as ``version: …`` then ``dddd NAME`` lines."""
+    data = stream.read(32 << 20)
+    head = data[:4096].decode("utf-8", "replace")
+    version = ""
+    for line in head.splitlines():
+        if line.startswith("#") and "Version:" in line:
+            version = line.split("Version:", 1)[1].strip()
+            break
+    start = data.find(b"\n10de  ")
+    if start == -1:
+        raise ValueError("no NVIDIA vendor section (10de) in pci.ids")
+    match = re.compile(rb"\n[0-9a-fA-F]{4}  ").search(data, start + 1)
+    section = data[start + 1 : match.start() if match else len(data)].decode("utf-8", "replace")
+    lines = ["version: " + version]
+    for line in section.split("\n"):
+        if line.startswith("\t") and not line.startswith("\t\t") and len(line) > 7:
+            lines.append("%s %s" % (line[1:5].lower(), line[7:].strip()))
+    return "\n".join(lines) + "\n"
+
+
+@fact("gpu_models")
+def gpu_models(host, facts):
+    gpus = facts.get("gpus")
+    if not gpus:
+        return Unavailable(gpus.reason if gpus is not None else "no PCI bus")
+    wanted = gpus.nvidia
+    got = None
+    for path in PCI_IDS:
+        got = host.derive(path, "pciids-nvidia", nvidia_device_lines)
+        if got.ok:
+            break
+    if got is None or not got.ok:
+        return Unavailable("no readable pci.ids (%s): the GPUs' generation comes from it (install pciutils or hwdata)" % ", ".join(PCI_IDS))
+    names = {}
+    version = ""
+    for line in got.data.split("\n"):
+        if line.startswith("version: "):
+            version = line[9:]
+        elif len(line) > 5:
+            names[line[:4]] = line[5:]
+    models = []
+    for device in wanted:
+        name = names.get("%04x" % device.device)
+        models.append(GpuModel(device.address, device.ids, name, generation(name) if name else None))
+    return GpuModels(tuple(models), got.path, version)
+
+
+# -- IOMMU and ACS between GPUs --------------------------------------------------------------
+
+ACS_CAP = 0x000D
+ACS_BITS = (
+    ("SrcValid", 0x01),
+    ("TransBlk", 0x02),
+    ("ReqRedir", 0x04),
+    ("CmpltRedir", 0x08),
+    ("UpstreamFwd", 0x10),
+    ("EgressCtrl", 0x20),
+    ("DirectTrans", 0x40),
+)
+ACS_REDIRECT = 0x04 | 0x08
+
+
+def acs_control(config: bytes):
+    """The ACS Control register from a function's config space, walking the extended
+    capabilities from 0x100 (PCIe r6.0 §7.7.8: header = id [15:0], version [19:16], next
+    [31:20]; control at +6); None where the space ends before 0x104 or there is no ACS."""
+    offset, seen = 0x100, 0
+    while 0x100 <= offset and offset + 8 <= len(config) and seen < 256:
+        header = int.from_bytes(config[offset : offset + 4], "little")
+        if header in (0, 0xFFFFFFFF):
+            return None
+        if header & 0xFFFF == ACS_CAP:
+            return int.from_bytes(config[offset + 6 : offset + 8], "little")
+        offset = (header >> 20) & 0xFFC
+        seen += 1
+    return None
+
+
+def acs_words(control: int) -> str:
+    return " ".join(name + ("+" if control & bit else "-") for name, bit in ACS_BITS)
+
+
+class Bridge(Record):
+    """An upstream port of a GPU: its address, its sysfs folder and its ACS Control register
+    (None: not seen — ``seen`` says why: no ACS capability, or only part of the config space
+    could be read)."""
+
+    __slots__ = ("address", "path", "control", "seen")
+
+
+class GpuPath(Record):
+    """A GPU and what lies between it and the others: its IOMMU ``group`` and that group's
+    ``type`` (None: no group, the IOMMU does not translate for it), and its upstream ``bridges``."""
+
+    __slots__ = ("address", "group", "type", "type_path", "bridges")
+
+    @property
+    def translated(self) -> bool:
+        return self.type in ("DMA", "DMA-FQ")
+
+
+class IommuPaths(Record):
+    """Each NVIDIA GPU's IOMMU group and upstream bridges; ``cpus``: the possible CPUs."""
+
+    __slots__ = ("gpus", "cpus", "acs_read", "passthrough")
+
+
+def _device_folder(host, address: str):
+    """The device's folder under /sys/devices (its bus link followed), and (address, folder)
+    of each upstream port on the way there, nearest to the root complex first."""
+    link = host.readlink("%s/%s" % (SYS_PCI, address))
+    target = link.data if link.ok and link.data else None
+    if not target:
+        return "%s/%s" % (SYS_PCI, address), ()
+    parts = []
+    for part in ("%s/%s" % (SYS_PCI, target) if not target.startswith("/") else target).split("/"):
+        if part == "..":
+            if parts:
+                parts.pop()
+        elif part and part != ".":
+            parts.append(part)
+    upstream = tuple((part, "/" + "/".join(parts[: index + 1])) for index, part in enumerate(parts[:-1]) if _ADDRESS.fullmatch(part))
+    return "/" + "/".join(parts), upstream
+
+
+def _next_boot(host) -> bool:
+    """Whether ``host`` is the simulated next boot (``aidoctor --next-boot``, the fix proof);
+    the simulation's module is loaded only then, so an ordinary run does not import it."""
+    import sys
+
+    module = sys.modules.get("ai_doctor.nextboot")
+    return module is not None and isinstance(host, module.NextBootHost)
+
+
+def _passthrough(cmdline) -> bool:
+    """Whether the kernel command line asks the IOMMU to pass DMA through: ``iommu=pt`` or
+    ``iommu.passthrough=1`` (Documentation/admin-guide/kernel-parameters.txt; the last one
+    given wins)."""
+    if not cmdline:
+        return False
+    answer = False
+    for param in cmdline.params:
+        if param.name == "iommu" and param.value:
+            words = param.value.split(",")
+            answer = True if "pt" in words else False if "nopt" in words else answer
+        elif param.name == "iommu.passthrough" and param.value is not None:
+            answer = param.value.strip().lower() in ("1", "y", "yes", "on", "true")
+    return answer
+
+
+@fact("iommu_paths")
+def iommu_paths(host, facts):
+    gpus = facts.get("gpus")
+    if not gpus:
+        return Unavailable(gpus.reason if gpus is not None else "no PCI bus")
+    found = []
+    acs_read = False
+    for device in gpus.nvidia:
+        folder, upstream = _device_folder(host, device.address)
+        link = host.readlink(folder + "/iommu_group")
+        group = link.data.rstrip("/").rsplit("/", 1)[-1] if link.ok and link.data else None
+        kind = type_path = None
+        if group is not None:
+            type_path = "%s/%s/type" % (IOMMU_GROUPS, group)
+            got = host.read_text(type_path, cap=256)
+            kind = got.data.strip() if got.ok else None
+        bridges = []
+        for address, path in upstream:
+            config = host.read_bytes(path + "/config", cap=4096)
+            if not config.ok:
+                bridges.append(Bridge(address, path, None, "config %s" % config.describe()))
+                continue
+            if len(config.data) <= 0x100:
+                bridges.append(Bridge(address, path, None, "only the first %d bytes of config space are readable" % len(config.data)))
+                continue
+            acs_read = True
+            control = acs_control(config.data)
+            bridges.append(Bridge(address, path, control, "read" if control is not None else "no ACS capability"))
+        found.append(GpuPath(device.address, group, kind, type_path, tuple(bridges)))
+    if _next_boot(host) and _passthrough(facts.get("cmdline")):
+        # The next boot's command line asks for passthrough: the groups of host-owned devices
+        # start as identity (iommu_def_domain_type, drivers/iommu/iommu.c).
+        found = [p._replace(type="identity") if p.translated else p for p in found]
+    possible = host.read_text(CPUS_POSSIBLE, cap=4096)
+    from ai_doctor.units import parse_cpu_list
+
+    cpus = len(parse_cpu_list(possible.data)) if possible.ok else None
+    return IommuPaths(tuple(found), cpus, acs_read, _passthrough(facts.get("cmdline")))

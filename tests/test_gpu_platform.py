@@ -1,0 +1,423 @@
+"""gpu.fabric-manager, gpu.module-flavour and pci.iommu-p2p: their parsers, and the rules on
+small trees (containers, images, VMs, RHEL, cases the fixtures do not hold)."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+
+import pytest
+
+from ai_doctor.facts import Facts
+from ai_doctor.facts.cmdline import Cmdline, Param
+from ai_doctor.facts.gpuplatform import (
+    Package,
+    _passthrough,
+    acs_control,
+    acs_words,
+    generation,
+    nvidia_device_lines,
+    parse_dpkg_status,
+    parse_fm_log,
+)
+from ai_doctor.host import Host
+
+from conftest import minimal_host
+
+PCI_IDS = (
+    "#\n#\tList of PCI IDs\n#\n#\tVersion: 2026.08.22\n#\n"
+    "10dd  Evans & Sutherland\n"
+    "10de  NVIDIA Corporation\n"
+    "\t1db6  GV100GL [Tesla V100 PCIe 32GB]\n"
+    "\t\t10de 124a  Tesla V100 PCIe 32GB\n"
+    "\t22a3  GH100 [H100 NVSwitch]\n"
+    "\t2330  GH100 [H100 SXM5 80GB]\n"
+    "\t2684  AD102 [GeForce RTX 4090]\n"
+    "\t2b00  GB10B [Jetson AGX Thor]\n"
+    "\t2bb5  GB202GL [RTX PRO 6000 Blackwell Server Edition]\n"
+    "10df  Emulex Corporation\n"
+    "\t1ae5  LightPulse Fibre Channel Host Adapter\n"
+)
+
+STATUS = """Package: nvidia-fabricmanager-550
+Status: install ok installed
+Architecture: amd64
+Version: 550.127.05-1
+Description: Fabric Manager for NVSwitch based systems.
+
+Package: nvidia-driver-535
+Status: deinstall ok config-files
+Version: 535.183.01-0ubuntu1
+Description: removed, configuration kept
+
+Package: zlib1g
+Status: install ok installed
+Version: 1:1.3.dfsg-3.1ubuntu2.1
+
+Package: cuda-drivers-fabricmanager-550
+Status: hold ok installed
+Version: 1:550.127.05-0ubuntu0.24.04.1
+Description: meta"""
+
+
+# -- parsers ------------------------------------------------------------------------------------
+
+
+def test_dpkg_status_keeps_installed_driver_and_fabric_manager_packages():
+    found = parse_dpkg_status(STATUS)
+    assert [(p.name, p.version, p.upstream) for p in found] == [
+        ("cuda-drivers-fabricmanager-550", "1:550.127.05-0ubuntu0.24.04.1", "550.127.05"),
+        ("nvidia-fabricmanager-550", "550.127.05-1", "550.127.05"),
+    ]
+
+
+def test_dpkg_status_parse_is_linear_in_a_large_file():
+    import time
+
+    filler = "".join("Package: lib%d\nStatus: install ok installed\nVersion: 1.0-%d\n\n" % (n, n) for n in range(60000))
+    text = filler + STATUS
+    start = time.perf_counter()
+    assert [p.name for p in parse_dpkg_status(text)] == ["cuda-drivers-fabricmanager-550", "nvidia-fabricmanager-550"]
+    assert time.perf_counter() - start < 0.5
+
+
+def test_package_upstream_version_without_epoch_or_revision():
+    assert Package("x", "550.127.05").upstream == "550.127.05"
+    assert Package("x", "2:550.127.05-1").upstream == "550.127.05"
+
+
+def test_fabric_manager_log_mismatch_line():
+    log = (
+        "[INFO] Fabric Manager version 530.30.02 is running\n"
+        "[ERROR] fabric manager NVIDIA GPU driver interface version 530.30.02 don't match with driver version 530.41.03. "
+        "Please update with matching NVIDIA driver package.\n"
+        "[INFO] exiting\n"
+    )
+    found = parse_fm_log(log)
+    assert (found.line, found.fm_version, found.driver_version) == (2, "530.30.02", "530.41.03")
+    assert parse_fm_log("[INFO] all good\n") is None
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("GB202GL [RTX PRO 6000 Blackwell Server Edition]", "blackwell"),
+        ("GB100 [B200]", "blackwell"),
+        ("GR100 [Reserved Dev ID A]", "blackwell"),
+        ("GH100 [H100 SXM5 80GB]", "turing"),
+        ("AD102GL [L40S]", "turing"),
+        ("GA100 [A100 SXM4 80GB]", "turing"),
+        ("TU104GL [Tesla T4]", "turing"),
+        ("GV100GL [Tesla V100 PCIe 32GB]", "pre-turing"),
+        ("GP102 [GeForce GTX 1080 Ti]", "pre-turing"),
+        ("GM204 [GeForce GTX 980]", "pre-turing"),
+        ("G80 [GeForce 8800 GTX]", "pre-turing"),
+        ("GB10B [Jetson AGX Thor]", None),
+        ("Tegra PCIe x8 Endpoint", None),
+        ("High Definition Audio", None),
+        ("GH", None),
+        ("", None),
+    ],
+)
+def test_generation_from_the_pci_ids_chip_name(name, expected):
+    assert generation(name) == expected
+
+
+def test_pci_ids_nvidia_section_only_device_lines():
+    text = nvidia_device_lines(io.BytesIO(PCI_IDS.encode()))
+    lines = text.splitlines()
+    assert lines[0] == "version: 2026.08.22"
+    assert "1db6 GV100GL [Tesla V100 PCIe 32GB]" in lines
+    assert not any("124a" in line or "LightPulse" in line or "Emulex" in line for line in lines)
+    with pytest.raises(ValueError):
+        nvidia_device_lines(io.BytesIO(b"10df  Emulex Corporation\n"))
+
+
+def _config(control=None, size=4096, loop=False):
+    data = bytearray(size)
+    struct.pack_into("<HH", data, 0, 0x1022, 0x14AB)
+    if size > 0x100:
+        # AER at 0x100 → ACS at 0x148 (or back to 0x100: a loop).
+        struct.pack_into("<I", data, 0x100, 0x0001 | (2 << 16) | ((0x100 if loop else 0x148) << 20))
+        if control is not None:
+            struct.pack_into("<I", data, 0x148, 0x000D | (1 << 16))
+            struct.pack_into("<HH", data, 0x14C, 0x005F, control)
+    return bytes(data)
+
+
+def test_acs_control_from_the_extended_capability_chain():
+    assert acs_control(_config(0x001D)) == 0x001D
+    assert acs_words(0x001D) == "SrcValid+ TransBlk- ReqRedir+ CmpltRedir+ UpstreamFwd+ EgressCtrl- DirectTrans-"
+    assert acs_control(_config(None)) is None
+    assert acs_control(_config(0x1D, size=64)) is None  # what a user other than root reads
+    assert acs_control(_config(None, loop=True)) is None
+    assert acs_control(b"\xff" * 4096) is None
+
+
+def _cmdline(*texts):
+    params = tuple(Param(*(t.split("=", 1) if "=" in t else (t, None))) for t in texts)
+    return Cmdline(" ".join(texts), params, "/proc/cmdline", (), ())
+
+
+def test_passthrough_from_the_command_line_last_wins():
+    assert _passthrough(_cmdline("quiet", "iommu=pt"))
+    assert _passthrough(_cmdline("amd_iommu=on", "iommu=soft,pt"))
+    assert not _passthrough(_cmdline("iommu=pt", "iommu=nopt"))
+    assert _passthrough(_cmdline("iommu.passthrough=1"))
+    assert not _passthrough(_cmdline("iommu=pt", "iommu.passthrough=0"))
+    assert not _passthrough(_cmdline("intel_iommu=on"))
+    assert not _passthrough(None)
+
+
+# -- trees --------------------------------------------------------------------------------------
+
+
+def _pci(tree, address, device, klass=0x030200, upstream=(), group=None, group_type="DMA", bridge_config=None):
+    chain = ["pci" + (upstream[0] if upstream else address)[:7]] + list(upstream) + [address]
+    folder = "/sys/devices/" + "/".join(chain)
+    for index, bridge in enumerate(upstream):
+        bfolder = "/sys/devices/" + "/".join(chain[: index + 2])
+        tree.write(bfolder + "/vendor", "0x1022\n")
+        tree.write(bfolder + "/device", "0x14ab\n")
+        tree.write(bfolder + "/config", bridge_config if bridge_config is not None else _config(None, size=64))
+        if not (tree.root / ("sys/bus/pci/devices/" + bridge)).is_symlink():
+            tree.link("/sys/bus/pci/devices/" + bridge, os.path.relpath(bfolder, "/sys/bus/pci/devices"))
+    tree.write(folder + "/vendor", "0x10de\n")
+    tree.write(folder + "/device", "0x%04x\n" % device)
+    tree.write(folder + "/class", "0x%06x\n" % klass)
+    tree.link("/sys/bus/pci/devices/" + address, os.path.relpath(folder, "/sys/bus/pci/devices"))
+    if group is not None:
+        tree.link(folder + "/iommu_group", os.path.relpath("/sys/kernel/iommu_groups/%d" % group, folder))
+        tree.write("/sys/kernel/iommu_groups/%d/type" % group, group_type + "\n")
+
+
+def _host(tree, driver="550.127.05", flavour="proprietary"):
+    minimal_host(tree, release="6.8.0-49-generic")
+    tree.write("/usr/share/misc/pci.ids", PCI_IDS)
+    tree.write("/sys/class/dmi/id/sys_vendor", "Supermicro\n")
+    tree.write("/sys/class/dmi/id/product_name", "SYS-821GE-TNHR\n")
+    tree.write("/proc/cpuinfo", "processor\t: 0\nflags\t\t: fpu vme sse2\n")
+    if driver:
+        title = "NVIDIA UNIX Open Kernel Module for x86_64" if flavour == "open" else "NVIDIA UNIX x86_64 Kernel Module"
+        tree.write("/proc/driver/nvidia/version", "NVRM version: %s  %s  Release Build\n" % (title, driver))
+        tree.write("/sys/module/nvidia/version", driver + "\n")
+    return tree
+
+
+UNIT = "/lib/systemd/system/nvidia-fabricmanager.service"
+WANTS = "/etc/systemd/system/multi-user.target.wants/nvidia-fabricmanager.service"
+
+
+def _hgx(tree, **kwargs):
+    _host(tree, **kwargs)
+    _pci(tree, "0000:18:00.0", 0x2330, group=1)
+    _pci(tree, "0000:2a:00.0", 0x2330, group=2)
+    _pci(tree, "0000:05:00.0", 0x22A3, klass=0x068000)
+    tree.write("/proc/driver/nvidia-nvswitch/devices/0000:05:00.0/fabric_state", "")
+    tree.write("/usr/bin/nv-fabricmanager", "", mode=0o755)
+    tree.write(UNIT, "[Install]\nWantedBy=multi-user.target\n")
+    tree.write("/sys/fs/cgroup/system.slice/nvidia-persistenced.service/cgroup.procs", "1893\n")
+    return tree
+
+
+def _statuses(run, tree, *args):
+    result = run("--root", tree, "--format", "json", "--model-size", "1G", *args)
+    checks = {c["rule"]: c for c in result.json["checks"]}
+    findings = {f["rule"]: f for f in result.json["findings"]}
+    return checks, findings
+
+
+def _commands(finding):
+    return [command for step in finding["remediation"] for command in step["commands"]]
+
+
+def test_fabric_manager_running_but_not_enabled_is_high(tree, run):
+    _hgx(tree)
+    tree.write("/sys/fs/cgroup/system.slice/nvidia-fabricmanager.service/cgroup.procs", "2417\n")
+    tree.write("/var/lib/dpkg/status", STATUS)
+    checks, findings = _statuses(run, tree)
+    found = findings["gpu.fabric-manager"]
+    assert found["severity"] == "high" and "not enabled at boot" in found["message"]
+    assert "sudo systemctl enable nvidia-fabricmanager" in _commands(found)
+
+
+def test_fabric_manager_state_unknown_without_cgroups_judges_enablement(tree, run):
+    _hgx(tree)
+    os.remove(tree.root / "sys/fs/cgroup/system.slice/nvidia-persistenced.service/cgroup.procs")
+    os.rmdir(tree.root / "sys/fs/cgroup/system.slice/nvidia-persistenced.service")
+    os.rmdir(tree.root / "sys/fs/cgroup/system.slice")
+    tree.link(
+        "/etc/systemd/system/multi-user.target.wants/nvidia-fabricmanager.service", "/lib/systemd/system/nvidia-fabricmanager.service"
+    )
+    tree.write("/var/lib/dpkg/status", STATUS)
+    checks, findings = _statuses(run, tree)
+    assert "gpu.fabric-manager" not in findings
+    assert "cannot be told" in checks["gpu.fabric-manager"]["reason"]
+
+
+@pytest.mark.unprovable("the tree has the new libraries but no kernel module of theirs to load")
+def test_fabric_manager_after_a_driver_upgrade_not_yet_loaded_asks_for_a_reboot(tree, run):
+    """The driver's libraries and Fabric Manager are 550.127.05, the module that runs is older:
+    a reboot loads the new driver, and Fabric Manager starts with it."""
+    _hgx(tree, driver="550.90.07")
+    tree.write("/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.550.127.05", "")
+    tree.link("/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1", "libnvidia-ml.so.550.127.05")
+    tree.link(
+        "/etc/systemd/system/multi-user.target.wants/nvidia-fabricmanager.service", "/lib/systemd/system/nvidia-fabricmanager.service"
+    )
+    tree.write("/var/lib/dpkg/status", STATUS)
+    _checks, findings = _statuses(run, tree)
+    found = findings["gpu.fabric-manager"]
+    assert found["severity"] == "critical" and "still runs" in found["message"]
+    assert _commands(found)[0] == "sudo reboot"
+
+
+def test_fabric_manager_on_rhel_installs_the_branch_package_and_locks_it(tree, run):
+    _hgx(tree)
+    tree.write("/etc/os-release", 'ID="rhel"\nID_LIKE="fedora"\nVERSION_ID="9.4"\n')
+    _checks, findings = _statuses(run, tree)
+    found = findings["gpu.fabric-manager"]
+    # No dpkg database: the version is not known, the unit is not running and not enabled.
+    assert "not running" in found["message"]
+    assert _commands(found) == [
+        "sudo systemctl enable --now nvidia-fabricmanager",
+        "sudo tail -n 20 /var/log/fabricmanager.log",
+        "sudo dnf versionlock add '*nvidia*550*'",
+    ]
+
+
+def test_fabric_manager_not_installed_on_an_nvswitch_host(tree, run):
+    _host(tree)
+    _pci(tree, "0000:18:00.0", 0x2330, group=1)
+    _pci(tree, "0000:05:00.0", 0x22A3, klass=0x068000)
+    tree.write("/etc/os-release", 'ID=ubuntu\nID_LIKE=debian\nVERSION_ID="24.04"\n')
+    _checks, findings = _statuses(run, tree)
+    found = findings["gpu.fabric-manager"]
+    assert "not installed" in found["message"]
+    assert _commands(found)[0] == "sudo apt-get install -y --allow-change-held-packages 'nvidia-fabricmanager-550=550.127.05-*'"
+
+
+def _container(tree):
+    tree.write("/run/.containerenv", "")
+    tree.write("/proc/1/cgroup", "0::/\n")
+
+
+def test_in_a_container_fabric_manager_skips_and_the_flavour_fix_belongs_to_the_host(tree, run):
+    _hgx(tree)
+    _container(tree)
+    _pci(tree, "0000:3b:00.0", 0x2BB5, group=3)
+    checks, findings = _statuses(run, tree)
+    assert checks["gpu.fabric-manager"]["status"] == "skip" and "container" in checks["gpu.fabric-manager"]["reason"]
+    found = findings["gpu.module-flavour"]
+    assert found["severity"] == "critical" and "0000:3b:00.0" in found["message"]
+    assert all(step["on_host"] for step in found["remediation"])
+
+
+def test_an_image_skips_all_three(tree, run):
+    tree.write("/etc/os-release", "ID=ubuntu\nID_LIKE=debian\n")
+    tree.write("/usr/share/misc/pci.ids", PCI_IDS)
+    checks, _findings = _statuses(run, tree)
+    for rule in ("gpu.fabric-manager", "gpu.module-flavour", "pci.iommu-p2p"):
+        assert checks[rule]["status"] == "skip", rule
+    assert "image" in checks["pci.iommu-p2p"]["reason"]
+
+
+def test_an_image_with_fabric_manager_installed_but_not_enabled(tree, run):
+    tree.write("/etc/os-release", "ID=ubuntu\nID_LIKE=debian\n")
+    tree.write("/usr/bin/nv-fabricmanager", "", mode=0o755)
+    tree.write(UNIT, "[Install]\nWantedBy=multi-user.target\n")
+    tree.write("/var/lib/dpkg/status", STATUS)
+    _checks, findings = _statuses(run, tree)
+    found = findings["gpu.fabric-manager"]
+    assert "not enabled" in found["message"]
+    assert any(command.endswith("systemctl enable nvidia-fabricmanager") for command in _commands(found))
+
+
+def test_module_flavour_read_from_taint_when_the_version_file_says_nothing(tree):
+    _host(tree, driver=None)
+    tree.write("/sys/module/nvidia/taint", "OE\n")
+    flavour = Facts(Host(str(tree))).get("nvidia_flavour")
+    assert (flavour.name, flavour.path) == ("open", "/sys/module/nvidia/taint")
+
+
+def test_mixed_generations_no_flavour_drives_both(tree, run):
+    _host(tree, flavour="open")
+    _pci(tree, "0000:3b:00.0", 0x1DB6, group=1, group_type="identity")
+    _pci(tree, "0000:5e:00.0", 0x2BB5, group=2, group_type="identity")
+    _checks, findings = _statuses(run, tree)
+    found = findings["gpu.module-flavour"]
+    assert "no flavour drives both" in found["message"] and not found["remediation"]
+
+
+def test_jetson_name_is_not_judged(tree, run):
+    _host(tree)
+    _pci(tree, "0000:01:00.0", 0x2B00, group=1)
+    checks, _findings = _statuses(run, tree)
+    assert checks["gpu.module-flavour"]["status"] == "skip"
+
+
+def test_pre_turing_on_a_driver_after_580_needs_the_580_branch(tree, run):
+    _host(tree, driver="590.48.01", flavour="open")
+    _pci(tree, "0000:3b:00.0", 0x1DB6, group=1, group_type="identity")
+    _checks, findings = _statuses(run, tree)
+    steps = findings["gpu.module-flavour"]["remediation"]
+    assert "580 branch" in steps[0]["summary"] and not steps[0]["commands"]
+
+
+def test_iommu_on_a_vm_and_behind_nvswitch_and_with_one_gpu_is_quiet(tree, run):
+    _host(tree)
+    _pci(tree, "0000:41:00.0", 0x2684, klass=0x030000, group=1, group_type="DMA")
+    checks, _ = _statuses(run, tree)
+    assert "fewer than two" in checks["pci.iommu-p2p"]["reason"]
+    _pci(tree, "0000:c1:00.0", 0x2684, klass=0x030000, group=2, group_type="DMA")
+    tree.write("/sys/class/dmi/id/product_name", "Standard PC (Q35 + ICH9, 2009)\n")
+    tree.write("/sys/class/dmi/id/sys_vendor", "QEMU\n")
+    checks, findings = _statuses(run, tree)
+    assert "pci.iommu-p2p" not in findings and "passthrough needs ACS" in checks["pci.iommu-p2p"]["reason"]
+
+
+def test_iommu_translated_with_many_threads_says_keep_it_on(tree, run):
+    _host(tree)
+    _pci(tree, "0000:41:00.0", 0x2684, klass=0x030000, upstream=("0000:40:01.1",), group=1, group_type="DMA")
+    _pci(tree, "0000:c1:00.0", 0x2684, klass=0x030000, upstream=("0000:c0:01.1",), group=2, group_type="DMA")
+    tree.write("/sys/devices/system/cpu/possible", "0-383\n")
+    _checks, findings = _statuses(run, tree)
+    found = findings["pci.iommu-p2p"]
+    assert found["severity"] == "medium"
+    assert "with 384 CPU threads, x2APIC needs its interrupt remapping" in found["message"]
+    assert "ACS on the GPUs' upstream bridges was not seen" in found["message"]
+    assert "iommu=off" not in " ".join(_commands(found)) and "intel_iommu=off" not in " ".join(_commands(found))
+
+
+def test_iommu_passthrough_already_on_the_line_is_not_asked_for_again(tree, run):
+    _host(tree)
+    tree.write("/proc/cmdline", "BOOT_IMAGE=/vmlinuz root=/dev/sda1 ro iommu=pt\n")
+    _pci(tree, "0000:41:00.0", 0x2684, klass=0x030000, group=1, group_type="DMA")
+    _pci(tree, "0000:c1:00.0", 0x2684, klass=0x030000, group=2, group_type="DMA")
+    _checks, findings = _statuses(run, tree)
+    found = findings["pci.iommu-p2p"]
+    assert "already asks for passthrough" in found["message"]
+    assert "after boot" in found["remediation"][0]["summary"]
+
+
+def test_acs_redirect_on_one_shared_bridge_is_reported_once(tree, run):
+    _host(tree)
+    switch = ("0000:40:01.1", "0000:41:00.0")
+    _pci(tree, "0000:42:00.0", 0x2684, klass=0x030000, upstream=switch, group=1, group_type="identity", bridge_config=_config(0x001D))
+    _pci(tree, "0000:43:00.0", 0x2684, klass=0x030000, upstream=switch, group=2, group_type="identity", bridge_config=_config(0x001D))
+    _checks, findings = _statuses(run, tree)
+    found = findings["pci.iommu-p2p"]
+    assert found["severity"] == "high"
+    assert _commands(found) == ["sudo setpci -s 0000:40:01.1 ECAP_ACS+0x6.w=0000", "sudo setpci -s 0000:41:00.0 ECAP_ACS+0x6.w=0000"]
+
+
+def test_iommu_in_a_container_is_judged_and_the_kernel_line_belongs_to_the_host(tree, run):
+    _host(tree)
+    _container(tree)
+    _pci(tree, "0000:41:00.0", 0x2684, klass=0x030000, upstream=("0000:40:01.1",), group=1, group_type="DMA-FQ")
+    _pci(tree, "0000:c1:00.0", 0x2684, klass=0x030000, upstream=("0000:c0:01.1",), group=2, group_type="DMA-FQ")
+    _checks, findings = _statuses(run, tree)
+    found = findings["pci.iommu-p2p"]
+    assert found["severity"] == "medium" and "not seen" in found["message"]
+    assert found["remediation"][0]["on_host"] and "iommu=pt" in found["remediation"][0]["summary"]
