@@ -13,7 +13,8 @@ from conftest import FIXTURES
 CASES = sorted(path.parent.name for path in FIXTURES.glob("*/expect.json"))
 
 # Findings no configuration change fixes: a model larger than the host, hardware, a kernel
-# without a feature, a driver to build with a program, a limit owned by the container's host.
+# without a feature, a driver to build with a program, a limit owned by the container's host
+# (or its runtime's flags), a package to install, a key confirmed at the console, a model to move.
 NO_CONFIGURATION_FIX = {
     ("vps-no-hugetlb", "overcommit.heuristic-oversize"),
     ("vps-no-hugetlb", "memory.headroom"),
@@ -38,6 +39,33 @@ NO_CONFIGURATION_FIX = {
     ("gpu-container", "access.readonly-sysctl"),
     ("gpu-container-image-driver", "access.readonly-sysctl"),
     ("gpu-container-image-driver", "gpu.driver-library-mismatch"),
+    ("limits-pids-container-events", "limits.pids"),
+    ("limits-pids-container-events", "access.readonly-sysctl"),
+    ("secureboot-unsigned-dkms", "gpu.secure-boot-signature"),
+    ("secureboot-mok-pending", "gpu.secure-boot-signature"),
+    ("gpuplat-hgx-fm-stopped", "gpu.fabric-manager"),
+    ("gpuplat-hgx-fm-mismatch", "gpu.fabric-manager"),
+    ("gpuplat-blackwell-proprietary", "gpu.module-flavour"),
+    ("gpuplat-volta-open", "gpu.module-flavour"),
+    ("gpuplat-acs-redirect-root", "pci.iommu-p2p"),
+    ("gpu-container", "memory.shm-size"),
+    ("gpu-container-image-driver", "memory.shm-size"),
+    ("shm-docker-64m-8gpu", "memory.shm-size"),
+    ("shm-docker-512m-4gpu", "memory.shm-size"),
+    ("shm-docker-64m-1gpu", "memory.shm-size"),
+    ("shm-docker-64m-8gpu", "access.readonly-sysctl"),
+    ("shm-docker-512m-4gpu", "access.readonly-sysctl"),
+    ("shm-docker-64m-1gpu", "access.readonly-sysctl"),
+    ("modelfs-nfs-ollama", "storage.model-network"),
+    ("modelfs-virtiofs", "storage.model-network"),
+    ("gpudev-docker-no-toolkit", "gpu.container-runtime"),
+    ("gpudev-cdi-stale-uvm-major", "gpu.container-runtime"),
+    ("gpudev-cdi-older-than-driver", "gpu.container-runtime"),
+    ("gpudev-amd-kfd-denied", "gpu.device-nodes"),
+    ("gpudev-container-no-uvm", "gpu.device-nodes"),
+    ("gpudev-container-no-uvm", "memory.headroom"),
+    ("gpudev-container-no-uvm", "access.readonly-sysctl"),
+    ("gpudev-container-no-uvm", "memory.shm-size"),
 }
 
 
