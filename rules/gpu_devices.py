@@ -9,7 +9,6 @@ from ai_doctor.facts.gpudevices import SLEEP_TARGETS
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip
 from ai_doctor.remedy.actions import NOW, EditByHand, Reboot, Run, Show, SystemdUnit, WriteFile
 
-HOST_ONLY = "host configuration: run aidoctor on the host (%s)"
 TOOLKIT_GUIDE = "https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/latest/install-guide.html"
 CDI_SPEC = "/etc/cdi/nvidia.yaml"
 DEV_CHAR_RULE = "/etc/udev/rules.d/71-nvidia-dev-char.rules"
@@ -57,6 +56,7 @@ def _steps(*steps):
     Severity.HIGH,
     needs=("container_runtimes",),
     uses=("container", "running", "gpus", "nvidia", "fixes"),
+    host_only="the container engines' configuration (/etc/docker, /etc/containerd, CDI specs) and the host's device nodes",
 )
 def container_runtime(f):
     """Docker, Podman or Kubernetes' containerd is installed on a host with NVIDIA GPUs, but
@@ -102,9 +102,6 @@ def container_runtime(f):
     issues NVIDIA/nvidia-docker#1034, #1243, #1642, NVIDIA/nvidia-container-toolkit#871,
     #1239, NVIDIA/gpu-operator#531.
     """
-    container = _in_container(f)
-    if container:
-        return Skip(HOST_ONLY % ("this is a %s container" % (container.runtime or "container")))
     rt = f.container_runtimes
     if not rt.engines:
         return Pass("no Docker, Podman or Kubernetes containerd is installed")
@@ -646,6 +643,7 @@ def _suspend(f, devices, notes):
     Severity.MEDIUM,
     needs=("container_runtimes",),
     uses=("container", "gpu_devices", "fixes"),
+    host_only="the container engine's cgroup driver and the host's /dev/char links",
 )
 def dev_char_links(f):
     """A container engine manages cgroups through systemd and the NVIDIA device nodes have no
@@ -671,9 +669,6 @@ def dev_char_links(f):
     page; still reported in nvidia-container-toolkit#1227 (2025), nvidia-docker#1671, #1678,
     dstackai/dstack#2601.
     """
-    container = _in_container(f)
-    if container:
-        return Skip(HOST_ONLY % ("this is a %s container" % (container.runtime or "container")))
     rt = f.container_runtimes
     drivers = []
     docker = rt.engine("docker")

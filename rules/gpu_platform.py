@@ -35,7 +35,8 @@ def _names(f):
     "gpu.fabric-manager",
     "NVSwitch system without a running, matching Fabric Manager",
     Severity.CRITICAL,
-    uses=("nvswitch", "fabric_manager", "fabric_manager_log", "nvidia", "nvidia_packages", "container", "running", "os_release", "fixes"),
+    uses=("nvswitch", "fabric_manager", "fabric_manager_log", "nvidia", "nvidia_packages", "running", "os_release", "fixes"),
+    host_only="Fabric Manager, a daemon of the host, and /proc/driver/nvidia-nvswitch, not visible in a container",
 )
 def fabric_manager(f):
     """NVSwitches are present (the driver lists them under /proc/driver/nvidia-nvswitch/devices,
@@ -76,12 +77,6 @@ def fabric_manager(f):
     (nvswitch_pci_table) and procfs_nvswitch.c; pytorch/pytorch#35710, ollama/ollama#12136,
     huggingface/huggingface_hub#4128, Azure/azhpc-images PR#86 (hold the version).
     """
-    container = f.container
-    if container and container.detected:
-        return Skip(
-            "inside a container: Fabric Manager is a daemon of the host and %s is not visible here; run aidoctor on the host"
-            % NVSWITCH_PROC.rsplit("/", 1)[0]
-        )
     nv = f.nvidia
     if not f.running:
         return _image(f, f.fabric_manager, nv)

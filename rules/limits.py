@@ -209,8 +209,8 @@ def nofile(f):
     Which process: a running serving unit (ollama, vllm, sglang, tritonserver .service), the
     container runtime (containerd.service, else docker.service: containers inherit its limits
     unless started with `--ulimit`), a server process found by name (ollama, llama-server,
-    tritonserver, raylet) where the process list is short (a container), and only otherwise
-    this process, which the message says. A unit whose limits cannot be read is named, never
+    tritonserver, raylet) inside a container, and only otherwise this process, which the
+    message says (a server started by hand from a shell has that shell's limits). A unit whose limits cannot be read is named, never
     passed. Traps: systemd 240 and later give services 1024:524288 (soft:hard, PR #10244):
     the hard limit is fine and the soft one is what vLLM raises; `ulimit -n` in a shell does
     not reach services or Ray workers started elsewhere (vllm#878); /etc/security/limits.conf

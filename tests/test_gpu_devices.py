@@ -379,7 +379,7 @@ def test_amd_in_a_container_adds_the_group_by_number(run, tree):
     tree.write("/proc/self/status", "Uid:\t0\t1000\t0\t0\nGid:\t0\t1000\t0\t0\nGroups:\t\n")
     result, statuses = _statuses(run, tree)
     assert result.findings() == {"gpu.device-nodes": "high"}
-    assert statuses["gpu.container-runtime"][0] == "skip" and "run aidoctor on the host" in statuses["gpu.container-runtime"][1]
+    assert statuses["gpu.container-runtime"][0] == "skip" and "run aidoctor there" in statuses["gpu.container-runtime"][1]
     summary = result.json["findings"][0]["remediation"][0]["summary"]
     assert "--group-add 992" in summary and result.json["findings"][0]["remediation"][0]["on_host"]
 

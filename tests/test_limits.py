@@ -207,12 +207,21 @@ def test_container_runtime_limits_are_what_containers_inherit(tree, run):
     assert found["remediation"][1]["summary"].startswith("Or start each container")
 
 
-def test_server_found_by_name_in_a_short_process_list(tree, run):
+def test_server_found_by_name_in_a_container(tree, run):
     host(tree)
+    tree.write("/run/.containerenv", "")
     process(tree, "self", nofile=(1024, 1048576), comm="aidoctor")
     process(tree, 77, uid=1000, cap=NO_CAPS, comm="llama-server", nofile=(1024, 4096), memlock=("unlimited", "unlimited"))
     (found,), _ = check(run, tree, "limits.nofile")
     assert found["message"].startswith("llama-server (pid 77)")
+
+
+def test_a_host_is_not_scanned_by_name_a_hand_started_server_has_its_shells_limits(tree, run):
+    host(tree)
+    process(tree, "self", nofile=(1024, 1048576), comm="aidoctor")
+    process(tree, 77, uid=1000, cap=NO_CAPS, comm="llama-server", nofile=(1024, 4096), memlock=("unlimited", "unlimited"))
+    found, status = check(run, tree, "limits.nofile")
+    assert not found and status["status"] == "pass" and "this process" in status["reason"]
 
 
 def test_image_with_known_systemd_passes_on_its_default(tree, run):

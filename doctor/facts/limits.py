@@ -3,8 +3,9 @@ the persistent configuration that sets them, RDMA devices, and the pids cgroup a
 
 Limits are per process and inherited at fork (setrlimit(2)), so the process judged is the one
 that serves, not aidoctor's own shell: a running serving unit (its cgroup's first process), a
-container runtime whose containers inherit its limits, a server process found by name where the
-process list is short; only where none is found, this process. /proc/PID/limits (proc(5):
+container runtime whose containers inherit its limits, inside a container a server process found
+by name; only where none is found, this process (on a host, a server started by hand from a shell
+has that shell's limits, as aidoctor run from one does). /proc/PID/limits (proc(5):
 "Soft Limit", "Hard Limit", ``unlimited``) and /proc/PID/status (CapEff, Uid) are readable by
 every user, but a /proc mounted with hidepid hides other users' processes.
 
@@ -30,8 +31,8 @@ SERVING_UNITS = ("ollama.service", "vllm.service", "sglang.service", "tritonserv
 # Container runtimes: runc is started by containerd's shim, which inherits containerd's limits,
 # and a container keeps them unless it is given --ulimit (or daemon.json default-ulimits).
 RUNTIME_UNITS = ("containerd.service", "docker.service")
-# Server programs found by command name (comm, at most 15 characters) where the process list
-# is short enough to scan (a container's own PID namespace, a small VM).
+# Server programs found by command name (comm, at most 15 characters) inside a container, whose
+# own PID namespace is short to scan.
 SERVER_COMMS = ("ollama", "llama-server", "tritonserver", "raylet")
 
 NOFILE, MEMLOCK, NPROC = "nofile", "memlock", "nproc"
@@ -188,7 +189,8 @@ def process_limits(host, facts):
             kind = "runtime" if unit in RUNTIME_UNITS else "service"
             found.append(_read_process(host, "/proc/%d" % pid, pid, "%s (pid %d)" % (unit, pid), kind, unit))
     how = "serving units and container runtimes"
-    if not any(p.kind == "service" for p in found):
+    container = facts.get("container")
+    if not any(p.kind == "service" for p in found) and container and container.detected:
         processes = facts.get("processes")
         if processes and processes.scanned:
             for pid in processes.pids(*SERVER_COMMS)[:4]:

@@ -2,8 +2,8 @@
 container with few processes, every process by command name (/proc/PID/comm, proc(5)).
 
 Reading every comm costs ~30 µs a process, and a big GPU server lists thousands (kernel
-threads included), so the scan runs only where the list is short (a container's own PID
-namespace, a small VM); services are found by their unit's cgroup instead, which is what
+threads included), so the scan runs only where the list is short (limits: a container's own
+PID namespace); services are found by their unit's cgroup instead, which is what
 systemd itself counts as the unit's processes.
 """
 
