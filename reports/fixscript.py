@@ -54,6 +54,13 @@ def render_sh(report, plan) -> str:
             out += _comment("No configuration fix here:")
             for step in item.steps or ():
                 out += ["#   " + line[2:] for line in _comment(step.summary, 92)]
+                # What a step shows (a listing to choose from) is printed, never run.
+                out += [
+                    "#     to look: " + visible(line)
+                    for action in step.actions
+                    if action.phase == SHOW
+                    for line in action.sh(_script_shell(step))
+                ]
             if not item.steps:
                 out += _comment("  (the finding says what it means; nothing to change)")
             continue

@@ -214,16 +214,15 @@ def _judge(f, sb, entry, target: str, first: bool):
 
 
 def _steps(f, sb, entry):
-    fixes = f.fixes
-    signer = entry.signer
-    steps = []
+    """The way through the module's own signing key first (it keeps the driver as installed),
+    then, on Ubuntu, the prebuilt modules signed in the kernel's build as the other way."""
+    steps = _signing_steps(f, sb, entry)
     distro = f.os_release
-    nv = f.nvidia
     if distro and distro.fields.get("ID") == "ubuntu":
-        branch = _branch(nv)
+        branch = _branch(f.nvidia)
         steps.append(
-            fixes.step(
-                "Prefer Ubuntu's prebuilt NVIDIA modules, signed in the kernel's own build, over the DKMS build: install "
+            f.fixes.step(
+                "Or, prefer Ubuntu's prebuilt NVIDIA modules, signed in the kernel's own build, over the DKMS build: install "
                 "linux-modules-nvidia-%s-server-%s (for the -server driver) or linux-modules-nvidia-%s-%s, matching the "
                 "driver's libraries, and remove the DKMS package (nvidia-dkms-%s-server or nvidia-dkms-%s); this lists them"
                 % (branch, entry.release, branch, entry.release, branch, branch),
@@ -233,36 +232,39 @@ def _steps(f, sb, entry):
                 needs_root=False,
             )
         )
+    return steps
+
+
+def _signing_steps(f, sb, entry):
+    fixes = f.fixes
+    signer = entry.signer
+    nv = f.nvidia
     key = _dkms_key(sb, signer)
     if signer.kind == "pkcs7" and key is None:
-        steps.append(
+        return [
             fixes.advice(
                 "Enroll the certificate of the key that signed the module (%s) with `mokutil --import CERTIFICATE.der` and "
                 "complete the enrollment at the console on the next boot, or rebuild the module so that it is signed with an "
                 "enrolled key" % signer.shown
             )
-        )
-        return steps
+        ]
     if key is None:
-        steps.append(
+        return [
             fixes.advice(
                 "Have the module signed: DKMS 3 or later creates a signing key (/var/lib/dkms/mok.key, its certificate "
                 "/var/lib/dkms/mok.pub) and signs the modules it builds; rebuild the module with it, enroll the certificate "
                 "(`mokutil --import /var/lib/dkms/mok.pub`) and complete the enrollment at the console on the next boot"
             )
-        )
-        return steps
+        ]
+    steps = []
     source = nv.dkms_source if nv else None
-    # After the Ubuntu step, the DKMS way is the other choice, not a next step.
-    lead = "Or, " if steps else ""
     if signer.kind != "pkcs7":
         if source is None:
-            words = "Rebuild the nvidia module for %s so that it is signed with %s's key" % (entry.release, key.path)
-            steps.append(fixes.advice(_or(lead, words)))
+            steps.append(fixes.advice("Rebuild the nvidia module for %s so that it is signed with %s's key" % (entry.release, key.path)))
         else:
             steps.append(
                 fixes.step(
-                    _or(lead, "Rebuild the nvidia module for %s with DKMS, which signs it with the key of %s" % (entry.release, key.path)),
+                    "Rebuild the nvidia module for %s with DKMS, which signs it with the key of %s" % (entry.release, key.path),
                     [Run(("dkms", "install", "--force", source.ref, "-k", entry.release), proc=True)],
                     True,
                     host_wide=False,
@@ -272,14 +274,10 @@ def _steps(f, sb, entry):
     cert = key.certs[0]
     if enrolled is not None and any(c.issuer == cert.issuer and c.serial == cert.serial for c in enrolled.certs):
         return steps
-    lead = lead if signer.kind == "pkcs7" else ""
     steps.append(
         fixes.step(
-            _or(
-                lead,
-                "Ask for the DKMS signing certificate %s (%s) to be enrolled as a Machine Owner Key; mokutil asks for a one-time "
-                "password to type again at the console" % (key.path, cert.name),
-            ),
+            "Ask for the DKMS signing certificate %s (%s) to be enrolled as a Machine Owner Key; mokutil asks for a one-time "
+            "password to type again at the console" % (key.path, cert.name),
             [Run(("mokutil", "--import", key.path))],
             True,
             host_wide=False,
@@ -287,10 +285,6 @@ def _steps(f, sb, entry):
     )
     steps += _console_steps(fixes)
     return steps
-
-
-def _or(lead: str, text: str) -> str:
-    return lead + text[0].lower() + text[1:] if lead else text
 
 
 def _dkms_key(sb, signer):
