@@ -322,7 +322,7 @@ def model_network(f):
         steps.append(
             fixes.step(
                 "Read ahead %d MiB on every NFS mount as it is mounted, with a udev rule" % (NFS_READ_AHEAD_KB // 1024),
-                [WriteFile("/etc/udev/rules.d/%s" % name, (NFS_UDEV_RULE,)), Run(("udevadm", "control", "--reload"), NOW)],
+                [WriteFile("/etc/udev/rules.d/%s" % name, (NFS_UDEV_RULE,), True), Run(("udevadm", "control", "--reload"), NOW)],
                 True,
             )
         )

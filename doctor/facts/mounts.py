@@ -140,7 +140,8 @@ NETWORK_FSTYPES = {
     "9p": "9p (a VM's or WSL's shared folder)",
     "virtiofs": "virtiofs (a VM's shared folder)",
 }
-# FUSE filesystems that read local storage (or serve /proc files): not network storage.
+# FUSE filesystems that read local storage (or serve /proc files): not network storage. A FUSE
+# type not named here is taken as remote (sshfs, s3fs, rclone, gcsfuse, blobfuse2, juicefs …).
 LOCAL_FUSE = frozenset(
     (
         "lxcfs",
@@ -155,6 +156,15 @@ LOCAL_FUSE = frozenset(
         "portal",
         "xdg-document-portal",
         "appimage",
+        # Encrypted folders and archives on local disks.
+        "gocryptfs",
+        "encfs",
+        "cryfs",
+        "securefs",
+        "dwarfs",
+        "archivemount",
+        "fuse-zip",
+        "ntfs-3g",
     )
 )
 OLLAMA_SERVICE_MODELS = "/usr/share/ollama/.ollama/models"

@@ -155,6 +155,11 @@ def shm(host, facts):
                 owners.append(owner)
             if len(segments) < NAME_CAP:
                 segments.append(Segment(name, owner))
+    elif listed.missing and own is None:
+        # No mount and no folder: nothing to judge the size of (a tree that did not record it).
+        return Unavailable(
+            "%s does not exist here: no mount of its own in %s and no folder under %s" % (SHM, mounts.source, mount.mountpoint)
+        )
     elif not listed.missing:
         notes.append("%s could not be listed (%s)" % (SHM, listed.describe()))
     container = facts.get("container")
