@@ -201,6 +201,17 @@ def _no_constant(name):
     raise ValueError("safetensors header: %s is not JSON" % name)
 
 
+# No count in a model's header or index needs more digits; longer ones are refused before
+# Python converts them (its own limit, 4300 digits, words the refusal for programmers).
+MAX_DIGITS = 40
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_DIGITS:
+        raise ValueError("a number of %d digits" % len(text.lstrip("-")))
+    return int(text)
+
+
 def parse_safetensors_header(header: bytes, file_size: int) -> dict:
     """The summary of a safetensors file from its JSON header (the N bytes after the length)
     and the file's size; ValueError saying what the header gets wrong."""
@@ -213,7 +224,7 @@ def parse_safetensors_header(header: bytes, file_size: int) -> dict:
         raise ValueError("safetensors header: not UTF-8 (byte %d)" % exc.start) from None
     try:
         # The format forbids a key given twice; json would keep the last one silently.
-        entries = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+        entries = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant, parse_int=_bounded_int)
     except RecursionError:
         raise ValueError("safetensors header: JSON nested too deeply") from None
     except ValueError as exc:
@@ -252,9 +263,10 @@ def parse_safetensors_header(header: bytes, file_size: int) -> dict:
         if bits % 8:
             raise ValueError("safetensors header: tensor %s is %d bits of %s, not whole bytes" % (_shown(name), bits, dtype))
         if bits // 8 != end - begin:
+            size = "%d bytes" % (bits // 8) if elements <= buffer * 8 else "more bytes than the file holds"
             raise ValueError(
-                "safetensors header: tensor %s, shape %s of %s, is %s bytes, but its data_offsets span %d"
-                % (_shown(name), _cut(shape), dtype, bits // 8 if elements <= buffer * 8 else "more", end - begin)
+                "safetensors header: tensor %s, shape %s of %s, is %s, but its data_offsets span %d"
+                % (_shown(name), _cut(shape), dtype, size, end - begin)
             )
         spans.append((begin, end, name))
         params += elements
@@ -531,7 +543,7 @@ def summarize(stream) -> str:
 def _summary(text: str, shown: str) -> dict:
     """A summary as kept (the cache, or a tree's derived record: hostile too), checked."""
     try:
-        summary = json.loads(text)
+        summary = json.loads(text, parse_int=_bounded_int)
     except (ValueError, RecursionError):
         summary = None
     if isinstance(summary, dict) and summary.get("format") == "other" and _count(summary.get("file")):
@@ -740,7 +752,7 @@ def _weight_map(host, path: str) -> dict:
     if got.truncated:
         raise ModelError("%s: larger than %d MiB, not a model's index" % (host.display(path), INDEX_CAP >> 20))
     try:
-        index = json.loads(got.data)
+        index = json.loads(got.data, parse_int=_bounded_int)
     except (ValueError, RecursionError) as exc:
         raise ModelError("%s: bad JSON (%s)" % (host.display(path), str(exc)[:120])) from None
     weight_map = index.get("weight_map") if isinstance(index, dict) else None

@@ -205,9 +205,13 @@ def _refused_in_one_line(path, data, message):
         (safetensors_bytes({"a": [1, 2]}, 0), "tensor 'a' is not an object"),
         (
             safetensors_bytes({"a": {"dtype": "F32", "shape": [1 << 40, 1 << 40, 1 << 40], "data_offsets": [0, 8]}}),
-            "is more bytes, but its data_offsets span 8",
+            "is more bytes than the file holds, but its data_offsets span 8",
         ),
         (struct.pack("<Q", 200016) + b'{"a":' + b"[" * 100000 + b"]" * 100000 + b"}" + b" " * 10, "nested too deeply"),
+        (
+            struct.pack("<Q", 5061) + b'{"a": {"dtype": "F32", "shape": [' + b"9" * 5000 + b'], "data_offsets": [0, 8]}} ' + b"\0" * 8,
+            "a number of 5000 digits",
+        ),
     ],
 )
 def test_safetensors_headers_that_lie_are_refused(tmp_path, data, message):
