@@ -19,6 +19,7 @@ from ai_doctor.facts.limits import (
     SYSTEMD_HARD_NOFILE,
     SYSTEMD_HARD_NOFILE_SINCE,
     name_after,
+    pam_source,
 )
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip
 from ai_doctor.remedy.actions import Run, WriteFile
@@ -41,16 +42,22 @@ def _amount(value, item: str) -> str:
     return page_size(value) if item == MEMLOCK else str(value)
 
 
-def _who(process, container) -> str:
-    """The judged process in words, for the start of a sentence."""
+def _who(process, container, start: bool = False) -> str:
+    """The judged process in words; ``start``: for the start of a sentence."""
     if process.kind != "self":
         return process.label
     if container:
-        return "This container (read from this process, whose limits a server started here inherits)"
-    return (
-        "This process (aidoctor's own session: no serving unit or server process was found; a service gets its "
-        "limits from systemd, a login session from pam_limits)"
-    )
+        text = "this container (read from this process, whose limits a server started here inherits)"
+    else:
+        text = "this process (aidoctor's own session: no serving unit or server process was found)"
+    return text[0].upper() + text[1:] if start else text
+
+
+def _self_note(process, container, row: str) -> str:
+    """For this process on a host: that it stands in for a server not found, and what to check."""
+    if process.kind != "self" or container:
+        return ""
+    return "; only a server started from this session inherits it: check the server's own with `grep '%s' /proc/PID/limits`" % row
 
 
 def _row(process, item: str):
@@ -67,7 +74,10 @@ def _configured(f, process, item: str):
         setting = config.units.get(process.unit, {}).get(item) or config.defaults.get(item)
         return [Evidence(setting.path, setting.text, setting.line)] if setting else []
     if process.kind == "self":
-        return [Evidence(line.path, line.text, line.line) for line in config.pam if line.item == item][:6]
+        lines = [line for line in config.pam if line.item == item]
+        if process.uid is not None:
+            lines = [line for line in lines if pam_source(line.domain, process.uid, process.user) is not None]
+        return [Evidence(line.path, line.text, line.line) for line in lines][:6]
     return []
 
 
@@ -113,15 +123,60 @@ def _unit_steps(f, unit: str, topic: str, key: str, value: str, runtime: bool):
     return [f.fixes.step(summary, actions, True, host_wide=False)]
 
 
-def _pam_step(f, topic: str, lines, what: str):
-    config = f.limits_config
-    # pam_limits reads limits.d in name order, a later line for the same user and item winning.
-    path = "%s/%s" % (PAM_DIR, name_after("aidoctor-" + topic, config.pam_names if config else ()))
-    summary = (
-        "Set %s for login sessions in %s (pam_limits reads it at login; `*` does not cover root, hence its own lines), "
-        "then log in again" % (what, path)
+def _pam_lines(f, item: str):
+    """What a limits.d file for one user sets, as ((type, value) …) and in words: for nofile
+    only the hard limit, which vLLM and SGLang raise their soft one to."""
+    if item == NOFILE:
+        fix = _nofile_fix(f)
+        return (("hard", str(fix)),), "a hard open-files limit of %d" % fix
+    if item == MEMLOCK:
+        return (("soft", "unlimited"), ("hard", "unlimited")), "an unlimited locked-memory limit"
+    return (("soft", str(NPROC_FIX)), ("hard", str(NPROC_FIX))), "a process limit of %d" % NPROC_FIX
+
+
+def _session_steps(f, process, item: str, key: str, value: str):
+    """The fix for this process on a host: a limits.d file for the one user it runs as (never
+    ``*``, every account), where a PAM service loads pam_limits; else advice."""
+    unit = f.fixes.advice(
+        "Or, for a server run as a systemd service, which takes %s= from its unit and not from limits.conf: add `[Service]` "
+        "`%s=%s` in a drop-in (`systemctl edit UNIT`) and restart it" % (key, key, value)
     )
-    return f.fixes.step(summary, [WriteFile(path, tuple(lines), True)], True, host_wide=False)
+    pairs, what = _pam_lines(f, item)
+    stacks = f.pam_limits_stacks
+    user = process.user
+    if user is None:
+        lines = ", ".join("`NAME %s %s %s`" % (kind, item, amount) for kind, amount in pairs)
+        return [
+            f.fixes.advice(
+                "Give %s only to the user that runs the server (aidoctor runs as uid %s, which has no name in /etc/passwd): %s "
+                "in a file under %s, with NAME that user's name; not `*`, which would give it to every account"
+                % (what, process.uid if process.uid is not None else "unknown", lines, PAM_DIR)
+            ),
+            unit,
+        ]
+    if isinstance(stacks, tuple) and not stacks:
+        return [
+            f.fixes.advice(
+                "No PAM service here loads pam_limits (no session line in /etc/pam.d names pam_limits.so), so no limits.conf "
+                "file reaches a session: give the server %s where it is started (the program that starts it, as root: "
+                "`prlimit` or `ulimit` before it drops to its user)" % what
+            ),
+            unit,
+        ]
+    config = f.limits_config
+    # pam_limits reads limits.d in name order; a later line for the same user and item wins.
+    path = "%s/%s" % (PAM_DIR, name_after("aidoctor-" + item, config.pam_names if config else ()))
+    lines = tuple("%s  %s  %s  %s" % (user, kind, item, amount) for kind, amount in pairs)
+    if stacks:
+        names = ", ".join(name.rsplit("/", 1)[-1] for name in stacks[:4]) + (" …" if len(stacks) > 4 else "")
+        through = "pam_limits reads it when a session of %s starts through %s" % (user, names)
+    else:
+        through = "pam_limits reads it when a session of %s starts through a PAM service that loads it" % user
+    summary = (
+        "Set %s for %s alone, the user aidoctor runs as (a server run by another user needs that user's name), in %s: %s, "
+        "so it reaches sessions started after it, not a running one or a server started otherwise" % (what, user, path, through)
+    )
+    return [f.fixes.step(summary, [WriteFile(path, lines, True)], True, host_wide=False), unit]
 
 
 def _steps(f, process, item: str):
@@ -155,28 +210,37 @@ def _steps(f, process, item: str):
                 "Raise it where %s is started: %s=%s in its systemd unit, or `%s` for its container" % (process.label, key, value, docker)
             )
         ]
-    if item == NOFILE:
-        fix = _nofile_fix(f)
-        pam = ("*    hard    nofile    %d" % fix, "root hard    nofile    %d" % fix)
-        what = "a hard open-files limit of %d" % fix
-    elif item == MEMLOCK:
-        pam = (
-            "*    soft    memlock   unlimited",
-            "*    hard    memlock   unlimited",
-            "root soft    memlock   unlimited",
-            "root hard    memlock   unlimited",
+    return _session_steps(f, process, item, key, value)
+
+
+def _mlock_advice(f, process, in_container: bool):
+    """Words only, for a finite locked-memory limit without RDMA: nothing needs more unless a
+    model is locked in RAM, and then only the server does."""
+    lead = "Only if a model is to be locked in RAM (llama.cpp --mlock, Ollama use_mlock): "
+    if process.unit is not None and process.kind == "runtime":
+        text = "start the container that locks it with `--ulimit memlock=-1`, or set LimitMEMLOCK=infinity in a drop-in for %s" % (
+            process.unit
         )
-        what = "an unlimited locked-memory limit"
+    elif process.unit is not None:
+        text = "raise it for %s alone with `[Service]` `LimitMEMLOCK=infinity` in a drop-in (`systemctl edit %s`), then restart it" % (
+            process.unit,
+            process.unit,
+        )
+    elif in_container:
+        text = "start the container with `--ulimit memlock=-1` (docker run, podman run)"
+    elif process.kind == "server":
+        text = "raise it where %s is started: LimitMEMLOCK=infinity in its systemd unit, or `--ulimit memlock=-1` for its container" % (
+            process.label
+        )
     else:
-        pam = ("*    soft    nproc     %d" % NPROC_FIX, "*    hard    nproc     %d" % NPROC_FIX)
-        what = "a process limit of %d (root is not held to it)" % NPROC_FIX
-    return [
-        _pam_step(f, item, pam, what),
-        f.fixes.advice(
-            "A server run as a systemd service takes %s= from its unit instead: add `[Service]` `%s=%s` in a drop-in "
-            "(`systemctl edit UNIT`) and restart it" % (key, key, value)
-        ),
-    ]
+        name = process.user or "NAME"
+        text = (
+            "raise it only for the user that runs the server: `%s soft memlock unlimited` and `%s hard memlock unlimited` in a "
+            "file under %s (read by pam_limits when a session of that user starts), or LimitMEMLOCK=infinity in the server's "
+            "systemd unit" % (name, name, PAM_DIR)
+        )
+    text += ". Never for every account (`*` in limits.conf): any local user could then pin all of memory"
+    return [f.fixes.advice(lead + text, host_wide=in_container)]
 
 
 def _nofile_fix(f) -> int:
@@ -193,7 +257,7 @@ def _nofile_fix(f) -> int:
     "Open-files hard limit below 65535",
     Severity.MEDIUM,
     needs=("running",),
-    uses=("process_limits", "limits_config", "container", "fixes"),
+    uses=("process_limits", "limits_config", "pam_limits_stacks", "container", "fixes"),
 )
 def nofile(f):
     """The hard open-files limit (RLIMIT_NOFILE) of the serving process is below 65535.
@@ -210,11 +274,13 @@ def nofile(f):
     container runtime (containerd.service, else docker.service: containers inherit its limits
     unless started with `--ulimit`), a server process found by name (ollama, llama-server,
     tritonserver, raylet) inside a container, and only otherwise this process, which the
-    message says (a server started by hand from a shell has that shell's limits). A unit whose limits cannot be read is named, never
-    passed. Traps: systemd 240 and later give services 1024:524288 (soft:hard, PR #10244):
-    the hard limit is fine and the soft one is what vLLM raises; `ulimit -n` in a shell does
-    not reach services or Ray workers started elsewhere (vllm#878); /etc/security/limits.conf
-    applies to login sessions only (pam_limits(8)).
+    message says (a server started by hand from a shell has that shell's limits, so the server's
+    own are worth a look). A unit whose limits cannot be read is named, never passed. Traps:
+    systemd 240 and later give services 1024:524288 (soft:hard, PR #10244): the hard limit is
+    fine and the soft one is what vLLM raises; `ulimit -n` in a shell does not reach services
+    or Ray workers started elsewhere (vllm#878); /etc/security/limits.conf applies to login
+    sessions only, through a PAM service that loads pam_limits.so (pam_limits(8)): not to a
+    session an agent or init started without PAM.
 
     In an image the configuration is judged: each installed serving unit's LimitNOFILE=, else
     DefaultLimitNOFILE= in /etc/systemd/system.conf and its drop-ins, else systemd's own
@@ -223,8 +289,9 @@ def nofile(f):
 
     Fix: a systemd drop-in with `LimitNOFILE=1048576` (fs.nr_open's default, the most
     setrlimit accepts) for the unit and a restart; for containers `--ulimit
-    nofile=1048576:1048576`; for login sessions a limits.d file (`*` and `root`, which the
-    wildcard does not cover: limits.conf(5)).
+    nofile=1048576:1048576`; for this process a limits.d line for the one user it runs as
+    (`NAME hard nofile 1048576`, never `*`, every account), offered only where a PAM service
+    loads pam_limits.so (else words: nothing applies limits.conf to a session there).
     """
     if not f.running:
         return _image_nofile(f)
@@ -244,8 +311,9 @@ def nofile(f):
             "%s has a hard open-files limit of %d (soft %s). vLLM and SGLang raise their soft limit to %d at start, but "
             'only up to the hard limit: they log "Found ulimit of … failed to automatically increase" and fail under load '
             'with "OSError: [Errno 24] Too many open files" (sockets, ZMQ queues, Ray workers\' logs)'
-            % (_who(process, in_container), limit.hard, _amount(limit.soft, NOFILE), NOFILE_WANTED)
+            % (_who(process, in_container, True), limit.hard, _amount(limit.soft, NOFILE), NOFILE_WANTED)
         )
+        message += _self_note(process, in_container, "Max open files")
         if process.kind == "runtime":
             message += "; containers it starts inherit this limit unless given --ulimit nofile (or daemon.json default-ulimits)"
         issues.append(
@@ -324,7 +392,7 @@ def _image_nofile(f):
     "Locked-memory limit too low for RDMA memory registration",
     Severity.HIGH,
     needs=("running",),
-    uses=("process_limits", "rdma_devices", "limits_config", "container", "fixes"),
+    uses=("process_limits", "rdma_devices", "limits_config", "pam_limits_stacks", "container", "fixes"),
 )
 def memlock(f):
     """RDMA devices exist (/sys/class/infiniband) and the serving process's locked-memory
@@ -335,12 +403,16 @@ def memlock(f):
     CAP_IPC_LOCK (drivers/infiniband/core/umem.c, ib_umem_get: `new_pinned > lock_limit &&
     !capable(CAP_IPC_LOCK)` → -ENOMEM). It fails with "Cannot allocate memory" ("NCCL WARN Call
     to ibv_reg_mr … failed", UCX: "Please set max locked memory (ulimit -l) to 'unlimited'";
-    NVIDIA/nccl-tests#206 with `ulimit -l` 8192, vllm PR#42075). High on an RDMA host: multi-node
-    and disaggregated serving fail or fall back to TCP sockets. Medium when the process judged
-    is the container runtime (containers started with `--ulimit memlock=-1`, as NVIDIA's NGC
-    containers are told to be, do not inherit it). Info for a finite limit without RDMA:
-    llama.cpp's `--mlock` and Ollama's `use_mlock` cannot lock a model larger than it ("failed
-    to mlock … Try increasing RLIMIT_MEMLOCK").
+    NVIDIA/nccl-tests#206 with `ulimit -l` 8192, vllm PR#42075). High for a serving unit or
+    server on an RDMA host: multi-node and disaggregated serving fail or fall back to TCP
+    sockets. Medium when the process judged only stands in for the server: the container
+    runtime (containers started with `--ulimit memlock=-1`, as NVIDIA's NGC containers are told
+    to be, do not inherit it), or this process where no server was found (the message says to
+    check the server's own limit: a shell's limit is not the server's, and a ConnectX card with
+    mlx5_ib is listed in /sys/class/infiniband even when it carries only Ethernet). Info for a
+    finite limit without RDMA: llama.cpp's `--mlock` and Ollama's `use_mlock` cannot lock a
+    model larger than it ("failed to mlock … Try increasing RLIMIT_MEMLOCK"); its fix is advice
+    in words only, for the server alone.
 
     Traps: the kernel's default is 8 MiB since Linux 5.16 (commit 9dcc38e2813e, "Increase
     default MLOCK_LIMIT to 8 MiB", include/uapi/linux/resource.h MLOCK_LIMIT; 64 KiB before),
@@ -350,8 +422,10 @@ def memlock(f):
 
     Fix: `LimitMEMLOCK=infinity` in a drop-in for the serving unit (or for containerd.service,
     whose limits containers inherit: Kubernetes has no per-pod ulimit), `--ulimit memlock=-1`
-    for a container, or a limits.d file for login sessions. Granting CAP_IPC_LOCK instead is a
-    security judgement left to the administrator.
+    for a container, or for this process a limits.d file for the one user it runs as (`NAME
+    soft/hard memlock unlimited`, where a PAM service loads pam_limits.so). Never `*`: every
+    local account could then pin all of memory. Granting CAP_IPC_LOCK instead is a security
+    judgement left to the administrator.
     """
     if not f.running:
         return Skip("an image, not a running system: RDMA devices and the limits of running processes are known on the running host")
@@ -373,7 +447,6 @@ def memlock(f):
         if process.capable(CAP_IPC_LOCK):
             fine.append("%s: %s, but CAP_IPC_LOCK is effective, which exempts it" % (process.label, _amount(limit.soft, MEMLOCK)))
             continue
-        who = _who(process, in_container)
         amount = "%s (hard %s)" % (_amount(limit.soft, MEMLOCK), _amount(limit.hard, MEMLOCK))
         evidence = [_row(process, MEMLOCK)] + _configured(f, process, MEMLOCK)
         if process.status_path:
@@ -386,21 +459,30 @@ def memlock(f):
                 "RDMA devices are present (%s) and %s has a locked-memory limit of %s without CAP_IPC_LOCK. Every RDMA "
                 "memory registration (NCCL over InfiniBand/RoCE, UCX, GPUDirect RDMA) pins pages counted against it, and "
                 'fails with "Cannot allocate memory" once they pass it (NCCL: "Call to ibv_reg_mr … failed"; UCX asks for '
-                "'ulimit -l unlimited')" % (", ".join(rdma[:4]) + (" …" if len(rdma) > 4 else ""), who, amount)
+                "'ulimit -l unlimited')" % (", ".join(rdma[:4]) + (" …" if len(rdma) > 4 else ""), _who(process, in_container), amount)
             )
             severity = Severity.HIGH
             if process.kind == "runtime":
                 message += "; containers it starts inherit this limit unless given --ulimit memlock=-1"
+                severity = Severity.MEDIUM
+            elif process.kind == "self" and in_container:
+                message += "; no server process was found in this container: a server started in it gets this limit"
+                severity = Severity.MEDIUM
+            elif process.kind == "self":
+                message += _self_note(process, in_container, "Max locked memory") + (
+                    ", and whether RDMA is used at all: a ConnectX card with mlx5_ib is listed in /sys/class/infiniband even "
+                    "when it carries only Ethernet"
+                )
                 severity = Severity.MEDIUM
             issues.append(Issue(message + ".", evidence, _steps(f, process, MEMLOCK), severity=severity, impact=1))
         else:
             message = (
                 "%s has a locked-memory limit of %s. No RDMA device is present, so nothing here needs more unless a model "
                 "is locked in RAM: llama.cpp's --mlock and Ollama's use_mlock cannot lock more than that (\"failed to mlock "
-                '… Try increasing RLIMIT_MEMLOCK").' % (who, amount)
+                '… Try increasing RLIMIT_MEMLOCK").' % (_who(process, in_container, True), amount)
             )
             title = "Locked-memory limit caps mlock of a model"
-            issues.append(Issue(message, evidence, _steps(f, process, MEMLOCK), severity=Severity.INFO, title=title))
+            issues.append(Issue(message, evidence, _mlock_advice(f, process, in_container), severity=Severity.INFO, title=title))
     if issues:
         return issues
     if not fine:
@@ -416,7 +498,7 @@ def memlock(f):
     "Process and thread limits hit, or too low for multi-GPU serving",
     Severity.HIGH,
     needs=("running",),
-    uses=("process_limits", "pids_limits", "limits_config", "gpus", "container", "fixes"),
+    uses=("process_limits", "pids_limits", "limits_config", "pam_limits_stacks", "gpus", "container", "fixes"),
 )
 def pids(f):
     """The pids cgroup of the serving process already refused a fork or thread (`pids.events`
@@ -444,7 +526,8 @@ def pids(f):
     another systemd slice, `systemctl set-property NAME TasksMax=infinity` (kept under
     /etc/systemd/system.control, applied now); `--pids-limit -1`
     (or a larger number) for a container, the kubelet's podPidsLimit in Kubernetes;
-    `LimitNPROC=infinity` for a unit, or a limits.d file for login sessions.
+    `LimitNPROC=infinity` for a unit, or for this process a limits.d file for the one user it
+    runs as (never `*`), where a PAM service loads pam_limits.so.
     """
     if not f.running:
         return Skip("an image, not a running system: cgroups and the limits of running processes exist on the running host")
@@ -488,7 +571,7 @@ def pids(f):
                 'processes per GPU with dozens of threads each, and a limit of 4096 already broke vLLM ("pthread_create '
                 'failed: Resource temporarily unavailable")'
                 % (
-                    who,
+                    _who(path.process, in_container, True),
                     tightest.cgroup,
                     tightest.max,
                     " (%d tasks now)" % tightest.current if tightest.current is not None else "",
@@ -521,8 +604,9 @@ def pids(f):
             "%s has a process limit (RLIMIT_NPROC) of %d (hard %s) on a host with %d GPUs. It counts every thread of its user "
             "host-wide, and tensor-parallel serving starts several processes per GPU with dozens of threads each: threads "
             'fail to start ("pthread_create failed: Resource temporarily unavailable")'
-            % (_who(process, in_container), limit.soft, _amount(limit.hard, NPROC), count)
+            % (_who(process, in_container, True), limit.soft, _amount(limit.hard, NPROC), count)
         )
+        message += _self_note(process, in_container, "Max processes")
         issues.append(
             Issue(
                 message + ".",

@@ -41,6 +41,7 @@ NO_CONFIGURATION_FIX = {
     ("gpu-container-image-driver", "gpu.driver-library-mismatch"),
     ("limits-pids-container-events", "limits.pids"),
     ("limits-pids-container-events", "access.readonly-sysctl"),
+    ("limits-memlock-mlock-info", "limits.memlock"),
     ("secureboot-unsigned-dkms", "gpu.secure-boot-signature"),
     ("secureboot-mok-pending", "gpu.secure-boot-signature"),
     ("gpuplat-hgx-fm-stopped", "gpu.fabric-manager"),

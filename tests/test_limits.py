@@ -6,7 +6,9 @@ import pytest
 
 from ai_doctor.facts.limits import (
     Limit,
+    loads_pam_limits,
     name_after,
+    pam_source,
     parse_limits,
     parse_pam_limits,
     parse_status,
@@ -60,8 +62,21 @@ def host(tree):
     return tree
 
 
-def check(run, tree, rule):
-    result = run("--root", tree, "--model-size", "8G", "--format", "json", "--only", "limits")
+PAM_SSHD = "@include common-auth\nsession    required     pam_loginuid.so\nsession    required     pam_limits.so\n"
+PASSWD = "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/bash\n"
+
+
+def session(tree, uid=1000, pam=PAM_SSHD, passwd=PASSWD, **limits):
+    """aidoctor run from a login session of ``uid`` (no serving unit), PAM loading pam_limits."""
+    process(tree, "self", uid=uid, cap=ROOT_CAPS if uid == 0 else NO_CAPS, **limits)
+    if pam is not None:
+        tree.write("/etc/pam.d/sshd", pam)
+    if passwd is not None:
+        tree.write("/etc/passwd", passwd)
+
+
+def check(run, tree, rule, *more):
+    result = run("--root", tree, "--model-size", "8G", "--format", "json", "--only", "limits", *more)
     found = [f for f in result.json["findings"] if f["rule"] == rule]
     status = next(c for c in result.json["checks"] if c["rule"] == rule)
     return found, status
@@ -174,17 +189,98 @@ def test_unreadable_service_is_named_never_passed(tree, run):
     assert "ollama.service (pid 812)" in status["reason"] and "hidepid" in status["reason"]
 
 
-def test_this_process_on_a_host_gets_a_limits_d_file_for_root_too(tree, run):
+def test_this_process_on_a_host_gets_a_limits_d_line_for_its_user_alone(tree, run):
     host(tree)
-    process(tree, "self", nofile=(1024, 4096))
+    session(tree, nofile=(1024, 4096))
+    tree.write("/etc/security/limits.d/20-site.conf", "*  hard  nofile  4096\nbob  hard  nofile  2048\n")
+    (found,), _ = check(run, tree, "limits.nofile")
+    assert found["severity"] == "medium"
+    assert found["message"].startswith("This process (aidoctor's own session: no serving unit or server process was found) has")
+    assert "check the server's own with `grep 'Max open files' /proc/PID/limits`" in found["message"]
+    assert "pam_limits" not in found["message"]  # nothing claims how this session got its limits
+    # The lines that apply to alice are evidence; bob's is not.
+    assert {"path": "/etc/security/limits.d/20-site.conf", "value": "*  hard  nofile  4096", "line": 1} in found["evidence"]
+    assert not any("bob" in item["value"] for item in found["evidence"])
+    assert commands(found) == [
+        "sudo mkdir -p /etc/security/limits.d",
+        "printf '%s\\n' 'alice  hard  nofile  1048576' | sudo tee /etc/security/limits.d/90-aidoctor-nofile.conf >/dev/null",
+    ]
+    first, other = found["remediation"]
+    assert "for alice alone" in first["summary"] and "through sshd" in first["summary"]
+    assert other["summary"].startswith("Or, for a server run as a systemd service") and not other["commands"]
+
+
+def test_root_session_gets_a_root_line_and_the_wildcard_is_not_its_evidence(tree, run):
+    host(tree)
+    session(tree, uid=0, nofile=(1024, 4096))
     tree.write("/etc/security/limits.d/20-site.conf", "*  hard  nofile  4096\n")
     (found,), _ = check(run, tree, "limits.nofile")
-    assert found["message"].startswith("This process (aidoctor's own session")
-    assert {"path": "/etc/security/limits.d/20-site.conf", "value": "*  hard  nofile  4096", "line": 1} in found["evidence"]
-    assert (
-        "printf '%s\\n' '*    hard    nofile    1048576' 'root hard    nofile    1048576' "
-        "| sudo tee /etc/security/limits.d/90-aidoctor-nofile.conf >/dev/null" in commands(found)
-    )
+    assert [item["path"] for item in found["evidence"]] == ["/proc/self/limits"]  # `*` is not root's
+    assert "'root  hard  nofile  1048576'" in " ".join(commands(found))
+    assert not any("'*" in command for command in commands(found))
+
+
+def test_no_pam_service_loading_pam_limits_gets_words_not_a_limits_d_file(tree, run):
+    """A VM whose init (not a login) starts the session: limits.conf reaches nothing there."""
+    host(tree)
+    session(tree, uid=0, pam="auth required pam_unix.so\n# session required pam_limits.so\n", nofile=(20000, 20000))
+    (found,), _ = check(run, tree, "limits.nofile")
+    assert found["severity"] == "medium"
+    assert not commands(found)
+    assert found["remediation"][0]["summary"].startswith("No PAM service here loads pam_limits")
+
+
+def test_a_user_without_a_name_gets_words_naming_its_uid(tree, run):
+    host(tree)
+    session(tree, uid=70001, passwd="root:x:0:0:root:/root:/bin/bash\n", nofile=(1024, 4096))
+    (found,), _ = check(run, tree, "limits.nofile")
+    assert not commands(found)
+    assert "uid 70001" in found["remediation"][0]["summary"] and "`NAME hard nofile 1048576`" in found["remediation"][0]["summary"]
+
+
+def test_the_user_line_lasts_at_the_next_boot_over_a_later_wildcard(tree, run):
+    host(tree)
+    session(tree, nofile=(1024, 4096))
+    tree.write("/etc/security/limits.d/10-alice.conf", "alice  hard  nofile  1048576\n")
+    tree.write("/etc/security/limits.d/95-site.conf", "*  hard  nofile  4096\n")
+    found, status = check(run, tree, "limits.nofile", "--next-boot")
+    assert not found and status["reason"] == "judged this process: hard 1048576"
+
+
+def test_limits_d_lines_do_not_reach_a_session_at_the_next_boot_without_pam_limits(tree, run):
+    host(tree)
+    session(tree, pam="session required pam_unix.so\n", nofile=(1024, 4096))
+    tree.write("/etc/security/limits.d/10-alice.conf", "alice  hard  nofile  1048576\n")
+    (found,), _ = check(run, tree, "limits.nofile", "--next-boot")
+    assert "hard open-files limit of 4096" in found["message"]
+
+
+@pytest.mark.parametrize(
+    "domain, uid, user, source",
+    [
+        ("alice", 1000, "alice", 0),
+        ("*", 1000, "alice", 4),
+        ("*", 0, "root", None),
+        ("root", 0, "root", 0),
+        ("bob", 1000, "alice", None),
+        ("@gpu", 1000, "alice", None),
+        (":1000", 1000, None, 0),
+        ("1000:", 1500, None, 0),
+        ("1000:1200", 1500, None, None),
+        (":", 1000, None, None),
+        ("x:1", 1, None, None),
+    ],
+)
+def test_pam_source_follows_pam_limits_precedence(domain, uid, user, source):
+    assert pam_source(domain, uid, user) == source
+
+
+def test_pam_limits_is_found_on_session_lines_only():
+    assert loads_pam_limits("session    required     pam_limits.so\n")
+    assert loads_pam_limits("-session optional /lib/x86_64-linux-gnu/security/pam_limits.so\n")
+    assert loads_pam_limits("sshd session required pam_limits.so\n")  # /etc/pam.conf
+    assert not loads_pam_limits("# session required pam_limits.so\n")
+    assert not loads_pam_limits("account required pam_limits.so\nsession required pam_unix.so\n")
 
 
 def test_container_limit_is_fixed_on_its_host(tree, run):
@@ -279,11 +375,50 @@ def test_runtime_with_rdma_is_medium(tree, run):
     assert found["severity"] == "medium" and "--ulimit memlock=-1" in found["message"]
 
 
-def test_no_rdma_finite_limit_is_info_and_unlimited_passes(tree, run):
+def test_no_rdma_finite_limit_is_info_with_words_only(tree, run):
     host(tree)
     service(tree, "ollama.service", 812, uid=998, cap=NO_CAPS, memlock=(8388608, 8388608))
     (found,), _ = check(run, tree, "limits.memlock")
     assert found["severity"] == "info" and "8 MiB" in found["message"]
+    (step,) = found["remediation"]
+    assert not step["commands"]
+    assert step["summary"].startswith("Only if a model is to be locked in RAM") and "ollama.service alone" in step["summary"]
+
+
+def test_no_rdma_in_a_plain_users_session_changes_nothing_for_everyone(tree, run):
+    """The review's case: a plain user on a VM without GPU, RDMA or server."""
+    host(tree)
+    session(tree, memlock=(8388608, 8388608))
+    (found,), _ = check(run, tree, "limits.memlock")
+    assert found["severity"] == "info" and found["message"].startswith("This process (aidoctor's own session")
+    (step,) = found["remediation"]
+    assert not step["commands"]
+    assert "`alice soft memlock unlimited`" in step["summary"] and "Never for every account" in step["summary"]
+
+
+def test_rdma_with_only_this_process_judged_is_medium_and_fixed_for_its_user(tree, run):
+    host(tree)
+    rdma(tree)
+    session(tree, memlock=(8388608, 8388608))
+    (found,), _ = check(run, tree, "limits.memlock")
+    assert found["severity"] == "medium"
+    assert "and this process (aidoctor's own session: no serving unit or server process was found) has" in found["message"]
+    assert "`grep 'Max locked memory' /proc/PID/limits`" in found["message"] and "only Ethernet" in found["message"]
+    assert commands(found)[-1] == (
+        "printf '%s\\n' 'alice  soft  memlock  unlimited' 'alice  hard  memlock  unlimited' "
+        "| sudo tee /etc/security/limits.d/90-aidoctor-memlock.conf >/dev/null"
+    )
+    assert not any("'*" in command for command in commands(found))
+
+
+def test_rdma_in_a_container_without_a_server_is_medium(tree, run):
+    host(tree)
+    rdma(tree)
+    tree.write("/run/.containerenv", "")
+    process(tree, "self", uid=1000, cap=NO_CAPS, memlock=(65536, 65536))
+    (found,), _ = check(run, tree, "limits.memlock")
+    assert found["severity"] == "medium" and "no server process was found in this container" in found["message"]
+    assert "and this container (read from this process" in found["message"]
 
 
 def test_memlock_skips_in_an_image(tree, run):
@@ -352,6 +487,7 @@ def test_container_pids_events(tree, run):
     tree.write("/sys/fs/cgroup/pids.events", "max 1\n")
     (found,), _ = check(run, tree, "limits.pids")
     assert found["severity"] == "high" and found["remediation"][0]["on_host"]
+    assert "refused at the limit: this container (read from this process" in found["message"]
     assert "--pids-limit -1" in found["remediation"][0]["summary"]
 
 

@@ -10,7 +10,8 @@ has that shell's limits, as aidoctor run from one does). /proc/PID/limits (proc(
 every user, but a /proc mounted with hidepid hides other users' processes.
 
 Configured values: pam_limits applies /etc/security/limits.conf, then limits.d/*.conf, to login
-sessions only (pam_limits(8)); systemd services get LimitXXX= of their unit, else
+sessions only (pam_limits(8)), and only where a PAM service (/etc/pam.d/login, sshd, su …) loads
+it: a line naming the user (or its uid) wins over ``*``, which does not cover root; systemd services get LimitXXX= of their unit, else
 DefaultLimitXXX= of system.conf and its drop-ins (systemd-system.conf(5)), else what PID 1
 passes on: since systemd 240 a hard open-files limit of 512Ki (524288, at most fs.nr_open) with
 the soft one at 1024 (systemd PR #10244), before it the kernel's 1024:4096
@@ -22,6 +23,7 @@ from __future__ import annotations
 from ai_doctor.facts import Unavailable, fact, unreadable
 from ai_doctor.facts.cgroup import parse_proc_cgroup
 from ai_doctor.facts.dropins import dropin_files
+from ai_doctor.facts.gpudevices import user_name
 from ai_doctor.facts.processes import unit_pids
 from ai_doctor.record import Record
 
@@ -61,6 +63,10 @@ UNIT_DIRS = (
 )
 LIMITS_CONF = "/etc/security/limits.conf"
 LIMITS_DIR = "/etc/security/limits.d"
+# Where PAM services are configured: /etc/pam.d, the vendor folder of Linux-PAM built with
+# --enable-vendordir (openSUSE: a name in /etc/pam.d hides it), and the old single file.
+PAM_DIRS = ("/etc/pam.d", "/usr/lib/pam.d")
+PAM_CONF = "/etc/pam.conf"
 # Where systemd's shared library carries its version in its name: libsystemd-shared-249.so
 # (Ubuntu 22.04, /usr/lib/systemd), libsystemd-shared-252.so (Debian 12, the multiarch folder),
 # libsystemd-shared-256.11-1.fc41.so (Fedora, /usr/lib64/systemd).
@@ -93,11 +99,12 @@ class ProcLimits(Record):
     is (``label``: "ollama.service (pid 812)"), ``kind`` (service, runtime, server or self),
     its ``unit`` if any, ``limits`` {nofile|memlock|nproc: Limit} read at ``path`` (None when
     unreadable: ``problem`` says why), ``cap_eff`` (the effective capability mask, None when
-    unknown), ``uid`` (real user id), ``cgroup`` (/proc/PID/cgroup text, None when unread) and
-    the rows as read (``rows``: item → the line)."""
+    unknown), ``uid`` (real user id), ``cgroup`` (/proc/PID/cgroup text, None when unread), the
+    rows as read (``rows``: item → the line) and, for this process, ``user``: the name of its
+    uid in /etc/passwd (None when it has none there)."""
 
-    __slots__ = ("pid", "label", "kind", "unit", "path", "limits", "problem", "cap_eff", "uid", "status_path", "cgroup", "rows")
-    _defaults = {"problem": None, "cap_eff": None, "uid": None, "status_path": None, "cgroup": None, "rows": None}
+    __slots__ = ("pid", "label", "kind", "unit", "path", "limits", "problem", "cap_eff", "uid", "status_path", "cgroup", "rows", "user")
+    _defaults = {"problem": None, "cap_eff": None, "uid": None, "status_path": None, "cgroup": None, "rows": None, "user": None}
 
     def capable(self, bit: int):
         """Whether capability ``bit`` is effective; None when CapEff was not read."""
@@ -201,12 +208,15 @@ def process_limits(host, facts):
         own = _read_process(host, "/proc/self", None, "this process", "self")
         if own.limits is None:
             return unreadable(host, host.read_text(own.path, cap=16384), "the limits of this process")
+        if own.uid is not None:
+            own = own._replace(user=user_name(host, own.uid) or ("root" if own.uid == 0 else None))
         found.append(own)
     judged = tuple(p for p in found if p.limits is not None)
     unread = tuple(p for p in found if p.limits is None)
     if next_boot(host):
         config = facts.get("limits_config")
-        judged = tuple(_at_boot(p, config) for p in judged)
+        stacks = facts.get("pam_limits_stacks") if any(p.kind == "self" for p in judged) else None
+        judged = tuple(_at_boot(p, config, stacks) for p in judged)
     return ProcessLimits(judged, unread, how)
 
 
@@ -218,28 +228,64 @@ def next_boot(host) -> bool:
     return isinstance(host, NextBootHost)
 
 
-def _at_boot(process: ProcLimits, config) -> ProcLimits:
+def _at_boot(process: ProcLimits, config, stacks=None) -> ProcLimits:
     """``process`` as it starts at the next boot: a unit with what its unit file or systemd's
-    defaults configure, a login session with what limits.conf gives its user (``*`` is not
-    root's: limits.conf(5)); a value nothing configures stays as it is now."""
+    defaults configure, a login session with what limits.conf gives its user (pam_limits'
+    precedence: a line naming the user or its uid wins over ``*``, which is not root's:
+    limits.conf(5)), unless no PAM service loads pam_limits (``stacks`` empty); a value nothing
+    configures stays as it is now."""
     limits, rows = dict(process.limits), dict(process.rows or {})
     if process.unit is not None:
         for item in (NOFILE, MEMLOCK, NPROC):
             setting = config.units.get(process.unit, {}).get(item) or config.defaults.get(item)
             if setting is not None:
                 limits[item], rows[item] = setting.limit, setting.text
-    elif process.kind == "self" and process.uid is not None:
-        domain = "root" if process.uid == 0 else "*"
+    elif process.kind == "self" and process.uid is not None and stacks != ():
+        sources = {}
         for line in config.pam:
-            if line.domain != domain:
+            source = pam_source(line.domain, process.uid, process.user)
+            if source is None:
                 continue
             now = limits.get(line.item, Limit(None, None))
-            soft = line.value if line.type in ("soft", "-") else now.soft
-            hard = line.value if line.type in ("hard", "-") else now.hard
-            limits[line.item], rows[line.item] = Limit(soft, hard), line.text
+            soft, hard, applied = now.soft, now.hard, False
+            for kind in ("soft", "hard"):
+                if line.type not in (kind, "-"):
+                    continue
+                if source > sources.get((line.item, kind), _SOURCE_NONE):
+                    break  # pam_limits' process_limit(): a more specific line already set it
+                sources[line.item, kind], applied = source, True
+                soft, hard = (line.value, hard) if kind == "soft" else (soft, line.value)
+            if applied:
+                if soft is not None and hard is not None and soft > hard:
+                    soft = hard  # setup_limits() lowers the soft limit to the hard one
+                limits[line.item], rows[line.item] = Limit(soft, hard), line.text
     else:
         return process
     return process._replace(limits=limits, rows=rows)
+
+
+# pam_limits' precedence of a line (LIMITS_DEF_USER, LIMITS_DEF_DEFAULT; lower wins, an equal
+# one read later replaces it).
+_SOURCE_USER, _SOURCE_DEFAULT, _SOURCE_NONE = 0, 4, 99
+
+
+def pam_source(domain: str, uid: int, user):
+    """How a limits.conf ``domain`` applies to the user ``uid`` named ``user``: 0 for its name or
+    a uid range holding it, 4 for ``*`` (not root's), None where it does not apply or cannot be
+    told here (a group)."""
+    if user is not None and domain == user:
+        return _SOURCE_USER
+    if domain == "*":
+        return _SOURCE_DEFAULT if uid != 0 else None
+    if ":" in domain and domain[0] not in "@%":
+        low, _, high = domain.partition(":")
+        if not domain.isascii() or (low and not low.isdigit()) or (high and not high.isdigit()) or not high and not low:
+            return None
+        if not low:
+            return _SOURCE_USER if uid == int(high) else None
+        if int(low) <= uid and (not high or uid <= int(high)):
+            return _SOURCE_USER
+    return None
 
 
 # -- configuration ------------------------------------------------------------------------
@@ -412,6 +458,40 @@ def limits_config(host, facts):
         nr_open = int(got.data.strip())
     pam_names = tuple(name for name, _path in pam_files)
     return LimitsConfig(defaults, units, names, tuple(pam), pam_names, _systemd_version(host), nr_open)
+
+
+def loads_pam_limits(text: str) -> bool:
+    """Whether a PAM configuration file has a session line with pam_limits.so."""
+    for line in text.splitlines():
+        words = line.split("#", 1)[0].split()
+        if any(word.lstrip("-") == "session" for word in words[:2]) and any(word.endswith("pam_limits.so") for word in words):
+            return True
+    return False
+
+
+@fact("pam_limits_stacks")
+def pam_limits_stacks(host, facts):
+    """The PAM configuration files whose session lines load pam_limits.so (/etc/pam.d/login,
+    sshd, su …), in the order read; () where none does, or where there is no PAM at all: nothing
+    then applies limits.conf to any session."""
+    found, seen = [], set()
+    for folder in PAM_DIRS:
+        listing = host.listdir(folder)
+        if not listing.ok:
+            if listing.missing:
+                continue
+            return unreadable(host, listing, "cannot list the PAM services at")
+        for name in sorted(listing.data)[:256]:
+            if name in seen:
+                continue  # /etc/pam.d/NAME hides the vendor's file of the same name
+            seen.add(name)
+            got = host.read_text("%s/%s" % (folder, name), cap=65536)
+            if got.ok and loads_pam_limits(got.data):
+                found.append(got.path)
+    got = host.read_text(PAM_CONF, cap=_CAP)
+    if got.ok and loads_pam_limits(got.data):
+        found.append(got.path)
+    return tuple(found)
 
 
 @fact("rdma_devices")
