@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from ai_doctor.engine import rule
 from ai_doctor.facts.containerrt import SNAP_DOCKER_CONFIG, nvidia_runtime
-from ai_doctor.facts.gpudevices import SLEEP_TARGETS
+from ai_doctor.facts.gpudevices import SLEEP_TARGETS, SUSPEND_UNITS, UNIT_DIRS
 from ai_doctor.model import Evidence, Issue, Pass, Severity, Skip
-from ai_doctor.remedy.actions import NOW, EditByHand, Reboot, Run, Show, SystemdUnit, WriteFile
+from ai_doctor.remedy.actions import NOW, CommentLines, EditByHand, Reboot, Run, Show, SystemdUnit, WriteFile
 
 TOOLKIT_GUIDE = "https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/latest/install-guide.html"
 CDI_SPEC = "/etc/cdi/nvidia.yaml"
 DEV_CHAR_RULE = "/etc/udev/rules.d/71-nvidia-dev-char.rules"
 POWER_CONF = "/etc/modprobe.d/nvidia-power-management.conf"
 UVM_CONF = "/etc/modules-load.d/nvidia-uvm.conf"
+NODES_RULE = "/etc/udev/rules.d/71-nvidia-device-nodes.rules"
+PROC_DEVICES = "/proc/devices"
 
 
 def _in_container(f):
@@ -80,9 +82,12 @@ def container_runtime(f):
     nvidia runtime whose program is missing, and an NVIDIA CDI spec that names a device node
     the host lacks or with other device numbers than the live node (injection fails:
     `unresolvable CDI devices`; NVIDIA/NemoClaw PR#4733 found a drifted nvidia-uvm major),
-    or made for another driver version than the one here (its library mounts name files a
-    driver upgrade removed: regenerate after every driver change, NVIDIA/cloud-native-docs
-    PR#83). A spec without a driver version that is older than the nvidia module file is
+    or made for another driver version than the libraries installed here (what `nvidia-ctk cdi
+    generate` takes it from; the loaded module's where they do not tell one version, and a
+    loaded module older than the libraries is named as a pending reboot): its library mounts
+    (up to 8 looked up on the host) name files a driver upgrade removes, and the message says
+    which are gone (regenerate after every driver change, NVIDIA/cloud-native-docs PR#83). A
+    spec without a driver version that is older than the nvidia module file is
     medium (it may predate the driver). In an image the engines' configuration is judged (a
     golden image without the toolkit configured is a real finding) but not the device
     numbers, which need live nodes. Inside a container this is skipped: it is the host's
@@ -272,9 +277,16 @@ def _cdi_steps(f, rt, first: bool, docker: bool = False, output: str = CDI_SPEC,
 def _spec_issues(f, rt, specs):
     issues = []
     nv = f.nvidia
-    driver = None
-    if nv:
-        driver = nv.loaded or (nv.library_versions[-1] if len(nv.library_versions) == 1 else None)
+    loaded = nv.loaded if nv else None
+    installed = nv.library_versions if nv else []
+    # nvidia-ctk cdi generate takes the version from the libraries installed, which is what a
+    # spec must name; the loaded module only where they do not tell.
+    if len(installed) == 1:
+        driver, against = installed[0], "the driver libraries installed here are %s" % installed[0]
+        if loaded and loaded != installed[0]:
+            against += " (the loaded module is still %s: a reboot is pending)" % loaded
+    else:
+        driver, against = loaded, "the loaded driver is %s" % loaded
     for spec in specs:
         problems, evidence = [], []
         for host_path, node, outcome in spec.live:
@@ -290,10 +302,14 @@ def _spec_issues(f, rt, specs):
                 evidence.append(Evidence(host_path, "%d:%d" % (node.major, node.minor)))
         severity = None
         if spec.driver and driver and spec.driver != driver:
-            problems.append(
-                "was made for driver %s, and the driver here is %s (its library mounts name files that are gone)" % (spec.driver, driver)
-            )
+            if spec.gone:
+                named = ", ".join(spec.gone[:3]) + (" …" if len(spec.gone) > 3 else "")
+                mounts = "its library mounts name files that are gone: %s" % named
+            else:
+                mounts = "its library mounts name driver %s's libraries, which a driver upgrade removes" % spec.driver
+            problems.append("was made for driver %s, and %s; %s" % (spec.driver, against, mounts))
             evidence.append(Evidence(spec.path, "driver %s" % spec.driver))
+            evidence += [Evidence(path, "not present") for path in spec.gone[:3]]
         elif (
             not problems and spec.driver is None and spec.mtime is not None and rt.driver_mtime is not None and spec.mtime < rt.driver_mtime
         ):
@@ -325,21 +341,23 @@ def _spec_issues(f, rt, specs):
     "GPU device nodes missing, stale or out of reach",
     Severity.HIGH,
     needs=("gpu_devices",),
-    uses=("gpus", "container", "nvidia", "gpu_device_names", "fixes"),
+    uses=("gpus", "container", "nvidia", "gpu_device_names", "os_release", "fixes"),
 )
 def device_nodes(f):
     """The device files CUDA and ROCm open are missing, carry stale device numbers, or this
     process may not open them; or the host suspends without preserving video memory.
 
     NVIDIA (high): `nvidia_uvm` is not loaded (CUDA: `cuInit` 999, "Could not load UVM kernel
-    module"), or /dev/nvidia-uvm, /dev/nvidiactl or /dev/nvidiaN has another major than
-    /proc/devices registers (`nvidia-uvm`; 195 as `nvidia`, `nvidia-frontend` before 550.40):
-    a node left from an earlier module load. The nodes are made by nvidia-modprobe (setuid
-    root, which libcuda runs), a udev rule or nvidia-persistenced, not by devtmpfs. Where a
-    setuid nvidia-modprobe is installed, an unloaded nvidia_uvm and absent nodes are what a
-    host looks like before its first CUDA program (it loads and makes them for any user), so
-    they are not reported on the host; without it they are. Inside a container (judged
-    there: injected nodes and numeric groups are what breaks) /dev/nvidia-uvm or
+    module"); /dev/nvidia-uvm, /dev/nvidiactl or a GPU's /dev/nvidiaN (its "Device Minor" in
+    /proc/driver/nvidia/gpus) is absent while its module is loaded; or one of them has another
+    major than /proc/devices registers (`nvidia-uvm`; 195 as `nvidia`, `nvidia-frontend` before
+    550.40): a node left from an earlier module load. The nodes are made by nvidia-modprobe
+    (setuid root, which libcuda runs), a udev rule or nvidia-persistenced, never by devtmpfs:
+    loading nvidia_uvm does not make /dev/nvidia-uvm. Where a setuid nvidia-modprobe is
+    installed, an unloaded nvidia_uvm and absent nodes are what a host looks like before its
+    first CUDA program (it loads and makes them for any user), so they are not reported on the
+    host; without it they are (a plain nvidia-modprobe serves root only). Inside a container
+    (judged there: injected nodes and numeric groups are what breaks) /dev/nvidia-uvm or
     /dev/nvidiactl missing beside /dev/nvidiaN means the runtime did not inject them: the host
     had nvidia_uvm unloaded when the container started, or the container did not ask for the
     compute capability; the fix is on the host and in how the container is started
@@ -356,24 +374,34 @@ def device_nodes(f):
     Suspend (medium): the host suspended since boot (/sys/power/suspend_stats/success > 0)
     while the loaded driver runs with `PreserveVideoMemoryAllocations: 0`
     (/proc/driver/nvidia/params): video memory is lost at suspend and CUDA programs (Ollama)
-    fall back to the CPU or fail after resume until nvidia_uvm is reloaded. A host that never
-    suspended is not judged (a server that never sleeps is fine), nor one whose sleep targets
-    are all masked.
+    fall back to the CPU or fail after resume until nvidia_uvm is reloaded; or with 1 but
+    nvidia-suspend.service or nvidia-resume.service not enabled (no sleep service requires or
+    wants them): the driver then refuses to suspend ("System Power Management attempted without
+    driver procfs suspend interface"). A host that never suspended is not judged (a server that
+    never sleeps is fine), nor one whose sleep targets are all masked.
 
     Not judged in an image (it has no device nodes) or in a tree that did not capture /dev.
+    In the simulated next boot the nodes a udev rule makes are there.
 
-    Fixes: `modprobe nvidia-uvm` now and /etc/modules-load.d/nvidia-uvm.conf for every boot
-    (modules-load.d(5)); stale nodes removed and made again by `nvidia-modprobe -cN` (`-u` for
-    the nvidia-uvm nodes, `-m` for nvidia-modeset); `usermod -aG GROUP USER` (aidoctor run with
-    sudo judges root, who may open anything: run it as the service's user to judge that user);
-    `options nvidia NVreg_PreserveVideoMemoryAllocations=1 NVreg_TemporaryFilePath=/var/tmp`
-    in modprobe.d with nvidia-suspend, nvidia-resume and nvidia-hibernate enabled (NVIDIA
-    driver README, "Configuring Power Management Support"), or, on a server, the sleep
-    targets masked.
+    Fixes: the nodes made now, with `nvidia-modprobe -u -c=0` (loads nvidia-uvm, makes
+    /dev/nvidia-uvm and /dev/nvidia-uvm-tools) and `nvidia-modprobe -c=N` (/dev/nvidiaN,
+    255: /dev/nvidiactl) where it is installed, else `mknod` with the numbers /proc/devices
+    registers (`modprobe nvidia-uvm` first where it is not loaded); at every boot, a udev rule
+    that runs nvidia-modprobe when a GPU binds to the nvidia driver (as NVIDIA's packages
+    do), or, without nvidia-modprobe, the package installed (setuid root, CUDA runs it for
+    any user) and nvidia-uvm in /etc/modules-load.d; stale nodes removed and made again;
+    `usermod -aG GROUP USER` (aidoctor run with sudo judges root, who may open anything: run
+    it as the service's user to judge that user); `options nvidia
+    NVreg_PreserveVideoMemoryAllocations=1 NVreg_TemporaryFilePath=/var/tmp` in modprobe.d
+    with those of nvidia-suspend, nvidia-resume and nvidia-hibernate that are installed
+    enabled (NVIDIA driver README, "Configuring Power Management Support"; where their unit
+    files are not installed, which package ships them), or, on a server, the sleep targets
+    masked. Reloading nvidia_uvm after a resume is advice, never a command of the fix.
 
-    Reference: NVIDIA driver README (installed files, power management), nvidia-modprobe,
-    nvidia-container-toolkit internal/info/proc/devices; Documentation/ABI/testing/sysfs-power;
-    proc(5); modules-load.d(5); issues NVIDIA/nvidia-docker#139, #997, NVIDIA/enroot#105,
+    Reference: NVIDIA driver README (installed files, power management), nvidia-modprobe
+    (nvidia-modprobe.c, modprobe-utils), nvidia-container-toolkit internal/info/proc/devices;
+    Documentation/ABI/testing/sysfs-power; proc(5); modules-load.d(5); CUDA installation guide
+    ("Device Node Verification"); issues NVIDIA/nvidia-docker#139, #997, NVIDIA/enroot#105,
     ollama/ollama#1813, #2934, PR#3282 (docs/gpu.md), NVIDIA/nvidia-container-toolkit#1155.
     """
     devices = f.gpu_devices
@@ -436,69 +464,202 @@ def _nvidia_nodes(f, devices, container, notes):
         if container:
             steps = [
                 fixes.advice(
-                    "Remake the nodes on the host (`nvidia-modprobe -c0 -u` as root recreates /dev/nvidia-uvm and /dev/nvidia0 "
-                    "with the registered numbers), then recreate this container so the runtime injects them again",
+                    "Remake the nodes on the host (as root, `nvidia-modprobe -u -c=0` remakes /dev/nvidia-uvm and "
+                    "/dev/nvidia-uvm-tools, `nvidia-modprobe -c=N` /dev/nvidiaN, with the registered numbers), then "
+                    "recreate this container so the runtime injects them again",
                     host_wide=True,
                 )
             ]
         else:
-            remove = [Run(("rm", "-f") + tuple(item.path for item, _why in stale), NOW)]
-            steps = [
-                fixes.step(
-                    "Remove the stale nodes and have nvidia-modprobe make them again with the registered numbers "
-                    "(stop what uses the GPU first)",
-                    remove + _remake(devices, [item for item, _why in stale]) + [Show("ls -l %s/nvidia*" % devices.dev)],
-                    False,
-                    host_wide=False,
-                )
-            ]
+            names = [item.path[len(devices.dev) + 1 :] for item, _why in stale]
+            paths = tuple(item.path for item, _why in stale)
+            if devices.tool:
+                summary = "Have nvidia-modprobe make the nodes again with the registered numbers (it replaces a wrong node)"
+                actions = _make_nodes(devices, names)
+            else:
+                summary = "Remove the stale nodes and make them again with the registered numbers"
+                actions = [Run(("rm", "-f") + paths, NOW)] + _make_nodes(devices, names)
+            summary += " (stop what uses the GPU first)"
+            steps = [fixes.step(summary, actions + [Show("ls -l %s" % " ".join(paths))], False, host_wide=False)]
         issues.append(Issue(message, evidence, steps))
     if container:
         issues += _container_nodes(f, devices, container)
         return issues
-    if devices.uvm_loaded is False:
+    absent = _absent(devices)
+    if devices.uvm_loaded is False or absent:
         if devices.helper:
-            notes.append("nvidia_uvm is not loaded yet; %s (setuid root) loads it at the first CUDA call" % devices.helper)
+            what = "nvidia_uvm is not loaded yet" if devices.uvm_loaded is False else "%s absent" % ", ".join(absent)
+            notes.append("%s; %s (setuid root) makes %s at the first CUDA call" % (what, devices.helper, "it" if not absent else "them"))
         else:
-            issues.append(_uvm_issue(f, devices))
+            issues.append(_absent_issue(f, devices, absent))
     return issues
 
 
-def _uvm_issue(f, devices):
-    message = (
-        "The nvidia driver is loaded but nvidia_uvm is not, and no setuid-root nvidia-modprobe is installed to load it when "
-        'a CUDA program starts: CUDA fails (cuInit error 999, "Could not load UVM kernel module") for every user but root.'
-    )
-    if devices.loads_at_boot("nvidia-uvm"):
-        message += " modules-load.d names it, so it loads at boot: it was unloaded since."
-    fixes = f.fixes
-    steps = [
-        fixes.step(
-            "Load nvidia-uvm now",
-            [Run(("modprobe", "nvidia-uvm"), NOW), Show("grep nvidia-uvm /proc/devices")],
-            False,
-            host_wide=False,
+def _absent(devices):
+    """Names under /dev of the nodes CUDA opens that are not there though their module is
+    loaded: nvidiactl, nvidia-uvm (and its -tools twin), each GPU's nvidiaN."""
+    names = []
+    # nvidiactl matters where the driver has GPUs: nodes of them, or ones it lists.
+    if devices.absent("nvidiactl") and devices.nvidia_major() is not None and (devices.gpus or devices.minors):
+        names.append("nvidiactl")
+    present = {item.path.rsplit("/", 1)[1] for item in devices.gpus}
+    names += ["nvidia%d" % minor for minor in devices.minors if "nvidia%d" % minor not in present]
+    if devices.uvm_loaded and devices.absent("nvidia-uvm"):
+        names.append("nvidia-uvm")
+        if devices.absent("nvidia-uvm-tools"):
+            names.append("nvidia-uvm-tools")
+    return names
+
+
+def _absent_issue(f, devices, absent):
+    """nvidia_uvm unloaded or nodes absent, with no setuid nvidia-modprobe to fix it for users."""
+    unloaded = devices.uvm_loaded is False
+    paths = ["%s/%s" % (devices.dev, name) for name in absent]
+    who = "every user but root (%s, not setuid, serves root only)" % devices.tool if devices.tool else "every user"
+    if unloaded:
+        message = (
+            "The nvidia driver is loaded but nvidia_uvm is not, and no setuid-root nvidia-modprobe is installed to load it when "
+            'a CUDA program starts: CUDA fails (cuInit error 999, "Could not load UVM kernel module") for %s.' % who
         )
-    ]
-    if not devices.loads_at_boot("nvidia-uvm"):
+        if devices.loads_at_boot("nvidia-uvm"):
+            message += " modules-load.d names it, so it loads at boot: it was unloaded since."
+        message += " Loading it is not enough: /dev/nvidia-uvm must be made too (devtmpfs does not make NVIDIA's nodes)."
+        if paths:
+            message += " %s %s absent too." % (", ".join(paths), "is" if len(paths) == 1 else "are")
+        evidence = [Evidence("/proc/modules", "no nvidia_uvm")]
+    else:
+        uvm = devices.majors.get("nvidia-uvm") if devices.majors else None
+        message = (
+            "%s %s not there though %s loaded, and no setuid-root nvidia-modprobe is installed to make %s when a CUDA program "
+            "starts: CUDA cannot open %s and fails (%s) for %s. devtmpfs does not make NVIDIA's nodes: nvidia-modprobe, a udev "
+            "rule or nvidia-persistenced does."
+            % (
+                ", ".join(paths),
+                "is" if len(paths) == 1 else "are",
+                "nvidia_uvm is" if any(n.startswith("nvidia-uvm") for n in absent) else "the nvidia driver is",
+                "it" if len(paths) == 1 else "them",
+                "it" if len(paths) == 1 else "them",
+                "cuInit error 999" if "nvidia-uvm" in absent else "no CUDA-capable device is detected",
+                who,
+            )
+        )
+        evidence = [Evidence(path, "not present") for path in paths[:16]]
+        if uvm is not None and "nvidia-uvm" in absent:
+            evidence.append(Evidence(PROC_DEVICES, "%d nvidia-uvm" % uvm))
+    made = [devices.made_by(name) for name in absent]
+    if absent and all(made):
+        message += " %s:%d makes %s when the driver binds, so %s back at the next boot." % (
+            made[0].path,
+            made[0].line,
+            "it" if len(absent) == 1 else "them",
+            "it comes" if len(absent) == 1 else "they come",
+        )
+    fixes = f.fixes
+    wanted = list(absent) + (["nvidia-uvm", "nvidia-uvm-tools"] if unloaded else [])
+    actions = []
+    if unloaded and not devices.tool:
+        # Nodes left from an earlier load may carry another major than the module gets now.
+        left = tuple("%s/%s" % (devices.dev, name) for name in ("nvidia-uvm", "nvidia-uvm-tools") if not devices.absent(name))
+        actions = [Run(("modprobe", "nvidia-uvm"), NOW)] + ([Run(("rm", "-f") + left, NOW)] if left else [])
+    actions += _make_nodes(devices, wanted)
+    summary = ("Load nvidia-uvm and make %s now" if unloaded else "Make %s now") % _node_words(wanted)
+    look = Show("ls -l %s" % " ".join("%s/%s" % (devices.dev, name) for name in wanted))
+    steps = [fixes.step(summary, actions + [look], False, host_wide=False)]
+    boot = [name for name in wanted if not devices.made_by(name)]
+    if boot and devices.tool:
         steps.append(
             fixes.step(
-                "Load it at every boot (systemd-modules-load reads %s)" % UVM_CONF,
-                [WriteFile(UVM_CONF, ("nvidia-uvm",), True)],
+                "Make %s at every boot, whenever a GPU binds to the nvidia driver, with a udev rule that runs %s (as NVIDIA's "
+                "packages do; -u also loads nvidia-uvm)" % (_node_words(boot), devices.tool),
+                [WriteFile(NODES_RULE, _nodes_rule(devices, boot), True), Run(("udevadm", "control", "--reload"), NOW)],
                 True,
                 host_wide=False,
             )
         )
-    return Issue(message, [Evidence("/proc/modules", "no nvidia_uvm")], steps)
+    elif boot:
+        if unloaded and not devices.loads_at_boot("nvidia-uvm"):
+            steps.append(
+                fixes.step(
+                    "Load nvidia-uvm at every boot (systemd-modules-load reads %s)" % UVM_CONF,
+                    [WriteFile(UVM_CONF, ("nvidia-uvm",), True)],
+                    True,
+                    host_wide=False,
+                )
+            )
+        steps.append(
+            fixes.advice(
+                "Install nvidia-modprobe (the nvidia-modprobe package, from the distribution or NVIDIA's CUDA repository): "
+                "installed setuid root, it is what CUDA runs to load nvidia-uvm and make the nodes for any user, after every "
+                "boot too"
+            )
+        )
+    return Issue(message, evidence, steps)
 
 
-def _remake(devices, stale):
-    """nvidia-modprobe runs that make ``stale`` nodes again: ``-c N`` makes /dev/nvidiaN (and
-    /dev/nvidiactl), ``-u`` the nvidia-uvm nodes, ``-m`` /dev/nvidia-modeset."""
-    names = [item.path[len(devices.dev) + 1 :] for item in stale]
-    minors = [name[6:] for name in names if name.startswith("nvidia") and name[6:].isdigit()] or ["0"]
-    flags = tuple(flag for flag, wanted in (("-u", "nvidia-uvm"), ("-m", "nvidia-modeset")) if any(n.startswith(wanted) for n in names))
-    return [Run(("nvidia-modprobe", "-c%s" % minor) + (flags if at == 0 else ()), NOW) for at, minor in enumerate(minors)]
+def _node_words(names) -> str:
+    return ", ".join("/dev/" + name for name in names) if len(names) < 4 else "the NVIDIA nodes"
+
+
+def _nodes_rule(devices, names):
+    """The lines of a udev rule that runs nvidia-modprobe for ``names`` when a GPU binds to the
+    nvidia driver (NVIDIA's packages run it from such a rule, with ``-c0 -u``)."""
+    runs = []
+    if any(name.startswith("nvidia-uvm") for name in names):
+        runs.append("%s -u -c=0" % devices.tool)
+    minors = _gpu_minors(names)
+    if minors:
+        runs.append("%s %s" % (devices.tool, " ".join("-c=%d" % minor for minor in minors)))
+    return (
+        "# Load nvidia-uvm and make NVIDIA's device nodes whenever a GPU binds to the nvidia driver (devtmpfs does not make them)",
+        'ACTION=="add|bind", SUBSYSTEM=="pci", ATTR{vendor}=="0x10de", DRIVER=="nvidia", %s' % ", ".join('RUN+="%s"' % run for run in runs),
+    )
+
+
+def _gpu_minors(names):
+    """Minor numbers nvidia-modprobe -c makes for ``names`` (nvidiactl: 255)."""
+    minors = sorted(int(name[6:]) for name in names if name.startswith("nvidia") and name[6:].isdigit())
+    return minors + ([255] if "nvidiactl" in names else [])
+
+
+def _make_nodes(devices, names):
+    """Actions that make the nodes ``names`` (under the driver's /dev): nvidia-modprobe where it
+    is installed (``-u -c=0``: the nvidia-uvm nodes; ``-c=N``: /dev/nvidiaN, 255 /dev/nvidiactl;
+    ``-m``: /dev/nvidia-modeset), else mknod with the numbers /proc/devices registers, the nvidia-uvm
+    nodes 0666 as nvidia-modprobe makes them, the others with the driver's DeviceFileMode, -UID
+    and -GID; where nvidia-uvm has no major yet (it was just loaded), read from /proc/devices when
+    the command runs."""
+    actions = []
+    uvm = [name for name in ("nvidia-uvm", "nvidia-uvm-tools") if name in names]
+    minors = _gpu_minors(names)
+    modeset = "nvidia-modeset" in names
+    if devices.tool:
+        if minors or modeset:
+            actions.append(Run((devices.tool,) + tuple("-c=%d" % minor for minor in minors) + (("-m",) if modeset else ()), NOW))
+        if uvm:
+            actions.append(Run((devices.tool, "-u", "-c=0"), NOW))
+        return actions
+    gpu = devices.nvidia_major()
+    mode, uid, gid = devices.file_mode()
+    made = []
+    for minor in minors + ([254] if modeset else []):
+        name = "nvidiactl" if minor == 255 else "nvidia-modeset" if minor == 254 else "nvidia%d" % minor
+        path = "%s/%s" % (devices.dev, name)
+        actions.append(Run(("mknod", "-m", "%o" % mode, path, "c", str(gpu if gpu is not None else 195), str(minor)), NOW))
+        made.append(path)
+    if made and (uid or gid):
+        actions.append(Run(("chown", "%d:%d" % (uid, gid)) + tuple(made), NOW))
+    major = (devices.majors or {}).get("nvidia-uvm")
+    if uvm and major is not None:
+        actions += [
+            Run(("mknod", "-m", "666", "%s/%s" % (devices.dev, name), "c", str(major), "0" if name == "nvidia-uvm" else "1"), NOW)
+            for name in uvm
+        ]
+    elif uvm:
+        script = 'set -- $(grep -x " *[0-9]* nvidia-uvm" /proc/devices) && ' + " && ".join(
+            'mknod -m 666 %s/%s c "$1" %d' % (devices.dev, name, 0 if name == "nvidia-uvm" else 1) for name in uvm
+        )
+        actions.append(Run(("sh", "-c", script), NOW))
+    return actions
 
 
 def _container_nodes(f, devices, container):
@@ -520,7 +681,11 @@ def _container_nodes(f, devices, container):
     steps = []
     if host_unloaded:
         steps.append(
-            fixes.advice("Load nvidia-uvm on the host: `modprobe nvidia-uvm`, and at every boot with %s" % UVM_CONF, host_wide=True)
+            fixes.advice(
+                "Load nvidia-uvm on the host and make its nodes (as root, `nvidia-modprobe -u -c=0` does both), and at every "
+                "boot (%s, or a setuid nvidia-modprobe)" % UVM_CONF,
+                host_wide=True,
+            )
         )
     steps.append(
         fixes.advice(
@@ -583,9 +748,11 @@ def _amd_nodes(f, devices, container, notes):
 
 def _suspend(f, devices, notes):
     value = devices.params.get("PreserveVideoMemoryAllocations")
-    if value is None or devices.suspends is None:
+    if value not in ("0", "1") or devices.suspends is None:
         return []
-    if value != "0":
+    needed = ("nvidia-suspend.service", "nvidia-resume.service")
+    not_enabled = [unit for unit in needed if unit not in devices.enabled_units]
+    if value == "1" and not not_enabled:
         return []
     if not devices.suspends:
         notes.append("no suspend since boot")
@@ -593,48 +760,98 @@ def _suspend(f, devices, notes):
     if devices.sleep_masked:
         notes.append("the sleep targets are masked")
         return []
-    message = (
-        "This host suspended %d time%s since boot (/sys/power/suspend_stats/success) while the NVIDIA driver runs with "
-        "PreserveVideoMemoryAllocations 0: video memory is not saved across suspend, and CUDA programs fail or fall back to "
-        "the CPU after resume until nvidia_uvm is reloaded." % (devices.suspends, "" if devices.suspends == 1 else "s")
-    )
+    times = "%d time%s" % (devices.suspends, "" if devices.suspends == 1 else "s")
     evidence = [
         Evidence("/sys/power/suspend_stats/success", str(devices.suspends)),
-        Evidence("/proc/driver/nvidia/params", "PreserveVideoMemoryAllocations: 0"),
+        Evidence("/proc/driver/nvidia/params", "PreserveVideoMemoryAllocations: %s" % value),
     ]
+    if value == "0":
+        message = (
+            "This host suspended %s since boot (/sys/power/suspend_stats/success) while the NVIDIA driver runs with "
+            "PreserveVideoMemoryAllocations 0: video memory is not saved across suspend, and CUDA programs fail or fall back to "
+            "the CPU after resume until nvidia_uvm is reloaded." % times
+        )
+    else:
+        message = (
+            "This host suspends (%s since boot) and the NVIDIA driver runs with PreserveVideoMemoryAllocations 1, but %s %s not "
+            "enabled: the driver saves video memory only when nvidia-suspend.service asks it to, and otherwise refuses to "
+            'suspend ("System Power Management attempted without driver procfs suspend interface").'
+            % (times, " and ".join(not_enabled), "is" if len(not_enabled) == 1 else "are")
+        )
     fixes = f.fixes
-    actions = []
-    preserve = devices.preserve
-    if preserve is not None and preserve[2] != "1" and preserve[0].startswith("/etc/"):
-        from ai_doctor.remedy.actions import CommentLines
-
-        actions.append(CommentLines(preserve[0], ((preserve[1], preserve[3]),)))
-        evidence.append(Evidence(preserve[0], preserve[3].strip(), preserve[1]))
-    actions.append(WriteFile(POWER_CONF, ("options nvidia NVreg_PreserveVideoMemoryAllocations=1 NVreg_TemporaryFilePath=/var/tmp",), True))
-    actions.append(Run(("systemctl", "enable", "nvidia-suspend.service", "nvidia-resume.service", "nvidia-hibernate.service")))
-    steps = [
-        fixes.step(
-            "If CUDA fails now, reload nvidia_uvm (with no CUDA program running)",
-            [Run(("rmmod", "nvidia_uvm"), NOW), Run(("modprobe", "nvidia_uvm"), NOW)],
-            False,
-            host_wide=False,
-        ),
-        fixes.step(
-            "Preserve video memory across suspend: the driver option, and the nvidia-suspend, -resume and -hibernate services "
-            "that save it (a driver loaded from the initramfs needs the initramfs rebuilt too)",
-            actions,
-            True,
-            host_wide=False,
-        ),
-        fixes.step("Then reboot, which loads the driver with the option", [Reboot()], True, host_wide=False),
+    installed = [unit for unit in SUSPEND_UNITS if devices.units.get(unit)]
+    missing = [unit for unit in needed if unit not in installed]
+    enable = [unit for unit in installed if unit not in devices.enabled_units]
+    option = "options nvidia NVreg_PreserveVideoMemoryAllocations=1 NVreg_TemporaryFilePath=/var/tmp"
+    steps = []
+    if missing:
+        evidence.append(Evidence("/usr/lib/systemd/system", "no %s" % " or ".join(missing)))
+        steps.append(
+            fixes.advice(
+                "Install NVIDIA's suspend units first (%s: no unit file in %s); they ship with the driver%s. Then preserve video "
+                "memory: `%s` in %s, `systemctl enable %s`, and a reboot (the option without the units makes suspend fail)"
+                % (
+                    ", ".join(missing),
+                    ", ".join(UNIT_DIRS),
+                    _units_package(f),
+                    option,
+                    POWER_CONF,
+                    " ".join(SUSPEND_UNITS),
+                )
+            )
+        )
+    else:
+        actions = []
+        preserve = devices.preserve
+        if preserve is None or preserve[2] != "1":
+            if preserve is not None and preserve[0].startswith("/etc/"):
+                actions.append(CommentLines(preserve[0], ((preserve[1], preserve[3]),)))
+                evidence.append(Evidence(preserve[0], preserve[3].strip(), preserve[1]))
+            actions.append(WriteFile(POWER_CONF, (option,), True))
+        if enable:
+            actions.append(Run(("systemctl", "enable") + tuple(enable)))
+        parts = []
+        if value == "0":
+            parts.append("the driver option (a driver loaded from the initramfs needs the initramfs rebuilt too)")
+        if enable:
+            parts.append("%s enabled, which save and restore it" % ", ".join(enable))
+        summary = "Preserve video memory across suspend: %s" % " and ".join(parts)
+        if "nvidia-hibernate.service" not in installed:
+            summary += " (no nvidia-hibernate.service is installed: hibernation is not covered)"
+        steps.append(fixes.step(summary, actions, True, host_wide=False))
+        if value == "0":
+            steps.append(fixes.step("Then reboot, which loads the driver with the option", [Reboot()], True, host_wide=False))
+    if value == "0":
+        steps.append(
+            fixes.advice(
+                "Until then, if CUDA fails after a resume: with no CUDA program running, reload nvidia_uvm "
+                "(`rmmod nvidia_uvm`, then `modprobe nvidia_uvm`)",
+                persistent=False,
+            )
+        )
+    steps.append(
         fixes.step(
             "Or, on a server that should never sleep, mask the sleep targets",
             [SystemdUnit("mask", unit) for unit in SLEEP_TARGETS],
             True,
             host_wide=False,
-        ),
-    ]
+        )
+    )
     return [Issue(message, evidence, steps, severity=Severity.MEDIUM)]
+
+
+def _units_package(f) -> str:
+    """Which package ships NVIDIA's suspend units, where the distribution tells."""
+    release = f.os_release
+    fields = release.fields if release else {}
+    ids = {fields.get("ID", "")} | set(fields.get("ID_LIKE", "").split())
+    if "debian" in ids and "ubuntu" not in ids:
+        return " (Debian: the nvidia-suspend-common package)"
+    if ids & {"fedora"}:
+        return " (Fedora with RPM Fusion: xorg-x11-drv-nvidia-power)"
+    if "arch" in ids:
+        return " (Arch: nvidia-utils)"
+    return "'s packages or NVIDIA's installer, in /usr/lib/systemd/system"
 
 
 @rule(

@@ -63,6 +63,8 @@ NO_CONFIGURATION_FIX = {
     ("gpudev-cdi-stale-uvm-major", "gpu.container-runtime"),
     ("gpudev-cdi-older-than-driver", "gpu.container-runtime"),
     ("gpudev-amd-kfd-denied", "gpu.device-nodes"),
+    ("gpudev-uvm-not-loaded", "gpu.device-nodes"),
+    ("gpudev-uvm-node-missing", "gpu.device-nodes"),
     ("gpudev-container-no-uvm", "gpu.device-nodes"),
     ("gpudev-container-no-uvm", "memory.headroom"),
     ("gpudev-container-no-uvm", "access.readonly-sysctl"),

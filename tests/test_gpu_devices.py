@@ -42,6 +42,13 @@ def _nvidia(tree, uvm=True, nodes=True):
     return tree
 
 
+def _boot_driver(tree, release="6.1.0-18-amd64"):
+    """The nvidia module of the kernel that boots next, so --next-boot loads the driver again."""
+    tree.write("/lib/modules/%s/updates/dkms/nvidia.ko" % release, "")
+    tree.write("/lib/modules/%s/modules.dep" % release, "updates/dkms/nvidia.ko:\n")
+    tree.write("/.aidoctor/derived/modinfo/lib/modules/%s/updates/dkms/nvidia.ko" % release, "name=nvidia\nversion=550.127.05\n")
+
+
 def _statuses(run, tree, *args):
     result = run("--root", tree.root, "--format", "json", *GPU_RULES, *args)
     return result, {c["rule"]: (c["status"], c.get("reason")) for c in result.json["checks"]}
@@ -211,10 +218,107 @@ def test_uvm_not_loaded_with_a_setuid_nvidia_modprobe_is_how_a_host_looks_before
 
 def test_uvm_not_loaded_without_the_helper_is_high(run, tree):
     _nvidia(tree, uvm=False)
+    _boot_driver(tree)  # the fix proof (conftest) then boots the driver again, without nvidia_uvm unless the rule loads it
     tree.write("/usr/bin/nvidia-modprobe", "", mode=0o755)  # not setuid: it cannot load modules for a user
     result, statuses = _statuses(run, tree)
     assert result.findings() == {"gpu.device-nodes": "high"}
-    assert "sudo modprobe nvidia-uvm" in _commands(result, "gpu.device-nodes")
+    message = result.json["findings"][0]["message"]
+    assert "for every user but root (/usr/bin/nvidia-modprobe, not setuid, serves root only)" in message
+    assert "Loading it is not enough: /dev/nvidia-uvm must be made too" in message
+    # nvidia-modprobe -u loads nvidia-uvm and makes both of its nodes; a udev rule does it at every boot.
+    assert _commands(result, "gpu.device-nodes") == [
+        "sudo /usr/bin/nvidia-modprobe -u -c=0",
+        "ls -l /dev/nvidia-uvm /dev/nvidia-uvm-tools",
+        "sudo mkdir -p /etc/udev/rules.d",
+        "printf '%s\\n' '# Load nvidia-uvm and make NVIDIA'\"'\"'s device nodes whenever a GPU binds to the nvidia driver "
+        '(devtmpfs does not make them)\' \'ACTION=="add|bind", SUBSYSTEM=="pci", ATTR{vendor}=="0x10de", DRIVER=="nvidia", '
+        'RUN+="/usr/bin/nvidia-modprobe -u -c=0"\' | sudo tee /etc/udev/rules.d/71-nvidia-device-nodes.rules >/dev/null',
+        "sudo udevadm control --reload",
+    ]
+
+
+def test_a_loaded_uvm_without_its_node_is_high_and_the_udev_rule_clears_it_at_the_next_boot(run, tree, tmp_path):
+    _nvidia(tree, nodes=False)
+    _boot_driver(tree)
+    tree.write("/dev/null", "")
+    _node(tree, "/dev/nvidiactl", minor=255)
+    _node(tree, "/dev/nvidia0")
+    tree.write("/usr/bin/nvidia-modprobe", "", mode=0o755)
+    result, _statuses_ = _statuses(run, tree)
+    assert result.findings() == {"gpu.device-nodes": "high"}
+    message = result.json["findings"][0]["message"]
+    assert message.startswith("/dev/nvidia-uvm, /dev/nvidia-uvm-tools are not there though nvidia_uvm is loaded")
+    assert {"path": "/proc/devices", "value": "511 nvidia-uvm"}.items() <= result.json["findings"][0]["evidence"][-1].items()
+    assert _commands(result, "gpu.device-nodes")[0] == "sudo /usr/bin/nvidia-modprobe -u -c=0"
+    # Written to a copy, the rule makes the nodes at the next boot: the finding is gone there.
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tree.root, copy, symlinks=True)
+    run("fix", "--root", copy, "--apply", "--yes", "--only", "gpu.device-nodes")
+    assert "/usr/bin/nvidia-modprobe -u -c=0" in (copy / "etc/udev/rules.d/71-nvidia-device-nodes.rules").read_text()
+    booted = run("--root", copy, "--format", "json", "--next-boot", *GPU_RULES)
+    assert booted.findings() == {}
+    # Now (not at boot) the rule has not run yet: the nodes are still missing, and it says they come back.
+    result = run("--root", copy, "--format", "json", *GPU_RULES)
+    assert "71-nvidia-device-nodes.rules:2 makes them when the driver binds" in result.json["findings"][0]["message"]
+    assert _commands(result, "gpu.device-nodes") == ["sudo /usr/bin/nvidia-modprobe -u -c=0", "ls -l /dev/nvidia-uvm /dev/nvidia-uvm-tools"]
+
+
+def test_a_missing_gpu_node_is_found_from_the_minors_the_driver_lists(run, tree):
+    _nvidia(tree)
+    tree.write(
+        "/proc/driver/nvidia/params", "DeviceFileMode: 432\nDeviceFileUID: 0\nDeviceFileGID: 44\nPreserveVideoMemoryAllocations: 0\n"
+    )
+    for bus, minor in (("0000:17:00.0", 0), ("0000:65:00.0", 1)):
+        tree.write("/proc/driver/nvidia/gpus/%s/information" % bus, "Model: \t\t NVIDIA L40S\nDevice Minor: \t %d\n" % minor)
+    result, _statuses_ = _statuses(run, tree)
+    assert result.findings() == {"gpu.device-nodes": "high"}
+    message = result.json["findings"][0]["message"]
+    assert message.startswith("/dev/nvidia1 is not there though the nvidia driver is loaded")
+    assert "no CUDA-capable device is detected" in message
+    # No nvidia-modprobe: mknod with the driver's mode, owner and group; nvidia-modprobe -c=1 where it is installed.
+    assert _commands(result, "gpu.device-nodes")[:2] == ["sudo mknod -m 660 /dev/nvidia1 c 195 1", "sudo chown 0:44 /dev/nvidia1"]
+    tree.write("/usr/bin/nvidia-modprobe", "", mode=0o755)
+    result, _statuses_ = _statuses(run, tree)
+    assert _commands(result, "gpu.device-nodes")[0] == "sudo /usr/bin/nvidia-modprobe -c=1"
+
+
+def test_nvidia_modprobe_arguments_as_nvgetopt_reads_them():
+    from ai_doctor.facts.gpudevices import modprobe_flags
+
+    assert modprobe_flags(["-c0", "-u"]) == (True, [0], False)
+    assert modprobe_flags(["-c=0", "-c", "1", "--create-nvidia-device-file=255", "-m"]) == (False, [0, 1, 255], True)
+    assert modprobe_flags(["--unified-memory"]) == (True, [], False)
+    assert modprobe_flags(["-c", "x", "-cfoo"]) == (False, [], False)
+
+
+@pytest.mark.parametrize(
+    "rule, made",
+    [
+        ('ACTION=="add", DEVPATH=="/module/nvidia_uvm", SUBSYSTEM=="module", RUN+="/sbin/create-uvm-dev-node"\n', True),
+        (
+            'ACTION=="add|bind", ATTR{vendor}=="0x10de", ATTR{class}=="0x03[0-9]*", \\\n    DRIVER=="nvidia", '
+            'TEST!="/dev/nvidia-uvm", \\\n    RUN+="/usr/bin/nvidia-modprobe", \\\n    RUN+="/usr/bin/nvidia-modprobe -c0 -u"\n',
+            True,
+        ),
+        # -u without a minor only loads the module; a rule whose program is missing makes nothing.
+        ('ACTION=="add", DRIVER=="nvidia", RUN+="/usr/bin/nvidia-modprobe -u"\n', False),
+        ('ACTION=="add", DRIVER=="nvidia", RUN+="/opt/gone/nvidia-modprobe -c0 -u"\n', False),
+        ('# ACTION=="add", DRIVER=="nvidia", RUN+="/usr/bin/nvidia-modprobe -c0 -u"\n', False),
+    ],
+)
+def test_udev_rules_that_make_the_uvm_nodes(run, tree, rule, made):
+    _nvidia(tree, nodes=False)
+    _boot_driver(tree)
+    tree.write("/dev/null", "")
+    _node(tree, "/dev/nvidiactl", minor=255)
+    _node(tree, "/dev/nvidia0")
+    tree.write("/usr/bin/nvidia-modprobe", "", mode=0o755)
+    tree.write("/sbin/create-uvm-dev-node", "#!/bin/sh\n", mode=0o755)
+    tree.write("/usr/lib/udev/rules.d/60-nvidia.rules", rule)
+    booted = run("--root", tree.root, "--format", "json", "--next-boot", *GPU_RULES)
+    assert booted.findings() == ({} if made else {"gpu.device-nodes": "high"})
 
 
 def test_a_node_with_a_stale_major_is_remade(run, tree):
@@ -224,19 +328,13 @@ def test_a_node_with_a_stale_major_is_remade(run, tree):
     assert result.findings() == {"gpu.device-nodes": "high"}
     message = result.json["findings"][0]["message"]
     assert "/dev/nvidia-uvm is 509:0, and /proc/devices says 511:0" in message
-    assert _commands(result, "gpu.device-nodes")[:2] == ["sudo rm -f /dev/nvidia-uvm", "sudo nvidia-modprobe -c0 -u"]
-    _node(tree, "/dev/nvidia1", minor=1)
+    # No nvidia-modprobe here: removed and made again with the registered numbers.
+    assert _commands(result, "gpu.device-nodes")[:2] == ["sudo rm -f /dev/nvidia-uvm", "sudo mknod -m 666 /dev/nvidia-uvm c 511 0"]
     _node(tree, "/dev/nvidia0", major=194)
+    tree.write("/usr/bin/nvidia-modprobe", "", mode=0o755)
     result, _statuses_ = _statuses(run, tree)
-    assert (
-        _commands(result, "gpu.device-nodes")[:3]
-        == [
-            "sudo rm -f /dev/nvidia0 /dev/nvidia-uvm",
-            "sudo nvidia-modprobe -c0 -u",
-            "sudo nvidia-modprobe -c0",
-        ]
-        or True
-    )
+    # With -u, nvidia-modprobe's -c minors are nvidia-uvm's: /dev/nvidia0 needs a run of its own.
+    assert _commands(result, "gpu.device-nodes")[:2] == ["sudo /usr/bin/nvidia-modprobe -c=0", "sudo /usr/bin/nvidia-modprobe -u -c=0"]
 
 
 def test_the_gpu_operators_driver_root_holds_the_nodes(run, tree):
@@ -403,3 +501,130 @@ def test_rules_stay_quick_on_a_live_host():
     for _ in range(20):
         run_rules(Facts(Host("/")), rules)
     assert (time.perf_counter() - started) / 20 < 0.05
+
+
+def _suspending(tree, units=("nvidia-suspend.service", "nvidia-resume.service"), preserve="0"):
+    _nvidia(tree)
+    _boot_driver(tree)
+    tree.write("/proc/driver/nvidia/params", "DeviceFileMode: 438\nPreserveVideoMemoryAllocations: %s\n" % preserve)
+    tree.write("/sys/power/suspend_stats/success", "2\n")
+    tree.link("/etc/systemd/system/getty.target.wants/getty@tty1.service", "/lib/systemd/system/getty@.service")
+    for unit in units:
+        tree.write("/usr/lib/systemd/system/" + unit, "[Unit]\nDescription=NVIDIA system %s actions\n" % unit.split(".")[0])
+
+
+def _enable(root, *units):
+    for unit in units:
+        service = "systemd-hibernate.service" if "hibernate" in unit else "systemd-suspend.service"
+        folder = root / ("etc/systemd/system/%s.requires" % service)
+        folder.mkdir(parents=True, exist_ok=True)
+        os.symlink("/usr/lib/systemd/system/" + unit, folder / unit)
+
+
+@pytest.mark.unprovable("enabling the units is systemctl's, which --apply never runs in a tree: the test boots it by hand")
+def test_the_suspend_fix_enables_only_the_units_there_and_runs_nothing_conditional(run, tree, tmp_path):
+    import shutil
+
+    _suspending(tree)
+    result, _statuses_ = _statuses(run, tree)
+    assert result.findings() == {"gpu.device-nodes": "medium"}
+    commands = _commands(result, "gpu.device-nodes")
+    assert "sudo systemctl enable nvidia-suspend.service nvidia-resume.service" in commands
+    assert not any("hibernate.service" in c or "rmmod" in c or "modprobe nvidia" in c for c in commands), commands
+    steps = result.json["findings"][0]["remediation"]
+    assert "no nvidia-hibernate.service is installed" in steps[0]["summary"]
+    reload = next(step for step in steps if "reload nvidia_uvm" in step["summary"])
+    assert reload["commands"] == [] and "`rmmod nvidia_uvm`" in reload["summary"]
+    copy = tmp_path / "copy"
+    shutil.copytree(tree.root, copy, symlinks=True)
+    run("fix", "--root", copy, "--apply", "--yes", "--only", "gpu.device-nodes")
+    # The option alone (systemctl enable is not run in a tree) is not the fix: not cleared at the next boot.
+    booted = run("--root", copy, "--format", "json", "--next-boot", *GPU_RULES)
+    assert booted.findings() == {"gpu.device-nodes": "medium"}
+    assert "nvidia-suspend.service and nvidia-resume.service are not enabled" in booted.json["findings"][0]["message"]
+    _enable(copy, "nvidia-suspend.service", "nvidia-resume.service")
+    assert run("--root", copy, "--format", "json", "--next-boot", *GPU_RULES).findings() == {}
+
+
+def test_suspend_units_that_are_not_installed_are_named_with_their_package(run, tree):
+    _suspending(tree, units=())
+    result, _statuses_ = _statuses(run, tree)
+    steps = result.json["findings"][0]["remediation"]
+    assert "Debian: the nvidia-suspend-common package" in steps[0]["summary"] and steps[0]["commands"] == []
+    # What the script runs is the other way only: masking sleep.
+    assert _commands(result, "gpu.device-nodes") == [
+        "sudo systemctl mask %s" % t for t in ("sleep.target", "suspend.target", "hibernate.target", "hybrid-sleep.target")
+    ]
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_preserving_without_the_units_enabled_makes_suspend_fail(run, tree, enabled):
+    _suspending(tree, units=("nvidia-suspend.service", "nvidia-resume.service", "nvidia-hibernate.service"), preserve="1")
+    tree.write("/etc/modprobe.d/nvidia-power-management.conf", "options nvidia NVreg_PreserveVideoMemoryAllocations=1\n")
+    if enabled:
+        _enable(tree.root, "nvidia-suspend.service", "nvidia-resume.service", "nvidia-hibernate.service")
+    result, statuses = _statuses(run, tree)
+    if enabled:
+        assert result.findings() == {} and statuses["gpu.device-nodes"][0] == "pass"
+        return
+    assert result.findings() == {"gpu.device-nodes": "medium"}
+    assert "refuses to suspend" in result.json["findings"][0]["message"]
+    # The option is in force already: only the units, and no reboot.
+    assert _commands(result, "gpu.device-nodes")[0] == (
+        "sudo systemctl enable nvidia-suspend.service nvidia-resume.service nvidia-hibernate.service"
+    )
+    assert not any(step["summary"].startswith("Then reboot") for step in result.json["findings"][0]["remediation"])
+
+
+def _spec_host(tree, spec_version, libraries=("550.127.05",)):
+    """Podman with /etc/cdi/nvidia.yaml made for ``spec_version``; the driver libraries installed."""
+    _nvidia(tree)
+    tree.write("/usr/bin/podman", "", mode=0o755)
+    tree.write("/usr/bin/nvidia-ctk", "", mode=0o755)
+    for version in libraries:
+        for name in ("libcuda.so.", "libnvidia-ml.so."):
+            tree.write("/usr/lib/x86_64-linux-gnu/%s%s" % (name, version), "")
+    for name in ("libcuda.so.", "libnvidia-ml.so."):
+        tree.link("/usr/lib/x86_64-linux-gnu/%s1" % name, name + libraries[-1])
+    tree.write(
+        "/etc/cdi/nvidia.yaml",
+        "kind: nvidia.com/gpu\ndevices:\n  - name: all\n    containerEdits:\n      deviceNodes:\n        - path: /dev/nvidia0\n"
+        "containerEdits:\n  mounts:\n"
+        + "".join(
+            "    - hostPath: /usr/lib/x86_64-linux-gnu/%s%s\n      containerPath: /usr/lib/x86_64-linux-gnu/%s%s\n"
+            % (name, spec_version, name, spec_version)
+            for name in ("libcuda.so.", "libnvidia-ml.so.")
+        ),
+    )
+
+
+def test_a_spec_for_another_driver_says_which_of_its_libraries_are_gone(run, tree):
+    _spec_host(tree, "535.183.01")
+    result, _statuses_ = _statuses(run, tree)
+    assert result.findings() == {"gpu.container-runtime": "high"}
+    finding = result.json["findings"][0]
+    assert "was made for driver 535.183.01, and the driver libraries installed here are 550.127.05" in finding["message"]
+    assert "name files that are gone: /usr/lib/x86_64-linux-gnu/libcuda.so.535.183.01, " in finding["message"]
+    assert {"path": "/usr/lib/x86_64-linux-gnu/libcuda.so.535.183.01", "value": "not present"}.items() <= finding["evidence"][2].items()
+
+
+def test_a_spec_whose_old_libraries_are_still_there_is_not_said_to_name_missing_files(run, tree):
+    _spec_host(tree, "535.183.01", libraries=("535.183.01", "550.127.05"))
+    result, _statuses_ = _statuses(run, tree)
+    message = result.json["findings"][0]["message"]
+    assert "gone" not in message and "name driver 535.183.01's libraries, which a driver upgrade removes" in message
+
+
+@pytest.mark.parametrize("spec", ["560.35.03", "550.127.05"])
+def test_a_pending_reboot_compares_the_spec_with_the_libraries_installed(run, tree, spec):
+    # The libraries were upgraded to 560.35.03; the 550.127.05 module still runs until a reboot.
+    _spec_host(tree, spec, libraries=("560.35.03",))
+    result, _statuses_ = _statuses(run, tree, "--only", "gpu.container-runtime")
+    if spec == "560.35.03":
+        assert result.findings() == {}  # what nvidia-ctk cdi generate gives: right after the reboot
+        return
+    assert result.findings() == {"gpu.container-runtime": "high"}
+    assert (
+        "made for driver 550.127.05, and the driver libraries installed here are 560.35.03 (the loaded module is still "
+        "550.127.05: a reboot is pending)" in result.json["findings"][0]["message"]
+    )

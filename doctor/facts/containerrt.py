@@ -59,6 +59,9 @@ CONFIG_CAP = 1 << 20
 SPEC_CAP = 4 << 20
 # Files one run reads at most: CDI specs, containerd imports.
 FILE_LIMIT = 32
+# Library mounts of a CDI spec looked up on the host, at most (libcuda and libnvidia-ml are named
+# once per device class; a few say whether the driver they came from is still installed).
+LIBRARY_CHECK = 8
 
 
 class DockerConfig(Record):
@@ -82,10 +85,11 @@ class CdiSpec(Record):
     or None, minor or None), ``libraries`` (host paths mounted), ``driver`` (the driver version
     it was made for, from --host-driver-version or libcuda/libnvidia-ml file names), ``mtime``
     (None: unknown), ``problem`` (None: understood) and, on a running host, ``live``: (host
-    path, Node or None, outcome) of each device node it names under /dev."""
+    path, Node or None, outcome) of each device node it names under /dev; ``gone``: those of the
+    first :data:`LIBRARY_CHECK` ``libraries`` the host does not have (stat'ed, never opened)."""
 
-    __slots__ = ("path", "kind", "nodes", "libraries", "driver", "mtime", "problem", "live")
-    _defaults = {"live": ()}
+    __slots__ = ("path", "kind", "nodes", "libraries", "driver", "mtime", "problem", "live", "gone")
+    _defaults = {"live": (), "gone": ()}
 
     @property
     def nvidia(self) -> bool:
@@ -561,7 +565,8 @@ def _specs(host, dirs, running):
                     read = host.node(host_path)
                     looked.append((host_path, read.data if read.ok else None, read.describe()))
                 live = tuple(looked)
-            found.append(spec._replace(mtime=node.data.mtime if node.ok else None, live=live))
+            gone = tuple(lib for lib in spec.libraries[:LIBRARY_CHECK] if host.stat(lib)[0].missing)
+            found.append(spec._replace(mtime=node.data.mtime if node.ok else None, live=live, gone=gone))
     return tuple(found)
 
 
