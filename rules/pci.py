@@ -1,4 +1,4 @@
-"""PCI Express between GPUs: IOMMU translation and ACS redirection on the peer-to-peer path."""
+"""PCI Express between GPUs: IOMMU translation, and ACS redirection in a PCIe switch they share."""
 
 from __future__ import annotations
 
@@ -16,26 +16,35 @@ X2APIC_CPUS = 256
     "IOMMU translation or ACS redirect between PCIe GPUs",
     Severity.MEDIUM,
     needs=("gpus",),
-    uses=("running", "machine", "nvswitch", "iommu_paths", "fixes"),
+    uses=("running", "machine", "nvswitch", "iommu_paths", "fixes", "cmdline", "boot_cmdline", "boot_args"),
 )
 def iommu_p2p(f):
     """Two or more NVIDIA GPUs talk over PCIe on bare metal (no NVSwitch) and the IOMMU
     translates their DMA (their IOMMU groups are of type DMA or DMA-FQ), or, read as root, ACS
-    P2P Request or Completion Redirect is set on a bridge above a GPU.
+    P2P Request or Completion Redirect is set on the ports of a PCIe switch that GPUs share.
 
-    Peer-to-peer transfers between the GPUs then go up to the root complex (ACS redirect) and
-    through IOMMU translation, which often fails outright: NCCL all-reduce and vLLM's custom
-    all-reduce hang or return garbage, and p2pBandwidthLatencyTest shows it. The NCCL
-    maintainers: "P2P not being functional is usually tied to ACS being enabled ... Disabling
-    VT-d in the BIOS, passing iommu=pt ..., or disabling ACS in the PCI switches usually help"
-    (NVIDIA/nccl#631; also #257, #2079; vllm-project/vllm#9920, #33041). Translated groups:
-    medium (many platforms still work, slower); ACS redirect seen on a GPU's path: high.
+    Peer-to-peer transfers between the GPUs then go through IOMMU translation, or up to the
+    root complex instead of across the switch (ACS redirect), which often fails outright: NCCL
+    all-reduce and vLLM's custom all-reduce hang or return garbage, and p2pBandwidthLatencyTest
+    shows it. The NCCL maintainers: "P2P not being functional is usually tied to ACS being
+    enabled ... Disabling VT-d in the BIOS, passing iommu=pt ..., or disabling ACS in the PCI
+    switches usually help" (NVIDIA/nccl#631; also #257, #2079; vllm-project/vllm#9920, #33041).
+    Translated groups: medium (many platforms still work, slower); ACS redirect on a switch port
+    between GPUs: high.
 
     The group type is /sys/kernel/iommu_groups/N/type (Documentation/ABI/testing/
     sysfs-kernel-iommu_groups: DMA and DMA-FQ translate, identity does not). ACS is the Control
-    register (offset 6) of the ACS extended capability (0x000D) of each upstream port in the
-    GPU's sysfs path; the kernel gives only the first 64 bytes of config space to users other
-    than root, so without root ACS is not seen and the message says so.
+    register (offset 6) of the ACS extended capability (0x000D). It is judged only where it
+    changes the path between GPUs: on the ports right below the lowest bridge two GPUs have in
+    common, the PCIe switch they share, found by comparing the GPUs' folders under /sys/devices
+    (/sys/devices/pciDDDD:BB/ROOT-PORT/.../GPU). GPUs each below their own root port meet in the
+    root complex whatever ACS says, and the kernel itself sets ACS on every root port and switch
+    port able to: wherever an IOMMU driver is found (AMD's detect_ivrs(), Intel's
+    detect_intel_iommu() call pci_request_acs(); iommu=pt changes nothing there),
+    pci_enable_acs() sets SrcValid, ReqRedir, CmpltRedir and UpstreamFwd (pci_std_enable_acs()
+    in drivers/pci/pci.c). So those bits on root ports are the norm, not a finding. The kernel
+    gives only the first 64 bytes of config space to users other than root: without root ACS is
+    not seen, and where the GPUs share a switch the message says so.
 
     Not a finding: a virtual machine (passed-through GPUs rely on the host's IOMMU and ACS to be
     isolated from each other; NVIDIA's VM guides configure ACS rather than clear it), GPUs behind
@@ -45,17 +54,28 @@ def iommu_p2p(f):
     Fix: `iommu=pt` on the kernel command line (the IOMMU stays on but passes DMA of host-owned
     devices through), then reboot. Never turn the IOMMU off on a machine with 256 or more CPU
     threads: x2APIC needs interrupt remapping, which needs the IOMMU (AMD's MI300X guide asks for
-    iommu=pt for that reason). ACS: turn it off for the PCIe switches or root ports in the
-    firmware setup, or, until the next boot, `setpci -s BDF ECAP_ACS+0x6.w=0000` on each bridge
-    (NCCL troubleshooting, "PCI Access Control Services"). Both trade isolation between devices
-    for speed: a device can then reach memory of another without the IOMMU checking it, which
-    hardening baselines forbid; on machines that run untrusted devices or VMs with passthrough,
-    keep them and use `NCCL_P2P_DISABLE=1` (or vLLM `--disable-custom-all-reduce`) instead.
+    iommu=pt for that reason). ACS redirect: the kernel parameter
+    `pci=disable_acs_redir=<port>[;<port>...]` (Linux 4.19 and later) clears ReqRedir, CmpltRedir
+    and EgressCtrl on the ports it names, after the kernel set them, at every boot. pci_setup()
+    keeps one disable_acs_redir string, so a second such option replaces the first: every port
+    goes in one, separated by `;`. In grub.cfg `;` ends a command (GRUB manual, "Shell-like
+    scripting"), so in GRUB's files the parameter is written in double quotes; aidoctor writes it
+    itself only for a single port on a command line without other pci= options, and otherwise
+    says what to add. (Linux 6.11 added `pci=config_acs=`, which sets any ACS bit of a device.)
+    Turning ACS off in the firmware setup does not last: the kernel sets the bits again at boot
+    while an IOMMU is on. Until the next boot, `setpci -s BDF ECAP_ACS+0x6.w=0000` on each port
+    clears it (NCCL troubleshooting, "PCI Access Control Services"). Both trade isolation for
+    speed: clearing ACS removes the isolation between the devices below the switch (one can reach
+    another's memory without the IOMMU checking it; cleared at boot, they share one IOMMU group),
+    which hardening baselines forbid; on machines that run untrusted devices or VMs with
+    passthrough, keep ACS and use `NCCL_P2P_DISABLE=1` (or vLLM `--disable-custom-all-reduce`).
 
     Reference: Documentation/ABI/testing/sysfs-kernel-iommu_groups;
-    Documentation/admin-guide/kernel-parameters.txt (iommu=pt); include/uapi/linux/pci_regs.h
-    (PCI_EXT_CAP_ID_ACS, PCI_ACS_RR, PCI_ACS_CR); NCCL Troubleshooting; AMD Instinct MI300X
-    system optimization guide.
+    Documentation/admin-guide/kernel-parameters.txt (iommu=pt, pci=disable_acs_redir=,
+    pci=config_acs=); drivers/pci/pci.c (pci_enable_acs, pci_std_enable_acs, pci_setup);
+    drivers/iommu/amd/init.c (detect_ivrs); drivers/iommu/intel/dmar.c (detect_intel_iommu);
+    include/uapi/linux/pci_regs.h (PCI_EXT_CAP_ID_ACS, PCI_ACS_RR, PCI_ACS_CR); NCCL
+    Troubleshooting; AMD Instinct MI300X system optimization guide.
     """
     if not f.running:
         return Skip("an image: IOMMU groups and ACS are state of a running system")
@@ -75,24 +95,14 @@ def iommu_p2p(f):
     if not paths:
         return Skip(paths.reason)
     translated = [p for p in paths.gpus if p.translated]
-    redirects = [(p, b) for p in paths.gpus for b in p.bridges if b.control is not None and b.control & ACS_REDIRECT]
-    # One bridge can sit above several GPUs: each is reported once.
-    seen = set()
-    redirects = [(p, b) for p, b in redirects if not (b.address in seen or seen.add(b.address))]
-    acs_note = ""
-    if not paths.acs_read:
-        acs_note = (
-            " ACS on the GPUs' upstream bridges was not seen: past its first 64 bytes, PCI config space is readable by root only; "
-            "run aidoctor as root to check it."
-        )
+    ports = paths.ports
+    redirects = [b for b in ports if b.control is not None and b.control & ACS_REDIRECT]
+    unseen = [b for b in ports if b.control is None and b.seen != "no ACS capability"]
     if not translated and not redirects:
         kinds = sorted({p.type or "no IOMMU group" for p in paths.gpus})
-        return Pass(
-            "the GPUs' DMA is not translated (%s)%s"
-            % (", ".join(kinds), "; ACS not seen (needs root)" if not paths.acs_read else "; no ACS redirect above them")
-        )
+        return Pass("the GPUs' DMA is not translated (%s); %s" % (", ".join(kinds), _acs_state(paths, unseen)))
     evidence = [Evidence(p.type_path, p.type) for p in translated]
-    evidence += [Evidence(b.path + "/config", "ACSCtl: " + acs_words(b.control)) for _p, b in redirects]
+    evidence += [Evidence(b.path + "/config", "ACSCtl: " + acs_words(b.control)) for b in redirects]
     parts = []
     if translated:
         parts.append(
@@ -101,18 +111,26 @@ def iommu_p2p(f):
         )
     if redirects:
         parts.append(
-            "ACS redirects peer-to-peer requests to the root complex at %s"
-            % ", ".join("%s (above %s)" % (b.address, p.address) for p, b in redirects)
+            "ACS redirects their peer-to-peer traffic up to the root complex at the ports of the PCIe switch they share (%s)"
+            % ", ".join("%s above %s" % (b.address, b.gpu) for b in redirects)
         )
     message = (
         "%d NVIDIA GPUs share this bare-metal machine without NVSwitch, and %s: GPU-to-GPU transfers (NCCL, vLLM custom "
         "all-reduce) take the slow path through the root complex or hang." % (len(gpus.nvidia), " and ".join(parts))
     )
     cpus = paths.cpus or 0
-    keep_on = " Do not turn the IOMMU off (intel_iommu=off, amd_iommu=off)%s: iommu=pt keeps it on." % (
+    message += " Do not turn the IOMMU off (intel_iommu=off, amd_iommu=off)%s: iommu=pt keeps it on." % (
         ": with %d CPU threads, x2APIC needs its interrupt remapping" % cpus if cpus >= X2APIC_CPUS else ""
     )
-    message += keep_on + acs_note
+    if redirects:
+        message += (
+            " The kernel sets these ACS bits itself at every boot while an IOMMU is on (iommu=pt too), whatever the firmware set. "
+            "Clearing them removes the isolation between the devices below that switch: they reach each other's memory without "
+            "the IOMMU checking it, and cleared at boot they share one IOMMU group."
+        )
+    else:
+        state = _acs_state(paths, unseen)
+        message += " %s%s." % (state[0].upper(), state[1:])
     fixes = f.fixes
     steps = []
     if translated and paths.passthrough:
@@ -136,17 +154,11 @@ def iommu_p2p(f):
             )
         )
     if redirects:
-        steps.append(
-            fixes.advice(
-                'Turn ACS off for the PCIe switch or root ports above the GPUs in the firmware setup (often "PCIe ACS" or '
-                '"ACS Enable"), so it stays off at every boot',
-                host_wide=True,
-            )
-        )
-        # Each bridge once, though several GPUs may sit below it.
-        bridges = sorted({b.address for _p, b in redirects})
-        actions = [Run(("setpci", "-s", address, "ECAP_ACS+0x6.w=0000"), phase=NOW) for address in bridges]
-        summary = "Or clear ACS Control on those bridges until the next boot, in place of the firmware setting"
+        # Each port once, though several GPUs may sit below a switch.
+        addresses = sorted({b.address for b in redirects})
+        steps.append(_at_every_boot(f, addresses))
+        actions = [Run(("setpci", "-s", address, "ECAP_ACS+0x6.w=0000"), phase=NOW) for address in addresses]
+        summary = "Or clear ACS Control on those ports now, until the next boot, when the kernel sets it again"
         if translated and not paths.passthrough:
             summary += " (iommu=pt is still the first step)"
         steps.append(fixes.step(summary, actions, False))
@@ -159,3 +171,46 @@ def iommu_p2p(f):
         )
     )
     return Issue(message, evidence, steps, severity=Severity.HIGH if redirects else Severity.MEDIUM)
+
+
+def _acs_state(paths, unseen) -> str:
+    """What was judged of ACS between the GPUs, as a clause."""
+    if not paths.located:
+        return "ACS between them was not judged: where they sit in the PCI tree (their /sys/bus/pci/devices links) was not read"
+    if not paths.ports:
+        return (
+            "ACS is not judged: no two of them share a PCIe switch (each is below its own root port), so their peer traffic meets "
+            "in the root complex whatever ACS says"
+        )
+    where = ", ".join(b.address for b in paths.ports)
+    if unseen:
+        return (
+            "ACS on the ports of the PCIe switch they share (%s) was not seen: past its first 64 bytes, PCI config space is "
+            "readable by root only; run aidoctor as root to check it" % where
+        )
+    return "no ACS redirect on the ports of the PCIe switch they share (%s)" % where
+
+
+def _at_every_boot(f, addresses):
+    """The lasting fix for ACS redirect on ``addresses``: pci=disable_acs_redir=, written by
+    aidoctor where one port is named and no other pci= option is on the line (the boot loader
+    fixes replace a parameter by name, which would drop the others); by hand otherwise, since
+    several ports need ``;``, which ends a command in grub.cfg."""
+    param = "pci=disable_acs_redir=" + ";".join(addresses)
+    purpose = "Keep ACS redirect off on %s at every boot (Linux 4.19 or later)" % ", ".join(addresses)
+    lines = [f.cmdline, f.boot_cmdline.line if f.boot_cmdline else None]
+    other_pci = any(p.name == "pci" for line in lines if line for p in line.params)
+    other_pci = other_pci or any("pci" in args.names for args in f.boot_args or ())
+    if len(addresses) == 1 and not other_pci:
+        return f.fixes.kernel_args([param], [], purpose)
+    why = []
+    if len(addresses) > 1:
+        why.append("in double quotes in GRUB's files, where `;` would end the command in grub.cfg")
+    if other_pci:
+        why.append(
+            "beside the pci= options already there, and merged into their disable_acs_redir= if one has it (a second replaces the first)"
+        )
+    return f.fixes.advice(
+        "%s: add `%s` to the kernel command line by hand, %s, then reboot" % (purpose, param, "; ".join(why)),
+        host_wide=True,
+    )

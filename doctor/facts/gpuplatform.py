@@ -16,8 +16,9 @@ NVIDIA module's flavour against each GPU's generation, and the IOMMU and PCIe AC
 - GPU generation: the chip name pci.ids gives the device id (GP102, TU104, GH100, GB202).
 - IOMMU: /sys/kernel/iommu_groups/N/type (Documentation/ABI/testing/sysfs-kernel-iommu_groups:
   DMA and DMA-FQ are translated, identity is not); ACS from the PCI Express extended
-  capability 0x000D in the upstream bridges' config space (include/uapi/linux/pci_regs.h), whose
-  bytes past the first 64 only root can read (drivers/pci/pci-sysfs.c, pci_read_config).
+  capability 0x000D (include/uapi/linux/pci_regs.h) of the switch ports between GPUs that
+  share a PCIe switch, found by comparing the GPUs' folders under /sys/devices; config space
+  past the first 64 bytes only root can read (drivers/pci/pci-sysfs.c, pci_read_config).
 """
 
 from __future__ import annotations
@@ -337,32 +338,46 @@ def gpu_models(host, facts):
 # -- IOMMU and ACS between GPUs --------------------------------------------------------------
 
 ACS_CAP = 0x000D
+ACS_SV, ACS_TB, ACS_RR, ACS_CR, ACS_UF, ACS_EC, ACS_DT = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40
 ACS_BITS = (
-    ("SrcValid", 0x01),
-    ("TransBlk", 0x02),
-    ("ReqRedir", 0x04),
-    ("CmpltRedir", 0x08),
-    ("UpstreamFwd", 0x10),
-    ("EgressCtrl", 0x20),
-    ("DirectTrans", 0x40),
+    ("SrcValid", ACS_SV),
+    ("TransBlk", ACS_TB),
+    ("ReqRedir", ACS_RR),
+    ("CmpltRedir", ACS_CR),
+    ("UpstreamFwd", ACS_UF),
+    ("EgressCtrl", ACS_EC),
+    ("DirectTrans", ACS_DT),
 )
-ACS_REDIRECT = 0x04 | 0x08
+ACS_REDIRECT = ACS_RR | ACS_CR
+# What the kernel sets on every port able to, once an IOMMU driver asked for ACS with
+# pci_request_acs() (AMD's detect_ivrs(), Intel's detect_intel_iommu()), iommu=pt or not:
+# pci_std_enable_acs() in drivers/pci/pci.c. And what pci=disable_acs_redir= then clears
+# (pci_enable_acs(): PCI_ACS_RR | PCI_ACS_CR | PCI_ACS_EC).
+KERNEL_ACS = ACS_SV | ACS_RR | ACS_CR | ACS_UF
+DISABLE_ACS_REDIR = ACS_RR | ACS_CR | ACS_EC
 
 
-def acs_control(config: bytes):
-    """The ACS Control register from a function's config space, walking the extended
-    capabilities from 0x100 (PCIe r6.0 §7.7.8: header = id [15:0], version [19:16], next
-    [31:20]; control at +6); None where the space ends before 0x104 or there is no ACS."""
+def acs_registers(config: bytes):
+    """(Capability, Control) of the ACS extended capability in a function's config space,
+    walking the extended capabilities from 0x100 (PCIe r6.0 §7.7.8: header = id [15:0], version
+    [19:16], next [31:20]; capability at +4, control at +6); None where the space ends before
+    0x104 or there is no ACS."""
     offset, seen = 0x100, 0
     while 0x100 <= offset and offset + 8 <= len(config) and seen < 256:
         header = int.from_bytes(config[offset : offset + 4], "little")
         if header in (0, 0xFFFFFFFF):
             return None
         if header & 0xFFFF == ACS_CAP:
-            return int.from_bytes(config[offset + 6 : offset + 8], "little")
+            return int.from_bytes(config[offset + 4 : offset + 6], "little"), int.from_bytes(config[offset + 6 : offset + 8], "little")
         offset = (header >> 20) & 0xFFC
         seen += 1
     return None
+
+
+def acs_control(config: bytes):
+    """The ACS Control register (see :func:`acs_registers`), or None."""
+    registers = acs_registers(config)
+    return registers[1] if registers else None
 
 
 def acs_words(control: int) -> str:
@@ -370,18 +385,21 @@ def acs_words(control: int) -> str:
 
 
 class Bridge(Record):
-    """An upstream port of a GPU: its address, its sysfs folder and its ACS Control register
-    (None: not seen — ``seen`` says why: no ACS capability, or only part of the config space
-    could be read)."""
+    """A port on the way between GPUs that share a PCIe switch: the port right below the lowest
+    bridge they have in common (``switch``, the switch's upstream port), with ``gpu`` below it.
+    ``control`` and ``capability`` are its ACS registers (None: not seen; ``seen`` says why: no
+    ACS capability, or only part of the config space could be read)."""
 
-    __slots__ = ("address", "path", "control", "seen")
+    __slots__ = ("address", "path", "gpu", "switch", "control", "capability", "seen")
 
 
 class GpuPath(Record):
     """A GPU and what lies between it and the others: its IOMMU ``group`` and that group's
-    ``type`` (None: no group, the IOMMU does not translate for it), and its upstream ``bridges``."""
+    ``type`` (None: no group, the IOMMU does not translate for it), and its ``upstream`` bridges
+    as (address, sysfs folder) from the root port down (None: its place in the PCI tree was
+    not read)."""
 
-    __slots__ = ("address", "group", "type", "type_path", "bridges")
+    __slots__ = ("address", "group", "type", "type_path", "upstream")
 
     @property
     def translated(self) -> bool:
@@ -389,18 +407,26 @@ class GpuPath(Record):
 
 
 class IommuPaths(Record):
-    """Each NVIDIA GPU's IOMMU group and upstream bridges; ``cpus``: the possible CPUs."""
+    """Each NVIDIA GPU's IOMMU group and upstream bridges; ``ports``: the bridges whose ACS
+    decides the path between GPUs that share a PCIe switch (empty where no two share one);
+    ``cpus``: the possible CPUs; ``passthrough``: the command line asks for iommu=pt."""
 
-    __slots__ = ("gpus", "cpus", "acs_read", "passthrough")
+    __slots__ = ("gpus", "cpus", "passthrough", "ports")
+
+    @property
+    def located(self) -> bool:
+        """Whether every GPU's place in the PCI tree was read (its /sys/bus/pci link)."""
+        return all(p.upstream is not None for p in self.gpus)
 
 
 def _device_folder(host, address: str):
     """The device's folder under /sys/devices (its bus link followed), and (address, folder)
-    of each upstream port on the way there, nearest to the root complex first."""
+    of each upstream port on the way there, nearest to the root complex first (None: the bus
+    link could not be read)."""
     link = host.readlink("%s/%s" % (SYS_PCI, address))
     target = link.data if link.ok and link.data else None
     if not target:
-        return "%s/%s" % (SYS_PCI, address), ()
+        return "%s/%s" % (SYS_PCI, address), None
     parts = []
     for part in ("%s/%s" % (SYS_PCI, target) if not target.startswith("/") else target).split("/"):
         if part == "..":
@@ -410,6 +436,61 @@ def _device_folder(host, address: str):
             parts.append(part)
     upstream = tuple((part, "/" + "/".join(parts[: index + 1])) for index, part in enumerate(parts[:-1]) if _ADDRESS.fullmatch(part))
     return "/" + "/".join(parts), upstream
+
+
+def shared_ports(chains):
+    """The ports whose ACS decides the path between GPUs behind one PCIe switch.
+
+    ``chains``: (GPU address, its upstream bridges as (address, folder) from the root port
+    down). For each two GPUs with a bridge in common, the lowest such bridge is the switch where
+    their peer traffic turns; the port right below it on each side is where ACS P2P Request
+    and Completion Redirect would send that traffic up to the root complex instead. GPUs with no
+    bridge in common (each below its own root port, or its own host bridge) meet in the root
+    complex whatever ACS says: none of their bridges is returned. Returns (address, folder, GPU,
+    switch address) per port, each port once, in folder order."""
+    found = {}
+    located = [(gpu, chain) for gpu, chain in chains if chain]
+    for index, (first, first_chain) in enumerate(located):
+        for second, second_chain in located[index + 1 :]:
+            common = 0
+            # A folder names its whole path from the host bridge: equal folders, same bridge.
+            while common < min(len(first_chain), len(second_chain)) and first_chain[common][1] == second_chain[common][1]:
+                common += 1
+            if not common:
+                continue
+            switch = first_chain[common - 1][0]
+            for gpu, chain in ((first, first_chain), (second, second_chain)):
+                if common < len(chain):
+                    address, folder = chain[common]
+                    found.setdefault(folder, (address, folder, gpu, switch))
+    return [found[folder] for folder in sorted(found)]
+
+
+def _pci_address(text: str):
+    """``[domain:]bus:device.function`` in hex (pci_dev_str_match_path() in drivers/pci/pci.c)
+    as sysfs writes it (``0000:42:00.0``); None for anything else (the path and id forms)."""
+    match = re.fullmatch(r"(?:([0-9a-fA-F]{1,8}):)?([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2})\.([0-7])", text.strip())
+    if not match:
+        return None
+    domain, bus, slot, function = match.groups()
+    return "%04x:%02x:%02x.%s" % (int(domain or "0", 16), int(bus, 16), int(slot, 16), function)
+
+
+def disable_acs_redir(cmdline):
+    """The ports ``pci=disable_acs_redir=`` names by address, as a set (empty: none).
+
+    pci_setup() splits each pci= value at commas and keeps one disable_acs_redir string, so the
+    last one given wins; its devices are separated by ``;`` (Documentation/admin-guide/
+    kernel-parameters.txt). Devices named by path (``/``) or by id (``pci:``) are not matched."""
+    value = None
+    for param in cmdline.params if cmdline else ():
+        if param.name == "pci" and param.value:
+            for option in param.value.split(","):
+                if option.startswith("disable_acs_redir="):
+                    value = option[len("disable_acs_redir=") :]
+    if not value:
+        return frozenset()
+    return frozenset(address for address in map(_pci_address, value.split(";")) if address)
 
 
 def _next_boot(host) -> bool:
@@ -437,13 +518,39 @@ def _passthrough(cmdline) -> bool:
     return answer
 
 
+def _port(host, address, folder, gpu, switch):
+    config = host.read_bytes(folder + "/config", cap=4096)
+    if not config.ok:
+        return Bridge(address, folder, gpu, switch, None, None, "config %s" % config.describe())
+    if len(config.data) <= 0x100:
+        return Bridge(address, folder, gpu, switch, None, None, "only the first %d bytes of config space are readable" % len(config.data))
+    registers = acs_registers(config.data)
+    if registers is None:
+        return Bridge(address, folder, gpu, switch, None, None, "no ACS capability")
+    return Bridge(address, folder, gpu, switch, registers[1], registers[0], "read")
+
+
+def at_next_boot(port, iommu: bool, cleared) -> Bridge:
+    """``port``'s ACS Control as the next boot leaves it: where an IOMMU driver runs, the kernel
+    sets SrcValid, ReqRedir, CmpltRedir and UpstreamFwd on every port able to (a value cleared
+    by hand now comes back), then clears ReqRedir, CmpltRedir and EgressCtrl on the ports
+    ``cleared`` names (pci=disable_acs_redir=; pci_enable_acs() in drivers/pci/pci.c)."""
+    if port.control is None:
+        return port
+    control = port.control
+    if iommu and port.capability is not None:
+        control |= port.capability & KERNEL_ACS
+    if port.address in cleared:
+        control &= ~DISABLE_ACS_REDIR
+    return port._replace(control=control)
+
+
 @fact("iommu_paths")
 def iommu_paths(host, facts):
     gpus = facts.get("gpus")
     if not gpus:
         return Unavailable(gpus.reason if gpus is not None else "no PCI bus")
     found = []
-    acs_read = False
     for device in gpus.nvidia:
         folder, upstream = _device_folder(host, device.address)
         link = host.readlink(folder + "/iommu_group")
@@ -453,25 +560,22 @@ def iommu_paths(host, facts):
             type_path = "%s/%s/type" % (IOMMU_GROUPS, group)
             got = host.read_text(type_path, cap=256)
             kind = got.data.strip() if got.ok else None
-        bridges = []
-        for address, path in upstream:
-            config = host.read_bytes(path + "/config", cap=4096)
-            if not config.ok:
-                bridges.append(Bridge(address, path, None, "config %s" % config.describe()))
-                continue
-            if len(config.data) <= 0x100:
-                bridges.append(Bridge(address, path, None, "only the first %d bytes of config space are readable" % len(config.data)))
-                continue
-            acs_read = True
-            control = acs_control(config.data)
-            bridges.append(Bridge(address, path, control, "read" if control is not None else "no ACS capability"))
-        found.append(GpuPath(device.address, group, kind, type_path, tuple(bridges)))
-    if _next_boot(host) and _passthrough(facts.get("cmdline")):
-        # The next boot's command line asks for passthrough: the groups of host-owned devices
-        # start as identity (iommu_def_domain_type, drivers/iommu/iommu.c).
-        found = [p._replace(type="identity") if p.translated else p for p in found]
+        found.append(GpuPath(device.address, group, kind, type_path, upstream))
+    # Only the ports between GPUs that share a switch are read: their config space is all that
+    # decides whether peer traffic turns in the switch or goes up to the root complex.
+    ports = [_port(host, *where) for where in shared_ports([(p.address, p.upstream) for p in found])]
+    cmdline = facts.get("cmdline")
+    if _next_boot(host):
+        if _passthrough(cmdline):
+            # The next boot's command line asks for passthrough: the groups of host-owned
+            # devices start as identity (iommu_def_domain_type, drivers/iommu/iommu.c).
+            found = [p._replace(type="identity") if p.translated else p for p in found]
+        # An IOMMU group means an IOMMU driver runs, and asks the PCI core for ACS at boot.
+        iommu = any(p.group is not None for p in found)
+        cleared = disable_acs_redir(cmdline)
+        ports = [at_next_boot(port, iommu, cleared) for port in ports]
     possible = host.read_text(CPUS_POSSIBLE, cap=4096)
     from ai_doctor.units import parse_cpu_list
 
     cpus = len(parse_cpu_list(possible.data)) if possible.ok else None
-    return IommuPaths(tuple(found), cpus, acs_read, _passthrough(facts.get("cmdline")))
+    return IommuPaths(tuple(found), cpus, _passthrough(cmdline), tuple(ports))
