@@ -24,9 +24,38 @@ class UsageError(Exception):
     """Bad input: the message is the one line the user sees."""
 
 
+SUBCOMMANDS = ("check", "fix", "explain", "snapshot", "merge", "bench")
+
+
 class _Parser(argparse.ArgumentParser):
+    """Refuses abbreviations (``--model`` is not ``--model-size``) and says what was meant when
+    an option or subcommand is misspelt."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message):
-        raise UsageError(message)
+        raise UsageError(message + self._suggestion(message))
+
+    def _suggestion(self, message: str) -> str:
+        prefix = "unrecognized arguments: "
+        if not message.startswith(prefix):
+            return ""
+        import difflib
+
+        known = [option for action in self._actions for option in action.option_strings if option.startswith("--")]
+        hints = []
+        for word in message[len(prefix) :].split():
+            if word.startswith("--"):
+                close = difflib.get_close_matches(word.split("=", 1)[0], known, n=1, cutoff=0.75)
+            elif not word.startswith("-") and self.prog == "aidoctor":
+                close = difflib.get_close_matches(word, SUBCOMMANDS, n=1, cutoff=0.6)
+            else:
+                close = []
+            if close:
+                hints.append("%s for %s" % (close[0], word))
+        return " (did you mean %s?)" % ", ".join(hints) if hints else ""
 
 
 class _Once(argparse.Action):
@@ -50,7 +79,7 @@ def _formatter(prog):
     return argparse.HelpFormatter(prog, width=max(width, 40))
 
 
-def _parser(fix: bool = False) -> argparse.ArgumentParser:
+def _parser(fix: bool = False, prog: str = "aidoctor") -> argparse.ArgumentParser:
     if fix:
         parser = _Parser(
             prog="aidoctor fix",
@@ -63,7 +92,8 @@ def _parser(fix: bool = False) -> argparse.ArgumentParser:
         )
     else:
         parser = _Parser(
-            prog="aidoctor",
+            prog=prog,
+            usage="%(prog)s [options]\n       aidoctor {fix,explain,snapshot,merge,bench} … (see the end of --help)",
             formatter_class=_formatter,
             description="Diagnose a Linux host (or an image or snapshot of one) before it loads and serves an AI model.",
             epilog=(
@@ -250,9 +280,10 @@ def _dispatch(argv, program) -> int:
         return benchcmd.run(args, UsageError, _write)
     if argv[:1] == ["fix"]:
         return _fix(_parser(fix=True).parse_args(_attach_negative_values(argv[1:])), argv, program)
+    prog = "aidoctor"
     if argv[:1] == ["check"]:
-        argv = argv[1:]
-    args = _parser().parse_args(_attach_negative_values(argv))
+        argv, prog = argv[1:], "aidoctor check"
+    args = _parser(prog=prog).parse_args(_attach_negative_values(argv))
     if args.list_rules:
         return _list_rules(args.format, _rules(args))
     return _check(args, argv, program)
@@ -294,19 +325,30 @@ def _explain(argv) -> int:
     if argv in (["-h"], ["--help"]):
         _write(
             None,
-            "usage: aidoctor explain RULE\n\n"
+            "usage: aidoctor explain RULE|AREA\n\n"
             "Prints a rule's documentation: why it matters, how its fix works, the kernel documents it rests on.\n"
+            "An area (gpu, memory, limits …) lists its rules.\n"
             "The rules: aidoctor --list-rules\n",
         )
         return EXIT_OK
     if len(argv) != 1 or argv[0].startswith("-"):
-        raise UsageError("usage: aidoctor explain RULE (see aidoctor --list-rules)")
+        raise UsageError("usage: aidoctor explain RULE|AREA (see aidoctor --list-rules)")
     from ai_doctor import engine
 
     rules = engine.load_rules()
     found = rules.get(argv[0])
     if found is None:
-        raise UsageError("unknown rule id %r (see aidoctor --list-rules)" % argv[0])
+        in_area = sorted((r for r in rules.values() if r.area == argv[0]), key=lambda r: r.order)
+        if in_area:
+            # An area, as --only takes one: its rules, each explained by its id.
+            _list_rules("text", in_area)
+            _write(None, "\naidoctor explain RULE explains one of them.\n")
+            return EXIT_OK
+        import difflib
+
+        close = difflib.get_close_matches(argv[0], list(rules) + sorted({r.area for r in rules.values()}), n=1, cutoff=0.6)
+        hint = "did you mean %s? " % close[0] if close else ""
+        raise UsageError("unknown rule id or area %r (%ssee aidoctor --list-rules)" % (argv[0], hint))
     _write(None, "%s — %s\ndefault severity: %s\n\n%s\n" % (found.id, found.title, found.severity.value, found.docs))
     return EXIT_OK
 

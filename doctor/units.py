@@ -61,6 +61,10 @@ def parse_size(text: str) -> int:
     return value
 
 
+# The smallest parameter count taken as meant: below it, the suffix was surely forgotten.
+MIN_PARAMS = 10**6
+
+
 def parse_params(text: str) -> int:
     """A parameter count such as ``70B``, ``8b``, ``1.5T`` or ``350M``."""
     match = re.fullmatch(_PARAMS, text, re.I | re.A)
@@ -70,6 +74,10 @@ def parse_params(text: str) -> int:
     value = _scaled(number, _PARAM_SCALE[suffix.upper()])
     if value < 1:
         raise SizeError("%s: a model has at least one parameter" % _shown(text))
+    if value < MIN_PARAMS:
+        # A bare 70 is a count in billions written without its suffix, not a 70-parameter model.
+        hint = "--params %sB" % number if not suffix else "a count of at least 1M"
+        raise SizeError("%s is %d parameters, fewer than any model served has: did you mean %s?" % (_shown(text), value, hint))
     if value >= 10**16:
         raise SizeError("%s is more parameters than any model has" % _shown(text))
     return value

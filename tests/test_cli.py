@@ -37,7 +37,7 @@ STRICT = fixture_root("strict-overcommit")
         (["--hugepages", "many"], "not a whole number"),
         (["--bogus"], "unrecognized arguments: --bogus"),
         (["explain"], "usage: aidoctor explain RULE"),
-        (["explain", "memory.nope"], "unknown rule id 'memory.nope'"),
+        (["explain", "memory.nope"], "unknown rule id or area 'memory.nope'"),
         (["--output", "/nonexistent/dir/report.json"], "--output /nonexistent/dir/report.json:"),
         (["--output", "/"], "--output /: is a directory"),
         (["--root", "/proc"], "--root /proc: not a host tree"),
@@ -361,3 +361,32 @@ def test_a_hard_link_or_standard_output_under_another_name_is_one_file(run, tmp_
         timeout=60,
     )
     assert shell.returncode == 2 and "--output and --html both write" in shell.stderr
+
+
+@pytest.mark.parametrize(
+    "argv, hint",
+    [
+        (["--model-szie", "140G"], "did you mean --model-size for --model-szie?"),
+        (["chek"], "did you mean check for chek?"),
+        (["fix", "--chose", "x=1"], "did you mean --choose for --chose?"),
+    ],
+)
+def test_a_misspelt_option_or_subcommand_names_what_was_meant(run, argv, hint):
+    result = run(*argv)
+    assert result.code == 2 and hint in result.err and result.err.count("\n") == 1
+
+
+def test_check_help_names_check_and_the_usage_names_the_subcommands(run, capsys):
+    for argv, usage in ((["check", "--help"], "usage: aidoctor check [options]"), (["--help"], "usage: aidoctor [options]")):
+        with pytest.raises(SystemExit):
+            run(*argv)
+        out = capsys.readouterr().out
+        assert out.startswith(usage) and "aidoctor {fix,explain,snapshot,merge,bench}" in out
+
+
+def test_explain_an_area_lists_its_rules_and_a_misspelt_id_is_named(run):
+    listed = run("explain", "limits")
+    ids = [line.split()[0] for line in listed.out.splitlines()[:3]]
+    assert listed.code == 0 and ids == ["limits.nofile", "limits.memlock", "limits.pids"]
+    wrong = run("explain", "gpu.fabric-manger")
+    assert wrong.code == 2 and "did you mean gpu.fabric-manager?" in wrong.err

@@ -92,7 +92,7 @@ def test_describe_size_says_how_it_was_read():
 
 
 @pytest.mark.parametrize(
-    "text, count", [("70B", 70 * 10**9), ("8b", 8 * 10**9), ("1.5T", 15 * 10**11), ("350M", 350 * 10**6), ("7000", 7000)]
+    "text, count", [("70B", 70 * 10**9), ("8b", 8 * 10**9), ("1.5T", 15 * 10**11), ("350M", 350 * 10**6), ("7000000", 7 * 10**6)]
 )
 def test_parse_params(text, count):
     assert parse_params(text) == count
@@ -133,3 +133,12 @@ def test_cpu_lists_round_trip():
 @given(st.sets(st.integers(min_value=0, max_value=512)))
 def test_cpu_ranges_parse_back(cpus):
     assert set(parse_cpu_list(cpu_ranges(cpus))) == cpus
+
+
+@pytest.mark.parametrize(
+    "text, hint", [("70", "did you mean --params 70B?"), ("7000", "did you mean --params 7000B?"), ("500K", "at least 1M")]
+)
+def test_a_count_no_model_has_is_refused_with_what_was_meant(text, hint):
+    with pytest.raises(SizeError) as caught:
+        parse_params(text)
+    assert hint in str(caught.value)
