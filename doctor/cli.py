@@ -565,14 +565,26 @@ def _host(args):
     if args.root is None:
         return Host("/")
     if not os.path.isdir(args.root):
+        from ai_doctor import archive
+
+        if archive.is_archive(args.root) and os.path.isfile(args.root):
+            raise UsageError("--root %s: a snapshot archive; analyse it with --snapshot %s" % (args.root, args.root))
         raise UsageError("--root %s: not a directory" % args.root)
+    image = getattr(args, "image", False)
+    if image and os.path.realpath(args.root) == "/":
+        # This running system is never judged as an image of itself, nor silently live.
+        raise UsageError("--root %s --image: that is this running host; give an image's tree (a mounted or unpacked image)" % args.root)
     try:
-        host = Host(args.root, image=getattr(args, "image", False))
+        host = Host(args.root, image=image)
     except BadTree as exc:
         raise UsageError("--root %s" % exc) from None
     # A mistyped mount point must not pass a CI gate as a host with nothing wrong.
     if not any(host.exists(path) for path in HOST_MARKERS):
-        raise UsageError("--root %s: not a host tree (none of %s in it)" % (args.root, ", ".join(HOST_MARKERS)))
+        inner = os.path.join(args.root, "root")
+        hint = ""
+        if os.path.isdir(inner) and any(os.path.lexists(os.path.join(inner, path.lstrip("/"))) for path in HOST_MARKERS):
+            hint = "; the tree is in %s (a fixture's layout): --root %s" % (inner, inner)
+        raise UsageError("--root %s: not a host tree (none of %s in it)%s" % (args.root, ", ".join(HOST_MARKERS), hint))
     return host
 
 
@@ -618,6 +630,8 @@ def _unpacked(path: str, work: str, image: bool = False):
     from ai_doctor import archive
     from ai_doctor.host import BadTree, Host
 
+    if os.path.isdir(path):
+        raise UsageError("--snapshot %s: a directory; analyse a tree with --root %s" % (path, path))
     try:
         archive.unpack(path, work)
     except archive.ArchiveError as exc:

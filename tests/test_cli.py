@@ -390,3 +390,14 @@ def test_explain_an_area_lists_its_rules_and_a_misspelt_id_is_named(run):
     assert listed.code == 0 and ids == ["limits.nofile", "limits.memlock", "limits.pids"]
     wrong = run("explain", "gpu.fabric-manger")
     assert wrong.code == 2 and "did you mean gpu.fabric-manager?" in wrong.err
+
+
+def test_a_tree_an_archive_and_a_fixture_folder_given_to_the_wrong_option_say_which_to_use(run, tmp_path):
+    archive = tmp_path / "host.tar.gz"
+    archive.write_bytes(b"")
+    assert "analyse it with --snapshot %s" % archive in run("--root", archive).err
+    assert "analyse a tree with --root %s" % GUIDE in run("--snapshot", GUIDE).err
+    fixture = str(GUIDE)[: -len("/root")]
+    assert "--root %s/root" % fixture in run("--root", fixture).err
+    refused = run("--root", "/", "--image")
+    assert refused.code == 2 and "that is this running host" in refused.err

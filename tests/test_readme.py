@@ -41,3 +41,11 @@ def test_json_example_is_json_with_the_documented_keys():
     example = re.search(r"```json\n(.*?)```", section("JSON output"), re.S).group(1).replace("…", "...")
     report = json.loads(example)
     assert set(report) == {"schema", "tool", "host", "options", "summary", "findings", "checks"}
+
+
+def test_the_license_file_is_the_licence_pyproject_names():
+    named = re.search(r'^license = \{ text = "([^"]+)" \}$', (REPO / "pyproject.toml").read_text(), re.M).group(1)
+    text = (REPO / "LICENSE").read_text()
+    assert named == "Apache-2.0"
+    assert "Apache License" in text[:200] and "Version 2.0, January 2004" in text[:200]
+    assert "END OF TERMS AND CONDITIONS" in text
