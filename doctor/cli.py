@@ -180,6 +180,14 @@ def _parser(fix: bool = False, prog: str = "aidoctor") -> argparse.ArgumentParse
     )
     out.add_argument("--strict", action="store_true", help="exit 3 when a rule itself fails")
     out.add_argument("-v", "--verbose", action="store_true", help="show evidence, passed and skipped checks")
+    out.add_argument("-q", "--quiet", action="store_true", help="text: the header, the list of findings and the result line only")
+    out.add_argument(
+        "--color",
+        action=_Once,
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="text colours: auto (a terminal, unless NO_COLOR is set; FORCE_COLOR forces them), always (for less -R), never",
+    )
     parser.add_argument("--version", action="version", version="aidoctor %s" % __version__)
     return parser
 
@@ -666,9 +674,10 @@ def _run_and_write(args, request, host, rules) -> int:
 
         text = renderer.render(
             report,
-            color=to_terminal and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb",
+            color=_colour(args.color, to_terminal),
             width=_width(to_terminal),
             unicode=_unicode(args.output),
+            quiet=args.quiet,
         )
     code = _renderer("npd").status(report) if args.format == "npd" else report.exit_code
     # Report files first: a file that cannot be written is an error before anything is said
@@ -727,6 +736,18 @@ def _write_file_as(path: str, text: str, option: str) -> None:
         _write_file(path, text)
     except UsageError as exc:
         raise UsageError(str(exc).replace("--output", option, 1)) from None
+
+
+def _colour(choice: str, to_terminal: bool) -> bool:
+    """--color, else NO_COLOR (no-color.org) over FORCE_COLOR (force-color.org), else a
+    terminal that is not dumb."""
+    if choice != "auto":
+        return choice == "always"
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    return to_terminal and os.environ.get("TERM") != "dumb"
 
 
 def _unicode(path) -> bool:

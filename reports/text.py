@@ -34,11 +34,12 @@ _ASCII = dict(_VISIBLE)
 _ASCII.update((ord(k), v) for k, v in {"≈": "~", "−": "-", "×": "x", "…": "...", "—": "-", "→": "->", "·": "-", "✓": "+", "✗": "x"}.items())
 
 
-def render(report, color: bool = False, width=None, unicode: bool = True) -> str:
+def render(report, color: bool = False, width=None, unicode: bool = True, quiet: bool = False) -> str:
     """The report as terminal text: with ANSI styles through rich when ``color``, plain
-    otherwise (pipes, files, NO_COLOR), where rich's import would be most of the run's cost."""
+    otherwise (pipes, files, NO_COLOR), where rich's import would be most of the run's cost.
+    ``quiet``: the header, the closing list of findings and the result line only."""
     out = _RichOut(width or PLAIN_WIDTH) if color else _PlainOut(width or PLAIN_WIDTH)
-    _Writer(out, unicode).report(report)
+    _Writer(out, unicode).report(report, quiet)
     return out.getvalue()
 
 
@@ -180,12 +181,38 @@ class _Writer:
         cleaned = tuple((p[0].translate(table), p[1]) if isinstance(p, tuple) else p.translate(table) for p in parts)
         self.out.line(cleaned, indent, hang, wrap)
 
-    def report(self, report):
+    def report(self, report, quiet: bool = False):
         self.header(report)
-        for finding in report.findings:
-            self.finding(finding, report.verbose)
-        self.checks(report)
+        if not quiet:
+            for finding in report.findings:
+                self.finding(finding, report.verbose)
+            self.checks(report)
+        self.summary(report, quiet)
         self.verdict(report)
+
+    def summary(self, report, quiet: bool):
+        """One line per finding in rank order, where the end of a long report is what a
+        terminal still shows."""
+        if not report.findings:
+            return
+        if not quiet:
+            self.out.blank()
+        self.line(("Findings, most important first:", "bold"))
+        for number, finding in enumerate(report.findings, 1):
+            mark = _MARKS[finding.severity]
+            steps = len(finding.remediation)
+            fixes = " (%d fix step%s)" % (steps, "" if steps == 1 else "s") if steps else ""
+            self.line(
+                "%2d. " % number,
+                ("%-8s" % finding.severity.value, mark[2]),
+                " ",
+                (finding.rule, "bold"),
+                self.dash,
+                finding.title,
+                (fixes, "dim"),
+                indent=2,
+                hang=4 + 9,
+            )
 
     def header(self, report):
         host = report.host
@@ -222,6 +249,7 @@ class _Writer:
             (finding.rule, "bold"),
             self.dash,
             finding.title,
+            hang=4 + 9,  # a wrapped title stays under the rule id, past "[x] severity "
         )
         self.line(finding.message, indent=4)
         if verbose and finding.evidence:

@@ -401,3 +401,46 @@ def test_a_tree_an_archive_and_a_fixture_folder_given_to_the_wrong_option_say_wh
     assert "--root %s/root" % fixture in run("--root", fixture).err
     refused = run("--root", "/", "--image")
     assert refused.code == 2 and "that is this running host" in refused.err
+
+
+def test_the_report_ends_with_its_findings_in_rank_order_and_quiet_keeps_only_that(run):
+    full = run("--root", GUIDE, "--model-size", "140G")
+    ranked = [f["rule"] for f in run("--root", GUIDE, "--model-size", "140G", "--format", "json").json["findings"]]
+    closing = full.out.split("Findings, most important first:\n", 1)[1].splitlines()
+    listed = [line.split()[2] for line in closing if line[:4].strip().rstrip(".").isdigit()]
+    assert listed == ranked and closing[-1].startswith("Result: ")
+    quiet = run("--root", GUIDE, "--model-size", "140G", "-q")
+    assert quiet.code == full.code and "Fix:" not in quiet.out and "checks passed" not in quiet.out
+    assert quiet.out.splitlines()[0] == full.out.splitlines()[0] and quiet.out.endswith(full.out[full.out.index("Findings, most") :])
+
+
+@pytest.mark.parametrize(
+    "argv, environment, coloured",
+    [
+        (["--color", "always"], {}, True),
+        (["--color", "never"], {"FORCE_COLOR": "1"}, False),
+        ([], {"FORCE_COLOR": "1"}, True),
+        ([], {"FORCE_COLOR": "1", "NO_COLOR": "1"}, False),
+        ([], {}, False),  # piped
+    ],
+)
+def test_colour_is_chosen_by_the_option_then_no_color_then_force_color(run, monkeypatch, argv, environment, coloured):
+    for name in ("NO_COLOR", "FORCE_COLOR"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    result = run("--root", GUIDE, "--model-size", "140G", "-q", *argv)
+    assert ("\x1b[" in result.out) is coloured
+
+
+def test_a_wrapped_title_stays_under_its_rule_id():
+    from ai_doctor.checkup import checkup
+    from ai_doctor.host import Host
+    from ai_doctor.model import Request
+    from ai_doctor.reports import text
+
+    report = checkup(Host(str(GUIDE)), Request(model_size=140 << 30, described="140G"), None, "high")
+    lines = text.render(report, width=50).splitlines()
+    headers = [number for number, line in enumerate(lines) if line.startswith("[") and "checks passed" not in line]
+    wrapped = [lines[number + 1] for number in headers if not lines[number + 1].startswith("    ") or lines[number + 1][4] == " "]
+    assert wrapped and all(line.startswith(" " * 13) and line[13] != " " for line in wrapped)
