@@ -236,7 +236,9 @@ class _Writer:
         if request is not None and request.described:
             self.line(("Model: ", "bold"), request.described)
         else:
-            self.line(("Model: ", "bold"), "no size given (--model PATH, --model-size 140G, or --params 70B): the memory checks are skipped")
+            self.line(
+                ("Model: ", "bold"), "no size given (--model PATH, --model-size 140G, or --params 70B): the memory checks are skipped"
+            )
         self.out.blank()
 
     def finding(self, finding, verbose: bool):
