@@ -254,9 +254,56 @@ def _said_in_part(result, paths):
 MAX_EVIDENCE = 40
 
 
+# Rows of one value in numbered folders (policy0 … policy255) collapse into one from this many.
+COLLAPSE_FROM = 3
+
+
+def _numbered(path: str):
+    """(path with its first numbered folder written ``name{}``, the number), or None: for
+    ``/sys/devices/system/cpu/cpufreq/policy4/scaling_governor``, ``(…/policy{}/…, 4)``."""
+    parts = path.split("/")
+    for index, part in enumerate(parts[:-1]):
+        stem = part.rstrip("0123456789")
+        digits = part[len(stem) :]
+        if stem and digits and len(digits) <= 6 and stem.isalpha():
+            return "/".join(parts[:index] + [stem + "{}"] + parts[index + 1 :]), int(digits)
+    return None
+
+
+def _number_list(numbers) -> str:
+    """``0-3,8,10-11``, as the kernel writes CPU lists."""
+    runs = []
+    for number in sorted(set(numbers)):
+        if runs and number == runs[-1][1] + 1:
+            runs[-1][1] = number
+        else:
+            runs.append([number, number])
+    return ",".join(str(a) if a == b else "%d-%d" % (a, b) for a, b in runs)
+
+
+def _collapsed(items):
+    """One row for many numbered files that say the same (``policy{0-63}``), in place of the
+    first of them; every other row as it is."""
+    groups = {}
+    for item in items:
+        numbered = _numbered(item.path) if item.line is None else None
+        if numbered is not None:
+            groups.setdefault((numbered[0], item.value), []).append(numbered[1])
+    out, done = [], set()
+    for item in items:
+        numbered = _numbered(item.path) if item.line is None else None
+        key = (numbered[0], item.value) if numbered is not None else None
+        if key is None or len(groups[key]) < COLLAPSE_FROM:
+            out.append(item)
+        elif key not in done:
+            done.add(key)
+            out.append(Evidence(key[0].replace("{}", "{%s}" % _number_list(groups[key]), 1), item.value))
+    return out
+
+
 def _evidence(items):
     # One file can be reached by two names (sysctl.conf and its 99-sysctl.conf link).
-    unique = tuple(dict.fromkeys(items))
+    unique = tuple(_collapsed(tuple(dict.fromkeys(items))))
     if len(unique) <= MAX_EVIDENCE:
         return unique
     return unique[:MAX_EVIDENCE] + (Evidence("…", "%d more not shown" % (len(unique) - MAX_EVIDENCE)),)

@@ -202,3 +202,18 @@ def test_a_file_read_only_in_part_is_said_in_the_verdict(tree, run):
     assert found["message"].endswith("(Files read only in part: /etc/sysctl.d/50-tuning.conf (the first 8 MiB).)")
     passed = next(c for c in report["checks"] if c["rule"] == "hugepages.shortfall")
     assert "judged on files read only in part" in passed["reason"]
+
+
+def test_one_value_in_many_numbered_folders_is_one_row_with_the_numbers():
+    from ai_doctor.model import Evidence
+
+    path = "/sys/devices/system/cpu/cpufreq/policy%d/scaling_governor"
+    items = [Evidence(path % n, "powersave") for n in (0, 1, 2, 3, 8, 10, 11)] + [Evidence(path % 4, "ondemand")]
+    items += [Evidence(path % 5, "ondemand"), Evidence("/etc/sysctl.conf", "vm.x = 1", 3)]
+    rows = engine._evidence(items)
+    assert rows == (
+        Evidence("/sys/devices/system/cpu/cpufreq/policy{0-3,8,10-11}/scaling_governor", "powersave"),
+        Evidence(path % 4, "ondemand"),  # two rows stay rows
+        Evidence(path % 5, "ondemand"),
+        Evidence("/etc/sysctl.conf", "vm.x = 1", 3),
+    )
