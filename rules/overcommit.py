@@ -207,6 +207,10 @@ def heuristic_oversize(f):
     An mmap of the weights file (read-only, not charged) is not refused but then pages from
     disk on every pass.
 
+    A model this large is also more than memory.headroom allows (RAM + swap is more than what
+    is available), so both fire for one shortage: this finding says so and leaves the sizes
+    that fit, and the advice, to memory.headroom rather than repeat them.
+
     Fix: a smaller (quantized) model or more memory. Swap is offered only where it can help
     (kernels before 5.2, a small deficit, a model within RAM): past RAM it would hold the model
     itself. Mode 1 ("always") would accept the allocation and hand the problem to the OOM
@@ -244,12 +248,13 @@ def heuristic_oversize(f):
     deficit = model.size - limit
     fixes = f.fixes
     _, smaller = quantized_sizes(model.size, model.params, model.dtype)
+    # Larger than RAM + swap is larger than what memory.headroom judges too: one shortage, told
+    # there with the sizes that fit; this finding adds what the heuristic does with it.
+    message = "The shortage memory.headroom reports, seen by the overcommit heuristic: " + message[0].lower() + message[1:]
     if any(value <= limit for _, value in smaller):
-        steps = [Step("Use a model that fits: a quantized variant, or a smaller one (memory.headroom gives sizes)", (), False, None)]
-    elif smaller:
-        steps = [Step("Use a smaller model or a larger host: no quantized variant of this one fits either", (), False, None)]
+        steps = [Step("The fix is memory.headroom's: a model that fits (it names the quantized sizes that do)", (), False, None)]
     else:
-        steps = [Step("Use a smaller model or a larger host", (), False, None)]
+        steps = [Step("The fix is memory.headroom's: a smaller model or a larger host", (), False, None)]
     if model.size <= mem.get("MemTotal", 0) and deficit <= mem.get("MemTotal", 0) // 4:
         swap_gib = int(math.ceil(deficit / (1 << 30))) + 1
         mounts = f.mounts
