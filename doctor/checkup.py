@@ -55,7 +55,18 @@ def host_summary(host, facts) -> HostSummary:
         uid=host.euid,
         container=(container.runtime or "yes") if container and container.detected else None,
         distro=distro.pretty if distro else None,
+        captured=_manifest_word(host, "created", 32),
+        captured_by=_manifest_word(host, "aidoctor", 40),
     )
     if notes is not None:
         summary = summary._replace(source=summary.source + ", as it will boot (simulated)", next_boot=tuple(notes))
     return summary
+
+
+def _manifest_word(host, key: str, longest: int):
+    """A short printable string the snapshot's manifest holds under ``key`` (hostile: anything
+    else is not shown)."""
+    value = (getattr(host, "manifest", None) or {}).get(key)
+    if isinstance(value, str) and 0 < len(value) <= longest and value.isprintable() and value.isascii():
+        return value
+    return None

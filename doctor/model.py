@@ -186,10 +186,12 @@ class Request(Record):
 
 class HostSummary(Record):
     """Who the report is about, for headers; ``next_boot`` holds what a --next-boot run
-    simulated and assumed (None: the host as it runs)."""
+    simulated and assumed (None: the host as it runs); ``captured`` and ``captured_by``: when a
+    snapshot was taken (UTC, ISO 8601) and by which aidoctor version (None: not a snapshot, or
+    its manifest does not say)."""
 
-    __slots__ = ("hostname", "kernel", "source", "root", "live", "uid", "container", "distro", "next_boot")
-    _defaults = {"next_boot": None}
+    __slots__ = ("hostname", "kernel", "source", "root", "live", "uid", "container", "distro", "next_boot", "captured", "captured_by")
+    _defaults = {"next_boot": None, "captured": None, "captured_by": None}
 
 
 class Report(Record):

@@ -16,6 +16,7 @@ def as_dict(report) -> dict:
     host = report.host
     return {
         "schema": SCHEMA,
+        "created": created(report),
         "tool": {"name": "aidoctor", "version": report.tool_version},
         "host": {
             "hostname": host.hostname,
@@ -27,6 +28,8 @@ def as_dict(report) -> dict:
             "uid": host.uid,
             "container": host.container,
             "next_boot": list(host.next_boot) if host.next_boot is not None else None,
+            "captured": host.captured,
+            "captured_by": host.captured_by,
         },
         "options": {
             "model_size": None
@@ -52,6 +55,13 @@ def as_dict(report) -> dict:
             {"rule": check.rule, "title": check.title, "status": check.status.value, "reason": check.reason} for check in report.checks
         ],
     }
+
+
+def created(report):
+    """When the run ended, UTC, ISO 8601 (None when the report does not say)."""
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(report.finished)) if report.finished else None
 
 
 def _finding(rank: int, finding) -> dict:

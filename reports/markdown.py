@@ -12,7 +12,7 @@ import html
 import re
 
 from ai_doctor.model import Status
-from ai_doctor.reports.words import CONTROLS, command_line, found_words, step_flags, threshold_words
+from ai_doctor.reports.words import CONTROLS, captured_words, checked_words, command_line, found_words, step_flags, threshold_words
 
 _MARKS = {"critical": "🔴", "high": "🟠", "medium": "🟡", "low": "🔵", "info": "⚪"}
 # Characters that start emphasis, code, links, cell borders or strikethrough anywhere …
@@ -62,6 +62,10 @@ def render(report) -> str:
         ("System", host.distro or "unknown"),
         ("Source", host.source),
     ]
+    if captured_words(host):
+        facts.append(("Snapshot", captured_words(host)[len("snapshot ") :]))
+    if checked_words(report):
+        facts.append(("Checked", checked_words(report)))
     if host.next_boot is not None:
         facts.append(("Next boot", "; ".join(host.next_boot)))
     if host.container:

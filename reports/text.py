@@ -10,7 +10,7 @@ import io
 import re
 
 from ai_doctor.model import Severity, Status
-from ai_doctor.reports.words import CONTROLS, found_words, step_flags, threshold_words
+from ai_doctor.reports.words import CONTROLS, captured_words, checked_words, found_words, step_flags, threshold_words
 
 # Severity → (mark, ASCII mark, style)
 _MARKS = {
@@ -225,7 +225,13 @@ class _Writer:
             about.append("uid %d" % host.uid)
         if host.container:
             about.append("container (%s)" % host.container)
+        checked = checked_words(report)
+        if checked:
+            about.append(checked)
         self.line(("aidoctor %s" % report.tool_version, "bold"), self.dot + self.dot.join(about))
+        captured = captured_words(host)
+        if captured:
+            self.line(("Snapshot: ", "bold"), captured[len("snapshot ") :])
         if host.next_boot is not None:
             how = "" if report.verbose else " (-v shows how)"
             self.line(("Next boot: ", "bold"), "simulated from the persistent configuration" + how)

@@ -19,6 +19,21 @@ def threshold_words(report) -> str:
     return "%d at or above %s" % (report.failing(), report.fail_on)
 
 
+def checked_words(report):
+    """``2026-12-03 05:30 UTC``: when the run ended (None when the report does not say)."""
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(report.finished)) if report.finished else None
+
+
+def captured_words(host):
+    """``snapshot taken 2026-12-01T10:00:00Z by aidoctor 0.1.0``, or None for no snapshot."""
+    if host.captured is None and host.captured_by is None:
+        return None
+    words = "snapshot taken %s" % (host.captured or "at a time it does not say")
+    return words + (" by aidoctor %s" % host.captured_by if host.captured_by else "")
+
+
 def step_flags(step) -> list:
     """What a remediation step needs and whether it lasts: root, persistent / until reboot,
     on the host. Only steps with commands need root or last."""

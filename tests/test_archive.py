@@ -21,7 +21,8 @@ ARGS = [["--model-size", "140G"], ["--model-size", "2G", "--hugepages", "16", "-
 
 
 def comparable(report: dict) -> dict:
-    for key in ("source", "root", "live"):
+    report.pop("created")  # when each run ended
+    for key in ("source", "root", "live", "captured", "captured_by"):
         report["host"].pop(key)
     report["options"].pop("argv")
     return report

@@ -19,7 +19,8 @@ ARGS = [[], ["--model-size", "140G"], ["--model-size", "2G", "--hugepages", "16"
 
 
 def comparable(report: dict) -> dict:
-    for key in ("source", "root", "live"):
+    report.pop("created")  # when each run ended
+    for key in ("source", "root", "live", "captured", "captured_by"):
         report["host"].pop(key)
     report["options"].pop("argv")
     return report
@@ -278,3 +279,19 @@ def test_a_device_record_that_is_not_one_reads_as_an_error(tmp_path, text):
     (record / "nvidia0").write_text(text + "\n")
     got = Host(str(tmp_path)).node("/dev/nvidia0")
     assert got.failed and "not understood" in got.detail
+
+
+def test_a_report_says_when_it_ran_and_when_and_by_what_its_snapshot_was_taken(run, tmp_path):
+    destination = tmp_path / "snap"
+    assert run("snapshot", "--root", fixture_root("guide-followed-literally"), "-o", destination).code == 0
+    manifest = json.loads((destination / ".aidoctor/manifest.json").read_text())
+    report = run("--root", destination, "--format", "json").json
+    assert report["created"].endswith("Z") and len(report["created"]) == len("2026-12-03T05:22:54Z")
+    assert report["host"]["captured"] == manifest["created"] and report["host"]["captured_by"] == manifest["aidoctor"]
+    text = run("--root", destination).out
+    assert "Snapshot: taken %s by aidoctor %s" % (manifest["created"], manifest["aidoctor"]) in text
+    # The manifest is the snapshot's text: what is not a short printable word is not shown.
+    manifest.update(created="\x1b[31m2026", aidoctor="x" * 500)
+    (destination / ".aidoctor/manifest.json").write_text(json.dumps(manifest))
+    hostile = run("--root", destination, "--format", "json").json["host"]
+    assert hostile["captured"] is None and hostile["captured_by"] is None
