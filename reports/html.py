@@ -1,18 +1,56 @@
 """The report as one self-contained HTML file, for a support ticket.
 
-Everything is inline (CSS, a few lines of JS for copy buttons and printing): no request leaves
-the page, and it opens offline from a file:// URL. The template is autoescaped, and host text
-also has its control characters shown as escapes, so a hostname such as
-``<script>alert(1)</script>`` reads as text. Without JS the page is whole; commands wrap when
-printed instead of being cut off.
+Everything is inline (CSS, a few lines of JS for the copy buttons): no request leaves the page,
+and it opens offline from a file:// URL. The template is autoescaped, and host text also has
+its control characters shown as escapes, so a hostname such as ``<script>alert(1)</script>``
+reads as text. Without JS the page is whole. Printed, a finding keeps to one page and the
+passed and skipped checks print only when opened.
+
+Commands wrap, on screen and on paper, only at spaces and after ``/``, ``=`` and ``,``:
+:func:`breakable` marks those places with ``<wbr>`` and keeps each word on one line (browsers
+would also break after ``-``, or before ``(``); neither adds text, so the copy button copies the
+command as printed. Evidence gets the same ``<wbr>``, and may also wrap after a hyphen.
 """
 
 from __future__ import annotations
+
+import re
 
 from ai_doctor.model import Status
 from ai_doctor.reports.words import command_line, found_words, step_flags, threshold_words, visible, visible_lines
 
 _ORDER = ("critical", "high", "medium", "low", "info")
+
+# Where text may wrap besides its spaces: after a run of separators that stands between
+# two other characters (``/etc/`` and ``rc.local``, ``--args=`` and ``value``), never after a
+# path's leading ``/`` nor before a space.
+_BREAK = re.compile(r"(?<=[^\s/=,])[/=,]+(?=[^\s/=,])")
+# Browsers also wrap where Unicode's line breaking (UAX #14) allows: after ``-`` and ``?``,
+# before ``(`` or ``[`` that follows punctuation. A command's word with more than letters,
+# digits, ``_`` and ``.`` is kept on one line, so ``--follow-symlinks`` never ends a line at ``--``.
+_PLAIN = re.compile(r"[A-Za-z0-9_.]*")
+_SPACES = re.compile(r"(\s+)")
+
+
+def breakable(text, command: bool = False):
+    """Host text (a path, a value, a command) as markup: made visible and escaped first, then
+    ``<wbr>`` where it may wrap; its text is what visible() makes of it. A ``command`` keeps its
+    line breaks (a here-document) and its words whole: a browser would break after ``-``, which
+    is fine in a file name but not in ``--follow-symlinks``."""
+    from markupsafe import Markup, escape
+
+    text = visible_lines(text) if command else visible(text)
+    cuts = [0] + [match.end() for match in _BREAK.finditer(text)] + [len(text)]
+    pieces = []
+    for start, end in zip(cuts, cuts[1:]):
+        words = []
+        for word in _SPACES.split(text[start:end]):
+            if command and not word.isspace() and not _PLAIN.fullmatch(word):
+                words.append(Markup('<span class="nb">%s</span>') % word)
+            else:
+                words.append(escape(word))
+        pieces.append(Markup("").join(words))
+    return Markup("<wbr>").join(pieces)
 
 
 def environment():
@@ -28,6 +66,7 @@ def environment():
     )
     env.filters["visible"] = visible
     env.filters["visible_lines"] = visible_lines
+    env.filters["breakable"] = breakable
     return env
 
 
