@@ -688,10 +688,11 @@ def _select_flavour(f, nv, module_version: str):
     "NVIDIA driver older than an installed CUDA toolkit needs",
     Severity.CRITICAL,
     needs=("nvidia", "cuda_toolkits"),
-    uses=("running", "gpu_modules"),
+    uses=("running", "gpu_modules", "site_packages"),
 )
 def too_old_for_cuda(f):
-    """An installed CUDA toolkit needs a newer driver than the one here.
+    """An installed CUDA toolkit, or the CUDA runtime pip installed for PyTorch and the like,
+    needs a newer driver than the one here.
 
     Before CUDA 11, a toolkit needs at least the driver it shipped with (7.0 to 10.2 are in the
     table). From CUDA 11 on,
@@ -702,16 +703,41 @@ def too_old_for_cuda(f):
     (critical); between the floor and the toolkit's own driver the finding is low.
 
     The driver is the loaded module's version (in an image, the module the default kernel
-    loads, else the libraries'); toolkits are read from /usr/local/cuda*/version.json (or
-    version.txt). NVIDIA's dotted numeric versions are compared as numbers, anything else
-    with `packaging` (whose import costs more than the rest of the rules).
+    loads, else the libraries'). Toolkits are read from /usr/local/cuda*/version.json (or
+    version.txt). CUDA from pip is judged the same way: the runtime wheel
+    nvidia-cuda-runtime-cu12 (cu11; from 13.0 nvidia-cuda-runtime) that PyTorch, JAX and
+    TensorFlow depend on installs site-packages/nvidia/cuda_runtime/lib/libcudart.so.12
+    (13.x: nvidia/cu13/lib/libcudart.so.13), whose name carries the major release only, so the
+    release is read from the wheel's metadata (nvidia_cuda_runtime_cu12-12.4.127.dist-info/
+    METADATA, "Version: 12.4.127"); a PyTorch without that wheel beside it carries its CUDA
+    inside and says the release in torch/version.py. The Pythons looked at are the system's
+    (/usr/lib, /usr/lib64, /usr/local/lib, /usr/local/lib64: python3*/site-packages and
+    dist-packages), /opt/conda and /opt/venv, and, where the run carries them (a live check,
+    a snapshot's manifest), pip's user folder under HOME and the environment VIRTUAL_ENV or
+    CONDA_PREFIX names; each folder is listed once, never searched. A /usr/local/cuda without
+    a version file (a toolkit assembled from wheels) is judged by the wheels' dist-info it
+    keeps (in the folder, or in its dist-info folder), else by where it or its libcudart leads
+    (a site-packages' wheel, a libcudart.so.X.Y.Z); a libcudart.so.12 copied out of a wheel
+    says the major release only, judged against its family's floor; a folder nothing dates is
+    named, never taken for no toolkit. One release in several places is one finding naming
+    each; the finding and the pass name the file each release was read from. Below the floor,
+    the fix for CUDA from pip also offers wheels of the newest release the driver runs fully.
+    NVIDIA's dotted numeric versions are compared as numbers, anything else with `packaging`
+    (whose import costs more than the rest of the rules).
 
     Reference: NVIDIA CUDA Toolkit Release Notes, "CUDA Toolkit and Corresponding Driver
-    Versions" (GA releases); NVIDIA CUDA Compatibility, "Minor Version Compatibility".
+    Versions" (GA releases); NVIDIA CUDA Compatibility, "Minor Version Compatibility";
+    NVIDIA CUDA Installation Guide for Linux, "Pip Wheels"; PyPI nvidia-cuda-runtime-cu12 and
+    nvidia-cuda-runtime (the wheels' file lists and METADATA); PyTorch
+    tools/generate_torch_version.py (torch/version.py).
     """
     toolkits = f.cuda_toolkits
     if not toolkits:
-        return Pass("no CUDA toolkit under /usr/local")
+        sites = f.site_packages or ()
+        looked = ", ".join(site.path for site in sites[:4]) + (" …" if len(sites) > 4 else "")
+        if not sites:
+            return Pass("no CUDA toolkit under /usr/local, and no Python environment with pip's CUDA runtime")
+        return Pass("no CUDA toolkit under /usr/local, and no CUDA runtime from pip (nvidia-cuda-runtime*, torch) in %s" % looked)
     driver, source = _driver_version(f)
     if driver is None:
         return Skip("no NVIDIA driver version to compare with (no loaded module, module or library with a version)")
@@ -719,47 +745,76 @@ def too_old_for_cuda(f):
     issues = []
     fine = []
     unknown = []
+    groups = {}
     for kit in toolkits:
-        wanted = _version(kit.version)
-        if wanted is None or have is None:
-            continue
-        key = (wanted.major, wanted.minor)
-        # A minor the table does not hold gets its family's floor only: no driver is made up.
-        own = TOOLKIT_DRIVER.get(key)
-        floor = MINOR_COMPAT_FLOOR.get(wanted.major) if wanted.major >= 11 else own
-        if floor is not None and own is not None and _older(own, floor):
-            floor = own  # 11.0 shipped before its family's floor: its own driver is enough
+        if kit.version is None and kit.major is None:
+            unknown.append("CUDA in %s (no version.json, version.txt or versioned libcudart)" % kit.path)
+        else:
+            # The same release in several places is one finding, naming each.
+            groups.setdefault(kit.version or str(kit.major), []).append(kit)
+    for kits in groups.values():
+        kit = kits[0]
+        where = "; ".join(_told(k) for k in kits)
+        if kit.version is None:
+            # A libcudart.so.12 copied out of a wheel: its family's floor is all that is known.
+            floor = MINOR_COMPAT_FLOOR.get(kit.major) if kit.major >= 11 else None
+            own = None
+        else:
+            wanted = _version(kit.version)
+            if wanted is None or have is None:
+                continue
+            key = (wanted.major, wanted.minor)
+            # A minor the table does not hold gets its family's floor only: no driver is made up.
+            own = TOOLKIT_DRIVER.get(key)
+            floor = MINOR_COMPAT_FLOOR.get(wanted.major) if wanted.major >= 11 else own
+            if floor is not None and own is not None and _older(own, floor):
+                floor = own  # 11.0 shipped before its family's floor: its own driver is enough
+        shown = kit.version or "%d.x" % kit.major
         if floor is None:
-            unknown.append("CUDA %s (no minimum driver known here)" % kit.version)
+            unknown.append("CUDA %s (%s; no minimum driver known here)" % (shown, where))
             continue
-        evidence = [Evidence(kit.source, kit.version), Evidence(source, driver)]
+        evidence = [Evidence(k.source, k.version or "libcudart.so.%d" % k.major) for k in kits] + [Evidence(source, driver)]
         if _older(driver, floor):
             message = (
                 "CUDA %s (%s) needs an NVIDIA driver of at least %s, and the driver here is %s (%s): CUDA programs built "
-                'with it fail with "CUDA driver version is insufficient for CUDA runtime version".'
-                % (kit.version, kit.path, floor, driver, source)
+                'with it fail with "CUDA driver version is insufficient for CUDA runtime version".' % (shown, where, floor, driver, source)
             )
-            steps = [
-                Step(
-                    "Upgrade the NVIDIA driver to %s or newer (or use a CUDA release this driver supports)" % (own or floor), (), True, True
-                )
-            ]
-            issues.append(Issue(message, evidence, steps))
+            summary = "Upgrade the NVIDIA driver to %s or newer" % (own or floor)
+            if any(k.kind != "toolkit" or k.via for k in kits):
+                summary += ", or replace the CUDA wheels there with ones of a CUDA release this driver supports%s" % _supported(driver)
+            else:
+                summary += " (or use a CUDA release this driver supports)"
+            issues.append(Issue(message, evidence, [Step(summary, (), True, True)]))
         elif own and _older(driver, own):
             message = (
                 "CUDA %s (%s) shipped with driver %s; the driver here is %s (%s), which runs it through minor-version "
-                "compatibility with a limited feature set: PTX from this toolkit cannot be JIT-compiled by the driver."
-                % (kit.version, kit.path, own, driver, source)
+                "compatibility with a limited feature set: PTX built with this release cannot be JIT-compiled by the driver."
+                % (shown, where, own, driver, source)
             )
             steps = [Step("Upgrade the NVIDIA driver to %s or newer for the full feature set" % own, (), True, True)]
             issues.append(Issue(message, evidence, steps, severity=Severity.LOW))
         else:
-            fine.append("CUDA %s" % kit.version)
+            fine.append("CUDA %s (%s)" % (shown, "; ".join(k.source if _told(k) == k.path else _told(k) for k in kits)))
     if issues:
         return issues
     if unknown and not fine:
         return Skip("driver %s; %s" % (driver, "; ".join(unknown)))
-    return Pass("driver %s runs %s" % (driver, ", ".join(fine + unknown)))
+    return Pass("driver %s runs %s%s" % (driver, ", ".join(fine), "; not judged: " + "; ".join(unknown) if unknown else ""))
+
+
+def _told(kit) -> str:
+    """Where a CUDA release lies and, past a toolkit's version file, the file that says it."""
+    if kit.kind == "toolkit" and not kit.via and kit.version and kit.source.startswith(kit.path + "/version."):
+        return kit.path
+    if kit.version is None:
+        return "%s, %s, whose name says the major release only" % (kit.where, kit.source)
+    return "%s, %s" % (kit.where, kit.source)
+
+
+def _supported(driver: str) -> str:
+    """The newest CUDA release whose own driver ``driver`` reaches, in words ("" if none)."""
+    releases = [key for key, own in TOOLKIT_DRIVER.items() if not _older(driver, own)]
+    return " (CUDA %d.%d or older)" % max(releases) if releases else ""
 
 
 def _driver_version(f):

@@ -1,5 +1,5 @@
 """GPU driver state: the NVIDIA driver's user-space part and kernel module, the loaded driver,
-CUDA toolkits, and whether nouveau is loaded or kept out.
+and whether nouveau is loaded or kept out (the CUDA that programs run: ai_doctor.facts.cuda).
 
 The user-space libraries carry the driver version in their file names
 (libnvidia-ml.so.550.127.05, libcuda.so.550.127.05), as the driver packages and the .run
@@ -338,43 +338,6 @@ def loaded_modules(host, facts):
         return None
     got = host.read_text(PROC_MODULES, cap=4 << 20)
     return frozenset(line.split(" ", 1)[0] for line in got.data.splitlines()) if got.ok else None
-
-
-class CudaToolkit(Record):
-    """A CUDA toolkit under /usr/local: its folder, version and the file that says it."""
-
-    __slots__ = ("path", "version", "source")
-
-
-@fact("cuda_toolkits")
-def cuda_toolkits(host, facts):
-    """CUDA toolkits in /usr/local/cuda-X.Y (and /usr/local/cuda), from version.json (11.1+)
-    or version.txt."""
-    listing = host.listdir("/usr/local")
-    found = {}
-    for name in listing.data if listing.ok else ():
-        if not (name == "cuda" or name.startswith("cuda-")):
-            continue
-        folder = "/usr/local/" + name
-        version = source = None
-        got = host.read_text(folder + "/version.json", cap=1 << 20)
-        if got.ok:
-            import json
-
-            try:
-                version = str(json.loads(got.data)["cuda"]["version"])
-                source = folder + "/version.json"
-            except (ValueError, KeyError, TypeError, RecursionError):
-                version = None
-        if version is None:
-            got = host.read_text(folder + "/version.txt", cap=65536)
-            match = re.search(r"CUDA Version\s+(\d+\.\d+(?:\.\d+)?)", got.data) if got.ok else None
-            if match:
-                version, source = match.group(1), folder + "/version.txt"
-        if version and re.fullmatch(r"\d+\.\d+(?:\.\d+)*", version):
-            # /usr/local/cuda is usually a link to one of the others: one entry per version.
-            found.setdefault(version, CudaToolkit(folder, version, source))
-    return tuple(sorted(found.values(), key=lambda t: t.path))
 
 
 class Nouveau(Record):
