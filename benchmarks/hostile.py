@@ -72,7 +72,7 @@ def empty_boot_entry(work):
     tree = copy_fixture(work, "image-rhel-traps")
     for name in os.listdir(os.path.join(tree, "boot/loader/entries")):
         write(tree, "/boot/loader/entries/" + name, "")
-    return ["snapshot", "--root", tree, "-o", os.path.join(work, "out")]
+    return ["snapshot", "--root", tree, "--dir", "-o", os.path.join(work, "out")]
 
 
 def nested_manifest(work):

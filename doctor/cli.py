@@ -97,7 +97,8 @@ def _parser(fix: bool = False, prog: str = "aidoctor") -> argparse.ArgumentParse
             formatter_class=_formatter,
             description="Diagnose a Linux host (or an image or snapshot of one) before it loads and serves an AI model.",
             epilog=(
-                "Subcommands: `aidoctor check` (the default), `aidoctor fix`, `aidoctor explain RULE`, `aidoctor snapshot -o DIR`, "
+                "Subcommands: `aidoctor check` (the default), `aidoctor fix`, `aidoctor explain RULE`, "
+                "`aidoctor snapshot -o FILE.tar.gz|DIR/`, "
                 "`aidoctor merge REPORT.json …`, `aidoctor bench PATH…|--size 8G`. Exit "
                 "codes: 0 nothing at or above --fail-on, 1 findings at or above it, 2 bad input, 3 aidoctor failed."
             ),
@@ -368,16 +369,32 @@ def _snapshot(argv) -> int:
         description="Record what the checks read on this host as a tree that `aidoctor --root DIR` analyses anywhere.",
     )
     parser.add_argument(
-        "-o", "--output", metavar="DIR|FILE.tar.gz", required=True, help="a directory, or a .tar.gz archive, to create (must not exist)"
+        "-o",
+        "--output",
+        metavar="FILE.tar.gz|DIR/",
+        required=True,
+        help="the archive to create (.tar.gz or .tgz), or with a trailing / (or --dir) a folder; it must not exist",
     )
+    parser.add_argument("--dir", action="store_true", help="-o names a folder to create, not an archive")
     parser.add_argument("--root", metavar="DIR", help="snapshot a host tree instead of this host")
     parser.add_argument(
         "--model", metavar="PATH", help="keep what --model PATH reads (the weight files' headers, summarized; never the weights)"
     )
     args = parser.parse_args(argv)
-    if os.path.lexists(args.output):
-        raise UsageError("snapshot -o %s: already exists; choose a new directory" % args.output)
     from ai_doctor import archive, snapshot
+
+    folder = args.dir or args.output.endswith("/")
+    if folder and archive.is_archive(args.output.rstrip("/")):
+        raise UsageError("snapshot -o %s: an archive's name asked for as a folder; drop --dir (or the /) for an archive" % args.output)
+    if not folder and not archive.is_archive(args.output):
+        # A folder is made only when asked: `-o host.zip` must not leave a folder called host.zip.
+        raise UsageError(
+            "snapshot -o %s: give an archive name ending in .tar.gz or .tgz, or a folder as %s/ (or add --dir)"
+            % (args.output, args.output.rstrip("/"))
+        )
+    if os.path.lexists(args.output.rstrip("/") or "/"):
+        what = "a folder" if os.path.isdir(args.output) else "a file" if os.path.isfile(args.output) else "something"
+        raise UsageError("snapshot -o %s: %s of that name exists; choose a new name" % (args.output, what))
 
     root = _host(args).root
     # Where model caches live on this host, kept in the manifest: a replay looks where the live run looked.
@@ -390,7 +407,7 @@ def _snapshot(argv) -> int:
         _with_model(args, Request(), host)
     manifest = dict(snapshot.manifest_for(host, ["aidoctor", "snapshot"] + argv), env=env)
     try:
-        if archive.is_archive(args.output):
+        if not folder:
             import tempfile
 
             with tempfile.TemporaryDirectory(prefix="aidoctor-snapshot-") as work:
@@ -500,8 +517,9 @@ def _request(args, argv):
     return Request(None, None, None, None, None, None, args.hugepages, tuple(["aidoctor"] + argv), margin=margin)
 
 
-# The environment variables that say where model caches live (storage.model-network).
-MODEL_ENV = ("HF_HOME", "HF_HUB_CACHE", "OLLAMA_MODELS", "HOME")
+# The environment variables that say where model caches (storage.model-network) and Python
+# environments with pip's CUDA (gpu.driver-too-old-for-cuda) live.
+MODEL_ENV = ("HF_HOME", "HF_HUB_CACHE", "OLLAMA_MODELS", "HOME", "VIRTUAL_ENV", "CONDA_PREFIX")
 
 
 def _model_env() -> dict:

@@ -65,6 +65,7 @@ NO_CONFIGURATION_FIX = {
     ("gpudev-amd-kfd-denied", "gpu.device-nodes"),
     ("gpudev-uvm-not-loaded", "gpu.device-nodes"),
     ("gpudev-uvm-node-missing", "gpu.device-nodes"),
+    ("cuda-wheels-old-driver", "gpu.driver-too-old-for-cuda"),
     ("gpudev-container-no-uvm", "gpu.device-nodes"),
     ("gpudev-container-no-uvm", "memory.headroom"),
     ("gpudev-container-no-uvm", "access.readonly-sysctl"),

@@ -713,7 +713,7 @@ def test_a_snapshot_keeps_what_model_read_and_replays_it(run, host_tree, tmp_pat
     target = "/srv/hub/models--acme--tiny"
     direct = run("--root", host_tree, "--model", target, "--format", "json")
     assert direct.code == 0, direct.err
-    assert run("snapshot", "--root", host_tree, "--model", target, "-o", tmp_path / "snap").code == 0
+    assert run("snapshot", "--root", host_tree, "--model", target, "--dir", "-o", tmp_path / "snap").code == 0
     blobs = list((tmp_path / "snap" / "srv" / "hub" / "models--acme--tiny" / "blobs").glob("*"))
     assert all(blob.stat().st_size == 0 or blob.read_bytes()[:1] == b"{" for blob in blobs)  # no weights kept
     replay = run("--root", tmp_path / "snap", "--model", target, "--format", "json")
@@ -757,7 +757,7 @@ def test_a_snapshot_s_recorded_cache_environment_is_its_environment(tmp_path):
 
 def test_a_live_snapshot_records_where_caches_are_looked_for(run, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", "/nonexistent/hf")
-    assert run("snapshot", "-o", tmp_path / "snap", "--model", "/nonexistent/model").code == 2
-    assert run("snapshot", "-o", tmp_path / "snap").code == 0
+    assert run("snapshot", "--dir", "-o", tmp_path / "snap", "--model", "/nonexistent/model").code == 2
+    assert run("snapshot", "--dir", "-o", tmp_path / "snap").code == 0
     manifest = json.loads((tmp_path / "snap" / ".aidoctor" / "manifest.json").read_text())
     assert manifest["env"]["HF_HOME"] == "/nonexistent/hf"

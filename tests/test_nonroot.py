@@ -145,7 +145,7 @@ def test_a_folder_listed_but_not_searchable_replays_as_it_ran(unprivileged, mode
     snap = os.path.join(writable, "snap")
     try:
         direct = _as_user(python, work, "--root", str(tree.root), "--model-size", "1G", "--format", "json")
-        taken = _as_user(python, work, "snapshot", "--root", str(tree.root), "-o", snap)
+        taken = _as_user(python, work, "snapshot", "--root", str(tree.root), "--dir", "-o", snap)
         replayed = _as_user(python, work, "--root", snap, "--model-size", "1G", "--format", "json")
     finally:
         os.chmod(str(tree.root / "sys/devices/system/cpu"), 0o755)

@@ -109,7 +109,7 @@ def test_rc_local_tuning_after_exit_0(tree, run):
 def test_a_snapshot_keeps_the_mode_of_a_file_it_read(run, tree, tmp_path):
     minimal_host(tree)
     tree.write("/etc/rc.local", "#!/bin/sh -e\nsysctl -w vm.swappiness=10\n", 0o755)
-    assert run("snapshot", "--root", tree, "-o", str(tmp_path / "snap")).code == 0
+    assert run("snapshot", "--root", tree, "--dir", "-o", str(tmp_path / "snap")).code == 0
     copy = tmp_path / "snap/etc/rc.local"
     assert copy.read_text().startswith("#!/bin/sh") and copy.stat().st_mode & 0o111
 

@@ -59,7 +59,7 @@ def test_the_record_of_a_live_run_replays_identically(tmp_path, args):
 @LIVE
 def test_snapshot_command_replays_the_same_findings(run, tmp_path):
     destination = tmp_path / "snap"
-    result = run("snapshot", "-o", destination)
+    result = run("snapshot", "--dir", "-o", destination)
     assert result.code == 0 and "analyse it with: aidoctor --root" in result.err
     manifest = json.loads((destination / ".aidoctor/manifest.json").read_text())
     assert manifest["uid"] == os.geteuid() and manifest["format"] == 1
@@ -75,7 +75,7 @@ def test_tree_snapshot_replays_identically(run, tmp_path, name):
     expect = json.loads((FIXTURES / name / "expect.json").read_text())
     # What --model reads is kept only when the snapshot is asked to keep it.
     model = expect["args"][expect["args"].index("--model") :][:2] if "--model" in expect["args"] else []
-    assert run("snapshot", "--root", fixture_root(name), "-o", destination, *model).code == 0
+    assert run("snapshot", "--root", fixture_root(name), "--dir", "-o", destination, *model).code == 0
     for args in ARGS + [expect["args"]]:
         replay_matches(run, ["--root", fixture_root(name)], destination, args)
 
@@ -89,18 +89,29 @@ def test_snapshot_keeps_the_content_of_listed_files(tmp_path):
 
 def test_snapshot_records_refusals_in_the_manifest(run, tmp_path):
     destination = tmp_path / "snap"
-    run("snapshot", "--root", fixture_root("permission-denied"), "-o", destination)
+    run("snapshot", "--root", fixture_root("permission-denied"), "--dir", "-o", destination)
     outcomes = json.loads((destination / ".aidoctor/manifest.json").read_text())["outcomes"]
     assert outcomes["/boot/config-6.8.0-45-generic"] == "denied"
 
 
-def test_snapshot_refuses_an_existing_destination(run, tmp_path):
-    result = run("snapshot", "-o", tmp_path)
-    assert result.code == 2 and "already exists" in result.err
+def test_snapshot_refuses_an_existing_destination_and_names_what_it_is(run, tmp_path):
+    result = run("snapshot", "--dir", "-o", tmp_path)
+    assert result.code == 2 and "a folder of that name exists" in result.err
+    (tmp_path / "host.tar.gz").write_bytes(b"")
+    result = run("snapshot", "-o", tmp_path / "host.tar.gz")
+    assert result.code == 2 and "a file of that name exists" in result.err
+
+
+def test_a_folder_is_made_only_when_asked(run, tmp_path):
+    result = run("snapshot", "-o", tmp_path / "host.zip")
+    assert result.code == 2 and "ending in .tar.gz or .tgz, or a folder as %s/ (or add --dir)" % (tmp_path / "host.zip") in result.err
+    assert not (tmp_path / "host.zip").exists()
+    assert run("snapshot", "--root", fixture_root("vps-no-hugetlb"), "-o", "%s/" % (tmp_path / "tree")).code == 0
+    assert (tmp_path / "tree" / ".aidoctor" / "manifest.json").is_file()
 
 
 def test_snapshot_does_not_create_missing_parents(run, tmp_path):
-    result = run("snapshot", "-o", tmp_path / "no" / "such" / "place")
+    result = run("snapshot", "--dir", "-o", tmp_path / "no" / "such" / "place")
     assert result.code == 2 and "No such file or directory" in result.err
     assert not (tmp_path / "no").exists()
 
@@ -149,8 +160,8 @@ def snapshot_stays_inside(run, sandbox, tree, args):
     """Snapshot ``tree`` (folder and archive); nothing but the named outputs may appear or
     change in the sandbox, and both replays give the direct run's findings."""
     before = _entries(sandbox)
-    for output in ("snap", "snap.tar.gz"):
-        result = run("snapshot", "--root", tree, "-o", sandbox / "out" / output)
+    for output in ("snap/", "snap.tar.gz"):
+        result = run("snapshot", "--root", tree, "-o", "%s/out/%s" % (sandbox, output))
         assert result.code == 0, result.err
     after = {path: entry for path, entry in _entries(sandbox).items() if path != "out" and not path.startswith("out" + os.sep)}
     assert after == {path: entry for path, entry in before.items() if path != "out"}
@@ -283,7 +294,7 @@ def test_a_device_record_that_is_not_one_reads_as_an_error(tmp_path, text):
 
 def test_a_report_says_when_it_ran_and_when_and_by_what_its_snapshot_was_taken(run, tmp_path):
     destination = tmp_path / "snap"
-    assert run("snapshot", "--root", fixture_root("guide-followed-literally"), "-o", destination).code == 0
+    assert run("snapshot", "--root", fixture_root("guide-followed-literally"), "--dir", "-o", destination).code == 0
     manifest = json.loads((destination / ".aidoctor/manifest.json").read_text())
     report = run("--root", destination, "--format", "json").json
     assert report["created"].endswith("Z") and len(report["created"]) == len("2026-12-03T05:22:54Z")

@@ -127,7 +127,7 @@ def _replay_runs(rng):
     args = rng.choice((MODEL, MODEL, ["--model-size", "140G", "--hugepages", "16"], ["--params", "8B", "-v"], MODEL + ["--next-boot"], []))
     runs = [
         {"argv": ["--root", "{TREE}"] + args + ["--format", "json"], "format": "json", "role": "direct"},
-        {"argv": ["snapshot", "--root", "{TREE}", "-o", "{OUT}/snap"], "format": "snapshot", "outputs": ["out/snap"], "role": "snapshot"},
+        {"argv": ["snapshot", "--root", "{TREE}", "-o", "{OUT}/snap/"], "format": "snapshot", "outputs": ["out/snap"], "role": "snapshot"},
         {"argv": ["--root", "{OUT}/snap"] + args + ["--format", "json"], "format": "json", "role": "replay", "via": "dir"},
     ]
     if rng.random() < 0.5:
