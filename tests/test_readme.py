@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 from ai_doctor import engine
 
 from conftest import FIXTURES, REPO
@@ -49,3 +51,39 @@ def test_the_license_file_is_the_licence_pyproject_names():
     assert named == "Apache-2.0"
     assert "Apache License" in text[:200] and "Version 2.0, January 2004" in text[:200]
     assert "END OF TERMS AND CONDITIONS" in text
+
+
+def _recipe_commands(block: str, ci: str):
+    """The shell lines of a README CI recipe: GitLab's ``script:`` items, GitHub's ``run: |``."""
+    if ci == "gitlab":
+        script = block.split("script:\n", 1)[1]
+        return [line.strip()[2:] for line in script.splitlines() if line.startswith("    - ")]
+    run = block.split("run: |\n", 1)[1]
+    return [line.strip() for line in run.splitlines() if line.startswith("    ") and not line.startswith("- ")][:3]
+
+
+@pytest.mark.parametrize("ci", ["gitlab", "github"])
+def test_the_ci_recipes_run_on_a_fixture_image(tmp_path, ci):
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tarfile
+
+    blocks = re.findall(r"```yaml\n(.*?)```", section("Golden images in CI"), re.S)
+    block = next(b for b in blocks if ("image-check:" in b) == (ci == "gitlab"))
+    commands = _recipe_commands(block, ci)
+    assert commands[0].startswith("python3 -m venv .aidoctor && .aidoctor/bin/pip install ")
+    assert any(".aidoctor/bin/aidoctor --root" in command for command in commands)
+    # The suite's own environment stands in for the install line.
+    os.makedirs(tmp_path / ".aidoctor" / "bin")
+    os.symlink(shutil.which("aidoctor") or os.path.join(os.path.dirname(sys.executable), "aidoctor"), tmp_path / ".aidoctor/bin/aidoctor")
+    os.makedirs(tmp_path / "build")
+    with tarfile.open(tmp_path / "build" / "rootfs.tar", "w") as out:
+        out.add(FIXTURES / "image-ubuntu-clean" / "root", arcname=".")
+    script = "\n".join(command.split("  #", 1)[0] for command in commands[1:])
+    if os.geteuid() == 0 or not shutil.which("sudo"):
+        script = script.replace("sudo ", "")
+    done = subprocess.run(["bash", "-euc", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "aidoctor.xml").read_text().startswith("<?xml")
