@@ -175,7 +175,8 @@ class UndeclaredFact(Exception):
 class RuleAudit(Record):
     """For review rules: what another rule did and which of its inputs were refused."""
 
-    __slots__ = ("rule", "title", "status", "failed_reads")
+    __slots__ = ("rule", "title", "status", "failed_reads", "severity")
+    _defaults = {"severity": None}
 
 
 class FactView:
@@ -223,7 +224,7 @@ def run(facts, rules):
             result = result._replace(reason="%s; %s" % (result.reason.rstrip("."), note) if result.reason else note)
             results[rule_.id] = result
         findings.extend(result.findings)
-        audit.append(RuleAudit(rule_.id, rule_.title, result.status, refused))
+        audit.append(RuleAudit(rule_.id, rule_.title, result.status, refused, rule_.severity))
     ranked = tuple(sorted(findings, key=lambda f: f.sort_key))
     for rule_ in rules:
         if rule_.review:

@@ -24,6 +24,13 @@ def permission_denied(f):
     with tight modes, paths masked inside containers). The finding names the checks that ran
     on partial data and the files they missed; rerunning as root (or taking the snapshot as
     root) gives them everything.
+
+    Some refused files decide what the other checks judge: grubenv (RHEL keeps it 0600) holds
+    GRUB's saved_entry, so which kernel boots, and with it which config, modules and boot
+    line are judged, is a guess without it; so are grub.cfg, the boot entries and the GRUB
+    defaults. Where such a file was refused, the finding rises to the highest default
+    severity of the checks that read it (critical for the GPU driver checks), so a gate at
+    `--fail-on high` cannot pass on a guess.
     """
     affected = [entry for entry in f.audit if any(got.denied for got in entry.failed_reads)]
     if not affected:
@@ -71,7 +78,35 @@ def permission_denied(f):
         argv = list(request.argv[1:]) if request else []
         command = "sudo " + " ".join(quote(word) for word in list(program) + argv)
         steps = [Step("Rerun as root to see everything", (Show(command),), True, None)]
-    return Issue(message, evidence, steps, impact=len(denied))
+    severity, deciding = _hidden_severity(affected)
+    if deciding:
+        message += (
+            " %s decide%s which kernel, boot line or configuration the other checks judge: they judged a guess, so this "
+            "finding takes the severity of the most severe of them." % (", ".join(deciding), "s" if len(deciding) == 1 else "")
+        )
+    return Issue(message, evidence, steps, impact=len(denied), severity=severity)
+
+
+# Files whose content chooses what the other checks judge: the kernel that boots (and so its
+# config, modules and boot line).
+_DECIDING = ("/boot/grub/grubenv", "/boot/grub2/grubenv", "/boot/grub/grub.cfg", "/boot/grub2/grub.cfg", "/etc/default/grub")
+_DECIDING_FOLDERS = ("/boot/loader/entries/", "/efi/loader/entries/", "/boot/efi/loader/entries/", "/etc/default/grub.d/")
+
+
+def _hidden_severity(affected):
+    """(the severity the finding takes, the refused deciding files): medium, or the highest
+    default severity of the checks that read a refused deciding file."""
+    deciding, severities = [], []
+    for entry in affected:
+        hit = [got.path for got in entry.failed_reads if got.denied and (got.path in _DECIDING or got.path.startswith(_DECIDING_FOLDERS))]
+        # Only checks that judged (a skip judged nothing, whatever it read).
+        if hit and entry.severity is not None and entry.status in (Status.PASS, Status.FINDING):
+            severities.append(entry.severity)
+            deciding += [path for path in hit if path not in deciding]
+    if not severities:
+        return None, []
+    worst = min(severities + [Severity.MEDIUM], key=lambda s: s.rank)
+    return worst, deciding
 
 
 @rule(

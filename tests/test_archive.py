@@ -158,7 +158,7 @@ def test_the_golden_image_ci_command_from_the_readme(run, tmp_path):
     import xml.etree.ElementTree as ET
 
     readme = (FIXTURES.parent / "README.md").read_text()
-    assert 'aidoctor --root "$IMAGE_ROOT" --fail-on high --junit aidoctor.xml' in readme
+    assert 'aidoctor --root "$PWD/image" --fail-on high --junit aidoctor.xml' in readme
     target = tmp_path / "aidoctor.xml"
     result = run("--root", fixture_root("image-without-proc"), "--fail-on", "high", "--junit", str(target))
     assert result.code == 0  # the image's one finding is low

@@ -777,3 +777,33 @@ def test_growing_a_pool_under_strict_overcommit_weighs_the_commit_limit(run):
     )
     ratio = [c for c in commands(strict) if c.startswith("sudo sysctl -w vm.overcommit_ratio=")][0]
     assert ratio != [c for c in commands(plain) if c.startswith("sudo sysctl -w vm.overcommit_ratio=")][0]
+
+
+def test_a_refused_grubenv_is_not_taken_as_absent_and_raises_the_access_finding(run, tmp_path):
+    import shutil
+
+    from conftest import fixture_root
+
+    root = tmp_path / "image"
+    shutil.copytree(fixture_root("image-rhel-traps"), root, symlinks=True)
+    # RHEL keeps grubenv 0600: a snapshot taken as a normal user records it as refused.
+    (root / "boot/grub2/grubenv").unlink()
+    (root / ".aidoctor").mkdir()
+    manifest = {"format": 1, "hostname": "rhel-img", "uid": 1000, "outcomes": {"/boot/grub2/grubenv": "denied"}}
+    (root / ".aidoctor/manifest.json").write_text(json.dumps(manifest))
+    result = run("--root", root, "--model-size", "70G", "--format", "json")
+    assert "grubenv (/boot/grub2/grubenv) could not be read" in result.json["host"]["source"]
+    assert "there is no grubenv" not in json.dumps(result.json)
+    found = finding(result, "access.permission-denied")
+    assert "/boot/grub2/grubenv decides which kernel" in found["message"]
+    # The driver check read the guessed kernel's modules: what it may hide is critical.
+    assert found["severity"] == "critical" and "gpu.driver-missing-for-kernel (partial data)" in found["message"]
+    # GRUB_DEFAULT=saved on a GPU image: the driver check judged the guessed kernel.
+    root2 = tmp_path / "gpu"
+    shutil.copytree(fixture_root("image-gpu-no-driver"), root2, symlinks=True)
+    grub = root2 / "etc/default/grub"
+    grub.write_text(grub.read_text().replace("GRUB_DEFAULT=0", "GRUB_DEFAULT=saved"))
+    (root2 / ".aidoctor").mkdir(exist_ok=True)
+    (root2 / ".aidoctor/manifest.json").write_text(json.dumps(dict(manifest, outcomes={"/boot/grub/grubenv": "denied"})))
+    raised = finding(run("--root", root2, "--format", "json"), "access.permission-denied")
+    assert raised["severity"] == "critical" and "gpu.driver-missing-for-kernel (partial data)" in raised["message"]

@@ -61,8 +61,12 @@ class Facts:
         self._values = {"request": request}
         self.inputs = {}
         self._computing = []
+        self._needs = {}
 
     def get(self, name: str):
+        if self._computing:
+            # A fact computed earlier is still an input of this one: its reads count too.
+            self._needs.setdefault(self._computing[-1], set()).add(name)
         try:
             return self._values[name]
         except KeyError:
@@ -83,15 +87,31 @@ class Facts:
         self.inputs[name] = (start, len(self.host.log))
         return value
 
+    def _reads(self, name: str):
+        """The Host log entries behind ``name`` and every fact it read, each once."""
+        seen, todo, spans = set(), [name], set()
+        while todo:
+            current = todo.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            spans.add(self.inputs.get(current, (0, 0)))
+            todo.extend(self._needs.get(current, ()))
+        # Spans nest or overlap (a fact's span holds those computed inside it): merged, each
+        # entry is read once.
+        reached = 0
+        for start, end in sorted(spans):
+            for index in range(max(start, reached), end):
+                yield self.host.log[index][2]
+            reached = max(reached, end)
+
     def failed_reads(self, name: str):
-        """Reads behind ``name`` that were refused (permission) rather than absent."""
-        start, end = self.inputs.get(name, (0, 0))
-        return [got for _kind, _path, got in self.host.log[start:end] if got.failed]
+        """Reads behind ``name`` (and the facts it read) that were refused rather than absent."""
+        return [got for got in self._reads(name) if got.failed]
 
     def cut_reads(self, name: str):
         """Reads behind ``name`` that stopped at the read cap: the fact saw part of a file."""
-        start, end = self.inputs.get(name, (0, 0))
-        return [got for _kind, _path, got in self.host.log[start:end] if got.ok and got.truncated]
+        return [got for got in self._reads(name) if got.ok and got.truncated]
 
 
 def _load_providers() -> None:

@@ -179,16 +179,26 @@ def parse_grubenv(text: str) -> dict:
 
 
 class Grubenv(Record):
-    __slots__ = ("path", "values")
+    """grubenv's values; ``refused`` says why a grubenv that exists could not be read (its
+    values are then unknown, never taken as unset)."""
+
+    __slots__ = ("path", "values", "refused")
+    _defaults = {"refused": None}
+
+    def unknown(self) -> str:
+        return "grubenv (%s) could not be read (%s)" % (self.path, self.refused)
 
 
 @fact("grubenv")
 def grubenv(host, facts):
+    refused = None
     for path in GRUBENV_PATHS:
         got = host.read_text(path, cap=65536)
         if got.ok:
             return Grubenv(path, parse_grubenv(got.data))
-    return None
+        if refused is None and not got.missing:
+            refused = Grubenv(path, {}, got.describe())
+    return refused
 
 
 @fact("boot_entries")
@@ -434,6 +444,9 @@ def _selector(grub, env, menu):
         selector, said = menu.default, 'set default="%s" in %s' % (menu.default, menu.path)
         if selector == "${saved_entry}":
             selector = "saved"
+    if env is not None and env.refused and selector == "saved":
+        # saved_entry lives there: which entry boots cannot be known, only assumed.
+        return "0", "GRUB_DEFAULT=saved, but %s: the saved entry is not known, the first entry is assumed" % env.unknown()
     once = env.values.get("next_entry") if env else None
     if once:
         # grub-reboot's choice: grub.cfg boots it once, before any default.
@@ -846,7 +859,9 @@ def _entry_line(entry, env, menu=None):
                     value, origin = menu.kernelopts[0], (menu.path, menu.kernelopts[1])
                 else:
                     where = (
-                        "grubenv (%s) does not set it" % env.path
+                        env.unknown()
+                        if env and env.refused
+                        else "grubenv (%s) does not set it" % env.path
                         if env
                         else "there is no grubenv in the tree (on UEFI it may be on the EFI partition)"
                     )
