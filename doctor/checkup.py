@@ -7,6 +7,7 @@ import time
 from ai_doctor import __version__, engine
 from ai_doctor.facts import Facts
 from ai_doctor.model import HostSummary, Report, Status, reaching
+from ai_doctor.overview import overview
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -19,7 +20,9 @@ def checkup(host, request, rules=None, fail_on="high", strict=False, verbose=Fal
     checks, findings = engine.run(facts, rules)
     summary = host_summary(host, facts)
     code = exit_code(checks, findings, fail_on, strict)
-    return Report(__version__, summary, request, checks, findings, fail_on, code, verbose, time.time(), tuple(rules))
+    # After the checks, so it reuses the facts they computed.
+    view = overview(facts)
+    return Report(__version__, summary, request, checks, findings, fail_on, code, verbose, time.time(), tuple(rules), view)
 
 
 def exit_code(checks, findings, fail_on: str, strict: bool) -> int:

@@ -197,11 +197,24 @@ class HostSummary(Record):
 class Report(Record):
     """A finished run: findings ranked once here, so every renderer shows the same order."""
 
-    __slots__ = ("tool_version", "host", "request", "checks", "findings", "fail_on", "exit_code", "verbose", "finished", "rules")
+    __slots__ = (
+        "tool_version",
+        "host",
+        "request",
+        "checks",
+        "findings",
+        "fail_on",
+        "exit_code",
+        "verbose",
+        "finished",
+        "rules",
+        "overview",
+    )
     # ``finished``: when the run ended, seconds since the epoch (renderers never ask the clock);
     # ``rules``: the rules that ran, in catalogue order (id, title, severity, docs), for the
-    # formats that carry a rules table.
-    _defaults = {"finished": None, "rules": ()}
+    # formats that carry a rules table; ``overview``: the host at a glance
+    # (ai_doctor.overview.Overview; None for a report built without one).
+    _defaults = {"finished": None, "rules": (), "overview": None}
 
     def counts(self) -> dict:
         """Findings by severity value, every severity present."""

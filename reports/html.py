@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 
 from ai_doctor.model import Status
+from ai_doctor.overview import rows
 from ai_doctor.reports.words import command_line, found_words, step_flags, threshold_words, visible, visible_lines
 
 _ORDER = ("critical", "high", "medium", "low", "info")
@@ -93,4 +94,5 @@ def render(report) -> str:
         failed=[check for check in report.checks if check.status is Status.ERROR],
         finished=finished,
         argv=command_line(report),
+        overview=rows(report.overview),
     )

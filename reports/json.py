@@ -31,6 +31,7 @@ def as_dict(report) -> dict:
             "captured": host.captured,
             "captured_by": host.captured_by,
         },
+        "facts": overview_dict(report.overview),
         "options": {
             "model_size": None
             if request is None or request.model_size is None
@@ -55,6 +56,24 @@ def as_dict(report) -> dict:
             {"rule": check.rule, "title": check.title, "status": check.status.value, "reason": check.reason} for check in report.checks
         ],
     }
+
+
+def overview_dict(view):
+    """The host overview (ai_doctor.overview) as JSON values: null where a value is unknown,
+    with the reason under its key in ``unknown``."""
+    if view is None:
+        return None
+    out = {name: _plain(getattr(view, name)) for name in view.__slots__ if name != "unknown"}
+    out["unknown"] = dict(view.unknown)
+    return out
+
+
+def _plain(value):
+    if isinstance(value, (tuple, list)):
+        return [_plain(item) for item in value]
+    if hasattr(value, "_asdict"):
+        return {name: _plain(item) for name, item in value._asdict().items()}
+    return value
 
 
 def created(report):

@@ -12,6 +12,7 @@ import html
 import re
 
 from ai_doctor.model import Status
+from ai_doctor.overview import rows
 from ai_doctor.reports.words import CONTROLS, captured_words, checked_words, command_line, found_words, step_flags, threshold_words
 
 _MARKS = {"critical": "🔴", "high": "🟠", "medium": "🟡", "low": "🔵", "info": "⚪"}
@@ -81,6 +82,9 @@ def render(report) -> str:
         "- **Produced by:** aidoctor %s: %s" % (text(report.tool_version), code(command_line(report))),
         "",
     ]
+    overview = rows(report.overview)
+    if overview:
+        out += ["## Host", ""] + ["- **%s:** %s" % (label, text(words)) for label, words in overview] + [""]
     if report.findings:
         out += ["## Findings", ""]
         for rank, finding in enumerate(report.findings, 1):

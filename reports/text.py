@@ -10,6 +10,7 @@ import io
 import re
 
 from ai_doctor.model import Severity, Status
+from ai_doctor.overview import rows
 from ai_doctor.reports.words import CONTROLS, captured_words, checked_words, found_words, step_flags, threshold_words
 
 # Severity → (mark, ASCII mark, style)
@@ -245,7 +246,19 @@ class _Writer:
             self.line(
                 ("Model: ", "bold"), "no size given (--model PATH, --model-size 140G, or --params 70B): the memory checks are skipped"
             )
+        if report.verbose:
+            self.overview(report)
         self.out.blank()
+
+    def overview(self, report):
+        """The host at a glance, one aligned line per fact (ai_doctor.overview)."""
+        lines = rows(report.overview)
+        if not lines:
+            return
+        self.line(("Host:", "bold"))
+        width = max(len(label) for label, _ in lines) + 2
+        for label, words in lines:
+            self.line(("%-*s" % (width, label), "dim"), words, indent=2, hang=width)
 
     def finding(self, finding, verbose: bool):
         mark = _MARKS[finding.severity]

@@ -42,7 +42,7 @@ def test_quick_start_has_exactly_two_shell_blocks():
 def test_json_example_is_json_with_the_documented_keys():
     example = re.search(r"```json\n(.*?)```", section("JSON output"), re.S).group(1).replace("…", "...")
     report = json.loads(example)
-    assert set(report) == {"schema", "created", "tool", "host", "options", "summary", "findings", "checks"}
+    assert set(report) == {"schema", "created", "tool", "host", "facts", "options", "summary", "findings", "checks"}
 
 
 def test_the_license_file_is_the_licence_pyproject_names():
