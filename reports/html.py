@@ -18,7 +18,7 @@ import re
 
 from ai_doctor.model import Status
 from ai_doctor.overview import rows
-from ai_doctor.reports.words import command_line, found_words, step_flags, threshold_words, visible, visible_lines
+from ai_doctor.reports.words import captured_words, command_line, found_words, step_flags, threshold_words, visible, visible_lines
 
 _ORDER = ("critical", "high", "medium", "low", "info")
 
@@ -93,6 +93,7 @@ def render(report) -> str:
         others=[check for check in report.checks if check.status in (Status.PASS, Status.SKIP)],
         failed=[check for check in report.checks if check.status is Status.ERROR],
         finished=finished,
+        captured=(captured_words(report.host) or "")[len("snapshot ") :],
         argv=command_line(report),
         overview=rows(report.overview),
     )
