@@ -429,17 +429,40 @@ def _merge(argv) -> int:
         formatter_class=_formatter,
         description="Combine many hosts' JSON reports (aidoctor --format json) into one fleet view.",
     )
-    parser.add_argument("reports", metavar="REPORT.json", nargs="+", help="reports to combine")
+    parser.add_argument("reports", metavar="REPORT.json|DIR", nargs="+", help="reports to combine; a folder stands for its *.json files")
     parser.add_argument("--format", action=_Once, choices=("text", "markdown", "json", "html"), default="text", help="for standard output")
     parser.add_argument("--output", "-o", action=_Once, metavar="FILE", help="write it to FILE instead of standard output")
     parser.add_argument("--html", action=_Once, metavar="FILE", help="also write the fleet page as self-contained HTML to FILE")
+    parser.add_argument(
+        "--max-age",
+        action=_Once,
+        metavar="AGE",
+        default="7d",
+        help="mark reports older than AGE stale: 7d, 36h, 90m or seconds (default 7d)",
+    )
+    parser.add_argument(
+        "--fail-on",
+        action=_Once,
+        choices=FAIL_ON,
+        default="never",
+        help="exit 1 when a host has a finding at least this severe (default never: exit 0)",
+    )
     args = parser.parse_args(argv)
     _distinct_outputs(args, ("output", "html"))
+    import time
+
     from ai_doctor import fleet as fleet_model
+    from ai_doctor.checkup import EXIT_FINDINGS
     from ai_doctor.reports import fleet as renderer
+    from ai_doctor.reports.words import visible
 
     try:
-        fleet = fleet_model.load(args.reports)
+        max_age = fleet_model.parse_age(args.max_age)
+    except ValueError as exc:
+        raise UsageError("--max-age %s: %s" % (visible(args.max_age), exc)) from None
+    try:
+        # The merge asks the clock once; the renderers are handed it.
+        fleet = fleet_model.load(args.reports, now=time.time(), max_age=max_age, fail_on=args.fail_on)
     except fleet_model.FleetError as exc:
         raise UsageError(str(exc)) from None
     text = getattr(renderer, "render_" + args.format)(fleet)
@@ -449,7 +472,7 @@ def _merge(argv) -> int:
         _silence_stdout()
     if args.html is not None:
         _write_file_as(args.html, renderer.render_html(fleet), "--html")
-    return EXIT_OK
+    return EXIT_FINDINGS if fleet.failing() else EXIT_OK
 
 
 def _list_rules(output_format: str, rules) -> int:
