@@ -13,6 +13,12 @@ Modes (each repeated, each run timed on its own):
 
 Reads are large (16 MiB) into one reused buffer with readinto(), so the numbers are the
 system's, not Python's. The model files are opened read-only and never written.
+
+Around each mode the bench also notes how busy the machine was (:class:`Machine`): the 1-minute
+load average before and after, and from /proc/stat's ``cpu`` line the share of all CPUs' time
+that the hypervisor stole and that other work used (Documentation/filesystems/proc.rst,
+"1.8 Miscellaneous kernel statistics in /proc/stat"), so a comparison can tell a setting's
+effect from a neighbour's.
 """
 
 from __future__ import annotations
@@ -41,12 +47,35 @@ class Run(Record):
     __slots__ = ("seconds", "minor_faults", "major_faults", "cpu_seconds")
 
 
+class Machine(Record):
+    """How busy the machine was over ``seconds`` of the bench: the 1-minute load average before
+    and after (of the whole machine, ``cpus`` CPUs), and the percent of all CPUs' time stolen by
+    the hypervisor and used by work other than the bench. None where /proc did not say."""
+
+    __slots__ = ("cpus", "load_before", "load_after", "steal_percent", "others_percent", "seconds")
+
+    def as_dict(self) -> dict:
+        rounded = {"load_before": 2, "load_after": 2, "steal_percent": 1, "others_percent": 1, "seconds": 3}
+        return {
+            name: (round(value, rounded[name]) if name in rounded and value is not None else value)
+            for name, value in self._asdict().items()
+        }
+
+
+class Sample(Record):
+    """The counters a :class:`Machine` is the difference of: monotonic time, the 1-minute load,
+    the CPU count, /proc/stat's (busy, steal, total) clock ticks, and this process's CPU seconds."""
+
+    __slots__ = ("when", "load", "cpus", "ticks", "own")
+
+
 class ModeResult(Record):
     """The runs of one mode over ``size`` bytes; ``note`` says what did not go as asked (an
-    eviction that did not take); ``first`` is the run before them, kept out of the spread."""
+    eviction that did not take); ``first`` is the run before them, kept out of the spread;
+    ``machine`` how busy the machine was over the mode."""
 
-    __slots__ = ("mode", "size", "runs", "note", "first")
-    _defaults = {"note": None, "first": None}
+    __slots__ = ("mode", "size", "runs", "note", "first", "machine")
+    _defaults = {"note": None, "first": None, "machine": None}
 
     @property
     def seconds(self):
@@ -127,6 +156,62 @@ def _regular(path: str) -> bool:
         return stat.S_ISREG(os.stat(path).st_mode)
     except OSError:
         return False
+
+
+def parse_loadavg(text: str):
+    """The 1-minute load average from /proc/loadavg's text (``0.52 0.58 0.59 1/467 12345``)."""
+    try:
+        value = float(text.split(None, 1)[0])
+    except (ValueError, IndexError):
+        return None
+    return value if 0 <= value < 1e6 else None
+
+
+def parse_stat(text: str):
+    """(CPU count, (busy, steal, total) clock ticks) from /proc/stat's text; (0, None) where
+    the ``cpu`` line is missing or odd. ``guest`` and ``guest_nice`` are already counted in
+    ``user`` and ``nice``, so the total is the first eight columns; kernels before 2.6.11
+    have no steal column (steal 0)."""
+    cpus, ticks = 0, None
+    for line in text.splitlines():
+        if line.startswith("cpu "):
+            fields = line.split()[1:9]
+            if len(fields) >= 4 and all(field.isascii() and field.isdigit() for field in fields):
+                numbers = [int(field) for field in fields] + [0] * (8 - len(fields))
+                user, nice, system, idle, iowait, irq, softirq, steal = numbers
+                ticks = (user + nice + system + irq + softirq, steal, sum(numbers))
+        elif line.startswith("cpu") and line[3:4].isdigit():
+            cpus += 1
+    return cpus, ticks
+
+
+def _text(path: str) -> str:
+    try:
+        with open(path, encoding="ascii", errors="replace") as handle:
+            return handle.read(1 << 20)
+    except OSError:
+        return ""
+
+
+def sample() -> Sample:
+    """The counters now (see :class:`Sample`)."""
+    cpus, ticks = parse_stat(_text("/proc/stat"))
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return Sample(time.monotonic(), parse_loadavg(_text("/proc/loadavg")), cpus or os.cpu_count() or 1, ticks, own.ru_utime + own.ru_stime)
+
+
+def between(start: Sample, end: Sample) -> Machine:
+    """How busy the machine was from ``start`` to ``end``. Other work is the CPUs' busy time less
+    this process's own (getrusage is exact, ticks are not, so it is never taken below zero)."""
+    steal = others = None
+    if start.ticks and end.ticks:
+        busy, stolen, total = (after - before for after, before in zip(end.ticks, start.ticks))
+        if total > 0:
+            hertz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+            steal = 100.0 * stolen / total
+            others = 100.0 * max(0.0, busy / hertz - (end.own - start.own)) / (total / hertz)
+            others = min(others, 100.0)
+    return Machine(end.cpus, start.load, end.load, steal, others, max(0.0, end.when - start.when))
 
 
 def _usage():
@@ -252,6 +337,7 @@ def measure(files, modes=MODES, repeat: int = 3, progress=None):
         runs = []
         note = None
         first = None
+        before = sample()
         # One untimed-for-the-verdict first run: its cost (compaction for the first huge
         # pages, a cold TLB) is real for a first load, so it is reported on its own.
         for index in range(repeat + 1):
@@ -271,5 +357,5 @@ def measure(files, modes=MODES, repeat: int = 3, progress=None):
             runs.append(run)
             if progress is not None:
                 progress(mode)
-        results.append(ModeResult(mode, total, tuple(runs), note, first))
+        results.append(ModeResult(mode, total, tuple(runs), note, first, between(before, sample())))
     return results

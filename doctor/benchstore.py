@@ -21,6 +21,10 @@ class StoreError(ValueError):
     """A label or a saved result that cannot be used (a one-line error)."""
 
 
+class NotSaved(StoreError):
+    """Nothing is saved under the label."""
+
+
 def folder() -> str:
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     return os.path.join(base, "aidoctor", "bench")
@@ -77,11 +81,17 @@ def _disk_of(path: str):
     return None
 
 
-def document(results, files, repeat: int, temporary: bool, found=None) -> dict:
-    """The JSON form of a bench (README: bench JSON)."""
+def document(results, files, repeat: int, temporary: bool, found=None, machine=None) -> dict:
+    """The JSON form of a bench (README: bench JSON); ``machine`` is how busy the machine was
+    over the whole bench."""
+    from ai_doctor import __version__
+
     return {
         "schema": SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "host": os.uname().nodename,
+        "aidoctor": __version__,
+        "machine": machine.as_dict() if machine is not None else None,
         "files": [] if temporary else [os.path.abspath(path) for path in files],
         "temporary_file": temporary,
         "bytes": results[0].size if results else 0,
@@ -97,6 +107,7 @@ def document(results, files, repeat: int, temporary: bool, found=None) -> dict:
                 "cpu_seconds": round(result.median("cpu_seconds"), 6),
                 "first_seconds": round(result.first.seconds, 6) if result.first else None,
                 "note": result.note,
+                "machine": result.machine.as_dict() if result.machine is not None else None,
             }
             for result in results
         ],
@@ -138,7 +149,7 @@ def load(label: str) -> dict:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle, parse_constant=_refuse_constant)
     except FileNotFoundError:
-        raise StoreError("no saved bench %r (%s); save one with --save %s" % (label, path, label)) from None
+        raise NotSaved("no saved bench %r (%s); save one with --save %s" % (label, path, label)) from None
     except (OSError, ValueError, RecursionError) as exc:
         raise StoreError("saved bench %r (%s) cannot be read: %s" % (label, path, exc)) from None
     if not _valid(data):
@@ -180,10 +191,73 @@ def check_label(label: str) -> None:
         raise StoreError("cannot save bench %r in %s: not writable" % (label, os.path.dirname(path)))
 
 
+# A change is not the settings' to claim when one of the two runs had the busier machine by one
+# of these (README: bench). Other work on a shared or small machine slows a single-threaded
+# bench through more than the CPU it takes (memory bandwidth, caches, under a hypervisor the
+# vCPU's time slices): one `yes` on the 2-core development VM made identical runs "slower" by
+# 20-57%. The measures are over each mode's runs, or the whole bench where a mode took under
+# SHORT_WINDOW seconds (too few clock ticks of /proc/stat to tell).
+BUSY_STEAL_PERCENT = 5.0  # the hypervisor took more than this share of all CPUs' time (steal)
+BUSY_OTHERS_POINTS = 25.0  # other work used this many percentage points more of all CPUs' time
+BUSY_LOAD_PER_CPU = 0.5  # the 1-minute load average per CPU was higher by more than this
+SHORT_WINDOW = 1.0
+
+
+def _machine_ok(machine) -> bool:
+    return isinstance(machine, dict) and _number(machine.get("cpus")) and machine["cpus"] >= 1
+
+
+def machine_of(data: dict, result=None):
+    """How busy the machine was over ``result``'s mode (over the whole bench for a short mode,
+    or without ``result``); None for a result saved before aidoctor recorded it."""
+    own = result.get("machine") if isinstance(result, dict) else None
+    whole = data.get("machine")
+    if _machine_ok(own) and _number(own.get("seconds")) and own["seconds"] >= SHORT_WINDOW:
+        return own
+    if _machine_ok(whole):
+        return whole
+    return own if _machine_ok(own) else None
+
+
+def _load_per_cpu(machine):
+    loads = [machine.get(key) for key in ("load_before", "load_after") if _number(machine.get(key))]
+    return max(loads) / machine["cpus"] if loads else None
+
+
+def busier(slow, fast=None, slow_name="this", fast_name="the other"):
+    """Why the ``slow`` run's machine was busier than the ``fast`` one's, as phrases (empty when
+    it was not). Without ``fast`` the measure is an idle machine running only the bench (load 1,
+    no steal, no other work)."""
+    if not _machine_ok(slow):
+        return []
+    alone = fast is None
+    if alone:
+        fast = {"cpus": slow["cpus"], "load_before": 1.0, "load_after": 1.0, "steal_percent": 0.0, "others_percent": 0.0}
+    elif not _machine_ok(fast):
+        fast = {"cpus": slow["cpus"]}
+
+    def against(value, form):
+        return "" if alone else (", " + form + " during %s run") % (value, fast_name)
+
+    reasons = []
+    steal = slow.get("steal_percent")
+    if _number(steal) and steal > BUSY_STEAL_PERCENT:
+        reasons.append("the hypervisor took %.0f%% of CPU time (steal) during %s run" % (steal, slow_name))
+    mine, theirs = slow.get("others_percent"), fast.get("others_percent")
+    if _number(mine) and _number(theirs) and mine - theirs > BUSY_OTHERS_POINTS:
+        reasons.append("other work used %.0f%% of the CPUs during %s run%s" % (mine, slow_name, against(theirs, "%.0f%%")))
+    mine, theirs = _load_per_cpu(slow), _load_per_cpu(fast)
+    if mine is not None and theirs is not None and mine - theirs > BUSY_LOAD_PER_CPU:
+        reasons.append("the 1-minute load was %.2f per CPU during %s run%s" % (mine, slow_name, against(theirs, "%.2f")))
+    return reasons
+
+
 def compare(before: dict, after: dict) -> dict:
     """Per mode: median GB/s before and after, the change in percent, and a verdict: a change
     inside the spread of the repeats (their interquartile ranges overlap) or under 15 % (what
-    separate runs of one thing drift by) is no clear change. Plus the settings that differ."""
+    separate runs of one thing drift by) is no clear change; a bigger one is inconclusive when
+    either run's machine was the busier (``busier``) or the runs vary widely. Plus the settings
+    that differ."""
     earlier = {r.get("mode"): r for r in before.get("results", []) if isinstance(r, dict)}
     rows = []
     for result in after.get("results", []):
@@ -203,13 +277,31 @@ def compare(before: dict, after: dict) -> dict:
         # Runs whose middle half spans more than half their median (a shared or throttled disk) say
         # nothing either way at this number of runs.
         wide = any((side.get("q3", side["max"]) - side.get("q1", side["min"])) > 0.5 * side["median"] for side in (a, b) if side["median"])
-        if change is not None and wide and abs(change) >= DRIFT_PERCENT:
+        busy = []
+        if change is not None and abs(change) >= DRIFT_PERCENT and (wide or not overlap):
+            # Either way: a busy run can be slower (CPU time, memory bandwidth and caches shared) and,
+            # under a hypervisor, faster too (vCPUs kept busy are not descheduled while idle). A run
+            # saved before the machine was recorded counts as idle (busier's measure without one).
+            old_machine, new_machine = machine_of(before, old), machine_of(after, result)
+            busy = busier(new_machine, old_machine, "the after", "the before") + busier(old_machine, new_machine, "the before", "the after")
+        if busy:
+            verdict = "inconclusive: the machine was busy"
+        elif change is not None and wide and abs(change) >= DRIFT_PERCENT:
             verdict = "inconclusive: the runs vary widely; rerun both with more --repeat"
         elif change is None or overlap or abs(change) < DRIFT_PERCENT:
             verdict = "no clear change"
         else:
             verdict = "faster" if change > 0 else "slower"
-        rows.append({"mode": result["mode"], "before": a["median"], "after": b["median"], "change_percent": change, "verdict": verdict})
+        rows.append(
+            {
+                "mode": result["mode"],
+                "before": a["median"],
+                "after": b["median"],
+                "change_percent": change,
+                "verdict": verdict,
+                "busy": busy,
+            }
+        )
     old_settings, new_settings = before.get("settings") or {}, after.get("settings") or {}
     changed = {
         key: [old_settings.get(key), new_settings.get(key)]
@@ -220,4 +312,45 @@ def compare(before: dict, after: dict) -> dict:
     for key in ("bytes", "files", "temporary_file"):
         if before.get(key) != after.get(key):
             changed["measured " + key.replace("_", " ")] = [before.get(key), after.get(key)]
-    return {"before": before.get("label") or "(unlabelled)", "after": after.get("label"), "modes": rows, "settings_changed": changed}
+    return {
+        "before": before.get("label") or "(unlabelled)",
+        "after": after.get("label"),
+        "modes": rows,
+        "settings_changed": changed,
+        "machine": {"before": machine_of(before), "after": machine_of(after)},
+    }
+
+
+def saved() -> list:
+    """Every result kept in the state folder, oldest first: its label, when it was made, what it
+    measured (bytes, files, modes, runs) and its settings; ``error`` where one cannot be read."""
+    try:
+        names = sorted(name for name in os.listdir(folder()) if name.endswith(".json"))
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        label = name[: -len(".json")]
+        if not _LABEL.fullmatch(label):
+            continue
+        try:
+            data = load(label)
+        except StoreError as exc:
+            found.append({"label": label, "created": None, "error": str(exc)})
+            continue
+        created = data.get("created") if isinstance(data.get("created"), str) else None
+        files = data.get("files") if isinstance(data.get("files"), list) else []
+        found.append(
+            {
+                "label": label,
+                "created": created,
+                "bytes": data.get("bytes", 0),
+                "temporary_file": bool(data.get("temporary_file")),
+                "files": [str(path) for path in files],
+                "repeat": data.get("repeat") if _number(data.get("repeat")) else None,
+                "modes": [result["mode"] for result in data["results"]],
+                "settings": data.get("settings") or {},
+            }
+        )
+    found.sort(key=lambda entry: (entry["created"] or "", entry["label"]))
+    return found

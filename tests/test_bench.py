@@ -80,7 +80,9 @@ def test_the_temporary_file_goes_on_ctrl_c(run, tmp_path, monkeypatch):
     [
         (["--size", "8P"], "does not fit the free space"),
         (["--size", "8M", "/etc/hostname"], "not both"),
-        ([], "not both"),
+        ([], "give model files or a folder (aidoctor bench PATH…), or a temporary file's size (aidoctor bench --size 8G)"),
+        (["--size", "70B"], "bench takes bytes"),
+        (["--list", "--size", "8M"], "bench --list: takes no PATH"),
         (["--size", "8M", "--save", "../x"], "bench label '../x'"),
         (["--size", "8M", "--compare", "never-saved"], "no saved bench 'never-saved'"),
         (["--size", "8M", "--repeat", "0"], "give 1 to 100 runs"),
@@ -136,7 +138,7 @@ def test_html_page_with_a_chart(run, tmp_path):
     (tmp_path / "d").mkdir()
     assert run("bench", "--size", "8M", "--dir", tmp_path / "d", "--repeat", "1", "--html", page, "--save", "x").code == 0
     text = page.read_text()
-    assert text.count("<rect") == 5 and "<script" not in text and "aidoctor bench: x" in text
+    assert text.count("<circle") == 5 and "<script" not in text and "aidoctor bench: x" in text
 
 
 def test_comparisons_say_when_they_cannot_tell():
@@ -163,3 +165,136 @@ def test_a_saved_result_with_no_numbers_is_refused_before_measuring(run, tmp_pat
         result = run("bench", "--size", "8M", "--dir", tmp_path, "--compare", label)
         assert result.code == 2 and "is not an aidoctor bench result" in result.err or "cannot be read" in result.err
     assert run("bench", "--size", "8M", "--dir", tmp_path, "--save", "").code == 2
+
+
+def test_bench_alone_says_what_to_give_and_70b_is_not_sent_to_an_option_bench_lacks(run):
+    result = run("bench")
+    assert result.code == 2 and result.out == ""
+    assert result.err == (
+        "aidoctor: error: bench: give model files or a folder (aidoctor bench PATH…), "
+        "or a temporary file's size (aidoctor bench --size 8G)\n"
+    )
+    result = run("bench", "--size", "70B")
+    assert result.code == 2 and len(result.err.splitlines()) == 1
+    # bench has no --params: it says what bench takes, and what a 70B-parameter model weighs at 16 bits.
+    assert "--params" not in result.err and "a plain number (70)" in result.err and "--size 140GB" in result.err
+
+
+def test_the_first_run_is_shown_on_its_own_and_saved_when_compare_and_save_name_one_label(run, tmp_path):
+    page = tmp_path / "first.html"
+    args = ("bench", "--size", "8M", "--dir", tmp_path, "--repeat", "1")
+    result = run(*args, "--compare", "last", "--save", "last", "--html", page)
+    assert result.code == 0, result.err
+    assert "First run under 'last': nothing was saved under it before" in result.out and "Compared with" not in result.out
+    assert "cold " in result.out and "mmap " in result.out  # the result itself, in full
+    html = page.read_text()
+    assert "First run under &#39;last&#39;" in html and "Compared with" not in html and html.count("<circle") == 5
+    assert benchstore.load("last")["results"]
+    # The next run with the same words compares with it, and keeps itself for the one after.
+    again = run(*args, "--compare", "last", "--save", "last", "--html", page)
+    assert again.code == 0 and "Compared with 'last'" in again.out and "First run" not in again.out
+    assert page.read_text().count("<circle") == 10  # before and now, per mode
+    # A --compare label that was never saved, with another --save label, is still a mistake.
+    assert run(*args, "--compare", "typo", "--save", "last").code == 2
+
+
+def test_a_result_with_nothing_saved_says_how_to_get_a_comparison(run, tmp_path):
+    alone = run("bench", "--size", "8M", "--dir", tmp_path, "--repeat", "1")
+    assert alone.code == 0 and alone.out.rstrip().endswith(
+        "First result, with nothing saved to compare with: keep it with --save LABEL, change a setting, and run again with --compare LABEL."
+    )
+    run("bench", "--size", "8M", "--dir", tmp_path, "--repeat", "1", "--save", "base")
+    later = run("bench", "--size", "8M", "--dir", tmp_path, "--repeat", "1")
+    assert "Not compared: --compare LABEL compares with a saved result (saved: base; --list shows them)." in later.out
+
+
+def test_list_shows_the_saved_labels_oldest_first_with_their_time_and_what_was_measured(run, tmp_path):
+    assert run("bench", "--list").out.startswith("No saved bench results (in %s" % benchstore.folder())
+    model = _model(tmp_path / "m", size=1 << 20)
+    assert run("bench", model, "--repeat", "1", "--save", "model-one").code == 0
+    assert run("bench", "--size", "8M", "--dir", tmp_path, "--repeat", "2", "--save", "temp").code == 0
+    folder = tmp_path / "state" / "aidoctor" / "bench"
+    for label, created in (("model-one", "2025-01-31T10:00:00Z"), ("temp", "2025-02-01T09:30:00Z")):
+        saved = benchstore.load(label)
+        saved["created"] = created
+        benchstore.save(label, saved)
+    (folder / "broken.json").write_text("{")
+    result = run("bench", "--list")
+    assert result.code == 0
+    lines = result.out.splitlines()
+    assert lines[0] == "Saved bench results (in %s), oldest first:" % folder
+    assert lines[1].startswith("broken     saved bench 'broken'") and "cannot be read" in lines[1]
+    assert lines[2].startswith("model-one  2025-01-31 10:00:00 UTC  1.0 MiB of %s, 1 run of cold, warm, anon, anon-thp, mmap" % model)
+    assert lines[3].startswith(
+        "temp       2025-02-01 09:30:00 UTC  8.0 MiB of a temporary file, 2 runs of cold, warm, anon, anon-thp, mmap"
+    )
+    listed = json.loads(run("bench", "--list", "--format", "json").out)
+    assert [entry["label"] for entry in listed["saved"]] == ["broken", "model-one", "temp"]
+    assert listed["saved"][2]["bytes"] == 8 << 20 and listed["saved"][2]["repeat"] == 2
+
+
+def test_json_and_html_say_who_ran_it_and_how_busy_the_machine_was(run, tmp_path):
+    from ai_doctor import __version__
+
+    page = tmp_path / "bench.html"
+    result = run("bench", "--size", "8M", "--dir", tmp_path, "--repeat", "1", "--format", "json", "--html", page)
+    data = json.loads(result.out)
+    assert result.err == ""  # no progress where stderr is not a terminal
+    assert data["host"] == os.uname().nodename and data["aidoctor"] == __version__
+    fields = {"cpus", "load_before", "load_after", "steal_percent", "others_percent", "seconds"}
+    assert set(data["machine"]) == fields and all(set(r["machine"]) == fields for r in data["results"])
+    assert 0 <= data["machine"]["others_percent"] <= 100 and data["machine"]["cpus"] >= 1
+    html = page.read_text()
+    for words in (os.uname().nodename, os.uname().release, "<dt>aidoctor</dt><dd>%s</dd>" % __version__, data["created"][:10]):
+        assert words in html
+    for mode in bench.MODES:  # each mode explained in one line
+        assert "<li><b>%s</b> " % mode in html
+    assert "GB/s, logarithmic axis" in html
+
+
+def test_the_chart_keeps_slow_and_fast_modes_readable_on_a_log_axis():
+    from ai_doctor.reports import bench as render
+
+    def result(mode, median):
+        return {
+            "mode": mode,
+            "gbps": {"min": median * 0.9, "q1": median * 0.95, "median": median, "q3": median * 1.05, "max": median * 1.1},
+        }
+
+    chart = render.chart({"results": [result("cold", 1.4), result("anon", 1.5), result("mmap", 67.0)]})
+    cold, anon, mmap_ = chart["marks"]
+    width = chart["right"] - chart["left"]
+    # On a linear axis to 70 GB/s, cold's middle half (1.33-1.47 GB/s) would be one pixel wide and
+    # cold and anon a pixel apart; here they are boxes of their own, and mmap far to the right.
+    assert cold["q3"] - cold["q1"] > 10 and anon["median"] - cold["median"] > 5 and mmap_["median"] > cold["median"] + 0.5 * width
+    assert [tick["label"] for tick in chart["ticks"]] == ["1", "2", "5", "10", "20", "50", "100"]
+    # Equal ratios, equal distances: 10% either side of the median spans the same width at 1.4 and at 67 GB/s.
+    assert abs((cold["max"] - cold["min"]) - (mmap_["max"] - mmap_["min"])) < 0.3
+
+
+def test_writing_the_temporary_file_shows_progress_from_the_start(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from ai_doctor import benchcmd
+
+    screen = io.StringIO()
+    told = []
+
+    def show(size):
+        bar = benchcmd._Writing(size, Console(file=screen, force_terminal=True, width=100))
+        told.append(("started", screen.getvalue() != ""))
+
+        def progress(done):
+            told.append(done)
+            bar(done)
+
+        progress.syncing, progress.stop = bar.syncing, bar.stop
+        return progress
+
+    path = benchcmd._make_file(40 << 20, str(tmp_path), ValueError, show)
+    assert os.path.getsize(path) == 40 << 20
+    # Shown before the first block is written, then after each 16 MiB block.
+    assert told == [("started", True), 16 << 20, 32 << 20, 40 << 20]
+    assert "writing the temporary file" in screen.getvalue()
