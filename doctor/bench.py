@@ -11,7 +11,7 @@ Modes (each repeated, each run timed on its own):
   pages back it where the THP mode allows (Documentation/admin-guide/mm/transhuge.rst).
 - ``mmap``: map the files and touch every page, as safetensors does.
 
-Reads are large (16 MiB) into one reused buffer with readinto(), so the numbers are the
+Reads are large (16 MiB) into one reused page-aligned buffer with readinto(), so the numbers are the
 system's, not Python's. The model files are opened read-only and never written.
 
 Around each mode the bench also notes how busy the machine was (:class:`Machine`): the 1-minute
@@ -324,7 +324,10 @@ def resident_fraction(files):
 def measure(files, modes=MODES, repeat: int = 3, progress=None):
     """Run each mode ``repeat`` times over ``files``; ``progress(step)`` is told each run."""
     total = sum(os.path.getsize(path) for path in files)
-    buffer = bytearray(CHUNK)
+    # Page-aligned: a bytearray's data sits 16 bytes past a page boundary, and the kernel's copy
+    # to user space runs several times slower when destination and source are misaligned
+    # (7 against 19 GB/s from the page cache on the development VM).
+    buffer = mmap.mmap(-1, CHUNK, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     results = []
     actions = {
         "warm": lambda: _read_all(files, buffer),
