@@ -5,11 +5,10 @@ from __future__ import annotations
 import time
 
 from ai_doctor import __version__, engine
+from ai_doctor.exitcodes import EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE  # noqa: F401 (named here too)
 from ai_doctor.facts import Facts
 from ai_doctor.model import HostSummary, Report, Status, reaching
 from ai_doctor.overview import overview
-
-EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
 
 def checkup(host, request, rules=None, fail_on="high", strict=False, verbose=False) -> Report:

@@ -11,7 +11,7 @@ import os
 import sys
 
 from ai_doctor import __version__
-from ai_doctor.checkup import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE
+from ai_doctor.exitcodes import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE
 
 FORMATS = ("text", "json", "markdown", "html", "npd")
 # Report files written beside the main output: option → renderer module under ai_doctor.reports.
@@ -452,7 +452,7 @@ def _merge(argv) -> int:
     import time
 
     from ai_doctor import fleet as fleet_model
-    from ai_doctor.checkup import EXIT_FINDINGS
+    from ai_doctor.exitcodes import EXIT_FINDINGS
     from ai_doctor.reports import fleet as renderer
     from ai_doctor.reports.words import visible
 
