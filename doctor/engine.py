@@ -208,11 +208,10 @@ def run(facts, rules):
     for rule_ in ordinary:
         result, used = _run_one(facts, rule_, (), ())
         results[rule_.id] = result
-        refused, cut = [], []
-        for name in sorted(used):
-            refused.extend(facts.failed_reads(name))
-            cut.extend(facts.cut_reads(name))
-        refused = tuple(_unique_paths(refused))
+        # One walk over what the rule's facts read: refused reads, and reads cut at the cap.
+        reads = list(facts.reads_behind(used))
+        refused = tuple(_unique_paths(got for got in reads if got.failed))
+        cut = [got for got in reads if got.ok and got.truncated]
         cut = sorted({"%s (the first %s)" % (got.path, _amount(len(got.data))) for got in cut})
         if cut and result.status in (Status.PASS, Status.FINDING):
             result = _said_in_part(result, cut)

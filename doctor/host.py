@@ -214,6 +214,10 @@ class Refused(Exception):
 class Host:
     """Reads a target system under ``root``; see the module docstring for the contract."""
 
+    # True for the simulated next boot (ai_doctor.nextboot): services start again from their
+    # configuration then, and counters (cgroup events, suspend statistics) start at zero.
+    next_boot = False
+
     def __init__(self, root: str = "/", trace_links: bool = False, origin=None, image: bool = False):
         # abspath keeps POSIX's leading "//"; "//" is still this machine's root.
         self.root = "/" + os.path.abspath(root).lstrip("/")

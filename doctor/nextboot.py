@@ -22,6 +22,8 @@ class NextBootHost(Host):
     """A Host whose files about the running kernel are the next boot's (``files``: path → text,
     None for a file the next boot does not have)."""
 
+    next_boot = True
+
     def __init__(self, base, files, notes, grown=(), links=None):
         self.__dict__.update(base.__dict__)
         self.log = []

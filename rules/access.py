@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ai_doctor.engine import rule
+from ai_doctor.facts.bootloader import BLS_DIRS, GRUB_CFG_PATHS, GRUB_DEFAULTS, GRUB_DROP_INS, GRUBENV_PATHS
 from ai_doctor.model import RECORDED, Evidence, Issue, Pass, Severity, Skip, Status, Step
 from ai_doctor.remedy.actions import Show
 from ai_doctor.shell import quote
@@ -89,8 +90,8 @@ def permission_denied(f):
 
 # Files whose content chooses what the other checks judge: the kernel that boots (and so its
 # config, modules and boot line).
-_DECIDING = ("/boot/grub/grubenv", "/boot/grub2/grubenv", "/boot/grub/grub.cfg", "/boot/grub2/grub.cfg", "/etc/default/grub")
-_DECIDING_FOLDERS = ("/boot/loader/entries/", "/efi/loader/entries/", "/boot/efi/loader/entries/", "/etc/default/grub.d/")
+_DECIDING = GRUBENV_PATHS + GRUB_CFG_PATHS + (GRUB_DEFAULTS,)
+_DECIDING_FOLDERS = tuple(folder + "/" for folder in BLS_DIRS + (GRUB_DROP_INS,))
 
 
 def _hidden_severity(affected):

@@ -237,13 +237,19 @@ def test_uvm_not_loaded_without_the_helper_is_high(run, tree):
     ]
 
 
-def test_a_loaded_uvm_without_its_node_is_high_and_the_udev_rule_clears_it_at_the_next_boot(run, tree, tmp_path):
+def _uvm_node_missing(tree):
+    """nvidia_uvm loaded, /dev/nvidiactl and /dev/nvidia0 made, /dev/nvidia-uvm not, and a
+    (not setuid) nvidia-modprobe installed."""
     _nvidia(tree, nodes=False)
     _boot_driver(tree)
     tree.write("/dev/null", "")
     _node(tree, "/dev/nvidiactl", minor=255)
     _node(tree, "/dev/nvidia0")
     tree.write("/usr/bin/nvidia-modprobe", "", mode=0o755)
+
+
+def test_a_loaded_uvm_without_its_node_is_high_and_the_udev_rule_clears_it_at_the_next_boot(run, tree, tmp_path):
+    _uvm_node_missing(tree)
     result, _statuses_ = _statuses(run, tree)
     assert result.findings() == {"gpu.device-nodes": "high"}
     message = result.json["findings"][0]["message"]
@@ -309,12 +315,7 @@ def test_nvidia_modprobe_arguments_as_nvgetopt_reads_them():
     ],
 )
 def test_udev_rules_that_make_the_uvm_nodes(run, tree, rule, made):
-    _nvidia(tree, nodes=False)
-    _boot_driver(tree)
-    tree.write("/dev/null", "")
-    _node(tree, "/dev/nvidiactl", minor=255)
-    _node(tree, "/dev/nvidia0")
-    tree.write("/usr/bin/nvidia-modprobe", "", mode=0o755)
+    _uvm_node_missing(tree)
     tree.write("/sbin/create-uvm-dev-node", "#!/bin/sh\n", mode=0o755)
     tree.write("/usr/lib/udev/rules.d/60-nvidia.rules", rule)
     booted = run("--root", tree.root, "--format", "json", "--next-boot", *GPU_RULES)

@@ -87,9 +87,10 @@ class Facts:
         self.inputs[name] = (start, len(self.host.log))
         return value
 
-    def _reads(self, name: str):
-        """The Host log entries behind ``name`` and every fact it read, each once."""
-        seen, todo, spans = set(), [name], set()
+    def reads_behind(self, names):
+        """The Host log entries read for ``names`` and every fact they read, each once, in
+        log order."""
+        seen, todo, spans = set(), list(names), set()
         while todo:
             current = todo.pop()
             if current in seen:
@@ -104,14 +105,6 @@ class Facts:
             for index in range(max(start, reached), end):
                 yield self.host.log[index][2]
             reached = max(reached, end)
-
-    def failed_reads(self, name: str):
-        """Reads behind ``name`` (and the facts it read) that were refused rather than absent."""
-        return [got for got in self._reads(name) if got.failed]
-
-    def cut_reads(self, name: str):
-        """Reads behind ``name`` that stopped at the read cap: the fact saw part of a file."""
-        return [got for got in self._reads(name) if got.ok and got.truncated]
 
 
 def _load_providers() -> None:

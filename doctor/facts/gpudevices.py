@@ -506,17 +506,9 @@ def gpu_devices(host, facts):
         minors,
         makers,
     )
-    if makers and next_boot(host):
+    if makers and host.next_boot:
         devices = _at_boot(devices, any(maker.loads_uvm for maker in makers))
     return devices
-
-
-def next_boot(host) -> bool:
-    """Whether ``host`` is the simulated next boot (its module is loaded only then)."""
-    import sys
-
-    module = sys.modules.get("ai_doctor.nextboot")
-    return module is not None and isinstance(host, module.NextBootHost)
 
 
 def group_name(host, gid: int):

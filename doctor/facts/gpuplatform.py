@@ -493,15 +493,6 @@ def disable_acs_redir(cmdline):
     return frozenset(address for address in map(_pci_address, value.split(";")) if address)
 
 
-def _next_boot(host) -> bool:
-    """Whether ``host`` is the simulated next boot (``aidoctor --next-boot``, the fix proof);
-    the simulation's module is loaded only then, so an ordinary run does not import it."""
-    import sys
-
-    module = sys.modules.get("ai_doctor.nextboot")
-    return module is not None and isinstance(host, module.NextBootHost)
-
-
 def _passthrough(cmdline) -> bool:
     """Whether the kernel command line asks the IOMMU to pass DMA through: ``iommu=pt`` or
     ``iommu.passthrough=1`` (Documentation/admin-guide/kernel-parameters.txt; the last one
@@ -565,7 +556,7 @@ def iommu_paths(host, facts):
     # decides whether peer traffic turns in the switch or goes up to the root complex.
     ports = [_port(host, *where) for where in shared_ports([(p.address, p.upstream) for p in found])]
     cmdline = facts.get("cmdline")
-    if _next_boot(host):
+    if host.next_boot:
         if _passthrough(cmdline):
             # The next boot's command line asks for passthrough: the groups of host-owned
             # devices start as identity (iommu_def_domain_type, drivers/iommu/iommu.c).

@@ -213,19 +213,11 @@ def process_limits(host, facts):
         found.append(own)
     judged = tuple(p for p in found if p.limits is not None)
     unread = tuple(p for p in found if p.limits is None)
-    if next_boot(host):
+    if host.next_boot:
         config = facts.get("limits_config")
         stacks = facts.get("pam_limits_stacks") if any(p.kind == "self" for p in judged) else None
         judged = tuple(_at_boot(p, config, stacks) for p in judged)
     return ProcessLimits(judged, unread, how)
-
-
-def next_boot(host) -> bool:
-    """Whether ``host`` is the simulated next boot (``aidoctor --next-boot``, the fix proof):
-    services start again from their configuration then, and cgroup counters start at zero."""
-    from ai_doctor.nextboot import NextBootHost
-
-    return isinstance(host, NextBootHost)
 
 
 def _at_boot(process: ProcLimits, config, stacks=None) -> ProcLimits:
@@ -629,7 +621,7 @@ def pids_limits(host, facts):
         return Unavailable("cannot find the cgroup mounts: " + mounts.reason)
     paths = []
     seen = set()
-    boot = next_boot(host)
+    boot = host.next_boot
     config = facts.get("limits_config") if boot else None
     for process in processes.judged:
         if process.cgroup is None:
