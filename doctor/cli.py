@@ -6,208 +6,58 @@ with one line on stderr naming it, and exit code 2.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 from ai_doctor import __version__
-from ai_doctor.exitcodes import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE
+from ai_doctor.exitcodes import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, UsageError
+from ai_doctor.options import FAIL_ON
 
-FORMATS = ("text", "json", "markdown", "html", "npd")
 # Report files written beside the main output: option → renderer module under ai_doctor.reports.
 FILE_OUTPUTS = (("html", "html"), ("junit", "junit"), ("sarif", "sarif"), ("prom", "prometheus"))
 HOST_MARKERS = ("/etc", "/usr", "/boot", "/proc/meminfo", "/sys/devices")
-FAIL_ON = ("critical", "high", "medium", "low", "info", "never")
 
 
-class UsageError(Exception):
-    """Bad input: the message is the one line the user sees."""
+def _Parser(**settings):  # noqa: N802 - stands for the class, imported with argparse only when used
+    from ai_doctor.argparser import Parser
 
-
-SUBCOMMANDS = ("check", "fix", "explain", "snapshot", "merge", "bench")
-
-
-class _Parser(argparse.ArgumentParser):
-    """Refuses abbreviations (``--model`` is not ``--model-size``) and says what was meant when
-    an option or subcommand is misspelt."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("allow_abbrev", False)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message):
-        raise UsageError(message + self._suggestion(message))
-
-    def _suggestion(self, message: str) -> str:
-        prefix = "unrecognized arguments: "
-        if not message.startswith(prefix):
-            return ""
-        import difflib
-
-        known = [option for action in self._actions for option in action.option_strings if option.startswith("--")]
-        hints = []
-        for word in message[len(prefix) :].split():
-            if word.startswith("--"):
-                close = difflib.get_close_matches(word.split("=", 1)[0], known, n=1, cutoff=0.75)
-            elif not word.startswith("-") and self.prog == "aidoctor":
-                close = difflib.get_close_matches(word, SUBCOMMANDS, n=1, cutoff=0.6)
-            else:
-                close = []
-            if close:
-                hints.append("%s for %s" % (close[0], word))
-        return " (did you mean %s?)" % ", ".join(hints) if hints else ""
-
-
-class _Once(argparse.Action):
-    """Stores a value, refusing a second one: ``--model-size 8G --model-size 80G`` has no
-    right answer to guess."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        given = namespace.__dict__.setdefault("_given", set())
-        if self.dest in given:
-            parser.error("%s given more than once" % "/".join(self.option_strings))
-        given.add(self.dest)
-        setattr(namespace, self.dest, values)
+    return Parser(**settings)
 
 
 def _formatter(prog):
-    # argparse would import shutil (and its compression modules) just to ask for the width.
-    try:
-        width = os.get_terminal_size(sys.stderr.fileno()).columns - 2
-    except (OSError, ValueError, AttributeError):  # AttributeError: stderr closed (None)
-        width = 78
-    return argparse.HelpFormatter(prog, width=max(width, 40))
+    from ai_doctor.argparser import formatter
+
+    return formatter(prog)
 
 
-def _parser(fix: bool = False, prog: str = "aidoctor") -> argparse.ArgumentParser:
-    if fix:
-        parser = _Parser(
-            prog="aidoctor fix",
-            formatter_class=_formatter,
-            description=(
-                "The fixes of what the check finds: a POSIX sh script to review and run as root (the first way of fixing "
-                "each finding, unless --choose picks another), a JSON plan, or applied with --apply."
-            ),
-            epilog="Exit codes: 0 printed or applied, 1 a change failed while applying, 2 bad input, 3 aidoctor failed.",
-        )
-    else:
-        parser = _Parser(
-            prog=prog,
-            usage="%(prog)s [options]\n       aidoctor {fix,explain,snapshot,merge,bench} … (see the end of --help)",
-            formatter_class=_formatter,
-            description="Diagnose a Linux host (or an image or snapshot of one) before it loads and serves an AI model.",
-            epilog=(
-                "Subcommands: `aidoctor check` (the default), `aidoctor fix`, `aidoctor explain RULE`, "
-                "`aidoctor snapshot -o FILE.tar.gz|DIR/`, "
-                "`aidoctor merge REPORT.json …`, `aidoctor bench PATH…|--size 8G`. Exit "
-                "codes: 0 nothing at or above --fail-on, 1 findings at or above it, 2 bad input, 3 aidoctor failed."
-            ),
-        )
-    model = parser.add_argument_group("the model")
-    model.add_argument(
-        "--model",
-        action=_Once,
-        metavar="PATH",
-        help="the model's files (a file, a folder, a Hugging Face cache entry): size, parameters and dtype read from their headers",
-    )
-    model.add_argument(
-        "--model-size", action=_Once, metavar="SIZE", help="weights size: 140G, 140GiB (powers of 1024), 150GB (powers of 1000), or bytes"
-    )
-    model.add_argument("--params", action=_Once, metavar="COUNT", help="parameter count instead of a size: 70B, 8B, 350M")
-    model.add_argument(
-        "--dtype", action=_Once, choices=("fp32", "fp16", "bf16", "fp8", "int8", "int4"), help="weight format for --params (default bf16)"
-    )
-    model.add_argument("--hugepages", action=_Once, metavar="N", type=_count, help="the default-size huge page pool the deployment needs")
-    model.add_argument(
-        "--margin",
-        action=_Once,
-        metavar="SIZE",
-        help="memory to leave beside the weights for page cache, runtime, KV cache and CUDA context (default: 5%% of it, at least 2G)",
-    )
-    source = parser.add_argument_group("what to examine")
-    source.add_argument(
-        "--root", action=_Once, metavar="DIR", help="a host tree: mounted image, unpacked snapshot, fixture (default: this host)"
-    )
-    source.add_argument(
-        "--snapshot", action=_Once, metavar="FILE", help="a snapshot archive (aidoctor snapshot -o host.tar.gz), unpacked safely"
-    )
-    source.add_argument(
-        "--image", action="store_true", help="judge the --root tree as an image even if it holds /proc and /sys (what boot will do)"
-    )
-    if not fix:
-        source.add_argument(
-            "--next-boot",
-            action="store_true",
-            help="judge the host as it will be after a reboot, simulated from its persistent configuration",
-        )
-    choose = parser.add_argument_group("which checks")
-    choose.add_argument("--only", metavar="RULE", action="append", default=[], help="run only this rule or area (repeatable)")
-    choose.add_argument("--skip", metavar="RULE", action="append", default=[], help="do not run this rule or area (repeatable)")
-    if fix:
-        how = parser.add_argument_group("fixing")
-        how.add_argument(
-            "--choose",
-            metavar="RULE=N",
-            action="append",
-            default=[],
-            help="take the Nth way of fixing RULE's findings (default: the first)",
-        )
-        how.add_argument(
-            "--apply",
-            action="store_true",
-            help="make the changes: in a --root tree the file changes (with backups), on this host everything, after asking",
-        )
-        how.add_argument("--yes", action="store_true", help="with --apply, do not ask before each finding's fix")
-        out = parser.add_argument_group("output")
-        out.add_argument("--format", action=_Once, choices=("sh", "json"), default="sh", help="sh (default): a script; json: the plan")
-        out.add_argument("--output", "-o", action=_Once, metavar="FILE", help="write it to FILE instead of standard output")
-        return parser
-    choose.add_argument("--list-rules", action="store_true", help="list the rules and exit")
-    out = parser.add_argument_group("output")
-    out.add_argument(
-        "--format",
-        action=_Once,
-        choices=FORMATS,
-        default="text",
-        help="text (default), json, markdown, html, or npd (a node-problem-detector plugin line and exit status)",
-    )
-    out.add_argument("--output", "-o", action=_Once, metavar="FILE", help="write the report to FILE instead of standard output")
-    out.add_argument("--html", action=_Once, metavar="FILE", help="also write a self-contained HTML report to FILE")
-    out.add_argument("--junit", action=_Once, metavar="FILE", help="also write JUnit XML (one testcase per check) to FILE")
-    out.add_argument("--sarif", action=_Once, metavar="FILE", help="also write SARIF 2.1.0 (code-scanning views) to FILE")
-    out.add_argument("--prom", action=_Once, metavar="FILE", help="also write a Prometheus textfile (node_exporter) to FILE")
-    out.add_argument(
-        "--fail-on", action=_Once, choices=FAIL_ON, default="high", help="exit 1 when a finding is at least this severe (default high)"
-    )
-    out.add_argument("--strict", action="store_true", help="exit 3 when a rule itself fails")
-    out.add_argument("-v", "--verbose", action="store_true", help="show evidence, passed and skipped checks")
-    out.add_argument("-q", "--quiet", action="store_true", help="text: the header, the list of findings and the result line only")
-    out.add_argument(
-        "--color",
-        action=_Once,
-        choices=("auto", "always", "never"),
-        default="auto",
-        help="text colours: auto (a terminal, unless NO_COLOR is set; FORCE_COLOR forces them), always (for less -R), never",
-    )
-    parser.add_argument("--version", action="version", version="aidoctor %s" % __version__)
-    return parser
+def _parser(fix: bool = False, prog: str = "aidoctor"):
+    from ai_doctor.argparser import command
 
-
-def _count(text: str) -> int:
-    if text.startswith("-") and text[1:].isascii() and text[1:].isdigit():
-        raise argparse.ArgumentTypeError("%r is negative" % text)
-    # Plain ASCII digits only: int() would also take "+5", "1_000" and other scripts' digits.
-    if not (text.isascii() and text.isdigit()):
-        raise argparse.ArgumentTypeError("%r is not a whole number" % text[:40])
-    value = int(text) if len(text) <= 24 else 1 << 80
-    if value >= 1 << 32:
-        raise argparse.ArgumentTypeError("%r: more huge pages than any machine holds" % text[:40])
-    return value
+    return command(fix, prog)
 
 
 def main(argv=None) -> int:
-    invoked = argv is None
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """The command line's exit code; run as the command (``argv`` None), the process ends here."""
+    if argv is not None:
+        return _main(list(argv), False)
+    import gc
+
+    # One short run allocates little garbage in cycles: collecting while the modules load
+    # costs more than it frees.
+    gc.set_threshold(100000, 50, 100)
+    code = _main(sys.argv[1:], True)
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+    except (OSError, ValueError):
+        return code  # the interpreter's own exit reports nothing more useful
+    # Everything is written and every file closed: tearing down the modules and objects
+    # would only cost time (a sixth of a check).
+    os._exit(code)
+
+
+def _main(argv, invoked: bool) -> int:
     if sys.stderr is None:
         # Started with stderr closed: messages go nowhere rather than into the report on stdout.
         sys.stderr = open(os.devnull, "w")
@@ -292,7 +142,12 @@ def _dispatch(argv, program) -> int:
     prog = "aidoctor"
     if argv[:1] == ["check"]:
         argv, prog = argv[1:], "aidoctor check"
-    args = _parser(prog=prog).parse_args(_attach_negative_values(argv))
+    if argv == ["--version"]:
+        _write(None, "aidoctor %s\n" % __version__)
+        return EXIT_OK
+    from ai_doctor.options import quick
+
+    args = quick(argv) or _parser(prog=prog).parse_args(_attach_negative_values(argv))
     if args.list_rules:
         return _list_rules(args.format, _rules(args))
     return _check(args, argv, program)
@@ -424,6 +279,8 @@ def _snapshot(argv) -> int:
 
 
 def _merge(argv) -> int:
+    from ai_doctor.argparser import Once as _Once
+
     parser = _Parser(
         prog="aidoctor merge",
         formatter_class=_formatter,

@@ -3,3 +3,7 @@ input, 3 aidoctor itself failed. Their own module, so `aidoctor --version` need 
 engine and every fact module to know them."""
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+class UsageError(Exception):
+    """Bad input: the message is the one line the user sees, and the exit code is EXIT_USAGE."""

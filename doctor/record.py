@@ -18,23 +18,30 @@ class Record:
     _defaults = {}
 
     def __init__(self, *args, **kwargs):
+        # The hot path of a run (a thousand records): positional fields set in one loop, the
+        # rest looked up by name only when some are left.
         names = self.__slots__
-        if len(args) > len(names):
-            raise TypeError("%s takes %d fields, got %d" % (type(self).__name__, len(names), len(args)))
+        given = len(args)
+        if given > len(names):
+            raise TypeError("%s takes %d fields, got %d" % (type(self).__name__, len(names), given))
         setter = object.__setattr__
-        for index, name in enumerate(names):
-            if index < len(args):
-                if name in kwargs:
-                    raise TypeError("%s got %r twice" % (type(self).__name__, name))
-                value = args[index]
-            elif name in kwargs:
-                value = kwargs[name]
-            elif name in self._defaults:
-                value = self._defaults[name]
-            else:
-                raise TypeError("%s is missing field %r" % (type(self).__name__, name))
+        for name, value in zip(names, args):
             setter(self, name, value)
-        if len(kwargs) > len(names) - len(args) or any(key not in names for key in kwargs):
+        taken = 0
+        if given < len(names):
+            defaults = self._defaults
+            for name in names[given:]:
+                if name in kwargs:
+                    setter(self, name, kwargs[name])
+                    taken += 1
+                elif name in defaults:
+                    setter(self, name, defaults[name])
+                else:
+                    raise TypeError("%s is missing field %r" % (type(self).__name__, name))
+        if taken != len(kwargs):
+            twice = [name for name in names[:given] if name in kwargs]
+            if twice:
+                raise TypeError("%s got %r twice" % (type(self).__name__, twice[0]))
             unknown = sorted(set(kwargs) - set(names))
             raise TypeError("%s has no field %s" % (type(self).__name__, ", ".join(map(repr, unknown))))
 

@@ -173,8 +173,12 @@ def test_list_rules_and_explain(run):
 
 
 def test_version(run, capsys):
+    for words in (["--version"], ["check", "--version"]):
+        done = run(*words)
+        assert done.code == 0 and done.out == "aidoctor %s\n" % __version__
+    # Among other options argparse answers it, as before.
     with pytest.raises(SystemExit) as done:
-        run("--version")
+        run("--model-size", "8G", "--version")
     assert done.value.code == 0
     assert capsys.readouterr().out.strip() == "aidoctor %s" % __version__
 

@@ -452,3 +452,28 @@ def test_a_modules_folder_without_a_kernel_image_is_not_booted(tree):
     facts = Facts(Host(str(tree)))
     assert facts.get("release") == "6.8.0-45-generic"
     assert facts.get("default_boot").how == "the newest installed"
+
+
+def test_the_fact_index_names_the_module_of_every_fact():
+    import ai_doctor.facts as package
+
+    registered = {name: provider.__module__.rsplit(".", 1)[1] for name, provider in package.PROVIDERS.items()}
+    indexed = {name: module for module, names in package.MODULES.items() for name in names}
+    assert registered == indexed
+
+
+def test_a_run_imports_only_the_fact_modules_it_reads():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from ai_doctor.facts import Facts\n"
+        "from ai_doctor.host import Host\n"
+        "Facts(Host('/')).get('meminfo')\n"
+        "print(' '.join(m for m in sys.modules if m.startswith('ai_doctor.facts.')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = done.stdout.split()
+    assert "ai_doctor.facts.memory" in loaded
+    assert "ai_doctor.facts.gpuplatform" not in loaded and "ai_doctor.facts.tuned" not in loaded

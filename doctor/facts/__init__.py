@@ -7,19 +7,87 @@ Parsers underneath are pure functions of text, so odd input is tested without a 
 
 from __future__ import annotations
 
-PROVIDERS = {}
+# The facts registered so far: each module registers its own when imported.
+_REGISTERED = {}
+
+# Which module of this package provides each fact, so that a run imports only the modules of
+# the facts its rules read (tests/test_facts.py checks this against what the modules register).
+MODULES = {
+    "blockdev": ("block_devices",),
+    "boot": (
+        "boot_cmdline", "boot_release", "governors_at_boot", "gpu_at_boot", "pools_at_boot", "schedulers_at_boot", "sysctl_applier",
+        "sysctl_at_boot", "thp_at_boot",
+    ),
+    "bootloader": (
+        "boot_args", "boot_entries", "boot_line", "default_boot", "grub_files", "grub_menu", "grub_pending", "grubenv", "loader_default",
+    ),
+    "cgroup": ("cgroup_memory",),
+    "cmdline": ("cmdline",),
+    "container": ("container",),
+    "containerrt": ("container_runtimes",),
+    "cpufreq": ("cpufreq", "machine"),
+    "cpuinfo": ("cpus",),
+    "cuda": ("cuda_toolkits", "site_packages"),
+    "fixes": ("fixes",),
+    "gpu": ("apt", "gsp_firmware", "loaded_modules", "nouveau", "nvidia"),
+    "gpudevices": ("gpu_device_names", "gpu_devices", "gpu_devices_at_boot"),
+    "gpuplatform": ("fabric_manager", "fabric_manager_log", "gpu_models", "iommu_paths", "nvidia_flavour", "nvidia_packages", "nvswitch"),
+    "kconfig": ("configs_module", "kernel_config", "other_kernel_configs"),
+    "limits": ("limits_config", "pam_limits_stacks", "pids_limits", "process_limits", "rdma_devices"),
+    "memory": ("grown_pools", "hugepage_requests", "hugepages", "meminfo", "releasable_pools", "unused_pools"),
+    "modules": ("gpu_modules",),
+    "mounts": ("model_storage", "mounts"),
+    "numa": ("numa",),
+    "pci": ("gpus", "pci_devices"),
+    "processes": ("processes",),
+    "request": ("model",),
+    "secureboot": ("module_signatures", "secure_boot"),
+    "shm": ("shm",),
+    "sysctl": ("sysctl", "sysctl_config", "sysctl_configured_runtime"),
+    "sysfsconf": ("sysfs_conf",),
+    "system": ("hostname", "identity", "ondemand_unit", "os_release", "rc_local", "release", "running", "tools"),
+    "thp": ("thp", "thp_writers"),
+    "tuned": ("tuned", "tuned_match_inputs", "tuned_profile"),
+    "udev": ("udev_scheduler_rules",),
+}  # fmt: skip
+_MODULE_OF = {name: module for module, names in MODULES.items() for name in names}
 
 
 def fact(name: str):
     """Register a fact provider under ``name``."""
 
     def register(provider):
-        if name in PROVIDERS:
+        if name in _REGISTERED:
             raise ValueError("fact %r registered twice" % name)
-        PROVIDERS[name] = provider
+        _REGISTERED[name] = provider
         return provider
 
     return register
+
+
+def provider_of(name: str):
+    """The function that computes fact ``name``, its module imported on first use."""
+    try:
+        return _REGISTERED[name]
+    except KeyError:
+        pass
+    module = _MODULE_OF.get(name)
+    if module is not None:
+        import importlib
+
+        importlib.import_module("%s.%s" % (__name__, module))
+    try:
+        return _REGISTERED[name]
+    except KeyError:
+        raise LookupError("no fact named %r" % name) from None
+
+
+def __getattr__(attribute: str):
+    # PROVIDERS: every fact there is (a snapshot computes them all), each module imported.
+    if attribute == "PROVIDERS":
+        _load_all()
+        return _REGISTERED
+    raise AttributeError("module %r has no attribute %r" % (__name__, attribute))
 
 
 class Unavailable:
@@ -71,10 +139,7 @@ class Facts:
             return self._values[name]
         except KeyError:
             pass
-        try:
-            provider = PROVIDERS[name]
-        except KeyError:
-            raise LookupError("no fact named %r" % name) from None
+        provider = provider_of(name)
         if name in self._computing:
             raise RuntimeError("facts depend on each other in a cycle: %s" % " -> ".join(self._computing + [name]))
         start = len(self.host.log)
@@ -107,12 +172,12 @@ class Facts:
             reached = max(reached, end)
 
 
-def _load_providers() -> None:
-    # Every module in this package registers its facts on import; new ones need no list.
+def _load_all() -> None:
+    # Every module in this package, listed in MODULES or not: a new one registers on import.
     import importlib
     import os
 
-    names = set()
+    names = set(MODULES)
     for directory in __path__:
         try:
             names.update(entry[:-3] for entry in os.listdir(directory) if entry.endswith(".py") and not entry.startswith("_"))
@@ -120,6 +185,3 @@ def _load_providers() -> None:
             continue
     for name in sorted(names):
         importlib.import_module("%s.%s" % (__name__, name))
-
-
-_load_providers()
