@@ -13,6 +13,7 @@ rules' findings and which of them read refused files.
 from __future__ import annotations
 
 import os
+import stat
 import sys
 
 from ai_doctor.facts import Unavailable
@@ -114,29 +115,14 @@ def load_rules() -> dict:
 def _entry_point_modules():
     """Modules named in the ``ai_doctor.rules`` entry-point group.
 
-    importlib.metadata costs several times Python's start-up to import and scan, so the
-    installed distributions' entry_points.txt files are looked at first and it only runs when
-    one of them mentions the group.
+    importlib.metadata costs several times Python's start-up to import and scan, so it only
+    runs when an installed distribution's entry_points.txt mentions the group. Whether one in
+    a sys.path folder does is remembered (ai_doctor.cache) until the folder changes, as it
+    does when pip installs, upgrades or removes anything there: an ML venv holds hundreds of
+    distributions, and opening each one's file costs a tenth of a check.
     """
     marker = "[%s]" % ENTRY_POINT_GROUP
-    found = False
-    for directory in sys.path:
-        try:
-            entries = os.listdir(directory or ".")
-        except OSError:
-            continue
-        for entry in entries:
-            if entry.endswith((".dist-info", ".egg-info")):
-                try:
-                    with open(os.path.join(directory, entry, "entry_points.txt"), encoding="utf-8") as handle:
-                        if marker in handle.read():
-                            found = True
-                            break
-                except OSError:
-                    continue
-        if found:
-            break
-    if not found:
+    if not any(_mentions(directory or ".", marker) for directory in sys.path):
         return []
     from importlib import metadata
 
@@ -145,6 +131,37 @@ def _entry_point_modules():
     except TypeError:  # Python 3.9: a dict of groups
         points = metadata.entry_points().get(ENTRY_POINT_GROUP, [])
     return sorted({point.value.split(":", 1)[0] for point in points})
+
+
+def _mentions(directory: str, marker: str) -> bool:
+    """Whether an entry_points.txt of a distribution in ``directory`` holds ``marker``."""
+    from ai_doctor import cache
+
+    try:
+        info = os.stat(directory)
+    except OSError:
+        return False
+    if not stat.S_ISDIR(info.st_mode):
+        return False  # a zip file on sys.path: the standard library's own
+    remembered = cache.lookup("entry-points", info)
+    if remembered in ("yes", "no"):
+        return remembered == "yes"
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return False
+    found = False
+    for entry in entries:
+        if entry.endswith((".dist-info", ".egg-info")):
+            try:
+                with open(os.path.join(directory, entry, "entry_points.txt"), encoding="utf-8") as handle:
+                    if marker in handle.read():
+                        found = True
+                        break
+            except (OSError, UnicodeDecodeError):
+                continue
+    cache.store("entry-points", info, "yes" if found else "no")
+    return found
 
 
 def select(only=(), skip=()):

@@ -217,3 +217,23 @@ def test_one_value_in_many_numbered_folders_is_one_row_with_the_numbers():
         Evidence(path % 5, "ondemand"),
         Evidence("/etc/sysctl.conf", "vm.x = 1", 3),
     )
+
+
+def test_the_entry_point_scan_is_remembered_until_the_folder_changes(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("AIDOCTOR_NO_CACHE", raising=False)
+    site = tmp_path / "site"
+    (site / "numpy-2.0.dist-info").mkdir(parents=True)
+    (site / "numpy-2.0.dist-info" / "entry_points.txt").write_text("[console_scripts]\nf2py = numpy.f2py:main\n")
+    marker = "[%s]" % engine.ENTRY_POINT_GROUP
+    assert engine._mentions(str(site), marker) is False
+    remembered = list((tmp_path / "cache").rglob("entry-points-*"))
+    assert len(remembered) == 1 and remembered[0].read_text() == "no"
+    # Installing a rule pack adds its folder: the scan runs again and finds it.
+    (site / "pack-1.0.dist-info").mkdir()
+    (site / "pack-1.0.dist-info" / "entry_points.txt").write_text(marker + "\nexample = pack\n")
+    assert engine._mentions(str(site), marker) is True
+    # A zip file or a missing folder on sys.path holds no distributions to scan.
+    (tmp_path / "python.zip").write_bytes(b"PK")
+    assert engine._mentions(str(tmp_path / "python.zip"), marker) is False
+    assert engine._mentions(str(tmp_path / "absent"), marker) is False
