@@ -5,14 +5,26 @@ Modes (each repeated, each run timed on its own):
 - ``cold``: the files are evicted from the page cache first (posix_fadvise DONTNEED, which
   needs no root for clean pages; mincore() then says whether the eviction took), then read.
 - ``warm``: read again from the page cache.
-- ``anon``: read into a freshly allocated anonymous buffer, as torch.load and most loaders
+- ``anon``: read into a freshly allocated anonymous area, as torch.load and most loaders
   fill tensors: the page faults of the new memory are part of the cost.
-- ``anon-thp``: the same with madvise(MADV_HUGEPAGE) on the buffer, so transparent huge
+- ``anon-thp``: the same with madvise(MADV_HUGEPAGE) on the area, so transparent huge
   pages back it where the THP mode allows (Documentation/admin-guide/mm/transhuge.rst).
-- ``mmap``: map the files and touch every page, as safetensors does.
+- ``mmap``: map the files and read every byte through the mapping, as a safetensors load
+  does: each mapped stretch is copied into the reused buffer (a C memcpy).
+- ``mmap-touch``: map the files and touch one byte per page: the cost of mapping the cached
+  pages in alone, what a lazy loader pays before the first use of a tensor.
 
-Reads are large (16 MiB) into one reused page-aligned buffer with readinto(), so the numbers are the
-system's, not Python's. The model files are opened read-only and never written.
+Beside each anon mode the bench times the machine's fresh-memory floor: as many bytes of new
+anonymous memory (with MADV_HUGEPAGE under anon-thp) written once per page, nothing read. Its
+page faults and the kernel's zeroing are what make anon slower than warm.
+
+Reads are large (16 MiB) with readinto(), so the numbers are the system's, not Python's, and
+every copy lands page-aligned: the reused buffer and the fresh areas are mmap()s (page
+boundaries), and in a fresh area each file starts at a page boundary. The kernel's copy from
+the page cache runs several times slower when destination and source are misaligned (a
+bytearray's data sits 16 bytes past a page boundary: 7 against 19 GB/s on the development VM).
+Fresh memory is released after the clock stops, since a loader keeps it. The model files are
+opened read-only and never written.
 
 Around each mode the bench also notes how busy the machine was (:class:`Machine`): the 1-minute
 load average before and after, and from /proc/stat's ``cpu`` line the share of all CPUs' time
@@ -31,7 +43,9 @@ import time
 
 from ai_doctor.record import Record
 
-MODES = ("cold", "warm", "anon", "anon-thp", "mmap")
+MODES = ("cold", "warm", "anon", "anon-thp", "mmap", "mmap-touch")
+# The modes that read into fresh memory, each with the floor timed beside it: whether THP is asked for.
+FRESH = {"anon": False, "anon-thp": True}
 CHUNK = 16 << 20
 PAGE = mmap.PAGESIZE
 MODEL_SUFFIXES = (".safetensors", ".gguf", ".bin", ".pt", ".pth", ".ckpt", ".onnx", ".h5", ".msgpack", ".npz")
@@ -72,10 +86,11 @@ class Sample(Record):
 class ModeResult(Record):
     """The runs of one mode over ``size`` bytes; ``note`` says what did not go as asked (an
     eviction that did not take); ``first`` is the run before them, kept out of the spread;
-    ``machine`` how busy the machine was over the mode."""
+    ``machine`` how busy the machine was over the mode; ``fresh``, for an anon mode, the
+    fresh-memory floor timed beside it (a ModeResult of its own, mode ``fresh``)."""
 
-    __slots__ = ("mode", "size", "runs", "note", "first", "machine")
-    _defaults = {"note": None, "first": None, "machine": None}
+    __slots__ = ("mode", "size", "runs", "note", "first", "machine", "fresh")
+    _defaults = {"note": None, "first": None, "machine": None, "fresh": None}
 
     @property
     def seconds(self):
@@ -222,54 +237,120 @@ def _usage():
 def _timed(action) -> Run:
     minor, major, cpu = _usage()
     start = time.perf_counter()
-    action()
+    held = action()
     seconds = time.perf_counter() - start
     minor_after, major_after, cpu_after = _usage()
+    if isinstance(held, mmap.mmap):
+        held.close()  # fresh memory is released after the clock stops: a loader keeps it
     return Run(seconds, minor_after - minor, major_after - major, cpu_after - cpu)
+
+
+def aligned(size: int) -> mmap.mmap:
+    """``size`` bytes of new anonymous memory, starting at a page boundary (every mapping does)."""
+    return mmap.mmap(-1, max(size, PAGE), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+
+
+def _fresh(size: int, huge: bool) -> mmap.mmap:
+    area = aligned(size)
+    if huge and hasattr(mmap, "MADV_HUGEPAGE"):  # Linux only; Python 3.8+
+        area.madvise(mmap.MADV_HUGEPAGE)
+    return area
+
+
+def placement(sizes):
+    """Where each file starts in a fresh area, and the area's size: each at a page boundary, so
+    that every read lands at the same offset within a page as the page-cache data it copies."""
+    starts, end = [], 0
+    for size in sizes:
+        starts.append(end)
+        end += -(-size // PAGE) * PAGE
+    return starts, max(end, PAGE)
 
 
 def _read_all(files, buffer) -> None:
     view = memoryview(buffer)
-    for path in files:
-        with open(path, "rb", buffering=0) as handle:
-            while handle.readinto(view):
-                pass
-
-
-def _read_into_fresh(files, total: int, huge: bool) -> None:
-    """Read the files into one new anonymous mapping, as a loader fills its tensors."""
-    area = mmap.mmap(-1, max(total, PAGE), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     try:
-        if huge and hasattr(mmap, "MADV_HUGEPAGE"):
-            area.madvise(mmap.MADV_HUGEPAGE)
-        view = memoryview(area)
-        offset = 0
-        try:
-            for path in files:
-                with open(path, "rb", buffering=0) as handle:
-                    while offset < total:
-                        count = handle.readinto(view[offset : offset + CHUNK])
-                        if not count:
-                            break
-                        offset += count
-        finally:
-            view.release()
+        for path in files:
+            with open(path, "rb", buffering=0) as handle:
+                while handle.readinto(view):
+                    pass
     finally:
+        view.release()
+
+
+def _read_into_fresh(files, starts, size: int, huge: bool) -> mmap.mmap:
+    """The files read into one new anonymous area of ``size`` bytes, each from its start (see
+    :func:`placement`), as a loader fills its tensors; the caller releases the area."""
+    area = _fresh(size, huge)
+    view = memoryview(area)
+    try:
+        for path, offset in zip(files, starts):
+            with open(path, "rb", buffering=0) as handle:
+                # A file that grew since it was sized stops at the end of the area (an empty view reads nothing).
+                while True:
+                    count = handle.readinto(view[offset : offset + CHUNK])
+                    if not count:
+                        break
+                    offset += count
+    except BaseException:
+        view.release()
         area.close()
+        raise
+    view.release()
+    return area
 
 
-def _map_and_touch(files) -> None:
-    total = 0
+def _touch_fresh(size: int, huge: bool) -> mmap.mmap:
+    """``size`` bytes of new anonymous memory written once per page, nothing read: the page
+    faults and the kernel's zeroing alone, the floor under an anon mode. One C-level extended
+    slice per 16 MiB, so no Python loop per page and no index as large as the area."""
+    area = _fresh(size, huge)
+    zeros = bytes(CHUNK // PAGE)
+    for offset in range(0, size, CHUNK):
+        end = min(offset + CHUNK, size)
+        area[offset:end:PAGE] = zeros[: -(-(end - offset) // PAGE)]
+    return area
+
+
+def _mapped(files):
+    """Each file that is not empty, mapped read-only in turn (unmapped when the next is asked for)."""
     for path in files:
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
-            if not size:
-                continue
-            with mmap.mmap(handle.fileno(), size, prot=mmap.PROT_READ) as area:
-                # One byte per page, gathered by one C-level slice: every page is faulted in,
-                # as tensors are first read, and the time is the kernel's, not a Python loop's.
-                total += len(area[::PAGE])
-    return total
+            if size:
+                with mmap.mmap(handle.fileno(), size, prot=mmap.PROT_READ) as area:
+                    yield area
+
+
+def _map_and_copy(files, buffer) -> int:
+    """Every byte of the files read through a mapping of each, as a safetensors load reads its
+    tensors: each 16 MiB stretch copied into ``buffer`` (memoryview slice assignment, a C
+    memcpy between page-aligned addresses). Returns the bytes copied."""
+    target = memoryview(buffer)
+    copied = 0
+    try:
+        for area in _mapped(files):
+            source = memoryview(area)
+            try:
+                for offset in range(0, len(area), len(target)):
+                    count = min(len(target), len(area) - offset)
+                    target[:count] = source[offset : offset + count]
+                    copied += count
+            finally:
+                source.release()  # before the mapping is closed
+    finally:
+        target.release()
+    return copied
+
+
+def _map_and_touch(files) -> int:
+    """Map the files and read one byte per page, gathered by one C-level slice per 16 MiB: every
+    page is mapped in, nothing is copied. Returns the pages touched."""
+    touched = 0
+    for area in _mapped(files):
+        for offset in range(0, len(area), CHUNK):
+            touched += len(area[offset : offset + CHUNK : PAGE])
+    return touched
 
 
 def evict(files) -> float:
@@ -322,43 +403,51 @@ def resident_fraction(files):
 
 
 def measure(files, modes=MODES, repeat: int = 3, progress=None):
-    """Run each mode ``repeat`` times over ``files``; ``progress(step)`` is told each run."""
-    total = sum(os.path.getsize(path) for path in files)
-    # Page-aligned: a bytearray's data sits 16 bytes past a page boundary, and the kernel's copy
-    # to user space runs several times slower when destination and source are misaligned
-    # (7 against 19 GB/s from the page cache on the development VM).
-    buffer = mmap.mmap(-1, CHUNK, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    results = []
+    """Run each mode ``repeat`` times over ``files``, after one first run reported on its own;
+    an anon mode's runs alternate with its fresh-memory floor's. ``progress(step)`` is told each run."""
+    sizes = [os.path.getsize(path) for path in files]
+    total = sum(sizes)
+    starts, area = placement(sizes)
+    buffer = aligned(CHUNK)
     actions = {
         "warm": lambda: _read_all(files, buffer),
         "cold": lambda: _read_all(files, buffer),
-        "anon": lambda: _read_into_fresh(files, total, False),
-        "anon-thp": lambda: _read_into_fresh(files, total, True),
-        "mmap": lambda: _map_and_touch(files),
+        "anon": lambda: _read_into_fresh(files, starts, area, False),
+        "anon-thp": lambda: _read_into_fresh(files, starts, area, True),
+        "mmap": lambda: _map_and_copy(files, buffer),
+        "mmap-touch": lambda: _map_and_touch(files),
     }
-    for mode in modes:
-        runs = []
-        note = None
-        first = None
-        before = sample()
-        # One untimed-for-the-verdict first run: its cost (compaction for the first huge
-        # pages, a cold TLB) is real for a first load, so it is reported on its own.
-        for index in range(repeat + 1):
-            if mode == "cold":
-                left = evict(files)
-                if left is None and note is None and os.geteuid() != 0:
-                    note = "whether the eviction took cannot be checked for a file of another user (mincore hides it)"
-                elif left is not None and left > 0.01:
-                    note = "eviction left %.0f%% of the pages cached, so these reads are partly warm: pages not yet " % (left * 100)
-                    note += "written back (run sync first), mapped by a running process, or kept in memory by tmpfs"
-            else:
-                _read_all(files, buffer)  # every mode but cold starts from the page cache
-            run = _timed(actions[mode])
-            if index == 0:
-                first = run
-                continue
-            runs.append(run)
-            if progress is not None:
-                progress(mode)
-        results.append(ModeResult(mode, total, tuple(runs), note, first, between(before, sample())))
+    floors = {"anon": lambda: _touch_fresh(total, FRESH["anon"]), "anon-thp": lambda: _touch_fresh(total, FRESH["anon-thp"])}
+    results = []
+    try:
+        for mode in modes:
+            runs, floor = [], []
+            note = first = floor_first = None
+            before = sample()
+            # One untimed-for-the-verdict first run: its cost (compaction for the first huge
+            # pages, a cold TLB) is real for a first load, so it is reported on its own.
+            for index in range(repeat + 1):
+                if mode == "cold":
+                    left = evict(files)
+                    if left is None and note is None and os.geteuid() != 0:
+                        note = "whether the eviction took cannot be checked for a file of another user (mincore hides it)"
+                    elif left is not None and left > 0.01:
+                        note = "eviction left %.0f%% of the pages cached, so these reads are partly warm: pages not yet " % (left * 100)
+                        note += "written back (run sync first), mapped by a running process, or kept in memory by tmpfs"
+                else:
+                    _read_all(files, buffer)  # every mode but cold starts from the page cache
+                run = _timed(actions[mode])
+                touched = _timed(floors[mode]) if mode in floors else None
+                if index == 0:
+                    first, floor_first = run, touched
+                    continue
+                runs.append(run)
+                if touched is not None:
+                    floor.append(touched)
+                if progress is not None:
+                    progress(mode)
+            fresh = ModeResult("fresh", total, tuple(floor), None, floor_first) if mode in floors else None
+            results.append(ModeResult(mode, total, tuple(runs), note, first, between(before, sample()), fresh))
+    finally:
+        buffer.close()
     return results

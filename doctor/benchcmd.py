@@ -16,13 +16,15 @@ def parser(make_parser, formatter):
         formatter_class=formatter,
         description=(
             "Time model loading the ways loaders do it: cold and warm reads, reads into fresh memory with and without "
-            "transparent huge pages, mmap. Save a result, tune, run again and compare."
+            "transparent huge pages (beside the time to touch as much fresh memory), mmap reading every byte, mmap touching a byte "
+            "per page. Save a result, tune, run again and compare."
         ),
     )
     command.add_argument("paths", metavar="PATH", nargs="*", help="model files, or a folder of them (never written)")
     command.add_argument("--size", metavar="SIZE", help="measure a temporary file of this size instead (8G), removed afterwards")
     command.add_argument("--dir", metavar="DIR", default=TEMP_DIR, help="where --size creates its file (default %s)" % TEMP_DIR)
     command.add_argument("--repeat", metavar="N", type=int, default=3, help="runs per mode (default 3)")
+    command.add_argument("--modes", metavar="LIST", help="the modes to run, comma-separated (default all: %s)" % ",".join(bench.MODES))
     command.add_argument("--format", choices=("text", "json"), default="text")
     command.add_argument("--save", metavar="LABEL", help="keep the result under LABEL (in %s)" % benchstore.folder())
     command.add_argument(
@@ -38,8 +40,8 @@ def run(args, usage_error, write) -> int:
     from ai_doctor.units import SizeError, gib, parse_size
 
     if args.list:
-        if args.paths or args.size or args.save or args.compare or args.html:
-            raise usage_error("bench --list: takes no PATH, --size, --save, --compare or --html")
+        if args.paths or args.size or args.save or args.compare or args.html or args.modes:
+            raise usage_error("bench --list: takes no PATH, --size, --modes, --save, --compare or --html")
         return _list(args, write)
     if not args.paths and not args.size:
         raise usage_error(
@@ -49,6 +51,7 @@ def run(args, usage_error, write) -> int:
         raise usage_error("bench: give model files or a folder (PATH …), or --size SIZE, not both")
     if not 1 <= args.repeat <= 100:
         raise usage_error("bench --repeat %d: give 1 to 100 runs" % args.repeat)
+    chosen = _modes(args.modes, usage_error)
     first = False
     try:
         try:
@@ -70,7 +73,7 @@ def run(args, usage_error, write) -> int:
                 size = parse_size(_bytes_meant(args.size, usage_error))
             except SizeError as exc:
                 raise usage_error("bench --size %s" % exc) from None
-            _fits(size, args.dir, usage_error, gib)
+            _fits(size, args.dir, usage_error, gib, 2 if set(chosen) & set(bench.FRESH) else 1)
             _exit_on_signals()  # so the temporary file goes on SIGTERM and SIGHUP too
             temporary = _make_file(size, args.dir, usage_error, _writing)
             files = [temporary]
@@ -80,8 +83,12 @@ def run(args, usage_error, write) -> int:
             except bench.BenchError as exc:
                 raise usage_error("bench: %s" % exc) from None
         total = sum(os.path.getsize(path) for path in files)
-        # The fresh-memory modes hold a buffer of the files' size beside their page cache.
-        modes = bench.MODES if 2 * total <= _available() * 0.9 else ("cold", "warm", "mmap")
+        # The fresh-memory modes hold an area of the files' size beside their page cache.
+        modes = chosen if 2 * total <= _available() * 0.9 else tuple(mode for mode in chosen if mode not in bench.FRESH)
+        if not modes:
+            raise usage_error(
+                "bench --modes %s: an area of the files' size beside their page cache does not fit the memory available" % args.modes
+            )
         progress = _progress(len(modes) * args.repeat)
         start = bench.sample()
         try:
@@ -100,8 +107,9 @@ def run(args, usage_error, write) -> int:
             except OSError:
                 pass
     data = benchstore.document(results, files, args.repeat, temporary is not None, found, machine)
-    if len(modes) < len(bench.MODES):
-        data["skipped"] = "anon, anon-thp: a buffer of the files' size beside their page cache does not fit the memory available"
+    if len(modes) < len(chosen):
+        left_out = ", ".join(mode for mode in chosen if mode not in modes)
+        data["skipped"] = "%s: an area of the files' size beside their page cache does not fit the memory available" % left_out
     comparison = benchstore.compare(earlier, dict(data, label=args.save)) if earlier is not None else None
     alone = None if comparison is not None else _alone(args, first)
     if args.save:
@@ -173,6 +181,17 @@ def _list(args, write) -> int:
     return 0
 
 
+def _modes(text, usage_error):
+    """The modes asked for by ``--modes``, in the bench's order; all without it."""
+    if text is None:
+        return bench.MODES
+    asked = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in asked if name not in bench.MODES]
+    if unknown or not asked:
+        raise usage_error("bench --modes %s: give some of %s, comma-separated" % (text, ",".join(bench.MODES)))
+    return tuple(mode for mode in bench.MODES if mode in asked)
+
+
 def _bytes_meant(text: str, usage_error) -> str:
     """``--size 70B`` reads as bytes to some and as a parameter count to others; bench measures bytes,
     so it says what to write for either."""
@@ -217,7 +236,9 @@ def _available() -> int:
     return 0
 
 
-def _fits(size: int, folder: str, usage_error, gib) -> None:
+def _fits(size: int, folder: str, usage_error, gib, copies: int = 2) -> None:
+    """Refuse a ``--size`` that does not fit the free space, or memory ``copies`` times over
+    (page cache, and the fresh-memory modes' area)."""
     if size <= 0:
         raise usage_error("bench --size: give a size above zero")
     try:
@@ -228,11 +249,9 @@ def _fits(size: int, folder: str, usage_error, gib) -> None:
     if size + (1 << 30) > free:
         raise usage_error("bench --size %s: does not fit the free space in %s (%s free, 1 GiB kept spare)" % (gib(size), folder, gib(free)))
     available = _available()
-    if available and 2 * size > available * 0.9:
-        raise usage_error(
-            "bench --size %s: does not fit the memory available (%s): the fresh-memory modes hold twice that (page cache and buffer)"
-            % (gib(size), gib(available))
-        )
+    if available and copies * size > available * 0.9:
+        held = "the fresh-memory modes hold twice that (page cache and area)" if copies == 2 else "its page cache would not stay warm"
+        raise usage_error("bench --size %s: does not fit the memory available (%s): %s" % (gib(size), gib(available), held))
 
 
 def _make_file(size: int, folder: str, usage_error, show=None) -> str:

@@ -4,6 +4,9 @@ A result is kept with the settings that change what it measures (THP mode, huge 
 governor, I/O scheduler and read-ahead of the disk holding the files, kernel), in the user's
 state folder: ``$XDG_STATE_HOME/aidoctor/bench/LABEL.json``, else
 ``~/.local/state/aidoctor/bench/LABEL.json``.
+
+Results saved under an older schema are read and compared where a mode still measures what it
+did (see :data:`OLDER`).
 """
 
 from __future__ import annotations
@@ -13,7 +16,25 @@ import os
 import re
 import time
 
-SCHEMA = "aidoctor-bench/1"
+SCHEMA = "aidoctor-bench/2"
+# What changed in each older schema's modes (README: bench, saved results): its mode names,
+# those read under the name of what they measured, and what a comparison says per mode. In /1,
+# ``mmap`` touched one byte per page, what ``mmap-touch`` does now (``mmap`` reads every byte),
+# and the anon modes' time included releasing their memory (15 of 116 ms for 256 MiB in 4 KiB
+# pages on the development VM, 1 ms with huge pages).
+_RELEASED = "the before run, saved by an older aidoctor, also timed releasing the memory (about a tenth more with 4 KiB pages)"
+OLDER = {
+    "aidoctor-bench/1": {
+        "modes": ("cold", "warm", "anon", "anon-thp", "mmap"),
+        "renamed": {"mmap": "mmap-touch"},
+        "changed": {
+            "mmap": "the before run was saved by an older aidoctor, whose mmap touched one byte per page: that figure is compared as "
+            "mmap-touch, and mmap now reads every byte",
+            "anon": _RELEASED,
+            "anon-thp": _RELEASED,
+        },
+    }
+}
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -97,26 +118,31 @@ def document(results, files, repeat: int, temporary: bool, found=None, machine=N
         "bytes": results[0].size if results else 0,
         "repeat": repeat,
         "settings": found if found is not None else settings(files),
-        "results": [
-            {
-                "mode": result.mode,
-                "seconds": [round(s, 6) for s in result.seconds],
-                "gbps": dict(zip(("min", "q1", "median", "q3", "max"), (round(g, 3) for g in _five(result.gbps(), result.quartiles())))),
-                "minor_faults": result.median("minor_faults"),
-                "major_faults": result.median("major_faults"),
-                "cpu_seconds": round(result.median("cpu_seconds"), 6),
-                "first_seconds": round(result.first.seconds, 6) if result.first else None,
-                "note": result.note,
-                "machine": result.machine.as_dict() if result.machine is not None else None,
-            }
-            for result in results
-        ],
+        "results": [_result(result) for result in results],
     }
 
 
-def _five(gbps, quartiles):
-    low, median, high = gbps
-    return (low, quartiles[0], median, quartiles[1], high)
+def _result(result) -> dict:
+    """One mode's figures; an anon mode's ``fresh_memory`` holds its floor's, in the same form."""
+    low, median, high = result.gbps()
+    q1, q3 = result.quartiles()
+    figures = {
+        "mode": result.mode,
+        "seconds": [round(s, 6) for s in result.seconds],
+        "gbps": dict(zip(("min", "q1", "median", "q3", "max"), (round(g, 3) for g in (low, q1, median, q3, high)))),
+        "minor_faults": result.median("minor_faults"),
+        "major_faults": result.median("major_faults"),
+        "cpu_seconds": round(result.median("cpu_seconds"), 6),
+        "first_seconds": round(result.first.seconds, 6) if result.first else None,
+    }
+    if result.mode == "fresh":
+        del figures["mode"]
+        return figures
+    figures["note"] = result.note
+    figures["machine"] = result.machine.as_dict() if result.machine is not None else None
+    if result.fresh is not None:
+        figures["fresh_memory"] = _result(result.fresh)
+    return figures
 
 
 # Separate runs of the same thing drift by several percent (page cache placement, CPU frequency,
@@ -154,6 +180,24 @@ def load(label: str) -> dict:
         raise StoreError("saved bench %r (%s) cannot be read: %s" % (label, path, exc)) from None
     if not _valid(data):
         raise StoreError("saved bench %r (%s) is not an aidoctor bench result" % (label, path))
+    return _current(data)
+
+
+def _older(data: dict) -> dict:
+    """What :data:`OLDER` says of the schema ``data`` was saved under; nothing for the current one."""
+    schema = data.get("schema")
+    return OLDER.get(schema, {}) if isinstance(schema, str) else {}
+
+
+def _current(data: dict) -> dict:
+    """A result saved under an older schema with each mode under the name of what it measured
+    (``saved_as`` keeps the old name); its ``schema`` stays, so compare() can tell."""
+    renamed = _older(data).get("renamed", {})
+    if any(result["mode"] in renamed for result in data["results"]):
+        data["results"] = [
+            dict(result, mode=renamed[result["mode"]], saved_as=result["mode"]) if result["mode"] in renamed else result
+            for result in data["results"]
+        ]
     return data
 
 
@@ -165,19 +209,26 @@ def _number(value) -> bool:
 
 def _valid(data) -> bool:
     """The fields compare() reads, with the types it needs (finite numbers: NaN is no rate)."""
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA or not isinstance(data.get("results"), list):
+    if not isinstance(data, dict) or not isinstance(data.get("results"), list) or not isinstance(data.get("schema"), str):
+        return False
+    if data["schema"] == SCHEMA:
+        names = MODE_NAMES
+    elif data["schema"] in OLDER:
+        # Re-saved after it was read (its modes renamed), or as it was written.
+        names = OLDER[data["schema"]]["modes"] + tuple(OLDER[data["schema"]]["renamed"].values())
+    else:
         return False
     if not isinstance(data.get("settings", {}), dict) or not _number(data.get("bytes", 0)):
         return False
     for result in data["results"]:
-        if not isinstance(result, dict) or result.get("mode") not in MODE_NAMES or not isinstance(result.get("gbps"), dict):
+        if not isinstance(result, dict) or result.get("mode") not in names or not isinstance(result.get("gbps"), dict):
             return False
         if not all(_number(value) for value in result["gbps"].values()) or not {"min", "median", "max"} <= set(result["gbps"]):
             return False
     return True
 
 
-MODE_NAMES = ("cold", "warm", "anon", "anon-thp", "mmap")
+MODE_NAMES = ("cold", "warm", "anon", "anon-thp", "mmap", "mmap-touch")
 
 
 def check_label(label: str) -> None:
@@ -256,13 +307,17 @@ def compare(before: dict, after: dict) -> dict:
     """Per mode: median GB/s before and after, the change in percent, and a verdict: a change
     inside the spread of the repeats (their interquartile ranges overlap) or under 15 % (what
     separate runs of one thing drift by) is no clear change; a bigger one is inconclusive when
-    either run's machine was the busier (``busier``) or the runs vary widely. Plus the settings
-    that differ."""
+    either run's machine was the busier (``busier``) or the runs vary widely; ``note`` where the
+    before run measured the mode a little differently (an older schema). Modes of this run that
+    the before run lacks or measured as something else are ``not_compared``, with the reason.
+    Plus the settings that differ."""
     earlier = {r.get("mode"): r for r in before.get("results", []) if isinstance(r, dict)}
-    rows = []
+    changed_since = _older(before).get("changed", {})
+    rows, missing = [], []
     for result in after.get("results", []):
         old = earlier.get(result.get("mode"))
         if old is None:
+            missing.append({"mode": result.get("mode"), "reason": changed_since.get(result.get("mode"), "not measured in the before run")})
             continue
         a, b = old.get("gbps") or {}, result.get("gbps") or {}
         try:
@@ -300,6 +355,7 @@ def compare(before: dict, after: dict) -> dict:
                 "change_percent": change,
                 "verdict": verdict,
                 "busy": busy,
+                "note": changed_since.get(result["mode"]),
             }
         )
     old_settings, new_settings = before.get("settings") or {}, after.get("settings") or {}
@@ -316,6 +372,7 @@ def compare(before: dict, after: dict) -> dict:
         "before": before.get("label") or "(unlabelled)",
         "after": after.get("label"),
         "modes": rows,
+        "not_compared": missing,
         "settings_changed": changed,
         "machine": {"before": machine_of(before), "after": machine_of(after)},
     }

@@ -14,8 +14,15 @@ MEANING = {
     "warm": "read again from the page cache: a memory copy, as a reload soon after",
     "anon": "read into freshly allocated memory, as torch.load and most loaders fill tensors: adds the page faults of new memory",
     "anon-thp": "the same with transparent huge pages asked for (madvise): fewer, larger faults where the THP mode allows them",
-    "mmap": "mapped and every page touched, as safetensors does: page-cache pages mapped in, no copy",
+    "mmap": "mapped and every byte read through the mapping (copied into a reused buffer), as a safetensors load reads its tensors",
+    "mmap-touch": "mapped and one byte per page touched: the page-cache pages mapped in alone, no copy, what a lazy loader pays "
+    "before first use",
 }
+# The fresh-memory floor beside each anon mode.
+FRESH = (
+    "as many bytes of newly allocated memory written once per page, nothing read (with huge pages asked for beside anon-thp): "
+    "its page faults alone, the floor under the anon mode above it; anon reads slower than warm by about this cost"
+)
 
 
 def when(created) -> str:
@@ -75,23 +82,16 @@ def text(data: dict, comparison=None, alone=None) -> str:
         )
     )
     lines.append("")
-    lines.append("%-9s %11s %14s %19s %7s %7s %6s" % ("mode", "GB/s median", "min–max", "faults minor/major", "CPU s", "others", "steal"))
+    lines.append("%-10s %11s %13s %19s %7s %7s %6s" % ("mode", "GB/s median", "min–max", "faults minor/major", "CPU s", "others", "steal"))
     for result in data["results"]:
-        gbps = result["gbps"]
         machine = result.get("machine") or {}
-        lines.append(
-            "%-9s %11.2f %14s %19s %7.3f %7s %6s"
-            % (
-                result["mode"],
-                gbps["median"],
-                "%.2f–%.2f" % (gbps["min"], gbps["max"]),
-                "%d / %d" % (result["minor_faults"], result["major_faults"]),
-                result["cpu_seconds"],
-                _percent(machine.get("others_percent")),
-                _percent(machine.get("steal_percent")),
-            )
-        )
+        busy = " %7s %6s" % (_percent(machine.get("others_percent")), _percent(machine.get("steal_percent")))
+        lines.append(_row(result["mode"], result) + busy)
+        if isinstance(result.get("fresh_memory"), dict):
+            lines.append(_row("  fresh", result["fresh_memory"]))
     lines.append("")
+    if _has_fresh(data):
+        lines.append("fresh: " + FRESH + ".")
     lines.append("Machine: %s over the bench (per mode: others, steal)." % machine_line(benchstore.machine_of(data)))
     settings = data.get("settings") or {}
     if settings:
@@ -110,6 +110,21 @@ def text(data: dict, comparison=None, alone=None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _has_fresh(data: dict) -> bool:
+    return any(isinstance(result.get("fresh_memory"), dict) for result in data["results"])
+
+
+def _row(name: str, figures: dict) -> str:
+    gbps = figures["gbps"]
+    return "%-10s %11.2f %13s %19s %7.3f" % (
+        name,
+        gbps["median"],
+        "%.2f–%.2f" % (gbps["min"], gbps["max"]),
+        "%d / %d" % (figures["minor_faults"], figures["major_faults"]),
+        figures["cpu_seconds"],
+    )
+
+
 RULE = (
     "a change inside the spread of the runs, or under 15%, is no clear change; a bigger one is inconclusive where either run's machine "
     "was busier than the other's (steal above 5%, 25 points more of the CPUs used by other work, or 0.5 more load per CPU)"
@@ -121,12 +136,17 @@ def compare_text(comparison: dict):
     if not comparison["modes"]:
         lines.append("No mode was measured in both runs.")
     else:
-        lines.append("%-9s %9s %9s %9s  %s" % ("mode", "before", "after", "change", "verdict"))
+        lines.append("%-10s %9s %9s %9s  %s" % ("mode", "before", "after", "change", "verdict"))
     for row in comparison["modes"]:
         change = "%+.1f%%" % row["change_percent"] if row["change_percent"] is not None else "–"
-        lines.append("%-9s %9.2f %9.2f %9s  %s" % (row["mode"], row["before"], row["after"], change, row["verdict"]))
-        for reason in row.get("busy") or ():
-            lines.append("%-9s %s" % ("", reason))
+        lines.append("%-10s %9.2f %9.2f %9s  %s" % (row["mode"], row["before"], row["after"], change, row["verdict"]))
+        reasons = list(row.get("busy") or ())
+        if row.get("note"):
+            reasons.append("note: " + row["note"])
+        for reason in reasons:
+            lines.append("%-10s %s" % ("", reason))
+    for row in comparison.get("not_compared") or ():
+        lines.append("%s not compared: %s." % (row["mode"], row["reason"]))
     machines = comparison.get("machine") or {}
     lines.append("Machine before: %s." % machine_line(machines.get("before")))
     lines.append("Machine after: %s." % machine_line(machines.get("after")))
@@ -182,7 +202,8 @@ _LEFT, _RIGHT, _ROW = 130.0, 690.0, 22
 
 def chart(data: dict, earlier=None) -> dict:
     """Where the marks of the chart go: per mode one row (two with ``earlier``: before, then
-    now), each with the x of min, q1, median, q3 and max on a log axis, and the axis ticks."""
+    now; one more under an anon mode for its fresh-memory floor), each with the x of min, q1,
+    median, q3 and max on a log axis, and the axis ticks."""
     before = {r.get("mode"): r for r in (earlier or {}).get("results", []) if isinstance(r, dict)}
     rows = []
     for result in data["results"]:
@@ -190,6 +211,8 @@ def chart(data: dict, earlier=None) -> dict:
         if earlier is not None and result["mode"] in before:
             series.append(("before", before[result["mode"]].get("gbps") or {}))
         series.append(("now" if earlier is not None else "", result["gbps"]))
+        if isinstance(result.get("fresh_memory"), dict):
+            series.append(("fresh", result["fresh_memory"].get("gbps") or {}))
         rows.append((result["mode"], series))
     values = [g[key] for _mode, series in rows for _name, g in series for key in ("min", "max", "median") if _positive(g.get(key))]
     if not values:
@@ -220,6 +243,7 @@ def chart(data: dict, earlier=None) -> dict:
                 {
                     "mode": mode if index == 0 else "",
                     "series": name,
+                    "label": "fresh memory" if name == "fresh" else name,
                     "y": y,
                     "min": x(gbps.get("min")),
                     "q1": x(gbps.get("q1", gbps.get("min"))),
@@ -261,6 +285,8 @@ def html(data: dict, comparison=None, label=None, alone=None, earlier=None) -> s
         created=when(data.get("created")),
         kernel=(data.get("settings") or {}).get("kernel"),
         meaning=MEANING,
+        fresh=FRESH,
+        has_fresh=_has_fresh(data),
         chart=chart(data, earlier if comparison is not None else None),
         machine=machine_line(machine),
         busy=busy_note(data),

@@ -44,8 +44,13 @@ def test_every_mode_is_measured_and_the_files_are_never_written(tmp_path):
         low, median, high = result.gbps()
         assert 0 < low <= median <= high
     assert (path.read_bytes(), os.stat(path).st_mtime_ns) == before
-    # A fresh anonymous buffer takes a fault per 4 KiB page it is filled through (or fewer with THP).
+    # A fresh anonymous area takes a fault per 4 KiB page it is filled through (or fewer with THP).
     assert results[2].median("minor_faults") > 0
+    # Each anon mode has its fresh-memory floor beside it, as many runs over as many bytes; the others have none.
+    assert [r.mode for r in results if r.fresh is not None] == ["anon", "anon-thp"]
+    for result in results[2:4]:
+        assert result.fresh.mode == "fresh" and result.fresh.size == 4 << 20 and len(result.fresh.runs) == 2 and result.fresh.first
+        assert result.fresh.gbps()[0] > 0
 
 
 def test_cold_runs_say_when_the_eviction_did_not_take(tmp_path, monkeypatch):
@@ -60,9 +65,15 @@ def test_json_of_a_temporary_file_which_is_removed(run, tmp_path):
     assert result.code == 0
     data = json.loads(result.out)
     assert data["temporary_file"] and data["bytes"] == 8 << 20
-    assert [r["mode"] for r in data["results"]] == ["cold", "warm", "anon", "anon-thp", "mmap"]
+    assert data["schema"] == "aidoctor-bench/2"
+    assert [r["mode"] for r in data["results"]] == ["cold", "warm", "anon", "anon-thp", "mmap", "mmap-touch"]
     first = data["results"][0]
     assert set(first) >= {"mode", "seconds", "gbps", "minor_faults", "major_faults"} and set(first["gbps"]) >= {"min", "median", "max"}
+    # The fresh-memory floor beside the anon modes, in the same form as a mode's figures.
+    assert [r["mode"] for r in data["results"] if "fresh_memory" in r] == ["anon", "anon-thp"]
+    floor = data["results"][2]["fresh_memory"]
+    assert set(floor) == {"seconds", "gbps", "minor_faults", "major_faults", "cpu_seconds", "first_seconds"}
+    assert len(floor["seconds"]) == 1 and floor["gbps"]["median"] > 0
     assert os.listdir(str(tmp_path)) == []
 
 
@@ -83,6 +94,11 @@ def test_the_temporary_file_goes_on_ctrl_c(run, tmp_path, monkeypatch):
         ([], "give model files or a folder (aidoctor bench PATH…), or a temporary file's size (aidoctor bench --size 8G)"),
         (["--size", "70B"], "bench takes bytes"),
         (["--list", "--size", "8M"], "bench --list: takes no PATH"),
+        (
+            ["--size", "8M", "--modes", "warm,mmap-only"],
+            "bench --modes warm,mmap-only: give some of cold,warm,anon,anon-thp,mmap,mmap-touch",
+        ),
+        (["--size", "8M", "--modes", ","], "bench --modes ,: give some of"),
         (["--size", "8M", "--save", "../x"], "bench label '../x'"),
         (["--size", "8M", "--compare", "never-saved"], "no saved bench 'never-saved'"),
         (["--size", "8M", "--repeat", "0"], "give 1 to 100 runs"),
@@ -138,7 +154,8 @@ def test_html_page_with_a_chart(run, tmp_path):
     (tmp_path / "d").mkdir()
     assert run("bench", "--size", "8M", "--dir", tmp_path / "d", "--repeat", "1", "--html", page, "--save", "x").code == 0
     text = page.read_text()
-    assert text.count("<circle") == 5 and "<script" not in text and "aidoctor bench: x" in text
+    # One mark per mode, and one per anon mode for its fresh-memory floor.
+    assert text.count("<circle") == 8 and "<script" not in text and "aidoctor bench: x" in text
 
 
 def test_comparisons_say_when_they_cannot_tell():
@@ -188,12 +205,12 @@ def test_the_first_run_is_shown_on_its_own_and_saved_when_compare_and_save_name_
     assert "First run under 'last': nothing was saved under it before" in result.out and "Compared with" not in result.out
     assert "cold " in result.out and "mmap " in result.out  # the result itself, in full
     html = page.read_text()
-    assert "First run under &#39;last&#39;" in html and "Compared with" not in html and html.count("<circle") == 5
+    assert "First run under &#39;last&#39;" in html and "Compared with" not in html and html.count("<circle") == 8
     assert benchstore.load("last")["results"]
     # The next run with the same words compares with it, and keeps itself for the one after.
     again = run(*args, "--compare", "last", "--save", "last", "--html", page)
     assert again.code == 0 and "Compared with 'last'" in again.out and "First run" not in again.out
-    assert page.read_text().count("<circle") == 10  # before and now, per mode
+    assert page.read_text().count("<circle") == 14  # before and now, per mode, and the fresh-memory floors now
     # A --compare label that was never saved, with another --save label, is still a mistake.
     assert run(*args, "--compare", "typo", "--save", "last").code == 2
 
@@ -224,10 +241,9 @@ def test_list_shows_the_saved_labels_oldest_first_with_their_time_and_what_was_m
     lines = result.out.splitlines()
     assert lines[0] == "Saved bench results (in %s), oldest first:" % folder
     assert lines[1].startswith("broken     saved bench 'broken'") and "cannot be read" in lines[1]
-    assert lines[2].startswith("model-one  2025-01-31 10:00:00 UTC  1.0 MiB of %s, 1 run of cold, warm, anon, anon-thp, mmap" % model)
-    assert lines[3].startswith(
-        "temp       2025-02-01 09:30:00 UTC  8.0 MiB of a temporary file, 2 runs of cold, warm, anon, anon-thp, mmap"
-    )
+    modes = "cold, warm, anon, anon-thp, mmap, mmap-touch"
+    assert lines[2].startswith("model-one  2025-01-31 10:00:00 UTC  1.0 MiB of %s, 1 run of %s" % (model, modes))
+    assert lines[3].startswith("temp       2025-02-01 09:30:00 UTC  8.0 MiB of a temporary file, 2 runs of %s" % modes)
     listed = json.loads(run("bench", "--list", "--format", "json").out)
     assert [entry["label"] for entry in listed["saved"]] == ["broken", "model-one", "temp"]
     assert listed["saved"][2]["bytes"] == 8 << 20 and listed["saved"][2]["repeat"] == 2
@@ -249,6 +265,7 @@ def test_json_and_html_say_who_ran_it_and_how_busy_the_machine_was(run, tmp_path
         assert words in html
     for mode in bench.MODES:  # each mode explained in one line
         assert "<li><b>%s</b> " % mode in html
+    assert "<li><b>fresh memory</b> " in html and html.count('<tr class="fresh"><td>fresh memory</td>') == 2
     assert "GB/s, logarithmic axis" in html
 
 

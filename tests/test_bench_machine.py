@@ -107,8 +107,8 @@ def test_a_short_mode_is_judged_over_the_whole_bench_and_an_old_result_by_what_i
 def test_the_comparison_text_gives_the_reasons_and_both_machines():
     comparison = benchstore.compare(_run("idle", 1.42, others_percent=2.0), _run("busy", 1.04, others_percent=48.0))
     text = "\n".join(render.compare_text(comparison))
-    assert "anon           1.42      1.04    -26.8%  inconclusive: the machine was busy" in text
-    assert "          other work used 48% of the CPUs during the after run, 2% during the before run" in text
+    assert "anon            1.42      1.04    -26.8%  inconclusive: the machine was busy" in text
+    assert "           other work used 48% of the CPUs during the after run, 2% during the before run" in text
     assert "Machine before: 2 CPUs; 1-minute load 0.40 → 0.50; other work 2% and steal 0% of all CPUs' time." in text
     assert "Machine after: 2 CPUs; 1-minute load 0.40 → 0.50; other work 48% and steal 0% of all CPUs' time." in text
 
@@ -121,4 +121,5 @@ def test_a_single_busy_run_says_so_and_a_comparison_without_shared_modes_says_th
     assert "Note: the machine was busy" not in render.text(dict(data, machine=dict(data["machine"], others_percent=3.0)))
     other = dict(data, results=[dict(data["results"][0], mode="cold")])
     empty = render.text(data, benchstore.compare(other, data))
-    assert "No mode was measured in both runs." in empty and "mode         before" not in empty
+    assert "No mode was measured in both runs." in empty and "mode          before" not in empty
+    assert "anon not compared: not measured in the before run." in empty
