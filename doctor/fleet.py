@@ -78,17 +78,22 @@ class FleetHost(Record):
     def time_unknown(self) -> bool:
         return self.as_of is None
 
-    def cell(self, rule: str):
-        """What the matrix shows for ``rule``: its worst severity's value, or one of :data:`MARKS`."""
-        if rule in self.cells:
-            return self.cells[rule].value
-        if any(name == rule for name, _ in self.failed):
-            return "unknown"
-        status = (self.statuses or {}).get(rule)
-        if status is None:
-            return "not-run"
-        # A check that says "finding" with no finding listed contradicts itself: not known.
-        return status if status in ("pass", "skip") else "unknown"
+    def marks_for(self, rules) -> tuple:
+        """What the matrix shows for each of ``rules``: its worst severity's value, or one of :data:`MARKS`."""
+        failed = {name for name, _ in self.failed}
+        statuses = self.statuses or {}
+        marks = []
+        for rule in rules:
+            severity = self.cells.get(rule)
+            if severity is not None:
+                marks.append(severity.value)
+            elif rule in failed:
+                marks.append("unknown")
+            else:
+                status = statuses.get(rule)
+                # A check that says "finding" with no finding listed contradicts itself: not known.
+                marks.append("not-run" if status is None else status if status in ("pass", "skip") else "unknown")
+        return tuple(marks)
 
     @property
     def verdict(self) -> str:
@@ -188,10 +193,7 @@ def load(paths, now=None, max_age: int = DEFAULT_MAX_AGE, fail_on: str = "never"
     rules = {}
     given = set()
     for path in expand(paths):
-        if os.path.realpath(path) in given:
-            raise FleetError("%s: given twice" % path)
-        given.add(os.path.realpath(path))
-        report = _read(path)
+        report = _read(path, given)
         host, titles = _host(path, report)
         hosts.append(host)
         for rule, title in titles.items():
@@ -218,14 +220,25 @@ def _finish(host: FleetHost, unique: bool, columns, now, max_age: int) -> FleetH
         label=host.name if unique else "%s (%s)" % (host.name, host.path),
         age=age,
         stale=age is not None and age > max_age,
-        marks=tuple(host.cell(rule) for rule in columns),
+        marks=host.marks_for(columns),
     )
 
 
-def _read(path: str) -> dict:
+def _read(path: str, given: set) -> dict:
+    """The report at ``path``, refused if its file is among ``given`` (the files read so far, by
+    device and inode: another name, a link or a folder's entry for the same file), which it joins."""
     try:
         with open(path, "rb") as handle:
-            data = handle.read(MAX_REPORT + 1)
+            info = os.fstat(handle.fileno())
+            if (info.st_dev, info.st_ino) in given:
+                raise FleetError("%s: given twice" % path)
+            given.add((info.st_dev, info.st_ino))
+            # Sized to the file, one byte more to see its end: read(MAX_REPORT + 1) would ask
+            # for 64 MiB every time. A pipe (size 0) or a file that grew reads on to the limit.
+            size = min(info.st_size, MAX_REPORT) + 1
+            data = handle.read(size)
+            if len(data) == size:
+                data += handle.read(MAX_REPORT + 1 - size)
     except OSError as exc:
         raise FleetError("%s: %s" % (path, exc.strerror or exc)) from None
     if len(data) > MAX_REPORT:
@@ -294,12 +307,14 @@ def _host(path: str, report: dict):
                 targets[rule] = findings[-1].rank
             counts[severity.value] = counts.get(severity.value, 0) + 1
         statuses = {}
+        failed = []  # checks that failed to run: (rule, reason); their cells read "unknown", not "nothing"
         for check in report.get("checks", ()):
-            statuses.setdefault(str(check["rule"]), str(check.get("status"))[:MAX_WORD])
-            if check.get("status") in ("finding", "error"):
-                titles.setdefault(str(check["rule"]), str(check.get("title") or check["rule"]))
-        # Checks that failed to run: (rule, reason); their cells read "unknown", not "nothing".
-        failed = tuple((str(c["rule"]), str(c.get("reason") or "")) for c in report.get("checks", ()) if c.get("status") == "error")
+            rule, status = str(check["rule"]), check.get("status")
+            statuses.setdefault(rule, str(status)[:MAX_WORD])
+            if status in ("finding", "error"):
+                titles.setdefault(rule, str(check.get("title") or check["rule"]))
+            if status == "error":
+                failed.append((rule, str(check.get("reason") or "")))
         worst = min((f.severity for f in findings), key=lambda s: s.rank, default=None)
         exit_code = int(report["summary"]["exit_code"])
         about = _about(path, report, host)
@@ -307,7 +322,7 @@ def _host(path: str, report: dict):
         raise FleetError("%s: an aidoctor report with missing or malformed fields" % path) from None
     created, captured, as_of, model_size, fail_on, version = about
     fleet_host = FleetHost(
-        name, path, host.get("kernel"), host.get("source"), exit_code, tuple(findings), cells, worst, counts, failed, targets,
+        name, path, host.get("kernel"), host.get("source"), exit_code, tuple(findings), cells, worst, counts, tuple(failed), targets,
         created=created, captured=captured, as_of=as_of, model_size=model_size, fail_on=fail_on, version=version, statuses=statuses,
     )  # fmt: skip
     return fleet_host, titles

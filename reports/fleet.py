@@ -216,5 +216,46 @@ def render_html(fleet) -> str:
             max_age=duration(fleet.max_age),
             age_words=age_words,
             report_time=report_time,
+            cells=_html_cells(fleet),
         )
     )
+
+
+def _html_cells(fleet) -> list:
+    """Each host's row of matrix cells as markup: 10,000 hosts × 40 rules are too many cells to
+    fill one by one in the template. A cell with a finding links to it and says the severity and
+    the rule's title; a check that failed to run links to the host; a pass, skip or not-run cell
+    is the same markup in every row. The host text in them (rule titles) recurs on every row: it
+    is made visible and escaped once per column."""
+    from markupsafe import Markup, escape
+
+    def text(value):
+        return escape(visible(value))
+
+    plain = {}
+    for mark, (symbol, meaning) in _MARKS.items():
+        plain[mark] = '<td class="%s" title="%s">%s</td>' % (text(mark), text(meaning), text(symbol))
+    # Around the link's host and finding numbers: by column, and by column and severity.
+    failed = [
+        ('<td class="cell unknown"><a href="#host-', '" title="failed to run: %s">?</a></td>' % text(fleet.titles[rule]))
+        for rule in fleet.rules
+    ]
+    linked = {}
+    rows = []
+    for number, host in enumerate(fleet.hosts, 1):
+        cells = []
+        for column, (rule, mark) in enumerate(zip(fleet.rules, host.marks)):
+            if rule in host.cells:
+                around = linked.get((column, mark))
+                if around is None:
+                    around = linked[column, mark] = (
+                        '<td class="cell %s"><a href="#host-' % text(mark),
+                        '" title="%s: %s">%s</a></td>' % (text(mark), text(fleet.titles[rule]), text(_SHORT[mark])),
+                    )
+                cells.append("%s%d-f%d%s" % (around[0], number, host.targets[rule], around[1]))
+            elif mark == "unknown":
+                cells.append("%s%d%s" % (failed[column][0], number, failed[column][1]))
+            else:
+                cells.append(plain[mark])
+        rows.append(Markup("".join(cells)))
+    return rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
@@ -385,3 +386,77 @@ def test_a_bad_report_time_is_refused_and_hostile_words_are_bounded(run, made, t
     page = run("merge", path, "--format", "html").out
     assert "<script>" not in page and "<img" not in page and "&lt;script&gt;" in page
     assert "\x1b" not in run("merge", path).out and "\x1b" not in run("merge", path, "--format", "markdown").out
+
+
+# -- the same file by another name, reads sized to the file, every matrix cell escaped (issue 17) --
+
+
+def test_merge_refuses_one_file_by_another_name(run, made, tmp_path):
+    path = _write(tmp_path, "report.json", made["healthy"])
+    (tmp_path / "link.json").symlink_to("report.json")
+    os.link(path, str(tmp_path / "hard.json"))
+    (tmp_path / "sub").mkdir()
+    for other in (str(tmp_path / "link.json"), str(tmp_path / "hard.json"), str(tmp_path / "sub" / ".." / "report.json")):
+        result = run("merge", path, other)
+        assert result.code == 2 and result.err == "aidoctor: error: %s: given twice\n" % other
+    # Two files with the same text are two reports (a host's report copied under another name).
+    copy = _write(tmp_path, "copy.json", made["healthy"])
+    assert [host["label"] for host in run("merge", path, copy, "--format", "json").json["hosts"]] == [
+        "gpu-node-02 (%s)" % copy, "gpu-node-02 (%s)" % path,
+    ]  # fmt: skip
+
+
+def test_a_report_is_read_to_its_end_and_refused_past_the_limit(run, made, tmp_path, monkeypatch):
+    from ai_doctor import fleet as fleet_model
+
+    path = _write(tmp_path, "report.json", made["healthy"])
+    size = os.path.getsize(path)
+    monkeypatch.setattr(fleet_model, "MAX_REPORT", size)
+    assert run("merge", path).code == 0
+    monkeypatch.setattr(fleet_model, "MAX_REPORT", size - 1)
+    result = run("merge", path)
+    assert result.code == 2 and "larger than 0 MiB, not an aidoctor report" in result.err
+
+    # A pipe says size 0: read to its end all the same (and to the limit, not past it).
+    import threading
+
+    monkeypatch.setattr(fleet_model, "MAX_REPORT", 64 << 20)
+    pipe = tmp_path / "pipe.json"
+    os.mkfifo(str(pipe))
+    writer = threading.Thread(target=lambda: pipe.write_text(json.dumps(made["critical"])))
+    writer.start()
+    try:
+        fleet = run("merge", str(pipe), "--format", "json").json
+    finally:
+        writer.join()
+    assert [host["host"] for host in fleet["hosts"]] == ["infer-strict-01"]
+
+
+def test_every_matrix_cell_of_a_hostile_report_stays_text(run, made, tmp_path):
+    from ai_doctor.reports import fleet as renderer
+
+    hostile = json.loads(json.dumps(made["critical"]))
+    finding = hostile["findings"][0]
+    finding["rule"], finding["title"] = "<b>rule</b>", '<img src=x onerror=alert(1)> "quoted" & \x1b[2J'
+    failed = hostile["checks"][-1]
+    failed.update(rule='x"><script>alert(2)</script>', title="<script>alert(3)</script>", status="error", reason="<i>boom</i>")
+    hostile["checks"].append(dict(finding, rule="<b>rule</b>", status="finding"))
+    hostile["host"]["kernel"] = ["<b>6.1</b>"]  # not text at all: shown as what it is
+    paths = [_write(tmp_path, "hostile.json", hostile), _write(tmp_path, "healthy.json", made["healthy"])]
+    fleet = _fleet(paths)
+    page = renderer.render_html(fleet)
+    for needle in ("<b>", "<img", "<script>", "<i>", "\x1b"):
+        assert needle not in page, needle
+    title = "&lt;img src=x onerror=alert(1)&gt; &#34;quoted&#34; &amp; \\x1b[2J"
+    column = fleet.rules.index("<b>rule</b>")
+    rows = [row.split("</tr>")[0] for row in page.split("<tr") if '<td class="host">' in row]
+    assert len(rows) == 2
+    for row in rows:  # host, worst, report time, model size, --fail-on, aidoctor, then one cell per rule
+        assert row.count("<td") == 6 + len(fleet.rules)
+    cells = rows[0].split("<td")[7:]
+    assert cells[column] == ' class="cell critical"><a href="#host-1-f1" title="critical: %s">C</a></td>' % title
+    assert cells[fleet.rules.index('x"><script>alert(2)</script>')] == (
+        ' class="cell unknown"><a href="#host-1" title="failed to run: &lt;script&gt;alert(3)&lt;/script&gt;">?</a></td>'
+    )
+    assert '<th class="rule" title="%s">&lt;b&gt;rule&lt;/b&gt;</th>' % title in page
+    assert "&lt;i&gt;boom&lt;/i&gt;" in page and "kernel [&#39;&lt;b&gt;6.1&lt;/b&gt;&#39;]" in page
