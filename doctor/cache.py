@@ -1,11 +1,15 @@
-"""What was found inside large files (a compressed module's .modinfo, a kernel image's config),
-kept between runs: decompressing a 100 MB nvidia.ko.xz takes seconds, and the answer only
-changes when the file does.
+"""What is kept between runs in the user's cache folder (``$XDG_CACHE_HOME/aidoctor`` or
+``~/.cache/aidoctor``), private to the user; any failure to read or write there only means the
+work is done again. ``AIDOCTOR_NO_CACHE=1`` turns it off.
 
-An entry is keyed by the kind of extraction and the file's device, inode, size and change
-times, so a replaced or rewritten file is read again. Entries live in the user's cache folder
-(``$XDG_CACHE_HOME/aidoctor`` or ``~/.cache/aidoctor``), private to the user; any failure to
-read or write there only means the file is read again. ``AIDOCTOR_NO_CACHE=1`` turns it off.
+- ``derived/``: what was found inside large files (a compressed module's .modinfo, a kernel
+  image's config): decompressing a 100 MB nvidia.ko.xz takes seconds, and the answer only
+  changes when the file does. An entry is keyed by the kind of extraction and the file's
+  device, inode, size and change times, so a replaced or rewritten file is read again.
+- ``templates/``: compiled HTML templates (reports.html names each by a digest of what its code
+  depends on). An entry is code this process will run, so it is taken only from a regular file
+  (not through a link) that this user owns and nobody else can write, and only whole: its own
+  name and its payload's digest are checked first.
 """
 
 from __future__ import annotations
@@ -14,11 +18,16 @@ import os
 import stat
 
 
+def enabled() -> bool:
+    return not os.environ.get("AIDOCTOR_NO_CACHE")
+
+
+def _base() -> str:
+    return os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+
+
 def _folder():
-    if os.environ.get("AIDOCTOR_NO_CACHE"):
-        return None
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "aidoctor", "derived")
+    return os.path.join(_base(), "aidoctor", "derived") if enabled() else None
 
 
 def _entry(kind: str, info):
@@ -57,3 +66,77 @@ def store(kind: str, info, text: str) -> None:
         os.replace(temporary, path)
     except OSError:
         pass
+
+
+# -- compiled code --------------------------------------------------------------------------------
+
+_MAGIC = b"aidoctor compiled template\n"
+# An entry is some tens of KiB of code; a file far larger is not one.
+_MAX_CODE = 4 << 20
+
+
+def load_code(name: str):
+    """The code object kept under ``name`` (a hex digest), or None: missing, not this user's
+    alone, torn or corrupt."""
+    import hashlib
+    import marshal
+    import types
+
+    if not enabled():
+        return None
+    try:
+        # Never through a link, never blocking on a FIFO put in its place.
+        fd = os.open(os.path.join(_base(), "aidoctor", "templates", name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(fd)
+            # Written by this user and writable by nobody else: any other could have put code there.
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022 or info.st_size > _MAX_CODE:
+                return None
+            data = handle.read(info.st_size + 1)  # more than that: changed while read, and its digest says so
+    except OSError:
+        return None
+    # The header names the entry: another template's code under this name (a renamed file) is refused.
+    header = _header(name)
+    digest, payload = data[len(header) : len(header) + 65], data[len(header) + 65 :]
+    if not data.startswith(header) or digest != hashlib.sha256(payload).hexdigest().encode() + b"\n":
+        return None
+    try:
+        code = marshal.loads(payload)
+    except Exception:  # EOFError, ValueError or TypeError, by Python version, on a bad stream
+        return None
+    return code if isinstance(code, types.CodeType) else None
+
+
+def store_code(name: str, code) -> None:
+    import hashlib
+    import marshal
+    import tempfile
+
+    if not enabled():
+        return
+    base = _base()
+    folder = os.path.join(base, "aidoctor", "templates")
+    try:
+        # Only in a cache folder of this user's: never create or write in another's (root run
+        # with a user's HOME), where the entries would be that user's to replace.
+        if os.path.exists(base) and os.stat(base).st_uid != os.geteuid():
+            return
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        info = os.lstat(folder)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+            return
+        payload = marshal.dumps(code)
+        fd, temporary = tempfile.mkstemp(dir=folder, prefix=name + ".", suffix=".tmp")  # O_EXCL, mode 0600
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(_header(name) + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+            os.replace(temporary, os.path.join(folder, name))
+        except BaseException:
+            os.unlink(temporary)
+            raise
+    except (OSError, ValueError):
+        pass
+
+
+def _header(name: str) -> bytes:
+    return _MAGIC + name.encode("ascii") + b"\n"

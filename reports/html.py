@@ -14,7 +14,6 @@ command as printed. Evidence gets the same ``<wbr>``, and may also wrap after a 
 
 from __future__ import annotations
 
-import os
 import re
 
 from ai_doctor.model import Status
@@ -77,18 +76,11 @@ def environment():
 # -- compiled templates, kept between runs ---------------------------------------------------------
 #
 # Compiling a template (jinja2 lexes, parses and generates Python, Python compiles that) costs
-# more than rendering a report with it. The code is kept in the user's cache folder
-# (``$XDG_CACHE_HOME/aidoctor/templates`` or ``~/.cache/aidoctor/templates``; never beside the
-# package, which may be read-only or inside a zip), one file per template, named by a digest of
+# more than rendering a report with it. The code is kept in the user's cache (ai_doctor.cache:
+# private entries, checked whole before use), one entry per template, named by a digest of
 # everything the code depends on: the template's text, the options that change what it compiles
-# to, and the aidoctor, jinja2 and Python versions. An entry is code this process will run, so it
-# is taken only from a regular file (not through a link) that this user owns and nobody else can
-# write, and only whole: its own digest and its payload's are checked first. Anything else, or any
-# failure to read or write, only means compiling again. ``AIDOCTOR_NO_CACHE=1`` turns it off.
+# to, and the aidoctor, jinja2 and Python versions. ``AIDOCTOR_NO_CACHE=1`` turns it off.
 
-_MAGIC = b"aidoctor compiled template\n"
-# An entry is some tens of KiB of code; a file far larger is not one.
-_MAX_ENTRY = 4 << 20
 # Environment options that change the code a template compiles to.
 _OPTIONS = (
     "block_start_string", "block_end_string", "variable_start_string", "variable_end_string", "comment_start_string",
@@ -98,18 +90,18 @@ _OPTIONS = (
 
 
 def _compiled(jinja2):
-    """A :class:`jinja2.BytecodeCache` over the user's cache folder, or None where it is off."""
-    if os.environ.get("AIDOCTOR_NO_CACHE"):
+    """A :class:`jinja2.BytecodeCache` over the user's cache, or None where it is off."""
+    from ai_doctor import cache
+
+    if not cache.enabled():
         return None
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    folder = os.path.join(base, "aidoctor", "templates")
 
     class Compiled(jinja2.BytecodeCache):
         def load_bytecode(self, bucket):
-            bucket.code = _load(folder, _entry_name(jinja2, bucket))
+            bucket.code = cache.load_code(_entry_name(jinja2, bucket))
 
         def dump_bytecode(self, bucket):
-            _store(base, folder, _entry_name(jinja2, bucket), bucket.code)
+            cache.store_code(_entry_name(jinja2, bucket), bucket.code)
 
     return Compiled()
 
@@ -126,68 +118,6 @@ def _entry_name(jinja2, bucket) -> str:
     options = [repr(getattr(env, name, None)) for name in _OPTIONS] + list(env.extensions)
     words = [__version__, jinja2.__version__, sys.version, bucket.key, bucket.checksum] + options
     return hashlib.sha256("\0".join(words).encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def _load(folder: str, name: str):
-    """The code kept under ``name``, or None: missing, not this user's alone, torn or corrupt."""
-    import hashlib
-    import marshal
-    import stat
-    import types
-
-    try:
-        # Never through a link, never blocking on a FIFO put in its place.
-        fd = os.open(os.path.join(folder, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as handle:
-            info = os.fstat(fd)
-            # Written by this user and writable by nobody else: any other could have put code there.
-            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022 or info.st_size > _MAX_ENTRY:
-                return None
-            data = handle.read(info.st_size + 1)  # more than that: changed while read, and its digest says so
-    except OSError:
-        return None
-    # The header names the entry: another template's code under this name (a renamed file) is refused.
-    header = _header(name)
-    digest, payload = data[len(header) : len(header) + 65], data[len(header) + 65 :]
-    if not data.startswith(header) or digest != hashlib.sha256(payload).hexdigest().encode() + b"\n":
-        return None
-    try:
-        code = marshal.loads(payload)
-    except Exception:  # EOFError, ValueError or TypeError, by Python version, on a bad stream
-        return None
-    return code if isinstance(code, types.CodeType) else None
-
-
-def _store(base: str, folder: str, name: str, code) -> None:
-    import hashlib
-    import marshal
-    import stat
-    import tempfile
-
-    try:
-        # Only in a cache folder of this user's: never create or write in another's (root run
-        # with a user's HOME), where the entries would be that user's to replace.
-        if os.path.exists(base) and os.stat(base).st_uid != os.geteuid():
-            return
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        info = os.lstat(folder)
-        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
-            return
-        payload = marshal.dumps(code)
-        fd, temporary = tempfile.mkstemp(dir=folder, prefix=name + ".", suffix=".tmp")  # O_EXCL, mode 0600
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(_header(name) + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
-            os.replace(temporary, os.path.join(folder, name))
-        except BaseException:
-            os.unlink(temporary)
-            raise
-    except (OSError, ValueError):
-        pass
-
-
-def _header(name: str) -> bytes:
-    return _MAGIC + name.encode("ascii") + b"\n"
 
 
 def render(report) -> str:
