@@ -1,4 +1,5 @@
-"""Snapshot archives (``host.tar.gz``): packing a snapshot tree, and unpacking one safely.
+"""Snapshot archives (``host.tar.gz``): writing one, and reading one safely, into memory for a
+replay or unpacked into a folder.
 
 An archive comes from someone else's machine, so unpacking trusts nothing in it, and reads it
 twice. Its compressed streams are read with zlib, bz2 or lzma directly, within limits. First
@@ -9,22 +10,29 @@ writes, so a compression bomb is refused before it inflates) is refused there, i
 of a second and a few MiB whatever the archive claims. Then tarfile reads it, and must find
 every member where the pre-scan did; each is checked again: a name that is absolute or climbs
 with ``..``, a hard link, a device or FIFO, a member below a symbolic link (which would write
-through it), and a symbolic link that, followed the way the kernel follows it through the
-archive's other links, leaves the tree. Then tarfile's ``data`` filter extracts, where this
-Python has it (3.12, and the security releases 3.8.17, 3.9.17, 3.10.12, 3.11.4 on); elsewhere
-the same checks guard a member-by-member extraction that never follows a link.
+through it) or below a file, and a symbolic link that, followed the way the kernel follows it
+through the archive's other links, leaves the tree.
 
-Packing writes absolute link targets as relative ones: inside a tree they mean the same (the
-Host re-roots them), and the data filter accepts them.
+A replay (:func:`load`) then holds the members in memory as unpacking would have left them on
+disk (ai_doctor.tree.Members): nothing is written. :func:`unpack` extracts them with tarfile's
+``data`` filter, where this Python has it (3.12, and the security releases 3.8.17, 3.9.17,
+3.10.12, 3.11.4 on); elsewhere the same checks guard a member-by-member extraction that never
+follows a link, with the filter's modes.
+
+Writing (:func:`pack` from a folder, :func:`write` from entries in memory) puts absolute link
+targets as relative ones: inside a tree they mean the same (the Host re-roots them), and the
+data filter accepts them.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import stat
 import struct
 import tarfile
+import time
 import zlib
 from array import array
 
@@ -41,6 +49,8 @@ MAX_MEMBERS = 30_000
 MAX_SINGLE_READ = 16 << 20
 MAX_NAME = 4096
 MAX_DEPTH = 256
+# The longest name of one file or folder (NAME_MAX), in bytes: what a file system can create.
+MAX_PART = 255
 # Headers, as the pre-scan takes them: every header block and extended record together (each
 # member's PAX header can take up to MAX_EXTENDED); one PAX header's records; all extended records
 # together, and PAX records in all, which tarfile keeps member by member.
@@ -96,25 +106,24 @@ def is_archive(path: str) -> bool:
     return path.endswith(SUFFIXES)
 
 
+# gzip's fastest: taking a snapshot costs little more than its reads. Of a 1.5 MB tar here, 9
+# (tarfile's default) makes 256 KB in 49 ms, 6 (gzip's) 260 KB in 24 ms, 1 307 KB in 8 ms.
+COMPRESSION = 1
+
+
 def pack(tree: str, archive: str) -> int:
     """Write the snapshot ``tree`` as a gzip'd tar at ``archive``; returns the member count."""
     count = 0
-    with tarfile.open(archive, "w:gz", format=tarfile.PAX_FORMAT) as out:
+    with tarfile.open(archive, "w:gz", format=tarfile.PAX_FORMAT, compresslevel=COMPRESSION) as out:
         for folder, dirs, files in os.walk(tree):
-            dirs.sort()
-            for name in sorted(dirs) + sorted(files):
+            # A link is a name like a file's, wherever it points (os.walk counts one to a folder
+            # as a folder): the order is the tree's own, not this machine's.
+            links = [name for name in dirs if os.path.islink(os.path.join(folder, name))]
+            dirs[:] = sorted(name for name in dirs if name not in links)
+            for name in dirs + sorted(files + links):
                 path = os.path.join(folder, name)
                 member = out.gettarinfo(path, arcname=os.path.relpath(path, tree))
-                member.uid = member.gid = 0
-                member.uname = member.gname = ""
-                # Whole seconds, in the range unpacking takes: a fractional time would cost every
-                # member a PAX header.
-                member.mtime = min(max(int(member.mtime), -MAX_MTIME), MAX_MTIME)
-                if member.issym():
-                    # Inside a tree "/x" means the tree's /x, and ".." stops at its root (as the
-                    # Host resolves them): written relative and inside, so unpacking takes them.
-                    here = os.path.dirname("/" + member.name)
-                    member.linkname = os.path.relpath(_inside(here, member.linkname), here)
+                _normalised(member, member.mtime)
                 if member.isreg():
                     with open(path, "rb") as handle:
                         out.addfile(member, handle)
@@ -122,6 +131,117 @@ def pack(tree: str, archive: str) -> int:
                     out.addfile(member)
                 count += 1
     return count
+
+
+def write(entries, archive: str) -> int:
+    """Write a snapshot tree held in memory as a new gzip'd tar at ``archive``: member for member
+    what :func:`pack` writes of that tree on disk (one time for all, the time of writing).
+    ``entries``: (path without the leading ``/``, mode, content) in pack's order, the content the
+    bytes of a file, the target (str) of a link, or None for a folder. Returns the member count;
+    raises OSError, leaving no archive behind."""
+    import gzip
+
+    headers = _Headers(min(max(int(time.time()), -MAX_MTIME), MAX_MTIME))
+    count = 0
+    # Exclusive: never through a link or over a file made since the name was found free.
+    with open(archive, "xb") as raw:
+        try:
+            # As tarfile.open(archive, "w:gz") writes it: the archive's name in the gzip header.
+            with gzip.GzipFile(archive, "wb", COMPRESSION, raw) as out:
+                parts, size = [], 0
+                for path, mode, content in entries:
+                    if isinstance(content, str):
+                        content = _relative(path, content)
+                    header = headers.of(path, mode, content)
+                    parts.append(header)
+                    size += len(header)
+                    if isinstance(content, bytes) and content:
+                        parts.extend((content, bytes(-len(content) % BLOCK)))
+                        size += _padded(len(content))
+                    if len(parts) > 256:
+                        out.write(b"".join(parts))
+                        parts = []
+                    count += 1
+                # Two blocks of zeros end the archive; tarfile pads it to a whole record.
+                size += 2 * BLOCK
+                parts.append(bytes(2 * BLOCK + -size % tarfile.RECORDSIZE))
+                out.write(b"".join(parts))
+        except BaseException:
+            os.unlink(archive)
+            raise
+    return count
+
+
+class _Headers:
+    """The header blocks tarfile writes for a snapshot's members (PAX format, owned by no one,
+    all at ``mtime``), made from one it wrote: the fields that differ are spliced in and the
+    checksum made again. Tarfile itself encodes a member whose name, or link's target, needs an
+    extended header (not ASCII, or longer than its field)."""
+
+    _KINDS = {bytes: tarfile.REGTYPE, str: tarfile.SYMTYPE, type(None): tarfile.DIRTYPE}
+
+    def __init__(self, mtime: int):
+        self.mtime = mtime
+        model = self.info("", 0, b"")
+        self.encoding = tarfile.ENCODING
+        block = model.tobuf(tarfile.PAX_FORMAT, self.encoding, "surrogateescape")
+        self.owners, self.mtime_field, self.rest = block[108:124], block[136:148], block[257:]
+        # The fast way holds only where tarfile writes no extended header: in range, ASCII, short.
+        self.fast = len(block) == BLOCK and 0 <= mtime < 8**11
+
+    def info(self, path: str, mode: int, content):
+        member = tarfile.TarInfo(path)
+        member.mode, member.type, member.mtime = mode, self._KINDS[type(content)], self.mtime
+        member.uid = member.gid = 0
+        member.uname = member.gname = ""
+        if isinstance(content, bytes):
+            member.size = len(content)
+        elif content is not None:
+            member.linkname = content
+        return member
+
+    def of(self, path: str, mode: int, content) -> bytes:
+        kind = type(content)
+        if kind is type(None):
+            path += "/"
+        link = content if kind is str else ""
+        size = len(content) if kind is bytes else 0
+        if not (self.fast and len(path) <= 100 and len(link) <= 100 and path.isascii() and link.isascii() and size < 8**11):
+            return self.info(path.rstrip("/"), mode, content).tobuf(tarfile.PAX_FORMAT, self.encoding, "surrogateescape")
+        block = b"".join(
+            (
+                path.encode("ascii").ljust(100, b"\0"),
+                b"%07o\0" % (mode & 0o7777),
+                self.owners,
+                b"%011o\0" % size,
+                self.mtime_field,
+                b"        ",
+                self._KINDS[kind],
+                link.encode("ascii").ljust(100, b"\0"),
+                self.rest,
+            )
+        )
+        return block[:148] + b"%06o\0" % sum(block) + block[155:]
+
+
+def _normalised(member, mtime) -> None:
+    """A member as a snapshot holds it: owned by no one, a whole-second time, a link's target
+    relative and inside the tree."""
+    member.uid = member.gid = 0
+    member.uname = member.gname = ""
+    # Whole seconds, in the range unpacking takes: a fractional time would cost every member a
+    # PAX header.
+    member.mtime = min(max(int(mtime), -MAX_MTIME), MAX_MTIME)
+    if member.issym():
+        member.linkname = _relative(member.name, member.linkname)
+
+
+def _relative(name: str, target: str) -> str:
+    """The target of the link ``name`` as an archive holds it. Inside a tree "/x" means the
+    tree's /x, and ".." stops at its root (as the Host resolves them): written relative and
+    inside, so unpacking takes them."""
+    here = os.path.dirname("/" + name)
+    return os.path.relpath(_inside(here, target), here)
 
 
 def _shown(name) -> str:
@@ -544,9 +664,46 @@ def _unreadable():
     )
 
 
+def load(archive: str):
+    """Check every member of ``archive`` as :func:`unpack` does, and hold the tree in memory as
+    unpacking would have left it (an ai_doctor.tree.Members a Host reads): nothing is written.
+    Raises ArchiveError naming what was refused, as unpack does."""
+
+    def hold(raw):
+        # Two passes over one stream, the pre-scan's, then tarfile's, which must agree; the
+        # second reads what the first decompressed, kept in memory (the limits bound it).
+        kept = _Kept(_decompressed(raw))
+        layout = _Scan(kept).run()
+        data = b"".join(kept.parts)
+        del kept.parts[:]
+        with tarfile.open(fileobj=_Bounded(io.BytesIO(data)), mode="r:") as source:
+            members = _checked(source, layout)
+        return _held(members, data)
+
+    return _reading(archive, hold)
+
+
 def unpack(archive: str, destination: str) -> int:
     """Check every member of ``archive``, then extract it into ``destination`` (an empty
     directory); returns the member count. Raises ArchiveError naming what was refused."""
+
+    def extract(raw):
+        # Two passes over one open file: the pre-scan's, then tarfile's, which must agree.
+        layout = _Scan(_decompressed(raw)).run()
+        with tarfile.open(fileobj=_Bounded(_decompressed(raw)), mode="r:") as source:
+            members = _checked(source, layout)
+            if hasattr(tarfile, "data_filter"):
+                source.extractall(destination, members=members, filter="data")
+            else:
+                _extract(source, members, destination)
+        return len(members)
+
+    return _reading(archive, extract, destination)
+
+
+def _reading(archive: str, use, destination: str = ""):
+    """``use(raw)`` on the open archive, which must be a regular file within the size limit;
+    whatever reading it raises becomes one ArchiveError line."""
     try:
         info = os.stat(archive)
     except OSError as exc:
@@ -557,22 +714,72 @@ def unpack(archive: str, destination: str) -> int:
         raise ArchiveError("%s: %d MiB, more than the %d MiB a snapshot can be" % (archive, info.st_size >> 20, MAX_ARCHIVE >> 20))
     try:
         with open(archive, "rb") as raw:
-            # Two passes over one open file: the pre-scan's, then tarfile's, which must agree.
-            layout = _Scan(_decompressed(raw)).run()
-            with tarfile.open(fileobj=_Bounded(_decompressed(raw)), mode="r:") as source:
-                members = _checked(source, layout)
-                if hasattr(tarfile, "data_filter"):
-                    source.extractall(destination, members=members, filter="data")
-                else:
-                    _extract(source, members, destination)
+            return use(raw)
     except ArchiveError:
         raise
     except _unreadable() as exc:
         # tarfile.FilterError is a TarError: the data filter refused something the checks let by.
-        detail = " ".join(str(exc).replace(destination, "").split())
+        detail = str(exc).replace(destination, "") if destination else str(exc)
+        detail = " ".join(detail.split())
         detail = detail[:200] + ("..." if len(detail) > 200 else "")
         raise ArchiveError("%s: not a readable snapshot archive (%s)" % (archive, detail or type(exc).__name__)) from None
-    return len(members)
+
+
+class _Kept:
+    """The decompressed stream, every part read from it kept (``parts``)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.parts = []
+        self.read1 = self._read1 if hasattr(stream, "read1") else self.read
+
+    def read(self, size: int) -> bytes:
+        data = self.stream.read(size)
+        self.parts.append(data)
+        return data
+
+    def _read1(self, size: int) -> bytes:
+        data = self.stream.read1(size)
+        self.parts.append(data)
+        return data
+
+
+def _held(members: list, data: bytes):
+    """The checked ``members`` (their contents in ``data``, the tar stream) as a tree in memory,
+    as tarfile's data filter extracts them into a new temporary folder: folders with the mode
+    the umask leaves (those the paths imply too), files with the filter's modes, and the times
+    extraction sets (folders last, in reverse order of their names; links and implied folders
+    get the time of the unpacking)."""
+    from ai_doctor.tree import Entry, Members, umask
+
+    now = time.time()
+    folder = stat.S_IFDIR | (0o777 & ~umask())
+    tree = Members({"/": Entry(stat.S_IFDIR | 0o700, now)})  # mkdtemp's mode
+    folders = []
+    for member in members:
+        path = "/" + "/".join(part for part in member.name.split("/") if part not in ("", "."))
+        if member.isdir():
+            tree.place(path, Entry(folder, now), folder, now)
+            folders.append((member.name, path, member.mtime))
+        elif member.issym():
+            tree.place(path, Entry(stat.S_IFLNK | 0o777, now, target=member.linkname), folder, now)
+        else:
+            start = member.offset_data
+            entry = Entry(stat.S_IFREG | _data_mode(member.mode), member.mtime, data=data[start : start + member.size])
+            tree.place(path, entry, folder, now)
+    folders.sort(key=lambda item: item[0], reverse=True)
+    for _name, path, mtime in folders:
+        tree.entries[path].st_mtime = mtime
+    return tree
+
+
+def _data_mode(mode: int) -> int:
+    """The permission bits tarfile's data filter gives a regular file: no special bits nor group
+    or other write, no execute bits unless the owner's, and the owner's read and write."""
+    mode &= 0o755
+    if not mode & 0o100:
+        mode &= ~0o111
+    return mode | 0o600
 
 
 def _checked(source, layout: tuple) -> list:
@@ -598,6 +805,9 @@ def _checked(source, layout: tuple) -> list:
             raise ArchiveError("member %s: an absolute or empty name" % _shown(name))
         if ".." in parts:
             raise ArchiveError("member %s: climbs out of the tree with '..'" % _shown(name))
+        # UTF-8 takes at most 4 bytes a character: only a longer part can be too long.
+        if any(len(part) > MAX_PART // 4 and len(os.fsencode(part)) > MAX_PART for part in parts):
+            raise ArchiveError("member %s: a name longer or deeper than any file system path" % _shown(name))
         path = "/".join(parts)
         # One name, one entry: a second (a file over a link, a link over a file) would be
         # written through the first or depend on the Python's extraction order.
@@ -607,8 +817,11 @@ def _checked(source, layout: tuple) -> list:
         if member.islnk():
             raise ArchiveError("member %s: a hard link (snapshots hold none)" % _shown(name))
         if member.issym():
-            if len(member.linkname) > MAX_NAME or "\x00" in member.linkname:
+            # symlink(2) takes a target shorter than PATH_MAX (4096 bytes), and not an empty one.
+            if len(member.linkname) >= MAX_NAME or "\x00" in member.linkname or len(os.fsencode(member.linkname)) >= MAX_NAME:
                 raise ArchiveError("member %s: a link target longer than any file system path" % _shown(name))
+            if not member.linkname:
+                raise ArchiveError("member %s: a symbolic link to nothing" % _shown(name))
             links[path] = member.linkname
         elif not (member.isreg() or member.isdir()):
             raise ArchiveError("member %s: a device, FIFO or other special file" % _shown(name))
@@ -625,9 +838,10 @@ def _checked(source, layout: tuple) -> list:
     return members
 
 
-def _below_links(paths, links: dict) -> None:
+def _below_links(paths: dict, links: dict) -> None:
     """Refuse a member whose folder is a symbolic link or lies below one, wherever the link
-    comes in the archive: extraction would write through it."""
+    comes in the archive: extraction would write through it. And one below a file, which no
+    file system can hold. ``paths``: each member's path, True for a folder."""
     clear = set()
     for path in paths:
         folder = path.rpartition("/")[0]
@@ -635,6 +849,8 @@ def _below_links(paths, links: dict) -> None:
         while folder and folder not in clear:
             if folder in links:
                 raise ArchiveError("member %s: lies below a symbolic link, and would be written through it" % _shown(path))
+            if folder in paths and not paths[folder]:
+                raise ArchiveError("member %s: lies below %s, a file" % (_shown(path), _shown(folder)))
             walked.append(folder)
             folder = folder.rpartition("/")[0]
         clear.update(walked)
@@ -750,8 +966,7 @@ def _extract(source, members, destination: str) -> None:
         elif member.issym():
             os.symlink(member.linkname, target)
         else:
-            # As the data filter does: the member's permission bits, owner read and write kept.
-            mode = (member.mode & 0o755) | 0o600
+            mode = _data_mode(member.mode)
             handle = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
             with os.fdopen(handle, "wb") as out, source.extractfile(member) as data:
                 while True:

@@ -263,11 +263,7 @@ def _snapshot(argv) -> int:
     manifest = dict(snapshot.manifest_for(host, ["aidoctor", "snapshot"] + argv), env=env)
     try:
         if not folder:
-            import tempfile
-
-            with tempfile.TemporaryDirectory(prefix="aidoctor-snapshot-") as work:
-                snapshot.write_tree(host, os.path.join(work, "tree"), manifest)
-                count = archive.pack(os.path.join(work, "tree"), args.output)
+            count = snapshot.write_archive(host, args.output, manifest)
             again = "--snapshot"
         else:
             count = snapshot.write_tree(host, args.output, manifest)
@@ -506,11 +502,8 @@ def _fix(args, argv, program) -> int:
     if args.snapshot is None:
         host = _host(args)
         return fixcmd.run(args, _with_model(args, request, host), host, rules, _write, UsageError, tuple(program) + tuple(argv))
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="aidoctor-snapshot-") as work:
-        host = _unpacked(args.snapshot, work, args.image)
-        return fixcmd.run(args, _with_model(args, request, host), host, rules, _write, UsageError, tuple(program) + tuple(argv))
+    host = _unpacked(args.snapshot, args.image)
+    return fixcmd.run(args, _with_model(args, request, host), host, rules, _write, UsageError, tuple(program) + tuple(argv))
 
 
 def _check(args, argv, program) -> int:
@@ -524,29 +517,28 @@ def _check(args, argv, program) -> int:
         return _run_and_write(args, _with_model(args, request, host), host, rules)
     if args.root is not None:
         raise UsageError("give --root or --snapshot, not both")
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="aidoctor-snapshot-") as work:
-        host = _unpacked(args.snapshot, work, args.image)
-        return _run_and_write(args, _with_model(args, request, host), host, rules)
+    host = _unpacked(args.snapshot, args.image)
+    return _run_and_write(args, _with_model(args, request, host), host, rules)
 
 
-def _unpacked(path: str, work: str, image: bool = False):
-    """The Host of a snapshot archive unpacked (checked member by member) into ``work``."""
+def _unpacked(path: str, image: bool = False):
+    """The Host of a snapshot archive, its members checked one by one and held in memory as
+    unpacking would have left them (nothing is written)."""
     from ai_doctor import archive
     from ai_doctor.host import BadTree, Host
 
     if os.path.isdir(path):
         raise UsageError("--snapshot %s: a directory; analyse a tree with --root %s" % (path, path))
     try:
-        archive.unpack(path, work)
+        tree = archive.load(path)
     except archive.ArchiveError as exc:
         message = str(exc)
         raise UsageError("--snapshot " + message if message.startswith(path) else "--snapshot %s: %s" % (path, message)) from None
     try:
-        host = Host(work, origin=path, image=image)
+        # Named by the archive, where the tree lies (an image's fixes say where they apply).
+        host = Host(os.path.abspath(path), origin=path, image=image, tree=tree)
     except BadTree as exc:
-        raise UsageError("--snapshot %s: %s" % (path, str(exc).replace(work, ""))) from None
+        raise UsageError("--snapshot %s: %s" % (path, exc)) from None
     if not any(host.exists(marker) for marker in HOST_MARKERS):
         raise UsageError("--snapshot %s: holds no host tree (none of %s in it)" % (path, ", ".join(HOST_MARKERS)))
     return host

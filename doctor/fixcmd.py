@@ -43,7 +43,7 @@ def run(args, request, host, rules, write, usage_error, command=("aidoctor", "fi
         write(args.output, render(report, plan))
         return EXIT_OK
     if host.origin is not None:
-        raise usage_error("fix --apply: --snapshot %s is unpacked into a temporary folder; unpack it and give --root DIR" % host.origin)
+        raise usage_error("fix --apply: --snapshot %s is read in memory, no tree to change; unpack it and give --root DIR" % host.origin)
     if not host.live and _is_this_root(host.root):
         raise usage_error("fix --apply: --root %s is this host's own root: run `fix --apply` without --root to change it" % host.root)
     # What the next boot holds already, so only what the changes bring is called new there.
@@ -213,7 +213,7 @@ class Recheck:
 def _fresh(host):
     from ai_doctor.host import Host
 
-    return Host("/") if host.live else Host(host.root, origin=host.origin, image=host.image)
+    return Host("/") if host.live else Host(host.root, origin=host.origin, image=host.image, tree=host.tree)
 
 
 def _serious(report) -> set:

@@ -18,6 +18,8 @@ import stat
 
 from ai_doctor.model import RECORDED
 from ai_doctor.record import Record
+from ai_doctor.tree import DISK, NotRegular
+from ai_doctor.tree import read_at_most as read_at_most  # the remedy target reads as the Host does
 
 OK = "ok"
 MISSING = "missing"
@@ -151,58 +153,6 @@ def _failed(path: str, exc: OSError) -> Read:
     return Read(path, ERROR, None, "%s: %s" % (name, exc.strerror or exc), False)
 
 
-def _read_file(path: str, real: str, cap: int, nofollow: bool) -> Read:
-    """Read the regular file at ``real`` (this machine's path for target ``path``), at most
-    ``cap`` bytes."""
-    try:
-        fd = _open_regular(real, nofollow)
-    except _NotRegular:
-        return Read(path, ERROR, None, NOT_REGULAR, False)
-    except OSError as exc:
-        return _failed(path, exc)
-    try:
-        data = read_at_most(fd, cap + 1)
-    except OSError as exc:
-        return _failed(path, exc)
-    finally:
-        os.close(fd)
-    truncated = len(data) > cap
-    return Read(path, OK, data[:cap] if truncated else data, None, truncated)
-
-
-def read_at_most(fd: int, size: int) -> bytes:
-    """Up to ``size`` bytes from ``fd``, read in chunks (a file may be larger than it says)."""
-    chunks, left = [], size
-    while left > 0:
-        chunk = os.read(fd, min(left, 1 << 20))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
-
-
-class _NotRegular(Exception):
-    """A device, FIFO or socket where a file was expected: never opened."""
-
-
-def _open_regular(real: str, nofollow: bool) -> int:
-    """Open a regular file for reading. Anything else is refused before it is opened: opening
-    a device node planted in a tree (``dev/watchdog``) can act on this machine's hardware."""
-    info = os.lstat(real) if nofollow else os.stat(real)
-    if not stat.S_ISREG(info.st_mode):
-        if nofollow and stat.S_ISLNK(info.st_mode):
-            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
-        raise _NotRegular()
-    # O_NONBLOCK: should a FIFO take the file's place after the check, the open must not hang.
-    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (os.O_NOFOLLOW if nofollow else 0)
-    fd = os.open(real, flags)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise _NotRegular()
-    return fd
-
-
 class Refused(Exception):
     """A lookup that the re-rooted resolver stops (a link loop)."""
 
@@ -218,19 +168,29 @@ class Host:
     # configuration then, and counters (cgroup events, suspend statistics) start at zero.
     next_boot = False
 
-    def __init__(self, root: str = "/", trace_links: bool = False, origin=None, image: bool = False):
-        # abspath keeps POSIX's leading "//"; "//" is still this machine's root.
-        self.root = "/" + os.path.abspath(root).lstrip("/")
-        # What the tree was unpacked from (a snapshot archive), for messages; None: the tree.
+    def __init__(self, root: str = "/", trace_links: bool = False, origin=None, image: bool = False, tree=None):
+        if tree is None or tree is DISK:
+            # abspath keeps POSIX's leading "//"; "//" is still this machine's root.
+            self.root = "/" + os.path.abspath(root).lstrip("/")
+            self.live = self.root == "/"
+            self.tree = DISK
+        else:
+            # A tree held in memory (ai_doctor.tree.Members: a snapshot archive's members);
+            # ``root`` only names it.
+            self.root = root
+            self.live = False
+            self.tree = tree
+        # What the tree was read from (a snapshot archive), for messages; None: the tree.
         self.origin = origin
         # Judged as an image even if it holds /proc and /sys (a chroot, a container's rootfs):
         # those are hidden, so only what boot will do is checked.
         self.image = image
-        self.live = self.root == "/"
         # Snapshots need every link a lookup passed through, so the tree can be rebuilt; the
         # live fast path lets the kernel resolve them unseen.
         self.trace_links = trace_links
-        self._prefix = "" if self.live else self.root
+        # What turns a root-relative path into the tree's own: the root's path on this machine,
+        # nothing for the live host or a tree in memory.
+        self._prefix = "" if self.live or self.tree is not DISK else self.root
         # Every access in order: (kind, path, Read). Facts attribute failures with it and
         # snapshots are written from it.
         self.log = []
@@ -284,7 +244,7 @@ class Host:
         if got is None:
             try:
                 real = self._real(path)
-                got = Read(path, OK, tuple(sorted(os.listdir(real))), None, False)
+                got = Read(path, OK, tuple(sorted(self.tree.listdir(real))), None, False)
             except Refused as refused:
                 got = _failed(path, refused.error)
             except OSError as exc:
@@ -303,7 +263,7 @@ class Host:
             try:
                 parent, name = path.rsplit("/", 1)
                 real = self._real(parent or "/").rstrip("/") + "/" + name
-                got = Read(path, OK, os.readlink(real), None, False)
+                got = Read(path, OK, self.tree.readlink(real), None, False)
             except Refused as refused:
                 got = _failed(path, refused.error)
             except OSError as exc:
@@ -320,7 +280,7 @@ class Host:
         got = self._override(path)
         if got is None:
             try:
-                st = os.stat(self._real(path))
+                st = self.tree.stat(self._real(path))
                 got = Read(path, OK, Stat(st.st_mode, st.st_size, st.st_uid), None, False)
             except Refused as refused:
                 got = _failed(path, refused.error)
@@ -345,7 +305,7 @@ class Host:
                 got = got._replace(data=node) if node else Read(path, ERROR, None, "not understood: %r" % got.data[:60], False)
         if got is None:
             try:
-                st = os.stat(self._real(path))
+                st = self.tree.stat(self._real(path))
                 got = Read(path, OK, Node.of(st), None, False)
             except Refused as refused:
                 got = _failed(path, refused.error)
@@ -364,9 +324,9 @@ class Host:
         parent, _, name = _normal(path).rpartition("/")
         try:
             real = self._real(parent or "/").rstrip("/") + "/" + name
-            info = os.lstat(real)
+            info = self.tree.lstat(real)
             if stat.S_ISLNK(info.st_mode):
-                return "link", os.readlink(real)
+                return "link", self.tree.readlink(real)
         except OSError as exc:
             # A folder that can be listed but not searched (mode 0444): the name is there,
             # what it is cannot be seen.
@@ -420,7 +380,7 @@ class Host:
             real = self._real(path)
         except Refused as refused:
             return _failed(path, refused.error)
-        got = _read_file(path, real, cap, nofollow=not self.live or self.trace_links)
+        got = self._read_file(path, real, cap, nofollow=not self.live or self.trace_links)
         if got.ok and path in self._cut:
             # A snapshot holds the part that was read of a file larger than the cap.
             got = got._replace(truncated=True)
@@ -431,7 +391,7 @@ class Host:
             real = self._prefix + self._resolve(derived_record(kind, path))
         except Refused:
             return None
-        got = _read_file(path, real, READ_CAP, nofollow=True)
+        got = self._read_file(path, real, READ_CAP, nofollow=True)
         if not got.ok:
             return None
         text = got.data.decode("utf-8", "replace")
@@ -439,21 +399,34 @@ class Host:
             return Read(path, ERROR, None, text[len(NOT_UNDERSTOOD) :], False)
         return got._replace(data=text)
 
+    def _read_file(self, path: str, real: str, cap: int, nofollow: bool) -> Read:
+        """Read the regular file at ``real`` (the tree's path for target ``path``), at most
+        ``cap`` bytes."""
+        try:
+            data = self.tree.read(real, cap + 1, nofollow)
+        except NotRegular:
+            return Read(path, ERROR, None, NOT_REGULAR, False)
+        except OSError as exc:
+            return _failed(path, exc)
+        truncated = len(data) > cap
+        return Read(path, OK, data[:cap] if truncated else data, None, truncated)
+
     def _derive(self, path: str, kind: str, extract) -> Read:
         try:
-            fd = _open_regular(self._real(path), nofollow=not self.live or self.trace_links)
+            stream, info = self.tree.open(self._real(path), nofollow=not self.live or self.trace_links)
         except Refused as refused:
             return _failed(path, refused.error)
-        except _NotRegular:
+        except NotRegular:
             return Read(path, ERROR, None, NOT_REGULAR, False)
         except OSError as exc:
             return _failed(path, exc)
         from ai_doctor import cache
 
-        with os.fdopen(fd, "rb") as stream:
+        # A file held in memory has no identity to keep its answer under between runs.
+        keep = info is not None
+        with stream:
             try:
-                info = os.fstat(fd)
-                kept = cache.lookup(kind, info)
+                kept = cache.lookup(kind, info) if keep else None
                 if kept is not None:
                     # A file that was not understood is kept too, marked: reading it again
                     # would only fail again, slowly.
@@ -464,9 +437,11 @@ class Host:
                     text = extract(stream)
                 except (ValueError, EOFError) as exc:
                     detail = str(exc) or type(exc).__name__
-                    cache.store(kind, info, NOT_UNDERSTOOD + detail)
+                    if keep:
+                        cache.store(kind, info, NOT_UNDERSTOOD + detail)
                     return Read(path, ERROR, None, detail, False)
-                cache.store(kind, info, text)
+                if keep:
+                    cache.store(kind, info, text)
                 return Read(path, OK, text, None, False)
             except OSError as exc:
                 return _failed(path, exc)
@@ -499,18 +474,23 @@ class Host:
     def _load_manifest(self) -> None:
         import json
 
-        real = os.path.join(self.root, MANIFEST[1:])
+        # Named in messages as the tree's path (a tree in memory: as in the tree).
+        folder, real = self._prefix + MANIFEST_DIR, self._prefix + MANIFEST
         try:
             # The manifest is tree content too: a link or a FIFO there must not reach outside.
-            if not stat.S_ISDIR(os.lstat(os.path.join(self.root, MANIFEST_DIR[1:])).st_mode):
-                raise BadTree("%s: not a directory" % (self.root + MANIFEST_DIR))
+            if not stat.S_ISDIR(self.tree.lstat(folder).st_mode):
+                raise BadTree("%s: not a directory" % folder)
         except FileNotFoundError:
             return
         except OSError as exc:
-            raise BadTree("%s: unreadable (%s)" % (self.root + MANIFEST_DIR, exc.strerror or exc)) from None
-        if os.path.islink(real):
+            raise BadTree("%s: unreadable (%s)" % (folder, exc.strerror or exc)) from None
+        try:
+            link = stat.S_ISLNK(self.tree.lstat(real).st_mode)
+        except OSError:
+            link = False
+        if link:
             raise BadTree("%s: the manifest is a symbolic link" % real)
-        got = _read_file(MANIFEST, real, READ_CAP, nofollow=True)
+        got = self._read_file(MANIFEST, real, READ_CAP, nofollow=True)
         if got.missing:
             return
         if not got.ok or got.truncated:
@@ -551,11 +531,11 @@ class Host:
         """The target of the link at root-relative ``here``; "" where there is none."""
         target = self._links.get(here)
         if target is None:
-            real = self._prefix + here
             try:
-                target = os.readlink(real) if stat.S_ISLNK(os.lstat(real).st_mode) else ""
+                target = self.tree.readlink(self._prefix + here)
             except OSError:
-                target = ""  # the open that follows reports what is wrong
+                # EINVAL: not a link; anything else, the lookup that follows reports it.
+                target = ""
             self._links[here] = target
             if target and self.trace_links:
                 self._note("link", Read(here, OK, target, None, False))

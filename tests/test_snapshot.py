@@ -224,26 +224,47 @@ def test_a_deeply_nested_manifest_is_refused_in_one_line(run, tmp_path):
     assert result.code == 2 and result.err.count("\n") == 1 and "unreadable manifest" in result.err
 
 
-def test_the_writer_never_writes_through_a_link_it_made(tmp_path):
+def test_nothing_is_placed_through_a_link_the_snapshot_holds(tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()
+    layout = snapshot._Layout()
+    assert layout.link("/etc", str(outside)) == 1
+    assert layout.file("/boot/vmlinuz", b"kernel") == 1
+    for attempt in (
+        lambda: layout.file("/etc/passwd", b"planted"),
+        lambda: layout.folder("/etc/sub"),
+        lambda: layout.link("/etc/sub", "/"),
+        lambda: layout.file("/boot/vmlinuz/below", b"planted"),
+        lambda: layout.file("/a/../../escape", b"planted"),
+        lambda: layout.file("/a/\x00", b"planted"),
+        lambda: layout.file("/a/" + "x" * 256, b"no file system holds the name"),
+    ):
+        with pytest.raises(snapshot._Unplaceable):
+            attempt()
+    layout.chmod("/etc", 0o777)  # a link: left alone
+    assert layout.modes == {} and layout.file("/etc", b"taken") == 0
     writer = snapshot._Writer(str(tmp_path / "snap"))
     try:
-        assert writer.link("/etc", str(outside)) == 1
-        for attempt in (
-            lambda: writer.file("/etc/passwd", b"planted"),
-            lambda: writer.folder("/etc/sub"),
-            lambda: writer.link("/etc/sub", "/"),
-            lambda: writer.file("/a/../../escape", b"planted"),
-            lambda: writer.file("/a/\x00", b"planted"),
-        ):
-            with pytest.raises(snapshot._Unplaceable):
-                attempt()
-        writer.chmod("/etc", 0o777)  # a link: left alone
+        writer.write(layout)
+    finally:
+        writer.close()
+    assert list(outside.iterdir()) == [] and os.readlink(tmp_path / "snap/etc") == str(outside)
+    assert not (tmp_path / "escape").exists()
+
+
+def test_the_writer_stops_at_a_link_planted_in_its_way(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    layout = snapshot._Layout()
+    layout.file("/etc/passwd", b"kept")
+    writer = snapshot._Writer(str(tmp_path / "snap"))
+    try:
+        (tmp_path / "snap/etc").symlink_to(outside)  # made by someone else meanwhile
+        with pytest.raises(OSError):
+            writer.write(layout)
     finally:
         writer.close()
     assert list(outside.iterdir()) == []
-    assert not (tmp_path / "escape").exists()
 
 
 def test_a_link_into_the_tree_metadata_reads_as_absent(run, tmp_path):
