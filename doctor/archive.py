@@ -806,14 +806,15 @@ def _checked(source, layout: tuple) -> list:
         if ".." in parts:
             raise ArchiveError("member %s: climbs out of the tree with '..'" % _shown(name))
         # UTF-8 takes at most 4 bytes a character: only a longer part can be too long.
-        if any(len(part) > MAX_PART // 4 and len(os.fsencode(part)) > MAX_PART for part in parts):
+        if max(map(len, parts)) > MAX_PART // 4 and any(len(os.fsencode(part)) > MAX_PART for part in parts):
             raise ArchiveError("member %s: a name longer or deeper than any file system path" % _shown(name))
         path = "/".join(parts)
         # One name, one entry: a second (a file over a link, a link over a file) would be
         # written through the first or depend on the Python's extraction order.
-        if path in seen and not (member.isdir() and seen[path]):
+        folder = member.isdir()
+        if path in seen and not (folder and seen[path]):
             raise ArchiveError("member %s: the same name twice" % _shown(name))
-        seen[path] = member.isdir()
+        seen[path] = folder
         if member.islnk():
             raise ArchiveError("member %s: a hard link (snapshots hold none)" % _shown(name))
         if member.issym():
@@ -823,7 +824,7 @@ def _checked(source, layout: tuple) -> list:
             if not member.linkname:
                 raise ArchiveError("member %s: a symbolic link to nothing" % _shown(name))
             links[path] = member.linkname
-        elif not (member.isreg() or member.isdir()):
+        elif not (folder or member.isreg()):
             raise ArchiveError("member %s: a device, FIFO or other special file" % _shown(name))
         if not _time_ok(member.mtime):
             raise ArchiveError("member %s: a modification time out of range" % _shown(name))

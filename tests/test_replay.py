@@ -396,3 +396,17 @@ def test_a_broken_manifest_is_refused_alike(run, tmp_path, members):
     on_disk = run("--root", folder)
     assert held.code == on_disk.code == 2 and len(held.err.splitlines()) == 1
     assert held.err == on_disk.err.replace("--root %s" % folder, "--snapshot %s: " % packed)
+
+
+def test_link_loops_and_chains_read_alike(tmp_path):
+    from test_archive import MEMINFO, craft
+
+    chain = [("l%d" % i, "l%d" % (i + 1)) for i in range(44)] + [("l44", "proc/meminfo")]
+    loops = [("a", "b"), ("b", "a"), ("c", "a/d"), ("d/self", "self"), ("d/up", "../proc"), ("e", "d/up/meminfo")]
+    links = [({"name": name, "type": tarfile.SYMTYPE, "linkname": target}, None) for name, target in chain + loops]
+    packed = craft(tmp_path / "loops.tar.gz", [MEMINFO] + links)
+    memory = Host(os.path.abspath(str(packed)), origin=str(packed), tree=archive.load(str(packed)))
+    disk = Host(str(unpacked(packed, tmp_path / "out")), origin=str(packed))
+    probes = ["/l0", "/l4", "/l5", "/l5/x", "/a", "/a/x", "/c", "/d/self", "/d/up/meminfo", "/e", "/e/..", "/proc/meminfo/.."]
+    assert views(memory, probes, time.time()) == views(disk, probes, time.time())
+    assert memory.read_text("/l5").ok and memory.read_text("/l4").status == "error" and memory.read_text("/e").ok
