@@ -1,13 +1,14 @@
 """The Host reader: every byte a check sees comes through here.
 
 A Host has a root (``/`` for the live machine, or a directory holding a mounted image, an
-unpacked snapshot or a fixture). Paths are always written as on the target (``/proc/meminfo``)
-and re-rooted inside. Each read returns a :class:`Read` outcome instead of raising, and is
-logged, so a run can say what it could not see and a snapshot can replay it.
+unpacked snapshot or a fixture), or reads a tree held in memory (a snapshot archive's members,
+ai_doctor.tree.Members) the way it reads one on disk. Paths are always written as on the target
+(``/proc/meminfo``) and re-rooted inside. Each read returns a :class:`Read` outcome instead of
+raising, and is logged, so a run can say what it could not see and a snapshot can replay it.
 
-Under a directory root, symbolic links resolve *inside* the root as chroot(2) would: absolute
-targets restart at the root, ``..`` stops at the root, and more than 40 links in one lookup
-stop with ELOOP like the kernel's own limit. Nothing outside the root is ever opened.
+Under any root but the live one, symbolic links resolve *inside* the root as chroot(2) would:
+absolute targets restart at the root, ``..`` stops at the root, and more than 40 links in one
+lookup stop with ELOOP like the kernel's own limit. Nothing outside the root is ever opened.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 The tree has the target's files at their paths, links as links, and ``/.aidoctor/manifest.json``
 for what files cannot carry: who took it, and the outcomes (permission denied, I/O errors)
-of reads that failed. ``aidoctor --root TREE`` analyses it; fixtures use the same layout.
+of reads that failed. ``aidoctor --root TREE`` analyses it; fixtures use the same layout. The
+tree is laid out in memory from the Host's log first (:class:`_Layout`), then written as a
+folder or straight into an archive (``aidoctor --snapshot FILE`` reads it back from memory).
 """
 
 from __future__ import annotations

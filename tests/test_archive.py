@@ -72,9 +72,13 @@ def test_a_tree_snapshot_archive_replays_identically(run, tmp_path, name):
 def test_unpacking_without_the_data_filter_takes_the_same_archive(run, tmp_path, monkeypatch):
     target = tmp_path / "snap.tar.gz"
     assert run("snapshot", "--root", fixture_root("nvme-mq-deadline"), "-o", str(target)).code == 0
+    replayed = run("--snapshot", str(target), "--model-size", "8G", "--format", "json")
     monkeypatch.delattr(tarfile, "data_filter", raising=False)
-    result = run("--snapshot", str(target), "--model-size", "8G", "--format", "json")
+    (tmp_path / "out").mkdir()
+    assert archive.unpack(str(target), str(tmp_path / "out")) > 10
+    result = run("--root", tmp_path / "out", "--model-size", "8G", "--format", "json")
     assert result.code in (0, 1) and "storage.scheduler" in result.findings()
+    assert result.findings() == replayed.findings() and result.statuses() == replayed.statuses()
 
 
 # -- crafted archives ---------------------------------------------------------------------------
@@ -225,10 +229,15 @@ def test_modes_and_climbing_links_survive_without_the_data_filter(run, tree, tmp
     tree.link("/etc/sysctl.d/99-sysctl.conf", "../../../../etc/sysctl.conf")  # climbs past /: stops at the root
     target = tmp_path / "t.tar.gz"
     assert run("snapshot", "--root", tree, "-o", str(target)).code == 0
-    monkeypatch.delattr(tarfile, "data_filter", raising=False)
     result = run("--snapshot", str(target), "--format", "json", "-v")
     assert result.code == 0, result.err
     assert result.statuses()["persist.rc-local-ineffective"] == "pass"
+    # Unpacked where tarfile has no data filter: the same modes, member by member.
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    (tmp_path / "out").mkdir()
+    archive.unpack(str(target), str(tmp_path / "out"))
+    assert os.stat(tmp_path / "out/etc/rc.local").st_mode & 0o777 == 0o755
+    assert run("--root", tmp_path / "out", "--format", "json", "-v").statuses() == result.statuses()
 
 
 # -- hostile archives: refused from their headers, before tarfile parses them ----------------------
@@ -472,12 +481,16 @@ def test_headers_a_snapshot_never_holds_are_refused(run, tmp_path, monkeypatch, 
 def test_links_are_followed_through_each_other_as_the_kernel_would(run, tmp_path, monkeypatch, links, data_filter):
     members = [MEMINFO] + [({"name": name, "type": tarfile.SYMTYPE, "linkname": target}, None) for name, target in links]
     path = craft(tmp_path / "links.tar.gz", members)
-    if not data_filter:
-        monkeypatch.delattr(tarfile, "data_filter", raising=False)
     result = run("--snapshot", str(path))
     lines = result.err.strip().splitlines()
     assert result.code == 2 and len(lines) == 1 and ": a symbolic link " in lines[0], result.err
-    assert not os.path.exists(tmp_path / "x")
+    # Refused before anything is written, unpacking with the data filter or without.
+    if not data_filter:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    (tmp_path / "out").mkdir()
+    with pytest.raises(archive.ArchiveError, match=": a symbolic link "):
+        archive.unpack(str(path), str(tmp_path / "out"))
+    assert not os.path.exists(tmp_path / "x") and os.listdir(tmp_path / "out") == []
 
 
 @pytest.mark.parametrize("data_filter", [True, False])
@@ -490,10 +503,14 @@ def test_links_no_lookup_gets_through_are_taken(run, tmp_path, monkeypatch, data
     chain = [("l%d" % i, "l%d" % (i + 1)) for i in range(49)] + [("l49", "proc/meminfo")]
     loops = [("a", "b"), ("b", "a"), ("c", "a/d"), ("d/self", "self")]
     links = [({"name": name, "type": tarfile.SYMTYPE, "linkname": target}, None) for name, target in chain + loops]
+    path = craft(tmp_path / "loops.tar.gz", [meminfo] + links)
+    result = run("--snapshot", str(path), "--format", "json")
+    assert result.code in (0, 1), result.err
     if not data_filter:
         monkeypatch.delattr(tarfile, "data_filter", raising=False)
-    result = run("--snapshot", str(craft(tmp_path / "loops.tar.gz", [meminfo] + links)), "--format", "json")
-    assert result.code in (0, 1), result.err
+    (tmp_path / "out").mkdir()
+    assert archive.unpack(str(path), str(tmp_path / "out")) == len(links) + 1
+    assert run("--root", tmp_path / "out", "--format", "json").findings() == result.findings()
     assert not os.path.exists(tmp_path / "outside") and not os.path.exists(tmp_path / "x")
 
 
