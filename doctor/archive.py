@@ -41,6 +41,10 @@ from ai_doctor.host import lexical
 # A snapshot is a few hundred KiB; these leave room for big hosts and refuse bombs.
 MAX_ARCHIVE = 256 << 20
 MAX_UNPACKED = 1 << 30
+# What a replay holds in memory at the most (the tar stream; its members are copied out of it):
+# an archive that unpacks to more, which no snapshot aidoctor takes comes near, is unpacked into
+# a temporary folder instead, so a small archive that inflates to a GiB costs disk, not memory.
+MAX_HELD = 64 << 20
 # A live snapshot holds a few hundred members, a 512-CPU host some thousands; unpacking takes
 # about 0.3 ms a member, so this bounds a valid archive's unpacking to seconds.
 MAX_MEMBERS = 30_000
@@ -664,23 +668,57 @@ def _unreadable():
     )
 
 
-def load(archive: str):
+def load(archive: str, spill=None):
     """Check every member of ``archive`` as :func:`unpack` does, and hold the tree in memory as
     unpacking would have left it (an ai_doctor.tree.Members a Host reads): nothing is written.
-    Raises ArchiveError naming what was refused, as unpack does."""
+    An archive that unpacks to more than MAX_HELD bytes is unpacked instead, into the empty
+    folder ``spill()`` makes (a :class:`Spill`), and read from there (a tree.Folder); without
+    ``spill`` it is refused. Raises ArchiveError naming what was refused, as unpack does."""
+    shown = []
 
     def hold(raw):
         # Two passes over one stream, the pre-scan's, then tarfile's, which must agree; the
-        # second reads what the first decompressed, kept in memory (the limits bound it).
-        kept = _Kept(_decompressed(raw))
+        # second reads what the first decompressed, kept in memory.
+        kept = _Kept(_decompressed(raw), MAX_HELD)
         layout = _Scan(kept).run()
+        if kept.parts is None:
+            if spill is None:
+                raise ArchiveError("%s: more than %d MiB unpacked, more than a replay holds in memory" % (archive, MAX_HELD >> 20))
+            from ai_doctor.tree import Folder
+
+            shown.append(spill())
+            _extracted(raw, layout, shown[0])
+            return Folder(shown[0])
         data = b"".join(kept.parts)
-        del kept.parts[:]
+        kept.parts = None
         with tarfile.open(fileobj=_Bounded(io.BytesIO(data)), mode="r:") as source:
             members = _checked(source, layout)
         return _held(members, data)
 
-    return _reading(archive, hold)
+    return _reading(archive, hold, shown)
+
+
+class Spill:
+    """``with Spill() as spill``: ``spill()`` makes a temporary folder the first time it is
+    called (for :func:`load`), and the end of the ``with`` removes it."""
+
+    def __init__(self):
+        self.folder = None
+
+    def __enter__(self):
+        return self
+
+    def __call__(self) -> str:
+        import tempfile
+
+        self.folder = tempfile.mkdtemp(prefix="aidoctor-snapshot-")
+        return self.folder
+
+    def __exit__(self, *exc) -> None:
+        if self.folder is not None:
+            import shutil
+
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def unpack(archive: str, destination: str) -> int:
@@ -689,21 +727,27 @@ def unpack(archive: str, destination: str) -> int:
 
     def extract(raw):
         # Two passes over one open file: the pre-scan's, then tarfile's, which must agree.
-        layout = _Scan(_decompressed(raw)).run()
-        with tarfile.open(fileobj=_Bounded(_decompressed(raw)), mode="r:") as source:
-            members = _checked(source, layout)
-            if hasattr(tarfile, "data_filter"):
-                source.extractall(destination, members=members, filter="data")
-            else:
-                _extract(source, members, destination)
-        return len(members)
+        return _extracted(raw, _Scan(_decompressed(raw)).run(), destination)
 
-    return _reading(archive, extract, destination)
+    return _reading(archive, extract, [destination])
 
 
-def _reading(archive: str, use, destination: str = ""):
+def _extracted(raw, layout: tuple, destination: str) -> int:
+    """The archive ``raw`` read again by tarfile, checked against the pre-scan's ``layout`` and
+    extracted into ``destination``; returns the member count."""
+    with tarfile.open(fileobj=_Bounded(_decompressed(raw)), mode="r:") as source:
+        members = _checked(source, layout)
+        if hasattr(tarfile, "data_filter"):
+            source.extractall(destination, members=members, filter="data")
+        else:
+            _extract(source, members, destination)
+    return len(members)
+
+
+def _reading(archive: str, use, shown: list):
     """``use(raw)`` on the open archive, which must be a regular file within the size limit;
-    whatever reading it raises becomes one ArchiveError line."""
+    whatever reading it raises becomes one ArchiveError line, without the folders in
+    ``shown`` (where it is unpacked)."""
     try:
         info = os.stat(archive)
     except OSError as exc:
@@ -719,29 +763,38 @@ def _reading(archive: str, use, destination: str = ""):
         raise
     except _unreadable() as exc:
         # tarfile.FilterError is a TarError: the data filter refused something the checks let by.
-        detail = str(exc).replace(destination, "") if destination else str(exc)
+        detail = str(exc)
+        for folder in shown:
+            detail = detail.replace(folder, "")
         detail = " ".join(detail.split())
         detail = detail[:200] + ("..." if len(detail) > 200 else "")
         raise ArchiveError("%s: not a readable snapshot archive (%s)" % (archive, detail or type(exc).__name__)) from None
 
 
 class _Kept:
-    """The decompressed stream, every part read from it kept (``parts``)."""
+    """The decompressed stream, the parts read from it kept (``parts``) up to ``limit`` bytes;
+    past that none are (``parts`` None)."""
 
-    def __init__(self, stream):
+    def __init__(self, stream, limit: int):
         self.stream = stream
         self.parts = []
+        self.left = limit
         self.read1 = self._read1 if hasattr(stream, "read1") else self.read
 
-    def read(self, size: int) -> bytes:
-        data = self.stream.read(size)
-        self.parts.append(data)
+    def _keep(self, data: bytes) -> bytes:
+        if self.parts is not None:
+            self.left -= len(data)
+            if self.left < 0:
+                self.parts = None
+            else:
+                self.parts.append(data)
         return data
 
+    def read(self, size: int) -> bytes:
+        return self._keep(self.stream.read(size))
+
     def _read1(self, size: int) -> bytes:
-        data = self.stream.read1(size)
-        self.parts.append(data)
-        return data
+        return self._keep(self.stream.read1(size))
 
 
 def _held(members: list, data: bytes):

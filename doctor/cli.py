@@ -502,8 +502,11 @@ def _fix(args, argv, program) -> int:
     if args.snapshot is None:
         host = _host(args)
         return fixcmd.run(args, _with_model(args, request, host), host, rules, _write, UsageError, tuple(program) + tuple(argv))
-    host = _unpacked(args.snapshot, args.image)
-    return fixcmd.run(args, _with_model(args, request, host), host, rules, _write, UsageError, tuple(program) + tuple(argv))
+    from ai_doctor.archive import Spill
+
+    with Spill() as spill:
+        host = _unpacked(args.snapshot, args.image, spill)
+        return fixcmd.run(args, _with_model(args, request, host), host, rules, _write, UsageError, tuple(program) + tuple(argv))
 
 
 def _check(args, argv, program) -> int:
@@ -517,20 +520,24 @@ def _check(args, argv, program) -> int:
         return _run_and_write(args, _with_model(args, request, host), host, rules)
     if args.root is not None:
         raise UsageError("give --root or --snapshot, not both")
-    host = _unpacked(args.snapshot, args.image)
-    return _run_and_write(args, _with_model(args, request, host), host, rules)
+    from ai_doctor.archive import Spill
+
+    with Spill() as spill:
+        host = _unpacked(args.snapshot, args.image, spill)
+        return _run_and_write(args, _with_model(args, request, host), host, rules)
 
 
-def _unpacked(path: str, image: bool = False):
+def _unpacked(path: str, image: bool = False, spill=None):
     """The Host of a snapshot archive, its members checked one by one and held in memory as
-    unpacking would have left them (nothing is written)."""
+    unpacking would have left them (nothing is written); one too large to hold is unpacked
+    into the folder ``spill()`` makes (archive.load)."""
     from ai_doctor import archive
     from ai_doctor.host import BadTree, Host
 
     if os.path.isdir(path):
         raise UsageError("--snapshot %s: a directory; analyse a tree with --root %s" % (path, path))
     try:
-        tree = archive.load(path)
+        tree = archive.load(path, spill)
     except archive.ArchiveError as exc:
         message = str(exc)
         raise UsageError("--snapshot " + message if message.startswith(path) else "--snapshot %s: %s" % (path, message)) from None

@@ -83,6 +83,36 @@ class Disk:
 DISK = Disk()
 
 
+class Folder(Disk):
+    """A tree in a folder of this machine (a snapshot archive too large to hold in memory,
+    unpacked): paths are the tree's own, below ``path``. A Host resolves every link on the way
+    before it asks, as it does for a root on disk."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def lstat(self, real: str):
+        return os.lstat(self.path + real)
+
+    def stat(self, real: str):
+        return os.stat(self.path + real)
+
+    def readlink(self, real: str) -> str:
+        return os.readlink(self.path + real)
+
+    def listdir(self, real: str) -> list:
+        return os.listdir(self.path + real)
+
+    def read(self, real: str, size: int, nofollow: bool) -> bytes:
+        return Disk.read(self.path + real, size, nofollow)
+
+    def open(self, real: str, nofollow: bool):
+        """(binary stream, None): the folder goes at the end of the run; nothing read from it
+        is kept for the next."""
+        stream, _info = Disk.open(self.path + real, nofollow)
+        return stream, None
+
+
 def _error(code: int) -> OSError:
     # OSError picks the subclass for the code (FileNotFoundError for ENOENT), as the kernel's would.
     return OSError(code, os.strerror(code))

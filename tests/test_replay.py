@@ -410,3 +410,44 @@ def test_link_loops_and_chains_read_alike(tmp_path):
     probes = ["/l0", "/l4", "/l5", "/l5/x", "/a", "/a/x", "/c", "/d/self", "/d/up/meminfo", "/e", "/e/..", "/proc/meminfo/.."]
     assert views(memory, probes, time.time()) == views(disk, probes, time.time())
     assert memory.read_text("/l5").ok and memory.read_text("/l4").status == "error" and memory.read_text("/e").ok
+
+
+@pytest.mark.parametrize("name", ["image-rhel-traps", "permission-denied", "gpu-healthy"])
+def test_an_archive_too_large_to_hold_is_unpacked_for_the_run_and_replays_alike(run, tmp_path, monkeypatch, name):
+    import tempfile
+
+    packed = tmp_path / "snap.tar.gz"
+    assert run("snapshot", "--root", fixture_root(name), "-o", packed).code == 0
+    folder = unpacked(packed, tmp_path / "unpacked")
+    monkeypatch.setattr(archive, "MAX_HELD", 4096)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "temporary"))
+    (tmp_path / "temporary").mkdir()
+    made = []
+    spill = archive.Spill.__call__
+    monkeypatch.setattr(archive.Spill, "__call__", lambda self: made.append(spill(self)) or made[-1])
+    replays_alike(run, packed, folder, args_of(name))
+    replays_alike(run, packed, folder, args_of(name), ["fix"])
+    assert len(made) == 2 and os.listdir(tmp_path / "temporary") == []
+    with pytest.raises(archive.ArchiveError, match="more than 0 MiB unpacked, more than a replay holds in memory"):
+        archive.load(str(packed))
+
+
+def test_a_small_archive_that_inflates_to_a_gib_is_not_held_in_memory(tmp_path, monkeypatch):
+    import tracemalloc
+
+    from test_archive import MEMINFO, craft
+
+    monkeypatch.setattr(archive, "MAX_HELD", 1 << 20)
+    packed = craft(tmp_path / "zeros.tar.gz", [MEMINFO, ({"name": "var/zeros"}, bytes(8 << 20))])
+    assert os.path.getsize(packed) < 64 << 10
+    tracemalloc.start()
+    try:
+        with archive.Spill() as spill:
+            tree = archive.load(str(packed), spill)
+            host = Host(os.path.abspath(str(packed)), origin=str(packed), tree=tree)
+            assert host.read_text("/proc/meminfo").data == MEMINFO[1].decode()
+            assert host.stat("/var/zeros")[1].size == 8 << 20 and host.read_bytes("/var/zeros", cap=4).data == bytes(4)
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20 and not os.path.exists(spill.folder)
