@@ -19,7 +19,7 @@ import stat
 
 from ai_doctor.model import RECORDED
 from ai_doctor.record import Record
-from ai_doctor.tree import DISK, NotRegular
+from ai_doctor.tree import DISK, MAX_LINKS, NotRegular
 from ai_doctor.tree import read_at_most as read_at_most  # the remedy target reads as the Host does
 
 OK = "ok"
@@ -29,8 +29,6 @@ ERROR = "error"
 
 # /proc and /sys report size 0 or 4096 whatever they hold, so reads are capped instead of sized.
 READ_CAP = 8 << 20
-# Linux gives up after 40 links in one lookup (MAXSYMLINKS); so does the re-rooted resolver.
-MAX_LINKS = 40
 # Where a tree keeps facts about itself that files cannot carry (DESIGN.md, Snapshots).
 MANIFEST_DIR = "/.aidoctor"
 MANIFEST = MANIFEST_DIR + "/manifest.json"

@@ -18,6 +18,9 @@ import errno
 import os
 import stat
 
+# Linux gives up after 40 links in one lookup (MAXSYMLINKS); so do the re-rooted resolvers.
+MAX_LINKS = 40
+
 
 class NotRegular(Exception):
     """A device, FIFO, socket or folder where a file was expected: never opened."""
@@ -145,7 +148,7 @@ class Entry:
         elif target is not None:
             self.st_size = len(os.fsencode(target))
         else:
-            self.st_size = 4096
+            self.st_size = 4096  # a folder's on ext4 (tmpfs counts its names); no check reads it
 
 
 class Members:
@@ -195,7 +198,7 @@ class Members:
                 raise _error(errno.ENOENT)
             if entry.target is not None and (pending or follow):
                 followed += 1
-                if followed > 40:
+                if followed > MAX_LINKS:
                     raise _error(errno.ELOOP)
                 if entry.target.startswith("/"):
                     done = []
