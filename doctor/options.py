@@ -92,7 +92,7 @@ OPTIONS = (
         "snapshot",
         "once",
         SOURCE,
-        "a snapshot archive (aidoctor snapshot -o host.tar.gz), unpacked safely",
+        "a snapshot archive (aidoctor snapshot -o host.tar.gz), checked and read in memory",
         metavar="FILE",
     ),
     Option(("--image",), "image", "flag", SOURCE, "judge the --root tree as an image even if it holds /proc and /sys (what boot will do)"),
