@@ -217,8 +217,8 @@ class Host:
             data = data[: data.rfind(b"\n") + 1]
         # The log keeps the bytes: a snapshot writes them as they were, not re-encoded (each
         # invalid byte would come back as three).
-        self._note("file", got._replace(data=data))
-        return got._replace(data=data.decode("utf-8", "replace"))
+        self._note("file", Read(got.path, OK, data, None, got.truncated))
+        return Read(got.path, OK, data.decode("utf-8", "replace"), None, got.truncated)
 
     def derive(self, path: str, kind: str, extract) -> Read:
         """What ``extract(stream)`` finds in the file at ``path`` (a module's .modinfo, a kernel
@@ -606,5 +606,7 @@ def lexical(path: str) -> str:
 
 def _normal(path: str) -> str:
     """A target path in one spelling: absolute, no doubled or trailing slashes."""
+    if path[:1] == "/" and "//" not in path and "/./" not in path and not path.endswith(("/", "/.")):
+        return path  # already so: most paths are written that way
     parts = [part for part in path.split("/") if part and part != "."]
     return "/" + "/".join(parts)

@@ -225,3 +225,15 @@ def test_a_device_node_in_a_tree_is_never_opened(tree):
         os.open = real_open
     assert got.detail == derived.detail == "not a regular file"
     assert not [p for p in opened if "fake-watchdog" in str(p)]
+
+
+def test_paths_in_one_spelling_whichever_way_they_are_written():
+    import itertools
+
+    from ai_doctor.host import _normal
+
+    for length in range(1, 7):
+        for pieces in itertools.product(["/", "a", ".", "..", "b"], repeat=length):
+            path = "".join(pieces)
+            parts = [part for part in path.split("/") if part and part != "."]
+            assert _normal(path) == "/" + "/".join(parts), path
