@@ -35,7 +35,7 @@ OLDER = {
         },
     }
 }
-_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_LABEL = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
 
 
 class StoreError(ValueError):
@@ -52,7 +52,7 @@ def folder() -> str:
 
 
 def _path(label: str) -> str:
-    if not _LABEL.fullmatch(label or ""):
+    if not re.fullmatch(_LABEL, label or ""):
         raise StoreError("bench label %r: use letters, digits, dot, dash and underscore (64 at most)" % label)
     return os.path.join(folder(), label + ".json")
 
@@ -388,7 +388,7 @@ def saved() -> list:
     found = []
     for name in names:
         label = name[: -len(".json")]
-        if not _LABEL.fullmatch(label):
+        if not re.fullmatch(_LABEL, label):
             continue
         try:
             data = load(label)

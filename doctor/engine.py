@@ -32,8 +32,13 @@ class Rule(Record):
     """A registered check; ``needs`` are facts it cannot run without, ``uses`` optional ones;
     ``host_only`` names inputs that live on a container's host (the check skips in one)."""
 
-    __slots__ = ("id", "title", "severity", "needs", "uses", "review", "docs", "check", "module", "order", "host_only")
+    __slots__ = ("id", "title", "severity", "needs", "uses", "review", "check", "module", "order", "host_only")
     _defaults = {"host_only": None}
+
+    @property
+    def docs(self) -> str:
+        """The check's docstring, indentation removed; cleaned when read, which a run never does."""
+        return _cleandoc(self.check.__doc__ or "")
 
     @property
     def area(self) -> str:
@@ -41,7 +46,13 @@ class Rule(Record):
 
     @property
     def summary(self) -> str:
-        return self.docs.split("\n\n", 1)[0].replace("\n", " ")
+        """The docstring's first paragraph on one line."""
+        words = []
+        for line in (self.check.__doc__ or "").strip().split("\n"):
+            if not line.strip():
+                break
+            words.append(line.strip())
+        return " ".join(words)
 
 
 class RuleDefinitionError(Exception):
@@ -62,10 +73,9 @@ def rule(id: str, title: str, severity: Severity, needs=(), uses=(), review=Fals
             raise RuleDefinitionError("rule id %r is not of the form area.name" % id)
         if id in REGISTRY:
             raise RuleDefinitionError("rule id %r registered twice (%s, %s)" % (id, REGISTRY[id].module, check.__module__))
-        docs = _cleandoc(check.__doc__ or "")
-        if not docs:
+        if not (check.__doc__ or "").strip():
             raise RuleDefinitionError("rule %r has no documentation (docstring)" % id)
-        REGISTRY[id] = Rule(id, title, severity, tuple(needs), tuple(uses), review, docs, check, check.__module__, len(REGISTRY), host_only)
+        REGISTRY[id] = Rule(id, title, severity, tuple(needs), tuple(uses), review, check, check.__module__, len(REGISTRY), host_only)
         return check
 
     return register

@@ -30,8 +30,8 @@ MARKS = ("unknown", "pass", "skip", "not-run")
 
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 # ASCII digits only: ``\d`` would take any script's.
-_AGE = re.compile(r"([0-9]{1,9}(?:\.[0-9]{1,6})?)\s*([smhdw]?)")
-_ISO = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})")
+_AGE = r"([0-9]{1,9}(?:\.[0-9]{1,6})?)\s*([smhdw]?)"
+_ISO = r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})"
 
 
 class FleetError(Exception):
@@ -139,7 +139,7 @@ class Fleet(Record):
 def parse_age(text: str) -> int:
     """``7d``, ``36h``, ``90m``, ``45s`` or plain seconds (``w`` for weeks) → seconds, positive.
     Raises ValueError with the words to show."""
-    match = _AGE.fullmatch(str(text).strip().lower())
+    match = re.fullmatch(_AGE, str(text).strip().lower())
     if match is None:
         raise ValueError("not an age (give e.g. 7d, 36h, 90m, or seconds)")
     seconds = round(float(match.group(1)) * _UNITS[match.group(2)])
@@ -153,7 +153,7 @@ def parse_time(text):
     where it is not one."""
     if not isinstance(text, str) or len(text) > MAX_WORD:
         return None
-    match = _ISO.fullmatch(text)
+    match = re.fullmatch(_ISO, text)
     if match is None:
         return None
     import datetime

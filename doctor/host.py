@@ -194,6 +194,8 @@ class Host:
         # snapshots are written from it.
         self.log = []
         self._links = {}
+        # Whole paths already resolved: a snapshot or a replay resolves most paths several times.
+        self._resolved = {}
         self._overrides = {}
         self._cut = set()
         self.manifest = {}
@@ -340,6 +342,7 @@ class Host:
         ones). OSError (ELOOP) for a loop."""
         if fresh:
             self._links.clear()
+            self._resolved.clear()
         try:
             return self._resolve(_normal(path))
         except Refused as refused:
@@ -524,7 +527,10 @@ class Host:
 
     def _resolve(self, path: str) -> str:
         """Resolve every link in ``path`` inside the root; returns a root-relative path."""
-        return resolve_inside(path, self._link_at)
+        resolved = self._resolved.get(path)
+        if resolved is None:
+            resolved = self._resolved[path] = resolve_inside(path, self._link_at)
+        return resolved
 
     def _link_at(self, here: str) -> str:
         """The target of the link at root-relative ``here``; "" where there is none."""
@@ -547,6 +553,7 @@ def resolve_inside(path: str, link_at, follow_last: bool = True) -> str:
     there, applied after the link it follows (path_resolution(7)). The result is normal:
     absolute, no ``.``, ``..`` or empty parts. Refused (ELOOP) past MAX_LINKS links."""
     pending = [part for part in path.split("/") if part][::-1]
+    # done[i] is the resolved path of the first i + 1 parts: each step appends to the last.
     done = []
     followed = 0
     while pending:
@@ -557,17 +564,18 @@ def resolve_inside(path: str, link_at, follow_last: bool = True) -> str:
             if done:
                 done.pop()
             continue
-        done.append(name)
-        target = link_at("/" + "/".join(done)) if pending or follow_last else ""
-        if target:
-            followed += 1
-            if followed > MAX_LINKS:
-                raise Refused(errno.ELOOP)
-            done.pop()
-            if target.startswith("/"):
-                done = []
-            pending.extend(part for part in reversed(target.split("/")) if part)
-    return "/" + "/".join(done)
+        here = (done[-1] if done else "") + "/" + name
+        target = link_at(here) if pending or follow_last else ""
+        if not target:
+            done.append(here)
+            continue
+        followed += 1
+        if followed > MAX_LINKS:
+            raise Refused(errno.ELOOP)
+        if target.startswith("/"):
+            done = []
+        pending.extend(part for part in reversed(target.split("/")) if part)
+    return done[-1] if done else "/"
 
 
 class BadTree(Exception):

@@ -156,7 +156,7 @@ _GGUF_WANTED = ("general.alignment", "general.file_type", "split.no", "split.cou
 # Files counted by size alone, and names beside weights that are not weights.
 PLAIN_SUFFIXES = (".bin", ".pt", ".pth", ".onnx", ".onnx_data", ".onnx.data")
 NOT_WEIGHTS = ("training_args.bin", "optimizer.pt", "scheduler.pt", "optimizer.bin", "scaler.pt")
-_SPLIT_GGUF = re.compile(r"(.*)-([0-9]{5})-of-([0-9]{5})\.gguf\Z", re.S)
+_SPLIT_GGUF = r"(?s)(.*)-([0-9]{5})-of-([0-9]{5})\.gguf\Z"
 # Indexes larger than this are not a model's (DeepSeek-V3's, 91,000 tensors, is 9 MB).
 INDEX_CAP = 64 << 20
 
@@ -770,7 +770,7 @@ def _gguf_models(host, folder: str, names):
     groups = {}
     models = []
     for name in names:
-        match = _SPLIT_GGUF.match(name)
+        match = re.match(_SPLIT_GGUF, name)
         if match:
             groups.setdefault((match.group(1), match.group(3)), set()).add(name)
         else:
@@ -789,10 +789,11 @@ def _file_and_parts(host, path: str):
     """A file given by name: itself, or every part of a split GGUF (llama.cpp loads them all
     from the first)."""
     folder, name = path.rsplit("/", 1)
-    if not _SPLIT_GGUF.match(name):
+    if not re.match(_SPLIT_GGUF, name):
         return [_Weights(path, _weight_kind(name) or "any")]
     folder = folder or "/"
-    (parts,) = [model for model in _gguf_models(host, folder, [n for n in _names(host, folder) if _SPLIT_GGUF.match(n)]) if name in model]
+    split = [n for n in _names(host, folder) if re.match(_SPLIT_GGUF, n)]
+    (parts,) = [model for model in _gguf_models(host, folder, split) if name in model]
     return [_Weights(_join(folder, part), "gguf") for part in parts]
 
 
@@ -852,7 +853,7 @@ def _measure(host, files, notes) -> ModelFiles:
 
 def _check_split(host, summaries) -> None:
     """The parts of a split GGUF say which part each is (split.no counts from 0) and how many."""
-    parts = [(path, s) for path, s in summaries if s["format"] == "gguf" and _SPLIT_GGUF.match(path.rsplit("/", 1)[1])]
+    parts = [(path, s) for path, s in summaries if s["format"] == "gguf" and re.match(_SPLIT_GGUF, path.rsplit("/", 1)[1])]
     for number, (path, summary) in enumerate(parts):
         split = summary.get("split")
         if split is not None and (split[1] != len(parts) or split[0] != number):

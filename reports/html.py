@@ -25,12 +25,12 @@ _ORDER = ("critical", "high", "medium", "low", "info")
 # Where text may wrap besides its spaces: after a run of separators that stands between
 # two other characters (``/etc/`` and ``rc.local``, ``--args=`` and ``value``), never after a
 # path's leading ``/`` nor before a space.
-_BREAK = re.compile(r"(?<=[^\s/=,])[/=,]+(?=[^\s/=,])")
+_BREAK = r"(?<=[^\s/=,])[/=,]+(?=[^\s/=,])"
 # Browsers also wrap where Unicode's line breaking (UAX #14) allows: after ``-`` and ``?``,
 # before ``(`` or ``[`` that follows punctuation. A command's word with more than letters,
 # digits, ``_`` and ``.`` is kept on one line, so ``--follow-symlinks`` never ends a line at ``--``.
-_PLAIN = re.compile(r"[A-Za-z0-9_.]*")
-_SPACES = re.compile(r"(\s+)")
+_PLAIN = r"[A-Za-z0-9_.]*"
+_SPACES = r"(\s+)"
 
 
 def breakable(text, command: bool = False):
@@ -41,12 +41,12 @@ def breakable(text, command: bool = False):
     from markupsafe import Markup, escape
 
     text = visible_lines(text) if command else visible(text)
-    cuts = [0] + [match.end() for match in _BREAK.finditer(text)] + [len(text)]
+    cuts = [0] + [match.end() for match in re.finditer(_BREAK, text)] + [len(text)]
     pieces = []
     for start, end in zip(cuts, cuts[1:]):
         words = []
-        for word in _SPACES.split(text[start:end]):
-            if command and not word.isspace() and not _PLAIN.fullmatch(word):
+        for word in re.split(_SPACES, text[start:end]):
+            if command and not word.isspace() and not re.fullmatch(_PLAIN, word):
                 words.append(Markup('<span class="nb">%s</span>') % word)
             else:
                 words.append(escape(word))

@@ -14,11 +14,11 @@ from ai_doctor.model import Status, reaching
 
 # XML 1.0 allows tab, newline, carriage return and everything from U+0020 but surrogates,
 # U+FFFE and U+FFFF.
-_NOT_XML = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_NOT_XML = "[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
 
 
 def _clean(value) -> str:
-    return _NOT_XML.sub("\ufffd", str(value))
+    return re.sub(_NOT_XML, "\ufffd", str(value))
 
 
 def render(report) -> str:

@@ -17,19 +17,19 @@ from ai_doctor.reports.words import CONTROLS, captured_words, checked_words, com
 
 _MARKS = {"critical": "🔴", "high": "🟠", "medium": "🟡", "low": "🔵", "info": "⚪"}
 # Characters that start emphasis, code, links, cell borders or strikethrough anywhere …
-_PUNCTUATION = re.compile(r"([\\`*_\[\]|~])")
+_PUNCTUATION = r"([\\`*_\[\]|~])"
 # … and those that start a heading, list or quote at the start of a line.
-_LEADING = re.compile(r"^(\s*)([#>+-]|\d+[.)])")
+_LEADING = r"^(\s*)([#>+-]|\d+[.)])"
 
 
 def text(value, line_start=False) -> str:
     """Host text as inert Markdown on one line; ``line_start`` where it begins a line, which
     makes a leading ``#``, ``-`` or ``1.`` a heading or a list."""
     value = str(value).replace("\r", " ").replace("\n", " ").translate(CONTROLS)
-    value = _PUNCTUATION.sub(r"\\\1", html.escape(value, quote=False))
+    value = re.sub(_PUNCTUATION, r"\\\1", html.escape(value, quote=False))
     if not line_start:
         return value
-    return _LEADING.sub(lambda m: m.group(1) + m.group(2)[:-1] + "\\" + m.group(2)[-1], value)
+    return re.sub(_LEADING, lambda m: m.group(1) + m.group(2)[:-1] + "\\" + m.group(2)[-1], value)
 
 
 def code(value) -> str:

@@ -718,7 +718,7 @@ def rc_local_ineffective(f):
 # One-shot triggers, not settings: nothing to keep at boot.
 _TRIGGERS = ("vm.compact_memory", "vm.drop_caches")
 # A value a sysctl.d line (and a kernel argument) carries as it is: numbers and words.
-_PLAIN_VALUE = re.compile(r"[A-Za-z0-9._:,+ \t-]*")
+_PLAIN_VALUE = r"[A-Za-z0-9._:,+ \t-]*"
 
 
 def _move_steps(fixes, rc, lost, end):
@@ -736,7 +736,7 @@ def _move_steps(fixes, rc, lost, end):
                 pool.append((number, value))
             elif key in _TRIGGERS:
                 continue
-            elif bears_on_models(key) and not guards_security(key) and _PLAIN_VALUE.fullmatch(str(value)):
+            elif bears_on_models(key) and not guards_security(key) and re.fullmatch(_PLAIN_VALUE, str(value)):
                 settings[key] = value
             else:
                 kept.add(key)

@@ -73,7 +73,7 @@ def test_bad_declarations_are_refused():
 
 def make_rule(rule_id, check, severity=Severity.MEDIUM, needs=(), uses=(), review=False):
     check.__doc__ = "A test rule.\n\nIt exists for the engine tests."
-    return engine.Rule(rule_id, rule_id, severity, needs, uses, review, check.__doc__, check, __name__, 900)
+    return engine.Rule(rule_id, rule_id, severity, needs, uses, review, check, __name__, 900)
 
 
 def test_a_raising_rule_is_an_error_and_the_run_goes_on(tree):

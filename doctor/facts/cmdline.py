@@ -201,14 +201,14 @@ def split_cmdline(text: str):
     return params
 
 
-_MEMPARSE = re.compile(r"\s*(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)([KMGTPEkmgtpe]?)")
+_MEMPARSE = r"\s*(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)([KMGTPEkmgtpe]?)"
 
 
 def memparse(text: str):
     """The kernel's memparse(): a number in C notation (``0x`` hex, leading-0 octal, decimal)
     with an optional K/M/G/T/P/E suffix (binary); what follows is ignored. None for zero or
     no number."""
-    match = _MEMPARSE.match(text)
+    match = re.match(_MEMPARSE, text)
     if not match or len(match.group(1)) > MAX_DIGITS + 2:
         # No 64-bit number has that many digits (a crafted line; int() would refuse it).
         return None
@@ -219,8 +219,8 @@ def memparse(text: str):
     return value or None
 
 
-_PLAIN_COUNT = re.compile(r"\s*(\d+)")
-_NODE_COUNTS = re.compile(r"\d+:\d+(?:,\d+:\d+)*")
+_PLAIN_COUNT = r"\s*(\d+)"
+_NODE_COUNTS = r"\d+:\d+(?:,\d+:\d+)*"
 
 
 def _node_counts(value: str, per_node: bool = True):
@@ -231,9 +231,9 @@ def _node_counts(value: str, per_node: bool = True):
     per-node form, and sscanf reads ``0:256,1:256`` as 0.
     """
     if ":" not in value or not per_node:
-        match = _PLAIN_COUNT.match(value)
+        match = re.match(_PLAIN_COUNT, value)
         return whole_number(match.group(1)) if match else None
-    if not _NODE_COUNTS.fullmatch(value):
+    if not re.fullmatch(_NODE_COUNTS, value):
         return None
     counts = [whole_number(part.partition(":")[2]) for part in value.split(",")]
     return None if None in counts else sum(counts)

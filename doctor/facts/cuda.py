@@ -41,18 +41,18 @@ PREFIXES = ("/opt/conda", "/opt/venv")
 # Variables naming the environment a program runs in, where the request carries them.
 ENV_PREFIXES = ("VIRTUAL_ENV", "CONDA_PREFIX")
 PACKAGE_FOLDERS = ("site-packages", "dist-packages")
-_PYTHON_DIR = re.compile(r"python3(?:\.\d{1,2})?$")
+_PYTHON_DIR = r"python3(?:\.\d{1,2})?$"
 # nvidia_cuda_runtime_cu12-12.4.127.dist-info, nvidia_cuda_runtime-13.0.96.dist-info; pip
 # writes the name as the wheel has it, other installers may keep dashes or dots.
-_RUNTIME_DIST = re.compile(r"nvidia[-_.]cuda[-_.]runtime(?:[-_.]cu(\d+))?-([^-]+)\.dist-info$", re.IGNORECASE)
-_TORCH_DIST = re.compile(r"torch-([^-]+)\.dist-info$", re.IGNORECASE)
+_RUNTIME_DIST = r"(?i)nvidia[-_.]cuda[-_.]runtime(?:[-_.]cu(\d+))?-([^-]+)\.dist-info$"
+_TORCH_DIST = r"(?i)torch-([^-]+)\.dist-info$"
 # torch/version.py: ``cuda: Optional[str] = '12.4'`` (``cuda = '10.2'`` before 1.8); None
 # for CPU and ROCm builds.
-_TORCH_CUDA = re.compile(r"^cuda\s*(?::[^=\n]*)?=\s*['\"](\d+\.\d+(?:\.\d+)*)['\"]", re.MULTILINE)
-_RELEASE = re.compile(r"\d+\.\d+(?:\.\d+)*")
+_TORCH_CUDA = r"(?m)^cuda\s*(?::[^=\n]*)?=\s*['\"](\d+\.\d+(?:\.\d+)*)['\"]"
+_RELEASE = r"\d+\.\d+(?:\.\d+)*"
 # libcudart.so.12.4.127 (a toolkit's file: the release), libcudart.so.12 (the name a wheel
 # ships, the major release only), libcudart.so.11.0 (11.x's name).
-_CUDART = re.compile(r"libcudart\.so\.(\d+)((?:\.\d+)*)$")
+_CUDART = r"libcudart\.so\.(\d+)((?:\.\d+)*)$"
 _METADATA_CAP = 1 << 16
 
 
@@ -104,7 +104,7 @@ def site_packages(host, facts):
     for lib in dict.fromkeys(libs):
         listing = host.listdir(lib)
         for name in listing.data if listing.ok else ():
-            if not _PYTHON_DIR.match(name):
+            if not re.match(_PYTHON_DIR, name):
                 continue
             for leaf in PACKAGE_FOLDERS:
                 folder = "%s/%s/%s" % (lib, name, leaf)
@@ -165,7 +165,7 @@ def _toolkit(host, folder):
             version = str(json.loads(got.data)["cuda"]["version"])
         except (ValueError, KeyError, TypeError, RecursionError):
             version = None
-        if version and _RELEASE.fullmatch(version):
+        if version and re.fullmatch(_RELEASE, version):
             return CudaToolkit(folder, version, folder + "/version.json")
     got = host.read_text(folder + "/version.txt", cap=65536)
     match = re.search(r"CUDA Version\s+(\d+\.\d+(?:\.\d+)?)", got.data) if got.ok else None
@@ -201,12 +201,12 @@ def _assembled(host, folder, sites):
             return max(kits, key=lambda kit: _numbers(kit.version))._replace(via=folder)
     for sub in ("lib64", "lib"):
         listing = host.listdir("%s/%s" % (folder, sub))
-        names = [name for name in (listing.data if listing.ok else ()) if _CUDART.match(name)]
+        names = [name for name in (listing.data if listing.ok else ()) if re.match(_CUDART, name)]
         # The file with the full release first (libcudart.so.12.4.127), then the others.
-        names.sort(key=lambda name: (-len(_CUDART.match(name).group(2).split(".")), name))
+        names.sort(key=lambda name: (-len(re.match(_CUDART, name).group(2).split(".")), name))
         for name in names:
             path = "%s/%s/%s" % (folder, sub, name)
-            major, rest = _CUDART.match(name).groups()
+            major, rest = re.match(_CUDART, name).groups()
             if len(rest.split(".")) >= 3:  # ".4.127": major.minor.patch
                 return CudaToolkit(folder, major + rest, path)
             target = _resolved(host, path)
@@ -230,7 +230,7 @@ def _wheel_at(host, site, target, sites, via):
     # nvidia/cu13/… is 13.x's (nvidia-cuda-runtime); nvidia/cuda_runtime/… 11.x's and 12.x's.
     inside = target[len(site) :].split("/")
     cu = re.fullmatch(r"cu(\d+)", inside[2]) if len(inside) > 2 and inside[1] == "nvidia" else None
-    named = _CUDART.match(inside[-1])
+    named = re.match(_CUDART, inside[-1])
     if named:  # libcudart.so.12: the family is in the name
         kits = [kit for kit in kits if kit.version.split(".")[0] == named.group(1)] or kits
     elif cu:
@@ -245,7 +245,7 @@ def _wheels(host, site, names):
     none, a PyTorch build's own CUDA."""
     kits = []
     for name in names:
-        match = _RUNTIME_DIST.match(name)
+        match = re.match(_RUNTIME_DIST, name)
         if not match:
             continue
         family, version = match.groups()
@@ -259,7 +259,7 @@ def _wheels(host, site, names):
             version = said["version"]
         else:
             source = "%s/%s" % (site, name)  # the folder's name is all there is
-        release = _RELEASE.match(version)
+        release = re.match(_RELEASE, version)
         if not release:
             continue
         version = release.group(0)
@@ -272,11 +272,11 @@ def _wheels(host, site, names):
     if kits:
         return kits
     for name in names:
-        match = _TORCH_DIST.match(name)
+        match = re.match(_TORCH_DIST, name)
         if match:
             source = site + "/torch/version.py"
             got = host.read_text(source, cap=1 << 16)
-            cuda = _TORCH_CUDA.search(got.data) if got.ok else None
+            cuda = re.search(_TORCH_CUDA, got.data) if got.ok else None
             if cuda:
                 kits.append(CudaToolkit(site, cuda.group(1), source, "torch", match.group(1)))
             break
@@ -298,7 +298,7 @@ def _metadata(text: str) -> dict:
 
 
 def _numbers(version: str) -> tuple:
-    return tuple(int(part) for part in _RELEASE.match(version).group(0).split("."))
+    return tuple(int(part) for part in re.match(_RELEASE, version).group(0).split("."))
 
 
 def _site_of(path: str):

@@ -282,7 +282,7 @@ class Fixes:
         first (``hugepages``), so a parameter is never left on the line twice.
         """
         add = tuple(add)
-        unsafe = [arg for arg in add if not _SAFE_PARAM.fullmatch(arg)]
+        unsafe = [arg for arg in add if not re.fullmatch(_SAFE_PARAM, arg)]
         if unsafe:
             # Boot loader files are shell (GRUB's defaults) or are split on blanks: a quote or a
             # `|` from host text would change what they do.
@@ -534,7 +534,7 @@ class Fixes:
 
 
 # What aidoctor writes into boot loader files itself: no quotes, blanks or shell syntax.
-_SAFE_PARAM = re.compile(r"[A-Za-z0-9._/:,+=@-]+")
+_SAFE_PARAM = r"[A-Za-z0-9._/:,+=@-]+"
 
 
 def _lines(items):

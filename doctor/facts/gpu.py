@@ -35,7 +35,7 @@ MODULE_VERSION = "/sys/module/nvidia/version"
 PROC_VERSION = "/proc/driver/nvidia/version"
 PROC_MODULES = "/proc/modules"
 MODPROBE_DIRS = ("/etc/modprobe.d", "/run/modprobe.d", "/usr/local/lib/modprobe.d", "/usr/lib/modprobe.d", "/lib/modprobe.d")
-_DRIVER_VERSION = re.compile(r"\d{3,4}\.\d+(?:\.\d+)?")
+_DRIVER_VERSION = r"\d{3,4}\.\d+(?:\.\d+)?"
 # Modules that hold nvidia, unloaded before it (GPUDirect RDMA and Storage, UVM, DRM, KMS).
 UNLOAD_ORDER = ("nvidia_peermem", "nvidia_fs", "nvidia_uvm", "nvidia_drm", "nvidia_modeset", "nvidia")
 # Services that keep the GPU devices open (NVIDIA's driver container stops these to reload).
@@ -131,7 +131,7 @@ def _dkms_source(host, module: str, version: str) -> DkmsSource:
 
 def _version_suffix(name: str, prefix: str):
     rest = name[len(prefix) :]
-    return rest if _DRIVER_VERSION.fullmatch(rest) else None
+    return rest if re.fullmatch(_DRIVER_VERSION, rest) else None
 
 
 def _resolved(host, path: str, prefix: str):
@@ -207,7 +207,7 @@ def nvidia(host, facts):
         if module == "nvidia" or module.startswith(_DKMS_DRIVER_NAMES):
             listing = host.listdir("%s/%s" % (DKMS_TREE, module))
             for name in listing.data if listing.ok else ():
-                if _DRIVER_VERSION.fullmatch(name):
+                if re.fullmatch(_DRIVER_VERSION, name):
                     dkms.append(_dkms_source(host, module, name))
     dkms = tuple(dkms)
     loaded = loaded_from = None
@@ -217,7 +217,7 @@ def nvidia(host, facts):
             loaded, loaded_from = got.data.strip(), MODULE_VERSION
         else:
             got = host.read_text(PROC_VERSION, cap=65536)
-            match = _DRIVER_VERSION.search(got.data.split("Kernel Module", 1)[-1]) if got.ok else None
+            match = re.search(_DRIVER_VERSION, got.data.split("Kernel Module", 1)[-1]) if got.ok else None
             if match:
                 loaded, loaded_from = match.group(0), PROC_VERSION
     modules_loaded = ()

@@ -66,7 +66,7 @@ NODE_LIMIT = 256
 # The GPUs the driver lists, each with its "Device Minor:" (/dev/nvidiaN).
 DRIVER_GPUS = "/proc/driver/nvidia/gpus"
 # udev RUN+= values (any RUN{type}); a rules line continues after a trailing backslash.
-_RUN = re.compile(r'RUN(?:\{[a-z]+\})?\s*\+?=\s*"([^"]*)"')
+_RUN = r'RUN(?:\{[a-z]+\})?\s*\+?=\s*"([^"]*)"'
 
 
 class DevNode(Record):
@@ -373,7 +373,7 @@ def _node_makers(host):
             if line.lstrip().startswith("#"):
                 continue
             makes, loads = [], False
-            for command in _RUN.findall(line):
+            for command in re.findall(_RUN, line):
                 made = _made_by_command(host, command.replace("$$", "$"))
                 if made is not None:
                     makes += [node for node in made[0] if node not in makes]

@@ -55,8 +55,8 @@ PACKAGE_PREFIXES = (
     "nvidia-kernel-dkms",
     "nvidia-kernel-open-dkms",
 )
-_VERSION = re.compile(r"\d{3,4}\.\d+(?:\.\d+)?")
-_ADDRESS = re.compile(r"[0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]")
+_VERSION = r"\d{3,4}\.\d+(?:\.\d+)?"
+_ADDRESS = r"[0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]"
 
 
 class NvSwitches(Record):
@@ -76,7 +76,7 @@ class NvSwitches(Record):
 def nvswitch(host, facts):
     listing = host.listdir(NVSWITCH_PROC)
     # One folder per switch, named by its PCI address (procfs_nvswitch.c); nothing else counts.
-    listed = tuple(name for name in listing.data if _ADDRESS.fullmatch(name)) if listing.ok else None
+    listed = tuple(name for name in listing.data if re.fullmatch(_ADDRESS, name)) if listing.ok else None
     gpus = facts.get("gpus")
     on_bus = tuple(d.address for d in gpus.nvswitches) if gpus else ()
     ctl = host.node(NVSWITCH_CTL).ok
@@ -203,8 +203,8 @@ def parse_fm_log(text: str):
     line = text[begin : end if end != -1 else len(text)]
     number = text.count("\n", 0, begin) + 1
     before, _, after = line.partition("don't match with driver version")
-    fm = _VERSION.findall(before)
-    driver = _VERSION.search(after)
+    fm = re.findall(_VERSION, before)
+    driver = re.search(_VERSION, after)
     return LogMismatch(FM_LOG, number, line.strip()[:300], fm[-1] if fm else None, driver.group(0) if driver else None)
 
 
@@ -434,7 +434,7 @@ def _device_folder(host, address: str):
                 parts.pop()
         elif part and part != ".":
             parts.append(part)
-    upstream = tuple((part, "/" + "/".join(parts[: index + 1])) for index, part in enumerate(parts[:-1]) if _ADDRESS.fullmatch(part))
+    upstream = tuple((part, "/" + "/".join(parts[: index + 1])) for index, part in enumerate(parts[:-1]) if re.fullmatch(_ADDRESS, part))
     return "/" + "/".join(parts), upstream
 
 

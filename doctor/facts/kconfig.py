@@ -15,7 +15,7 @@ import zlib
 from ai_doctor.facts import Unavailable, fact
 
 PROC_CONFIG = "/proc/config.gz"
-_HEADER = re.compile(r"^# Linux/\S+ (\S+) Kernel Configuration$", re.M)
+_HEADER = r"(?m)^# Linux/\S+ (\S+) Kernel Configuration$"
 MODULE_ROOTS = ("/lib/modules", "/usr/lib/modules")
 
 
@@ -42,7 +42,7 @@ class KernelConfig:
     def described(self):
         """The release the config's own header names (``# Linux/x86 6.8.0-45-generic Kernel
         Configuration``); None when it has none."""
-        match = _HEADER.search(self.text[:2048])
+        match = re.search(_HEADER, self.text[:2048])
         return match.group(1) if match else None
 
     @property

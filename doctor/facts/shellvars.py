@@ -23,7 +23,7 @@ MAX_VALUE = 16384
 
 
 OPENERS = {"if": "fi", "case": "esac", "for": "done", "while": "done", "until": "done", "select": "done", "{": "}", "(": ")"}
-_TOKENS = re.compile(r"&&|\|\||;;|[;&|()]|[^\s;&|()]+")
+_TOKENS = r"&&|\|\||;;|[;&|()]|[^\s;&|()]+"
 
 
 def shell_commands(line: str):
@@ -35,7 +35,7 @@ def shell_commands(line: str):
     found = []
     separator = "start"
     words = []
-    for token in _TOKENS.findall(code):
+    for token in re.findall(_TOKENS, code):
         if token in ("&&", "||", ";", ";;", "|", "&", "(", ")"):
             if words:
                 found.append((separator, words))

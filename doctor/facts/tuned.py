@@ -51,7 +51,7 @@ CPUINFO = "/proc/cpuinfo"
 # Plugins that own devices: their first instance takes every device (plugins/base.py
 # assign_free_devices), so a later section of the same plugin tunes none.
 DEVICE_PLUGINS = ("cpu", "disk", "net", "audio", "video", "scsi_host", "usb", "irq")
-_SAFE_NAME = re.compile(r"[a-zA-Z0-9_.-]+")
+_SAFE_NAME = r"[a-zA-Z0-9_.-]+"
 _MAX_FILES = 64
 _MAX_PATTERN = 4096
 # What a value may grow to by ${variable} expansion.
@@ -587,7 +587,7 @@ def _wide(item) -> bool:
     return False
 
 
-_WORD = re.compile(r"[A-Za-z0-9_]+")
+_WORD = r"[A-Za-z0-9_]+"
 
 
 def uname_verdict(pattern, inputs):
@@ -602,7 +602,7 @@ def uname_verdict(pattern, inputs):
         return result, "uname_regex=%s %s %s" % (pattern, "matches" if result else "does not match", shown)
     known = [field for field in inputs.fields if field is not None]
     machine = inputs.fields[4] if len(inputs.fields) == 5 else None
-    if _WORD.fullmatch(pattern):
+    if re.fullmatch(_WORD, pattern):
         if any(pattern in field for field in known):
             return True, "uname_regex=%s matches `%s`" % (pattern, " ".join(known))
         # A kernel's version string (`#1 SMP PREEMPT_DYNAMIC` and its build time, scripts/mkcompile_h)
@@ -827,7 +827,7 @@ class _Loader:
         # start none (daemon.py _load_profiles); a tree may simply not hold the packaged ones, so
         # it is left out, and said.
         processed, loaded, missing = [], [], []
-        self._load([n for n in names if _SAFE_NAME.fullmatch(n)], processed, loaded, missing)
+        self._load([n for n in names if re.fullmatch(_SAFE_NAME, n)], processed, loaded, missing)
         if missing:
             how = "%s (%s not found: left out)" % (how, ", ".join(missing)) if how else "%s not found: left out" % ", ".join(missing)
         return TunedProfile(tuple(names), self._merge(loaded), how)
@@ -980,9 +980,9 @@ def _variables(host, unit):
             got = host.read_text(setting.value.strip(), cap=65536)
             sections = parse_tuned_conf("[v]\n" + got.data) if got.ok else {}
             for name, (_line, value) in sections.get("v", {}).items():
-                if _WORD.fullmatch(name):
+                if re.fullmatch(_WORD, name):
                     found[name] = _expand(value, found)
-        elif _WORD.fullmatch(key):
+        elif re.fullmatch(_WORD, key):
             found[key] = _expand(setting.value, found)
     return found
 

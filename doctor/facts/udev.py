@@ -16,10 +16,10 @@ from ai_doctor.record import Record
 
 RULES_DIRS = ("/etc/udev/rules.d", "/run/udev/rules.d", "/usr/local/lib/udev/rules.d", "/usr/lib/udev/rules.d", "/lib/udev/rules.d")
 # An assignment (=, :=), not a match (==, !=).
-_SCHEDULER = re.compile(r'ATTR\{queue/scheduler\}\s*:?=\s*"([^"]*)"')
-_KERNEL = re.compile(r'KERNEL\s*==\s*"([^"]*)"')
+_SCHEDULER = r'ATTR\{queue/scheduler\}\s*:?=\s*"([^"]*)"'
+_KERNEL = r'KERNEL\s*==\s*"([^"]*)"'
 # RUN+="… echo VALUE | tee /sys/block/PATTERN/queue/scheduler …" (the rule storage.scheduler writes).
-_RUN_WRITE = re.compile(r"echo ([a-z][a-z0-9_-]*) \| tee /sys/block/([^/\s'\"]+)/queue/scheduler")
+_RUN_WRITE = r"echo ([a-z][a-z0-9_-]*) \| tee /sys/block/([^/\s'\"]+)/queue/scheduler"
 
 
 class SchedulerRule(Record):
@@ -41,7 +41,7 @@ class SchedulerRule(Record):
 
         if self.pattern is not None:
             return fnmatch.fnmatchcase(device, self.pattern)
-        patterns = _KERNEL.findall(self.text)
+        patterns = re.findall(_KERNEL, self.text)
         return not patterns or any(fnmatch.fnmatchcase(device, alt) for pattern in patterns for alt in pattern.split("|"))
 
 
@@ -86,10 +86,10 @@ def udev_scheduler_rules(host, facts):
         for number, line in enumerate(got.data.splitlines(), 1):
             if line.lstrip().startswith("#"):
                 continue
-            match = _SCHEDULER.search(line)
+            match = re.search(_SCHEDULER, line)
             if match:
                 found.append(SchedulerRule(chosen[name], number, match.group(1), line.strip()))
-            run = _RUN_WRITE.search(line) if "RUN" in line else None
+            run = re.search(_RUN_WRITE, line) if "RUN" in line else None
             if run:
                 found.append(SchedulerRule(chosen[name], number, run.group(1), line.strip(), run.group(2)))
     return tuple(found)

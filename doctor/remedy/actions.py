@@ -494,7 +494,7 @@ class MakeExecutable(Action):
 # sed and Python ([[:space:]] would also match Unicode spaces in a UTF-8 locale).
 _BLANK = " \t"
 GRUB_LINE_ERE = "^[ \\t]*(export[ \\t]+)?GRUB_CMDLINE_LINUX(_DEFAULT)?="
-_GRUB_LINE = re.compile(r"^[ \t]*(export[ \t]+)?GRUB_CMDLINE_LINUX(_DEFAULT)?=")
+_GRUB_LINE = r"^[ \t]*(export[ \t]+)?GRUB_CMDLINE_LINUX(_DEFAULT)?="
 # A line with shell quoting or a command a cut could break (half of an escaped quote, a
 # command substitution) is left alone; the fix then says to edit it by hand.
 _UNCUTTABLE_ERE = "\\\\|`|\\$\\("
@@ -520,7 +520,7 @@ def grub_lines_needing_hand(text: str, names) -> bool:
         continued = row.endswith("\\") and index + 1 < len(rows)
         named = any(w in row for w in wanted) or (continued and named)
         odd = "\ufffd" in row or (continued and odd)
-        if named and _GRUB_LINE.match(row) and (odd or not cuttable_grub_line(row)):
+        if named and re.match(_GRUB_LINE, row) and (odd or not cuttable_grub_line(row)):
             return True
     return False
 
@@ -557,7 +557,7 @@ def grub_cut(text: str, names) -> str:
     def cut(row):
         return after_mark.sub(r"\1", after_blank.sub("", row))
 
-    return "\n".join(cut(row) if _GRUB_LINE.match(row) and cuttable_grub_line(row) else row for row in text.split("\n"))
+    return "\n".join(cut(row) if re.match(_GRUB_LINE, row) and cuttable_grub_line(row) else row for row in text.split("\n"))
 
 
 class CutGrubParams(Action):
@@ -575,7 +575,7 @@ class CutGrubParams(Action):
         return [target.write(self.path, cut)] if cut != text else []
 
 
-_APPEND_LINE = re.compile(r'^GRUB_CMDLINE_LINUX="[^"$`\\]*"$')
+_APPEND_LINE = r'^GRUB_CMDLINE_LINUX="[^"$`\\]*"$'
 
 
 def grub_append_script(add) -> str:
@@ -589,7 +589,7 @@ def _sed_replacement(text: str) -> str:
 def grub_append(text: str, add) -> str:
     rows = text.split("\n")
     for index, row in enumerate(rows):
-        if _APPEND_LINE.match(row):
+        if re.match(_APPEND_LINE, row):
             rows[index] = row[:-1] + " " + " ".join(add) + '"'
     return "\n".join(rows)
 
@@ -597,8 +597,8 @@ def grub_append(text: str, add) -> str:
 def appendable_grub_line(text: str) -> bool:
     """Whether ``text`` has exactly one GRUB_CMDLINE_LINUX assignment, written as a plain
     double-quoted value that ``grub_append`` can extend."""
-    assigned = [row for row in text.split("\n") if _GRUB_LINE.match(row) and "_DEFAULT=" not in row.split("#", 1)[0]]
-    return len(assigned) == 1 and bool(_APPEND_LINE.match(assigned[0])) and "\ufffd" not in assigned[0]
+    assigned = [row for row in text.split("\n") if re.match(_GRUB_LINE, row) and "_DEFAULT=" not in row.split("#", 1)[0]]
+    return len(assigned) == 1 and bool(re.match(_APPEND_LINE, assigned[0])) and "\ufffd" not in assigned[0]
 
 
 class AppendGrubParams(Action):
