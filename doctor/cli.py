@@ -622,9 +622,9 @@ def _identity(path):
 
 
 def _renderer(name: str):
-    import importlib
-
-    return importlib.import_module("ai_doctor.reports." + name)
+    module = "ai_doctor.reports." + name
+    __import__(module)  # importlib would add its own import (and warnings') to every start
+    return sys.modules[module]
 
 
 def _write_file_as(path: str, text: str, option: str) -> None:

@@ -101,8 +101,6 @@ def load_rules() -> dict:
     if _loaded:
         return REGISTRY
     _loaded = True
-    import importlib
-
     import ai_doctor.rules as package
 
     names = set()
@@ -116,9 +114,9 @@ def load_rules() -> dict:
                 names.add(entry[:-3])
     # A module's area is its name up to "_" (gpu_devices is gpu's): the catalogue reads by area.
     for name in sorted(names, key=lambda n: (AREAS.index(n.split("_", 1)[0]) if n.split("_", 1)[0] in AREAS else len(AREAS), n)):
-        importlib.import_module("ai_doctor.rules." + name)
+        __import__("ai_doctor.rules." + name)  # not importlib's import_module: importlib costs every start
     for module in _entry_point_modules():
-        importlib.import_module(module)
+        __import__(module)
     return REGISTRY
 
 
