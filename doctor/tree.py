@@ -27,14 +27,19 @@ class NotRegular(Exception):
 
 
 def read_at_most(fd: int, size: int) -> bytes:
-    """Up to ``size`` bytes from ``fd``, read in chunks (a file may be larger than it says)."""
-    chunks, left = [], size
+    """Up to ``size`` bytes from ``fd``, read in chunks (a file may be larger than it says).
+
+    The first chunk is small and each next one twice the last: os.read allocates the whole
+    chunk before the kernel fills it, and a MiB (an mmap and munmap of its own) for the few
+    bytes of a /proc or /sys file doubled the cost of every read of a check."""
+    chunks, left, chunk_size = [], size, 16 << 10
     while left > 0:
-        chunk = os.read(fd, min(left, 1 << 20))
+        chunk = os.read(fd, min(left, chunk_size))
         if not chunk:
             break
         chunks.append(chunk)
         left -= len(chunk)
+        chunk_size = min(chunk_size * 2, 1 << 20)
     return b"".join(chunks)
 
 
