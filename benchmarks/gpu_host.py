@@ -26,17 +26,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
+
+from startup import aidoctor_command, timed
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURE = os.path.join(HERE, "..", "fixtures", "gpu-dkms-failed-upgrade", "root")
 RELEASE = "6.8.0-45-generic"
 BUDGET = 4.0
-
-
-def aidoctor_command():
-    script = os.path.join(os.path.dirname(sys.executable), "aidoctor")
-    return [script] if os.path.exists(script) else [sys.executable, "-m", "ai_doctor"]
 
 
 def compressible(size: int) -> bytes:
@@ -104,12 +100,6 @@ def build_tree(base: str, compress: bool, embedded_config: bool, work: str) -> s
     return root
 
 
-def timed(command, env) -> float:
-    start = time.perf_counter()
-    subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    return time.perf_counter() - start
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=15)
@@ -134,11 +124,11 @@ def main() -> int:
             commands["%s, cold" % label] = (command, cold)
             commands["%s, warm" % label] = (command, warm)
         for command, env in commands.values():
-            timed(command, env)  # warm the page cache, bytecode and the derived cache
+            timed(command, env=env)  # warm the page cache, bytecode and the derived cache
         samples = {name: [] for name in commands}
         for _ in range(args.rounds):
             for name, (command, env) in commands.items():
-                samples[name].append(timed(command, env))
+                samples[name].append(timed(command, env=env))
     base = statistics.median(samples["python -c pass"])
     print("interpreter: %s (%s)" % (sys.executable, sys.version.split()[0]))
     print("rounds:      %d, interleaved; medians" % args.rounds)

@@ -62,11 +62,14 @@ def aidoctor_command():
     return [found] if found else [sys.executable, "-m", "ai_doctor"]
 
 
-def timed(command, terminal=False) -> float:
+def timed(command, terminal=False, env=None) -> float:
+    """Seconds one run of ``command`` takes, its output discarded (read from a terminal where
+    ``terminal``), in ``env`` (this environment without PYTHONDONTWRITEBYTECODE by default)."""
+    env = ENVIRONMENT if env is None else env
     start = time.perf_counter()
     if terminal:
         leader, follower = pty.openpty()
-        proc = subprocess.Popen(command, stdout=follower, stderr=subprocess.DEVNULL, env=ENVIRONMENT)
+        proc = subprocess.Popen(command, stdout=follower, stderr=subprocess.DEVNULL, env=env)
         os.close(follower)
         while True:
             try:
@@ -77,7 +80,7 @@ def timed(command, terminal=False) -> float:
         proc.wait()
         os.close(leader)
     else:
-        subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENVIRONMENT)
+        subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     return time.perf_counter() - start
 
 

@@ -122,6 +122,8 @@ def _program():
     started = sys.argv[0] if sys.argv else ""
     if not started or started.endswith("__main__.py"):
         return (sys.executable, "-m", "ai_doctor")
+    if started.endswith(".pyz") and os.path.isfile(started):
+        return (sys.executable, os.path.abspath(started))  # the one file, with the Python it ran with
     return (os.path.abspath(started),) if os.path.exists(started) else ("aidoctor",)
 
 

@@ -16,7 +16,7 @@ import os
 import stat
 import sys
 
-from ai_doctor.facts import Unavailable
+from ai_doctor.facts import Unavailable, module_names
 from ai_doctor.facts.bootloader import with_grub_sources
 from ai_doctor.model import CheckResult, Evidence, Finding, Issue, Pass, Severity, Skip, Status
 from ai_doctor.record import Record
@@ -103,15 +103,7 @@ def load_rules() -> dict:
     _loaded = True
     import ai_doctor.rules as package
 
-    names = set()
-    for directory in package.__path__:
-        try:
-            entries = os.listdir(directory)
-        except OSError:
-            continue
-        for entry in entries:
-            if entry.endswith(".py") and not entry.startswith("_"):
-                names.add(entry[:-3])
+    names = module_names(package.__path__)
     # A module's area is its name up to "_" (gpu_devices is gpu's): the catalogue reads by area.
     for name in sorted(names, key=lambda n: (AREAS.index(n.split("_", 1)[0]) if n.split("_", 1)[0] in AREAS else len(AREAS), n)):
         __import__("ai_doctor.rules." + name)  # not importlib's import_module: importlib costs every start

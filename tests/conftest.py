@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,15 @@ from ai_doctor import cli
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "fixtures"
+# AIDOCTOR_CLI="python3.9 dist/aidoctor.pyz": the CLI tests run that command, each in a process
+# of its own, instead of calling ai_doctor.cli in this one (how .ci/run tests the pyz).
+CLI = shlex.split(os.environ.get("AIDOCTOR_CLI", ""))
+in_process_only = pytest.mark.skipif(bool(CLI), reason="changes aidoctor inside this process; AIDOCTOR_CLI runs another")
+
+
+def cli_command() -> list:
+    """The words that start the command under test in a new process."""
+    return list(CLI) or [sys.executable, "-m", "ai_doctor"]
 
 
 def fixture_root(name: str) -> str:
@@ -92,11 +104,18 @@ class Run:
 
 @pytest.fixture
 def run(capsys, monkeypatch):
-    """Run ``aidoctor ARGS`` in-process; returns exit code and output."""
+    """Run ``aidoctor ARGS`` in-process (or AIDOCTOR_CLI); returns exit code and output."""
     monkeypatch.delenv("NO_COLOR", raising=False)
 
     def invoke(*args) -> Run:
-        code = cli.main([str(a) for a in args])
+        argv = [str(a) for a in args]
+        if CLI:
+            done = subprocess.run(CLI + argv, capture_output=True, stdin=subprocess.DEVNULL, timeout=120)
+            return Run(done.returncode, done.stdout.decode("utf-8", "replace"), done.stderr.decode("utf-8", "replace"))
+        try:
+            code = cli.main(argv)
+        except SystemExit as exc:  # argparse's own answers (--help, --version among options)
+            code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
         captured = capsys.readouterr()
         return Run(code, captured.out, captured.err)
 

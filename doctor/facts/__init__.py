@@ -172,15 +172,24 @@ class Facts:
             reached = max(reached, end)
 
 
-def _load_all() -> None:
-    # Every module in this package, listed in MODULES or not: a new one registers on import.
+def module_names(package_path) -> set:
+    """The public modules (no leading ``_``) of a package, from its ``__path__``: folders are
+    listed directly; anything else (aidoctor.pyz run from the zip) through pkgutil."""
     import os
 
-    names = set(MODULES)
-    for directory in __path__:
+    names = set()
+    for directory in package_path:
         try:
             names.update(entry[:-3] for entry in os.listdir(directory) if entry.endswith(".py") and not entry.startswith("_"))
         except OSError:
-            continue
+            import pkgutil
+
+            names.update(module.name for module in pkgutil.iter_modules([directory]) if not module.name.startswith("_"))
+    return names
+
+
+def _load_all() -> None:
+    # Every module in this package, listed in MODULES or not: a new one registers on import.
+    names = set(MODULES) | module_names(__path__)
     for name in sorted(names):
         __import__("%s.%s" % (__name__, name))

@@ -1,0 +1,104 @@
+"""aidoctor in one file: ``python3 aidoctor.pyz --model-size 140G`` (Python 3.9 or newer).
+
+Python compiles every module it imports from a zip on every start, as it cannot keep their
+bytecode there: a second or more per run. So the first run unpacks the code, once, into this
+user's cache (``$XDG_CACHE_HOME/aidoctor/pyz/DIGEST``, ``~/.cache/...`` without it, or the
+folder ``AIDOCTOR_PYZ_CACHE`` names), and every run imports from there as an installed copy
+does. DIGEST is the archive's own, so a new build unpacks anew beside the old. The code is
+imported from the zip itself where nothing may be written (``AIDOCTOR_NO_CACHE=1``), nothing can
+be, or the folder is not this user's alone: code others can change is never run.
+
+Written into the archive as ``__main__.py`` by pyz/build.py, which fills in DIGEST.
+"""
+
+import os
+import stat
+import sys
+
+DIGEST = "@DIGEST@"
+CODE = "lib/"
+
+
+def main():
+    if sys.version_info < (3, 9):
+        sys.stderr.write("aidoctor: error: needs Python 3.9 or newer; this is %d.%d\n" % sys.version_info[:2])
+        return 2
+    archive = os.path.dirname(os.path.abspath(__file__))
+    sys.path.insert(0, _unpacked(archive) or os.path.join(archive, CODE))
+    from ai_doctor.cli import main as command
+
+    return command()
+
+
+def _cache():
+    named = os.environ.get("AIDOCTOR_PYZ_CACHE")
+    if named:
+        return named, (named,)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    mine = os.path.join(base, "aidoctor")
+    return os.path.join(mine, "pyz"), (mine, os.path.join(mine, "pyz"))
+
+
+def _private(path):
+    """A real folder (not a link) of this user's that no one else can write."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and not info.st_mode & 0o022
+
+
+def _unpacked(archive):
+    """The folder the code is unpacked in, unpacking it first if need be; None where it cannot
+    be used."""
+    if os.environ.get("AIDOCTOR_NO_CACHE"):
+        return None
+    folder, chain = _cache()
+    unpacked = os.path.join(folder, DIGEST)
+    if os.path.exists(os.path.join(unpacked, ".complete")):
+        return unpacked if all(_private(path) for path in chain + (unpacked,)) else None
+    try:
+        for path in chain:
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        if not all(_private(path) for path in chain):
+            return None
+        _unpack(archive, folder, unpacked)
+    except (OSError, ValueError):
+        return None
+    return unpacked if all(_private(path) for path in chain + (unpacked,)) else None
+
+
+def _unpack(archive, folder, unpacked):
+    import shutil
+    import tempfile
+    import zipfile
+
+    temporary = tempfile.mkdtemp(prefix=DIGEST + ".", dir=folder)
+    try:
+        with zipfile.ZipFile(archive) as source:
+            for member in source.infolist():
+                name = member.filename
+                if not name.startswith(CODE) or name.endswith("/"):
+                    continue
+                parts = name[len(CODE) :].split("/")
+                if any(part in ("", ".", "..") for part in parts):
+                    raise ValueError("%s: a name that is not the build's: %r" % (archive, name))
+                target = os.path.join(temporary, *parts)
+                os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+                handle = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                with os.fdopen(handle, "wb") as out:
+                    out.write(source.read(member))
+        os.close(os.open(os.path.join(temporary, ".complete"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        try:
+            os.rename(temporary, unpacked)
+        except OSError:
+            # Another run unpacked the same archive first: its copy is as good.
+            if not os.path.exists(os.path.join(unpacked, ".complete")):
+                raise
+    finally:
+        if os.path.exists(temporary):
+            shutil.rmtree(temporary, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""aidoctor.pyz as a user meets it: built by pyz/build.py, copied alone to a folder and run by a
+system Python with no aidoctor installed, oldest and newest this machine has."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, fixture_root
+
+GUIDE = fixture_root("guide-followed-literally")
+MAX_SIZE = 5_000_000
+HELD = (
+    "ai_doctor/rules/hugepages.py",
+    "ai_doctor/reports/templates/report.html.j2",
+    "rich/console.py",
+    "jinja2/environment.py",
+    "markupsafe/_native.py",
+    "packaging/version.py",
+    "elftools/elf/elffile.py",
+    "markdown_it/main.py",
+    "pygments/lexer.py",
+)
+
+
+def interpreters() -> dict:
+    """(major, minor) → a CPython of that version on this machine: on PATH or under pyenv."""
+    found = {}
+    roots = [os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")]
+    for minor in range(8, 15):
+        candidates = []
+        for root in roots:
+            candidates += sorted(glob.glob(os.path.join(root, "versions", "3.%d.*" % minor, "bin", "python3")))
+        candidates.append(shutil.which("python3.%d" % minor))
+        for path in candidates:
+            # pyenv's shims answer for every version and run only the chosen one.
+            if path and "/shims/" not in path and os.access(path, os.X_OK):
+                found[(3, minor)] = path
+                break
+    return found
+
+
+@pytest.fixture(scope="module")
+def wheels(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("wheels")
+    pinned = str(REPO / "pyz" / "requirements.txt")
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--require-hashes", "-r", pinned, "-d", str(folder)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip("no package index to download pyz/requirements.txt from: %s" % done.stderr.strip()[-200:])
+    return folder
+
+
+def build(wheels, output: Path) -> Path:
+    command = [sys.executable, str(REPO / "pyz" / "build.py"), "--wheels", str(wheels), "-o", str(output)]
+    subprocess.run(command, check=True, capture_output=True)
+    return output
+
+
+@pytest.fixture(scope="module")
+def pyz(wheels, tmp_path_factory):
+    """The pyz, alone in a folder of its own."""
+    return build(wheels, tmp_path_factory.mktemp("alone") / "aidoctor.pyz")
+
+
+def run_pyz(python: str, pyz: Path, args, cache: Path, **environment):
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AIDOCTOR", "PYTHON", "VIRTUAL_ENV"))}
+    env.update(XDG_CACHE_HOME=str(cache), **environment)
+    # From the pyz's folder, so nothing of this checkout can be imported by accident.
+    return subprocess.run([python, str(pyz)] + list(args), capture_output=True, text=True, env=env, cwd=str(pyz.parent), timeout=120)
+
+
+def comparable(report: str) -> dict:
+    data = json.loads(report)
+    data.pop("created")
+    return data
+
+
+def test_the_build_is_reproducible_small_and_holds_only_pure_python(wheels, pyz, tmp_path):
+    again = build(wheels, tmp_path / "again.pyz")
+    assert again.read_bytes() == pyz.read_bytes()
+    assert pyz.stat().st_size < MAX_SIZE and os.access(pyz, os.X_OK)
+    assert pyz.read_bytes().startswith(b"#!/usr/bin/env python3\n")
+    with zipfile.ZipFile(pyz) as archive:
+        names = archive.namelist()
+        assert names[0] == "__main__.py" and names[1:] == sorted(names[1:])
+        assert not [name for name in names if name.endswith((".so", ".pyc")) or "__pycache__" in name]
+        assert all("lib/" + member in names for member in HELD)
+        assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+
+
+@pytest.mark.parametrize("which", ["oldest", "newest"])
+def test_runs_alone_with_a_system_python_and_answers_as_the_installed_command(pyz, tmp_path, run, which):
+    found = interpreters()
+    usable = sorted(version for version in found if version >= (3, 9))
+    if not usable:
+        pytest.skip("no Python 3.9 or newer found")
+    python = found[usable[0] if which == "oldest" else usable[-1]]
+    expected = run("--root", GUIDE, "--model-size", "140G", "--format", "json")
+    done = run_pyz(python, pyz, ["--root", GUIDE, "--model-size", "140G", "--format", "json"], tmp_path / "cache")
+    assert done.returncode == expected.code, done.stderr
+    assert comparable(done.stdout) == comparable(expected.out)
+    # Unpacked once, into the cache it names; the second run imports from there.
+    assert [p.name for p in (tmp_path / "cache" / "aidoctor" / "pyz").iterdir()] and not list(tmp_path.glob("cache/aidoctor/pyz/*.*"))
+    again = run_pyz(python, pyz, ["--version"], tmp_path / "cache")
+    assert again.returncode == 0 and again.stdout.startswith("aidoctor ")
+
+
+def test_without_a_cache_it_runs_from_the_zip_and_writes_nothing(pyz, tmp_path, run):
+    expected = run("--root", GUIDE, "--format", "json")
+    done = run_pyz(sys.executable, pyz, ["--root", GUIDE, "--format", "json"], tmp_path / "cache", AIDOCTOR_NO_CACHE="1")
+    assert done.returncode == expected.code and comparable(done.stdout) == comparable(expected.out)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_an_unpacked_copy_others_can_write_is_never_run(pyz, tmp_path, run):
+    first = run_pyz(sys.executable, pyz, ["--version"], tmp_path / "cache")
+    assert first.returncode == 0
+    (unpacked,) = (tmp_path / "cache" / "aidoctor" / "pyz").iterdir()
+    (unpacked / "ai_doctor" / "cli.py").write_text("import sys\ndef main():\n    print('planted')\n    sys.exit(0)\n")
+    shutil.rmtree(unpacked / "ai_doctor" / "__pycache__", ignore_errors=True)
+    unpacked.chmod(0o777)
+    done = run_pyz(sys.executable, pyz, ["--root", GUIDE, "--format", "json"], tmp_path / "cache")
+    assert "planted" not in done.stdout and done.returncode == run("--root", GUIDE, "--format", "json").code
+
+
+def test_an_older_python_is_told_which_it_needs(pyz, tmp_path):
+    old = interpreters().get((3, 8))
+    if old is None:
+        pytest.skip("no Python 3.8 here")
+    done = run_pyz(old, pyz, ["--version"], tmp_path / "cache")
+    assert done.returncode == 2 and done.stderr == "aidoctor: error: needs Python 3.9 or newer; this is 3.8\n"
