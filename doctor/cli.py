@@ -15,7 +15,6 @@ from ai_doctor.options import FAIL_ON
 
 # Report files written beside the main output: option → renderer module under ai_doctor.reports.
 FILE_OUTPUTS = (("html", "html"), ("junit", "junit"), ("sarif", "sarif"), ("prom", "prometheus"))
-HOST_MARKERS = ("/etc", "/usr", "/boot", "/proc/meminfo", "/sys/devices")
 
 
 def _Parser(**settings):  # noqa: N802 - stands for the class, imported with argparse only when used
@@ -151,20 +150,10 @@ def _dispatch(argv, program) -> int:
 
     args = quick(argv) or _parser(prog=prog).parse_args(_attach_negative_values(argv))
     if args.list_rules:
-        return _list_rules(args.format, _rules(args))
+        from ai_doctor import api
+
+        return _list_rules(args.format, api.select_rules(args))
     return _check(args, argv, program)
-
-
-def _rules(args):
-    """The rules --only and --skip choose."""
-    from ai_doctor import engine
-
-    try:
-        return engine.select(args.only, args.skip)
-    except LookupError as exc:
-        raise UsageError("unknown rule or area: %s (see aidoctor --list-rules)" % exc.args[0]) from None
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
 
 
 def _attach_negative_values(argv):
@@ -253,15 +242,17 @@ def _snapshot(argv) -> int:
         what = "a folder" if os.path.isdir(args.output) else "a file" if os.path.isfile(args.output) else "something"
         raise UsageError("snapshot -o %s: %s of that name exists; choose a new name" % (args.output, what))
 
-    root = _host(args).root
+    from ai_doctor import api
+
+    root = api.host_from(args).root
     # Where model caches live on this host, kept in the manifest: a replay looks where the live run looked.
-    env = _model_env() if root == "/" else {}
+    env = api.model_env() if root == "/" else {}
     host = snapshot.capture(root, ["aidoctor", "snapshot"] + argv, env)
     if args.model is not None:
         from ai_doctor.model import Request
 
         # Read through the capturing host, so the folders, links and each file's summary are kept.
-        _with_model(args, Request(), host)
+        api.with_model(args, Request(), host)
     manifest = dict(snapshot.manifest_for(host, ["aidoctor", "snapshot"] + argv), env=env)
     try:
         if not folder:
@@ -342,228 +333,38 @@ def _list_rules(output_format: str, rules) -> int:
     return EXIT_OK
 
 
-def _request(args, argv):
-    from ai_doctor.model import Request
-    from ai_doctor.units import (
-        DTYPE_BYTES,
-        SizeError,
-        decimal,
-        describe_size,
-        gib,
-        params_words,
-        parse_params,
-        parse_size,
-        size_for,
-    )
-
-    if args.model is not None:
-        given = [option for option in ("model_size", "params", "dtype") if getattr(args, option) is not None]
-        if given:
-            raise UsageError("give --model or --%s, not both (--model reads the size from the files)" % given[0].replace("_", "-"))
-    if args.model_size is not None and args.params is not None:
-        raise UsageError("give --model-size or --params, not both")
-    margin = None
-    if args.margin is not None:
-        try:
-            # No margin at all is a choice too: 0 (in any unit) is taken.
-            margin = 0 if args.margin.rstrip("KMGTPkmgtpiIbB").strip(".0") == "" and args.margin[:1] in "0." else parse_size(args.margin)
-        except SizeError as exc:
-            raise UsageError("--margin %s" % str(exc).replace("a model size", "a margin")) from None
-        if args.model_size is None and args.params is None and args.model is None:
-            raise UsageError("--margin goes with --model, --model-size or --params (the room left beside a model)")
-    if args.dtype and args.params is None:
-        raise UsageError("--dtype goes with --params (a --model-size is already in bytes)")
-    try:
-        if args.model_size is not None:
-            size = parse_size(args.model_size)
-            described = describe_size(args.model_size, size)
-            return Request(
-                size, args.model_size, "--model-size", described, None, None, args.hugepages, tuple(["aidoctor"] + argv), margin=margin
-            )
-        if args.params is not None:
-            params = parse_params(args.params)
-            dtype = args.dtype or "bf16"
-            size = size_for(params, dtype)
-            per = DTYPE_BYTES[dtype]
-            text = "%s params × %g byte%s (%s)" % (params_words(params), per, "" if per == 1 else "s", dtype)
-            described = "%s = %s = %s" % (text, gib(size), decimal(size))
-            return Request(
-                size, args.params, "--params", described, dtype, params, args.hugepages, tuple(["aidoctor"] + argv), margin=margin
-            )
-    except SizeError as exc:
-        raise UsageError("--%s %s" % ("model-size" if args.model_size is not None else "params", exc)) from None
-    return Request(None, None, None, None, None, None, args.hugepages, tuple(["aidoctor"] + argv), margin=margin)
-
-
-# The environment variables that say where model caches (storage.model-network) and Python
-# environments with pip's CUDA (gpu.driver-too-old-for-cuda) live.
-MODEL_ENV = ("HF_HOME", "HF_HUB_CACHE", "OLLAMA_MODELS", "HOME", "VIRTUAL_ENV", "CONDA_PREFIX")
-
-
-def _model_env() -> dict:
-    return {name: os.environ[name] for name in MODEL_ENV if name in os.environ}
-
-
-def _with_model(args, request, host):
-    """The request with what ``--model PATH`` reads through ``host`` (headers only), and the
-    environment that says where model caches live: this process's for a live check, the one
-    a snapshot's manifest recorded for a tree (none for other trees)."""
-    if host.live:
-        request = request._replace(env=_model_env())
-    else:
-        recorded = host.manifest.get("env")
-        if isinstance(recorded, dict) and all(name in MODEL_ENV and isinstance(value, str) for name, value in recorded.items()):
-            request = request._replace(env=dict(recorded))
-    if getattr(args, "model", None) is None:
-        return request
-    from ai_doctor import modelfiles
-
-    path = _model_path(args.model, host)
-    try:
-        found = modelfiles.read_model(host, path)
-    except modelfiles.ModelError as exc:
-        # Each message begins with the file or folder it is about.
-        raise UsageError("--model: %s" % _tree_hint(str(exc), args.model, host)) from None
-    return request._replace(
-        model_size=found.size,
-        size_text=args.model,
-        size_source="--model",
-        described=found.described,
-        dtype=found.dtype_key,
-        params=found.params,
-        model_path=path,
-    )
-
-
-def _model_path(given: str, host) -> str:
-    """``--model PATH`` as a path on the target: relative to this directory on a live host;
-    in a tree (--root, --snapshot) it must be written as on that system."""
-    if not given:
-        raise UsageError("--model: the path is empty")
-    if "\x00" in given:
-        raise UsageError("--model: the path holds a NUL byte")
-    if host.live:
-        return os.path.abspath(given)
-    if not given.startswith("/"):
-        where = "--snapshot" if host.origin else "--root"
-        raise UsageError("--model %s: with %s, give the path as on that system (absolute: /models/NAME)" % (given, where))
-    return given
-
-
-def _tree_hint(message: str, given: str, host) -> str:
-    """What to do about a path a tree does not hold: write it as on the target, or take the
-    snapshot again with --model."""
-    if host.live or not message.endswith("no such file or folder"):
-        return message
-    root = host.root.rstrip("/") + "/"
-    if host.origin is None and given.startswith(root):
-        return message + " (paths are as on that system: %s)" % given[len(root) - 1 :]
-    if host.origin is not None or host.manifest.get("argv"):
-        return message + " (the snapshot holds it only if taken with: aidoctor snapshot --model %s)" % given
-    return message
-
-
-def _host(args):
-    from ai_doctor.host import BadTree, Host
-
-    if args.root is None:
-        return Host("/")
-    if not os.path.isdir(args.root):
-        from ai_doctor import archive
-
-        if archive.is_archive(args.root) and os.path.isfile(args.root):
-            raise UsageError("--root %s: a snapshot archive; analyse it with --snapshot %s" % (args.root, args.root))
-        raise UsageError("--root %s: not a directory" % args.root)
-    image = getattr(args, "image", False)
-    if image and os.path.realpath(args.root) == "/":
-        # This running system is never judged as an image of itself, nor silently live.
-        raise UsageError("--root %s --image: that is this running host; give an image's tree (a mounted or unpacked image)" % args.root)
-    try:
-        host = Host(args.root, image=image)
-    except BadTree as exc:
-        raise UsageError("--root %s" % exc) from None
-    # A mistyped mount point must not pass a CI gate as a host with nothing wrong.
-    if not any(host.exists(path) for path in HOST_MARKERS):
-        inner = os.path.join(args.root, "root")
-        hint = ""
-        if os.path.isdir(inner) and any(os.path.lexists(os.path.join(inner, path.lstrip("/"))) for path in HOST_MARKERS):
-            hint = "; the tree is in %s (a fixture's layout): --root %s" % (inner, inner)
-        raise UsageError("--root %s: not a host tree (none of %s in it)%s" % (args.root, ", ".join(HOST_MARKERS), hint))
-    return host
-
-
 def _fix(args, argv, program) -> int:
-    from ai_doctor import fixcmd
+    from ai_doctor import api, fixcmd
 
-    request = _request(args, argv)
-    rules = _rules(args)
+    request = api.request_from(args, argv)
+    rules = api.select_rules(args)
     if args.image and args.root is None and args.snapshot is None:
         raise UsageError("--image goes with --root DIR or --snapshot FILE (this host is running)")
     if args.root is not None and args.snapshot is not None:
         raise UsageError("give --root or --snapshot, not both")
     if args.snapshot is None:
-        host = _host(args)
-        return fixcmd.run(args, _with_model(args, request, host), host, rules, _write, UsageError, tuple(program) + tuple(argv))
+        host = api.host_from(args)
+        return fixcmd.run(args, api.with_model(args, request, host), host, rules, _write, UsageError, tuple(program) + tuple(argv))
     from ai_doctor.archive import Spill
 
     with Spill() as spill:
-        host = _unpacked(args.snapshot, args.image, spill)
-        return fixcmd.run(args, _with_model(args, request, host), host, rules, _write, UsageError, tuple(program) + tuple(argv))
+        host = api.snapshot_host(args.snapshot, args.image, spill)
+        return fixcmd.run(args, api.with_model(args, request, host), host, rules, _write, UsageError, tuple(program) + tuple(argv))
 
 
 def _check(args, argv, program) -> int:
-    request = _request(args, argv)._replace(program=tuple(program))
-    _distinct_outputs(args, ("output",) + tuple(option for option, _ in FILE_OUTPUTS))
-    rules = _rules(args)
-    if args.image and args.root is None and args.snapshot is None:
-        raise UsageError("--image goes with --root DIR or --snapshot FILE (this host is running)")
-    if args.snapshot is None:
-        host = _host(args)
-        return _run_and_write(args, _with_model(args, request, host), host, rules)
-    if args.root is not None:
-        raise UsageError("give --root or --snapshot, not both")
-    from ai_doctor.archive import Spill
-
-    with Spill() as spill:
-        host = _unpacked(args.snapshot, args.image, spill)
-        return _run_and_write(args, _with_model(args, request, host), host, rules)
-
-
-def _unpacked(path: str, image: bool = False, spill=None):
-    """The Host of a snapshot archive, its members checked one by one and held in memory as
-    unpacking would have left them (nothing is written); one too large to hold is unpacked
-    into the folder ``spill()`` makes (archive.load)."""
-    from ai_doctor import archive
-    from ai_doctor.host import BadTree, Host
-
-    if os.path.isdir(path):
-        raise UsageError("--snapshot %s: a directory; analyse a tree with --root %s" % (path, path))
-    try:
-        tree = archive.load(path, spill)
-    except archive.ArchiveError as exc:
-        message = str(exc)
-        raise UsageError("--snapshot " + message if message.startswith(path) else "--snapshot %s: %s" % (path, message)) from None
-    try:
-        # Named by the archive, where the tree lies (an image's fixes say where they apply).
-        host = Host(os.path.abspath(path), origin=path, image=image, tree=tree)
-    except BadTree as exc:
-        raise UsageError("--snapshot %s: %s" % (path, exc)) from None
-    if not any(host.exists(marker) for marker in HOST_MARKERS):
-        raise UsageError("--snapshot %s: holds no host tree (none of %s in it)" % (path, ", ".join(HOST_MARKERS)))
-    return host
-
-
-def _run_and_write(args, request, host, rules) -> int:
-    from ai_doctor.checkup import checkup
-    from ai_doctor.model import Status
+    from ai_doctor import api
 
     if sys.stdout is None and args.output in (None, "-"):
         raise UsageError("standard output is closed; write the report with --output FILE")
-    if getattr(args, "next_boot", False):
-        from ai_doctor.nextboot import simulate
+    _distinct_outputs(args, ("output",) + tuple(option for option, _ in FILE_OUTPUTS))
+    return _write_report(args, api.report(args, argv, program))
 
-        host = simulate(host, request)
-    report = checkup(host, request, rules, args.fail_on, args.strict, args.verbose)
+
+def _write_report(args, report) -> int:
+    """Render ``report`` as the options ask, write it and the report files; the exit code."""
+    from ai_doctor.model import Status
+
     to_terminal = args.output is None and sys.stdout.isatty()
     if args.format != "text":
         renderer = _renderer(args.format)

@@ -5,5 +5,6 @@ engine and every fact module to know them."""
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
 
-class UsageError(Exception):
-    """Bad input: the message is the one line the user sees, and the exit code is EXIT_USAGE."""
+class UsageError(ValueError):
+    """Bad input: the message is the one line the user sees, and the exit code is EXIT_USAGE.
+    A ValueError, so code calling ai_doctor.check can catch it as one."""

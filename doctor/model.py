@@ -237,6 +237,27 @@ class Report(Record):
         """How many findings reach the --fail-on threshold."""
         return len(reaching(self.findings, self.fail_on))
 
+    # The formats the command writes, for code that embeds the check (ai_doctor.check): each
+    # is the renderer's, imported when asked for.
+
+    def to_json(self) -> str:
+        """The report as ``--format json`` writes it (schema aidoctor.report/1)."""
+        from ai_doctor.reports.json import render
+
+        return render(self)
+
+    def to_html(self) -> str:
+        """The report as ``--html FILE`` writes it: one self-contained page."""
+        from ai_doctor.reports.html import render
+
+        return render(self)
+
+    def to_text(self, color: bool = False, width=None) -> str:
+        """The report as ``aidoctor`` prints it to a pipe (``color`` for a terminal's escapes)."""
+        from ai_doctor.reports.text import render
+
+        return render(self, color=color, width=width)
+
 
 def reaching(findings, fail_on: str):
     """The findings at or above a --fail-on threshold (none for ``never``)."""

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ai_doctor import cli, modelfiles
+from ai_doctor import api, cli, modelfiles
 from ai_doctor.host import Host
 from ai_doctor.modelfiles import ModelError, parse_safetensors_header, read_model, summarize
 
@@ -691,14 +691,14 @@ def test_a_live_check_reads_relative_paths_here_and_passes_the_cache_environment
     monkeypatch.setenv("HF_HOME", "/srv/hf")
     monkeypatch.delenv("OLLAMA_MODELS", raising=False)
     args = cli._parser().parse_args(["--model", "m"])
-    request = cli._with_model(args, cli._request(args, ["--model", "m"]), Host("/"))
+    request = api.with_model(args, api.request_from(args, ["--model", "m"]), Host("/"))
     assert request.model_path == str(tmp_path / "m") and request.size_source == "--model" and request.model_size == 1536
     assert request.env["HF_HOME"] == "/srv/hf" and "OLLAMA_MODELS" not in request.env
     # Without --model, a live check still says where caches live; a tree never does.
     plain = cli._parser().parse_args([])
-    assert cli._with_model(plain, cli._request(plain, []), Host("/")).env["HF_HOME"] == "/srv/hf"
+    assert api.with_model(plain, api.request_from(plain, []), Host("/")).env["HF_HOME"] == "/srv/hf"
     tree_root = minimal_host(Tree(tmp_path / "root")).root
-    assert cli._with_model(plain, cli._request(plain, []), Host(str(tree_root))).env == {}
+    assert api.with_model(plain, api.request_from(plain, []), Host(str(tree_root))).env == {}
 
 
 def test_options_are_never_abbreviated(run, host_tree):
@@ -748,11 +748,11 @@ def test_a_snapshot_s_recorded_cache_environment_is_its_environment(tmp_path):
     plain = cli._parser().parse_args([])
     tree = minimal_host(Tree(tmp_path / "root"))
     tree.manifest(format=1, env={"HOME": "/home/ml", "HF_HOME": "/srv/hf"})
-    assert cli._with_model(plain, cli._request(plain, []), Host(str(tree))).env == {"HOME": "/home/ml", "HF_HOME": "/srv/hf"}
+    assert api.with_model(plain, api.request_from(plain, []), Host(str(tree))).env == {"HOME": "/home/ml", "HF_HOME": "/srv/hf"}
     # Anything else in its place is not taken (a tree is hostile input).
     for env in ({"PATH": "/bin"}, {"HOME": 5}, ["HOME"], "x"):
         tree.manifest(format=1, env=env)
-        assert cli._with_model(plain, cli._request(plain, []), Host(str(tree))).env == {}
+        assert api.with_model(plain, api.request_from(plain, []), Host(str(tree))).env == {}
 
 
 def test_a_live_snapshot_records_where_caches_are_looked_for(run, tmp_path, monkeypatch):

@@ -39,9 +39,9 @@ LIVE = pytest.mark.skipif(not sys.platform.startswith("linux") or not os.path.ex
 
 
 def request_for(args):
-    from ai_doctor import cli
+    from ai_doctor import api, cli
 
-    return cli._request(cli._parser().parse_args(args), args)
+    return api.request_from(cli._parser().parse_args(args), args)
 
 
 @LIVE
