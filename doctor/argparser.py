@@ -14,7 +14,10 @@ import sys
 from ai_doctor import __version__, options
 from ai_doctor.exitcodes import UsageError
 
-SUBCOMMANDS = ("check", "fix", "explain", "snapshot", "merge", "bench")
+SUBCOMMANDS = ("check", "fix", "explain", "snapshot", "merge", "bench", "completion")
+SHELLS = ("bash", "zsh", "tcsh")
+EXPLAIN = "What a rule checks, why, and the kernel documentation behind it; an area lists its rules."
+COMPLETION = "Print the completion script for a shell: `source <(aidoctor completion bash)` in ~/.bashrc (zsh alike)."
 
 
 class Parser(argparse.ArgumentParser):
@@ -72,12 +75,12 @@ def formatter(prog):
 _ACTIONS = {"once": Once, "flag": "store_true", "append": "append"}
 
 
-def command(fix: bool = False, prog: str = "aidoctor") -> argparse.ArgumentParser:
+def command(fix: bool = False, prog: str = "aidoctor", formatter_class=formatter) -> argparse.ArgumentParser:
     """The parser of the check (``prog`` is ``aidoctor`` or ``aidoctor check``) or of fix."""
     if fix:
         parser = Parser(
             prog="aidoctor fix",
-            formatter_class=formatter,
+            formatter_class=formatter_class,
             description=(
                 "The fixes of what the check finds: a POSIX sh script to review and run as root (the first way of fixing "
                 "each finding, unless --choose picks another), a JSON plan, or applied with --apply."
@@ -87,13 +90,13 @@ def command(fix: bool = False, prog: str = "aidoctor") -> argparse.ArgumentParse
     else:
         parser = Parser(
             prog=prog,
-            usage="%(prog)s [options]\n       aidoctor {fix,explain,snapshot,merge,bench} … (see the end of --help)",
-            formatter_class=formatter,
+            usage="%(prog)s [options]\n       aidoctor {fix,explain,snapshot,merge,bench,completion} … (see the end of --help)",
+            formatter_class=formatter_class,
             description="Diagnose a Linux host (or an image or snapshot of one) before it loads and serves an AI model.",
             epilog=(
                 "Subcommands: `aidoctor check` (the default), `aidoctor fix`, `aidoctor explain RULE`, "
                 "`aidoctor snapshot -o FILE.tar.gz|DIR/`, "
-                "`aidoctor merge REPORT.json …`, `aidoctor bench PATH…|--size 8G`. Exit "
+                "`aidoctor merge REPORT.json …`, `aidoctor bench PATH…|--size 8G`, `aidoctor completion bash|zsh|tcsh`. Exit "
                 "codes: 0 nothing at or above --fail-on, 1 findings at or above it, 2 bad input, 3 aidoctor failed."
             ),
         )
@@ -113,4 +116,90 @@ def command(fix: bool = False, prog: str = "aidoctor") -> argparse.ArgumentParse
         group.add_argument(*option.flags, **settings)
     if not fix:
         parser.add_argument("--version", action="version", version="aidoctor %s" % __version__)
+    return parser
+
+
+def snapshot_command(formatter_class=formatter) -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="aidoctor snapshot",
+        formatter_class=formatter_class,
+        description="Record what the checks read on this host as a tree that `aidoctor --root DIR` analyses anywhere.",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE.tar.gz|DIR/",
+        required=True,
+        help="the archive to create (.tar.gz or .tgz), or with a trailing / (or --dir) a folder; it must not exist",
+    )
+    parser.add_argument("--dir", action="store_true", help="-o names a folder to create, not an archive")
+    parser.add_argument("--root", metavar="DIR", help="snapshot a host tree instead of this host")
+    parser.add_argument(
+        "--model", metavar="PATH", help="keep what --model PATH reads (the weight files' headers, summarized; never the weights)"
+    )
+    return parser
+
+
+def merge_command(formatter_class=formatter) -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="aidoctor merge",
+        formatter_class=formatter_class,
+        description="Combine many hosts' JSON reports (aidoctor --format json) into one fleet view.",
+    )
+    parser.add_argument("reports", metavar="REPORT.json|DIR", nargs="+", help="reports to combine; a folder stands for its *.json files")
+    parser.add_argument("--format", action=Once, choices=("text", "markdown", "json", "html"), default="text", help="for standard output")
+    parser.add_argument("--output", "-o", action=Once, metavar="FILE", help="write it to FILE instead of standard output")
+    parser.add_argument("--html", action=Once, metavar="FILE", help="also write the fleet page as self-contained HTML to FILE")
+    parser.add_argument(
+        "--max-age",
+        action=Once,
+        metavar="AGE",
+        default="7d",
+        help="mark reports older than AGE stale: 7d, 36h, 90m or seconds (default 7d)",
+    )
+    parser.add_argument(
+        "--fail-on",
+        action=Once,
+        choices=options.FAIL_ON,
+        default="never",
+        help="exit 1 when a host has a finding at least this severe (default never: exit 0)",
+    )
+    return parser
+
+
+def whole(rules, formatter_class=formatter) -> argparse.ArgumentParser:
+    """The whole command line as one parser, every subcommand under it, for the completion
+    scripts and the manual page (tools/generate_share.py); ``rules``: the rule catalogue,
+    whose ids and areas complete after --only, --skip and explain. The command itself parses
+    each subcommand with its own parser (the check's words need no subcommand)."""
+    from ai_doctor import benchcmd
+
+    names = sorted(rules) + sorted({rule.area for rule in rules.values()})
+    parser = command(formatter_class=formatter_class)
+    parser.usage = "%(prog)s [check] [options] | %(prog)s {fix,explain,snapshot,merge,bench,completion} ..."
+    for action in parser._actions:
+        if action.dest in ("only", "skip"):
+            action.complete = {"bash": "_aidoctor_rules", "zsh": "(%s)" % " ".join(names), "tcsh": "(%s)" % " ".join(names)}
+    subcommands = parser.add_subparsers(title="subcommands", dest="subcommand", metavar="SUBCOMMAND")
+    for name, help_text, made in (
+        ("check", "the checkup (the default: `aidoctor OPTIONS` is `aidoctor check OPTIONS`)", command(prog="aidoctor check")),
+        ("fix", "the fixes of what the check finds: a script, a JSON plan, or applied", command(fix=True)),
+        ("snapshot", "record what the checks read, to analyse elsewhere", snapshot_command()),
+        ("merge", "combine many hosts' JSON reports into a fleet view", merge_command()),
+        ("bench", "time model loading the ways loaders do it", benchcmd.parser(Parser, formatter_class)),
+    ):
+        sub = subcommands.add_parser(
+            name, prog="aidoctor " + name, parents=[made], add_help=False, help=help_text, description=made.description
+        )
+        for action in sub._actions:
+            if action.dest in ("only", "skip"):
+                action.complete = parser._option_string_actions["--only"].complete
+    explain = subcommands.add_parser(
+        "explain", prog="aidoctor explain", help="what a rule checks and why, or an area's rules", description=EXPLAIN
+    )
+    explain.add_argument("rule", metavar="RULE|AREA", choices=names, help="a rule id (memory.headroom) or an area (memory)")
+    completion = subcommands.add_parser(
+        "completion", prog="aidoctor completion", help="print the shell completion script", description=COMPLETION
+    )
+    completion.add_argument("shell", choices=SHELLS, help="the shell the script is for")
     return parser

@@ -11,7 +11,6 @@ import sys
 
 from ai_doctor import __version__
 from ai_doctor.exitcodes import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, UsageError
-from ai_doctor.options import FAIL_ON
 
 # Report files written beside the main output: option → renderer module under ai_doctor.reports.
 FILE_OUTPUTS = (("html", "html"), ("junit", "junit"), ("sarif", "sarif"), ("prom", "prometheus"))
@@ -140,6 +139,8 @@ def _dispatch(argv, program) -> int:
         return benchcmd.run(args, UsageError, _write)
     if argv[:1] == ["fix"]:
         return _fix(_parser(fix=True).parse_args(_attach_negative_values(argv[1:])), argv, program)
+    if argv[:1] == ["completion"]:
+        return _completion(argv[1:])
     prog = "aidoctor"
     if argv[:1] == ["check"]:
         argv, prog = argv[1:], "aidoctor check"
@@ -208,24 +209,24 @@ def _explain(argv) -> int:
     return EXIT_OK
 
 
+def _completion(argv) -> int:
+    """The shell's completion script, generated from the parsers (tools/generate_share.py)."""
+    import pkgutil
+
+    from ai_doctor.argparser import COMPLETION, SHELLS
+
+    parser = _Parser(prog="aidoctor completion", formatter_class=_formatter, description=COMPLETION)
+    parser.add_argument("shell", choices=SHELLS, help="the shell the script is for")
+    args = parser.parse_args(argv)
+    # pkgutil reads it from the package wherever it lies, aidoctor.pyz's zip too.
+    _write(None, pkgutil.get_data("ai_doctor", "share/aidoctor." + args.shell).decode("utf-8"))
+    return EXIT_OK
+
+
 def _snapshot(argv) -> int:
-    parser = _Parser(
-        prog="aidoctor snapshot",
-        formatter_class=_formatter,
-        description="Record what the checks read on this host as a tree that `aidoctor --root DIR` analyses anywhere.",
-    )
-    parser.add_argument(
-        "-o",
-        "--output",
-        metavar="FILE.tar.gz|DIR/",
-        required=True,
-        help="the archive to create (.tar.gz or .tgz), or with a trailing / (or --dir) a folder; it must not exist",
-    )
-    parser.add_argument("--dir", action="store_true", help="-o names a folder to create, not an archive")
-    parser.add_argument("--root", metavar="DIR", help="snapshot a host tree instead of this host")
-    parser.add_argument(
-        "--model", metavar="PATH", help="keep what --model PATH reads (the weight files' headers, summarized; never the weights)"
-    )
+    from ai_doctor.argparser import snapshot_command
+
+    parser = snapshot_command()
     args = parser.parse_args(argv)
     from ai_doctor import archive, snapshot
 
@@ -268,31 +269,9 @@ def _snapshot(argv) -> int:
 
 
 def _merge(argv) -> int:
-    from ai_doctor.argparser import Once as _Once
+    from ai_doctor.argparser import merge_command
 
-    parser = _Parser(
-        prog="aidoctor merge",
-        formatter_class=_formatter,
-        description="Combine many hosts' JSON reports (aidoctor --format json) into one fleet view.",
-    )
-    parser.add_argument("reports", metavar="REPORT.json|DIR", nargs="+", help="reports to combine; a folder stands for its *.json files")
-    parser.add_argument("--format", action=_Once, choices=("text", "markdown", "json", "html"), default="text", help="for standard output")
-    parser.add_argument("--output", "-o", action=_Once, metavar="FILE", help="write it to FILE instead of standard output")
-    parser.add_argument("--html", action=_Once, metavar="FILE", help="also write the fleet page as self-contained HTML to FILE")
-    parser.add_argument(
-        "--max-age",
-        action=_Once,
-        metavar="AGE",
-        default="7d",
-        help="mark reports older than AGE stale: 7d, 36h, 90m or seconds (default 7d)",
-    )
-    parser.add_argument(
-        "--fail-on",
-        action=_Once,
-        choices=FAIL_ON,
-        default="never",
-        help="exit 1 when a host has a finding at least this severe (default never: exit 0)",
-    )
+    parser = merge_command()
     args = parser.parse_args(argv)
     _distinct_outputs(args, ("output", "html"))
     import time

@@ -107,7 +107,7 @@ def _own_code():
             relative = path.relative_to(root)
             if path.is_dir() or any(part in NOT_CODE for part in relative.parts):
                 continue
-            if path.suffix == ".py" or path.suffix == ".j2" or path.name == "py.typed":
+            if path.suffix in (".py", ".j2") or path.name == "py.typed" or relative.parts[0] == "share":
                 yield "%s/%s" % (package, relative.as_posix()), path.read_bytes()
 
 

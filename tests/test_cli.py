@@ -386,7 +386,7 @@ def test_check_help_names_check_and_the_usage_names_the_subcommands(run):
     for argv, usage in ((["check", "--help"], "usage: aidoctor check [options]"), (["--help"], "usage: aidoctor [options]")):
         done = run(*argv)
         out = done.out
-        assert done.code == 0 and out.startswith(usage) and "aidoctor {fix,explain,snapshot,merge,bench}" in out
+        assert done.code == 0 and out.startswith(usage) and "aidoctor {fix,explain,snapshot,merge,bench,completion}" in out
 
 
 def test_explain_an_area_lists_its_rules_and_a_misspelt_id_is_named(run):
