@@ -21,6 +21,31 @@ CLI = shlex.split(os.environ.get("AIDOCTOR_CLI", ""))
 in_process_only = pytest.mark.skipif(bool(CLI), reason="changes aidoctor inside this process; AIDOCTOR_CLI runs another")
 
 
+@pytest.fixture(scope="session")
+def pinned_wheels(tmp_path_factory):
+    """The files pyz/requirements.txt pins, downloaded once a session (skips without an index)."""
+    folder = tmp_path_factory.mktemp("wheels")
+    pinned = str(REPO / "pyz" / "requirements.txt")
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--require-hashes", "-r", pinned, "-d", str(folder)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip("no package index to download pyz/requirements.txt from: %s" % done.stderr.strip()[-200:])
+    return folder
+
+
+def build_pyz(wheels, output: Path) -> Path:
+    """aidoctor.pyz of this checkout, as pyz/build.py makes it."""
+    command = [sys.executable, str(REPO / "pyz" / "build.py"), "--wheels", str(wheels), "-o", str(output)]
+    subprocess.run(command, check=True, capture_output=True)
+    return output
+
+
+@pytest.fixture(scope="session")
+def built_pyz(pinned_wheels, tmp_path_factory):
+    """The pyz, alone in a folder of its own."""
+    return build_pyz(pinned_wheels, tmp_path_factory.mktemp("alone") / "aidoctor.pyz")
+
+
 def cli_command() -> list:
     """The words that start the command under test in a new process."""
     return list(CLI) or [sys.executable, "-m", "ai_doctor"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, fixture_root
+from conftest import build_pyz, fixture_root
 
 GUIDE = fixture_root("guide-followed-literally")
 MAX_SIZE = 5_000_000
@@ -48,29 +48,6 @@ def interpreters() -> dict:
     return found
 
 
-@pytest.fixture(scope="module")
-def wheels(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("wheels")
-    pinned = str(REPO / "pyz" / "requirements.txt")
-    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--require-hashes", "-r", pinned, "-d", str(folder)]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode:
-        pytest.skip("no package index to download pyz/requirements.txt from: %s" % done.stderr.strip()[-200:])
-    return folder
-
-
-def build(wheels, output: Path) -> Path:
-    command = [sys.executable, str(REPO / "pyz" / "build.py"), "--wheels", str(wheels), "-o", str(output)]
-    subprocess.run(command, check=True, capture_output=True)
-    return output
-
-
-@pytest.fixture(scope="module")
-def pyz(wheels, tmp_path_factory):
-    """The pyz, alone in a folder of its own."""
-    return build(wheels, tmp_path_factory.mktemp("alone") / "aidoctor.pyz")
-
-
 def run_pyz(python: str, pyz: Path, args, cache: Path, **environment):
     env = {key: value for key, value in os.environ.items() if not key.startswith(("AIDOCTOR", "PYTHON", "VIRTUAL_ENV"))}
     env.update(XDG_CACHE_HOME=str(cache), **environment)
@@ -84,8 +61,9 @@ def comparable(report: str) -> dict:
     return data
 
 
-def test_the_build_is_reproducible_small_and_holds_only_pure_python(wheels, pyz, tmp_path):
-    again = build(wheels, tmp_path / "again.pyz")
+def test_the_build_is_reproducible_small_and_holds_only_pure_python(pinned_wheels, built_pyz, tmp_path):
+    pyz = built_pyz
+    again = build_pyz(pinned_wheels, tmp_path / "again.pyz")
     assert again.read_bytes() == pyz.read_bytes()
     assert pyz.stat().st_size < MAX_SIZE and os.access(pyz, os.X_OK)
     assert pyz.read_bytes().startswith(b"#!/usr/bin/env python3\n")
@@ -98,7 +76,8 @@ def test_the_build_is_reproducible_small_and_holds_only_pure_python(wheels, pyz,
 
 
 @pytest.mark.parametrize("which", ["oldest", "newest"])
-def test_runs_alone_with_a_system_python_and_answers_as_the_installed_command(pyz, tmp_path, run, which):
+def test_runs_alone_with_a_system_python_and_answers_as_the_installed_command(built_pyz, tmp_path, run, which):
+    pyz = built_pyz
     found = interpreters()
     usable = sorted(version for version in found if version >= (3, 9))
     if not usable:
@@ -114,14 +93,16 @@ def test_runs_alone_with_a_system_python_and_answers_as_the_installed_command(py
     assert again.returncode == 0 and again.stdout.startswith("aidoctor ")
 
 
-def test_without_a_cache_it_runs_from_the_zip_and_writes_nothing(pyz, tmp_path, run):
+def test_without_a_cache_it_runs_from_the_zip_and_writes_nothing(built_pyz, tmp_path, run):
+    pyz = built_pyz
     expected = run("--root", GUIDE, "--format", "json")
     done = run_pyz(sys.executable, pyz, ["--root", GUIDE, "--format", "json"], tmp_path / "cache", AIDOCTOR_NO_CACHE="1")
     assert done.returncode == expected.code and comparable(done.stdout) == comparable(expected.out)
     assert not (tmp_path / "cache").exists()
 
 
-def test_an_unpacked_copy_others_can_write_is_never_run(pyz, tmp_path, run):
+def test_an_unpacked_copy_others_can_write_is_never_run(built_pyz, tmp_path, run):
+    pyz = built_pyz
     first = run_pyz(sys.executable, pyz, ["--version"], tmp_path / "cache")
     assert first.returncode == 0
     (unpacked,) = (tmp_path / "cache" / "aidoctor" / "pyz").iterdir()
@@ -132,7 +113,8 @@ def test_an_unpacked_copy_others_can_write_is_never_run(pyz, tmp_path, run):
     assert "planted" not in done.stdout and done.returncode == run("--root", GUIDE, "--format", "json").code
 
 
-def test_an_older_python_is_told_which_it_needs(pyz, tmp_path):
+def test_an_older_python_is_told_which_it_needs(built_pyz, tmp_path):
+    pyz = built_pyz
     old = interpreters().get((3, 8))
     if old is None:
         pytest.skip("no Python 3.8 here")
