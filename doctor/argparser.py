@@ -175,12 +175,11 @@ def whole(rules, formatter_class=formatter) -> argparse.ArgumentParser:
     from ai_doctor import benchcmd
 
     names = sorted(rules) + sorted({rule.area for rule in rules.values()})
+    rule_names = {"bash": "_aidoctor_rules", "zsh": "(%s)" % " ".join(names), "tcsh": "(%s)" % " ".join(names)}
     parser = command(formatter_class=formatter_class)
     parser.usage = "%(prog)s [check] [options] | %(prog)s {fix,explain,snapshot,merge,bench,completion} ..."
-    for action in parser._actions:
-        if action.dest in ("only", "skip"):
-            action.complete = {"bash": "_aidoctor_rules", "zsh": "(%s)" % " ".join(names), "tcsh": "(%s)" % " ".join(names)}
     subcommands = parser.add_subparsers(title="subcommands", dest="subcommand", metavar="SUBCOMMAND")
+    # Every parser formatted by ``formatter_class``: argparse's default follows the terminal's width.
     for name, help_text, made in (
         ("check", "the checkup (the default: `aidoctor OPTIONS` is `aidoctor check OPTIONS`)", command(prog="aidoctor check")),
         ("fix", "the fixes of what the check finds: a script, a JSON plan, or applied", command(fix=True)),
@@ -188,18 +187,25 @@ def whole(rules, formatter_class=formatter) -> argparse.ArgumentParser:
         ("merge", "combine many hosts' JSON reports into a fleet view", merge_command()),
         ("bench", "time model loading the ways loaders do it", benchcmd.parser(Parser, formatter_class)),
     ):
-        sub = subcommands.add_parser(
-            name, prog="aidoctor " + name, parents=[made], add_help=False, help=help_text, description=made.description
+        subcommands.add_parser(
+            name,
+            prog="aidoctor " + name,
+            parents=[made],
+            add_help=False,
+            help=help_text,
+            description=made.description,
+            formatter_class=formatter_class,
         )
+    for name, help_text, description in (
+        ("explain", "what a rule checks and why, or an area's rules", EXPLAIN),
+        ("completion", "print the shell completion script", COMPLETION),
+    ):
+        subcommands.add_parser(name, prog="aidoctor " + name, help=help_text, description=description, formatter_class=formatter_class)
+    explain, completion = subcommands.choices["explain"], subcommands.choices["completion"]
+    explain.add_argument("rule", metavar="RULE|AREA", choices=names, help="a rule id (memory.headroom) or an area (memory)")
+    completion.add_argument("shell", choices=SHELLS, help="the shell the script is for")
+    for sub in [parser] + list(subcommands.choices.values()):
         for action in sub._actions:
             if action.dest in ("only", "skip"):
-                action.complete = parser._option_string_actions["--only"].complete
-    explain = subcommands.add_parser(
-        "explain", prog="aidoctor explain", help="what a rule checks and why, or an area's rules", description=EXPLAIN
-    )
-    explain.add_argument("rule", metavar="RULE|AREA", choices=names, help="a rule id (memory.headroom) or an area (memory)")
-    completion = subcommands.add_parser(
-        "completion", prog="aidoctor completion", help="print the shell completion script", description=COMPLETION
-    )
-    completion.add_argument("shell", choices=SHELLS, help="the shell the script is for")
+                action.complete = rule_names
     return parser
