@@ -18,7 +18,7 @@ import os
 from types import SimpleNamespace
 
 from ai_doctor.exitcodes import UsageError
-from ai_doctor.options import CHECK, offered
+from ai_doctor.options import CHECK, defaults, offered
 
 # What a host tree holds at least one of: an empty or mistyped folder is not a host.
 HOST_MARKERS = ("/etc", "/usr", "/boot", "/proc/meminfo", "/sys/devices")
@@ -74,16 +74,14 @@ def check(
 def _options(given: dict):
     """The namespace the command line's parser makes, from keyword values: each checked and
     converted as the parser would, its error worded as the parser's."""
-    values = {}
+    values = defaults(CHECK)
     for option in offered(CHECK):
         value = given.get(option.dest)
         if option.kind == "flag":
             values[option.dest] = bool(value)
         elif option.kind == "append":
             values[option.dest] = [str(item) for item in value or ()]
-        elif value is None:
-            values[option.dest] = option.default
-        else:
+        elif value is not None:
             value = str(value)
             if option.choices is not None and value not in option.choices:
                 choices = ", ".join(repr(choice) for choice in option.choices)
@@ -117,18 +115,24 @@ def report(args, argv=(), program=("aidoctor",)):
     ``argv``, the program that ran, for the report's request)."""
     request = request_from(args, list(argv))._replace(program=tuple(program))
     rules = select_rules(args)
+    return on_target(args, request, lambda request, host: _checkup(args, request, host, rules))
+
+
+def on_target(args, request, use):
+    """``use(request, host)`` for the host the options name: this one, a tree (--root) or a
+    snapshot archive (--snapshot, held for the call), the request completed by with_model."""
     if args.image and args.root is None and args.snapshot is None:
         raise UsageError("--image goes with --root DIR or --snapshot FILE (this host is running)")
     if args.snapshot is None:
         host = host_from(args)
-        return _checkup(args, with_model(args, request, host), host, rules)
+        return use(with_model(args, request, host), host)
     if args.root is not None:
         raise UsageError("give --root or --snapshot, not both")
     from ai_doctor.archive import Spill
 
     with Spill() as spill:
         host = snapshot_host(args.snapshot, args.image, spill)
-        return _checkup(args, with_model(args, request, host), host, rules)
+        return use(with_model(args, request, host), host)
 
 
 def _checkup(args, request, host, rules):

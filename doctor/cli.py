@@ -317,18 +317,8 @@ def _fix(args, argv, program) -> int:
 
     request = api.request_from(args, argv)
     rules = api.select_rules(args)
-    if args.image and args.root is None and args.snapshot is None:
-        raise UsageError("--image goes with --root DIR or --snapshot FILE (this host is running)")
-    if args.root is not None and args.snapshot is not None:
-        raise UsageError("give --root or --snapshot, not both")
-    if args.snapshot is None:
-        host = api.host_from(args)
-        return fixcmd.run(args, api.with_model(args, request, host), host, rules, _write, UsageError, tuple(program) + tuple(argv))
-    from ai_doctor.archive import Spill
-
-    with Spill() as spill:
-        host = api.snapshot_host(args.snapshot, args.image, spill)
-        return fixcmd.run(args, api.with_model(args, request, host), host, rules, _write, UsageError, tuple(program) + tuple(argv))
+    words = tuple(program) + tuple(argv)
+    return api.on_target(args, request, lambda request, host: fixcmd.run(args, request, host, rules, _write, UsageError, words))
 
 
 def _check(args, argv, program) -> int:

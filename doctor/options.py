@@ -177,15 +177,17 @@ def offered(command: str):
     return [option for option in OPTIONS if option.where in (BOTH, command)]
 
 
+def defaults(where: str) -> dict:
+    """Each option's value when it is not given, as argparse leaves it: [] for a repeatable
+    one, False for a flag."""
+    return {option.dest: [] if option.kind == "append" else False if option.kind == "flag" else option.default for option in offered(where)}
+
+
 def quick(argv):
     """A plain check's command line read as argparse would read it, or None where argparse
     must decide (help, --version, a slip to report, anything unusual)."""
-    by_flag = {}
-    values = {}
-    for option in offered(CHECK):
-        for flag in option.flags:
-            by_flag[flag] = option
-        values[option.dest] = [] if option.kind == "append" else (False if option.kind == "flag" else option.default)
+    by_flag = {flag: option for option in offered(CHECK) for flag in option.flags}
+    values = defaults(CHECK)
     given = set()
     index = 0
     while index < len(argv):
