@@ -4,8 +4,8 @@
     python3 pyz/build.py [-o dist/aidoctor.pyz] [--wheels FOLDER]
 
 The dependencies are the files pinned in pyz/requirements.txt (versions and sha256 digests),
-fetched with ``pip download --require-hashes`` (from the index pip is configured with, or taken
-from ``--wheels FOLDER`` where they were downloaded before). aidoctor itself is this checkout's
+fetched with ``pip download --require-hashes`` from the index pip is configured with (into
+``--wheels FOLDER`` to keep them for the next build). aidoctor itself is this checkout's
 source, laid out as it installs (README: Where the code lives). The archive is reproducible:
 its members sorted, each dated 1980-01-01 (or SOURCE_DATE_EPOCH) with one mode, so the same
 checkout and pins give the same bytes. The code lies under ``lib/``; ``__main__.py`` is
@@ -41,11 +41,13 @@ SHEBANG = b"#!/usr/bin/env python3\n"
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-o", "--output", default=str(CHECKOUT / "dist" / "aidoctor.pyz"))
-    parser.add_argument("--wheels", help="a folder that already holds the pinned files (pip download's)")
+    parser.add_argument("--wheels", metavar="FOLDER", help="keep the pinned files in FOLDER: those it lacks are downloaded there first")
     args = parser.parse_args()
     stamp = _stamp()
     with tempfile.TemporaryDirectory(prefix="aidoctor-pyz-") as work:
-        wheels = Path(args.wheels) if args.wheels else _download(Path(work))
+        wheels = Path(args.wheels) if args.wheels else Path(work) / "wheels"
+        if _missing(wheels):
+            _download(wheels)
         members = dict(_own_code())
         for name, data in _dependencies(wheels):
             if name in members:
@@ -79,8 +81,13 @@ def _stamp() -> tuple:
     return time.gmtime(max(int(epoch), 315532800))[:6]
 
 
-def _download(work: Path) -> Path:
-    folder = work / "wheels"
+def _missing(folder: Path) -> set:
+    """The pinned projects ``folder`` has no file of."""
+    held = {_normal(path.name.split("-")[0]) for path in folder.iterdir()} if folder.is_dir() else set()
+    return set(_pinned()) - held
+
+
+def _download(folder: Path) -> None:
     command = [
         sys.executable,
         "-m",
@@ -97,7 +104,6 @@ def _download(work: Path) -> Path:
     done = subprocess.run(command)
     if done.returncode:
         raise SystemExit("build: pip download of pyz/requirements.txt failed (exit %d)" % done.returncode)
-    return folder
 
 
 def _own_code():
