@@ -146,11 +146,27 @@ def _checkup(args, request, host, rules):
 
 
 def select_rules(args):
-    """The rules --only and --skip choose."""
+    """The rules --only and --skip choose, their modules imported."""
     from ai_doctor import engine
 
+    return _choosing(engine.select, args)
+
+
+def listed_rules(args):
+    """The catalogue's entries for the rules --only and --skip choose; no rule module imported."""
+    from ai_doctor import catalogue
+
+    def listing(only, skip):
+        rules = catalogue.listed()
+        chosen = set(catalogue.choose(rules, only, skip))
+        return [r for r in rules if r.id in chosen]
+
+    return _choosing(listing, args)
+
+
+def _choosing(choose, args):
     try:
-        return engine.select(args.only, args.skip)
+        return choose(args.only, args.skip)
     except LookupError as exc:
         raise UsageError("unknown rule or area: %s (see aidoctor --list-rules)" % exc.args[0]) from None
     except ValueError as exc:

@@ -153,7 +153,7 @@ def _dispatch(argv, program) -> int:
     if args.list_rules:
         from ai_doctor import api
 
-        return _list_rules(args.format, api.select_rules(args))
+        return _list_rules(args.format, api.listed_rules(args))
     return _check(args, argv, program)
 
 
@@ -189,12 +189,12 @@ def _explain(argv) -> int:
         return EXIT_OK
     if len(argv) != 1 or argv[0].startswith("-"):
         raise UsageError("usage: aidoctor explain RULE|AREA (see aidoctor --list-rules)")
-    from ai_doctor import engine
+    from ai_doctor import catalogue
 
-    rules = engine.load_rules()
-    found = rules.get(argv[0])
-    if found is None:
-        in_area = sorted((r for r in rules.values() if r.area == argv[0]), key=lambda r: r.order)
+    rules = catalogue.listed()
+    found = [r for r in rules if r.id == argv[0]]
+    if not found:
+        in_area = [r for r in rules if r.area == argv[0]]
         if in_area:
             # An area, as --only takes one: its rules, each explained by its id.
             _list_rules("text", in_area)
@@ -202,9 +202,14 @@ def _explain(argv) -> int:
             return EXIT_OK
         import difflib
 
-        close = difflib.get_close_matches(argv[0], list(rules) + sorted({r.area for r in rules.values()}), n=1, cutoff=0.6)
+        names = [r.id for r in rules] + sorted({r.area for r in rules})
+        close = difflib.get_close_matches(argv[0], names, n=1, cutoff=0.6)
         hint = "did you mean %s? " % close[0] if close else ""
         raise UsageError("unknown rule id or area %r (%ssee aidoctor --list-rules)" % (argv[0], hint))
+    # The docs are the rule's docstring: its module alone is imported.
+    from ai_doctor import engine
+
+    found = engine.select(only=(argv[0],))[0]
     _write(None, "%s — %s\ndefault severity: %s\n\n%s\n" % (found.id, found.title, found.severity.value, found.docs))
     return EXIT_OK
 
@@ -301,14 +306,15 @@ def _merge(argv) -> int:
 
 
 def _list_rules(output_format: str, rules) -> int:
+    """``rules``: catalogue.Listed entries."""
     if output_format == "json":
         import json
 
-        listing = [{"rule": r.id, "severity": r.severity.value, "title": r.title, "summary": r.summary} for r in rules]
+        listing = [{"rule": r.id, "severity": r.severity, "title": r.title, "summary": r.summary} for r in rules]
         _write(None, json.dumps(listing, indent=2, ensure_ascii=False) + "\n")
         return EXIT_OK
     width = max(len(r.id) for r in rules)
-    _write(None, "".join("%-*s  %-8s  %s\n" % (width, item.id, item.severity.value, item.title) for item in rules))
+    _write(None, "".join("%-*s  %-8s  %s\n" % (width, item.id, item.severity, item.title) for item in rules))
     return EXIT_OK
 
 

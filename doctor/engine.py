@@ -13,15 +13,15 @@ rules' findings and which of them read refused files.
 from __future__ import annotations
 
 import os
-import stat
-import sys
 
+from ai_doctor import catalogue
 from ai_doctor.facts import Unavailable, module_names
 from ai_doctor.facts.bootloader import with_grub_sources
 from ai_doctor.model import CheckResult, Evidence, Finding, Issue, Pass, Severity, Skip, Status
 from ai_doctor.record import Record
 
-ENTRY_POINT_GROUP = "ai_doctor.rules"
+# Where rules the catalogue does not list (rule packs') are ordered: after every built-in one.
+PACK_ORDER = 1 << 16
 # The built-in areas in catalogue order (DESIGN.md); other modules follow by name.
 AREAS = ("hugepages", "thp", "overcommit", "memory", "cpu", "storage", "kernel", "gpu", "pci", "limits", "access")
 
@@ -75,7 +75,10 @@ def rule(id: str, title: str, severity: Severity, needs=(), uses=(), review=Fals
             raise RuleDefinitionError("rule id %r registered twice (%s, %s)" % (id, REGISTRY[id].module, check.__module__))
         if not (check.__doc__ or "").strip():
             raise RuleDefinitionError("rule %r has no documentation (docstring)" % id)
-        REGISTRY[id] = Rule(id, title, severity, tuple(needs), tuple(uses), review, check, check.__module__, len(REGISTRY), host_only)
+        # Ordered as the catalogue lists it, whatever was imported first; packs' rules after.
+        place = catalogue.position(id)
+        order = place if place is not None else PACK_ORDER + len(REGISTRY)
+        REGISTRY[id] = Rule(id, title, severity, tuple(needs), tuple(uses), review, check, check.__module__, order, host_only)
         return check
 
     return register
@@ -96,7 +99,7 @@ _loaded = False
 
 
 def load_rules() -> dict:
-    """Import the built-in rule modules and any registered rule packs, once."""
+    """Import every built-in rule module and any registered rule packs, once."""
     global _loaded
     if _loaded:
         return REGISTRY
@@ -107,79 +110,27 @@ def load_rules() -> dict:
     # A module's area is its name up to "_" (gpu_devices is gpu's): the catalogue reads by area.
     for name in sorted(names, key=lambda n: (AREAS.index(n.split("_", 1)[0]) if n.split("_", 1)[0] in AREAS else len(AREAS), n)):
         __import__("ai_doctor.rules." + name)  # not importlib's import_module: importlib costs every start
-    for module in _entry_point_modules():
-        __import__(module)
+    load_packs(catalogue.pack_modules())
     return REGISTRY
 
 
-def _entry_point_modules():
-    """Modules named in the ``ai_doctor.rules`` entry-point group.
-
-    importlib.metadata costs several times Python's start-up to import and scan, so it only
-    runs when an installed distribution's entry_points.txt mentions the group. Whether one in
-    a sys.path folder does is remembered (ai_doctor.cache) until the folder changes, as it
-    does when pip installs, upgrades or removes anything there: an ML venv holds hundreds of
-    distributions, and opening each one's file costs a tenth of a check.
-    """
-    marker = "[%s]" % ENTRY_POINT_GROUP
-    if not any(_mentions(directory or ".", marker) for directory in sys.path):
-        return []
-    from importlib import metadata
-
-    try:
-        points = metadata.entry_points(group=ENTRY_POINT_GROUP)
-    except TypeError:  # Python 3.9: a dict of groups
-        points = metadata.entry_points().get(ENTRY_POINT_GROUP, [])
-    return sorted({point.value.split(":", 1)[0] for point in points})
-
-
-def _mentions(directory: str, marker: str) -> bool:
-    """Whether an entry_points.txt of a distribution in ``directory`` holds ``marker``."""
-    from ai_doctor import cache
-
-    try:
-        info = os.stat(directory)
-    except OSError:
-        return False
-    if not stat.S_ISDIR(info.st_mode):
-        return False  # a zip file on sys.path: the standard library's own
-    remembered = cache.lookup("entry-points", info)
-    if remembered in ("yes", "no"):
-        return remembered == "yes"
-    try:
-        entries = os.listdir(directory)
-    except OSError:
-        return False
-    found = False
-    for entry in entries:
-        if entry.endswith((".dist-info", ".egg-info")):
-            try:
-                with open(os.path.join(directory, entry, "entry_points.txt"), encoding="utf-8") as handle:
-                    if marker in handle.read():
-                        found = True
-                        break
-            except (OSError, UnicodeDecodeError):
-                continue
-    cache.store("entry-points", info, "yes" if found else "no")
-    return found
+def load_packs(modules) -> None:
+    """Import the rule packs' modules (``catalogue.pack_modules()``); they register on import."""
+    for module in modules:
+        __import__(module)
 
 
 def select(only=(), skip=()):
-    """Rules chosen by ids or area names; unknown names raise LookupError naming them, a choice
-    that leaves nothing raises ValueError."""
-    rules = load_rules()
-    areas = {r.area for r in rules.values()}
-    unknown = [name for name in list(only) + list(skip) if name not in rules and name not in areas]
-    if unknown:
-        raise LookupError(", ".join(repr(name) for name in unknown))
-
-    def matches(rule_, names):
-        return rule_.id in names or rule_.area in names
-
-    chosen = [r for r in rules.values() if (not only or matches(r, only)) and not matches(r, skip)]
-    if not chosen:
-        raise ValueError("--only and --skip together select no rules")
-    return sorted(chosen, key=lambda r: r.order)
+    """Rules chosen by ids or area names, in catalogue order; only the modules that register
+    them are imported. Unknown names raise LookupError naming them, a choice that leaves nothing
+    raises ValueError."""
+    listed = catalogue.listed()
+    chosen = catalogue.choose(listed, only, skip)
+    modules = {r.id: r.module for r in listed}
+    for rule_id in chosen:
+        if rule_id not in REGISTRY:
+            __import__(modules[rule_id])
+    return [REGISTRY[rule_id] for rule_id in chosen]
 
 
 # -- running -----------------------------------------------------------------------------

@@ -26,14 +26,14 @@ def run(args, request, host, rules, write, usage_error, command=("aidoctor", "fi
     rerun as root). Exit 0 when every change of the ways taken was made and
     their findings cleared (now or at the next boot); 1 when a change failed or could not be
     made, or a finding they were to fix is still there."""
+    from ai_doctor.catalogue import listed
     from ai_doctor.checkup import checkup
-    from ai_doctor.engine import load_rules
     from ai_doctor.remedy.plan import PlanError, build, parse_choices
     from ai_doctor.reports import fixscript
 
     report = checkup(host, request, rules, "never")
     try:
-        plan, notes = build(report, parse_choices(args.choose), set(load_rules()))
+        plan, notes = build(report, parse_choices(args.choose), {rule.id for rule in listed()})
     except PlanError as exc:
         raise usage_error(str(exc)) from None
     for note in notes:

@@ -198,10 +198,10 @@ def load(paths, now=None, max_age: int = DEFAULT_MAX_AGE, fail_on: str = "never"
         hosts.append(host)
         for rule, title in titles.items():
             rules.setdefault(rule, title)
-    from ai_doctor import engine
+    from ai_doctor import catalogue
 
     # Columns in catalogue order; rules this aidoctor does not know (a newer one's) at the end.
-    known = {rule.id: rule.order for rule in engine.load_rules().values()}
+    known = {rule.id: order for order, rule in enumerate(catalogue.listed())}
     columns = tuple(sorted(rules, key=lambda rule: (known.get(rule, len(known)), rule)))
     # Two reports of one host name (re-runs, clones) stay apart: named with their file.
     names = {}

@@ -159,6 +159,8 @@ def test_two_runs_rank_identically():
 
 def test_rule_packs_register_through_entry_points(tmp_path, monkeypatch):
     """A third-party distribution naming a module in the ai_doctor.rules group is loaded."""
+    from ai_doctor import catalogue
+
     (tmp_path / "aidoctor_pack_example.py").write_text(
         "from ai_doctor.engine import rule\n"
         "from ai_doctor.model import Severity, Pass\n"
@@ -174,11 +176,15 @@ def test_rule_packs_register_through_entry_points(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(engine, "REGISTRY", dict(engine.load_rules()))
     monkeypatch.setattr(engine, "_loaded", False)
+    monkeypatch.setattr(catalogue, "_packs", None)
     monkeypatch.delitem(__import__("sys").modules, "aidoctor_pack_example", raising=False)
     # the built-in modules are already imported, so only the pack registers anew
     rules = engine.load_rules()
     assert rules["pack.example"].title == "An example pack rule"
     assert [r.id for r in engine.select(only=["pack"])] == ["pack.example"]
+    # Listed after every built-in rule, and ordered there in reports.
+    assert [r.id for r in catalogue.listed()][-1] == "pack.example"
+    assert rules["pack.example"].order > max(r.order for r in rules.values() if r.id != "pack.example")
 
 
 def test_evidence_is_capped_and_deduplicated(tree, run):
@@ -220,20 +226,34 @@ def test_one_value_in_many_numbered_folders_is_one_row_with_the_numbers():
 
 
 def test_the_entry_point_scan_is_remembered_until_the_folder_changes(tmp_path, monkeypatch):
+    from ai_doctor import catalogue
+
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("AIDOCTOR_NO_CACHE", raising=False)
     site = tmp_path / "site"
     (site / "numpy-2.0.dist-info").mkdir(parents=True)
     (site / "numpy-2.0.dist-info" / "entry_points.txt").write_text("[console_scripts]\nf2py = numpy.f2py:main\n")
-    marker = "[%s]" % engine.ENTRY_POINT_GROUP
-    assert engine._mentions(str(site), marker) is False
+    marker = "[%s]" % catalogue.ENTRY_POINT_GROUP
+    assert catalogue._mentions(str(site), marker) is False
     remembered = list((tmp_path / "cache").rglob("entry-points-*"))
     assert len(remembered) == 1 and remembered[0].read_text() == "no"
     # Installing a rule pack adds its folder: the scan runs again and finds it.
     (site / "pack-1.0.dist-info").mkdir()
     (site / "pack-1.0.dist-info" / "entry_points.txt").write_text(marker + "\nexample = pack\n")
-    assert engine._mentions(str(site), marker) is True
+    assert catalogue._mentions(str(site), marker) is True
     # A zip file or a missing folder on sys.path holds no distributions to scan.
     (tmp_path / "python.zip").write_bytes(b"PK")
-    assert engine._mentions(str(tmp_path / "python.zip"), marker) is False
-    assert engine._mentions(str(tmp_path / "absent"), marker) is False
+    assert catalogue._mentions(str(tmp_path / "python.zip"), marker) is False
+    assert catalogue._mentions(str(tmp_path / "absent"), marker) is False
+
+
+def test_the_catalogue_lists_every_built_in_rule_as_it_registers():
+    # rules/_catalogue.py is written by tools/generate_share.py; a rule added or retitled
+    # without running it would be missing from --list-rules and from runs.
+    from ai_doctor import catalogue
+
+    registered = sorted((r for r in engine.load_rules().values() if r.module.startswith("ai_doctor.rules.")), key=lambda r: r.order)
+    assert catalogue.built_in() == tuple(catalogue.Listed(r.id, r.title, r.severity.value, r.summary, r.module) for r in registered), (
+        "rules/_catalogue.py is stale: run tools/generate_share.py"
+    )
+    assert [r.order for r in registered] == list(range(len(registered)))

@@ -96,9 +96,10 @@ def test_runs_alone_with_a_system_python_and_answers_as_the_installed_command(bu
 def test_without_a_cache_it_runs_from_the_zip_and_writes_nothing(built_pyz, tmp_path, run):
     pyz = built_pyz
     expected = run("--root", GUIDE, "--format", "json")
-    done = run_pyz(sys.executable, pyz, ["--root", GUIDE, "--format", "json"], tmp_path / "cache", AIDOCTOR_NO_CACHE="1")
+    # Its own cache folder: the suite's (tmp_path / "cache") is the in-process run's.
+    done = run_pyz(sys.executable, pyz, ["--root", GUIDE, "--format", "json"], tmp_path / "pyz-cache", AIDOCTOR_NO_CACHE="1")
     assert done.returncode == expected.code and comparable(done.stdout) == comparable(expected.out)
-    assert not (tmp_path / "cache").exists()
+    assert not (tmp_path / "pyz-cache").exists()
 
 
 def test_an_unpacked_copy_others_can_write_is_never_run(built_pyz, tmp_path, run):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 EVERY_MODULE = """
 import os, pkgutil, re, sys, importlib
@@ -38,3 +39,34 @@ def test_no_module_compiles_a_pattern_when_imported():
     count, *compiled = done.stdout.strip().split("\n")
     assert int(count) > 60
     assert compiled == []
+
+
+LOADED_BY = """
+import sys
+from ai_doctor.cli import main
+code = main(sys.argv[1:])
+sys.stdout.flush()
+assert code in (0, 1), code
+print("\\n".join(sorted(name for name in sys.modules if name.startswith("ai_doctor.rules."))), file=sys.stderr)
+"""
+
+
+def rule_modules_loaded_by(*argv):
+    done = subprocess.run([sys.executable, "-c", LOADED_BY] + list(argv), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return [name for name in done.stderr.split("\n") if name]
+
+
+def test_the_rule_list_and_an_area_are_read_from_the_catalogue_without_the_rules():
+    # Importing every rule module (and the fact modules they use) costs more than Python's start.
+    assert rule_modules_loaded_by("--list-rules") == ["ai_doctor.rules._catalogue"]
+    assert rule_modules_loaded_by("--list-rules", "--format", "json", "--skip", "gpu") == ["ai_doctor.rules._catalogue"]
+    assert rule_modules_loaded_by("explain", "gpu") == ["ai_doctor.rules._catalogue"]
+    # One rule's docs: its module alone.
+    assert rule_modules_loaded_by("explain", "thp.disabled") == ["ai_doctor.rules._catalogue", "ai_doctor.rules.thp"]
+
+
+def test_a_run_of_some_rules_imports_only_their_modules():
+    tree = str(Path(__file__).resolve().parents[1] / "fixtures" / "image-ubuntu-clean" / "root")
+    loaded = rule_modules_loaded_by("--root", tree, "--only", "cpu", "--only", "thp.disabled", "--format", "json")
+    assert loaded == ["ai_doctor.rules._catalogue", "ai_doctor.rules.cpu", "ai_doctor.rules.thp"]

@@ -1,7 +1,8 @@
 """Generate the shell completion scripts and the manual page from the command's one argparse
-definition (ai_doctor.argparser.whole), into doctor/share/ (installed as ai_doctor/share/):
+definition (ai_doctor.argparser.whole), into doctor/share/ (installed as ai_doctor/share/), and
+the rule catalogue (rules/_catalogue.py, read by ai_doctor.catalogue) from the rule modules:
 
-    python tools/generate_share.py            # after changing an option, a subcommand or a rule
+    python tools/generate_share.py            # after changing an option, a subcommand or a rule's title, severity or docs
     python tools/generate_share.py --check    # exit 1 where a file is not what it would generate
 
 shtab writes the completion scripts (bash, zsh, tcsh) and argparse-manpage the page (both in the
@@ -14,11 +15,13 @@ version's month, not today's date.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 SHARE = CHECKOUT / "doctor" / "share"
+CATALOGUE = CHECKOUT / "rules" / "_catalogue.py"
 MONTH = "December 2026"  # of this version (ai_doctor.__version__)
 SUMMARY = "diagnose Linux hosts that load and serve AI models"
 SECTIONS = (
@@ -49,8 +52,24 @@ def fixed_width(prog):
     return argparse.HelpFormatter(prog, width=80)
 
 
+def catalogue(rules) -> str:
+    """ai_doctor.rules._catalogue: the built-in rules as ai_doctor.catalogue lists them."""
+    rows = "".join(
+        "    (%s),\n" % ", ".join(json.dumps(value, ensure_ascii=False) for value in (r.id, r.title, r.severity.value, r.summary, r.module))
+        # In the order the rule modules registered them (engine.load_rules imports by area), not
+        # by Rule.order, which the catalogue being written decides.
+        for r in rules.values()
+    )
+    return (
+        '"""The built-in rules in catalogue order: (id, title, default severity, summary, module).\n\n'
+        "Written by tools/generate_share.py from the rule modules, which register them; run it after\n"
+        "adding a rule or changing one's title, severity or docstring (tests/test_share.py checks).\n"
+        '"""\n\n# ruff: noqa: E501\n# fmt: off\nRULES = (\n%s)\n# fmt: on\n' % rows
+    )
+
+
 def generated() -> dict:
-    """File name in doctor/share → its text."""
+    """File under the checkout → its text."""
     import shtab
     from argparse_manpage.manpage import Manpage
 
@@ -59,16 +78,16 @@ def generated() -> dict:
     rules = {rule_id: rule for rule_id, rule in engine.load_rules().items() if rule.module.startswith("ai_doctor.rules.")}
     names = sorted(rules) + sorted({rule.area for rule in rules.values()})
     preamble = '_aidoctor_rules() {\n  compgen -W "%s" -- "$1"\n}\n' % " ".join(names)
-    files = {}
+    files = {CATALOGUE: catalogue(rules)}
     for shell in argparser.SHELLS:
         parser = argparser.whole(rules, fixed_width)
-        files["aidoctor." + shell] = shtab.complete(parser, shell, preamble={"bash": preamble} if shell == "bash" else "")
+        files[SHARE / ("aidoctor." + shell)] = shtab.complete(parser, shell, preamble={"bash": preamble} if shell == "bash" else "")
     parser = argparser.whole(rules, fixed_width)
     parser._manpage = [{"heading": heading, "content": content} for heading, content in SECTIONS]
     data = {"project_name": "aidoctor", "version": __version__, "date": MONTH, "manual_title": "aidoctor manual", "description": SUMMARY}
     page = str(Manpage(parser, _data=data))
     # roff is ASCII: any other character as its escape (\[u2026] for …), as groff without preconv reads it.
-    files["aidoctor.1"] = "".join(c if c.isascii() else "\\[u%04X]" % ord(c) for c in page)
+    files[SHARE / "aidoctor.1"] = "".join(c if c.isascii() else "\\[u%04X]" % ord(c) for c in page)
     return files
 
 
@@ -77,13 +96,12 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="compare, write nothing")
     args = parser.parse_args()
     stale = []
-    for name, text in sorted(generated().items()):
-        path = SHARE / name
+    for path, text in sorted(generated().items()):
         if args.check:
             if not path.is_file() or path.read_text(encoding="utf-8") != text:
-                stale.append(name)
+                stale.append(str(path.relative_to(CHECKOUT)))
             continue
-        SHARE.mkdir(exist_ok=True)
+        path.parent.mkdir(exist_ok=True)
         path.write_text(text, encoding="utf-8")
         print("wrote", path.relative_to(CHECKOUT))
     if stale:
