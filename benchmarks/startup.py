@@ -9,6 +9,9 @@ Budgets (issue 17), as ratios of medians to `python -c pass` of the same interpr
     --root image whose /boot config is 330 KB            3.5x
     live check, JSON, in a venv with 200 distributions   3.0x (to that venv's python -c pass)
 
+Two floors are printed beside them, without budgets: Python with ``re`` and ``json``, and with
+every module a JSON check imports, before it reads a file (each exiting as the command does).
+
 Measured the same way every time: every command runs as a fresh process of the installed CLI,
 interleaved round after round, and each ratio is of medians. The image is a copy of the
 image-ubuntu-clean fixture whose kernel configs are grown to a distribution's 330 KB. The
@@ -92,6 +95,30 @@ def editable() -> bool:
     return Path(done.stdout.strip()).resolve().is_relative_to(CHECKOUT)
 
 
+# The modules a JSON check imports, printed by a check run in this interpreter.
+CHECK_MODULES = """
+import os, sys
+from ai_doctor.cli import main
+sys.stdout = open(os.devnull, "w")
+main(sys.argv[1:])
+sys.stdout = sys.__stdout__
+print(" ".join(name for name in sys.modules if name.startswith("ai_doctor")))
+"""
+
+
+def floors(size) -> dict:
+    """What a check costs before it reads anything: the interpreter with ``re`` and ``json``
+    (which pip's script and the JSON output import anyway), and with every module a JSON check
+    imports; each exits as the command does (os._exit, no interpreter teardown)."""
+    done = subprocess.run([sys.executable, "-c", CHECK_MODULES] + size + ["--format", "json"], capture_output=True, text=True, check=True)
+    names = done.stdout.split()
+    imports = "import os, re, json\nfor name in %r: __import__(name)\nos._exit(0)" % names
+    return {
+        "floor: re + json": ([sys.executable, "-c", "import os, re, json; os._exit(0)"], False),
+        "floor: + a check's imports": ([sys.executable, "-c", imports], False),
+    }
+
+
 def image_tree(work: Path) -> Path:
     """The image-ubuntu-clean fixture with each /boot config grown to 330 KB of options."""
     tree = work / "image"
@@ -154,6 +181,7 @@ def main() -> int:
         crowded_python, crowded_tool = crowded_venv(Path(work))
         commands = {
             "python -c pass": ([sys.executable, "-c", "pass"], False),
+            **floors(size),
             "json": (tool + size + ["--format", "json"], False),
             "text (piped)": (tool + size, False),
             "text (terminal)": (tool + size, True),
@@ -178,6 +206,9 @@ def main() -> int:
     print("%-32s %9s %7s %7s" % ("", "median", "ratio", "budget"))
     over = False
     for name, median in medians.items():
+        if name.startswith("floor"):
+            print("%-32s %7.1fms %7.2f" % (name, median * 1000, median / medians["python -c pass"]))
+            continue
         if name not in BUDGETS:
             print("%-32s %7.1fms %7s" % (name, median * 1000, "1.00"))
             continue
