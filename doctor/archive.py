@@ -1,23 +1,27 @@
 """Snapshot archives (``host.tar.gz``): writing one, and reading one safely, into memory for a
 replay or unpacked into a folder.
 
-An archive comes from someone else's machine, so unpacking trusts nothing in it, and reads it
-twice. Its compressed streams are read with zlib, bz2 or lzma directly, within limits. First
-our own pre-scan walks the tar stream header by header, before tarfile parses a byte of it: a
-header or PAX record beyond small limits, a sparse member, a time out of range, too many
-members or headers, more bytes than the limit (the sizes in the headers are what extraction
-writes, so a compression bomb is refused before it inflates) is refused there, in a fraction
-of a second and a few MiB whatever the archive claims. Then tarfile reads it, and must find
-every member where the pre-scan did; each is checked again: a name that is absolute or climbs
-with ``..``, a hard link, a device or FIFO, a member below a symbolic link (which would write
-through it) or below a file, and a symbolic link that, followed the way the kernel follows it
-through the archive's other links, leaves the tree.
+An archive comes from someone else's machine, so reading it trusts nothing in it. Its
+compressed streams are read with zlib, bz2 or lzma directly, within limits. First our own
+pre-scan walks the tar stream header by header, before tarfile parses a byte of it: a header or
+PAX record beyond small limits, a sparse member, a time out of range, too many members or
+headers, more bytes than the limit (the sizes in the headers are what extraction writes, so a
+compression bomb is refused before it inflates) is refused there, in a fraction of a second and
+a few MiB whatever the archive claims. Every member is then checked: a name that is absolute or
+climbs with ``..``, a hard link, a device or FIFO, a member below a symbolic link (which would
+write through it) or below a file, and a symbolic link that, followed the way the kernel follows
+it through the archive's other links, leaves the tree.
 
-A replay (:func:`load`) then holds the members in memory as unpacking would have left them on
-disk (ai_doctor.tree.Members): nothing is written. :func:`unpack` extracts them with tarfile's
-``data`` filter, where this Python has it (3.12, and the security releases 3.8.17, 3.9.17,
-3.10.12, 3.11.4 on); elsewhere the same checks guard a member-by-member extraction that never
-follows a link, with the filter's modes.
+A replay (:func:`load`) holds the members in memory as unpacking would have left them on disk
+(ai_doctor.tree.Members): nothing is written. Its members are the pre-scan's, read as tarfile
+reads them (name, link, mode and time from the header, a GNU long name or PAX records; a test
+compares the two field by field on archives tarfile writes in each format); headers whose reading
+depends on tarfile's internals (a PAX path and a GNU long name for one member, hdrcharset in a
+value) are refused. tarfile's own parse, twice the pre-scan's cost, is left to :func:`unpack` and
+to an archive too large to hold: there tarfile reads the stream again and must find every member
+where the pre-scan did, and extracts them with its ``data`` filter, where this Python has it
+(3.12, and the security releases 3.8.17, 3.9.17, 3.10.12, 3.11.4 on); elsewhere the same checks
+guard a member-by-member extraction that never follows a link, with the filter's modes.
 
 Writing (:func:`pack` from a folder, :func:`write` from entries in memory) puts absolute link
 targets as relative ones: inside a tree they mean the same (the Host re-roots them), and the
@@ -26,12 +30,11 @@ data filter accepts them.
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import stat
 import struct
-import tarfile
+import sys
 import time
 import zlib
 from array import array
@@ -117,6 +120,8 @@ COMPRESSION = 1
 
 def pack(tree: str, archive: str) -> int:
     """Write the snapshot ``tree`` as a gzip'd tar at ``archive``; returns the member count."""
+    import tarfile
+
     count = 0
     with tarfile.open(archive, "w:gz", format=tarfile.PAX_FORMAT, compresslevel=COMPRESSION) as out:
         for folder, dirs, files in os.walk(tree):
@@ -144,6 +149,7 @@ def write(entries, archive: str) -> int:
     bytes of a file, the target (str) of a link, or None for a folder. Returns the member count;
     raises OSError, leaving no archive behind."""
     import gzip
+    import tarfile
 
     headers = _Headers(min(max(int(time.time()), -MAX_MTIME), MAX_MTIME))
     count = 0
@@ -182,18 +188,21 @@ class _Headers:
     checksum made again. Tarfile itself encodes a member whose name, or link's target, needs an
     extended header (not ASCII, or longer than its field)."""
 
-    _KINDS = {bytes: tarfile.REGTYPE, str: tarfile.SYMTYPE, type(None): tarfile.DIRTYPE}
-
     def __init__(self, mtime: int):
+        import tarfile
+
+        self._KINDS = {bytes: tarfile.REGTYPE, str: tarfile.SYMTYPE, type(None): tarfile.DIRTYPE}
         self.mtime = mtime
         model = self.info("", 0, b"")
-        self.encoding = tarfile.ENCODING
-        block = model.tobuf(tarfile.PAX_FORMAT, self.encoding, "surrogateescape")
+        self.encoding, self.pax_format = tarfile.ENCODING, tarfile.PAX_FORMAT
+        block = model.tobuf(self.pax_format, self.encoding, "surrogateescape")
         self.owners, self.mtime_field, self.rest = block[108:124], block[136:148], block[257:]
         # The fast way holds only where tarfile writes no extended header: in range, ASCII, short.
         self.fast = len(block) == BLOCK and 0 <= mtime < 8**11
 
     def info(self, path: str, mode: int, content):
+        import tarfile
+
         member = tarfile.TarInfo(path)
         member.mode, member.type, member.mtime = mode, self._KINDS[type(content)], self.mtime
         member.uid = member.gid = 0
@@ -211,7 +220,7 @@ class _Headers:
         link = content if kind is str else ""
         size = len(content) if kind is bytes else 0
         if not (self.fast and len(path) <= 100 and len(link) <= 100 and path.isascii() and link.isascii() and size < 8**11):
-            return self.info(path.rstrip("/"), mode, content).tobuf(tarfile.PAX_FORMAT, self.encoding, "surrogateescape")
+            return self.info(path.rstrip("/"), mode, content).tobuf(self.pax_format, self.encoding, "surrogateescape")
         block = b"".join(
             (
                 path.encode("ascii").ljust(100, b"\0"),
@@ -385,8 +394,10 @@ class _Scan:
     ``pending`` for the member they precede, one of each kind at most; a global PAX header
     (``g``) may carry only a comment, as it would otherwise apply to every member after it."""
 
-    def __init__(self, stream):
+    def __init__(self, stream, members: bool = False):
         self.reader = _Reader(stream)
+        # Each member as tarfile reads it (a _Member), where asked for.
+        self.held = [] if members else None
         self.pending = {}
         self.members = self.header_bytes = self.extended = self.records = self.unpacked = 0
         self.offsets, self.sizes, self.kinds = array("I"), array("I"), bytearray()
@@ -474,6 +485,11 @@ class _Scan:
         self.records += len(records)
         if self.records > MAX_RECORDS:
             raise ArchiveError("more than %d PAX records: not a snapshot" % MAX_RECORDS)
+        # tarfile takes hdrcharset from the first place the text "N hdrcharset=" appears, in a
+        # value too, where its records keep the last: one record of its own, or none, is read alike.
+        charsets = sum(1 for key, _ in records if key == b"hdrcharset")
+        if charsets > 1 or payload.count(b"hdrcharset=", 0, size) != charsets:
+            raise self.refused(block, "a PAX header with hdrcharset other than once, in a record of its own")
         if kind == b"g":
             for key, _ in records:
                 if key != b"comment":
@@ -500,8 +516,47 @@ class _Scan:
         self.offsets.append(offset)
         self.sizes.append(size)
         self.kinds += kind
+        if self.held is not None:
+            self.held.append(self.read_member(block, kind, size, offset))
         if self.pending:
             self.pending = {}
+
+    def read_member(self, block: bytes, kind: bytes, size: int, offset: int):
+        """The member as tarfile's TarInfo.frombuf, _proc_gnulong and _proc_pax make it: name,
+        link target, mode and time from the header, a GNU long name or link, or PAX records."""
+        numbers = [_number(block[start:end]) for start, end in _NUMBER_FIELDS]
+        if None in numbers:
+            # tarfile finds such a header invalid and stops reading there.
+            raise self.refused(block, "a header field that is no number")
+        mode, mtime = numbers[0], numbers[3]
+        name = _text(block[:100].split(b"\0", 1)[0])
+        if kind == b"5":
+            name = name.rstrip("/")
+        prefix = block[345:500].split(b"\0", 1)[0]
+        if prefix:
+            name = _text(prefix) + "/" + name
+        link = _text(block[157:257].split(b"\0", 1)[0])
+        pending = self.pending
+        if pending:
+            pax = pending.get(b"x", {})
+            # The order of a PAX header and a GNU long name decides which name tarfile keeps;
+            # a snapshot never holds both for one member.
+            if (b"path" in pax and b"L" in pending) or (b"linkpath" in pax and b"K" in pending):
+                raise self.refused(block, "both a PAX header and a GNU long name give its name")
+            if b"L" in pending:
+                name = _text(pending[b"L"])
+                if kind == b"5" and name.endswith("/"):
+                    name = name[:-1]
+            if b"K" in pending:
+                link = _text(pending[b"K"])
+            binary = pax.get(b"hdrcharset") == b"BINARY"
+            if b"path" in pax:
+                name = _pax_text(pax[b"path"], binary).rstrip("/")
+            if b"linkpath" in pax:
+                link = _pax_text(pax[b"linkpath"], binary)
+            if b"mtime" in pax:
+                mtime = float(pax[b"mtime"])
+        return _Member(name, link, mode, mtime, size, offset, kind)
 
     def unusual(self, block: bytes, kind: bytes, size: int) -> tuple:
         """A member's type and size where extended headers, its type or a base-256 time may
@@ -519,6 +574,49 @@ class _Scan:
         if problem:
             raise self.refused(block, problem)
         return kind, int(pax[b"size"]) if b"size" in pax else size
+
+
+# Number fields tarfile's header parse reads besides the size and checksum: mode, uid, gid, mtime,
+# devmajor, devminor.
+_NUMBER_FIELDS = ((100, 108), (108, 116), (116, 124), (136, 148), (329, 337), (337, 345))
+# tarfile's own encoding for names in headers and GNU long names (tarfile.ENCODING).
+_ENCODING = sys.getfilesystemencoding()
+
+
+def _text(field: bytes) -> str:
+    return field.decode(_ENCODING, "surrogateescape")
+
+
+def _pax_text(value: bytes, binary: bool) -> str:
+    """A PAX path or linkpath as tarfile decodes it: UTF-8, or the file system's encoding where
+    the header says hdrcharset=BINARY, and that encoding with escapes where it fails."""
+    try:
+        return value.decode(_ENCODING if binary else "utf-8")
+    except UnicodeDecodeError:
+        return _text(value)
+
+
+class _Member:
+    """One member as the pre-scan read it, with the attributes and tests of a tarfile.TarInfo
+    that the checks and :func:`_held` use."""
+
+    __slots__ = ("name", "linkname", "mode", "mtime", "size", "offset_data", "type")
+
+    def __init__(self, name, linkname, mode, mtime, size, offset_data, kind):
+        self.name, self.linkname, self.mode, self.mtime = name, linkname, mode, mtime
+        self.size, self.offset_data, self.type = size, offset_data, kind
+
+    def isdir(self) -> bool:
+        return self.type == b"5"
+
+    def issym(self) -> bool:
+        return self.type == b"2"
+
+    def islnk(self) -> bool:
+        return self.type == b"1"
+
+    def isreg(self) -> bool:
+        return self.type in _REGULAR
 
 
 # -- reading with tarfile ----------------------------------------------------------------------
@@ -652,6 +750,7 @@ def _decompressed(raw):
 def _unreadable():
     """What reading garbage raises, beyond ArchiveError: turned into one line."""
     import lzma
+    import tarfile
 
     return (
         tarfile.TarError,
@@ -677,10 +776,12 @@ def load(archive: str, spill=None):
     shown = []
 
     def hold(raw):
-        # Two passes over one stream, the pre-scan's, then tarfile's, which must agree; the
-        # second reads what the first decompressed, kept in memory.
+        # One pass, the pre-scan's, which also reads each member as tarfile would: nothing is
+        # written, so tarfile's extraction (and its second parse, most of a replay's cost) is
+        # needed only where the archive is too large to hold and is unpacked instead.
         kept = _Kept(_decompressed(raw), MAX_HELD)
-        layout = _Scan(kept).run()
+        scan = _Scan(kept, members=True)
+        layout = scan.run()
         if kept.parts is None:
             if spill is None:
                 raise ArchiveError("%s: more than %d MiB unpacked, more than a replay holds in memory" % (archive, MAX_HELD >> 20))
@@ -691,9 +792,7 @@ def load(archive: str, spill=None):
             return Folder(shown[0])
         data = b"".join(kept.parts)
         kept.parts = None
-        with tarfile.open(fileobj=_Bounded(io.BytesIO(data)), mode="r:") as source:
-            members = _checked(source, layout)
-        return _held(members, data)
+        return _held(_checked(scan.held), data)
 
     return _reading(archive, hold, shown)
 
@@ -735,6 +834,8 @@ def unpack(archive: str, destination: str) -> int:
 def _extracted(raw, layout: tuple, destination: str) -> int:
     """The archive ``raw`` read again by tarfile, checked against the pre-scan's ``layout`` and
     extracted into ``destination``; returns the member count."""
+    import tarfile
+
     with tarfile.open(fileobj=_Bounded(_decompressed(raw)), mode="r:") as source:
         members = _checked(source, layout)
         if hasattr(tarfile, "data_filter"):
@@ -835,20 +936,18 @@ def _data_mode(mode: int) -> int:
     return mode | 0o600
 
 
-def _checked(source, layout: tuple) -> list:
-    """The members as tarfile reads them, each where the pre-scan found it, and checked."""
-    offsets, sizes, kinds = layout
+def _checked(source, layout=None) -> list:
+    """The members of ``source`` checked: as tarfile reads them, each where the pre-scan's
+    ``layout`` has it, or the pre-scan's own (no layout)."""
+    offsets, sizes, kinds = layout or (None, None, None)
     members = []
     total = 0
     seen = {}
     links = {}
     for member in source:
         index = len(members)
-        if index >= len(offsets) or (offsets[index], sizes[index], kinds[index : index + 1]) != (
-            member.offset_data,
-            member.size,
-            member.type,
-        ):
+        where = (member.offset_data, member.size, member.type)
+        if layout is not None and (index >= len(offsets) or (offsets[index], sizes[index], kinds[index : index + 1]) != where):
             raise ArchiveError("member %s: tarfile reads it otherwise than the pre-scan did: not a snapshot" % _shown(member.name))
         name = member.name
         if len(name) > MAX_NAME or name.count("/") > MAX_DEPTH or "\x00" in name:
@@ -885,7 +984,7 @@ def _checked(source, layout: tuple) -> list:
         if total > MAX_UNPACKED:
             raise ArchiveError("more than %d MiB unpacked: not a snapshot" % (MAX_UNPACKED >> 20))
         members.append(member)
-    if len(members) != len(offsets):
+    if layout is not None and len(members) != len(offsets):
         raise ArchiveError("tarfile stops after %d members, the pre-scan read %d: not a snapshot" % (len(members), len(offsets)))
     _below_links(seen, links)
     _Links(links).check()
