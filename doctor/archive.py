@@ -363,6 +363,15 @@ def _records(payload: bytes, size: int) -> list:
     return records
 
 
+def _charset_texts(payload: bytes) -> int:
+    """How often ``DIGITS hdrcharset=`` appears in a PAX header's text, records and values."""
+    count, at = 0, payload.find(b" hdrcharset=")
+    while at != -1:
+        count += at > 0 and payload[at - 1 : at].isdigit()
+        at = payload.find(b" hdrcharset=", at + 1)
+    return count
+
+
 def _time_ok(value) -> bool:
     if isinstance(value, bytes):
         if not value or len(value) > 32 or not _TIME_BYTES.issuperset(value):
@@ -485,10 +494,11 @@ class _Scan:
         self.records += len(records)
         if self.records > MAX_RECORDS:
             raise ArchiveError("more than %d PAX records: not a snapshot" % MAX_RECORDS)
-        # tarfile takes hdrcharset from the first place the text "N hdrcharset=" appears, in a
-        # value too, where its records keep the last: one record of its own, or none, is read alike.
+        # tarfile before 3.12.6 takes hdrcharset from the first place the text "N hdrcharset="
+        # appears, in a value too; later ones from the first record: a header with one record of
+        # it and no such text elsewhere, or none, is read alike by all.
         charsets = sum(1 for key, _ in records if key == b"hdrcharset")
-        if charsets > 1 or payload.count(b"hdrcharset=", 0, size) != charsets:
+        if charsets > 1 or _charset_texts(payload[:size]) != charsets:
             raise self.refused(block, "a PAX header with hdrcharset other than once, in a record of its own")
         if kind == b"g":
             for key, _ in records:
