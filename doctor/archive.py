@@ -534,11 +534,21 @@ class _Scan:
     def read_member(self, block: bytes, kind: bytes, size: int, offset: int):
         """The member as tarfile's TarInfo.frombuf, _proc_gnulong and _proc_pax make it: name,
         link target, mode and time from the header, a GNU long name or link, or PAX records."""
-        numbers = [_number(block[start:end]) for start, end in _NUMBER_FIELDS]
-        if None in numbers:
-            # tarfile finds such a header invalid and stops reading there.
-            raise self.refused(block, "a header field that is no number")
-        mode, mtime = numbers[0], numbers[3]
+        fields = _NUMBER_FIELDS.unpack_from(block)
+        mode, uid, gid, mtime, major, minor = fields
+        if (
+            mode[-1] or uid[-1] or gid[-1] or mtime[-1] or major != _NO_DEVICE or minor != _NO_DEVICE
+            or (mode[:-1] + uid[:-1] + gid[:-1] + mtime[:-1]).translate(None, _OCTAL)
+        ):  # fmt: skip
+            # Not as tarfile writes them (octal digits and a NUL; no device numbers): read as
+            # tarfile reads them.
+            numbers = [_number(field) for field in fields]
+            if None in numbers:
+                # tarfile finds such a header invalid and stops reading there.
+                raise self.refused(block, "a header field that is no number")
+            mode, mtime = numbers[0], numbers[3]
+        else:
+            mode, mtime = int(mode[:-1], 8), int(mtime[:-1], 8)
         name = _text(block[:100].split(b"\0", 1)[0])
         if kind == b"5":
             name = name.rstrip("/")
@@ -588,7 +598,9 @@ class _Scan:
 
 # Number fields tarfile's header parse reads besides the size and checksum: mode, uid, gid, mtime,
 # devmajor, devminor.
-_NUMBER_FIELDS = ((100, 108), (108, 116), (116, 124), (136, 148), (329, 337), (337, 345))
+_NUMBER_FIELDS = struct.Struct("100x8s8s8s12x12s181x8s8s")
+_OCTAL = b"01234567"
+_NO_DEVICE = bytes(8)
 # tarfile's own encoding for names in headers and GNU long names (tarfile.ENCODING).
 _ENCODING = sys.getfilesystemencoding()
 
@@ -741,18 +753,20 @@ class _Decompressed:
 
 
 def _decompressed(raw):
-    """The archive's tar stream from its start, decompressed as its first bytes say."""
-    import bz2
-    import lzma
-
+    """The archive's tar stream from its start, decompressed as its first bytes say (bz2 and
+    lzma imported only for their own archives)."""
     raw.seek(0)
     magic = raw.read(6)
     raw.seek(0)
     if magic.startswith(b"\x1f\x8b"):
         return _Decompressed(raw, lambda: zlib.decompressobj(31))
     if magic.startswith(b"BZh"):
+        import bz2
+
         return _Decompressed(raw, bz2.BZ2Decompressor)
     if magic.startswith(b"\xfd7zXZ"):
+        import lzma
+
         return _Decompressed(raw, lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=MAX_XZ_MEMORY))
     return raw
 
