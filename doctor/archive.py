@@ -408,6 +408,7 @@ class _Scan:
         # Each member as tarfile reads it (a _Member), where asked for.
         self.held = [] if members else None
         self.pending = {}
+        self.global_last = False
         self.members = self.header_bytes = self.extended = self.records = self.unpacked = 0
         self.offsets, self.sizes, self.kinds = array("I"), array("I"), bytearray()
 
@@ -432,22 +433,35 @@ class _Scan:
             if size is None or size_end or stored_end:
                 # Not the form tarfile writes: each field read in full, as tarfile reads it.
                 size, stored = _number(block[124:136]), _number(block[148:156])
-            # The unsigned sum tarfile checks first, from adler32's (1 + sum) modulo 65521: a
-            # header 65521 off passes here, and tarfile then stops at it, which is refused too.
-            if stored is None or ((adler32(block) & 0xFFFF) - sum(block[148:156]) + 255 - stored) % 65521:
+            # The unsigned sum tarfile checks first, from adler32's (1 + sum) modulo 65521; where
+            # a sum 65521 more could match too (a large stored value, few NULs), the exact sum.
+            if (
+                stored is None
+                or ((adler32(block) & 0xFFFF) - sum(block[148:156]) + 255 - stored) % 65521
+                or (stored >= 65521 or block.count(0) < 260)
+                and stored != 256 + sum(block) - sum(block[148:156])
+            ):
                 raise ArchiveError("not a readable snapshot archive (a header with a bad checksum at byte %d)" % (reader.offset - BLOCK))
+            # tarfile reads every number field of every header, an extended one's too, and stops
+            # at one it cannot read.
+            numbers = _header_numbers(block)
+            if numbers is None:
+                raise self.refused(block, "a header field that is no number")
             if size is None or size < 0:
                 raise self.refused(block, "a size field that is no size")
             if kind in _EXTENDED_KINDS:
                 self.extended_header(block, kind, size)
+                self.global_last = kind == b"g"
             else:
-                self.member(block, kind, size)
+                self.member(block, kind, size, numbers)
+                self.global_last = False
 
     def end(self, block: bytes) -> tuple:
         """The layout, at a block of zeros or the end of the stream: where tarfile stops too."""
         if block and len(block) < BLOCK:
             raise ArchiveError("not a readable snapshot archive (it ends inside a header)")
-        if self.pending:
+        if self.pending or self.global_last:
+            # tarfile reads the header after an extended one, a global one's too, as its member.
             raise ArchiveError("an extended header with no member after it: not a snapshot")
         return self.offsets, self.sizes, self.kinds
 
@@ -497,9 +511,12 @@ class _Scan:
         # tarfile before 3.12.6 takes hdrcharset from the first place the text "N hdrcharset="
         # appears, in a value too; later ones from the first record: a header with one record of
         # it and no such text elsewhere, or none, is read alike by all.
-        charsets = sum(1 for key, _ in records if key == b"hdrcharset")
-        if charsets > 1 or _charset_texts(payload[:size]) != charsets:
+        charsets = [value for key, value in records if key == b"hdrcharset"]
+        if len(charsets) > 1 or _charset_texts(payload[:size]) != len(charsets):
             raise self.refused(block, "a PAX header with hdrcharset other than once, in a record of its own")
+        if charsets and charsets[0] not in _CHARSETS:
+            # tarfile before 3.12.6 reads the value up to a newline and fails on one not UTF-8.
+            raise self.refused(block, "a PAX hdrcharset other than BINARY or %s" % _CHARSETS[1].decode())
         if kind == b"g":
             for key, _ in records:
                 if key != b"comment":
@@ -507,7 +524,7 @@ class _Scan:
             return
         self.pending[kind] = dict(records)
 
-    def member(self, block: bytes, kind: bytes, size: int) -> None:
+    def member(self, block: bytes, kind: bytes, size: int, numbers: tuple) -> None:
         self.members += 1
         if self.members > MAX_MEMBERS:
             raise ArchiveError("more than %d members: not a snapshot" % MAX_MEMBERS)
@@ -527,28 +544,15 @@ class _Scan:
         self.sizes.append(size)
         self.kinds += kind
         if self.held is not None:
-            self.held.append(self.read_member(block, kind, size, offset))
+            self.held.append(self.read_member(block, kind, size, offset, numbers))
         if self.pending:
             self.pending = {}
 
-    def read_member(self, block: bytes, kind: bytes, size: int, offset: int):
+    def read_member(self, block: bytes, kind: bytes, size: int, offset: int, numbers: tuple):
         """The member as tarfile's TarInfo.frombuf, _proc_gnulong and _proc_pax make it: name,
-        link target, mode and time from the header, a GNU long name or link, or PAX records."""
-        fields = _NUMBER_FIELDS.unpack_from(block)
-        mode, uid, gid, mtime, major, minor = fields
-        if (
-            mode[-1] or uid[-1] or gid[-1] or mtime[-1] or major != _NO_DEVICE or minor != _NO_DEVICE
-            or (mode[:-1] + uid[:-1] + gid[:-1] + mtime[:-1]).translate(None, _OCTAL)
-        ):  # fmt: skip
-            # Not as tarfile writes them (octal digits and a NUL; no device numbers): read as
-            # tarfile reads them.
-            numbers = [_number(field) for field in fields]
-            if None in numbers:
-                # tarfile finds such a header invalid and stops reading there.
-                raise self.refused(block, "a header field that is no number")
-            mode, mtime = numbers[0], numbers[3]
-        else:
-            mode, mtime = int(mode[:-1], 8), int(mtime[:-1], 8)
+        link target, mode and time from the header (``numbers``: its mode and time), a GNU long
+        name or link, or PAX records."""
+        mode, mtime = numbers
         name = _text(block[:100].split(b"\0", 1)[0])
         if kind == b"5":
             name = name.rstrip("/")
@@ -576,6 +580,9 @@ class _Scan:
                 link = _pax_text(pax[b"linkpath"], binary)
             if b"mtime" in pax:
                 mtime = float(pax[b"mtime"])
+        if kind == b"5":
+            # tarfile strips a folder's slashes as it reads each form (3.9 keeps a long name's).
+            name = name.rstrip("/")
         return _Member(name, link, mode, mtime, size, offset, kind)
 
     def unusual(self, block: bytes, kind: bytes, size: int) -> tuple:
@@ -603,6 +610,25 @@ _OCTAL = b"01234567"
 _NO_DEVICE = bytes(8)
 # tarfile's own encoding for names in headers and GNU long names (tarfile.ENCODING).
 _ENCODING = sys.getfilesystemencoding()
+
+
+_CHARSETS = (b"BINARY", b"ISO-IR 10646 2000 UTF-8")
+
+
+def _header_numbers(block: bytes):
+    """A header's mode and time as tarfile reads them, or None where tarfile finds one of its
+    number fields (mode, uid, gid, mtime, devmajor, devminor) unreadable."""
+    fields = _NUMBER_FIELDS.unpack_from(block)
+    mode, uid, gid, mtime, major, minor = fields
+    if (
+        mode[-1] or uid[-1] or gid[-1] or mtime[-1] or major != _NO_DEVICE or minor != _NO_DEVICE
+        or (mode[:-1] + uid[:-1] + gid[:-1] + mtime[:-1]).translate(None, _OCTAL)
+    ):  # fmt: skip
+        # Not as tarfile writes them (octal digits and a NUL; no device numbers): read as
+        # tarfile reads them.
+        numbers = [_number(field) for field in fields]
+        return None if None in numbers else (numbers[0], numbers[3])
+    return int(mode[:-1], 8), int(mtime[:-1], 8)
 
 
 def _text(field: bytes) -> str:
@@ -988,6 +1014,9 @@ def _checked(source, layout=None) -> list:
         # One name, one entry: a second (a file over a link, a link over a file) would be
         # written through the first or depend on the Python's extraction order.
         folder = member.isdir()
+        if not folder and name.endswith(("/", "/.")):
+            # Unpacked, such a name makes a folder or fails; a snapshot never holds one.
+            raise ArchiveError("member %s: a file or link named as a folder" % _shown(name))
         if path in seen and not (folder and seen[path]):
             raise ArchiveError("member %s: the same name twice" % _shown(name))
         seen[path] = folder

@@ -650,8 +650,8 @@ def test_headers_whose_reading_depends_on_tarfile_internals_are_refused(run, tmp
     assert result.code == 2 and words in result.err, result.err
 
 
-def extended(payload: bytes) -> bytes:
-    return header("././@PaxHeader", len(payload), tarfile.XHDTYPE) + padded(payload)
+def extended(payload: bytes, kind=tarfile.XHDTYPE) -> bytes:
+    return header("././@PaxHeader", len(payload), kind) + padded(payload)
 
 
 def long_name(name: bytes) -> bytes:
@@ -664,7 +664,51 @@ def test_a_header_field_tarfile_cannot_read_is_refused_in_a_replay_and_unpacking
     result = run("--snapshot", str(path))
     assert result.code == 2 and "member 'etc/os-release': a header field that is no number" in result.err, result.err
     (tmp_path / "out").mkdir()
-    with pytest.raises(archive.ArchiveError, match="tarfile stops after 1 members, the pre-scan read 2"):
+    with pytest.raises(archive.ArchiveError, match="member 'etc/os-release': a header field that is no number"):
+        archive.unpack(str(path), str(tmp_path / "out"))
+
+
+def checksum_off_by_65521(block: bytes) -> bytes:
+    """``block`` whose stored checksum is 65521 more than its sum: the same modulo 65521."""
+    block = bytearray(block)
+    block[148:155] = b"%06o\0" % (int(block[148:154], 8) + 65521)
+    return bytes(block)
+
+
+@pytest.mark.parametrize(
+    "blocks, words",
+    [
+        (lambda: header("etc/a") + checksum_off_by_65521(header("etc/b")), "a header with a bad checksum"),
+        # An extended header's own number fields are read by tarfile too.
+        (
+            lambda: header("etc/a") + patched(pax({b"path": b"etc/b"})[:512], 100, b"9") + pax({b"path": b"etc/b"})[512:] + header("x"),
+            "a header field that is no number",
+        ),
+        (
+            lambda: header("etc/a") + patched(long_name(b"etc/c")[:512], 329, b"x") + long_name(b"etc/c")[512:] + header("x"),
+            "a header field that is no number",
+        ),
+        # tarfile reads the header after a global one as a member, and fails at the end.
+        (lambda: header("etc/a") + extended(record(b"comment", b"hi"), tarfile.XGLTYPE), "an extended header with no member after it"),
+        # tarfile before 3.12.6 fails on a value not UTF-8, and reads one only up to a newline.
+        (lambda: pax({b"hdrcharset": b"\xff"}, header("etc/a")), "a PAX hdrcharset other than BINARY"),
+        (
+            lambda: extended(record(b"hdrcharset", b"BINARY\nX") + record(b"path", b"etc/\xc3\xa9")) + header("x"),
+            "a PAX hdrcharset other than BINARY",
+        ),
+        # Unpacked, a link or file named like a folder becomes one, or fails.
+        (lambda: header("etc/x/.", kind=tarfile.SYMTYPE, linkname="y"), "a file or link named as a folder"),
+        (lambda: header("etc/f/.", 1) + padded(b"x"), "a file or link named as a folder"),
+    ],
+)
+def test_headers_tarfile_would_read_otherwise_are_refused_by_the_pre_scan(run, tmp_path, blocks, words):
+    """A replay holds the pre-scan's members: what tarfile, unpacking, would stop at, fail on or
+    read differently is refused there, in both, with the same line."""
+    path = gz(tmp_path / "odd.tar.gz", blocks())
+    result = run("--snapshot", str(path))
+    assert result.code == 2 and words in result.err, result.err
+    (tmp_path / "out").mkdir()
+    with pytest.raises(archive.ArchiveError, match=re.escape(words)):
         archive.unpack(str(path), str(tmp_path / "out"))
 
 
