@@ -156,12 +156,7 @@ def listed_rules(args):
     """The catalogue's entries for the rules --only and --skip choose; no rule module imported."""
     from ai_doctor import catalogue
 
-    def listing(only, skip):
-        rules = catalogue.listed()
-        chosen = set(catalogue.choose(rules, only, skip))
-        return [r for r in rules if r.id in chosen]
-
-    return _choosing(listing, args)
+    return _choosing(lambda only, skip: catalogue.choose(catalogue.listed(), only, skip), args)
 
 
 def _choosing(choose, args):

@@ -529,7 +529,7 @@ class _Scan:
         if self.members > MAX_MEMBERS:
             raise ArchiveError("more than %d members: not a snapshot" % MAX_MEMBERS)
         if self.pending or kind not in _PLAIN or block[136] >= 0x80:
-            kind, size = self.unusual(block, kind, size)
+            kind, size = self.unusual(block, kind, size, numbers[1])
         reader = self.reader
         offset = reader.base + reader.at
         if size and kind in _REGULAR:
@@ -554,8 +554,6 @@ class _Scan:
         name or link, or PAX records."""
         mode, mtime = numbers
         name = _text(block[:100].split(b"\0", 1)[0])
-        if kind == b"5":
-            name = name.rstrip("/")
         prefix = block[345:500].split(b"\0", 1)[0]
         if prefix:
             name = _text(prefix) + "/" + name
@@ -569,8 +567,6 @@ class _Scan:
                 raise self.refused(block, "both a PAX header and a GNU long name give its name")
             if b"L" in pending:
                 name = _text(pending[b"L"])
-                if kind == b"5" and name.endswith("/"):
-                    name = name[:-1]
             if b"K" in pending:
                 link = _text(pending[b"K"])
             binary = pax.get(b"hdrcharset") == b"BINARY"
@@ -585,9 +581,9 @@ class _Scan:
             name = name.rstrip("/")
         return _Member(name, link, mode, mtime, size, offset, kind)
 
-    def unusual(self, block: bytes, kind: bytes, size: int) -> tuple:
-        """A member's type and size where extended headers, its type or a base-256 time may
-        change or refuse them."""
+    def unusual(self, block: bytes, kind: bytes, size: int, mtime) -> tuple:
+        """A member's type and size where extended headers, its type or a base-256 time
+        (``mtime``, the header's) may change or refuse them."""
         if kind == b"\0" and block[:100].partition(b"\0")[0].endswith(b"/"):
             kind = b"5"  # an old-style folder, as tarfile reads it
         problem = _REFUSED.get(kind) or (None if kind in _KEPT else "an unknown member type %r" % kind)
@@ -595,8 +591,7 @@ class _Scan:
         for key, value in pax.items():
             problem = problem or _record_problem(key, value)
         # An octal time is in range whatever its digits; a base-256 one may not be.
-        mtime = _number(block[136:148])
-        if not problem and (mtime is None or not _time_ok(mtime)):
+        if not problem and not _time_ok(mtime):
             problem = "a modification time out of range"
         if problem:
             raise self.refused(block, problem)

@@ -64,7 +64,7 @@ _positions = None
 
 
 def choose(rules, only=(), skip=()) -> tuple:
-    """The ids of ``rules`` chosen by ids or area names, in catalogue order; unknown names
+    """The entries of ``rules`` chosen by ids or area names, in catalogue order; unknown names
     raise LookupError naming them, a choice that leaves nothing raises ValueError."""
     ids = {r.id for r in rules}
     areas = {r.area for r in rules}
@@ -75,7 +75,7 @@ def choose(rules, only=(), skip=()) -> tuple:
     def matches(rule, names):
         return rule.id in names or rule.area in names
 
-    chosen = tuple(r.id for r in rules if (not only or matches(r, only)) and not matches(r, skip))
+    chosen = tuple(r for r in rules if (not only or matches(r, only)) and not matches(r, skip))
     if not chosen:
         raise ValueError("--only and --skip together select no rules")
     return chosen

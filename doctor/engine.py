@@ -124,13 +124,11 @@ def select(only=(), skip=()):
     """Rules chosen by ids or area names, in catalogue order; only the modules that register
     them are imported. Unknown names raise LookupError naming them, a choice that leaves nothing
     raises ValueError."""
-    listed = catalogue.listed()
-    chosen = catalogue.choose(listed, only, skip)
-    modules = {r.id: r.module for r in listed}
-    for rule_id in chosen:
-        if rule_id not in REGISTRY:
-            __import__(modules[rule_id])
-    return [REGISTRY[rule_id] for rule_id in chosen]
+    chosen = catalogue.choose(catalogue.listed(), only, skip)
+    for listed in chosen:
+        if listed.id not in REGISTRY:
+            __import__(listed.module)
+    return [REGISTRY[listed.id] for listed in chosen]
 
 
 # -- running -----------------------------------------------------------------------------

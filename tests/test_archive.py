@@ -275,10 +275,13 @@ def record(key: bytes, value: bytes) -> bytes:
     return b"%d%s" % (length, body)
 
 
+def extended(payload: bytes, kind=tarfile.XHDTYPE) -> bytes:
+    return header("././@PaxHeader", len(payload), kind) + padded(payload)
+
+
 def pax(records: dict, member: bytes = b"") -> bytes:
     """A PAX extended header holding ``records`` (bytes keys and values), then ``member``."""
-    payload = b"".join(record(key, value) for key, value in records.items())
-    return header("././@PaxHeader", len(payload), tarfile.XHDTYPE) + padded(payload) + member
+    return extended(b"".join(record(key, value) for key, value in records.items())) + member
 
 
 def gz(path, *parts, times=1, head=b"", tail=b"", end=b"\0" * 1024):
@@ -648,10 +651,6 @@ def test_a_replay_reads_each_member_as_tarfile_does():
 def test_headers_whose_reading_depends_on_tarfile_internals_are_refused(run, tmp_path, blocks, words):
     result = run("--snapshot", str(gz(tmp_path / "odd.tar.gz", blocks())))
     assert result.code == 2 and words in result.err, result.err
-
-
-def extended(payload: bytes, kind=tarfile.XHDTYPE) -> bytes:
-    return header("././@PaxHeader", len(payload), kind) + padded(payload)
 
 
 def long_name(name: bytes) -> bytes:
