@@ -4,6 +4,8 @@ toolkit in /usr/local: the release read from the wheel's metadata, the places bo
 from __future__ import annotations
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from test_gpu import OLD, _gpu_host, _kernel, _nvidia, _userspace
 
 from ai_doctor.facts import Facts
@@ -285,3 +287,31 @@ def test_a_toolkit_is_named_by_its_folder_not_the_link_to_it(tree):
     tree.link("/usr/local/cuda", "cuda-12.4")
     kits = Facts(Host(str(tree))).get("cuda_toolkits")
     assert [(k.path, k.version, k.source) for k in kits] == [("/usr/local/cuda-12.4", "12.4.1", "/usr/local/cuda-12.4/version.json")]
+
+
+def test_a_python_folder_is_python3_or_python3_and_a_one_or_two_digit_minor():
+    from ai_doctor.facts.cuda import _python_dir
+
+    names = ("python3", "python3.9", "python3.12", "python3.", "python3.123", "python3.x", "python2.7", "python3.1\n", "Python3.9")
+    assert [name for name in names if _python_dir(name)] == ["python3", "python3.9", "python3.12"]
+
+
+# Pieces of dist-info names, with the letters that match i, s and k ignoring case.
+NAME_PARTS = ["nvidia", "NVIDIA", "_", "-", ".", "cuda", "CUDA", "runtime", "torch", "TORCH", "cu12", "12.4", "dist-info"]
+NAME_PARTS += ["DıſT-INFO", "İ", "ſ", "K"]
+
+
+@settings(max_examples=400, deadline=None)
+@example(["NVIDIA", "_", "cuda", "_", "runtime", "_", "cu12", "-", "12.4", ".", "DıſT-INFO"])
+@example(["TORCH", "-", "12.4", ".", "dist-info"])
+@given(st.lists(st.sampled_from(NAME_PARTS), max_size=9))
+def test_the_dist_names_are_tried_as_their_expressions_match(parts):
+    import re
+
+    from ai_doctor.facts.cuda import _RUNTIME_DIST, _TORCH_DIST, _runtime_dist, _torch_dist
+
+    name = "".join(parts)
+    for ours, expression in ((_runtime_dist, _RUNTIME_DIST), (_torch_dist, _TORCH_DIST)):
+        match = re.match(expression, name)
+        found = ours(name)
+        assert (found and found.groups()) == (match and match.groups())

@@ -9,7 +9,7 @@ import os
 
 import pytest
 from elfbuild import ikconfig_object
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ai_doctor.facts import Facts
@@ -139,3 +139,17 @@ def test_one_option_looked_up_reads_as_the_whole_config_parsed(lines):
     whole = parse_kconfig(text)[0]
     for name in ("A", "AB"):
         assert KernelConfig(text, "x", None, ()).get(name) == whole.get("CONFIG_" + name)
+
+
+HEADER_PARTS = ["# Linux/", "x86", " ", "  ", "6.8.0", "\t", "\n", "\r", "\xa0", " Kernel Configuration", "#"]
+
+
+@settings(max_examples=300, deadline=None)
+@example(["#", "\n", "# Linux/", "x86", " ", "6.8.0", " Kernel Configuration", "\n"])
+@given(st.lists(st.sampled_from(HEADER_PARTS), max_size=12))
+def test_the_header_is_read_as_the_expression_make_writes_it_by(parts):
+    import re
+
+    text = "".join(parts)
+    match = re.search(r"(?m)^# Linux/\S+ (\S+) Kernel Configuration$", text)
+    assert KernelConfig(text, "/boot/config", None, ()).described == (match.group(1) if match else None)

@@ -41,7 +41,6 @@ PREFIXES = ("/opt/conda", "/opt/venv")
 # Variables naming the environment a program runs in, where the request carries them.
 ENV_PREFIXES = ("VIRTUAL_ENV", "CONDA_PREFIX")
 PACKAGE_FOLDERS = ("site-packages", "dist-packages")
-_PYTHON_DIR = r"python3(?:\.\d{1,2})?$"
 # nvidia_cuda_runtime_cu12-12.4.127.dist-info, nvidia_cuda_runtime-13.0.96.dist-info; pip
 # writes the name as the wheel has it, other installers may keep dashes or dots.
 _RUNTIME_DIST = r"(?i)nvidia[-_.]cuda[-_.]runtime(?:[-_.]cu(\d+))?-([^-]+)\.dist-info$"
@@ -104,7 +103,7 @@ def site_packages(host, facts):
     for lib in dict.fromkeys(libs):
         listing = host.listdir(lib)
         for name in listing.data if listing.ok else ():
-            if not re.match(_PYTHON_DIR, name):
+            if not _python_dir(name):
                 continue
             for leaf in PACKAGE_FOLDERS:
                 folder = "%s/%s/%s" % (lib, name, leaf)
@@ -245,7 +244,7 @@ def _wheels(host, site, names):
     none, a PyTorch build's own CUDA."""
     kits = []
     for name in names:
-        match = re.match(_RUNTIME_DIST, name)
+        match = _runtime_dist(name)
         if not match:
             continue
         family, version = match.groups()
@@ -272,7 +271,7 @@ def _wheels(host, site, names):
     if kits:
         return kits
     for name in names:
-        match = re.match(_TORCH_DIST, name)
+        match = _torch_dist(name)
         if match:
             source = site + "/torch/version.py"
             got = host.read_text(source, cap=1 << 16)
@@ -295,6 +294,23 @@ def _metadata(text: str) -> dict:
         if colon and key in ("name", "version") and key not in said:
             said[key] = value.strip()
     return said
+
+
+# Most names in a site-packages are neither dist: the expressions are compiled and tried only
+# for names holding letters of theirs that no other letter matches, ignoring case (as ı matches
+# i and ſ matches s).
+def _runtime_dist(name: str):
+    return re.match(_RUNTIME_DIST, name) if "cuda" in name.lower() else None
+
+
+def _torch_dist(name: str):
+    return re.match(_TORCH_DIST, name) if name[:5].lower() == "torch" else None
+
+
+def _python_dir(name: str) -> bool:
+    """python3 or python3.X, X one or two digits: a folder of a Python's packages."""
+    minor = name[len("python3.") :]
+    return name == "python3" or (name.startswith("python3.") and 0 < len(minor) <= 2 and minor.isdigit() and minor.isascii())
 
 
 def _numbers(version: str) -> tuple:

@@ -9,13 +9,13 @@ module (kernel/kernel/configs.ko, plain or compressed), in the kernel image /boo
 
 from __future__ import annotations
 
-import re
 import zlib
 
 from ai_doctor.facts import Unavailable, fact
 
 PROC_CONFIG = "/proc/config.gz"
-_HEADER = r"(?m)^# Linux/\S+ (\S+) Kernel Configuration$"
+# The first line of a config that make writes: ``# Linux/ARCH RELEASE Kernel Configuration``.
+_HEADER = ("# Linux/", " Kernel Configuration")
 MODULE_ROOTS = ("/lib/modules", "/usr/lib/modules")
 
 
@@ -42,8 +42,14 @@ class KernelConfig:
     def described(self):
         """The release the config's own header names (``# Linux/x86 6.8.0-45-generic Kernel
         Configuration``); None when it has none."""
-        match = re.search(_HEADER, self.text[:2048])
-        return match.group(1) if match else None
+        start, end = _HEADER
+        for line in self.text[:2048].split("\n"):
+            if line.startswith(start) and line.endswith(end):
+                words = line[len(start) : -len(end)].split(" ")
+                # Two words, one space apart, neither holding white space.
+                if len(words) == 2 and all(word.split() == [word] for word in words):
+                    return words[1]
+        return None
 
     @property
     def where(self) -> str:
