@@ -29,6 +29,7 @@ from ai_doctor.facts.gpuplatform import (
     disable_acs_redir,
     generation,
     nvidia_device_lines,
+    nvidia_paragraphs,
     parse_dpkg_status,
     parse_fm_log,
     shared_ports,
@@ -93,6 +94,54 @@ def test_dpkg_status_parse_is_linear_in_a_large_file():
     start = time.perf_counter()
     assert [p.name for p in parse_dpkg_status(text)] == ["cuda-drivers-fabricmanager-550", "nvidia-fabricmanager-550"]
     assert time.perf_counter() - start < 0.5
+
+
+# Lines of dpkg paragraphs, ours and others', some written oddly (a second Package line, no
+# blank line between two paragraphs, spaces after the colon).
+STATUS_LINES = [
+    "Package: nvidia-driver-550",
+    "Package: nvidia-fabricmanager-550",
+    "Package: cuda-drivers",
+    "Package: fabricmanager-555",
+    "Package: libc6",
+    "Package:  nvidia-utils-550",
+    "Status: install ok installed",
+    "Status: deinstall ok config-files",
+    "Version: 550.127.05-1",
+    "Version: 1:2.39-0ubuntu8",
+    "Description: x",
+    "",
+    "",
+]
+
+
+@given(st.lists(st.sampled_from(STATUS_LINES), max_size=40))
+def test_the_nvidia_paragraphs_a_snapshot_keeps_hold_every_package_the_whole_file_does(lines):
+    text = "\n".join(lines)
+    kept = nvidia_paragraphs(io.BytesIO(text.encode()))
+    assert parse_dpkg_status(kept) == parse_dpkg_status(text)
+    ours = ("Package: nvidia-", "Package: cuda-drivers", "Package: fabricmanager")
+    assert all(any(line.startswith(ours) for line in paragraph.split("\n")) for paragraph in kept.split("\n\n") if paragraph.strip())
+
+
+def test_a_snapshot_keeps_the_nvidia_packages_not_the_package_database(tree, tmp_path, run):
+    from ai_doctor import snapshot
+
+    _hgx(tree)
+    tree.write("/sys/fs/cgroup/system.slice/nvidia-fabricmanager.service/cgroup.procs", "2417\n")
+    filler = "".join("Package: lib%d\nStatus: install ok installed\nVersion: 1.0-%d\n\n" % (n, n) for n in range(2000))
+    tree.write("/var/lib/dpkg/status", filler + STATUS + "\n")
+    before = _statuses(run, tree)
+    host = snapshot.capture(str(tree))
+    snapshot.write_tree(host, str(tmp_path / "snap"), snapshot.manifest_for(host))
+    assert not (tmp_path / "snap/var/lib/dpkg/status").exists()
+    record = (tmp_path / "snap/.aidoctor/derived/dpkg-nvidia/var/lib/dpkg/status").read_text()
+    assert "lib1" not in record and "Package: nvidia-fabricmanager-550" in record and "Package: nvidia-driver-535" in record
+    assert _statuses(run, tmp_path / "snap") == before
+    assert [p.name for p in Facts(Host(str(tmp_path / "snap"))).get("nvidia_packages")] == [
+        "cuda-drivers-fabricmanager-550",
+        "nvidia-fabricmanager-550",
+    ]
 
 
 def test_package_upstream_version_without_epoch_or_revision():

@@ -36,6 +36,7 @@ FM_UNIT_FILES = ("/etc/systemd/system/%s" % FM_UNIT, "/usr/lib/systemd/system/%s
 FM_WANTS = "/etc/systemd/system/multi-user.target.wants/%s" % FM_UNIT
 FM_LOG = "/var/log/fabricmanager.log"
 DPKG_STATUS = "/var/lib/dpkg/status"
+DPKG_STATUS_CAP = 64 << 20
 PCI_IDS = ("/usr/share/misc/pci.ids", "/usr/share/hwdata/pci.ids", "/usr/share/pci.ids")
 PROC_VERSION = "/proc/driver/nvidia/version"
 MODULE_TAINT = "/sys/module/nvidia/taint"
@@ -103,38 +104,61 @@ class Package(Record):
 _SEARCHED = ("nvidia-", "cuda-drivers", "fabricmanager")
 
 
-def parse_dpkg_status(text: str, prefixes=PACKAGE_PREFIXES):
-    """Installed packages whose names start with one of ``prefixes``, from dpkg's status file
-    (deb-status(5)): only those paragraphs are parsed, found by searching for their Package
-    lines, so a status file of thousands of packages costs three searches."""
-    found = []
+def _paragraphs(text: str):
+    """(start, end, paragraph) of each package paragraph of dpkg's status file (deb-status(5)) whose
+    name starts with one of ``_SEARCHED``, found by searching for their Package lines, so a
+    status file of thousands of packages costs three searches."""
     for start_of_name in _SEARCHED:
         needle = "\nPackage: " + start_of_name
         start = 0 if text.startswith(needle[1:]) else text.find(needle)
         while start != -1:
             begin = start + 1 if text[start] == "\n" else start
             end = text.find("\n\n", begin)
-            paragraph = text[begin : end if end != -1 else len(text)]
-            fields = {}
-            for line in paragraph.split("\n"):
-                key, sep, value = line.partition(":")
-                if sep and key in ("Package", "Status", "Version"):
-                    fields[key] = value.strip()
-            name = fields.get("Package", "")
-            status = fields.get("Status", "").split()
-            if name.startswith(prefixes) and fields.get("Version") and status[-1:] == ["installed"]:
-                found.append(Package(name, fields["Version"]))
+            yield begin, end if end != -1 else len(text), text[begin : end if end != -1 else len(text)]
             if end == -1:
                 break
             start = text.find(needle, end)
+
+
+def parse_dpkg_status(text: str, prefixes=PACKAGE_PREFIXES):
+    """Installed packages whose names start with one of ``prefixes``, from dpkg's status file
+    (or the paragraphs of it that :func:`nvidia_paragraphs` keeps); only those paragraphs are
+    parsed."""
+    found = []
+    for _start, _end, paragraph in _paragraphs(text):
+        fields = {}
+        for line in paragraph.split("\n"):
+            key, sep, value = line.partition(":")
+            if sep and key in ("Package", "Status", "Version"):
+                fields[key] = value.strip()
+        name = fields.get("Package", "")
+        status = fields.get("Status", "").split()
+        if name.startswith(prefixes) and fields.get("Version") and status[-1:] == ["installed"]:
+            found.append(Package(name, fields["Version"]))
     return tuple(sorted(found, key=lambda p: p.name))
+
+
+def nvidia_paragraphs(stream) -> str:
+    """From dpkg's status file: the paragraphs of the driver's and Fabric Manager's packages, in
+    the file's order, each once, blank-line separated. A snapshot keeps this, not the database
+    of every package the host has (megabytes on a server, and none of ours to ship)."""
+    data = stream.read(DPKG_STATUS_CAP + 1)
+    if len(data) > DPKG_STATUS_CAP:
+        data = data[: data.rfind(b"\n", 0, DPKG_STATUS_CAP) + 1]  # whole lines, as any read past the cap
+    kept, reached = [], 0
+    # A paragraph found again by a second Package line in it is already held whole.
+    for start, end, paragraph in sorted(_paragraphs(data.decode("utf-8", "replace"))):
+        if start >= reached:
+            kept.append(paragraph + "\n\n")
+            reached = end
+    return "".join(kept)
 
 
 @fact("nvidia_packages")
 def nvidia_packages(host, facts):
     """The driver's and Fabric Manager's packages dpkg has installed (None: no dpkg database;
     an rpm database is not a file this reads)."""
-    got = host.read_text(DPKG_STATUS, cap=64 << 20)
+    got = host.derive(DPKG_STATUS, "dpkg-nvidia", nvidia_paragraphs)
     if not got.ok:
         return None
     return parse_dpkg_status(got.data)
