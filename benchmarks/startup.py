@@ -190,7 +190,7 @@ def main() -> int:
     parser.add_argument("--instructions", action="store_true", help="also count instructions under valgrind (callgrind)")
     args = parser.parse_args()
     if args.instructions and not shutil.which("valgrind"):
-        parser.error("--instructions needs valgrind (Debian: apt install valgrind)")
+        raise SystemExit("startup.py: --instructions needs valgrind (Debian: apt install valgrind)")
     tool = aidoctor_command()
     size = ["--model-size", args.model_size]
     with tempfile.TemporaryDirectory(prefix="aidoctor-startup-") as work:

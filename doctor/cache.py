@@ -47,7 +47,8 @@ def lookup(kind: str, info):
     try:
         # Never through a link: the entry is only ever a file this module wrote.
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        with os.fdopen(fd, encoding="utf-8") as handle:
+        # newline="": the text as extracted; CR LF read back as LF would be another file's answer.
+        with os.fdopen(fd, encoding="utf-8", newline="") as handle:
             return handle.read() if stat.S_ISREG(os.fstat(fd).st_mode) else None
     except (OSError, ValueError):
         return None
@@ -61,7 +62,7 @@ def store(kind: str, info, text: str) -> None:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         temporary = "%s.%d.tmp" % (path, os.getpid())
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
         os.replace(temporary, path)
     except OSError:

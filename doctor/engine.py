@@ -178,7 +178,7 @@ def run(facts, rules):
         reads = list(facts.reads_behind(used))
         refused = tuple(_unique_paths(got for got in reads if got.failed))
         cut = [got for got in reads if got.ok and got.truncated]
-        cut = sorted({"%s (the first %s)" % (got.path, _amount(len(got.data))) for got in cut})
+        cut = sorted({"%s (the first %s)" % (got.path, _amount(_read_size(got))) for got in cut})
         if cut and result.status in (Status.PASS, Status.FINDING):
             result = _said_in_part(result, cut)
             results[rule_.id] = result
@@ -198,6 +198,12 @@ def run(facts, rules):
             findings.extend(result.findings)
     ordered = tuple(results[r.id] for r in sorted(rules, key=lambda r: r.order))
     return ordered, tuple(sorted(findings, key=lambda f: f.sort_key))
+
+
+def _read_size(got) -> int:
+    """How much of its file a read cut at the cap took: a derivation says so in ``detail``, a
+    read is its own length."""
+    return int(got.detail) if (got.detail or "").isdigit() else len(got.data)
 
 
 def _amount(size: int) -> str:

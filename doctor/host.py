@@ -35,6 +35,11 @@ MANIFEST = MANIFEST_DIR + "/manifest.json"
 
 _MISSING_ERRNOS = (errno.ENOENT, errno.ENOTDIR)
 NOT_UNDERSTOOD = "\x00not understood: "
+# What an extraction found in the first part of a file too large to read whole: a record or a
+# cache entry holds the number of the file's bytes it was taken from on this line, then the text.
+READ_IN_PART = "\x00read in part: "
+# An extraction's text at most (its record is read back whole).
+DERIVED_CAP = 64 << 20
 NOT_REGULAR = "not a regular file"
 _DENIED_ERRNOS = (errno.EACCES, errno.EPERM)
 
@@ -43,7 +48,8 @@ class Read(Record):
     """The outcome of one read.
 
     ``status`` is ok, missing, denied or error; ``data`` is the text, bytes, names (a tuple) or
-    link target when ok; ``detail`` names the error (``EIO: Input/output error``).
+    link target when ok; ``detail`` names the error (``EIO: Input/output error``), or for what
+    a derivation found in part (``truncated``), how many bytes of the file it read (digits).
     """
 
     __slots__ = ("path", "status", "data", "detail", "truncated")
@@ -393,13 +399,12 @@ class Host:
             real = self._prefix + self._resolve(derived_record(kind, path))
         except Refused:
             return None
-        got = self._read_file(path, real, READ_CAP, nofollow=True)
+        got = self._read_file(path, real, DERIVED_CAP + 64, nofollow=True)
         if not got.ok:
             return None
-        text = got.data.decode("utf-8", "replace")
-        if text.startswith(NOT_UNDERSTOOD):
-            return Read(path, ERROR, None, text[len(NOT_UNDERSTOOD) :], False)
-        return got._replace(data=text)
+        derived = derived_read(path, got.data.decode("utf-8", "replace"))
+        # A record longer than any aidoctor writes is judged on its first part, and says so.
+        return derived._replace(truncated=True) if got.truncated and derived.ok else derived
 
     def _read_file(self, path: str, real: str, cap: int, nofollow: bool) -> Read:
         """Read the regular file at ``real`` (the tree's path for target ``path``), at most
@@ -432,9 +437,7 @@ class Host:
                 if kept is not None:
                     # A file that was not understood is kept too, marked: reading it again
                     # would only fail again, slowly.
-                    if kept.startswith(NOT_UNDERSTOOD):
-                        return Read(path, ERROR, None, kept[len(NOT_UNDERSTOOD) :], False)
-                    return Read(path, OK, kept, None, False)
+                    return derived_read(path, kept)
                 try:
                     text = extract(stream)
                 except (ValueError, EOFError) as exc:
@@ -442,9 +445,13 @@ class Host:
                     if keep:
                         cache.store(kind, info, NOT_UNDERSTOOD + detail)
                     return Read(path, ERROR, None, detail, False)
+                if path in self._cut and not text.startswith(READ_IN_PART):
+                    # A tree holding the part of the file a snapshot read (an older one, that
+                    # kept files rather than what was found in them).
+                    text = in_part(stream.tell(), text)
                 if keep:
                     cache.store(kind, info, text)
-                return Read(path, OK, text, None, False)
+                return derived_read(path, text)
             except OSError as exc:
                 return _failed(path, exc)
 
@@ -590,6 +597,31 @@ def join_link(path: str, target: str) -> str:
 def in_metadata(path: str) -> bool:
     """Whether normal target ``path`` lies in a tree's own metadata folder (not host content)."""
     return path == MANIFEST_DIR or path.startswith(MANIFEST_DIR + "/")
+
+
+def in_part(size: int, text: str) -> str:
+    """What an extraction returns for ``text`` found in the first ``size`` bytes of its file,
+    where the file went on."""
+    return "%s%d\n%s" % (READ_IN_PART, size, text)
+
+
+def derived_read(path: str, text: str) -> Read:
+    """The outcome that a derivation's text (as an extraction returns it, a record or a cache
+    entry holds it) stands for."""
+    if text.startswith(NOT_UNDERSTOOD):
+        return Read(path, ERROR, None, text[len(NOT_UNDERSTOOD) :], False)
+    if text.startswith(READ_IN_PART):
+        size, _, rest = text[len(READ_IN_PART) :].partition("\n")
+        if size.isdigit() and size.isascii() and len(size) <= 20:
+            return Read(path, OK, rest, size, True)
+    return Read(path, OK, text, None, False)
+
+
+def derived_text(got: Read) -> str:
+    """The text a record keeps for the outcome ``got`` of a derivation: derived_read's inverse."""
+    if not got.ok:
+        return NOT_UNDERSTOOD + (got.detail or "")
+    return in_part(int(got.detail), got.data) if got.truncated and got.detail else got.data
 
 
 def derived_record(kind: str, path: str) -> str:

@@ -21,10 +21,10 @@ from ai_doctor.host import (
     MANIFEST,
     MANIFEST_DIR,
     NOT_REGULAR,
-    NOT_UNDERSTOOD,
     Host,
     Refused,
     derived_record,
+    derived_text,
     in_metadata,
     resolve_inside,
 )
@@ -213,7 +213,7 @@ def _derived(out, kind: str, path: str, got, outcomes: dict) -> int:
         return 0
     if not (got.ok or got.status == ERROR):
         return 0
-    text = got.data if got.ok else NOT_UNDERSTOOD + (got.detail or "")
+    text = derived_text(got)
     try:
         return out.file(derived_record(kind, path), text.encode("utf-8"))
     except _Unplaceable:

@@ -144,6 +144,61 @@ def test_a_snapshot_keeps_the_nvidia_packages_not_the_package_database(tree, tmp
     ]
 
 
+def test_a_status_file_with_cr_line_ends_reads_the_same_from_the_cache(tree):
+    _hgx(tree)
+    tree.write("/var/lib/dpkg/status", STATUS.replace("\n", "\r\n").replace("Package: zlib1g", "Package: nvidia-x\rStatus: y"))
+    answers = [Facts(Host(str(tree))).get("nvidia_packages") for _ in range(3)]  # computed, then kept
+    assert answers[0] == answers[1] == answers[2] == parse_dpkg_status((tree.root / "var/lib/dpkg/status").read_bytes().decode())
+
+
+def test_a_snapshot_of_nvidia_paragraphs_over_8_mib_replays_them_whole(tree, tmp_path):
+    from ai_doctor import snapshot
+
+    _hgx(tree)
+    # Paragraphs a snapshot keeps (nvidia-…) but no check counts, before the ones it does.
+    doc = "Package: nvidia-doc-%d\nStatus: install ok installed\nVersion: 1\nDescription: " + "d" * 900 + "\n\n"
+    tree.write("/var/lib/dpkg/status", "".join(doc % n for n in range(9500)) + STATUS + "\n")
+    live = Facts(Host(str(tree))).get("nvidia_packages")
+    host = snapshot.capture(str(tree))
+    snapshot.write_tree(host, str(tmp_path / "snap"), snapshot.manifest_for(host))
+    assert (tmp_path / "snap/.aidoctor/derived/dpkg-nvidia/var/lib/dpkg/status").stat().st_size > 8 << 20
+    assert Facts(Host(str(tmp_path / "snap"))).get("nvidia_packages") == live and len(live) == 2
+
+
+def _status_read(host):
+    Facts(host).get("nvidia_packages")
+    return [got for kind, _path, got in host.log if kind == "derived:dpkg-nvidia"][-1]
+
+
+def test_a_status_file_over_the_cap_is_judged_in_part_and_says_so_live_cached_and_replayed(tree, tmp_path, monkeypatch):
+    from ai_doctor import snapshot
+    from ai_doctor.engine import _read_size
+    from ai_doctor.facts import gpuplatform
+
+    _hgx(tree)
+    filler = "".join("Package: lib%d\nStatus: install ok installed\nVersion: 1.0-%d\n\n" % (n, n) for n in range(200))
+    tree.write("/var/lib/dpkg/status", STATUS + "\n\n" + filler)
+    monkeypatch.setattr(gpuplatform, "DPKG_STATUS_CAP", 4096)
+    for _ in range(2):  # extracted, then from the cache
+        got = _status_read(Host(str(tree)))
+        assert got.truncated and 3000 < _read_size(got) <= 4096
+        assert [p.name for p in parse_dpkg_status(got.data)] == ["cuda-drivers-fabricmanager-550", "nvidia-fabricmanager-550"]
+    host = snapshot.capture(str(tree))
+    snapshot.write_tree(host, str(tmp_path / "snap"), snapshot.manifest_for(host))
+    replayed = _status_read(Host(str(tmp_path / "snap")))
+    assert replayed.truncated and replayed.detail == got.detail and replayed.data == got.data
+    # A tree holding the file cut where it was read, as snapshots did before they kept records.
+    older = tmp_path / "older"
+    older.mkdir()
+    (older / "var/lib/dpkg").mkdir(parents=True)
+    (older / "var/lib/dpkg/status").write_bytes((tree.root / "var/lib/dpkg/status").read_bytes()[:2000])
+    (older / ".aidoctor").mkdir()
+    (older / ".aidoctor/manifest.json").write_text('{"format": 1, "truncated": ["/var/lib/dpkg/status"]}')
+    monkeypatch.setattr(gpuplatform, "DPKG_STATUS_CAP", 1 << 20)
+    cut = _status_read(Host(str(older)))
+    assert cut.truncated and _read_size(cut) == 2000
+
+
 def test_package_upstream_version_without_epoch_or_revision():
     assert Package("x", "550.127.05").upstream == "550.127.05"
     assert Package("x", "2:550.127.05-1").upstream == "550.127.05"

@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 
 from ai_doctor.facts import Unavailable, fact
+from ai_doctor.host import DERIVED_CAP, in_part
 from ai_doctor.record import Record
 
 NVSWITCH_PROC = "/proc/driver/nvidia-nvswitch/devices"
@@ -36,7 +37,7 @@ FM_UNIT_FILES = ("/etc/systemd/system/%s" % FM_UNIT, "/usr/lib/systemd/system/%s
 FM_WANTS = "/etc/systemd/system/multi-user.target.wants/%s" % FM_UNIT
 FM_LOG = "/var/log/fabricmanager.log"
 DPKG_STATUS = "/var/lib/dpkg/status"
-DPKG_STATUS_CAP = 64 << 20
+DPKG_STATUS_CAP = DERIVED_CAP
 PCI_IDS = ("/usr/share/misc/pci.ids", "/usr/share/hwdata/pci.ids", "/usr/share/pci.ids")
 PROC_VERSION = "/proc/driver/nvidia/version"
 MODULE_TAINT = "/sys/module/nvidia/taint"
@@ -143,15 +144,22 @@ def nvidia_paragraphs(stream) -> str:
     the file's order, each once, blank-line separated. A snapshot keeps this, not the database
     of every package the host has (megabytes on a server, and none of ours to ship)."""
     data = stream.read(DPKG_STATUS_CAP + 1)
-    if len(data) > DPKG_STATUS_CAP:
+    whole = len(data) <= DPKG_STATUS_CAP
+    if not whole:
         data = data[: data.rfind(b"\n", 0, DPKG_STATUS_CAP) + 1]  # whole lines, as any read past the cap
-    kept, reached = [], 0
+    kept, reached, size = [], 0, 0
     # A paragraph found again by a second Package line in it is already held whole.
     for start, end, paragraph in sorted(_paragraphs(data.decode("utf-8", "replace"))):
         if start >= reached:
+            # Bytes not UTF-8 come back three times as long: the text stays within what a
+            # record holds, and says so where it stops short.
+            size += len(paragraph.encode("utf-8")) + 2
+            if size > DERIVED_CAP:
+                whole = False
+                break
             kept.append(paragraph + "\n\n")
             reached = end
-    return "".join(kept)
+    return "".join(kept) if whole else in_part(len(data), "".join(kept))
 
 
 @fact("nvidia_packages")
