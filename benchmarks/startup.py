@@ -22,7 +22,7 @@ what the rule plugins' entry-point lookup walks.
     python benchmarks/startup.py [--rounds 25] [--instructions]
 
 ``--instructions`` also counts each command's instructions under valgrind's callgrind (one run
-each, the same on every try): where wall-clock medians of a busy machine drift by a tenth
+each, within 0.2% from try to try): where wall-clock medians of a busy machine drift by a tenth
 between batches, the count shows what a change saved.
 
 Run it with the interpreter of a regular install (`pip install .`): an editable install adds
