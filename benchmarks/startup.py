@@ -91,6 +91,11 @@ def timed(command, terminal=False, env=None) -> float:
     return time.perf_counter() - start
 
 
+def baseline_of(name: str) -> str:
+    """The command ``name``'s ratio is taken against."""
+    return BUDGETS[name][1] if name in BUDGETS else "python -c pass"
+
+
 def instructions(command, terminal=False) -> int:
     """Instructions one run of ``command`` executes in user space, counted by callgrind."""
     with tempfile.NamedTemporaryFile(prefix="aidoctor-callgrind-") as log:
@@ -224,7 +229,7 @@ def main() -> int:
     print("%-32s %9s %7s %7s" % ("", "median", "ratio", "budget"))
     over = False
     for name, median in medians.items():
-        baseline = BUDGETS[name][1] if name in BUDGETS else "python -c pass"
+        baseline = baseline_of(name)
         if name.startswith("floor"):
             print("%-32s %7.1fms %7.2f" % (name, median * 1000, median / medians[baseline]))
         elif name not in BUDGETS:
@@ -237,8 +242,7 @@ def main() -> int:
     if counts:
         print("\ninstructions (callgrind, user space, one run each)")
         for name, count in counts.items():
-            baseline = BUDGETS[name][1] if name in BUDGETS else "python -c pass"
-            print("%-32s %8.1fM %6.2f" % (name, count / 1e6, count / counts[baseline]))
+            print("%-32s %8.1fM %6.2f" % (name, count / 1e6, count / counts[baseline_of(name)]))
     return 1 if over else 0
 
 

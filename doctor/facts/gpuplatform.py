@@ -115,7 +115,8 @@ def _paragraphs(text: str):
         while start != -1:
             begin = start + 1 if text[start] == "\n" else start
             end = text.find("\n\n", begin)
-            yield begin, end if end != -1 else len(text), text[begin : end if end != -1 else len(text)]
+            stop = end if end != -1 else len(text)
+            yield begin, stop, text[begin:stop]
             if end == -1:
                 break
             start = text.find(needle, end)
