@@ -10,12 +10,22 @@ work is done again. ``AIDOCTOR_NO_CACHE=1`` turns it off.
   depends on). An entry is code this process will run, so it is taken only from a regular file
   (not through a link) that this user owns and nobody else can write, and only whole: its own
   name and its payload's digest are checked first.
+
+Neither grows without end: an entry not used for :data:`UNUSED_FOR` is deleted when the next
+one is stored in its folder, and a derived entry is deleted as soon as one for a newer version
+of the same file (the same device and inode: a folder, a file rewritten in place) takes its
+place. A use refreshes an entry's time at most once a day, so using one costs no write.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+import time
+
+DAY = 86400
+# Long enough that a host checked monthly keeps its entries; an entry gone is only work again.
+UNUSED_FOR = 30 * DAY
 
 
 def enabled() -> bool:
@@ -49,7 +59,11 @@ def lookup(kind: str, info):
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         # newline="": the text as extracted; CR LF read back as LF would be another file's answer.
         with os.fdopen(fd, encoding="utf-8", newline="") as handle:
-            return handle.read() if stat.S_ISREG(os.fstat(fd).st_mode) else None
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                return None
+            _used(fd, info)
+            return handle.read()
     except (OSError, ValueError):
         return None
 
@@ -66,7 +80,42 @@ def store(kind: str, info, text: str) -> None:
             handle.write(text)
         os.replace(temporary, path)
     except OSError:
-        pass
+        return
+    # The entries of the same file's earlier versions: "KIND-DEV-INO-" (no kind ends in "-N").
+    _prune(os.path.dirname(path), os.path.basename(path), "%s-%d-%d-" % (kind, info.st_dev, info.st_ino))
+
+
+def _used(fd: int, info) -> None:
+    """Mark the entry open at ``fd`` as used now, if that was not already said today."""
+    if info.st_mtime < time.time() - DAY:
+        try:
+            os.utime(fd)
+        except OSError:
+            pass  # not this user's entry to mark: it only ages out sooner
+
+
+def _prune(folder: str, kept: str, superseded=None) -> None:
+    """Delete the entries in ``folder`` that were not used for UNUSED_FOR and, with
+    ``superseded``, those whose names start with it, but never ``kept`` (just written)."""
+    old = time.time() - UNUSED_FOR
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        if name == kept:
+            continue
+        path = os.path.join(folder, name)
+        try:
+            # Another run's temporary file is its own until it is a day old (then it was left
+            # by a run that died).
+            if name.endswith(".tmp"):
+                if os.lstat(path).st_mtime < time.time() - DAY:
+                    os.unlink(path)
+            elif (superseded is not None and name.startswith(superseded)) or os.lstat(path).st_mtime < old:
+                os.unlink(path)
+        except OSError:
+            continue
 
 
 # -- compiled code --------------------------------------------------------------------------------
@@ -94,6 +143,7 @@ def load_code(name: str):
             if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022 or info.st_size > _MAX_CODE:
                 return None
             data = handle.read(info.st_size + 1)  # more than that: changed while read, and its digest says so
+            _used(fd, info)
     except OSError:
         return None
     # The header names the entry: another template's code under this name (a renamed file) is refused.
@@ -136,7 +186,8 @@ def store_code(name: str, code) -> None:
             os.unlink(temporary)
             raise
     except (OSError, ValueError):
-        pass
+        return
+    _prune(folder, name)
 
 
 def _header(name: str) -> bytes:

@@ -402,9 +402,10 @@ class Host:
         got = self._read_file(path, real, DERIVED_CAP + 64, nofollow=True)
         if not got.ok:
             return None
-        derived = derived_read(path, got.data.decode("utf-8", "replace"))
-        # A record longer than any aidoctor writes is judged on its first part, and says so.
-        return derived._replace(truncated=True) if got.truncated and derived.ok else derived
+        text = got.data.decode("utf-8", "replace")
+        # A record longer than any aidoctor writes is judged on its first part, and says so
+        # (in its text: a snapshot of this replay keeps saying so).
+        return derived_read(path, within_cap(text) if got.truncated else text)
 
     def _read_file(self, path: str, real: str, cap: int, nofollow: bool) -> Read:
         """Read the regular file at ``real`` (the tree's path for target ``path``), at most
@@ -449,6 +450,7 @@ class Host:
                     # A tree holding the part of the file a snapshot read (an older one, that
                     # kept files rather than what was found in them).
                     text = in_part(stream.tell(), text)
+                text = within_cap(text)
                 if keep:
                     cache.store(kind, info, text)
                 return derived_read(path, text)
@@ -603,6 +605,21 @@ def in_part(size: int, text: str) -> str:
     """What an extraction returns for ``text`` found in the first ``size`` bytes of its file,
     where the file went on."""
     return "%s%d\n%s" % (READ_IN_PART, size, text)
+
+
+def within_cap(text: str) -> str:
+    """A derivation's ``text`` as kept: whole when a record of it can be read back whole
+    (DERIVED_CAP bytes), else its whole lines up to that, marked as read in part."""
+    if len(text) <= DERIVED_CAP // 4 or len(text.encode("utf-8", "replace")) <= DERIVED_CAP:
+        return text
+    got = derived_read("", text)
+    if not got.ok:
+        return text[: DERIVED_CAP // 4]  # why a file was not understood: never this long
+    # Room for the mark: the record stays within what is read back of it.
+    data = got.data.encode("utf-8", "replace")[: DERIVED_CAP - 64]
+    data = data[: data.rfind(b"\n") + 1]
+    # The file's bytes it came from, when the extraction said; else what is kept of it.
+    return in_part(int(got.detail) if got.truncated else len(data), data.decode("utf-8", "ignore"))
 
 
 def derived_read(path: str, text: str) -> Read:

@@ -237,3 +237,44 @@ def test_paths_in_one_spelling_whichever_way_they_are_written():
             path = "".join(pieces)
             parts = [part for part in path.split("/") if part and part != "."]
             assert _normal(path) == "/" + "/".join(parts), path
+
+
+def test_a_derivation_over_the_cap_is_kept_in_part_and_says_so_through_cache_and_snapshots(tree, tmp_path, monkeypatch):
+    from ai_doctor import host as host_module
+    from ai_doctor import snapshot
+    from ai_doctor.engine import _read_size
+
+    monkeypatch.setattr(host_module, "DERIVED_CAP", 4096)
+    tree.write("/lib/modules/big.ko", b"\x7fELF")
+    lines = "".join("line %04d of what was found\n" % n for n in range(400))  # ~11 KiB
+
+    def derive(root):
+        found = Host(root, trace_links=True)
+        return found, found.derive("/lib/modules/big.ko", "modinfo", lambda stream: lines)
+
+    for _ in range(2):  # extracted, then from the cache
+        live, got = derive(str(tree))
+        assert got.ok and got.truncated and lines.startswith(got.data) and got.data.endswith("\n")
+        assert 4096 - 100 < len(got.data.encode()) <= 4096 and _read_size(got) == len(got.data)
+    # A snapshot's record stays within what a replay reads of it; a snapshot of that replay
+    # (and of that one) keeps saying the text is in part.
+    for number in range(2):
+        snapshot.write_tree(live, str(tmp_path / ("snap%d" % number)), snapshot.manifest_for(live))
+        live, replayed = derive(str(tmp_path / ("snap%d" % number)))
+        assert (replayed.data, replayed.truncated, replayed.detail) == (got.data, True, got.detail)
+
+
+def test_a_record_over_the_cap_replays_in_part_and_a_snapshot_of_it_says_so(tree, tmp_path, monkeypatch):
+    from ai_doctor import host as host_module
+    from ai_doctor import snapshot
+
+    monkeypatch.setattr(host_module, "DERIVED_CAP", 4096)
+    # Written by hand or by something else: longer than any record aidoctor writes.
+    tree.write("/.aidoctor/manifest.json", '{"format": 1}')
+    tree.write("/.aidoctor/derived/modinfo/lib/modules/big.ko", "".join("name=x%d\n" % n for n in range(2000)))
+    replay = Host(str(tree), trace_links=True)
+    got = replay.derive("/lib/modules/big.ko", "modinfo", lambda stream: "never called")
+    assert got.ok and got.truncated and got.data.endswith("\n") and got.data.startswith("name=x0\nname=x1\n")
+    snapshot.write_tree(replay, str(tmp_path / "again"), snapshot.manifest_for(replay))
+    again = Host(str(tmp_path / "again")).derive("/lib/modules/big.ko", "modinfo", lambda stream: "never called")
+    assert (again.data, again.truncated) == (got.data, True)
