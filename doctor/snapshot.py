@@ -77,6 +77,8 @@ def manifest_for(host, argv=()) -> dict:
         "hostname": hostname if isinstance(hostname, str) else None,
         "kernel": release if isinstance(release, str) else None,
         "uid": host.euid,
+        # Where the tree was read: what an image's fixes name when replayed from the archive.
+        "root": host.root,
         "argv": list(argv),
         "outcomes": {},
     }

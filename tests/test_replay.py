@@ -20,10 +20,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 NAMES = sorted(path.parent.name for path in FIXTURES.glob("*/root"))
 
 
-def comparable(report: dict, unpacked, packed) -> dict:
-    """A report less what says where its tree lay and when it ran; an image's fixes name the
-    tree (chroot DIR …), the one other difference."""
-    report = json.loads(json.dumps(report).replace(str(unpacked), os.path.abspath(str(packed))))
+def comparable(report: dict, unpacked, packed, taken_at=None) -> dict:
+    """A report less what says where its tree lay and when it ran; an image's fixes name where
+    they apply, the one other difference: the tree (chroot DIR …), or for the archive the image
+    it was taken of (``taken_at``)."""
+    text = json.dumps(report)
+    if taken_at is not None:
+        text = text.replace(json.dumps(taken_at)[1:-1], str(unpacked))
+    report = json.loads(text.replace(str(unpacked), os.path.abspath(str(packed))))
     report.pop("created", None)
     for key in ("source", "root", "live"):
         report["host"].pop(key, None)
@@ -58,7 +62,9 @@ def replays_alike(run, packed, folder, args, command=()):
     disk = run(*(command + ["--root", folder] + args + ["--format", "json"]))
     assert memory.code == disk.code, (memory.err, disk.err)
     assert memory.err == disk.err.replace(str(folder), str(packed))
-    assert comparable(memory.json, folder, packed) == comparable(disk.json, folder, packed)
+    manifest = folder / ".aidoctor/manifest.json"
+    taken_at = json.loads(manifest.read_text()).get("root") if manifest.exists() else None
+    assert comparable(memory.json, folder, packed, taken_at) == comparable(disk.json, folder, packed)
     return memory
 
 
@@ -98,6 +104,44 @@ def test_fix_plans_a_snapshot_from_memory_as_its_unpacked_tree(run, tmp_path, na
     assert script.code == 0 and script.out.startswith("#!/bin/sh")
     refused = run("fix", "--snapshot", packed, "--apply", "--yes")
     assert refused.code == 2 and "read in memory" in refused.err and "--root DIR" in refused.err
+
+
+def _chroots(report: dict) -> set:
+    """The folder each image fix runs in (``chroot DIR``), and the words that say where."""
+    found = set()
+    for finding in report["findings"]:
+        for step in finding["remediation"]:
+            found.update(word for command in step["commands"] for word in [command.partition("chroot ")[2].split(" ")[0]] if word)
+            found.add(step["summary"].partition(": ")[0])
+    return found
+
+
+def test_an_image_snapshot_replayed_from_the_archive_fixes_the_image_it_was_taken_of(run, tmp_path):
+    image = fixture_root("debian13-sysctl-conf-unread")
+    packed = tmp_path / "image.tar.gz"
+    assert run("snapshot", "--root", image, "-o", packed).code == 0
+    # Not the archive: no one can chroot into a .tar.gz.
+    taken_at = os.path.abspath(image)
+    assert _chroots(run("--snapshot", packed, "--format", "json").json) == {taken_at, "In the image at %s" % taken_at}
+    # Unpacked, the tree is an image of its own: its fixes change it (a copy to try them on).
+    folder = unpacked(packed, tmp_path / "unpacked")
+    assert _chroots(run("--root", folder, "--format", "json").json) == {str(folder), "In the image at %s" % folder}
+    # A manifest that does not say where (taken before snapshots did), or says it in a way no
+    # path is: the archive is what the fixes name.
+    manifest = folder / ".aidoctor/manifest.json"
+    recorded = json.loads(manifest.read_text())
+    for root in (None, "relative/root", "/", "/image\nsudo reboot", 7, "/" + "x" * 5000):
+        if root is None:
+            recorded.pop("root", None)
+        else:
+            recorded["root"] = root
+        manifest.write_text(json.dumps(recorded))
+        again = tmp_path / "again.tar.gz"
+        if again.exists():
+            again.unlink()
+        archive.pack(str(folder), str(again))
+        shown = run("--snapshot", again, "--format", "json").json
+        assert _chroots(shown) == {os.path.abspath(str(again)), "In the image at %s" % os.path.abspath(str(again))}, root
 
 
 def members(path) -> list:

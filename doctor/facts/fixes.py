@@ -24,6 +24,18 @@ from ai_doctor.remedy import actions as act
 DROP_IN_DIR = "/etc/sysctl.d"
 
 
+def _image_at(host) -> str:
+    """Where an image's files are for its fixes: the tree, or for a snapshot archive (read in
+    memory, nothing to chroot into) the image it was taken of, as its manifest says."""
+    if host.origin is None:
+        return host.root
+    recorded = host.manifest.get("root")
+    # Tree text: a whole absolute path, shown and quoted as it is.
+    if isinstance(recorded, str) and recorded.startswith("/") and recorded != "/" and len(recorded) <= 4096 and recorded.isprintable():
+        return recorded
+    return host.root  # taken before snapshots said where: the archive names it
+
+
 class Fixes:
     """Builds :class:`Step` lists for one target; see the module docstring."""
 
@@ -37,7 +49,7 @@ class Fixes:
         self.container = container if container and container.detected else None
         # An image is changed from outside: commands run in it through chroot, so a pasted
         # command never edits the analysing machine's own files.
-        self.image = None if self.running or host.live else host.root
+        self.image = None if self.running or host.live else _image_at(host)
         self.shell = act.Shell(sudo=not self.root, chroot=self.image)
         config = facts.get("sysctl_config")
         self._config = config if config else None
