@@ -8,8 +8,14 @@ work is done again. ``AIDOCTOR_NO_CACHE=1`` turns it off.
   device, inode, size and change times, so a replaced or rewritten file is read again.
 - ``templates/``: compiled HTML templates (reports.html names each by a digest of what its code
   depends on). An entry is code this process will run, so it is taken only from a regular file
-  (not through a link) that this user owns and nobody else can write, and only whole: its own
-  name and its payload's digest are checked first.
+  that this user owns and nobody else can write, and only whole: its own name and its
+  payload's digest are checked first.
+
+Both folders are used only where they are this user's own: the cache folder belongs to this
+user, and ``aidoctor`` and the folder below it are real folders (never a link) that this user
+owns and nobody else can write; everything in them is reached through the folder opened so.
+A root run with another user's HOME, or a link planted where a folder should be, means no
+cache: nothing is read, written or deleted anywhere else.
 
 Neither grows without end: an entry not used for :data:`UNUSED_FOR` is deleted when the next
 one is stored in its folder, and a derived entry is deleted as soon as one for a newer version
@@ -26,6 +32,8 @@ import time
 DAY = 86400
 # Long enough that a host checked monthly keeps its entries; an entry gone is only work again.
 UNUSED_FOR = 30 * DAY
+_FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_ENTRY_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def enabled() -> bool:
@@ -36,27 +44,81 @@ def _base() -> str:
     return os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
 
 
-def _folder():
-    return os.path.join(_base(), "aidoctor", "derived") if enabled() else None
+# Each folder as this process opened it: name → (its path, its descriptor, or None where the
+# cache is not this user's alone).
+_opened = {}
 
 
-def _entry(kind: str, info):
-    # Files of every size: even a small module would cost the import of pyelftools.
-    folder = _folder()
-    if folder is None:
+def _folder(name: str, create: bool):
+    """A descriptor of the cache's folder ``name`` (``derived``, ``templates``) when it is this
+    user's own (see the module docstring), made if ``create``; else None."""
+    if not enabled():
         return None
+    base = _base()
+    path = os.path.join(base, "aidoctor", name)
+    known = _opened.get(name)
+    if known is not None and known[0] == path:
+        return known[1]
+    euid = os.geteuid()
+    try:
+        # Made only in a folder of this user's: a root run with a user's HOME must not leave
+        # a ~/.cache of root's there.
+        if create and not os.path.isdir(base) and os.stat(os.path.dirname(base.rstrip("/")) or "/").st_uid == euid:
+            os.mkdir(base, 0o700)
+        # The cache folder may be a link (a home on another disk); it must be this user's.
+        fd = os.open(base, _FOLDER_FLAGS)
+    except OSError:
+        return None
+    try:
+        if os.fstat(fd).st_uid != euid:
+            return _refused(fd, name, path)
+        for part in ("aidoctor", name):
+            if create:
+                try:
+                    os.mkdir(part, 0o700, dir_fd=fd)
+                except FileExistsError:
+                    pass
+            below = os.open(part, _FOLDER_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = below
+            info = os.fstat(fd)
+            if info.st_uid != euid or info.st_mode & 0o022:
+                return _refused(fd, name, path)
+    except FileNotFoundError:
+        os.close(fd)  # not made yet: a run that stores will make it
+        return None
+    except OSError:
+        return _refused(fd, name, path)
+    _remember(name, path, fd)
+    return fd
+
+
+def _refused(fd: int, name: str, path: str):
+    """No cache for this run: ``path`` is not this user's alone (found once, not per use)."""
+    os.close(fd)
+    _remember(name, path, None)
+
+
+def _remember(name: str, path: str, fd) -> None:
+    earlier = _opened.get(name)
+    if earlier is not None and earlier[1] is not None:
+        os.close(earlier[1])
+    _opened[name] = (path, fd)
+
+
+def _entry_name(kind: str, info) -> str:
     # Numbers and a word only: a safe file name as it is (no hash module to import).
-    return os.path.join(folder, "%s-%d-%d-%d-%d-%d" % (kind, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns))
+    return "%s-%d-%d-%d-%d-%d" % (kind, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
 def lookup(kind: str, info):
     """The text kept for this file, or None."""
-    path = _entry(kind, info)
-    if path is None:
+    folder = _folder("derived", create=False)
+    if folder is None:
         return None
     try:
         # Never through a link: the entry is only ever a file this module wrote.
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(_entry_name(kind, info), _ENTRY_FLAGS, dir_fd=folder)
         # newline="": the text as extracted; CR LF read back as LF would be another file's answer.
         with os.fdopen(fd, encoding="utf-8", newline="") as handle:
             info = os.fstat(fd)
@@ -69,20 +131,23 @@ def lookup(kind: str, info):
 
 
 def store(kind: str, info, text: str) -> None:
-    path = _entry(kind, info)
-    if path is None:
+    folder = _folder("derived", create=True)
+    if folder is None:
         return
+    name = _entry_name(kind, info)
     try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        temporary = "%s.%d.tmp" % (path, os.getpid())
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(temporary, path)
-    except OSError:
+        _write(folder, name, text.encode("utf-8"))
+    except (OSError, UnicodeError):
         return
     # The entries of the same file's earlier versions: "KIND-DEV-INO-" (no kind ends in "-N").
-    _prune(os.path.dirname(path), os.path.basename(path), "%s-%d-%d-" % (kind, info.st_dev, info.st_ino))
+    _prune(folder, name, "%s-%d-%d-" % (kind, info.st_dev, info.st_ino))
+
+
+def _write(folder: int, name: str, data: bytes) -> None:
+    """``data`` as the entry ``name`` of ``folder``, whole or not at all; mode 0600."""
+    from ai_doctor import wholefile
+
+    wholefile.replace(folder, name, data, "%s.%d.tmp" % (name, os.getpid()))
 
 
 def _used(fd: int, info) -> None:
@@ -91,13 +156,13 @@ def _used(fd: int, info) -> None:
         try:
             os.utime(fd)
         except OSError:
-            pass  # not this user's entry to mark: it only ages out sooner
+            pass  # a read-only cache: the entry only ages out sooner
 
 
-def _prune(folder: str, kept: str, superseded=None) -> None:
-    """Delete the entries in ``folder`` that were not used for UNUSED_FOR and, with
+def _prune(folder: int, kept: str, superseded=None) -> None:
+    """Delete the files in ``folder`` that were not used for UNUSED_FOR and, with
     ``superseded``, those whose names start with it, but never ``kept`` (just written)."""
-    old = time.time() - UNUSED_FOR
+    now = time.time()
     try:
         names = os.listdir(folder)
     except OSError:
@@ -105,15 +170,18 @@ def _prune(folder: str, kept: str, superseded=None) -> None:
     for name in names:
         if name == kept:
             continue
-        path = os.path.join(folder, name)
         try:
+            info = os.stat(name, dir_fd=folder, follow_symlinks=False)
+            if not (stat.S_ISREG(info.st_mode) or stat.S_ISLNK(info.st_mode)):
+                continue  # nothing this module writes
             # Another run's temporary file is its own until it is a day old (then it was left
             # by a run that died).
             if name.endswith(".tmp"):
-                if os.lstat(path).st_mtime < time.time() - DAY:
-                    os.unlink(path)
-            elif (superseded is not None and name.startswith(superseded)) or os.lstat(path).st_mtime < old:
-                os.unlink(path)
+                gone = info.st_mtime < now - DAY
+            else:
+                gone = (superseded is not None and name.startswith(superseded)) or info.st_mtime < now - UNUSED_FOR
+            if gone:
+                os.unlink(name, dir_fd=folder)
         except OSError:
             continue
 
@@ -132,11 +200,12 @@ def load_code(name: str):
     import marshal
     import types
 
-    if not enabled():
+    folder = _folder("templates", create=False)
+    if folder is None:
         return None
     try:
         # Never through a link, never blocking on a FIFO put in its place.
-        fd = os.open(os.path.join(_base(), "aidoctor", "templates", name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(name, _ENTRY_FLAGS, dir_fd=folder)
         with os.fdopen(fd, "rb") as handle:
             info = os.fstat(fd)
             # Written by this user and writable by nobody else: any other could have put code there.
@@ -161,30 +230,13 @@ def load_code(name: str):
 def store_code(name: str, code) -> None:
     import hashlib
     import marshal
-    import tempfile
 
-    if not enabled():
+    folder = _folder("templates", create=True)
+    if folder is None:
         return
-    base = _base()
-    folder = os.path.join(base, "aidoctor", "templates")
     try:
-        # Only in a cache folder of this user's: never create or write in another's (root run
-        # with a user's HOME), where the entries would be that user's to replace.
-        if os.path.exists(base) and os.stat(base).st_uid != os.geteuid():
-            return
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        info = os.lstat(folder)
-        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
-            return
         payload = marshal.dumps(code)
-        fd, temporary = tempfile.mkstemp(dir=folder, prefix=name + ".", suffix=".tmp")  # O_EXCL, mode 0600
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(_header(name) + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
-            os.replace(temporary, os.path.join(folder, name))
-        except BaseException:
-            os.unlink(temporary)
-            raise
+        _write(folder, name, _header(name) + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
     except (OSError, ValueError):
         return
     _prune(folder, name)

@@ -1,16 +1,28 @@
 """The user's cache folder does not grow without end (doctor/cache.py): an entry for an earlier
 version of the same file goes when the newer one is stored, an entry unused for a month goes
 when the next is stored, a use keeps an entry (marking it at most once a day), and another run's
-temporary file is left alone until it is a day old."""
+temporary file is left alone until it is a day old. Nothing outside the user's own folders is
+ever read, written or deleted: not through a link planted where a folder should be, not in a
+folder others can write, not in another user's cache (a root run with that user's HOME)."""
 
 from __future__ import annotations
 
 import os
 import time
 
+import pytest
+
 from ai_doctor import cache
 
 DAY = 86400
+
+
+def _next_run():
+    """As a new process finds the cache: a run opens its folder once and keeps it open."""
+    for _path, fd in cache._opened.values():
+        if fd is not None:
+            os.close(fd)
+    cache._opened.clear()
 
 
 def _derived(tmp_path):
@@ -46,7 +58,7 @@ def test_an_entry_unused_for_a_month_goes_when_the_next_is_stored(tmp_path):
     for number, path in enumerate(files):
         path.write_text(str(number))
         cache.store("modinfo", os.stat(path), "entry %d" % number)
-    entries = {path: _derived(tmp_path) / cache._entry("modinfo", os.stat(path)).rsplit("/", 1)[1] for path in files}
+    entries = {path: _derived(tmp_path) / cache._entry_name("modinfo", os.stat(path)) for path in files}
     _age(entries[files[0]], 31)  # unused for a month
     _age(entries[files[1]], 29)  # used within it
     _age(entries[files[2]], 31)
@@ -65,7 +77,7 @@ def test_an_entry_unused_for_a_month_goes_when_the_next_is_stored(tmp_path):
     left = sorted(path.name for path in _derived(tmp_path).iterdir())
     assert left == sorted(
         [entries[files[1]].name, entries[files[2]].name, entries[files[3]].name, fresh_temporary.name]
-        + [cache._entry("modinfo", os.stat(tmp_path / "e")).rsplit("/", 1)[1]]
+        + [cache._entry_name("modinfo", os.stat(tmp_path / "e"))]
     )
 
 
@@ -73,7 +85,7 @@ def test_a_use_writes_nothing_when_the_entry_was_marked_today(tmp_path):
     path = tmp_path / "f"
     path.write_text("x")
     cache.store("modinfo", os.stat(path), "kept")
-    entry = cache._entry("modinfo", os.stat(path))
+    entry = _derived(tmp_path) / cache._entry_name("modinfo", os.stat(path))
     then = time.time() - DAY / 2
     os.utime(entry, (then, then))
     assert cache.lookup("modinfo", os.stat(path)) == "kept"
@@ -91,3 +103,89 @@ def test_compiled_templates_unused_for_a_month_go_when_one_is_stored(tmp_path):
     assert cache.load_code("b" * 64) is not None
     cache.store_code("c" * 64, code)
     assert sorted(path.name for path in folder.iterdir()) == ["b" * 64, "c" * 64]
+
+
+def _old_files(folder, count=3):
+    """Files a month and more old, named as entries are: what a prune would delete."""
+    made = []
+    for number in range(count):
+        path = folder / ("modinfo-1-%d-3-4-5" % number)
+        path.write_text("someone else's")
+        _age(path, 60)
+        made.append(path)
+    return made
+
+
+@pytest.mark.parametrize("where", ["aidoctor", "derived"])
+def test_a_link_where_a_cache_folder_should_be_is_never_followed(tmp_path, where):
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "derived").mkdir(parents=True)
+    # Old files there, one named as the next entry will be: none may be read, replaced or deleted.
+    kept = _old_files(elsewhere) + _old_files(elsewhere / "derived")
+    source = tmp_path / "f"
+    source.write_text("x")
+    (elsewhere / "derived" / cache._entry_name("modinfo", os.stat(source))).write_text("planted")
+    (tmp_path / "cache" / "aidoctor").mkdir(parents=True)
+    if where == "aidoctor":
+        (tmp_path / "cache" / "aidoctor").rmdir()
+        (tmp_path / "cache" / "aidoctor").symlink_to(elsewhere)
+    else:
+        (tmp_path / "cache" / "aidoctor" / "derived").symlink_to(elsewhere / "derived")
+    assert cache.lookup("modinfo", os.stat(source)) is None
+    cache.store("modinfo", os.stat(source), "new")
+    cache.store_code("a" * 64, compile("x = 1", "<t>", "exec"))
+    assert all(path.read_text() == "someone else's" for path in kept)
+    planted = cache._entry_name("modinfo", os.stat(source))
+    assert (elsewhere / "derived" / planted).read_text() == "planted"
+    assert sorted(path.name for path in elsewhere.rglob("*")) == sorted([path.name for path in kept] + ["derived", planted])
+
+
+def test_a_cache_folder_others_can_write_or_another_users_is_not_used(tmp_path, monkeypatch):
+    source = tmp_path / "f"
+    source.write_text("x")
+    cache.store("modinfo", os.stat(source), "kept")
+    derived = _derived(tmp_path)
+    old = _old_files(derived)
+    derived.chmod(0o777)
+    _next_run()
+    assert cache.lookup("modinfo", os.stat(source)) is None  # anyone could have written it
+    (tmp_path / "g").write_text("y")
+    cache.store("modinfo", os.stat(tmp_path / "g"), "new")
+    assert all(path.exists() for path in old) and not (derived / cache._entry_name("modinfo", os.stat(tmp_path / "g"))).exists()
+    derived.chmod(0o700)
+    _next_run()
+    assert cache.lookup("modinfo", os.stat(source)) == "kept"
+    if os.geteuid() == 0:
+        # A root run with another user's HOME: that user's cache is theirs, and so is making one.
+        os.chown(tmp_path / "cache", 65534, 65534)
+        _next_run()
+        assert cache.lookup("modinfo", os.stat(source)) is None
+        cache.store("modinfo", os.stat(tmp_path / "g"), "new")
+        assert all(path.exists() for path in old) and not (derived / cache._entry_name("modinfo", os.stat(tmp_path / "g"))).exists()
+        fresh = tmp_path / "home"
+        fresh.mkdir()
+        os.chown(fresh, 65534, 65534)
+        monkeypatch.setenv("XDG_CACHE_HOME", str(fresh / ".cache"))
+        cache.store("modinfo", os.stat(source), "x")
+        assert not (fresh / ".cache").exists()
+
+
+def test_what_the_cache_did_not_write_is_left_alone_and_a_link_goes_as_a_link(tmp_path):
+    source = tmp_path / "f"
+    source.write_text("x")
+    cache.store("modinfo", os.stat(source), "kept")
+    derived = _derived(tmp_path)
+    (derived / "a-folder").mkdir()
+    os.mkfifo(str(derived / "a-fifo"))
+    target = tmp_path / "target"
+    target.write_text("not the cache's")
+    (derived / "a-link").symlink_to(target)
+    for name in ("a-folder", "a-fifo"):
+        _age(derived / name, 60)
+    then = time.time() - 60 * DAY
+    os.utime(derived / "a-link", (then, then), follow_symlinks=False)
+    _age(target, 60)
+    (tmp_path / "g").write_text("y")
+    cache.store("modinfo", os.stat(tmp_path / "g"), "new")
+    assert (derived / "a-folder").is_dir() and (derived / "a-fifo").exists()
+    assert not os.path.lexists(derived / "a-link") and target.read_text() == "not the cache's"

@@ -418,23 +418,16 @@ def _replace(folder: int, name: str, data: bytes, existing) -> None:
     file's mode and owner are kept."""
     import secrets
 
-    temporary = ".%s.%s.aidoctor-tmp" % (name[:100], secrets.token_hex(6))
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=folder)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            if existing is not None:
-                os.fchmod(stream.fileno(), stat.S_IMODE(existing.st_mode))
-                try:
-                    os.fchown(stream.fileno(), existing.st_uid, existing.st_gid)
-                except OSError:
-                    pass
-            else:
-                os.fchmod(stream.fileno(), 0o644)
-            stream.write(data)
-        os.rename(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
-    except BaseException:
+    from ai_doctor import wholefile
+
+    def settle(fd: int) -> None:
+        if existing is None:
+            os.fchmod(fd, 0o644)
+            return
+        os.fchmod(fd, stat.S_IMODE(existing.st_mode))
         try:
-            os.unlink(temporary, dir_fd=folder)
+            os.fchown(fd, existing.st_uid, existing.st_gid)
         except OSError:
             pass
-        raise
+
+    wholefile.replace(folder, name, data, ".%s.%s.aidoctor-tmp" % (name[:100], secrets.token_hex(6)), settle)
