@@ -958,7 +958,8 @@ def _held(members: list, data: bytes):
     for member in members:
         path = "/" + "/".join(part for part in member.name.split("/") if part not in ("", "."))
         if member.isdir():
-            tree.place(path, Entry(folder, now), folder, now)
+            if path != "/":  # the tree's own folder keeps its mode, as extraction leaves it
+                tree.place(path, Entry(folder, now), folder, now)
             folders.append((member.name, path, member.mtime))
         elif member.issym():
             tree.place(path, Entry(stat.S_IFLNK | 0o777, now, target=member.linkname), folder, now)
@@ -998,10 +999,19 @@ def _checked(source, layout=None) -> list:
         if len(name) > MAX_NAME or name.count("/") > MAX_DEPTH or "\x00" in name:
             raise ArchiveError("member %s: a name longer or deeper than any file system path" % _shown(name))
         parts = [part for part in name.split("/") if part not in ("", ".")]
-        if name.startswith("/") or not parts:
+        if name.startswith("/") or not (parts or (name.startswith(".") and member.isdir())):
             raise ArchiveError("member %s: an absolute or empty name" % _shown(name))
         if ".." in parts:
             raise ArchiveError("member %s: climbs out of the tree with '..'" % _shown(name))
+        if not parts:
+            # "./": the tree's own folder, as `tar -C DIR .` writes it first; nothing to place.
+            if "" in seen:
+                raise ArchiveError("member %s: the same name twice" % _shown(name))
+            if not _time_ok(member.mtime):
+                raise ArchiveError("member %s: a modification time out of range" % _shown(name))
+            seen[""] = True
+            members.append(member)
+            continue
         # UTF-8 takes at most 4 bytes a character: only a longer part can be too long.
         if max(map(len, parts)) > MAX_PART // 4 and any(len(os.fsencode(part)) > MAX_PART for part in parts):
             raise ArchiveError("member %s: a name longer or deeper than any file system path" % _shown(name))
@@ -1157,6 +1167,8 @@ def _extract(source, members, destination: str) -> None:
     root = os.path.realpath(destination)
     for member in members:
         target = os.path.join(root, *[p for p in member.name.split("/") if p not in ("", ".")])
+        if target == root:
+            continue  # "./", the tree's own folder: there already
         parent = os.path.dirname(target)
         os.makedirs(parent, exist_ok=True)
         if stat.S_ISLNK(os.lstat(parent).st_mode) or not os.path.realpath(parent).startswith(root):

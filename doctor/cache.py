@@ -32,6 +32,9 @@ import time
 DAY = 86400
 # Long enough that a host checked monthly keeps its entries; an entry gone is only work again.
 UNUSED_FOR = 30 * DAY
+# A derived entry is a derivation's text (host.DERIVED_CAP at most) and its mark: a larger file
+# is not one, and is never read whole.
+_MAX_TEXT = (64 << 20) + 4096
 _FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _ENTRY_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
@@ -41,7 +44,9 @@ def enabled() -> bool:
 
 
 def _base() -> str:
-    return os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    # A relative XDG_CACHE_HOME is to be ignored (XDG Base Directory specification).
+    named = os.environ.get("XDG_CACHE_HOME", "")
+    return named if named.startswith("/") else os.path.join(os.path.expanduser("~"), ".cache")
 
 
 # Each folder as this process opened it: name → (its path, its descriptor, or None where the
@@ -122,10 +127,13 @@ def lookup(kind: str, info):
         # newline="": the text as extracted; CR LF read back as LF would be another file's answer.
         with os.fdopen(fd, encoding="utf-8", newline="") as handle:
             info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
+            if not stat.S_ISREG(info.st_mode) or info.st_size > _MAX_TEXT:
                 return None
+            text = handle.read(_MAX_TEXT + 1)
+            if len(text) > _MAX_TEXT:
+                return None  # grew while read
             _used(fd, info)
-            return handle.read()
+            return text
     except (OSError, ValueError):
         return None
 
@@ -176,7 +184,9 @@ def _prune(folder: int, kept: str, superseded=None) -> None:
                 continue  # nothing this module writes
             # Another run's temporary file is its own until it is a day old (then it was left
             # by a run that died).
-            if name.endswith(".tmp"):
+            if info.st_mtime > now + DAY:
+                gone = True  # a time to come says nothing of when it was used
+            elif name.endswith(".tmp"):
                 gone = info.st_mtime < now - DAY
             else:
                 gone = (superseded is not None and name.startswith(superseded)) or info.st_mtime < now - UNUSED_FOR

@@ -616,10 +616,9 @@ def within_cap(text: str) -> str:
     if not got.ok:
         return text[: DERIVED_CAP // 4]  # why a file was not understood: never this long
     # Room for the mark: the record stays within what is read back of it.
-    data = got.data.encode("utf-8", "replace")[: DERIVED_CAP - 64]
-    data = data[: data.rfind(b"\n") + 1]
-    # The file's bytes it came from, when the extraction said; else what is kept of it.
-    return in_part(int(got.detail) if got.truncated else len(data), data.decode("utf-8", "ignore"))
+    read = got.data.encode("utf-8", "replace")[: DERIVED_CAP - 64]
+    # The file's bytes it came from, when the extraction said; else how much of the text was.
+    return in_part(int(got.detail) if got.truncated else len(read), read[: read.rfind(b"\n") + 1].decode("utf-8", "ignore"))
 
 
 def derived_read(path: str, text: str) -> Read:

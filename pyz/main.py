@@ -34,7 +34,9 @@ def _cache():
     named = os.environ.get("AIDOCTOR_PYZ_CACHE")
     if named:
         return named, (named,)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    # A relative XDG_CACHE_HOME is to be ignored (XDG Base Directory specification).
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    base = base if base.startswith("/") else os.path.join(os.path.expanduser("~"), ".cache")
     mine = os.path.join(base, "aidoctor")
     return os.path.join(mine, "pyz"), (mine, os.path.join(mine, "pyz"))
 

@@ -81,6 +81,31 @@ def test_unpacking_without_the_data_filter_takes_the_same_archive(run, tmp_path,
     assert result.findings() == replayed.findings() and result.statuses() == replayed.statuses()
 
 
+def test_a_snapshot_repacked_with_tar_c_dir_dot_replays_as_taken(run, tmp_path, monkeypatch):
+    # `tar czf s.tar.gz -C DIR .` (the usual way to pack a folder) names the folder itself "./"
+    # and every member below it "./etc/…".
+    taken = tmp_path / "snap.tar.gz"
+    assert run("snapshot", "--root", fixture_root("nvme-mq-deadline"), "-o", str(taken)).code == 0
+    (tmp_path / "tree").mkdir()
+    archive.unpack(str(taken), str(tmp_path / "tree"))
+    repacked = tmp_path / "repacked.tar.gz"
+    with tarfile.open(repacked, "w:gz") as out:
+        out.add(str(tmp_path / "tree"), arcname=".")
+    with tarfile.open(repacked) as packed:
+        assert packed.getnames()[:2] == [".", "./.aidoctor"]
+    expected = run("--snapshot", str(taken), "--model-size", "8G", "--format", "json")
+    again = run("--snapshot", str(repacked), "--model-size", "8G", "--format", "json")
+    assert again.code == expected.code and again.findings() == expected.findings() and again.statuses() == expected.statuses()
+    for filtered in (True, False):
+        if not filtered:
+            monkeypatch.delattr(tarfile, "data_filter", raising=False)
+        out = tmp_path / ("out-%s" % filtered)
+        out.mkdir()
+        with tarfile.open(repacked) as packed:
+            assert archive.unpack(str(repacked), str(out)) == len(packed.getmembers())
+        assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in (tmp_path / "tree").iterdir())
+
+
 # -- crafted archives ---------------------------------------------------------------------------
 
 
@@ -107,6 +132,8 @@ MEMINFO = ({"name": "proc/meminfo"}, b"MemTotal: 1048576 kB\n")
     "members, words",
     [
         ([({"name": "/etc/passwd"}, b"x")], "an absolute or empty name"),
+        ([({"name": "."}, b"x")], "an absolute or empty name"),  # only a folder may be the tree's own
+        ([({"name": "./", "type": tarfile.DIRTYPE}, None), ({"name": ".", "type": tarfile.DIRTYPE}, None), MEMINFO], "the same name twice"),
         ([({"name": "etc/../../escape"}, b"x")], "climbs out of the tree"),
         ([({"name": "etc/link", "type": tarfile.SYMTYPE, "linkname": "../../outside"}, None)], "a symbolic link leaving the tree"),
         ([({"name": "etc/link", "type": tarfile.SYMTYPE, "linkname": "/etc/shadow"}, None)], "a symbolic link leaving the tree"),

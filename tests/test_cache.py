@@ -189,3 +189,39 @@ def test_what_the_cache_did_not_write_is_left_alone_and_a_link_goes_as_a_link(tm
     cache.store("modinfo", os.stat(tmp_path / "g"), "new")
     assert (derived / "a-folder").is_dir() and (derived / "a-fifo").exists()
     assert not os.path.lexists(derived / "a-link") and target.read_text() == "not the cache's"
+
+
+def test_a_file_larger_than_any_entry_is_not_read_and_is_replaced(tmp_path, monkeypatch):
+    from ai_doctor.host import DERIVED_CAP
+
+    assert cache._MAX_TEXT >= DERIVED_CAP + 64  # an entry holds a derivation's whole text
+    monkeypatch.setattr(cache, "_MAX_TEXT", 100)
+    source = tmp_path / "f"
+    source.write_text("x")
+    cache.store("modinfo", os.stat(source), "y" * 101)
+    entry = _derived(tmp_path) / cache._entry_name("modinfo", os.stat(source))
+    _age(entry, 10)
+    assert cache.lookup("modinfo", os.stat(source)) is None
+    assert entry.stat().st_mtime < time.time() - 9 * DAY  # not marked as used: it ages out
+    cache.store("modinfo", os.stat(source), "short")
+    assert cache.lookup("modinfo", os.stat(source)) == "short"
+
+
+def test_a_relative_cache_home_is_ignored_and_times_to_come_are_not_kept(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative")
+    source = tmp_path / "f"
+    source.write_text("x")
+    cache.store("modinfo", os.stat(source), "kept")
+    assert not (tmp_path / "relative").exists()
+    derived = tmp_path / "home/.cache/aidoctor/derived"
+    assert cache.lookup("modinfo", os.stat(source)) == "kept"
+    planted = derived / "modinfo-9-9-9-9-9"
+    planted.write_text("dated ahead")
+    later = time.time() + 400 * DAY
+    os.utime(planted, (later, later))
+    (tmp_path / "g").write_text("y")
+    cache.store("modinfo", os.stat(tmp_path / "g"), "next")
+    assert not planted.exists()

@@ -365,3 +365,25 @@ def test_nouveau_with_modeset_off_binds_nothing(tree, run):
     assert "gpu.nouveau-loaded" not in run("--root", tree, "--format", "json").findings()
     tree.write("/proc/cmdline", "ro rd.driver.blacklist=nouveau\n")  # the initramfs only
     assert run("--root", tree, "--format", "json").findings()["gpu.nouveau-loaded"] == "high"
+
+
+def test_a_module_without_vermagic_is_named_so_and_one_read_in_part_is_not_judged(tree, tmp_path, run, monkeypatch):
+    from ai_doctor import host as host_module
+
+    _gpu_host(tree, loaded=None)
+    _userspace(tree)
+    path = "updates/dkms/nvidia.ko"
+    module(tree.root / "lib/modules" / OLD / path, [("version", DRIVER), ("license", "NVIDIA"), ("name", "nvidia")])
+    _kernel(tree, OLD, [path])
+    found = [f for f in run("--root", tree, "--format", "json").json["findings"] if f["rule"] == "gpu.module-vermagic-mismatch"]
+    assert [f["severity"] for f in found] == ["high"] and "has no vermagic" in found[0]["message"]
+    # A snapshot's record of it too long to hold whole, vermagic after the part kept: no verdict
+    # on a vermagic that was not read, and the check says what it could not see.
+    host = snapshot.capture(str(tree))
+    snapshot.write_tree(host, str(tmp_path / "snap"), snapshot.manifest_for(host))
+    record = tmp_path / "snap/.aidoctor/derived/modinfo/lib/modules" / OLD / path
+    record.write_text("version=%s\nname=nvidia\n%svermagic=%s %s\n" % (DRIVER, "parm=x:an option\n" * 400, OLD, FLAGS))
+    monkeypatch.setattr(host_module, "DERIVED_CAP", 4096)
+    result = run("--root", tmp_path / "snap", "--format", "json").json
+    found = [f for f in result["findings"] if f["rule"] == "gpu.module-vermagic-mismatch"]
+    assert [f["severity"] for f in found] == ["low"] and "read only in part" in found[0]["message"], found

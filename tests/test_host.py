@@ -255,7 +255,7 @@ def test_a_derivation_over_the_cap_is_kept_in_part_and_says_so_through_cache_and
     for _ in range(2):  # extracted, then from the cache
         live, got = derive(str(tree))
         assert got.ok and got.truncated and lines.startswith(got.data) and got.data.endswith("\n")
-        assert 4096 - 100 < len(got.data.encode()) <= 4096 and _read_size(got) == len(got.data)
+        assert 4096 - 100 < len(got.data.encode()) <= 4096 and _read_size(got) == 4096 - 64
     # A snapshot's record stays within what a replay reads of it; a snapshot of that replay
     # (and of that one) keeps saying the text is in part.
     for number in range(2):
@@ -278,3 +278,14 @@ def test_a_record_over_the_cap_replays_in_part_and_a_snapshot_of_it_says_so(tree
     snapshot.write_tree(replay, str(tmp_path / "again"), snapshot.manifest_for(replay))
     again = Host(str(tmp_path / "again")).derive("/lib/modules/big.ko", "modinfo", lambda stream: "never called")
     assert (again.data, again.truncated) == (got.data, True)
+
+
+def test_a_derivation_of_one_line_over_the_cap_says_how_much_was_read(tree, monkeypatch):
+    from ai_doctor import host as host_module
+    from ai_doctor.engine import _read_size
+
+    monkeypatch.setattr(host_module, "DERIVED_CAP", 4096)
+    tree.write("/lib/modules/big.ko", b"\x7fELF")
+    got = Host(str(tree)).derive("/lib/modules/big.ko", "modinfo", lambda stream: "parm=" + "x" * 10000)
+    # Not one whole line within it: nothing kept, and the note says the first 4 KiB, not 0 bytes.
+    assert got.ok and got.truncated and got.data == "" and _read_size(got) == 4096 - 64

@@ -18,6 +18,7 @@ from ai_doctor.facts import fact
 from ai_doctor.facts.bootloader import GRUB_DEFAULTS, GRUB_DROP_INS, KERNEL_CMDLINE_FILE
 from ai_doctor.facts.sysctl import DEFAULTS, SYSCTL_CONF
 from ai_doctor.facts.system import installed_kernels
+from ai_doctor.host import lexical
 from ai_doctor.model import Step
 from ai_doctor.remedy import actions as act
 
@@ -30,9 +31,12 @@ def _image_at(host) -> str:
     if host.origin is None:
         return host.root
     recorded = host.manifest.get("root")
-    # Tree text: a whole absolute path, shown and quoted as it is.
-    if isinstance(recorded, str) and recorded.startswith("/") and recorded != "/" and len(recorded) <= 4096 and recorded.isprintable():
-        return recorded
+    # Tree text, quoted where shown: a whole absolute path, normal, and never one that is this
+    # machine's own root under another name (//, /mnt/.., /proc/1/root) or in /proc, /sys, /dev.
+    if isinstance(recorded, str) and recorded.startswith("/") and len(recorded) <= 4096 and recorded.isprintable():
+        normal = lexical(recorded)
+        if normal != "/" and normal.split("/")[1] not in ("proc", "sys", "dev"):
+            return normal
     return host.root  # taken before snapshots said where: the archive names it
 
 

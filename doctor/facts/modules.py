@@ -149,7 +149,11 @@ def _with_modinfo(host, name: str, release: str, path: str) -> ModuleInfo:
     got = host.derive(path, "modinfo", modinfo)
     if not got.ok:
         return ModuleInfo(name, release, path, {}, got.describe())
-    return ModuleInfo(name, release, path, parse_modinfo(got.data))
+    fields = parse_modinfo(got.data)
+    if got.truncated and "vermagic" not in fields:
+        # Absent from the part read is not absent: what the kernel would say cannot be told.
+        return ModuleInfo(name, release, path, fields, "its .modinfo was read only in part, and vermagic is not in that part")
+    return ModuleInfo(name, release, path, fields)
 
 
 def _look_around(host, base: str, names) -> dict:
