@@ -373,7 +373,7 @@ def _vermagic_issue(f, mods, info, first: bool):
     if not magic.strip():
         message = (
             "The %s module for %s (%s) has no vermagic in its .modinfo, which every module kbuild builds has: the "
-            "kernel refuses it (\"bad vermagic\"), unless built with CONFIG_MODULE_FORCE_LOAD, which loads it "
+            'kernel refuses it ("bad vermagic"), unless built with CONFIG_MODULE_FORCE_LOAD, which loads it '
             "and taints itself (F)." % (info.name, target, info.path)
         )
         return Issue(message, evidence, _rebuild_steps(f, info, mods.release), severity=Severity.HIGH)

@@ -165,7 +165,10 @@ def _session_steps(f, process, item: str, key: str, value: str):
         ]
     config = f.limits_config
     # pam_limits reads limits.d in name order; a later line for the same user and item wins.
-    path = "%s/%s" % (PAM_DIR, name_after("aidoctor-" + item, config.pam_names if config else ()))
+    # One file per user, so a fix run as another user never replaces this one's line (a name
+    # of letters, digits and . _ - only: anything else shares the item's file).
+    topic = "aidoctor-%s-%s" % (item, user) if _plain_name(user) else "aidoctor-" + item
+    path = "%s/%s" % (PAM_DIR, name_after(topic, config.pam_names if config else ()))
     lines = tuple("%s  %s  %s  %s" % (user, kind, item, amount) for kind, amount in pairs)
     if stacks:
         names = ", ".join(name.rsplit("/", 1)[-1] for name in stacks[:4]) + (" …" if len(stacks) > 4 else "")
@@ -177,6 +180,10 @@ def _session_steps(f, process, item: str, key: str, value: str):
         "so it reaches sessions started after it, not a running one or a server started otherwise" % (what, user, path, through)
     )
     return [f.fixes.step(summary, [WriteFile(path, lines, True)], True, host_wide=False), unit]
+
+
+def _plain_name(user: str) -> bool:
+    return 0 < len(user) <= 32 and user.isascii() and user.replace("_", "a").replace("-", "a").replace(".", "a").isalnum()
 
 
 def _steps(f, process, item: str):

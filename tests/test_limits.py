@@ -203,7 +203,7 @@ def test_this_process_on_a_host_gets_a_limits_d_line_for_its_user_alone(tree, ru
     assert not any("bob" in item["value"] for item in found["evidence"])
     assert commands(found) == [
         "sudo mkdir -p /etc/security/limits.d",
-        "printf '%s\\n' 'alice  hard  nofile  1048576' | sudo tee /etc/security/limits.d/90-aidoctor-nofile.conf >/dev/null",
+        "printf '%s\\n' 'alice  hard  nofile  1048576' | sudo tee /etc/security/limits.d/90-aidoctor-nofile-alice.conf >/dev/null",
     ]
     first, other = found["remediation"]
     assert "for alice alone" in first["summary"] and "through sshd" in first["summary"]
@@ -406,7 +406,7 @@ def test_rdma_with_only_this_process_judged_is_medium_and_fixed_for_its_user(tre
     assert "`grep 'Max locked memory' /proc/PID/limits`" in found["message"] and "only Ethernet" in found["message"]
     assert commands(found)[-1] == (
         "printf '%s\\n' 'alice  soft  memlock  unlimited' 'alice  hard  memlock  unlimited' "
-        "| sudo tee /etc/security/limits.d/90-aidoctor-memlock.conf >/dev/null"
+        "| sudo tee /etc/security/limits.d/90-aidoctor-memlock-alice.conf >/dev/null"
     )
     assert not any("'*" in command for command in commands(found))
 
@@ -495,3 +495,12 @@ def test_pids_skip_in_an_image(tree, run):
     tree.write("/etc/os-release", "ID=debian\n")
     _found, status = check(run, tree, "limits.pids")
     assert status["status"] == "skip"
+
+
+def test_a_limits_file_is_the_users_own_where_its_name_is_plain():
+    # A fix run as alice and then as bob writes two files: bob's never replaces alice's line.
+    # A name of other characters (host text) shares the item's file rather than shape a path.
+    from ai_doctor.rules.limits import _plain_name
+
+    assert _plain_name("alice") and _plain_name("svc.vllm-1_a")
+    assert not any(_plain_name(name) for name in ("", "a b", "a/b", "ünï", "x" * 33, "a;b", "$(x)", "a\nb"))
