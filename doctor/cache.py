@@ -11,9 +11,11 @@ work is done again. ``AIDOCTOR_NO_CACHE=1`` turns it off.
   that this user owns and nobody else can write, and only whole: its own name and its
   payload's digest are checked first.
 
-Both folders are used only where they are this user's own: the cache folder belongs to this
-user, and ``aidoctor`` and the folder below it are real folders (never a link) that this user
-owns and nobody else can write; everything in them is reached through the folder opened so.
+Both folders are used only where they are this user's own: every folder above the cache
+folder belongs to this user or root and nobody else can rename what it holds, the cache folder
+belongs to this user, and ``aidoctor`` and the folder below it are real folders (never a link)
+that this user owns and nobody else can write; everything in them is reached through the
+folder opened so.
 A root run with another user's HOME, or a link planted where a folder should be, means no
 cache: nothing is read, written or deleted anywhere else.
 
@@ -66,6 +68,9 @@ def _folder(name: str, create: bool):
         return known[1]
     euid = os.geteuid()
     try:
+        if not _only_ours_above(base, euid):
+            _remember(name, path, None)
+            return None
         # Made only in a folder of this user's: a root run with a user's HOME must not leave
         # a ~/.cache of root's there.
         if create and not os.path.isdir(base) and os.stat(os.path.dirname(base.rstrip("/")) or "/").st_uid == euid:
@@ -96,6 +101,23 @@ def _folder(name: str, create: bool):
         return _refused(fd, name, path)
     _remember(name, path, fd)
     return fd
+
+
+def _only_ours_above(path: str, euid: int) -> bool:
+    """Whether only this user and root can change where ``path`` leads: every folder above it,
+    as written and as its links resolve, is theirs, and nobody else can rename what it holds
+    (writable by no one else, or sticky as /tmp is). A root run with a user's HOME is not:
+    that user could swap the folders it reads code and answers from."""
+    for leading in (path, os.path.realpath(path)):
+        folder = os.path.dirname(leading.rstrip("/")) or "/"
+        while True:
+            info = os.stat(folder)
+            if info.st_uid not in (euid, 0) or (info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX):
+                return False
+            if folder == "/":
+                break
+            folder = os.path.dirname(folder)
+    return True
 
 
 def _refused(fd: int, name: str, path: str):

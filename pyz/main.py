@@ -33,12 +33,12 @@ def main():
 def _cache():
     named = os.environ.get("AIDOCTOR_PYZ_CACHE")
     if named:
-        return named, (named,)
+        return named, (named,), None
     # A relative XDG_CACHE_HOME is to be ignored (XDG Base Directory specification).
     base = os.environ.get("XDG_CACHE_HOME", "")
     base = base if base.startswith("/") else os.path.join(os.path.expanduser("~"), ".cache")
     mine = os.path.join(base, "aidoctor")
-    return os.path.join(mine, "pyz"), (mine, os.path.join(mine, "pyz"))
+    return os.path.join(mine, "pyz"), (mine, os.path.join(mine, "pyz")), base
 
 
 def _private(path):
@@ -50,21 +50,52 @@ def _private(path):
     return stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and not info.st_mode & 0o022
 
 
+def _only_ours_above(path):
+    """Whether only this user and root can change where ``path`` leads: every folder above it,
+    as written and as its links resolve, is theirs, and nobody else can rename what it holds
+    (writable by no one else, or sticky as /tmp is). Code is imported from below it by path
+    for the whole run, so a folder another user could swap in the meantime (a root run with
+    that user's HOME) rules the cache out. The same test as ai_doctor.cache's, written here
+    again because this runs before any of the package may be imported (tests/test_pyz.py
+    checks the two agree)."""
+    euid = os.geteuid()
+    for leading in (path, os.path.realpath(path)):
+        folder = os.path.dirname(leading.rstrip("/")) or "/"
+        while True:
+            info = os.stat(folder)
+            if info.st_uid not in (euid, 0) or (info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX):
+                return False
+            if folder == "/":
+                break
+            folder = os.path.dirname(folder)
+    return True
+
+
 def _unpacked(archive):
     """The folder the code is unpacked in, unpacking it first if need be; None where it cannot
     be used."""
     if os.environ.get("AIDOCTOR_NO_CACHE"):
         return None
-    folder, chain = _cache()
+    folder, chain, base = _cache()
     unpacked = os.path.join(folder, DIGEST)
-    if os.path.exists(os.path.join(unpacked, ".complete")):
-        return unpacked if all(_private(path) for path in chain + (unpacked,)) else None
     try:
-        for path in chain:
-            os.makedirs(path, mode=0o700, exist_ok=True)
-        if not all(_private(path) for path in chain):
+        if not _only_ours_above(base or chain[0]):
             return None
-        _unpack(archive, folder, unpacked)
+        if base is not None:
+            # The cache folder may be a link (a home on another disk); it must be this user's.
+            if not os.path.isdir(base):
+                os.mkdir(base, 0o700)
+            info = os.stat(base)
+            if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+                return None
+        if not os.path.exists(os.path.join(unpacked, ".complete")):
+            # Each folder made only inside one already found to be this user's alone.
+            for path in chain:
+                if not os.path.isdir(path):
+                    os.mkdir(path, 0o700)
+                if not _private(path):
+                    return None
+            _unpack(archive, folder, unpacked)
     except (OSError, ValueError):
         return None
     return unpacked if all(_private(path) for path in chain + (unpacked,)) else None

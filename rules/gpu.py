@@ -326,9 +326,10 @@ def vermagic_mismatch(f):
     Fix: rebuild the module for that kernel (DKMS: `dkms install --force nvidia/VERSION -k
     RELEASE`), or install the module package built for it, then `depmod`.
 
-    A module without vermagic (stripped, as `modprobe --force` does) loads only on a kernel
-    built with CONFIG_MODULE_FORCE_LOAD, tainted (high). A .modinfo read only in part whose
-    part holds no vermagic cannot be judged, and says so (low).
+    A module without vermagic (not built by kbuild, or its field stripped) loads only on a
+    kernel built with CONFIG_MODULE_FORCE_LOAD, which taints itself (high); an empty one is
+    compared and refused like any other. A .modinfo read only in part whose part holds no
+    vermagic cannot be judged, and says so (low).
 
     Reference: kernel/module/version.c (same_magic), kernel/module/main.c (check_modinfo);
     Documentation/kbuild/modules.rst (Module Versioning).
@@ -370,13 +371,23 @@ def _vermagic_issue(f, mods, info, first: bool):
     if reference:
         evidence.append(Evidence(mods.reference.path, "vermagic=" + reference.strip()))
     target = _target_words(f, mods, first)
-    if not magic.strip():
+    if "vermagic" not in (info.fields or {}):
         message = (
             "The %s module for %s (%s) has no vermagic in its .modinfo, which every module kbuild builds has: the "
-            'kernel refuses it ("bad vermagic"), unless built with CONFIG_MODULE_FORCE_LOAD, which loads it '
-            "and taints itself (F)." % (info.name, target, info.path)
+            "kernel refuses to load it (Exec format error) unless it was built with CONFIG_MODULE_FORCE_LOAD, which "
+            'loads it and taints itself ("bad vermagic: kernel tainted").' % (info.name, target, info.path)
         )
-        return Issue(message, evidence, _rebuild_steps(f, info, mods.release), severity=Severity.HIGH)
+        return Issue(
+            message, [Evidence(info.path, "no vermagic in .modinfo")], _rebuild_steps(f, info, mods.release), severity=Severity.HIGH
+        )
+    if not magic.strip():
+        message = "The %s module for %s (%s) has an empty vermagic: the kernel refuses it (\"version magic '' should be '%s …'\")." % (
+            info.name,
+            target,
+            info.path,
+            mods.release,
+        )
+        return Issue(message, evidence, _rebuild_steps(f, info, mods.release))
     if own_flags is not None and flags != own_flags:
         message = (
             "The %s module for %s (%s) was built with vermagic `%s`, and the kernel's own modules say `%s`: the flags "

@@ -144,13 +144,16 @@ def _session_steps(f, process, item: str, key: str, value: str):
     pairs, what = _pam_lines(f, item)
     stacks = f.pam_limits_stacks
     user = process.user
-    if user is None:
+    if user is None or not _plain_name(user):
+        # A domain of pam_limits that is not a plain name is more than one user: `*` every
+        # account, `@name` and `%name` a group. Such a line is never written.
+        why = "which has no name in /etc/passwd" if user is None else "whose name in /etc/passwd is not a plain user name"
         lines = ", ".join("`NAME %s %s %s`" % (kind, item, amount) for kind, amount in pairs)
         return [
             f.fixes.advice(
-                "Give %s only to the user that runs the server (aidoctor runs as uid %s, which has no name in /etc/passwd): %s "
+                "Give %s only to the user that runs the server (aidoctor runs as uid %s, %s): %s "
                 "in a file under %s, with NAME that user's name; not `*`, which would give it to every account"
-                % (what, process.uid if process.uid is not None else "unknown", lines, PAM_DIR)
+                % (what, process.uid if process.uid is not None else "unknown", why, lines, PAM_DIR)
             ),
             unit,
         ]
@@ -165,10 +168,8 @@ def _session_steps(f, process, item: str, key: str, value: str):
         ]
     config = f.limits_config
     # pam_limits reads limits.d in name order; a later line for the same user and item wins.
-    # One file per user, so a fix run as another user never replaces this one's line (a name
-    # of letters, digits and . _ - only: anything else shares the item's file).
-    topic = "aidoctor-%s-%s" % (item, user) if _plain_name(user) else "aidoctor-" + item
-    path = "%s/%s" % (PAM_DIR, name_after(topic, config.pam_names if config else ()))
+    # One file per user, so a fix run as another user never replaces this one's line.
+    path = "%s/%s" % (PAM_DIR, name_after("aidoctor-%s-%s" % (item, user), config.pam_names if config else ()))
     lines = tuple("%s  %s  %s  %s" % (user, kind, item, amount) for kind, amount in pairs)
     if stacks:
         names = ", ".join(name.rsplit("/", 1)[-1] for name in stacks[:4]) + (" …" if len(stacks) > 4 else "")
@@ -183,6 +184,7 @@ def _session_steps(f, process, item: str, key: str, value: str):
 
 
 def _plain_name(user: str) -> bool:
+    """Letters, digits and . _ - only: one user to pam_limits, and a safe part of a file name."""
     return 0 < len(user) <= 32 and user.isascii() and user.replace("_", "a").replace("-", "a").replace(".", "a").isalnum()
 
 

@@ -225,3 +225,34 @@ def test_a_relative_cache_home_is_ignored_and_times_to_come_are_not_kept(tmp_pat
     (tmp_path / "g").write_text("y")
     cache.store("modinfo", os.stat(tmp_path / "g"), "next")
     assert not planted.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs a folder of another user's")
+def test_a_cache_reached_through_a_folder_another_user_controls_is_not_used(tmp_path, monkeypatch):
+    # A root run with a user's HOME whose .cache that user made a link to a folder of root's:
+    # that user could swap the folders, so nothing there is read, written or deleted.
+    rootowned = tmp_path / "rootowned"
+    (rootowned / "aidoctor" / "derived").mkdir(parents=True)
+    old = _old_files(rootowned / "aidoctor" / "derived")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".cache").symlink_to(rootowned)
+    os.chown(home, 65534, 65534)
+    os.lchown(home / ".cache", 65534, 65534)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+    source = tmp_path / "f"
+    source.write_text("x")
+    cache.store("modinfo", os.stat(source), "new")
+    cache.store_code("a" * 64, compile("x = 1", "<t>", "exec"))
+    assert sorted(path.name for path in rootowned.rglob("*")) == sorted(["aidoctor", "derived"] + [path.name for path in old])
+    # A folder above that anyone may rename entries in (not sticky, as /tmp is): the same.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(shared / "cache"))
+    cache.store("modinfo", os.stat(source), "new")
+    assert not (shared / "cache").exists()
+    shared.chmod(0o1777)
+    _next_run()
+    cache.store("modinfo", os.stat(source), "new")
+    assert cache.lookup("modinfo", os.stat(source)) == "new"

@@ -377,6 +377,13 @@ def test_a_module_without_vermagic_is_named_so_and_one_read_in_part_is_not_judge
     _kernel(tree, OLD, [path])
     found = [f for f in run("--root", tree, "--format", "json").json["findings"] if f["rule"] == "gpu.module-vermagic-mismatch"]
     assert [f["severity"] for f in found] == ["high"] and "has no vermagic" in found[0]["message"]
+    # An empty one is compared like any other, and refused whatever the kernel's build.
+    module(tree.root / "lib/modules" / OLD / path, [("version", DRIVER), ("name", "nvidia"), ("vermagic", "")])
+    monkeypatch.setenv("AIDOCTOR_NO_CACHE", "1")
+    found = [f for f in run("--root", tree, "--format", "json").json["findings"] if f["rule"] == "gpu.module-vermagic-mismatch"]
+    assert [f["severity"] for f in found] == ["critical"] and "has an empty vermagic" in found[0]["message"], found
+    monkeypatch.delenv("AIDOCTOR_NO_CACHE")
+    module(tree.root / "lib/modules" / OLD / path, [("version", DRIVER), ("license", "NVIDIA"), ("name", "nvidia")])
     # A snapshot's record of it too long to hold whole, vermagic after the part kept: no verdict
     # on a vermagic that was not read, and the check says what it could not see.
     host = snapshot.capture(str(tree))

@@ -497,10 +497,20 @@ def test_pids_skip_in_an_image(tree, run):
     assert status["status"] == "skip"
 
 
-def test_a_limits_file_is_the_users_own_where_its_name_is_plain():
+def test_a_limits_line_is_written_only_for_a_plain_user_name_in_a_file_of_its_own():
     # A fix run as alice and then as bob writes two files: bob's never replaces alice's line.
-    # A name of other characters (host text) shares the item's file rather than shape a path.
+    # A name that pam_limits reads as more than one user (`*`, `@group`, `%group`), or that
+    # would shape a path, gets no line: words on what to write instead.
     from ai_doctor.rules.limits import _plain_name
 
     assert _plain_name("alice") and _plain_name("svc.vllm-1_a")
-    assert not any(_plain_name(name) for name in ("", "a b", "a/b", "ünï", "x" * 33, "a;b", "$(x)", "a\nb"))
+    assert not any(_plain_name(name) for name in ("", "*", "@sudo", "%adm", "a b", "a/b", "ünï", "x" * 33, "a;b", "$(x)", "a\nb"))
+
+
+def test_a_user_named_like_every_account_gets_no_limits_line(tree, run):
+    host(tree)
+    rdma(tree)
+    session(tree, memlock=(8388608, 8388608), passwd=PASSWD.replace("alice:", "*:"))
+    (found,), _ = check(run, tree, "limits.memlock")
+    assert not any("limits.d" in command for command in commands(found)), commands(found)
+    assert "not a plain user name" in found["remediation"][0]["summary"]

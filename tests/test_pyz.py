@@ -121,3 +121,38 @@ def test_an_older_python_is_told_which_it_needs(built_pyz, tmp_path):
         pytest.skip("no Python 3.8 here")
     done = run_pyz(old, pyz, ["--version"], tmp_path / "cache")
     assert done.returncode == 2 and done.stderr == "aidoctor: error: needs Python 3.9 or newer; this is 3.8\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs a folder of another user's")
+def test_a_cache_in_another_users_home_is_neither_made_nor_used(built_pyz, tmp_path, run):
+    # Root with a user's HOME: that user could swap the folders code is imported from during
+    # the run, so the code runs from the zip and nothing is made in the home.
+    home = tmp_path / "home"
+    home.mkdir()
+    os.chown(home, 65534, 65534)
+    done = run_pyz(sys.executable, built_pyz, ["--root", GUIDE, "--format", "json"], home / ".cache")
+    assert done.returncode == run("--root", GUIDE, "--format", "json").code and json.loads(done.stdout)["findings"]
+    assert list(home.iterdir()) == []
+
+
+def test_the_launcher_and_the_cache_agree_on_whose_folders_lead_to_it(tmp_path):
+    import importlib.util
+
+    from ai_doctor import cache
+
+    spec = importlib.util.spec_from_file_location("pyz_main", str(Path(__file__).parent.parent / "pyz" / "main.py"))
+    launcher = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(launcher)
+    (tmp_path / "open").mkdir(mode=0o777)
+    (tmp_path / "open").chmod(0o777)
+    (tmp_path / "sticky").mkdir()
+    (tmp_path / "sticky").chmod(0o1777)
+    (tmp_path / "link").symlink_to(tmp_path / "open")
+    paths = ["/", "/tmp/x", str(tmp_path / "open" / "x"), str(tmp_path / "sticky" / "x"), str(tmp_path / "link" / "x"), str(tmp_path / "x")]
+    if os.geteuid() == 0:
+        (tmp_path / "theirs").mkdir()
+        os.chown(tmp_path / "theirs", 65534, 65534)
+        paths.append(str(tmp_path / "theirs" / "x"))
+    answers = [(launcher._only_ours_above(path), cache._only_ours_above(path, os.geteuid())) for path in paths]
+    assert all(mine == theirs for mine, theirs in answers), answers
+    assert [mine for mine, _ in answers][2:] == [False, True, False, True] + ([False] if os.geteuid() == 0 else [])
