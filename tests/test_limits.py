@@ -144,6 +144,10 @@ def test_drop_in_names_sort_after_the_others():
     assert name_after("aidoctor-nofile", ()) == "90-aidoctor-nofile.conf"
     assert name_after("aidoctor-nofile", ("override.conf",)) == "zz-aidoctor-nofile.conf"
     assert name_after("aidoctor-nofile", ("zzz.conf",)) > "zzz.conf"
+    # A fix applied again rewrites its own file, whatever name it took then.
+    assert name_after("aidoctor-nofile", ("90-aidoctor-nofile.conf",)) == "90-aidoctor-nofile.conf"
+    assert name_after("aidoctor-nofile", ("override.conf", "zz-aidoctor-nofile.conf")) == "zz-aidoctor-nofile.conf"
+    assert name_after("aidoctor-nofile", ("zzz.conf", "zzz~aidoctor-nofile.conf")) == "zzz~aidoctor-nofile.conf"
 
 
 # -- limits.nofile ----------------------------------------------------------------------

@@ -312,7 +312,9 @@ class LimitsConfig(Record):
 
 
 def name_after(topic: str, others) -> str:
-    """``NN-TOPIC.conf`` sorting after every name in ``others``."""
+    """``NN-TOPIC.conf`` sorting after every name in ``others`` but an earlier one of this
+    topic's own, which is written again rather than followed by one more each time."""
+    others = [other for other in others if not other.endswith(topic + ".conf")]
     for prefix in ("90-", "99-", "zz-"):
         name = "%s%s.conf" % (prefix, topic)
         if all(name > other for other in others):
