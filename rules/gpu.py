@@ -486,6 +486,8 @@ def library_mismatch(f):
             return Skip("the nvidia module is not loaded (nothing to compare the libraries with)")
         kernel_version, source = nv.loaded, nv.loaded_from
     else:
+        if not disk_version and on_disk is not None and on_disk.partial:
+            return Skip("the .modinfo of %s was read only in part, and its version is not in that part" % on_disk.path)
         if not disk_version:
             return Skip("no nvidia module with a version for the kernel the image boots")
         kernel_version, source = disk_version, on_disk.path

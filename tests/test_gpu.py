@@ -394,3 +394,19 @@ def test_a_module_without_vermagic_is_named_so_and_one_read_in_part_is_not_judge
     result = run("--root", tmp_path / "snap", "--format", "json").json
     found = [f for f in result["findings"] if f["rule"] == "gpu.module-vermagic-mismatch"]
     assert [f["severity"] for f in found] == ["low"] and "read only in part" in found[0]["message"], found
+
+
+def test_a_module_version_not_in_the_part_read_is_said_so(tree, tmp_path, run, monkeypatch):
+    from ai_doctor import host as host_module
+
+    _gpu_host(tree, loaded=None)
+    _userspace(tree, version="550.127.05")
+    _kernel(tree, OLD, [_nvidia(tree, OLD, version="535.183.01")])
+    host = snapshot.capture(str(tree))
+    snapshot.write_tree(host, str(tmp_path / "snap"), snapshot.manifest_for(host))
+    record = tmp_path / "snap/.aidoctor/derived/modinfo/lib/modules" / OLD / "updates/dkms/nvidia.ko"
+    record.write_text("name=nvidia\nvermagic=%s %s\n%sversion=535.183.01\n" % (OLD, FLAGS, "parm=x:an option\n" * 400))
+    monkeypatch.setattr(host_module, "DERIVED_CAP", 4096)
+    checks = run("--root", tmp_path / "snap", "--image", "--format", "json").json["checks"]
+    (check,) = [c for c in checks if c["rule"] == "gpu.driver-library-mismatch"]
+    assert check["status"] == "skip" and "read only in part, and its version is not in that part" in check["reason"], check

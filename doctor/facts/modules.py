@@ -29,10 +29,11 @@ GPU_MODULES = ("nvidia", "amdgpu", "nouveau")
 
 class ModuleInfo(Record):
     """A module file for a kernel release: its path, and its .modinfo fields (key → [values],
-    empty when unreadable, with ``problem`` saying why)."""
+    empty when unreadable, with ``problem`` saying why); ``partial``: the .modinfo was read
+    only in part, so a field missing from ``fields`` may be in the rest."""
 
-    __slots__ = ("name", "release", "path", "fields", "problem")
-    _defaults = {"fields": None, "problem": None}
+    __slots__ = ("name", "release", "path", "fields", "problem", "partial")
+    _defaults = {"fields": None, "problem": None, "partial": False}
 
     def field(self, key: str):
         values = (self.fields or {}).get(key)
@@ -152,8 +153,8 @@ def _with_modinfo(host, name: str, release: str, path: str) -> ModuleInfo:
     fields = parse_modinfo(got.data)
     if got.truncated and "vermagic" not in fields:
         # Absent from the part read is not absent: what the kernel would say cannot be told.
-        return ModuleInfo(name, release, path, fields, "its .modinfo was read only in part, and vermagic is not in that part")
-    return ModuleInfo(name, release, path, fields)
+        return ModuleInfo(name, release, path, fields, "its .modinfo was read only in part, and vermagic is not in that part", True)
+    return ModuleInfo(name, release, path, fields, partial=got.truncated)
 
 
 def _look_around(host, base: str, names) -> dict:
