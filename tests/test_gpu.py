@@ -410,3 +410,6 @@ def test_a_module_version_not_in_the_part_read_is_said_so(tree, tmp_path, run, m
     checks = run("--root", tmp_path / "snap", "--image", "--format", "json").json["checks"]
     (check,) = [c for c in checks if c["rule"] == "gpu.driver-library-mismatch"]
     assert check["status"] == "skip" and "read only in part, and its version is not in that part" in check["reason"], check
+    # Nor is a licence that was not in the part read taken for no licence.
+    flavour = Facts(Host(str(tmp_path / "snap"), image=True)).get("nvidia_flavour")
+    assert not flavour and "read only in part, without its license" in flavour.reason

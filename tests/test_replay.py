@@ -130,6 +130,8 @@ def test_an_image_snapshot_replayed_from_the_archive_fixes_the_image_it_was_take
     # path is: the archive is what the fixes name.
     manifest = folder / ".aidoctor/manifest.json"
     recorded = json.loads(manifest.read_text())
+    assert recorded["root"] == taken_at and recorded["argv"][2:4] == ["--root", image]
+    recorded["argv"] = ["aidoctor", "snapshot", "-o", "image.tar.gz"]
     # This machine's own root under other names too: a chroot there edits the analysing host.
     unusable = (None, "relative/root", "/", "/image\nsudo reboot", 7, "/" + "x" * 5000, "/.", "//", "/mnt/..", "/proc/1/root", "/dev/fd/3")
     for root in unusable:
@@ -144,6 +146,21 @@ def test_an_image_snapshot_replayed_from_the_archive_fixes_the_image_it_was_take
         archive.pack(str(folder), str(again))
         shown = run("--snapshot", again, "--format", "json").json
         assert _chroots(shown) == {os.path.abspath(str(again)), "In the image at %s" % os.path.abspath(str(again))}, root
+    # Taken before snapshots recorded their root: the command line's --root, if absolute.
+    recorded.pop("root")
+    for argv, shown in (
+        (["aidoctor", "snapshot", "--root=/mnt/old", "-o", "x.tgz"], "/mnt/old"),
+        (["aidoctor", "snapshot", "--root", "/mnt/old/", "-o", "x.tgz"], "/mnt/old"),
+        (["aidoctor", "snapshot", "--root", "mnt", "-o", "x.tgz"], os.path.abspath(str(again))),
+        (["aidoctor", "snapshot", "--root", "//proc/1/root"], os.path.abspath(str(again))),
+        (["aidoctor", "snapshot", "--root"], os.path.abspath(str(again))),
+        ("--root /mnt/old", os.path.abspath(str(again))),
+    ):
+        recorded["argv"] = argv
+        manifest.write_text(json.dumps(recorded))
+        again.unlink()
+        archive.pack(str(folder), str(again))
+        assert _chroots(run("--snapshot", again, "--format", "json").json) == {shown, "In the image at %s" % shown}, argv
     # Written in another spelling: shown in its normal one.
     recorded["root"] = "//mnt/./golden/"
     manifest.write_text(json.dumps(recorded))

@@ -27,17 +27,29 @@ DROP_IN_DIR = "/etc/sysctl.d"
 
 def _image_at(host) -> str:
     """Where an image's files are for its fixes: the tree, or for a snapshot archive (read in
-    memory, nothing to chroot into) the image it was taken of, as its manifest says."""
+    memory, nothing to chroot into) the image it was taken of, as its manifest says: its
+    ``root``, or in one taken before snapshots recorded that, the ``--root`` of its command
+    line where that was absolute."""
     if host.origin is None:
         return host.root
-    recorded = host.manifest.get("root")
-    # Tree text, quoted where shown: a whole absolute path, normal, and never one that is this
-    # machine's own root under another name (//, /mnt/.., /proc/1/root) or in /proc, /sys, /dev.
-    if isinstance(recorded, str) and recorded.startswith("/") and len(recorded) <= 4096 and recorded.isprintable():
-        normal = lexical(recorded)
-        if normal != "/" and normal.split("/")[1] not in ("proc", "sys", "dev"):
-            return normal
-    return host.root  # taken before snapshots said where: the archive names it
+    manifest = host.manifest
+    argv = manifest.get("argv")
+    given = None
+    if isinstance(argv, list) and all(isinstance(word, str) for word in argv[:64]):
+        for at, word in enumerate(argv[:64]):
+            if word == "--root" and at + 1 < len(argv):
+                given = argv[at + 1]
+            elif word.startswith("--root="):
+                given = word[len("--root=") :]
+    for recorded in (manifest.get("root"), given):
+        # Tree text, quoted where shown: a whole absolute path, normal, and never one that is
+        # this machine's own root under another name (//, /mnt/.., /proc/1/root) or in /proc,
+        # /sys, /dev.
+        if isinstance(recorded, str) and recorded.startswith("/") and len(recorded) <= 4096 and recorded.isprintable():
+            normal = lexical(recorded)
+            if normal != "/" and normal.split("/")[1] not in ("proc", "sys", "dev"):
+                return normal
+    return host.root  # nowhere said: the archive names it
 
 
 class Fixes:

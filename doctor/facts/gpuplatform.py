@@ -272,6 +272,8 @@ def nvidia_flavour(host, facts):
         name = "proprietary" if license_ == "NVIDIA" else "open" if "GPL" in license_ else None
         if name:
             return Flavour(name, module.path, "license=%s" % license_, False)
+    if module is not None and not license_ and module.partial:
+        return Unavailable("no nvidia module is loaded, and the .modinfo of %s was read only in part, without its license" % module.path)
     return Unavailable("no nvidia module is loaded, and none with a license field is installed for the kernel")
 
 
