@@ -413,3 +413,20 @@ def test_a_module_version_not_in_the_part_read_is_said_so(tree, tmp_path, run, m
     # Nor is a licence that was not in the part read taken for no licence.
     flavour = Facts(Host(str(tmp_path / "snap"), image=True)).get("nvidia_flavour")
     assert not flavour and "read only in part, without its license" in flavour.reason
+
+
+def test_the_next_boot_keeps_the_driver_whose_version_was_not_in_the_part_read(tree, tmp_path, monkeypatch):
+    from ai_doctor import host as host_module
+
+    _gpu_host(tree, loaded=DRIVER)
+    _userspace(tree)
+    _kernel(tree, OLD, [_nvidia(tree, OLD)])
+    host = snapshot.capture(str(tree))
+    snapshot.write_tree(host, str(tmp_path / "snap"), snapshot.manifest_for(host))
+    record = tmp_path / "snap/.aidoctor/derived/modinfo/lib/modules" / OLD / "updates/dkms/nvidia.ko"
+    record.write_text("name=nvidia\nvermagic=%s %s\n%sversion=%s\n" % (OLD, FLAGS, "parm=x:an option\n" * 400, DRIVER))
+    assert Facts(Host(str(tmp_path / "snap"))).get("gpu_at_boot").nvidia == DRIVER
+    monkeypatch.setattr(host_module, "DERIVED_CAP", 4096)
+    # Read in part, the version is unknown, not absent: no "the next boot loads no driver".
+    boot = Facts(Host(str(tmp_path / "snap"))).get("gpu_at_boot")
+    assert not boot and "read only in part, without its version" in boot.reason

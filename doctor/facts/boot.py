@@ -699,7 +699,11 @@ def gpu_at_boot(host, facts):
     modules = next((mods for mods in facts.get("gpu_modules") or () if mods.release == release), None)
     version = None
     if nv.loaded and modules is not None and "nvidia" in modules.found:
-        version = modules.found["nvidia"].field("version")
+        module = modules.found["nvidia"]
+        version = module.field("version")
+        if version is None and module.partial:
+            # Not in the part read is not "none loads": the next boot is not simulated for it.
+            return Unavailable("the .modinfo of %s was read only in part, without its version" % module.path)
     nouveau = facts.get("nouveau")
     stays = bool(nouveau and nouveau.loaded and not nouveau.blocked_by)
     return BootGpu(version, stays)
