@@ -1162,28 +1162,38 @@ def _inside(folder: str, target: str) -> str:
 
 
 def _extract(source, members, destination: str) -> None:
-    """Extraction without tarfile's filter (older Pythons): members already checked, files
-    created exclusively and never through a link, with the filter's modes."""
+    """Extraction without tarfile's filter (Debian 12's 3.11.2 and other Pythons before the
+    filter): members already checked, files created exclusively and never through a link, and
+    the tree the filter would leave: its file modes, folders with the mode the umask leaves,
+    files with their times and folders with theirs set last, in reverse order of their names."""
+    import shutil
+
     root = os.path.realpath(destination)
+    folders = []
     for member in members:
         target = os.path.join(root, *[p for p in member.name.split("/") if p not in ("", ".")])
         if target == root:
-            continue  # "./", the tree's own folder: there already
+            folders.append((member.name, root, member.mtime))  # "./", the tree's own folder
+            continue
         parent = os.path.dirname(target)
         os.makedirs(parent, exist_ok=True)
         if stat.S_ISLNK(os.lstat(parent).st_mode) or not os.path.realpath(parent).startswith(root):
             raise ArchiveError("member %s: its folder is not inside the tree" % _shown(member.name))
         if member.isdir():
             if not os.path.isdir(target):
-                os.mkdir(target, 0o755)
+                os.mkdir(target)
+            folders.append((member.name, target, member.mtime))
         elif member.issym():
             os.symlink(member.linkname, target)
         else:
             mode = _data_mode(member.mode)
             handle = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
             with os.fdopen(handle, "wb") as out, source.extractfile(member) as data:
-                while True:
-                    chunk = data.read(1 << 20)
-                    if not chunk:
-                        break
-                    out.write(chunk)
+                # tarfile's own buffer size: a large member never sits in memory whole.
+                shutil.copyfileobj(data, out, 16 << 10)
+                out.flush()  # a write left in the buffer would set the time again on close
+                os.fchmod(out.fileno(), mode)  # whatever the umask took from the mode
+                os.utime(out.fileno(), (member.mtime, member.mtime))
+    folders.sort(key=lambda item: item[0], reverse=True)
+    for _name, target, mtime in folders:
+        os.utime(target, (mtime, mtime), follow_symlinks=False)
