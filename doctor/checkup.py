@@ -9,6 +9,7 @@ from ai_doctor.exitcodes import EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, EXIT_USAG
 from ai_doctor.facts import Facts
 from ai_doctor.model import HostSummary, Report, Status, reaching
 from ai_doctor.overview import overview
+from ai_doctor.remedy.actions import IMAGE_UNNAMED
 
 
 def checkup(host, request, rules=None, fail_on="high", strict=False, verbose=False) -> Report:
@@ -44,14 +45,22 @@ def host_summary(host, facts) -> HostSummary:
     container = facts.get("container")
     distro = facts.get("os_release")
     notes = getattr(host, "notes", None)
+    image = None if host.live or facts.get("running") else facts.get("fixes").image
+    if host.live:
+        source = "live system"
+    elif host.origin and image is None:
+        source = "snapshot %s" % host.origin
+    elif host.origin:
+        # An image's snapshot: its fixes change the image, wherever it was taken.
+        where = "of an image (its folder not recorded)" if image == IMAGE_UNNAMED else "of the image at %s" % image
+        source = "snapshot %s %s" % (host.origin, where)
+    else:
+        source = "snapshot or tree at %s" % host.root if facts.get("running") else _image_words(host, facts)
     summary = HostSummary(
         hostname=text("hostname"),
         kernel=text("release"),
-        source="live system"
-        if host.live
-        else ("snapshot %s" % host.origin)
-        if host.origin
-        else ("snapshot or tree at %s" % host.root if facts.get("running") else _image_words(host, facts)),
+        source=source,
+        image=None if image == IMAGE_UNNAMED else image,
         root=host.origin or host.root,
         live=host.live,
         uid=host.euid,

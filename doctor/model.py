@@ -188,10 +188,24 @@ class HostSummary(Record):
     """Who the report is about, for headers; ``next_boot`` holds what a --next-boot run
     simulated and assumed (None: the host as it runs); ``captured`` and ``captured_by``: when a
     snapshot was taken (UTC, ISO 8601) and by which aidoctor version (None: not a snapshot, or
-    its manifest does not say)."""
+    its manifest does not say); ``image``: for an image, the folder its fixes change (None: a
+    running system, or a snapshot that does not say where its image was)."""
 
-    __slots__ = ("hostname", "kernel", "source", "root", "live", "uid", "container", "distro", "next_boot", "captured", "captured_by")
-    _defaults = {"next_boot": None, "captured": None, "captured_by": None}
+    __slots__ = (
+        "hostname",
+        "kernel",
+        "source",
+        "root",
+        "live",
+        "uid",
+        "container",
+        "distro",
+        "next_boot",
+        "captured",
+        "captured_by",
+        "image",
+    )
+    _defaults = {"next_boot": None, "captured": None, "captured_by": None, "image": None}
 
 
 class Report(Record):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 
-from ai_doctor.remedy.actions import FILE, MANUAL, NOW, REBOOT, RUN, SHOW, Shell
+from ai_doctor.remedy.actions import FILE, IMAGE_UNNAMED, MANUAL, NOW, REBOOT, RUN, SHOW, Shell
 from ai_doctor.reports.words import visible
 from ai_doctor.shell import posix_words
 
@@ -43,6 +43,10 @@ def render_sh(report, plan) -> str:
         "(aidoctor fix --choose RULE=N picks another)" % (len(fixing), "" if len(fixing) == 1 else "s", len(plan) - len(fixing))
     )
     out += ["set -eu", 'if [ "$(id -u)" -ne 0 ]; then echo "aidoctor fix: run this as root (sudo sh $0)" >&2; exit 1; fi']
+    if any(step.shell is not None and step.shell.chroot == IMAGE_UNNAMED for item in plan for step in item.steps or ()):
+        # A snapshot that does not say where its image was: the reader names the folder.
+        out += _comment("The snapshot does not say where the image it was taken of is: IMAGE=/its/folder sh FILE")
+        out.append(': "${IMAGE:?set IMAGE to the folder the image is mounted at}"')
     # sed in a UTF-8 locale matches no byte that is not UTF-8: in C, the edits are --apply's.
     out += _comment("Patterns match bytes, as aidoctor fix --apply edits them, whatever the locale:") + ["export LC_ALL=C"]
     reboot = []
@@ -118,11 +122,33 @@ def _lint_notes(line: str):
     written into a file (or run by a shell of the target) as it is, and tuned's profile list
     is split into words."""
     codes = []
-    if "'" in line and "$" in line.split("'", 1)[1]:
+    if _dollar_in_single_quotes(line):
         codes.append("SC2016")
     if "tuned-adm profile $(" in line:
         codes.append("SC2046")
     return ["# shellcheck disable=%s" % ",".join(codes)] if codes else []
+
+
+def _dollar_in_single_quotes(line: str) -> bool:
+    """Whether a ``$`` stands inside single quotes of ``line`` (sh quoting; one pass)."""
+    quoted = None
+    escaped = False
+    for char in line:
+        if quoted == "'":
+            if char == "'":
+                quoted = None
+            elif char == "$":
+                return True
+        elif escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif quoted == '"':
+            if char == '"':
+                quoted = None
+        elif char in "'\"":
+            quoted = char
+    return False
 
 
 def render_json(report, plan) -> str:

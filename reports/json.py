@@ -24,6 +24,7 @@ def as_dict(report) -> dict:
             "distro": host.distro,
             "source": host.source,
             "root": host.root,
+            "image": host.image,
             "live": host.live,
             "uid": host.uid,
             "container": host.container,

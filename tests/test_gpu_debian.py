@@ -6,6 +6,7 @@ from backports."""
 from __future__ import annotations
 
 import os
+import shlex
 
 import pytest
 from elfbuild import module
@@ -193,10 +194,13 @@ def test_the_tesla_flavour_selected_beside_an_unselected_current(tree, run):
 
 def _with_proc(root, command: str) -> str:
     """A command run in the image's chroot with /proc mounted in a mount namespace of its own
-    (dkms reads /dev/fd, a link into /proc)."""
+    (dkms reads /dev/fd, a link into /proc); the image's folder is the inner shell's $1."""
     from ai_doctor.shell import quote
 
-    return "sudo unshare --mount --fork sh -c " + quote("mount -t proc proc %s/proc && exec chroot %s %s" % (root, root, command))
+    return "sudo unshare --mount --fork sh -c %s sh %s" % (
+        quote('mount -t proc proc "$1"/proc && exec chroot "$1" %s' % command),
+        quote(str(root)),
+    )
 
 
 def test_backports_kernel_in_an_image_without_apt_lists(run):
@@ -234,16 +238,23 @@ def test_a_backports_suite_no_source_names_is_said_not_run(tree, run):
     assert found["remediation"][1]["commands"] == [_with_proc(tree, "apt-get install -y -t bookworm-backports linux-headers-%s" % BPO)]
 
 
+def _last_words(step) -> list:
+    """The last word of each command a step runs in the image (one that needs /proc runs it in
+    an inner shell, the image's folder after it as its $1)."""
+    words = [shlex.split(command) for command in step["commands"]]
+    return [each[-3].rsplit(" ", 1)[-1] if "unshare" in each else each[-1] for each in words]
+
+
 def test_lists_of_the_release_but_not_of_backports_are_updated_first(tree, run):
     _bpo_image(tree, suites="bookworm bookworm-backports")
     os.remove(str(tree.root / "var/lib/apt/lists/deb.debian.org_debian_dists_bookworm-backports_main_binary-amd64_Packages"))
     result, found = _finding(run, tree, "gpu.driver-missing-for-kernel")
-    assert [c.rstrip("'").rsplit(" ", 1)[-1] for c in found["remediation"][1]["commands"]] == ["update", "linux-headers-" + BPO]
+    assert _last_words(found["remediation"][1]) == ["update", "linux-headers-" + BPO]
     assert "holds no package list of bookworm-backports" in found["remediation"][1]["summary"]
     # A lists folder that could not be read says nothing: no update is asked for.
     tree.manifest(outcomes={"/var/lib/apt/lists": "denied"})
     result, found = _finding(run, tree, "gpu.driver-missing-for-kernel")
-    assert [c.rstrip("'").rsplit(" ", 1)[-1] for c in found["remediation"][1]["commands"]] == ["linux-headers-" + BPO]
+    assert _last_words(found["remediation"][1]) == ["linux-headers-" + BPO]
 
 
 def test_a_failed_build_log_and_a_finished_build_log(tree, run):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import sys
 import tarfile
 import time
@@ -18,18 +20,25 @@ from conftest import FIXTURES, fixture_root
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NAMES = sorted(path.parent.name for path in FIXTURES.glob("*/root"))
+UNNAMED_WHERE = "In the image this snapshot was taken of (set IMAGE to the folder it is mounted at)"
 
 
-def comparable(report: dict, unpacked, packed, taken_at=None) -> dict:
+def comparable(report: dict, unpacked, packed, taken_at=None, unnamed=False) -> dict:
     """A report less what says where its tree lay and when it ran; an image's fixes name where
     they apply, the one other difference: the tree (chroot DIR …), or for the archive the image
-    it was taken of (``taken_at``)."""
+    it was taken of (``taken_at``), or where that is not said (``unnamed``) $IMAGE."""
     text = json.dumps(report)
     if taken_at is not None:
         text = text.replace(json.dumps(taken_at)[1:-1], str(unpacked))
+    elif unnamed:
+        # The archive does not say where its image was: its fixes name the folder $IMAGE.
+        text = text.replace("In the image at %s" % unpacked, UNNAMED_WHERE)
+        text = text.replace("in the image at %s" % unpacked, UNNAMED_WHERE[0].lower() + UNNAMED_WHERE[1:])
+        for before, after in (("chroot %s ", 'chroot "$IMAGE" '), ("%s/", '"$IMAGE"/'), (" sh %s", ' sh "$IMAGE"')):
+            text = text.replace(json.dumps(before % unpacked)[1:-1], json.dumps(after)[1:-1])
     report = json.loads(text.replace(str(unpacked), os.path.abspath(str(packed))))
     report.pop("created", None)
-    for key in ("source", "root", "live"):
+    for key in ("source", "root", "image", "live"):
         report["host"].pop(key, None)
     report.get("options", {}).pop("argv", None)
     return report
@@ -64,7 +73,8 @@ def replays_alike(run, packed, folder, args, command=()):
     assert memory.err == disk.err.replace(str(folder), str(packed))
     manifest = folder / ".aidoctor/manifest.json"
     taken_at = json.loads(manifest.read_text()).get("root") if manifest.exists() else None
-    assert comparable(memory.json, folder, packed, taken_at) == comparable(disk.json, folder, packed)
+    unnamed = taken_at is None and not memory.json["host"]["live"]
+    assert comparable(memory.json, folder, packed, taken_at) == comparable(disk.json, folder, packed, unnamed=unnamed)
     return memory
 
 
@@ -116,18 +126,25 @@ def _chroots(report: dict) -> set:
     return found
 
 
+UNNAMED = {'"$IMAGE"', UNNAMED_WHERE}
+
+
 def test_an_image_snapshot_replayed_from_the_archive_fixes_the_image_it_was_taken_of(run, tmp_path):
     image = fixture_root("debian13-sysctl-conf-unread")
     packed = tmp_path / "image.tar.gz"
     assert run("snapshot", "--root", image, "-o", packed).code == 0
     # Not the archive: no one can chroot into a .tar.gz.
     taken_at = os.path.abspath(image)
-    assert _chroots(run("--snapshot", packed, "--format", "json").json) == {taken_at, "In the image at %s" % taken_at}
+    replayed = run("--snapshot", packed, "--format", "json").json
+    assert _chroots(replayed) == {taken_at, "In the image at %s" % taken_at}
+    assert replayed["host"]["image"] == taken_at and replayed["host"]["root"] == os.path.abspath(str(packed))
+    assert replayed["host"]["source"] == "snapshot %s of the image at %s" % (packed, taken_at)
     # Unpacked, the tree is an image of its own: its fixes change it (a copy to try them on).
     folder = unpacked(packed, tmp_path / "unpacked")
-    assert _chroots(run("--root", folder, "--format", "json").json) == {str(folder), "In the image at %s" % folder}
+    tree = run("--root", folder, "--format", "json").json
+    assert _chroots(tree) == {str(folder), "In the image at %s" % folder} and tree["host"]["image"] == str(folder)
     # A manifest that does not say where (taken before snapshots did), or says it in a way no
-    # path is: the archive is what the fixes name.
+    # path is: the fixes name the image as $IMAGE, for the reader to set.
     manifest = folder / ".aidoctor/manifest.json"
     recorded = json.loads(manifest.read_text())
     assert recorded["root"] == taken_at and recorded["argv"][2:4] == ["--root", image]
@@ -145,28 +162,65 @@ def test_an_image_snapshot_replayed_from_the_archive_fixes_the_image_it_was_take
             again.unlink()
         archive.pack(str(folder), str(again))
         shown = run("--snapshot", again, "--format", "json").json
-        assert _chroots(shown) == {os.path.abspath(str(again)), "In the image at %s" % os.path.abspath(str(again))}, root
+        assert _chroots(shown) == UNNAMED, root
     # Taken before snapshots recorded their root: the command line's --root, if absolute.
     recorded.pop("root")
     for argv, shown in (
         (["aidoctor", "snapshot", "--root=/mnt/old", "-o", "x.tgz"], "/mnt/old"),
         (["aidoctor", "snapshot", "--root", "/mnt/old/", "-o", "x.tgz"], "/mnt/old"),
-        (["aidoctor", "snapshot", "--root", "mnt", "-o", "x.tgz"], os.path.abspath(str(again))),
-        (["aidoctor", "snapshot", "--root", "//proc/1/root"], os.path.abspath(str(again))),
-        (["aidoctor", "snapshot", "--root"], os.path.abspath(str(again))),
-        ("--root /mnt/old", os.path.abspath(str(again))),
+        (["aidoctor", "snapshot", "--root", "mnt", "-o", "x.tgz"], None),
+        (["aidoctor", "snapshot", "--root", "//proc/1/root"], None),
+        (["aidoctor", "snapshot", "--root"], None),
+        ("--root /mnt/old", None),
     ):
         recorded["argv"] = argv
         manifest.write_text(json.dumps(recorded))
         again.unlink()
         archive.pack(str(folder), str(again))
-        assert _chroots(run("--snapshot", again, "--format", "json").json) == {shown, "In the image at %s" % shown}, argv
+        expected = UNNAMED if shown is None else {shown, "In the image at %s" % shown}
+        assert _chroots(run("--snapshot", again, "--format", "json").json) == expected, argv
     # Written in another spelling: shown in its normal one.
     recorded["root"] = "//mnt/./golden/"
     manifest.write_text(json.dumps(recorded))
     again.unlink()
     archive.pack(str(folder), str(again))
     assert _chroots(run("--snapshot", again, "--format", "json").json) == {"/mnt/golden", "In the image at /mnt/golden"}
+
+
+def test_an_image_snapshot_that_does_not_say_where_it_was_taken_fixes_the_image_named_by_IMAGE(run, tmp_path):
+    taken = tmp_path / "image.tar.gz"
+    assert run("snapshot", "--root", fixture_root("debian13-sysctl-conf-unread"), "-o", taken).code == 0
+    folder = unpacked(taken, tmp_path / "unpacked")
+    manifest = folder / ".aidoctor/manifest.json"
+    recorded = json.loads(manifest.read_text())
+    del recorded["root"]
+    recorded["argv"] = ["aidoctor", "snapshot", "--root", "relative/image"]
+    manifest.write_text(json.dumps(recorded))
+    packed = tmp_path / "unnamed.tar.gz"
+    archive.pack(str(folder), str(packed))
+    text = run("--snapshot", packed).out
+    assert 'sudo chroot "$IMAGE" sed -i' in text and str(packed) + " " not in text.split("Fix:")[1]
+    host = run("--snapshot", packed, "--format", "json").json["host"]
+    assert host["image"] is None and host["source"] == "snapshot %s of an image (its folder not recorded)" % packed
+    script = run("fix", "--snapshot", packed).out
+    lines = script.splitlines()
+    commands = [line for line in lines if line and not line.startswith("#")]
+    assert ': "${IMAGE:?set IMAGE to the folder the image is mounted at}"' in commands
+    edits = [line for line in commands if "chroot" in line]
+    assert len(edits) == 2 and all('chroot "$IMAGE" ' in line for line in edits)
+    # "$IMAGE" is no $ in single quotes: no shellcheck directive for it (sed's $ anchor is one).
+    tee, sed = edits
+    assert " tee /etc/sysctl.d/99-sysctl.conf" in tee and " sed -i " in sed
+    assert lines[lines.index(tee) - 1] != "# shellcheck disable=SC2016" == lines[lines.index(sed) - 1]
+    subprocess.run(["sh", "-n"], input=script, text=True, check=True)
+    if shutil.which("shellcheck"):
+        subprocess.run(["shellcheck", "-s", "sh", "-"], input=script, text=True, check=True)
+    # Run without IMAGE, it stops before it changes anything (past its root check).
+    unset = script.replace('if [ "$(id -u)" -ne 0 ]', "if false", 1)
+    env = {name: value for name, value in os.environ.items() if name != "IMAGE"}
+    stopped = subprocess.run(["sh", "-c", unset], env=env, capture_output=True, text=True)
+    assert stopped.returncode != 0 and "set IMAGE to the folder the image is mounted at" in stopped.stderr
+    assert "done" not in stopped.stderr
 
 
 def members(path) -> list:

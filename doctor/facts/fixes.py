@@ -29,7 +29,7 @@ def _image_at(host) -> str:
     """Where an image's files are for its fixes: the tree, or for a snapshot archive (read in
     memory, nothing to chroot into) the image it was taken of, as its manifest says: its
     ``root``, or in one taken before snapshots recorded that, the ``--root`` of its command
-    line where that was absolute."""
+    line where that was absolute; where neither says, IMAGE_UNNAMED."""
     if host.origin is None:
         return host.root
     manifest = host.manifest
@@ -49,7 +49,9 @@ def _image_at(host) -> str:
             normal = lexical(recorded)
             if normal != "/" and normal.split("/")[1] not in ("proc", "sys", "dev"):
                 return normal
-    return host.root  # nowhere said: the archive names it
+    # Nowhere said: the commands name it as $IMAGE, for the reader to set (not the archive: no
+    # one can chroot into a .tar.gz).
+    return act.IMAGE_UNNAMED
 
 
 class Fixes:
@@ -108,6 +110,8 @@ class Fixes:
     def _place(self, summary: str, host_wide: bool) -> str:
         if host_wide and self.container is not None:
             where = "on %s (not inside this container, where it cannot be changed)" % self.container.where
+        elif self.image == act.IMAGE_UNNAMED:
+            where = "in the image this snapshot was taken of (set IMAGE to the folder it is mounted at)"
         elif self.image is not None:
             where = "in the image at %s" % self.image
         else:

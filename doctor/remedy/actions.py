@@ -24,20 +24,32 @@ from ai_doctor.shell import join, quote
 NOW, FILE, RUN, SHOW, REBOOT, MANUAL = "now", "file", "run", "show", "reboot", "manual"
 
 
+# The chroot of an image whose folder no one recorded (a snapshot archive that does not say
+# where it was taken): commands name it by the shell variable IMAGE, which the reader sets.
+IMAGE_UNNAMED = "$IMAGE"
+
+
 class Shell(Record):
     """How commands are written for one target: ``sudo`` in front of what needs root (the
-    reader is not root), ``chroot`` for an image changed from outside (its path)."""
+    reader is not root), ``chroot`` for an image changed from outside (its path, or
+    IMAGE_UNNAMED)."""
 
     __slots__ = ("sudo", "chroot")
     _defaults = {"sudo": False, "chroot": None}
 
     def root(self, command: str) -> str:
         if self.chroot:
-            command = "chroot %s %s" % (quote(self.chroot), command)
+            command = "chroot %s %s" % (self.image(), command)
         return "sudo " + command if self.sudo else command
+
+    def image(self) -> str:
+        """The image's folder as a word of a command."""
+        return '"$IMAGE"' if self.chroot == IMAGE_UNNAMED else quote(self.chroot)
 
     def outside(self, path: str) -> str:
         """A path of the target as a command run outside a chroot names it."""
+        if self.chroot == IMAGE_UNNAMED:
+            return '"$IMAGE"' + quote(path)
         return quote(self.chroot.rstrip("/") + path if self.chroot else path)
 
 
@@ -818,8 +830,10 @@ class Swapfile(Action):
 def _with_proc(shell, command: str) -> str:
     """``command`` run in the image's chroot with /proc mounted in a mount namespace of its own,
     which goes away with it (dkms reads /dev/fd, a link into /proc)."""
-    inner = "mount -t proc proc %s && exec chroot %s %s" % (shell.outside("/proc"), quote(shell.chroot), command)
-    command = "unshare --mount --fork sh -c %s" % quote(inner)
+    # The folder reaches the inner shell as its $1, never spliced into its script: no quoting
+    # within quoting, and $IMAGE need not be exported.
+    inner = 'mount -t proc proc "$1"/proc && exec chroot "$1" %s' % command
+    command = "unshare --mount --fork sh -c %s sh %s" % (quote(inner), shell.image())
     return "sudo " + command if shell.sudo else command
 
 
