@@ -181,7 +181,7 @@ def render_json(report, plan) -> str:
     document = {
         "schema": SCHEMA,
         "tool": {"name": "aidoctor", "version": report.tool_version},
-        "host": {"hostname": host.hostname, "kernel": host.kernel, "source": host.source, "root": host.root},
+        "host": {"hostname": host.hostname, "kernel": host.kernel, "source": host.source, "root": host.root, "image": host.image},
         "plan": items,
     }
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"

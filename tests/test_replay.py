@@ -202,6 +202,9 @@ def test_an_image_snapshot_that_does_not_say_where_it_was_taken_fixes_the_image_
     assert 'sudo chroot "$IMAGE" sed -i' in text and str(packed) + " " not in text.split("Fix:")[1]
     host = run("--snapshot", packed, "--format", "json").json["host"]
     assert host["image"] is None and host["source"] == "snapshot %s of an image (its folder not recorded)" % packed
+    assert run("fix", "--snapshot", packed, "--format", "json").json["host"] == {
+        name: host[name] for name in ("hostname", "kernel", "source", "root", "image")
+    }
     script = run("fix", "--snapshot", packed).out
     lines = script.splitlines()
     commands = [line for line in lines if line and not line.startswith("#")]
