@@ -17,6 +17,10 @@ import sys
 
 DIGEST = "@DIGEST@"
 CODE = "lib/"
+DAY = 86400
+# A copy unused this long is another build's, deleted when a new build unpacks (as
+# ai_doctor.cache prunes its entries).
+UNUSED = 30 * DAY
 
 
 def main():
@@ -88,7 +92,10 @@ def _unpacked(archive):
             info = os.stat(base)
             if info.st_uid != os.geteuid() or info.st_mode & 0o022:
                 return None
-        if not os.path.exists(os.path.join(unpacked, ".complete")):
+        complete = os.path.join(unpacked, ".complete")
+        try:
+            used = os.stat(complete).st_mtime
+        except FileNotFoundError:
             # Each folder made only inside one already found to be this user's alone.
             for path in chain:
                 if not os.path.isdir(path):
@@ -96,9 +103,48 @@ def _unpacked(archive):
                 if not _private(path):
                     return None
             _unpack(archive, folder, unpacked)
+            _prune(folder)
+            used = None
+        if not all(_private(path) for path in chain + (unpacked,)):
+            return None
+        if used is not None and abs(_now() - used) > DAY:
+            os.utime(complete)  # used: marked at most once a day, so most runs write nothing
     except (OSError, ValueError):
         return None
-    return unpacked if all(_private(path) for path in chain + (unpacked,)) else None
+    return unpacked
+
+
+def _now():
+    import time
+
+    return time.time()
+
+
+def _prune(folder):
+    """Deletes the copies of other builds that no run has used for UNUSED, and the half-made
+    copies of runs that stopped while unpacking, a day on (one dated ahead of now too)."""
+    import shutil
+
+    now = _now()
+    for name in os.listdir(folder):
+        # Only what a build makes here: AIDOCTOR_PYZ_CACHE may name a folder that holds more.
+        digest, dot, suffix = name.partition(".")
+        ours = len(digest) == 32 and not digest.strip("0123456789abcdef")
+        if dot:  # an unpacking's temporary: mkdtemp's eight letters, digits and _
+            ours = ours and len(suffix) == 8 and not suffix.strip("abcdefghijklmnopqrstuvwxyz0123456789_")
+        path = os.path.join(folder, name)
+        try:
+            info = os.lstat(path)
+            if not ours or name == DIGEST or not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+                continue
+            try:
+                used, limit = os.lstat(os.path.join(path, ".complete")).st_mtime, UNUSED
+            except FileNotFoundError:
+                used, limit = info.st_mtime, DAY
+            if now - used > limit or used - now > DAY:
+                shutil.rmtree(path, ignore_errors=True)  # by descriptor: a link in it is removed, not followed
+        except OSError:
+            continue
 
 
 def _unpack(archive, folder, unpacked):

@@ -114,6 +114,52 @@ def test_an_unpacked_copy_others_can_write_is_never_run(built_pyz, tmp_path, run
     assert "planted" not in done.stdout and done.returncode == run("--root", GUIDE, "--format", "json").code
 
 
+def test_copies_of_other_builds_unused_for_a_month_go_when_a_new_build_unpacks(built_pyz, tmp_path):
+    import time
+
+    folder = tmp_path / "cache" / "aidoctor" / "pyz"
+    folder.mkdir(parents=True, mode=0o700)
+    now = time.time()
+
+    def made(name, age_days, complete=True):
+        copy = folder / name
+        (copy / "ai_doctor").mkdir(parents=True)
+        (copy / "ai_doctor" / "cli.py").write_text("")
+        stamp = copy / ".complete" if complete else copy
+        if complete:
+            stamp.write_text("")
+        os.utime(stamp, (now - age_days * 86400, now - age_days * 86400))
+        return copy
+
+    old = made("0" * 32, 45)
+    recent = made("1" * 32, 20)
+    ahead = made("2" * 32, -3)
+    abandoned = made("3" * 32 + ".k2j4_a9x", 2, complete=False)
+    unpacking = made("4" * 32 + ".a9x1bb0q", 0, complete=False)
+    # AIDOCTOR_PYZ_CACHE may name a folder that holds more than builds: only theirs go.
+    other = made("projects", 90, complete=False)
+    # A link where a copy would be leads elsewhere: removed never, nor what it leads to.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep").write_text("")
+    (folder / ("5" * 32)).symlink_to(elsewhere)
+    os.utime(elsewhere, (now - 90 * 86400, now - 90 * 86400))
+    assert run_pyz(sys.executable, built_pyz, ["--version"], tmp_path / "cache").returncode == 0
+    left = sorted(path.name for path in folder.iterdir())
+    kept = (recent.name, unpacking.name, other.name, "5" * 32)
+    (mine,) = [name for name in left if name not in kept]
+    assert left == sorted((mine,) + kept) and (elsewhere / "keep").exists()
+    assert not old.exists() and not ahead.exists() and not abandoned.exists()
+    # A run marks its copy used, at most once a day: a copy in use is never a month unused.
+    complete = folder / mine / ".complete"
+    os.utime(complete, (now - 3 * 86400, now - 3 * 86400))
+    assert run_pyz(sys.executable, built_pyz, ["--version"], tmp_path / "cache").returncode == 0
+    assert abs(complete.stat().st_mtime - time.time()) < 60
+    os.utime(complete, (now - 3600, now - 3600))
+    assert run_pyz(sys.executable, built_pyz, ["--version"], tmp_path / "cache").returncode == 0
+    assert complete.stat().st_mtime == now - 3600
+
+
 def test_an_older_python_is_told_which_it_needs(built_pyz, tmp_path):
     pyz = built_pyz
     old = interpreters().get((3, 8))
