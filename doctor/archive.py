@@ -1098,7 +1098,11 @@ class _Links:
                     # Every lookup through it fails with ELOOP, as on the host the snapshot was
                     # taken from (its reads recorded that): nothing can be reached through it.
                     continue
-                raise ArchiveError("member %s: a symbolic link %s (-> %s)" % (_shown(path), exc.args[0], _shown(target))) from None
+                hint = ""
+                if target.startswith("/"):
+                    # An image's tree packed by tar: its links lead to its own files, absolutely.
+                    hint = "; absolute links are refused: take the image with aidoctor snapshot --root DIR, or give its tree as --root DIR"
+                raise ArchiveError("member %s: a symbolic link %s (-> %s)%s" % (_shown(path), exc.args[0], _shown(target), hint)) from None
 
     def resolve(self, path: str, nesting: int):
         """Where the link at ``path`` leads (its folders, outermost first, each as a path) and

@@ -52,7 +52,10 @@ def host_summary(host, facts) -> HostSummary:
         source = "snapshot %s" % host.origin
     elif host.origin:
         # An image's snapshot: its fixes change the image, wherever it was taken.
-        where = "of an image (its folder not recorded)" if image == IMAGE_UNNAMED else "of the image at %s" % image
+        if image == IMAGE_UNNAMED:
+            where = "of an image whose folder it does not record (its fixes name it $IMAGE, for you to set)"
+        else:
+            where = "of the image at %s" % image
         source = "snapshot %s %s" % (host.origin, where)
     else:
         source = "snapshot or tree at %s" % host.root if facts.get("running") else _image_words(host, facts)
@@ -60,7 +63,7 @@ def host_summary(host, facts) -> HostSummary:
         hostname=text("hostname"),
         kernel=text("release"),
         source=source,
-        image=None if image == IMAGE_UNNAMED else image,
+        image=image,
         root=host.origin or host.root,
         live=host.live,
         uid=host.euid,

@@ -188,8 +188,8 @@ class HostSummary(Record):
     """Who the report is about, for headers; ``next_boot`` holds what a --next-boot run
     simulated and assumed (None: the host as it runs); ``captured`` and ``captured_by``: when a
     snapshot was taken (UTC, ISO 8601) and by which aidoctor version (None: not a snapshot, or
-    its manifest does not say); ``image``: for an image, the folder its fixes change (None: a
-    running system, or a snapshot that does not say where its image was)."""
+    its manifest does not say); ``image``: for an image, the folder its fixes change ("$IMAGE"
+    for a snapshot that does not say where its image was; None: a running system)."""
 
     __slots__ = (
         "hostname",

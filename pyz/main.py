@@ -92,10 +92,7 @@ def _unpacked(archive):
             info = os.stat(base)
             if info.st_uid != os.geteuid() or info.st_mode & 0o022:
                 return None
-        complete = os.path.join(unpacked, ".complete")
-        try:
-            used = os.stat(complete).st_mtime
-        except FileNotFoundError:
+        if not os.path.exists(os.path.join(unpacked, ".complete")):
             # Each folder made only inside one already found to be this user's alone.
             for path in chain:
                 if not os.path.isdir(path):
@@ -104,13 +101,11 @@ def _unpacked(archive):
                     return None
             _unpack(archive, folder, unpacked)
             _prune(folder)
-            used = None
-        if not all(_private(path) for path in chain + (unpacked,)):
-            return None
-        if used is not None and abs(_now() - used) > DAY:
-            os.utime(complete)  # used: marked at most once a day, so most runs write nothing
     except (OSError, ValueError):
         return None
+    if not all(_private(path) for path in chain + (unpacked,)):
+        return None
+    _mark_used(unpacked)
     return unpacked
 
 
@@ -120,28 +115,50 @@ def _now():
     return time.time()
 
 
+def _mark_used(unpacked):
+    """Marks the copy used, at most once a day, so most runs write nothing; a cache that cannot
+    be written (read-only) serves as well unmarked."""
+    used = os.path.join(unpacked, ".used")
+    try:
+        if abs(_now() - os.stat(used).st_mtime) > DAY:
+            os.utime(used)
+    except FileNotFoundError:
+        try:
+            os.close(os.open(used, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+        except OSError:
+            pass
+    except OSError:
+        pass
+
+
 def _prune(folder):
-    """Deletes the copies of other builds that no run has used for UNUSED, and the half-made
-    copies of runs that stopped while unpacking, a day on (one dated ahead of now too)."""
+    """Deletes what builds left here that no run needs: a copy no run has marked used for
+    UNUSED (or marked ahead of now), and an unpacking a run abandoned a day ago. Nothing else:
+    AIDOCTOR_PYZ_CACHE may name a folder that holds more, and a copy of a build from before
+    copies were marked is left to the user."""
     import shutil
 
     now = _now()
     for name in os.listdir(folder):
-        # Only what a build makes here: AIDOCTOR_PYZ_CACHE may name a folder that holds more.
         digest, dot, suffix = name.partition(".")
-        ours = len(digest) == 32 and not digest.strip("0123456789abcdef")
-        if dot:  # an unpacking's temporary: mkdtemp's eight letters, digits and _
-            ours = ours and len(suffix) == 8 and not suffix.strip("abcdefghijklmnopqrstuvwxyz0123456789_")
+        if len(digest) != 32 or digest.strip("0123456789abcdef") or name == DIGEST:
+            continue
         path = os.path.join(folder, name)
         try:
             info = os.lstat(path)
-            if not ours or name == DIGEST or not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
                 continue
-            try:
-                used, limit = os.lstat(os.path.join(path, ".complete")).st_mtime, UNUSED
-            except FileNotFoundError:
-                used, limit = info.st_mtime, DAY
-            if now - used > limit or used - now > DAY:
+            if dot:
+                # mkdtemp's name: the digest, then eight of a-z, 0-9 and _.
+                if len(suffix) != 8 or suffix.strip("abcdefghijklmnopqrstuvwxyz0123456789_"):
+                    continue
+                when, limit = info.st_mtime, DAY
+            else:
+                marks = [os.lstat(os.path.join(path, mark)) for mark in (".complete", ".used")]
+                if not all(stat.S_ISREG(mark.st_mode) for mark in marks) or not os.path.isdir(os.path.join(path, "ai_doctor")):
+                    continue
+                when, limit = marks[1].st_mtime, UNUSED
+            if now - when > limit or when - now > DAY:
                 shutil.rmtree(path, ignore_errors=True)  # by descriptor: a link in it is removed, not followed
         except OSError:
             continue
@@ -167,7 +184,8 @@ def _unpack(archive, folder, unpacked):
                 handle = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
                 with os.fdopen(handle, "wb") as out:
                     out.write(source.read(member))
-        os.close(os.open(os.path.join(temporary, ".complete"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        for mark in (".used", ".complete"):
+            os.close(os.open(os.path.join(temporary, mark), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         try:
             os.rename(temporary, unpacked)
         except OSError:

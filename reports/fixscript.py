@@ -44,9 +44,14 @@ def render_sh(report, plan) -> str:
     )
     out += ["set -eu", 'if [ "$(id -u)" -ne 0 ]; then echo "aidoctor fix: run this as root (sudo sh $0)" >&2; exit 1; fi']
     if any(step.shell is not None and step.shell.chroot == IMAGE_UNNAMED for item in plan for step in item.steps or ()):
-        # A snapshot that does not say where its image was: the reader names the folder.
-        out += _comment("The snapshot does not say where the image it was taken of is: IMAGE=/its/folder sh FILE")
-        out.append(': "${IMAGE:?set IMAGE to the folder the image is mounted at}"')
+        # A snapshot that does not say where its image was: the reader names the folder (sudo
+        # drops what the environment sets before it).
+        out += _comment("The snapshot does not record where its image's files are: run it as sudo IMAGE=/mnt/golden sh FILE")
+        out.append(': "${IMAGE:?set IMAGE to the folder of the image: sudo IMAGE=/mnt/golden sh FILE}"')
+        out.append(
+            'if [ ! -d "$IMAGE" ] || [ "$(cd -P -- "$IMAGE" && pwd -P)" = / ]; then '
+            "printf 'aidoctor fix: IMAGE=%s is not the folder of an image\\n' \"$IMAGE\" >&2; exit 1; fi"
+        )
     # sed in a UTF-8 locale matches no byte that is not UTF-8: in C, the edits are --apply's.
     out += _comment("Patterns match bytes, as aidoctor fix --apply edits them, whatever the locale:") + ["export LC_ALL=C"]
     reboot = []
@@ -111,7 +116,8 @@ def _step(step):
                     # Host text bash writes as $'…' (a control character, a byte that is not
                     # UTF-8) is spelled for sh by printf into variables set just before.
                     assignments, line = posix_words(line, "host_text_")
-                    out += assignments
+                    for assignment in assignments:
+                        out += _lint_notes(assignment) + [assignment]
                 out += _lint_notes(line)
                 out.append(line)
     return out
@@ -122,22 +128,23 @@ def _lint_notes(line: str):
     written into a file (or run by a shell of the target) as it is, and tuned's profile list
     is split into words."""
     codes = []
-    if _dollar_in_single_quotes(line):
+    if _expansion_in_single_quotes(line):
         codes.append("SC2016")
     if "tuned-adm profile $(" in line:
         codes.append("SC2046")
     return ["# shellcheck disable=%s" % ",".join(codes)] if codes else []
 
 
-def _dollar_in_single_quotes(line: str) -> bool:
-    """Whether a ``$`` stands inside single quotes of ``line`` (sh quoting; one pass)."""
+def _expansion_in_single_quotes(line: str) -> bool:
+    """Whether a ``$`` or a backquote stands inside single quotes of ``line`` (sh quoting; one
+    pass): shellcheck's SC2016 asks whether it was meant to expand."""
     quoted = None
     escaped = False
     for char in line:
         if quoted == "'":
             if char == "'":
                 quoted = None
-            elif char == "$":
+            elif char in "$`":
                 return True
         elif escaped:
             escaped = False

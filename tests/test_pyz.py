@@ -114,6 +114,16 @@ def test_an_unpacked_copy_others_can_write_is_never_run(built_pyz, tmp_path, run
     assert "planted" not in done.stdout and done.returncode == run("--root", GUIDE, "--format", "json").code
 
 
+def _launcher():
+    """pyz/main.py as a module, to call its parts."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pyz_main", str(Path(__file__).parent.parent / "pyz" / "main.py"))
+    launcher = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(launcher)
+    return launcher
+
+
 def test_copies_of_other_builds_unused_for_a_month_go_when_a_new_build_unpacks(built_pyz, tmp_path):
     import time
 
@@ -121,43 +131,74 @@ def test_copies_of_other_builds_unused_for_a_month_go_when_a_new_build_unpacks(b
     folder.mkdir(parents=True, mode=0o700)
     now = time.time()
 
-    def made(name, age_days, complete=True):
+    def made(name, age_days, marks=(".complete", ".used")):
         copy = folder / name
         (copy / "ai_doctor").mkdir(parents=True)
         (copy / "ai_doctor" / "cli.py").write_text("")
-        stamp = copy / ".complete" if complete else copy
-        if complete:
-            stamp.write_text("")
+        for mark in marks:
+            (copy / mark).write_text("")
+        stamp = copy / marks[-1] if marks else copy
         os.utime(stamp, (now - age_days * 86400, now - age_days * 86400))
         return copy
 
-    old = made("0" * 32, 45)
-    recent = made("1" * 32, 20)
-    ahead = made("2" * 32, -3)
-    abandoned = made("3" * 32 + ".k2j4_a9x", 2, complete=False)
-    unpacking = made("4" * 32 + ".a9x1bb0q", 0, complete=False)
-    # AIDOCTOR_PYZ_CACHE may name a folder that holds more than builds: only theirs go.
-    other = made("projects", 90, complete=False)
+    gone = [
+        made("0" * 32, 45),
+        made("2" * 32, -3),  # marked ahead of now
+        made("3" * 32 + ".k2j4_a9x", 2, marks=()),  # an unpacking a run abandoned
+    ]
+    kept = [
+        made("1" * 32, 20),
+        made("4" * 32 + ".a9x1bb0q", 0, marks=()),  # another run unpacking now
+        made("6" * 32, 45, marks=(".complete",)),  # a build's from before copies were marked
+        # AIDOCTOR_PYZ_CACHE may name a folder that holds more than builds: only theirs go.
+        made("7" * 32, 45, marks=()),
+        made("8" * 32 + ".journal", 45, marks=()),
+        made("projects", 90, marks=()),
+    ]
     # A link where a copy would be leads elsewhere: removed never, nor what it leads to.
     elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    (elsewhere / "keep").write_text("")
+    (elsewhere / "ai_doctor").mkdir(parents=True)
+    for mark in (".complete", ".used"):
+        (elsewhere / mark).write_text("")
+        os.utime(elsewhere / mark, (now - 90 * 86400, now - 90 * 86400))
     (folder / ("5" * 32)).symlink_to(elsewhere)
-    os.utime(elsewhere, (now - 90 * 86400, now - 90 * 86400))
+    kept.append(folder / ("5" * 32))
     assert run_pyz(sys.executable, built_pyz, ["--version"], tmp_path / "cache").returncode == 0
     left = sorted(path.name for path in folder.iterdir())
-    kept = (recent.name, unpacking.name, other.name, "5" * 32)
-    (mine,) = [name for name in left if name not in kept]
-    assert left == sorted((mine,) + kept) and (elsewhere / "keep").exists()
-    assert not old.exists() and not ahead.exists() and not abandoned.exists()
+    (mine,) = [name for name in left if name not in {path.name for path in kept}]
+    assert left == sorted([mine] + [path.name for path in kept]) and (elsewhere / ".used").exists()
+    assert not any(path.exists() for path in gone)
     # A run marks its copy used, at most once a day: a copy in use is never a month unused.
-    complete = folder / mine / ".complete"
-    os.utime(complete, (now - 3 * 86400, now - 3 * 86400))
+    used = folder / mine / ".used"
+    os.utime(used, (now - 3 * 86400, now - 3 * 86400))
     assert run_pyz(sys.executable, built_pyz, ["--version"], tmp_path / "cache").returncode == 0
-    assert abs(complete.stat().st_mtime - time.time()) < 60
-    os.utime(complete, (now - 3600, now - 3600))
+    assert abs(used.stat().st_mtime - time.time()) < 60
+    os.utime(used, (now - 3600, now - 3600))
     assert run_pyz(sys.executable, built_pyz, ["--version"], tmp_path / "cache").returncode == 0
-    assert complete.stat().st_mtime == now - 3600
+    assert used.stat().st_mtime == now - 3600
+
+
+def test_a_copy_that_cannot_be_marked_used_is_still_imported_from(tmp_path, monkeypatch):
+    # A cache filled once and then read-only (a container's): the mark fails, the copy serves.
+    import errno
+
+    launcher = _launcher()
+    monkeypatch.setattr(launcher, "DIGEST", "9" * 32)
+    copy = tmp_path / "pyz" / ("9" * 32)
+    (copy / "ai_doctor").mkdir(parents=True, mode=0o700)
+    for folder in (tmp_path / "pyz", copy):
+        folder.chmod(0o700)
+    for mark in (".complete", ".used"):
+        (copy / mark).write_text("")
+        os.utime(copy / mark, (1, 1))
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(os, "utime", read_only)
+    monkeypatch.setenv("AIDOCTOR_PYZ_CACHE", str(tmp_path / "pyz"))
+    monkeypatch.delenv("AIDOCTOR_NO_CACHE", raising=False)
+    assert launcher._unpacked(str(tmp_path / "aidoctor.pyz")) == str(copy)
 
 
 def test_an_older_python_is_told_which_it_needs(built_pyz, tmp_path):
@@ -182,13 +223,9 @@ def test_a_cache_in_another_users_home_is_neither_made_nor_used(built_pyz, tmp_p
 
 
 def test_the_launcher_and_the_cache_agree_on_whose_folders_lead_to_it(tmp_path):
-    import importlib.util
-
     from ai_doctor import cache
 
-    spec = importlib.util.spec_from_file_location("pyz_main", str(Path(__file__).parent.parent / "pyz" / "main.py"))
-    launcher = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(launcher)
+    launcher = _launcher()
     (tmp_path / "open").mkdir(mode=0o777)
     (tmp_path / "open").chmod(0o777)
     (tmp_path / "sticky").mkdir()

@@ -20,7 +20,7 @@ from conftest import FIXTURES, fixture_root
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NAMES = sorted(path.parent.name for path in FIXTURES.glob("*/root"))
-UNNAMED_WHERE = "In the image this snapshot was taken of (set IMAGE to the folder it is mounted at)"
+UNNAMED_WHERE = "In the image at $IMAGE"
 
 
 def comparable(report: dict, unpacked, packed, taken_at=None, unnamed=False) -> dict:
@@ -34,7 +34,7 @@ def comparable(report: dict, unpacked, packed, taken_at=None, unnamed=False) -> 
         # The archive does not say where its image was: its fixes name the folder $IMAGE.
         text = text.replace("In the image at %s" % unpacked, UNNAMED_WHERE)
         text = text.replace("in the image at %s" % unpacked, UNNAMED_WHERE[0].lower() + UNNAMED_WHERE[1:])
-        for before, after in (("chroot %s ", 'chroot "$IMAGE" '), ("%s/", '"$IMAGE"/'), (" sh %s", ' sh "$IMAGE"')):
+        for before, after in (("chroot %s ", 'chroot "${IMAGE:?}" '), ("%s/", '"${IMAGE:?}"/'), (" sh %s", ' sh "${IMAGE:?}"')):
             text = text.replace(json.dumps(before % unpacked)[1:-1], json.dumps(after)[1:-1])
     report = json.loads(text.replace(str(unpacked), os.path.abspath(str(packed))))
     report.pop("created", None)
@@ -126,7 +126,7 @@ def _chroots(report: dict) -> set:
     return found
 
 
-UNNAMED = {'"$IMAGE"', UNNAMED_WHERE}
+UNNAMED = {'"${IMAGE:?}"', UNNAMED_WHERE}
 
 
 def test_an_image_snapshot_replayed_from_the_archive_fixes_the_image_it_was_taken_of(run, tmp_path):
@@ -199,18 +199,18 @@ def test_an_image_snapshot_that_does_not_say_where_it_was_taken_fixes_the_image_
     packed = tmp_path / "unnamed.tar.gz"
     archive.pack(str(folder), str(packed))
     text = run("--snapshot", packed).out
-    assert 'sudo chroot "$IMAGE" sed -i' in text and str(packed) + " " not in text.split("Fix:")[1]
+    assert 'sudo chroot "${IMAGE:?}" sed -i' in text and str(packed) + " " not in text.split("Fix:")[1]
     host = run("--snapshot", packed, "--format", "json").json["host"]
-    assert host["image"] is None and host["source"] == "snapshot %s of an image (its folder not recorded)" % packed
+    assert host["image"] == "$IMAGE"
+    assert host["source"] == "snapshot %s of an image whose folder it does not record (its fixes name it $IMAGE, for you to set)" % packed
     assert run("fix", "--snapshot", packed, "--format", "json").json["host"] == {
         name: host[name] for name in ("hostname", "kernel", "source", "root", "image")
     }
     script = run("fix", "--snapshot", packed).out
     lines = script.splitlines()
     commands = [line for line in lines if line and not line.startswith("#")]
-    assert ': "${IMAGE:?set IMAGE to the folder the image is mounted at}"' in commands
     edits = [line for line in commands if "chroot" in line]
-    assert len(edits) == 2 and all('chroot "$IMAGE" ' in line for line in edits)
+    assert len(edits) == 2 and all('chroot "${IMAGE:?}" ' in line for line in edits)
     # "$IMAGE" is no $ in single quotes: no shellcheck directive for it (sed's $ anchor is one).
     tee, sed = edits
     assert " tee /etc/sysctl.d/99-sysctl.conf" in tee and " sed -i " in sed
@@ -218,12 +218,31 @@ def test_an_image_snapshot_that_does_not_say_where_it_was_taken_fixes_the_image_
     subprocess.run(["sh", "-n"], input=script, text=True, check=True)
     if shutil.which("shellcheck"):
         subprocess.run(["shellcheck", "-s", "sh", "-"], input=script, text=True, check=True)
-    # Run without IMAGE, it stops before it changes anything (past its root check).
-    unset = script.replace('if [ "$(id -u)" -ne 0 ]', "if false", 1)
+    # Past its root check, it stops before it changes anything unless IMAGE names a folder
+    # that is not this machine's root.
+    checked = script.replace('if [ "$(id -u)" -ne 0 ]', "if false", 1)
     env = {name: value for name, value in os.environ.items() if name != "IMAGE"}
-    stopped = subprocess.run(["sh", "-c", unset], env=env, capture_output=True, text=True)
-    assert stopped.returncode != 0 and "set IMAGE to the folder the image is mounted at" in stopped.stderr
-    assert "done" not in stopped.stderr
+    for image, words in (
+        (None, "sudo IMAGE=/mnt/golden sh FILE"),
+        ("/", "IMAGE=/ is not"),
+        ("/.", "IMAGE=/. is not"),
+        (str(tmp_path / "none"), "is not"),
+    ):
+        stopped = subprocess.run(
+            ["sh", "-c", checked], env=dict(env, **({"IMAGE": image} if image else {})), capture_output=True, text=True
+        )
+        assert stopped.returncode != 0 and words in stopped.stderr and "done" not in stopped.stderr, image
+    image = tmp_path / "golden"
+    image.mkdir()
+    passed = subprocess.run(["sh", "-c", checked], env=dict(env, IMAGE=str(image)), capture_output=True, text=True)
+    assert "is not the folder of an image" not in passed.stderr and "set IMAGE" not in passed.stderr
+    # A path outside the chroot, pasted with IMAGE unset, names nothing of this machine's.
+    from ai_doctor.remedy.actions import IMAGE_UNNAMED, Shell
+
+    outside = Shell(chroot=IMAGE_UNNAMED).outside("/etc/passwd")
+    assert outside == '"${IMAGE:?}"/etc/passwd'
+    pasted = subprocess.run(["sh", "-c", "cat %s" % outside], env=env, capture_output=True, text=True)
+    assert pasted.returncode != 0 and pasted.stdout == "" and "IMAGE" in pasted.stderr
 
 
 def members(path) -> list:

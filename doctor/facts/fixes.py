@@ -110,8 +110,6 @@ class Fixes:
     def _place(self, summary: str, host_wide: bool) -> str:
         if host_wide and self.container is not None:
             where = "on %s (not inside this container, where it cannot be changed)" % self.container.where
-        elif self.image == act.IMAGE_UNNAMED:
-            where = "in the image this snapshot was taken of (set IMAGE to the folder it is mounted at)"
         elif self.image is not None:
             where = "in the image at %s" % self.image
         else:

@@ -27,6 +27,9 @@ NOW, FILE, RUN, SHOW, REBOOT, MANUAL = "now", "file", "run", "show", "reboot", "
 # The chroot of an image whose folder no one recorded (a snapshot archive that does not say
 # where it was taken): commands name it by the shell variable IMAGE, which the reader sets.
 IMAGE_UNNAMED = "$IMAGE"
+# As a word of a command: a command pasted with IMAGE unset stops, rather than naming this
+# machine's own /etc/default/grub.
+_IMAGE_WORD = '"${IMAGE:?}"'
 
 
 class Shell(Record):
@@ -44,12 +47,12 @@ class Shell(Record):
 
     def image(self) -> str:
         """The image's folder as a word of a command."""
-        return '"$IMAGE"' if self.chroot == IMAGE_UNNAMED else quote(self.chroot)
+        return _IMAGE_WORD if self.chroot == IMAGE_UNNAMED else quote(self.chroot)
 
     def outside(self, path: str) -> str:
         """A path of the target as a command run outside a chroot names it."""
         if self.chroot == IMAGE_UNNAMED:
-            return '"$IMAGE"' + quote(path)
+            return _IMAGE_WORD + quote(path)
         return quote(self.chroot.rstrip("/") + path if self.chroot else path)
 
 
