@@ -4,7 +4,7 @@ process, its wall time and peak memory against the budget.
 Budget (issue 13): every hostile input is refused with exit 2 or handled, in under 15 s and
 512 MiB, and writes nothing outside the named output. The cases are the fuzzing campaign's
 reproducers: archives whose headers claim huge sparse maps, PAX records or link names, more
-members than a snapshot holds; trees with climbing paths, a grub.cfg line of spaces, a MiB of
+members than a snapshot holds, members each deep in folders of its own; trees with climbing paths, a grub.cfg line of spaces, a MiB of
 blank lines, an 8 MiB sysctl file, 100,000 repeated lines, 50,000 drop-ins, an empty boot entry.
 Each case runs ``--rounds`` times, interleaved with the others, and the median is reported.
 
@@ -184,6 +184,35 @@ def link_chain_leaving_the_tree(path):
     craft(pathlib.Path(path), [MEMINFO] + links)
 
 
+def _deep(path, members: int) -> None:
+    """``members`` files, each 119 folders deep in folders of its own; ustar names (prefix and
+    name fields), no extended header."""
+    with tarfile.open(path, "w:gz", format=tarfile.USTAR_FORMAT) as out:
+        out.addfile(*_file("proc/meminfo", b"MemTotal: 1048576 kB\n"))
+        for number in range(members):
+            out.addfile(*_file("%d/%s/f" % (number, "/".join("d" * 118)), b"x"))
+
+
+def _file(name: str, data: bytes):
+    import io
+
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    return info, io.BytesIO(data)
+
+
+@archive
+def members_in_deep_folders_of_their_own(path):
+    _deep(path, 25_000)
+
+
+@archive
+def folders_at_the_limit(path):
+    from ai_doctor import archive as snapshot_archive
+
+    _deep(path, snapshot_archive.MAX_FOLDERS // 119 - 1)
+
+
 CASES = [
     modules_dep_climbing,
     empty_boot_entry,
@@ -202,6 +231,8 @@ CASES = [
     members_at_the_limit_empty,
     pax_mtime_1e999,
     link_chain_leaving_the_tree,
+    members_in_deep_folders_of_their_own,
+    folders_at_the_limit,
 ]
 
 

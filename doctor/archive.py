@@ -51,6 +51,9 @@ MAX_HELD = 64 << 20
 # A live snapshot holds a few hundred members, a 512-CPU host some thousands; unpacking takes
 # about 0.3 ms a member, so this bounds a valid archive's unpacking to seconds.
 MAX_MEMBERS = 30_000
+# The folders their names imply, listed or not: members deep in folders of their own would
+# otherwise make a tree of millions of folders out of a small archive.
+MAX_FOLDERS = 30_000
 # tarfile reads a PAX or GNU long-name header in one read; member data it copies in small
 # chunks. A single read larger than this is a header built to exhaust memory.
 MAX_SINGLE_READ = 16 << 20
@@ -1052,12 +1055,15 @@ def _checked(source, layout=None) -> list:
 def _below_links(paths: dict, links: dict) -> None:
     """Refuse a member whose folder is a symbolic link or lies below one, wherever the link
     comes in the archive: extraction would write through it. And one below a file, which no
-    file system can hold. ``paths``: each member's path, True for a folder."""
+    file system can hold, and a tree of more than MAX_FOLDERS folders. ``paths``: each member's
+    path, True for a folder."""
     clear = set()
     for path in paths:
         folder = path.rpartition("/")[0]
         walked = []
         while folder and folder not in clear:
+            if len(clear) + len(walked) >= MAX_FOLDERS:
+                raise ArchiveError("member %s: more than %d folders in the tree: not a snapshot" % (_shown(path), MAX_FOLDERS))
             if folder in links:
                 raise ArchiveError("member %s: lies below a symbolic link, and would be written through it" % _shown(path))
             if folder in paths and not paths[folder]:
@@ -1181,7 +1187,8 @@ def _extract(source, members, destination: str) -> None:
             continue
         parent = os.path.dirname(target)
         os.makedirs(parent, exist_ok=True)
-        if stat.S_ISLNK(os.lstat(parent).st_mode) or not os.path.realpath(parent).startswith(root):
+        inside = os.path.realpath(parent)
+        if stat.S_ISLNK(os.lstat(parent).st_mode) or not (inside == root or inside.startswith(root.rstrip("/") + "/")):
             raise ArchiveError("member %s: its folder is not inside the tree" % _shown(member.name))
         if member.isdir():
             if not os.path.isdir(target):

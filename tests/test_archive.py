@@ -171,6 +171,24 @@ def test_a_compression_bomb_is_refused_before_it_inflates(run, tmp_path, monkeyp
     assert result.code == 2 and "more than 1 MiB unpacked" in result.err
 
 
+def test_members_each_deep_in_folders_of_their_own_are_refused_past_the_folder_limit(run, tmp_path, monkeypatch):
+    # A few members can imply many folders: the tree is refused before it is built, in memory
+    # and unpacked alike; a tree at the limit is read.
+    monkeypatch.setattr(archive, "MAX_FOLDERS", 100)
+    deep = "/".join("d" * 9)
+
+    def members(count):
+        return [MEMINFO] + [({"name": "%d/%s/f" % (number, deep)}, b"x") for number in range(count)]
+
+    path = craft(tmp_path / "deep.tar.gz", members(11))  # 11 × 10 folders
+    result = run("--snapshot", str(path))
+    assert result.code == 2 and result.out == "" and "more than 100 folders in the tree: not a snapshot" in result.err
+    (tmp_path / "out").mkdir()
+    with pytest.raises(archive.ArchiveError, match="more than 100 folders"):
+        archive.unpack(str(path), str(tmp_path / "out"))
+    assert run("--snapshot", str(craft(tmp_path / "limit.tar.gz", members(9)))).code in (0, 1)  # 9 × 10 + proc
+
+
 def test_an_oversized_or_broken_archive_is_refused(run, tmp_path, monkeypatch):
     garbage = tmp_path / "garbage.tar.gz"
     garbage.write_bytes(b"\x1f\x8b not really gzip")

@@ -395,8 +395,8 @@ def test_the_hostile_benchmark_archives_are_refused_alike_in_memory_and_on_disk(
         started = time.monotonic()
         held = refusal(archive.load, path)
         assert time.monotonic() - started < 15, name
-        if name == "members_at_the_limit_empty":
-            assert held is None  # taken: unpacking its 30,000 files is the benchmark's to time
+        if name in ("members_at_the_limit_empty", "folders_at_the_limit"):
+            assert held is None  # taken: unpacking its 30,000 entries is the benchmark's to time
             continue
         assert held is not None and held == refusal(unpacked, path, os.path.join(_fresh(tmp_path), "out")), name
 
