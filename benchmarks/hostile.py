@@ -213,6 +213,37 @@ def folders_at_the_limit(path):
     _deep(path, snapshot_archive.MAX_FOLDERS // 119 - 1)
 
 
+@archive
+def folder_levels_at_the_limit_unpacked(path):
+    # Chains of folders 255 deep, as many as the levels allow, and a file of zeros that makes
+    # the archive too large to hold: unpacked, where each path is resolved folder by folder.
+    from ai_doctor import archive as snapshot_archive
+
+    chain = sum(range(1, 256))
+    with tarfile.open(path, "w:gz", format=tarfile.PAX_FORMAT) as out:
+        out.addfile(*_file("proc/meminfo", b"MemTotal: 1048576 kB\n"))
+        zeros = tarfile.TarInfo("var/zeros")
+        zeros.size = snapshot_archive.MAX_HELD + (1 << 20)
+        out.addfile(zeros, _Zeros(zeros.size))
+        for number in range((snapshot_archive.MAX_LEVELS - 10) // chain):
+            name = "c%d" % number
+            for _depth in range(255):
+                folder = tarfile.TarInfo(name)
+                folder.type = tarfile.DIRTYPE
+                out.addfile(folder)
+                name += "/d"
+
+
+class _Zeros:
+    def __init__(self, size: int):
+        self.left = size
+
+    def read(self, size: int = -1) -> bytes:
+        size = self.left if size < 0 else min(size, self.left)
+        self.left -= size
+        return bytes(size)
+
+
 CASES = [
     modules_dep_climbing,
     empty_boot_entry,
@@ -233,6 +264,7 @@ CASES = [
     link_chain_leaving_the_tree,
     members_in_deep_folders_of_their_own,
     folders_at_the_limit,
+    folder_levels_at_the_limit_unpacked,
 ]
 
 

@@ -54,6 +54,9 @@ MAX_MEMBERS = 30_000
 # The folders their names imply, listed or not: members deep in folders of their own would
 # otherwise make a tree of millions of folders out of a small archive.
 MAX_FOLDERS = 30_000
+# Every member's folders counted, its own depth: unpacking resolves each member's path folder
+# by folder, so deep names cost by their depth. A snapshot's average is under ten.
+MAX_LEVELS = 16 * MAX_MEMBERS
 # tarfile reads a PAX or GNU long-name header in one read; member data it copies in small
 # chunks. A single read larger than this is a header built to exhaust memory.
 MAX_SINGLE_READ = 16 << 20
@@ -990,7 +993,7 @@ def _checked(source, layout=None) -> list:
     ``layout`` has it, or the pre-scan's own (no layout)."""
     offsets, sizes, kinds = layout or (None, None, None)
     members = []
-    total = 0
+    total = levels = 0
     seen = {}
     links = {}
     for member in source:
@@ -1006,6 +1009,9 @@ def _checked(source, layout=None) -> list:
             raise ArchiveError("member %s: an absolute or empty name" % _shown(name))
         if ".." in parts:
             raise ArchiveError("member %s: climbs out of the tree with '..'" % _shown(name))
+        levels += len(parts)
+        if levels > MAX_LEVELS:
+            raise ArchiveError("member %s: more than %d folder levels in all the names: not a snapshot" % (_shown(name), MAX_LEVELS))
         if not parts:
             # "./": the tree's own folder, as `tar -C DIR .` writes it first; nothing to place.
             if "" in seen:
@@ -1071,6 +1077,9 @@ def _below_links(paths: dict, links: dict) -> None:
             walked.append(folder)
             folder = folder.rpartition("/")[0]
         clear.update(walked)
+    # Listed folders with nothing below them count too.
+    if len(clear) + sum(1 for path, folder in paths.items() if folder and path not in clear) > MAX_FOLDERS:
+        raise ArchiveError("more than %d folders in the tree: not a snapshot" % MAX_FOLDERS)
 
 
 class _Unfollowable(Exception):

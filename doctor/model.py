@@ -188,8 +188,9 @@ class HostSummary(Record):
     """Who the report is about, for headers; ``next_boot`` holds what a --next-boot run
     simulated and assumed (None: the host as it runs); ``captured`` and ``captured_by``: when a
     snapshot was taken (UTC, ISO 8601) and by which aidoctor version (None: not a snapshot, or
-    its manifest does not say); ``image``: for an image, the folder its fixes change ("$IMAGE"
-    for a snapshot that does not say where its image was; None: a running system)."""
+    its manifest does not say); ``image``: for an image, the folder its fixes change (None: a
+    running system, or a snapshot that does not say where its image was, whose fixes name the
+    folder by the shell variable ``image_variable``)."""
 
     __slots__ = (
         "hostname",
@@ -204,8 +205,9 @@ class HostSummary(Record):
         "captured",
         "captured_by",
         "image",
+        "image_variable",
     )
-    _defaults = {"next_boot": None, "captured": None, "captured_by": None, "image": None}
+    _defaults = {"next_boot": None, "captured": None, "captured_by": None, "image": None, "image_variable": None}
 
 
 class Report(Record):

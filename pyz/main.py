@@ -117,11 +117,13 @@ def _now():
 
 def _mark_used(unpacked):
     """Marks the copy used, at most once a day, so most runs write nothing; a cache that cannot
-    be written (read-only) serves as well unmarked."""
+    be written (read-only) serves as well unmarked. .complete is marked too: a build before
+    .used judged copies by it."""
     used = os.path.join(unpacked, ".used")
     try:
         if abs(_now() - os.stat(used).st_mtime) > DAY:
             os.utime(used)
+            os.utime(os.path.join(unpacked, ".complete"))
     except FileNotFoundError:
         try:
             os.close(os.open(used, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
@@ -133,10 +135,11 @@ def _mark_used(unpacked):
 
 def _prune(folder):
     """Deletes what builds left here that no run needs: a copy no run has marked used for
-    UNUSED (or marked ahead of now), and an unpacking a run abandoned a day ago. Nothing else:
-    AIDOCTOR_PYZ_CACHE may name a folder that holds more, and a copy of a build from before
-    copies were marked is left to the user."""
+    UNUSED, and an unpacking a run abandoned a day ago. Nothing else: AIDOCTOR_PYZ_CACHE may
+    name a folder that holds more, a copy of a build from before copies were marked is left
+    to the user, and so is one dated ahead (a cache shared by machines whose clocks differ)."""
     import shutil
+    import tempfile
 
     now = _now()
     for name in os.listdir(folder):
@@ -158,7 +161,13 @@ def _prune(folder):
                 if not all(stat.S_ISREG(mark.st_mode) for mark in marks) or not os.path.isdir(os.path.join(path, "ai_doctor")):
                     continue
                 when, limit = marks[1].st_mtime, UNUSED
-            if now - when > limit or when - now > DAY:
+            if now - when > limit:
+                if not dot:
+                    # Out of its build's way first: deleted half, it would keep that build
+                    # from unpacking again; left half, it is an abandoned temporary.
+                    aside = tempfile.mkdtemp(prefix=digest + ".", dir=folder)
+                    os.rename(path, os.path.join(aside, "copy"))
+                    path = aside
                 shutil.rmtree(path, ignore_errors=True)  # by descriptor: a link in it is removed, not followed
         except OSError:
             continue

@@ -42,15 +42,23 @@ def render_sh(report, plan) -> str:
         "%d finding%s with a fix below, %d without a configuration fix; each block is one way of fixing its finding "
         "(aidoctor fix --choose RULE=N picks another)" % (len(fixing), "" if len(fixing) == 1 else "s", len(plan) - len(fixing))
     )
-    out += ["set -eu", 'if [ "$(id -u)" -ne 0 ]; then echo "aidoctor fix: run this as root (sudo sh $0)" >&2; exit 1; fi']
-    if any(step.shell is not None and step.shell.chroot == IMAGE_UNNAMED for item in plan for step in item.steps or ()):
-        # A snapshot that does not say where its image was: the reader names the folder (sudo
-        # drops what the environment sets before it).
-        out += _comment("The snapshot does not record where its image's files are: run it as sudo IMAGE=/mnt/golden sh FILE")
-        out.append(': "${IMAGE:?set IMAGE to the folder of the image: sudo IMAGE=/mnt/golden sh FILE}"')
-        out.append(
-            'if [ ! -d "$IMAGE" ] || [ "$(cd -P -- "$IMAGE" && pwd -P)" = / ]; then '
-            "printf 'aidoctor fix: IMAGE=%s is not the folder of an image\\n' \"$IMAGE\" >&2; exit 1; fi"
+    images = dict.fromkeys(step.shell.image() for item in plan for step in item.steps or () if step.shell is not None and step.shell.chroot)
+    unnamed = Shell(chroot=IMAGE_UNNAMED).image() in images
+    usage = "sudo sh $0 /the/image/folder" if unnamed else "sudo sh $0"
+    out += ["set -eu", 'if [ "$(id -u)" -ne 0 ]; then echo "aidoctor fix: run this as root (%s)" >&2; exit 1; fi' % usage]
+    if unnamed:
+        # A snapshot that does not say where its image was: the reader names the folder, as an
+        # argument (sudo keeps no IMAGE a user sets before it) or in IMAGE.
+        out += _comment("The snapshot does not record where its image's files are: give their folder, sudo sh FILE /mnt/golden")
+        out.append("IMAGE=${1:-${IMAGE:-}}")
+        out.append(': "${IMAGE:?give the folder of the image: sudo sh FILE /mnt/golden}"')
+    for image in images:
+        # Never this machine's own root, under any name (a link to it, //, a bind mount of it):
+        # test's -ef, which every Linux sh has (dash, bash, busybox), though POSIX lacks it.
+        out += _runnable(
+            "if [ ! -d %s ] || [ %s -ef / ]; then printf 'aidoctor fix: %%s is not the folder of an image\\n' %s >&2; exit 1; fi"
+            % (image, image, image),
+            ("SC3013",),
         )
     # sed in a UTF-8 locale matches no byte that is not UTF-8: in C, the edits are --apply's.
     out += _comment("Patterns match bytes, as aidoctor fix --apply edits them, whatever the locale:") + ["export LC_ALL=C"]
@@ -112,22 +120,27 @@ def _step(step):
             out += ["#   by hand: " + visible(line) for line in lines]
         else:
             for line in lines:
-                if "$'" in line:
-                    # Host text bash writes as $'…' (a control character, a byte that is not
-                    # UTF-8) is spelled for sh by printf into variables set just before.
-                    assignments, line = posix_words(line, "host_text_")
-                    for assignment in assignments:
-                        out += _lint_notes(assignment) + [assignment]
-                out += _lint_notes(line)
-                out.append(line)
+                out += _runnable(line)
     return out
 
 
-def _lint_notes(line: str):
-    """shellcheck directives for what a command does on purpose: a ``$`` in single quotes is
-    written into a file (or run by a shell of the target) as it is, and tuned's profile list
-    is split into words."""
-    codes = []
+def _runnable(line: str, notes=()) -> list:
+    """``line`` as the script runs it: host text bash writes as $'…' (a control character, a
+    byte that is not UTF-8) spelled for sh by printf into variables set just before, each line
+    with the shellcheck directives it needs."""
+    out = []
+    if "$'" in line:
+        assignments, line = posix_words(line, "host_text_")
+        for assignment in assignments:
+            out += _lint_notes(assignment) + [assignment]
+    return out + _lint_notes(line, notes) + [line]
+
+
+def _lint_notes(line: str, notes=()):
+    """shellcheck directives for what a command does on purpose (``notes``, and these): a ``$``
+    in single quotes is written into a file (or run by a shell of the target) as it is, and
+    tuned's profile list is split into words."""
+    codes = list(notes)
     if _expansion_in_single_quotes(line):
         codes.append("SC2016")
     if "tuned-adm profile $(" in line:
@@ -188,7 +201,14 @@ def render_json(report, plan) -> str:
     document = {
         "schema": SCHEMA,
         "tool": {"name": "aidoctor", "version": report.tool_version},
-        "host": {"hostname": host.hostname, "kernel": host.kernel, "source": host.source, "root": host.root, "image": host.image},
+        "host": {
+            "hostname": host.hostname,
+            "kernel": host.kernel,
+            "source": host.source,
+            "root": host.root,
+            "image": host.image,
+            "image_variable": host.image_variable,
+        },
         "plan": items,
     }
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"

@@ -25,6 +25,7 @@ def as_dict(report) -> dict:
             "source": host.source,
             "root": host.root,
             "image": host.image,
+            "image_variable": host.image_variable,
             "live": host.live,
             "uid": host.uid,
             "container": host.container,

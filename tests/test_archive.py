@@ -189,6 +189,27 @@ def test_members_each_deep_in_folders_of_their_own_are_refused_past_the_folder_l
     assert run("--snapshot", str(craft(tmp_path / "limit.tar.gz", members(9)))).code in (0, 1)  # 9 × 10 + proc
 
 
+@pytest.mark.parametrize("limit", ["MAX_FOLDERS", "MAX_LEVELS"])
+def test_listed_folders_count_towards_the_limits_as_implied_ones_do(run, tmp_path, monkeypatch, limit):
+    # Empty folders listed one by one, and chains of folders listed deep: unpacking resolves
+    # each name folder by folder, so their depth in all is bounded too.
+    monkeypatch.setattr(archive, limit, 100)
+    if limit == "MAX_FOLDERS":
+        listed = ["e/%d" % number for number in range(100)]  # and e: 101
+    else:
+        listed = ["/".join(["c"] + ["d"] * depth) for depth in range(14)]  # 1 + 2 + … + 14 = 105 levels
+    path = craft(tmp_path / "listed.tar.gz", [MEMINFO] + [({"name": name, "type": tarfile.DIRTYPE}, None) for name in listed])
+    words = "more than 100 folders in the tree" if limit == "MAX_FOLDERS" else "more than 100 folder levels in all the names"
+    result = run("--snapshot", str(path))
+    assert result.code == 2 and words in result.err
+    (tmp_path / "out").mkdir()
+    with pytest.raises(archive.ArchiveError, match=words):
+        archive.unpack(str(path), str(tmp_path / "out"))
+    # One fewer is read.
+    path = craft(tmp_path / "fewer.tar.gz", [MEMINFO] + [({"name": name, "type": tarfile.DIRTYPE}, None) for name in listed[:-2]])
+    assert run("--snapshot", str(path)).code in (0, 1)
+
+
 def test_an_oversized_or_broken_archive_is_refused(run, tmp_path, monkeypatch):
     garbage = tmp_path / "garbage.tar.gz"
     garbage.write_bytes(b"\x1f\x8b not really gzip")

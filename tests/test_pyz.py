@@ -143,11 +143,11 @@ def test_copies_of_other_builds_unused_for_a_month_go_when_a_new_build_unpacks(b
 
     gone = [
         made("0" * 32, 45),
-        made("2" * 32, -3),  # marked ahead of now
         made("3" * 32 + ".k2j4_a9x", 2, marks=()),  # an unpacking a run abandoned
     ]
     kept = [
         made("1" * 32, 20),
+        made("2" * 32, -3),  # marked ahead of now: a machine sharing the cache, its clock ahead
         made("4" * 32 + ".a9x1bb0q", 0, marks=()),  # another run unpacking now
         made("6" * 32, 45, marks=(".complete",)),  # a build's from before copies were marked
         # AIDOCTOR_PYZ_CACHE may name a folder that holds more than builds: only theirs go.
@@ -168,6 +168,12 @@ def test_copies_of_other_builds_unused_for_a_month_go_when_a_new_build_unpacks(b
     (mine,) = [name for name in left if name not in {path.name for path in kept}]
     assert left == sorted([mine] + [path.name for path in kept]) and (elsewhere / ".used").exists()
     assert not any(path.exists() for path in gone)
+    # The mark of a build from before .used (its .complete) is kept fresh too.
+    complete = folder / mine / ".complete"
+    os.utime(complete, (now - 40 * 86400, now - 40 * 86400))
+    os.utime(folder / mine / ".used", (now - 3 * 86400, now - 3 * 86400))
+    assert run_pyz(sys.executable, built_pyz, ["--version"], tmp_path / "cache").returncode == 0
+    assert abs(complete.stat().st_mtime - time.time()) < 60
     # A run marks its copy used, at most once a day: a copy in use is never a month unused.
     used = folder / mine / ".used"
     os.utime(used, (now - 3 * 86400, now - 3 * 86400))
