@@ -65,6 +65,7 @@ def host_summary(host, facts) -> HostSummary:
         source=source,
         image=None if image == IMAGE_UNNAMED else image,
         image_variable=IMAGE_UNNAMED[1:] if image == IMAGE_UNNAMED else None,
+        nodename=facts.get("nodename"),
         root=host.origin or host.root,
         live=host.live,
         uid=host.euid,

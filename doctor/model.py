@@ -190,7 +190,8 @@ class HostSummary(Record):
     snapshot was taken (UTC, ISO 8601) and by which aidoctor version (None: not a snapshot, or
     its manifest does not say); ``image``: for an image, the folder its fixes change (None: a
     running system, or a snapshot that does not say where its image was, whose fixes name the
-    folder by the shell variable ``image_variable``)."""
+    folder by the shell variable ``image_variable``); ``nodename``: a running system's kernel
+    host name (``uname -n``), which a fix script for it checks."""
 
     __slots__ = (
         "hostname",
@@ -206,8 +207,9 @@ class HostSummary(Record):
         "captured_by",
         "image",
         "image_variable",
+        "nodename",
     )
-    _defaults = {"next_boot": None, "captured": None, "captured_by": None, "image": None, "image_variable": None}
+    _defaults = {"next_boot": None, "captured": None, "captured_by": None, "image": None, "image_variable": None, "nodename": None}
 
 
 class Report(Record):

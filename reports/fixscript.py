@@ -13,7 +13,7 @@ import time
 
 from ai_doctor.remedy.actions import FILE, IMAGE_UNNAMED, MANUAL, NOW, REBOOT, RUN, SHOW, Shell
 from ai_doctor.reports.words import visible
-from ai_doctor.shell import posix_words
+from ai_doctor.shell import posix_words, quote
 
 SCHEMA = "aidoctor.fix/1"
 _PHASE_WORDS = {NOW: "now, until reboot", FILE: "lasts", RUN: "runs a program"}
@@ -59,6 +59,15 @@ def render_sh(report, plan) -> str:
             "if [ ! -d %s ] || [ %s -ef / ]; then printf 'aidoctor fix: %%s is not the folder of an image\\n' %s >&2; exit 1; fi"
             % (image, image, image),
             ("SC3013",),
+        )
+    if not images and host.nodename:
+        # A plan for a running system changes the machine it runs on: only the one it is for
+        # (a script from another host's snapshot, or copied across a fleet, stops).
+        name = quote(host.nodename)
+        out += _comment("For %s only: it stops on any other machine." % host.nodename)
+        out += _runnable(
+            'if [ "$(uname -n)" != %s ]; then printf \'aidoctor fix: this plan is for %%s, not %%s\\n\' %s "$(uname -n)" >&2; exit 1; fi'
+            % (name, name)
         )
     # sed in a UTF-8 locale matches no byte that is not UTF-8: in C, the edits are --apply's.
     out += _comment("Patterns match bytes, as aidoctor fix --apply edits them, whatever the locale:") + ["export LC_ALL=C"]

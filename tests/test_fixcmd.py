@@ -224,3 +224,26 @@ def test_fixes_that_comment_out_one_line_comment_it_out_once(tmp_path, run):
         for line in edits:
             subprocess.run(["sh", "-c", line], check=True)
     assert "# #" not in copy.read_text() and "# vm.nr_hugepages = 128" in copy.read_text()
+
+
+def test_a_plan_for_a_running_system_stops_on_any_other_machine(tmp_path, run):
+    # A script from another host's snapshot, or copied across a fleet, changes nothing here.
+    root = _copy(tmp_path, "strict-overcommit")
+    (root / "proc/sys/kernel/hostname").write_text("gpu-node-other\n")
+    script = run("fix", "--root", root, "--model-size", "40G").out
+    checked = script.replace('if [ "$(id -u)" -ne 0 ]', "if false", 1)
+    assert "# For gpu-node-other only: it stops on any other machine." in script.splitlines()
+    stopped = subprocess.run(["sh", "-c", checked], capture_output=True, text=True)
+    assert stopped.returncode == 1 and stopped.stderr == "aidoctor fix: this plan is for gpu-node-other, not %s\n" % os.uname().nodename
+    # Made for this machine, it passes that check (and fails at the first change: a tree's
+    # paths are not this machine's to change in a test).
+    (root / "proc/sys/kernel/hostname").write_text(os.uname().nodename + "\n")
+    mine = run("fix", "--root", root, "--model-size", "40G").out.replace('if [ "$(id -u)" -ne 0 ]', "if false", 1)
+    lines = mine.splitlines()
+    guard = [line for line in lines if line.startswith('if [ "$(uname -n)" != ')]
+    assert len(guard) == 1
+    done = subprocess.run(["sh", "-c", "\n".join(lines[: lines.index(guard[0]) + 1] + ["echo past"])], capture_output=True, text=True)
+    assert done.stdout == "past\n" and done.returncode == 0
+    # An image has no host name to check: its folder is checked instead.
+    image = run("fix", "--root", fixture_root("image-rhel-traps")).out
+    assert "uname -n" not in image and "is not the folder of an image" in image

@@ -45,7 +45,7 @@ MODULES = {
     "shm": ("shm",),
     "sysctl": ("sysctl", "sysctl_config", "sysctl_configured_runtime"),
     "sysfsconf": ("sysfs_conf",),
-    "system": ("hostname", "identity", "ondemand_unit", "os_release", "rc_local", "release", "running", "tools"),
+    "system": ("hostname", "identity", "nodename", "ondemand_unit", "os_release", "rc_local", "release", "running", "tools"),
     "thp": ("thp", "thp_writers"),
     "tuned": ("tuned", "tuned_match_inputs", "tuned_profile"),
     "udev": ("udev_scheduler_rules",),

@@ -88,6 +88,17 @@ def hostname(host, facts):
     return Unavailable("no hostname in /proc/sys/kernel/hostname or /etc/hostname")
 
 
+@fact("nodename")
+def nodename(host, facts):
+    """The running kernel's host name (``uname -n``), as /proc has it; None for an image, or
+    where /proc does not say (/etc/hostname may be another spelling)."""
+    if not facts.get("running"):
+        return None
+    got = host.read_text("/proc/sys/kernel/hostname", cap=4096)
+    name = got.data.strip() if got.ok else ""
+    return name if name and "\n" not in name else None
+
+
 class OsRelease(Record):
     """/etc/os-release as a mapping (os-release(5)); ``family`` groups distributions."""
 
