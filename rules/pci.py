@@ -214,3 +214,174 @@ def _at_every_boot(f, addresses):
         "%s: add `%s` to the kernel command line by hand, %s, then reboot" % (purpose, param, "; ".join(why)),
         host_wide=True,
     )
+
+
+@rule(
+    "pci.link-narrowed",
+    "GPU on a PCIe link trained to fewer lanes than it supports",
+    Severity.MEDIUM,
+    needs=("gpus",),
+    uses=("running", "machine", "gpu_links", "fixes"),
+)
+def link_narrowed(f):
+    """A PCIe link between an NVIDIA GPU and the root complex (the GPU's own, or one above the
+    PCIe switch it sits behind) runs at fewer lanes than both of its ends support.
+
+    Every copy between host memory and the GPU crosses that link: loading weights, pinned-memory
+    transfers, CPU offload. At x8 instead of x16 it carries half the bandwidth, at x4 a quarter;
+    model loads and host-to-device copies slow down by as much, and nothing else reports it
+    (nvidia-smi shows it only when asked). A link that trains narrower than both its ends points
+    at hardware: a card not fully seated, a riser or cable, a retimer, or the slot's lane setting
+    (bifurcation) in the firmware setup (janhq/jan#183; tinygrad/open-gpu-kernel-modules#6;
+    NVIDIA/NVSentinel#890 asks for the same check).
+
+    Read from sysfs, which any user may read, and inside a container too:
+    current_link_width is the Negotiated Link Width of the function's Link Status register,
+    max_link_width the Maximum Link Width of its Link Capabilities (Documentation/ABI/testing/
+    sysfs-bus-pci; drivers/pci/pci-sysfs.c, Linux 4.13 and later). The two ends of a link are
+    paired from the GPU's folder up /sys/devices: the GPU and the port above it, then the
+    switch's upstream port and the port above that (a switch's ports share an internal bus, not
+    a link); a pair is judged only when both ends read the same width. What a link can do is the
+    fewer lanes of its two ends: a GPU at x8 below a port that has only eight lanes (the slot's
+    wiring, a lane split) is how the board is built, and is said, not a finding.
+
+    The link's speed is not judged: NVIDIA GPUs lower it whenever they are idle (GPU Boost's
+    performance states), so an idle GPU at 2.5 GT/s is normal. NVIDIA documents that the width
+    may also be reduced when the GPU is not in use, so the finding asks to confirm it under load.
+    AMD GPUs are not judged: their power management sets lanes per PCIe DPM level
+    (pp_dpm_pcie), so an idle link may be narrow by design. Not judged either: a virtual machine
+    (its PCIe ports are emulated), an image (links are trained when a machine starts).
+
+    Fix: at the machine, power off, reseat the card and its riser or cable, check the slot's lane
+    setting in the firmware setup, or move the card to another slot; confirm with `nvidia-smi
+    --query-gpu=pci.bus_id,pcie.link.width.current,pcie.link.width.max --format=csv` while the GPU
+    is busy, or `lspci -vv` (LnkSta against LnkCap). No setting in the operating system widens a
+    link.
+
+    Reference: Documentation/ABI/testing/sysfs-bus-pci (current_link_width, max_link_width);
+    drivers/pci/pci-sysfs.c; include/uapi/linux/pci_regs.h (PCI_EXP_LNKSTA_NLW,
+    PCI_EXP_LNKCAP_MLW); nvidia-smi(1) (pcie.link.width.current); hwloc's and nvtop's notes on
+    idle GPUs lowering link speed.
+    """
+    if not f.running:
+        return Skip("an image: PCIe links are trained when a machine starts")
+    gpus = f.gpus
+    if not gpus.nvidia:
+        return Pass(
+            "no NVIDIA GPU on the PCI bus%s" % (" (AMD GPUs are not judged: their power management narrows idle links)" if gpus.amd else "")
+        )
+    machine = f.machine
+    if machine and machine.virtual:
+        return Pass(
+            "a virtual machine (%s: %s): its PCIe ports are emulated, and the physical links are the host's to judge"
+            % (machine.path, machine.sign)
+        )
+    found = f.gpu_links
+    if not found:
+        return Skip(found.reason)
+    nvidia = {d.address for d in gpus.nvidia}
+    links = [link for link in found.links if link.gpu in nvidia]
+    judged = [link for link in links if link.paired and link.capable is not None]
+    notes = _link_notes(found, nvidia, links, judged, bool(gpus.amd))
+    narrowed = [link for link in judged if link.narrowed]
+    if not narrowed:
+        if not judged:
+            return Skip("no PCIe link of the NVIDIA GPUs could be judged: " + "; ".join(notes))
+        widths = sorted({"x%d" % link.lower.width for link in judged}, key=lambda text: int(text[1:]))
+        message = "every PCIe link between the NVIDIA GPUs and the root complex runs at the width both its ends support (%s)" % (
+            ", ".join(widths)
+        )
+        return Pass("; ".join([message] + notes))
+    evidence, parts = [], []
+    for link in narrowed:
+        lower, upper = link.lower, link.upper
+        evidence.append(Evidence(lower.folder + "/current_link_width", str(lower.width)))
+        evidence.append(Evidence(lower.folder + "/max_link_width", str(lower.max_width)))
+        evidence.append(Evidence(upper.folder + "/max_link_width", str(upper.max_width)))
+        what = (
+            "GPU %s's own link" % link.gpu if lower.address == link.gpu else "the link above the PCIe switch GPU %s sits behind" % link.gpu
+        )
+        parts.append(
+            "%s (%s to %s) runs at x%d, though both ends support x%d" % (what, lower.address, upper.address, lower.width, link.capable)
+        )
+    message = (
+        "%s: %s. Every copy between host memory and the GPU crosses it (loading weights, pinned-memory transfers, CPU offload), "
+        "at %s the link can carry. A link that trains narrower than both its ends points at the hardware: the "
+        "card's seating, a riser or cable, a retimer, or the slot's lane setting in the firmware. The link's speed is not judged "
+        "(GPUs lower it when idle); NVIDIA says an idle GPU may narrow its link too, so confirm it while the GPU is busy."
+        % (
+            "A PCIe link of an NVIDIA GPU is narrower than it can be"
+            if len(narrowed) == 1
+            else "%d PCIe links of NVIDIA GPUs are narrower than they can be" % len(narrowed),
+            "; ".join(parts),
+            " and ".join(sorted({_share(link) for link in narrowed})),
+        )
+    )
+    if notes:
+        message += " Also: %s." % "; ".join(notes)
+    addresses = sorted({link.gpu for link in narrowed})
+    fixes = f.fixes
+    steps = [
+        fixes.advice(
+            "Confirm it while the GPU is busy (a model loading, or a large copy): `nvidia-smi --query-gpu=pci.bus_id,"
+            "pcie.link.width.current,pcie.link.width.max --format=csv`, or %s (LnkSta against LnkCap)"
+            % (
+                "`sudo lspci -vv -s %s`" % addresses[0]
+                if len(addresses) == 1
+                else "`sudo lspci -vv -s ADDRESS` for each of %s" % ", ".join(addresses)
+            ),
+            needs_root=False,
+            persistent=None,
+            host_wide=True,
+        ),
+        fixes.advice(
+            "At the machine: power it off, reseat the GPU and its riser or cable, and check the slot's lane setting "
+            "(bifurcation) in the firmware setup; if the link still trains narrow, move the card to another slot or have the "
+            "riser or board replaced. No operating-system setting widens a link",
+            host_wide=True,
+        ),
+    ]
+    return Issue(message, evidence, steps)
+
+
+def _share(link) -> str:
+    """The part of its lanes a narrowed link runs at, in words."""
+    words = {2: "half the bandwidth", 4: "a quarter of the bandwidth", 8: "an eighth of the bandwidth", 16: "a sixteenth of the bandwidth"}
+    ratio = link.capable // link.lower.width if link.capable % link.lower.width == 0 else None
+    return words.get(ratio) or "%d/%d of the bandwidth" % (link.lower.width, link.capable)
+
+
+def _link_notes(found, nvidia, links, judged, amd) -> list:
+    """What was not judged, and links narrow by the board's design, as clauses."""
+    notes = []
+    unplaced = [a for a in found.unplaced if a in nvidia]
+    if unplaced:
+        notes.append("where %s sits in the PCI tree was not read (its /sys/bus/pci/devices link)" % ", ".join(unplaced))
+    unlinked = [a for a in found.unlinked if a in nvidia]
+    if unlinked:
+        notes.append("%s %s no link width to read, or no port above" % (", ".join(unlinked), "has" if len(unlinked) == 1 else "have"))
+    unpaired = [link for link in links if link not in judged]
+    if unpaired:
+        notes.append(
+            "not judged: %s"
+            % ", ".join(
+                "%s to %s (%s)"
+                % (
+                    link.lower.address,
+                    link.upper.address,
+                    "the two ends read x%s and x%s" % (link.lower.width, link.upper.width)
+                    if link.upper.width is not None
+                    else "the port's widths were not read",
+                )
+                for link in unpaired
+            )
+        )
+    by_design = [link for link in judged if not link.narrowed and link.lower.max_width is not None and link.capable < link.lower.max_width]
+    for link in by_design:
+        notes.append(
+            "%s runs at x%d because %s supports only x%d (the slot's wiring or a lane split), not a fault"
+            % (link.lower.address, link.lower.width, link.upper.address, link.capable)
+        )
+    if amd:
+        notes.append("AMD GPUs are not judged: their power management narrows idle links")
+    return notes

@@ -49,6 +49,7 @@ NO_CONFIGURATION_FIX = {
     ("gpuplat-blackwell-proprietary", "gpu.module-flavour"),
     ("gpuplat-volta-open", "gpu.module-flavour"),
     ("gpuplat-acs-redirect-root", "pci.iommu-p2p"),
+    ("gpuplat-link-narrowed", "pci.link-narrowed"),
     ("gpu-container", "memory.shm-size"),
     ("gpu-container-image-driver", "memory.shm-size"),
     ("shm-docker-64m-8gpu", "memory.shm-size"),

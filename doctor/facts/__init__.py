@@ -31,7 +31,9 @@ MODULES = {
     "fixes": ("fixes",),
     "gpu": ("apt", "gsp_firmware", "loaded_modules", "nouveau", "nvidia"),
     "gpudevices": ("gpu_device_names", "gpu_devices", "gpu_devices_at_boot"),
-    "gpuplatform": ("fabric_manager", "fabric_manager_log", "gpu_models", "iommu_paths", "nvidia_flavour", "nvidia_packages", "nvswitch"),
+    "gpuplatform": (
+        "fabric_manager", "fabric_manager_log", "gpu_links", "gpu_models", "iommu_paths", "nvidia_flavour", "nvidia_packages", "nvswitch",
+    ),
     "kconfig": ("configs_module", "kernel_config", "other_kernel_configs"),
     "limits": ("limits_config", "pam_limits_stacks", "pids_limits", "process_limits", "rdma_devices"),
     "memory": ("grown_pools", "hugepage_requests", "hugepages", "meminfo", "releasable_pools", "unused_pools"),

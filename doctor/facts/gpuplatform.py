@@ -19,6 +19,10 @@ NVIDIA module's flavour against each GPU's generation, and the IOMMU and PCIe AC
   capability 0x000D (include/uapi/linux/pci_regs.h) of the switch ports between GPUs that
   share a PCIe switch, found by comparing the GPUs' folders under /sys/devices; config space
   past the first 64 bytes only root can read (drivers/pci/pci-sysfs.c, pci_read_config).
+- PCIe links: each PCI Express function's current_link_width (the Negotiated Link Width of its
+  Link Status register) and max_link_width (the Maximum Link Width of its Link Capabilities),
+  Documentation/ABI/testing/sysfs-bus-pci, Linux 4.13 and later; shown for PCI Express
+  functions only (pcie_dev_attrs in drivers/pci/pci-sysfs.c).
 """
 
 from __future__ import annotations
@@ -454,7 +458,7 @@ class IommuPaths(Record):
         return all(p.upstream is not None for p in self.gpus)
 
 
-def _device_folder(host, address: str):
+def device_folder(host, address: str):
     """The device's folder under /sys/devices (its bus link followed), and (address, folder)
     of each upstream port on the way there, nearest to the root complex first (None: the bus
     link could not be read)."""
@@ -578,7 +582,7 @@ def iommu_paths(host, facts):
         return Unavailable(gpus.reason if gpus is not None else "no PCI bus")
     found = []
     for device in gpus.nvidia:
-        folder, upstream = _device_folder(host, device.address)
+        folder, upstream = device_folder(host, device.address)
         link = host.readlink(folder + "/iommu_group")
         group = link.data.rstrip("/").rsplit("/", 1)[-1] if link.ok and link.data else None
         kind = type_path = None
@@ -605,3 +609,87 @@ def iommu_paths(host, facts):
 
     cpus = len(parse_cpu_list(possible.data)) if possible.ok else None
     return IommuPaths(tuple(found), cpus, _passthrough(cmdline), tuple(ports))
+
+
+class LinkEnd(Record):
+    """One end of a PCIe link: the function's ``address`` and sysfs ``folder``, the width its
+    link trained to (``width``, current_link_width) and the most lanes it supports
+    (``max_width``, max_link_width); None where not read."""
+
+    __slots__ = ("address", "folder", "width", "max_width")
+
+
+class GpuLink(Record):
+    """A PCIe link on the way from a GPU to the root complex: ``lower``, the end below (the GPU,
+    or a PCIe switch's upstream port), and ``upper``, the port above it (a root port, or a
+    switch's downstream port)."""
+
+    __slots__ = ("gpu", "lower", "upper")
+
+    @property
+    def capable(self):
+        """The most lanes both ends support; None where either was not read."""
+        if self.lower.max_width is None or self.upper.max_width is None:
+            return None
+        return min(self.lower.max_width, self.upper.max_width)
+
+    @property
+    def paired(self) -> bool:
+        """Whether both ends were read and report one width, as the two ends of one link do."""
+        return self.lower.width is not None and self.lower.width == self.upper.width
+
+    @property
+    def narrowed(self) -> bool:
+        """Trained to fewer lanes than both ends support."""
+        capable = self.capable
+        return self.paired and capable is not None and 0 < self.lower.width < capable
+
+
+class GpuLinks(Record):
+    """The PCIe links between each GPU and the root complex, the GPU's own first; ``unplaced``:
+    the GPUs whose place in the PCI tree was not read; ``unlinked``: those with no link to
+    judge (no port above them, as below a virtual machine's host bridge, or no link width to
+    read: conventional PCI, a kernel before 4.13)."""
+
+    __slots__ = ("links", "unplaced", "unlinked")
+
+
+def _link_end(host, address: str, folder: str) -> LinkEnd:
+    widths = []
+    for name in ("current_link_width", "max_link_width"):
+        got = host.read_text("%s/%s" % (folder, name), cap=64)
+        text = got.data.strip() if got.ok else ""
+        widths.append(int(text) if text.isascii() and text.isdigit() and len(text) <= 3 else None)
+    return LinkEnd(address, folder, *widths)
+
+
+@fact("gpu_links")
+def gpu_links(host, facts):
+    """Each NVIDIA and AMD GPU's links up to the root complex.
+
+    The folders from the root port down alternate between the two ends of each link: a root
+    port (or a switch's downstream port) above, the device it leads to below; inside a PCIe
+    switch its upstream port and its downstream ports share an internal bus and no link. So,
+    from the GPU up, the folders pair off two by two: (GPU, port above it), (switch upstream
+    port, port above that), and so on. Both ends of a link read the same negotiated width,
+    which the rule checks before it judges a pair."""
+    gpus = facts.get("gpus")
+    if not gpus:
+        return Unavailable(gpus.reason if gpus is not None else "no PCI bus")
+    links, unplaced, unlinked = [], [], []
+    for device in gpus.nvidia + gpus.amd:
+        folder, upstream = device_folder(host, device.address)
+        if upstream is None:
+            unplaced.append(device.address)
+            continue
+        chain = [(device.address, folder)] + list(reversed(upstream))
+        found = len(links)
+        for index in range(0, len(chain) - 1, 2):
+            lower = _link_end(host, *chain[index])
+            if lower.width is None:
+                # Not PCI Express, or not readable: what lies above is not paired from here.
+                break
+            links.append(GpuLink(device.address, lower, _link_end(host, *chain[index + 1])))
+        if len(links) == found:
+            unlinked.append(device.address)
+    return GpuLinks(tuple(links), tuple(unplaced), tuple(unlinked))
