@@ -1,6 +1,8 @@
-"""PCI Express between GPUs: IOMMU translation, and ACS redirection in a PCIe switch they share."""
+"""PCI Express around GPUs: IOMMU translation and ACS redirection between them, and links narrower than they can be."""
 
 from __future__ import annotations
+
+from math import gcd
 
 from ai_doctor.engine import rule
 from ai_doctor.facts.gpuplatform import ACS_REDIRECT, acs_words
@@ -235,40 +237,51 @@ def link_narrowed(f):
     (bifurcation) in the firmware setup (janhq/jan#183; tinygrad/open-gpu-kernel-modules#6;
     NVIDIA/NVSentinel#890 asks for the same check).
 
-    Read from sysfs, which any user may read, and inside a container too:
-    current_link_width is the Negotiated Link Width of the function's Link Status register,
-    max_link_width the Maximum Link Width of its Link Capabilities (Documentation/ABI/testing/
-    sysfs-bus-pci; drivers/pci/pci-sysfs.c, Linux 4.13 and later). The two ends of a link are
-    paired from the GPU's folder up /sys/devices: the GPU and the port above it, then the
-    switch's upstream port and the port above that (a switch's ports share an internal bus, not
-    a link); a pair is judged only when both ends read the same width. What a link can do is the
-    fewer lanes of its two ends: a GPU at x8 below a port that has only eight lanes (the slot's
-    wiring, a lane split) is how the board is built, and is said, not a finding.
+    Read from sysfs, which any user may read, and inside a container too: current_link_width is
+    the Negotiated Link Width of the function's Link Status register, max_link_width the Maximum
+    Link Width of its Link Capabilities (current_link_width_show() and max_link_width_show() in
+    drivers/pci/pci-sysfs.c, Linux 4.13 and later; include/uapi/linux/pci_regs.h). The two ends
+    of a link are paired from the GPU's folder up /sys/devices: the GPU and the port above it,
+    then the switch's upstream port and the port above that (a switch's ports share an internal
+    bus, not a link). A link is judged only when both ends read the same width and every number
+    is a width a link can have (1, 2, 4, 8, 12, 16, 32 lanes; 0 is a link that is down, 63 a
+    device that does not answer, 255 a capability that reads 0). What a link can do is the fewer
+    lanes of its two ends: a GPU at x8 below a port with eight lanes (the slot's wiring, a lane
+    split) is how the board is built, and is said, not a finding. A switch's uplink is judged
+    once, for all the GPUs behind it.
 
-    The link's speed is not judged: NVIDIA GPUs lower it whenever they are idle (GPU Boost's
+    The link's speed is not judged: NVIDIA GPUs lower it whenever they are idle (their
     performance states), so an idle GPU at 2.5 GT/s is normal. NVIDIA documents that the width
     may also be reduced when the GPU is not in use, so the finding asks to confirm it under load.
     AMD GPUs are not judged: their power management sets lanes per PCIe DPM level
-    (pp_dpm_pcie), so an idle link may be narrow by design. Not judged either: a virtual machine
-    (its PCIe ports are emulated), an image (links are trained when a machine starts).
+    (pp_dpm_pcie), so an idle link may be narrow by design. Not judged either: virtual
+    functions (their link is the physical function's), a virtual machine (its PCIe ports are
+    emulated), an image (links are trained when a machine starts).
 
-    Fix: at the machine, power off, reseat the card and its riser or cable, check the slot's lane
-    setting in the firmware setup, or move the card to another slot; confirm with `nvidia-smi
-    --query-gpu=pci.bus_id,pcie.link.width.current,pcie.link.width.max --format=csv` while the GPU
-    is busy, or `lspci -vv` (LnkSta against LnkCap). No setting in the operating system widens a
-    link.
+    Fix: at the machine, power off, reseat the card and its riser or cable (for a switch's
+    uplink: the cable, riser or retimer between the switch and the CPU), check the slot's lane
+    setting in the firmware setup, or move the card to another slot; confirm first while the
+    GPU is busy: `nvidia-smi --query-gpu=pci.bus_id,pcie.link.width.current,pcie.link.width.max
+    --format=csv` for a GPU's own link, `lspci -vv -s ADDRESS` (LnkSta against LnkCap, as root)
+    for any link. No setting in the operating system widens a link.
 
-    Reference: Documentation/ABI/testing/sysfs-bus-pci (current_link_width, max_link_width);
-    drivers/pci/pci-sysfs.c; include/uapi/linux/pci_regs.h (PCI_EXP_LNKSTA_NLW,
-    PCI_EXP_LNKCAP_MLW); nvidia-smi(1) (pcie.link.width.current); hwloc's and nvtop's notes on
-    idle GPUs lowering link speed.
+    Reference: drivers/pci/pci-sysfs.c (current_link_width, max_link_width);
+    include/uapi/linux/pci_regs.h (PCI_EXP_LNKSTA_NLW, PCI_EXP_LNKCAP_MLW); nvidia-smi
+    --help-query-gpu (pcie.link.width.current: "may be reduced when the GPU is not in use");
+    hwloc's and nvtop's notes on idle GPUs lowering link speed.
     """
     if not f.running:
         return Skip("an image: PCIe links are trained when a machine starts")
     gpus = f.gpus
     if not gpus.nvidia:
+        if gpus.driver_listed:
+            listed = len(gpus.driver_listed)
+            return Skip(
+                "the PCI bus was not read, though the NVIDIA driver lists %d GPU%s (/proc/driver/nvidia/gpus)"
+                % (listed, "s" if listed > 1 else "")
+            )
         return Pass(
-            "no NVIDIA GPU on the PCI bus%s" % (" (AMD GPUs are not judged: their power management narrows idle links)" if gpus.amd else "")
+            "no NVIDIA GPU on the PCI bus%s" % ("; AMD GPUs are not judged (their power management narrows idle links)" if gpus.amd else "")
         )
     machine = f.machine
     if machine and machine.virtual:
@@ -280,75 +293,96 @@ def link_narrowed(f):
     if not found:
         return Skip(found.reason)
     nvidia = {d.address for d in gpus.nvidia}
-    links = [link for link in found.links if link.gpu in nvidia]
-    judged = [link for link in links if link.paired and link.capable is not None]
+    links = [link._replace(gpus=tuple(g for g in link.gpus if g in nvidia)) for link in found.links if nvidia.intersection(link.gpus)]
+    judged = [link for link in links if link.unjudged is None]
     notes = _link_notes(found, nvidia, links, judged, bool(gpus.amd))
     narrowed = [link for link in judged if link.narrowed]
     if not narrowed:
         if not judged:
             return Skip("no PCIe link of the NVIDIA GPUs could be judged: " + "; ".join(notes))
-        widths = sorted({"x%d" % link.lower.width for link in judged}, key=lambda text: int(text[1:]))
-        message = "every PCIe link between the NVIDIA GPUs and the root complex runs at the width both its ends support (%s)" % (
-            ", ".join(widths)
-        )
+        widths = ", ".join("x%d" % width for width in sorted({link.lower.width for link in judged}))
+        if len(judged) < len(links) or found.stopped or any(a in nvidia for a in found.unplaced + found.unlinked):
+            message = "every PCIe link of the NVIDIA GPUs that could be judged runs at the width both its ends support (%s)" % widths
+        else:
+            message = "every PCIe link between the NVIDIA GPUs and the root complex runs at the width both its ends support (%s)" % widths
         return Pass("; ".join([message] + notes))
-    evidence, parts = [], []
+    evidence = []
     for link in narrowed:
-        lower, upper = link.lower, link.upper
-        evidence.append(Evidence(lower.folder + "/current_link_width", str(lower.width)))
-        evidence.append(Evidence(lower.folder + "/max_link_width", str(lower.max_width)))
-        evidence.append(Evidence(upper.folder + "/max_link_width", str(upper.max_width)))
-        what = (
-            "GPU %s's own link" % link.gpu if lower.address == link.gpu else "the link above the PCIe switch GPU %s sits behind" % link.gpu
-        )
-        parts.append(
-            "%s (%s to %s) runs at x%d, though both ends support x%d" % (what, lower.address, upper.address, lower.width, link.capable)
-        )
-    message = (
-        "%s: %s. Every copy between host memory and the GPU crosses it (loading weights, pinned-memory transfers, CPU offload), "
-        "at %s the link can carry. A link that trains narrower than both its ends points at the hardware: the "
-        "card's seating, a riser or cable, a retimer, or the slot's lane setting in the firmware. The link's speed is not judged "
-        "(GPUs lower it when idle); NVIDIA says an idle GPU may narrow its link too, so confirm it while the GPU is busy."
-        % (
-            "A PCIe link of an NVIDIA GPU is narrower than it can be"
-            if len(narrowed) == 1
-            else "%d PCIe links of NVIDIA GPUs are narrower than they can be" % len(narrowed),
-            "; ".join(parts),
-            " and ".join(sorted({_share(link) for link in narrowed})),
-        )
+        for end in (link.lower, link.upper):
+            evidence.append(Evidence(end.folder + "/current_link_width", str(end.width)))
+            evidence.append(Evidence(end.folder + "/max_link_width", str(end.max_width)))
+    several = len(narrowed) > 1
+    message = "%s: %s. Every copy between host memory and %s crosses %s (loading weights, pinned-memory transfers, CPU offload). " % (
+        "%d PCIe links of NVIDIA GPUs are narrower than they can be" % len(narrowed)
+        if several
+        else "A PCIe link of an NVIDIA GPU is narrower than it can be",
+        "; ".join(_narrowed_words(link) for link in narrowed),
+        "those GPUs" if several or len(narrowed[0].gpus) > 1 else "the GPU",
+        "them" if several else "it",
+    )
+    message += (
+        "A link that trains narrower than both its ends points at the hardware: the card's seating, a riser or cable, a retimer, "
+        "or the slot's lane setting in the firmware. The link's speed is not judged (GPUs lower it when idle); NVIDIA says an idle "
+        "GPU may narrow its link too, so confirm it while the GPU is busy."
     )
     if notes:
         message += " Also: %s." % "; ".join(notes)
-    addresses = sorted({link.gpu for link in narrowed})
-    fixes = f.fixes
-    steps = [
+    return Issue(message, evidence, _link_steps(f.fixes, narrowed))
+
+
+def _narrowed_words(link) -> str:
+    lower, upper = link.lower, link.upper
+    if link.own:
+        what = "GPU %s's own link, to the port above it (%s)," % (lower.address, upper.address)
+    else:
+        what = "the uplink of the PCIe switch %s behind (from its port %s to %s)" % (
+            "GPU %s sits" % link.gpus[0] if len(link.gpus) == 1 else "GPUs %s sit" % ", ".join(link.gpus),
+            lower.address,
+            upper.address,
+        )
+    return "%s runs at x%d, though both ends support x%d: %s" % (what, lower.width, link.capable, _share(lower.width, link.capable))
+
+
+def _share(width: int, capable: int) -> str:
+    """The part of a link's bandwidth ``width`` lanes of ``capable`` carry, in words."""
+    common = gcd(width, capable)
+    part = (width // common, capable // common)
+    words = {(1, 2): "half", (1, 4): "a quarter", (3, 4): "three quarters", (1, 8): "an eighth", (3, 8): "three eighths"}
+    return "%s of its bandwidth" % words.get(part, "%d/%d" % part)
+
+
+def _link_steps(fixes, narrowed):
+    """Confirm under load (each narrowed link's lower end with lspci; a GPU's own with
+    nvidia-smi too), then the work at the machine."""
+    ways = []
+    if any(link.own for link in narrowed):
+        ways.append("`nvidia-smi --query-gpu=pci.bus_id,pcie.link.width.current,pcie.link.width.max --format=csv` (a GPU's own link)")
+    addresses = [link.lower.address for link in narrowed]
+    ways.append(
+        "`sudo lspci -vv -s %s`" % addresses[0]
+        if len(addresses) == 1
+        else "`sudo lspci -vv -s ADDRESS` for each of %s" % ", ".join(addresses)
+    )
+    what = []
+    if any(link.own for link in narrowed):
+        what.append("reseat the GPU and its riser or cable")
+    uplinks = ", ".join("from %s up to %s" % (link.lower.address, link.upper.address) for link in narrowed if not link.own)
+    if uplinks:
+        what.append("check the cable, riser or retimer on the switch's uplink (%s) and the switch board's seating" % uplinks)
+    return [
         fixes.advice(
-            "Confirm it while the GPU is busy (a model loading, or a large copy): `nvidia-smi --query-gpu=pci.bus_id,"
-            "pcie.link.width.current,pcie.link.width.max --format=csv`, or %s (LnkSta against LnkCap)"
-            % (
-                "`sudo lspci -vv -s %s`" % addresses[0]
-                if len(addresses) == 1
-                else "`sudo lspci -vv -s ADDRESS` for each of %s" % ", ".join(addresses)
-            ),
+            "Confirm it while the GPU is busy (a model loading, or a large copy): %s, reading LnkSta against LnkCap" % ", or ".join(ways),
             needs_root=False,
             persistent=None,
             host_wide=True,
         ),
         fixes.advice(
-            "At the machine: power it off, reseat the GPU and its riser or cable, and check the slot's lane setting "
-            "(bifurcation) in the firmware setup; if the link still trains narrow, move the card to another slot or have the "
-            "riser or board replaced. No operating-system setting widens a link",
+            "At the machine: power it off, %s, and check the slot's lane setting (bifurcation) in the firmware setup; if the link "
+            "still trains narrow, move the card to another slot or have the riser or board replaced. No operating-system setting "
+            "widens a link" % " and ".join(what),
             host_wide=True,
         ),
     ]
-    return Issue(message, evidence, steps)
-
-
-def _share(link) -> str:
-    """The part of its lanes a narrowed link runs at, in words."""
-    words = {2: "half the bandwidth", 4: "a quarter of the bandwidth", 8: "an eighth of the bandwidth", 16: "a sixteenth of the bandwidth"}
-    ratio = link.capable // link.lower.width if link.capable % link.lower.width == 0 else None
-    return words.get(ratio) or "%d/%d of the bandwidth" % (link.lower.width, link.capable)
 
 
 def _link_notes(found, nvidia, links, judged, amd) -> list:
@@ -360,28 +394,19 @@ def _link_notes(found, nvidia, links, judged, amd) -> list:
     unlinked = [a for a in found.unlinked if a in nvidia]
     if unlinked:
         notes.append("%s %s no link width to read, or no port above" % (", ".join(unlinked), "has" if len(unlinked) == 1 else "have"))
-    unpaired = [link for link in links if link not in judged]
-    if unpaired:
-        notes.append(
-            "not judged: %s"
-            % ", ".join(
-                "%s to %s (%s)"
-                % (
-                    link.lower.address,
-                    link.upper.address,
-                    "the two ends read x%s and x%s" % (link.lower.width, link.upper.width)
-                    if link.upper.width is not None
-                    else "the port's widths were not read",
-                )
-                for link in unpaired
+    for gpu, address in found.stopped:
+        if gpu in nvidia:
+            notes.append("the links above %s, from %s up, were not read (%s has no link width to read)" % (gpu, address, address))
+    for link in links:
+        if link not in judged:
+            notes.append("the link from %s to %s is not judged: %s" % (link.lower.address, link.upper.address, link.unjudged))
+    for link in judged:
+        if not link.narrowed and link.capable < max(link.lower.max_width, link.upper.max_width):
+            fewer = link.lower if link.lower.max_width == link.capable else link.upper
+            notes.append(
+                "%s to %s runs at x%d, all the lanes %s has (the slot's wiring or a lane split), not a fault"
+                % (link.lower.address, link.upper.address, link.lower.width, fewer.address)
             )
-        )
-    by_design = [link for link in judged if not link.narrowed and link.lower.max_width is not None and link.capable < link.lower.max_width]
-    for link in by_design:
-        notes.append(
-            "%s runs at x%d because %s supports only x%d (the slot's wiring or a lane split), not a fault"
-            % (link.lower.address, link.lower.width, link.upper.address, link.capable)
-        )
     if amd:
-        notes.append("AMD GPUs are not judged: their power management narrows idle links")
+        notes.append("AMD GPUs are not judged (their power management narrows idle links)")
     return notes

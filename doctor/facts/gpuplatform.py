@@ -20,9 +20,9 @@ NVIDIA module's flavour against each GPU's generation, and the IOMMU and PCIe AC
   share a PCIe switch, found by comparing the GPUs' folders under /sys/devices; config space
   past the first 64 bytes only root can read (drivers/pci/pci-sysfs.c, pci_read_config).
 - PCIe links: each PCI Express function's current_link_width (the Negotiated Link Width of its
-  Link Status register) and max_link_width (the Maximum Link Width of its Link Capabilities),
-  Documentation/ABI/testing/sysfs-bus-pci, Linux 4.13 and later; shown for PCI Express
-  functions only (pcie_dev_attrs in drivers/pci/pci-sysfs.c).
+  Link Status register) and max_link_width (the Maximum Link Width of its Link Capabilities,
+  255 where that reads 0), current_link_width_show() and max_link_width_show() in
+  drivers/pci/pci-sysfs.c, Linux 4.13 and later, shown for PCI Express functions only.
 """
 
 from __future__ import annotations
@@ -48,6 +48,9 @@ MODULE_TAINT = "/sys/module/nvidia/taint"
 IOMMU_GROUPS = "/sys/kernel/iommu_groups"
 CPUS_POSSIBLE = "/sys/devices/system/cpu/possible"
 SYS_PCI = "/sys/bus/pci/devices"
+# The widths a PCIe link can have: the Maximum Link Width encodings of Link Capabilities
+# (PCI_EXP_LNKCAP_MLW in include/uapi/linux/pci_regs.h; enum pcie_link_width in pci.h).
+PCIE_WIDTHS = (1, 2, 4, 8, 12, 16, 32)
 
 # Packages whose paragraphs of dpkg's status are parsed: Fabric Manager (NVIDIA's repository and
 # Ubuntu's: nvidia-fabricmanager-550, cuda-drivers-fabricmanager-550) and the driver's own.
@@ -473,6 +476,9 @@ def device_folder(host, address: str):
                 parts.pop()
         elif part and part != ".":
             parts.append(part)
+    if parts[:2] != ["sys", "devices"] or not any(part.startswith("pci") for part in parts[2:-1]):
+        # Not below a host bridge in /sys/devices: a link that leads elsewhere places nothing.
+        return "%s/%s" % (SYS_PCI, address), None
     upstream = tuple((part, "/" + "/".join(parts[: index + 1])) for index, part in enumerate(parts[:-1]) if re.fullmatch(_ADDRESS, part))
     return "/" + "/".join(parts), upstream
 
@@ -614,44 +620,61 @@ def iommu_paths(host, facts):
 class LinkEnd(Record):
     """One end of a PCIe link: the function's ``address`` and sysfs ``folder``, the width its
     link trained to (``width``, current_link_width) and the most lanes it supports
-    (``max_width``, max_link_width); None where not read."""
+    (``max_width``, max_link_width), as the numbers the files hold; None where not read."""
 
     __slots__ = ("address", "folder", "width", "max_width")
 
 
 class GpuLink(Record):
-    """A PCIe link on the way from a GPU to the root complex: ``lower``, the end below (the GPU,
-    or a PCIe switch's upstream port), and ``upper``, the port above it (a root port, or a
-    switch's downstream port)."""
+    """A PCIe link on the way from GPUs to the root complex: ``lower``, the end below (a GPU,
+    or a PCIe switch's upstream port), ``upper``, the port above it (a root port, or a
+    switch's downstream port), and ``gpus``, the addresses of the GPUs whose path crosses it."""
 
-    __slots__ = ("gpu", "lower", "upper")
+    __slots__ = ("gpus", "lower", "upper")
+
+    @property
+    def own(self) -> bool:
+        """Whether the lower end is the GPU itself (not a switch above it)."""
+        return self.lower.address in self.gpus
 
     @property
     def capable(self):
-        """The most lanes both ends support; None where either was not read."""
-        if self.lower.max_width is None or self.upper.max_width is None:
+        """The most lanes both ends support; None where either is not a link width."""
+        if self.lower.max_width not in PCIE_WIDTHS or self.upper.max_width not in PCIE_WIDTHS:
             return None
         return min(self.lower.max_width, self.upper.max_width)
 
     @property
-    def paired(self) -> bool:
-        """Whether both ends were read and report one width, as the two ends of one link do."""
-        return self.lower.width is not None and self.lower.width == self.upper.width
+    def unjudged(self):
+        """Why the link cannot be judged, as a clause; None where it can: both ends read one
+        width, as the two ends of one link do, and every number is a link width."""
+        lower, upper = self.lower, self.upper
+        if lower.width not in PCIE_WIDTHS:
+            meaning = {0: " (a link that is down, or a device asleep)", 63: " (a device that does not answer)"}.get(lower.width, "")
+            return "%s reads width %s, which no trained link has%s" % (lower.address, lower.width, meaning)
+        if upper.width is None:
+            return "the width of %s was not read" % upper.address
+        if upper.width != lower.width:
+            return "its two ends read x%d and x%s" % (lower.width, upper.width)
+        unread = [end.address for end in (lower, upper) if end.max_width not in PCIE_WIDTHS]
+        if unread:
+            return "the most lanes %s supports is not known" % " and ".join(unread)
+        return None
 
     @property
     def narrowed(self) -> bool:
         """Trained to fewer lanes than both ends support."""
-        capable = self.capable
-        return self.paired and capable is not None and 0 < self.lower.width < capable
+        return self.unjudged is None and self.lower.width < self.capable
 
 
 class GpuLinks(Record):
-    """The PCIe links between each GPU and the root complex, the GPU's own first; ``unplaced``:
-    the GPUs whose place in the PCI tree was not read; ``unlinked``: those with no link to
-    judge (no port above them, as below a virtual machine's host bridge, or no link width to
-    read: conventional PCI, a kernel before 4.13)."""
+    """The PCIe links between the GPUs and the root complex, each once, nearest the GPUs
+    first; ``unplaced``: the GPUs whose place in the PCI tree was not read; ``unlinked``: those
+    with no link to judge (no port above them, as below a virtual machine's host bridge, or no
+    link width to read: conventional PCI, a kernel before 4.13); ``stopped``: (GPU, address)
+    where the climb toward the root complex stopped at a function with no width to read."""
 
-    __slots__ = ("links", "unplaced", "unlinked")
+    __slots__ = ("links", "unplaced", "unlinked", "stopped")
 
 
 def _link_end(host, address: str, folder: str) -> LinkEnd:
@@ -671,25 +694,41 @@ def gpu_links(host, facts):
     port (or a switch's downstream port) above, the device it leads to below; inside a PCIe
     switch its upstream port and its downstream ports share an internal bus and no link. So,
     from the GPU up, the folders pair off two by two: (GPU, port above it), (switch upstream
-    port, port above that), and so on. Both ends of a link read the same negotiated width,
-    which the rule checks before it judges a pair."""
+    port, port above that), and so on. A link several GPUs share (a switch's uplink) is listed
+    once. A virtual function is skipped: its link is its physical function's."""
     gpus = facts.get("gpus")
     if not gpus:
         return Unavailable(gpus.reason if gpus is not None else "no PCI bus")
-    links, unplaced, unlinked = [], [], []
+    ends, crossing, order = {}, {}, []
+    unplaced, unlinked, stopped = [], [], []
+
+    def end(address, folder):
+        if folder not in ends:
+            ends[folder] = _link_end(host, address, folder)
+        return ends[folder]
+
     for device in gpus.nvidia + gpus.amd:
         folder, upstream = device_folder(host, device.address)
         if upstream is None:
             unplaced.append(device.address)
             continue
+        if host.readlink(folder + "/physfn").ok:
+            continue
         chain = [(device.address, folder)] + list(reversed(upstream))
-        found = len(links)
+        reached = 0
         for index in range(0, len(chain) - 1, 2):
-            lower = _link_end(host, *chain[index])
+            lower = end(*chain[index])
             if lower.width is None:
-                # Not PCI Express, or not readable: what lies above is not paired from here.
+                if index:
+                    stopped.append((device.address, lower.address))
                 break
-            links.append(GpuLink(device.address, lower, _link_end(host, *chain[index + 1])))
-        if len(links) == found:
+            key = (chain[index][1], chain[index + 1][1])
+            if key not in crossing:
+                crossing[key] = []
+                order.append((key, lower, end(*chain[index + 1])))
+            crossing[key].append(device.address)
+            reached += 1
+        if not reached:
             unlinked.append(device.address)
-    return GpuLinks(tuple(links), tuple(unplaced), tuple(unlinked))
+    links = tuple(GpuLink(tuple(crossing[key]), lower, upper) for key, lower, upper in order)
+    return GpuLinks(links, tuple(unplaced), tuple(unlinked), tuple(stopped))
