@@ -223,19 +223,21 @@ def _at_every_boot(f, addresses):
     "GPU on a PCIe link trained to fewer lanes than it supports",
     Severity.MEDIUM,
     needs=("gpus",),
-    uses=("running", "machine", "gpu_links", "fixes"),
+    uses=("running", "machine", "gpu_links", "pci_devices", "fixes"),
 )
 def link_narrowed(f):
     """A PCIe link between an NVIDIA GPU and the root complex (the GPU's own, or one above the
     PCIe switch it sits behind) runs at fewer lanes than both of its ends support.
 
     Every copy between host memory and the GPU crosses that link: loading weights, pinned-memory
-    transfers, CPU offload. At x8 instead of x16 it carries half the bandwidth, at x4 a quarter;
-    model loads and host-to-device copies slow down by as much, and nothing else reports it
-    (nvidia-smi shows it only when asked). A link that trains narrower than both its ends points
-    at hardware: a card not fully seated, a riser or cable, a retimer, or the slot's lane setting
-    (bifurcation) in the firmware setup (janhq/jan#183; tinygrad/open-gpu-kernel-modules#6;
-    NVIDIA/NVSentinel#890 asks for the same check).
+    transfers, CPU offload. At x8 instead of x16 it carries half the bandwidth, at x4 a quarter:
+    host-to-device copies, and loads from the page cache or from storage faster than the
+    narrowed link, slow down by as much. Nothing warns while it runs: the kernel logs it once
+    when it finds the device at boot ("... limited by 8.0 GT/s PCIe x8 link at ...",
+    pcie_report_downtraining() in drivers/pci/pci.c) and nvidia-smi shows it when asked. A link
+    that trains narrower than both its ends points at hardware: a card not fully seated, a riser
+    or cable, a retimer, the slot (NVIDIA/NVSentinel#890 asks for the same check for NVIDIA's
+    fleet monitor). Medium at half the lanes; high at a quarter or fewer.
 
     Read from sysfs, which any user may read, and inside a container too: current_link_width is
     the Negotiated Link Width of the function's Link Status register, max_link_width the Maximum
@@ -247,12 +249,13 @@ def link_narrowed(f):
     is a width a link can have (1, 2, 4, 8, 12, 16, 32 lanes; 0 is a link that is down, 63 a
     device that does not answer, 255 a capability that reads 0). What a link can do is the fewer
     lanes of its two ends: a GPU at x8 below a port with eight lanes (the slot's wiring, a lane
-    split) is how the board is built, and is said, not a finding. A switch's uplink is judged
-    once, for all the GPUs behind it.
+    split set in the firmware) or an x8 card in an x16 slot is how the machine is built or set
+    up, and is said, not a finding. A switch's uplink is judged once, for all the GPUs behind it.
 
     The link's speed is not judged: NVIDIA GPUs lower it whenever they are idle (their
-    performance states), so an idle GPU at 2.5 GT/s is normal. NVIDIA documents that the width
-    may also be reduced when the GPU is not in use, so the finding asks to confirm it under load.
+    performance states), so an idle GPU at 2.5 GT/s is normal (Syllo/nvtop#6, janhq/jan#183).
+    NVIDIA documents that the width may also be reduced when the GPU is not in use, so the
+    finding asks to confirm it under load.
     AMD GPUs are not judged: their power management sets lanes per PCIe DPM level
     (pp_dpm_pcie), so an idle link may be narrow by design. Not judged either: virtual
     functions (their link is the physical function's), a virtual machine (its PCIe ports are
@@ -272,14 +275,14 @@ def link_narrowed(f):
     """
     if not f.running:
         return Skip("an image: PCIe links are trained when a machine starts")
+    bus = f.pci_devices
+    if not bus:
+        return Skip("the PCI bus was not read: %s" % bus.reason)
     gpus = f.gpus
     if not gpus.nvidia:
-        if gpus.driver_listed:
-            listed = len(gpus.driver_listed)
-            return Skip(
-                "the PCI bus was not read, though the NVIDIA driver lists %d GPU%s (/proc/driver/nvidia/gpus)"
-                % (listed, "s" if listed > 1 else "")
-            )
+        listed = len(gpus.driver_listed)
+        if listed:
+            return Skip("no NVIDIA GPU was found on the PCI bus, though the NVIDIA driver lists %d (/proc/driver/nvidia/gpus)" % listed)
         return Pass(
             "no NVIDIA GPU on the PCI bus%s" % ("; AMD GPUs are not judged (their power management narrows idle links)" if gpus.amd else "")
         )
@@ -301,7 +304,7 @@ def link_narrowed(f):
         if not judged:
             return Skip("no PCIe link of the NVIDIA GPUs could be judged: " + "; ".join(notes))
         widths = ", ".join("x%d" % width for width in sorted({link.lower.width for link in judged}))
-        if len(judged) < len(links) or found.stopped or any(a in nvidia for a in found.unplaced + found.unlinked):
+        if len(judged) < len(links) or any(a in nvidia for a in found.unplaced + found.unlinked + tuple(g for g, _ in found.stopped)):
             message = "every PCIe link of the NVIDIA GPUs that could be judged runs at the width both its ends support (%s)" % widths
         else:
             message = "every PCIe link between the NVIDIA GPUs and the root complex runs at the width both its ends support (%s)" % widths
@@ -312,22 +315,23 @@ def link_narrowed(f):
             evidence.append(Evidence(end.folder + "/current_link_width", str(end.width)))
             evidence.append(Evidence(end.folder + "/max_link_width", str(end.max_width)))
     several = len(narrowed) > 1
-    message = "%s: %s. Every copy between host memory and %s crosses %s (loading weights, pinned-memory transfers, CPU offload). " % (
+    message = "%s: %s. " % (
         "%d PCIe links of NVIDIA GPUs are narrower than they can be" % len(narrowed)
         if several
         else "A PCIe link of an NVIDIA GPU is narrower than it can be",
         "; ".join(_narrowed_words(link) for link in narrowed),
-        "those GPUs" if several or len(narrowed[0].gpus) > 1 else "the GPU",
-        "them" if several else "it",
     )
     message += (
-        "A link that trains narrower than both its ends points at the hardware: the card's seating, a riser or cable, a retimer, "
-        "or the slot's lane setting in the firmware. The link's speed is not judged (GPUs lower it when idle); NVIDIA says an idle "
-        "GPU may narrow its link too, so confirm it while the GPU is busy."
+        "Every copy between host memory and a GPU crosses the links on its path (loading weights, pinned-memory transfers, CPU "
+        "offload). A link that trains narrower than both its ends points at the hardware: the card's seating, a riser or cable, a "
+        "retimer, the slot. The link's speed is not judged (GPUs lower it when idle); NVIDIA says an idle GPU may narrow its link "
+        "too, so confirm it while the GPU is busy."
     )
     if notes:
         message += " Also: %s." % "; ".join(notes)
-    return Issue(message, evidence, _link_steps(f.fixes, narrowed))
+    # A quarter of the lanes or fewer: a 140 GB load from memory takes four times as long or more.
+    quarter = any(4 * link.lower.width <= link.capable for link in narrowed)
+    return Issue(message, evidence, _link_steps(f.fixes, narrowed), severity=Severity.HIGH if quarter else None)
 
 
 def _narrowed_words(link) -> str:
@@ -335,8 +339,8 @@ def _narrowed_words(link) -> str:
     if link.own:
         what = "GPU %s's own link, to the port above it (%s)," % (lower.address, upper.address)
     else:
-        what = "the uplink of the PCIe switch %s behind (from its port %s to %s)" % (
-            "GPU %s sits" % link.gpus[0] if len(link.gpus) == 1 else "GPUs %s sit" % ", ".join(link.gpus),
+        what = "the uplink of the PCIe switch above %s (from its port %s to %s)" % (
+            "GPU %s" % link.gpus[0] if len(link.gpus) == 1 else "GPUs %s" % ", ".join(link.gpus),
             lower.address,
             upper.address,
         )
@@ -347,7 +351,15 @@ def _share(width: int, capable: int) -> str:
     """The part of a link's bandwidth ``width`` lanes of ``capable`` carry, in words."""
     common = gcd(width, capable)
     part = (width // common, capable // common)
-    words = {(1, 2): "half", (1, 4): "a quarter", (3, 4): "three quarters", (1, 8): "an eighth", (3, 8): "three eighths"}
+    words = {
+        (1, 2): "half",
+        (1, 4): "a quarter",
+        (3, 4): "three quarters",
+        (1, 8): "an eighth",
+        (3, 8): "three eighths",
+        (1, 16): "a sixteenth",
+        (1, 32): "a thirty-second",
+    }
     return "%s of its bandwidth" % words.get(part, "%d/%d" % part)
 
 
@@ -372,7 +384,8 @@ def _link_steps(fixes, narrowed):
     return [
         fixes.advice(
             "Confirm it while the GPU is busy (a model loading, or a large copy): %s, reading LnkSta against LnkCap" % ", or ".join(ways),
-            needs_root=False,
+            # nvidia-smi needs no root; lspci reads the link registers only as root.
+            needs_root=not any(link.own for link in narrowed),
             persistent=None,
             host_wide=True,
         ),
@@ -389,23 +402,31 @@ def _link_notes(found, nvidia, links, judged, amd) -> list:
     """What was not judged, and links narrow by the board's design, as clauses."""
     notes = []
     unplaced = [a for a in found.unplaced if a in nvidia]
-    if unplaced:
-        notes.append("where %s sits in the PCI tree was not read (its /sys/bus/pci/devices link)" % ", ".join(unplaced))
+    if len(unplaced) == 1:
+        notes.append("where %s sits in the PCI tree was not read (its /sys/bus/pci/devices link)" % unplaced[0])
+    elif unplaced:
+        notes.append("where %s sit in the PCI tree was not read (their /sys/bus/pci/devices links)" % ", ".join(unplaced))
     unlinked = [a for a in found.unlinked if a in nvidia]
     if unlinked:
         notes.append("%s %s no link width to read, or no port above" % (", ".join(unlinked), "has" if len(unlinked) == 1 else "have"))
+    stopped = {}
     for gpu, address in found.stopped:
         if gpu in nvidia:
-            notes.append("the links above %s, from %s up, were not read (%s has no link width to read)" % (gpu, address, address))
+            stopped.setdefault(address, []).append(gpu)
+    for address, below in stopped.items():
+        notes.append("the links above %s, from %s up, were not read (%s has no link width to read)" % (", ".join(below), address, address))
     for link in links:
         if link not in judged:
             notes.append("the link from %s to %s is not judged: %s" % (link.lower.address, link.upper.address, link.unjudged))
     for link in judged:
         if not link.narrowed and link.capable < max(link.lower.max_width, link.upper.max_width):
-            fewer = link.lower if link.lower.max_width == link.capable else link.upper
+            if link.upper.max_width == link.capable:
+                fewer, why = link.upper, "the port's own maximum: the slot's wiring, or a lane split set in the firmware"
+            else:
+                fewer, why = link.lower, "the card's design" if link.own else "the switch's design"
             notes.append(
-                "%s to %s runs at x%d, all the lanes %s has (the slot's wiring or a lane split), not a fault"
-                % (link.lower.address, link.upper.address, link.lower.width, fewer.address)
+                "%s to %s runs at x%d, all the lanes %s has (%s), not a link that trained narrow"
+                % (link.lower.address, link.upper.address, link.lower.width, fewer.address, why)
             )
     if amd:
         notes.append("AMD GPUs are not judged (their power management narrows idle links)")

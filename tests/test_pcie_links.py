@@ -65,7 +65,7 @@ def test_a_gpu_trained_at_x8_of_x16_is_found_with_the_files_that_say_so(tree, ru
         "GPU 0000:41:00.0's own link, to the port above it (0000:40:01.1), runs at x8, though both ends support x16: half of its "
         "bandwidth" in found["message"]
     )
-    assert "Every copy between host memory and the GPU crosses it" in found["message"]
+    assert "Every copy between host memory and a GPU crosses the links on its path" in found["message"]
     assert "confirm it while the GPU is busy" in found["message"]
     shown = {(e["path"], e["value"]) for e in found["evidence"]}
     gpu_folder = "/sys/devices/pci0000:40/0000:40:01.1/0000:41:00.0"
@@ -76,6 +76,7 @@ def test_a_gpu_trained_at_x8_of_x16_is_found_with_the_files_that_say_so(tree, ru
     steps = found["remediation"]
     assert len(steps) == 2 and not any(step["commands"] for step in steps)
     assert "nvidia-smi --query-gpu=" in steps[0]["summary"] and "`sudo lspci -vv -s 0000:41:00.0`" in steps[0]["summary"]
+    assert not steps[0]["needs_root"]  # nvidia-smi reads it as any user
     assert "reseat the GPU and its riser or cable" in steps[1]["summary"]
 
 
@@ -94,7 +95,23 @@ def test_a_slot_with_eight_lanes_is_the_board_not_a_fault(tree, run):
     _below_root_port(tree, gpu=(8, 16), port=(8, 8))
     checks, findings = _statuses(run, tree)
     assert RULE not in findings
-    assert "0000:41:00.0 to 0000:40:01.1 runs at x8, all the lanes 0000:40:01.1 has" in checks[RULE]["reason"]
+    assert checks[RULE]["reason"].endswith(
+        "0000:41:00.0 to 0000:40:01.1 runs at x8, all the lanes 0000:40:01.1 has (the port's own maximum: the slot's wiring, or a "
+        "lane split set in the firmware), not a link that trained narrow"
+    )
+
+
+def test_an_x8_card_in_an_x16_slot_is_the_card(tree, run):
+    _below_root_port(tree, gpu=(8, 8), port=(8, 16))
+    checks, findings = _statuses(run, tree)
+    assert RULE not in findings
+    assert "runs at x8, all the lanes 0000:41:00.0 has (the card's design), not a link that trained narrow" in checks[RULE]["reason"]
+
+
+def test_a_gpu_link_at_a_quarter_or_less_is_high(tree, run):
+    _below_root_port(tree, gpu=(1, 16), port=(1, 16))
+    _checks, findings = _statuses(run, tree)
+    assert findings[RULE]["severity"] == "high" and "a sixteenth of its bandwidth" in findings[RULE]["message"]
 
 
 def test_a_narrowed_switch_uplink_is_one_link_for_every_gpu_behind_it(tree, run):
@@ -102,15 +119,17 @@ def test_a_narrowed_switch_uplink_is_one_link_for_every_gpu_behind_it(tree, run)
     _behind_switch(tree, upstream=(4, 16), root=(4, 16), second=True)
     _checks, findings = _statuses(run, tree)
     found = findings[RULE]
-    assert found["message"].startswith("A PCIe link of an NVIDIA GPU is narrower than it can be: the uplink of the PCIe switch GPUs")
-    assert (
-        "the uplink of the PCIe switch GPUs %s, %s sit behind (from its port %s to %s) runs at x4, though both ends support x16: a "
-        "quarter of its bandwidth" % (GPU, GPU2, USP, RP) in found["message"]
+    assert found["message"].startswith(
+        "A PCIe link of an NVIDIA GPU is narrower than it can be: the uplink of the PCIe switch above GPUs %s, %s (from its port %s "
+        "to %s) runs at x4, though both ends support x16: a quarter of its bandwidth. " % (GPU, GPU2, USP, RP)
     )
+    # A quarter of the lanes: high.
+    assert found["severity"] == "high"
     assert found["message"].count(USP) == 1 and "Also:" not in found["message"]
     # What to look at is the switch's uplink: lspci on its upstream port; the GPUs' own links are fine.
     steps = found["remediation"]
     assert "`sudo lspci -vv -s %s`" % USP in steps[0]["summary"] and "nvidia-smi" not in steps[0]["summary"]
+    assert steps[0]["needs_root"]
     assert "the switch's uplink (from %s up to %s)" % (USP, RP) in steps[1]["summary"] and "reseat the GPU" not in steps[1]["summary"]
 
 
@@ -121,32 +140,33 @@ def test_two_narrowed_links_each_say_their_share(tree, run):
     assert message.startswith("2 PCIe links of NVIDIA GPUs are narrower than they can be: GPU %s's own link" % GPU)
     assert "runs at x8, though both ends support x16: half of its bandwidth" in message
     assert "runs at x12, though both ends support x16: three quarters of its bandwidth" in message
-    assert "crosses them" in message
+    assert findings[RULE]["severity"] == "medium"
 
 
 def test_a_switch_port_with_fewer_lanes_than_the_gpu_is_by_design(tree, run):
     _behind_switch(tree, gpu=(8, 16), downstream=(8, 8))
     checks, findings = _statuses(run, tree)
     assert RULE not in findings
-    assert "%s to %s runs at x8, all the lanes %s has" % (GPU, DSP, DSP) in checks[RULE]["reason"]
+    assert "%s to %s runs at x8, all the lanes %s has (the port's own maximum" % (GPU, DSP, DSP) in checks[RULE]["reason"]
 
 
-def test_a_climb_that_stops_below_the_root_port_says_so(tree, run):
-    _behind_switch(tree, upstream=(None, None), root=(4, 16))
+def test_a_climb_that_stops_below_the_root_port_says_so_once_for_the_gpus_behind_it(tree, run):
+    _behind_switch(tree, upstream=(None, None), root=(4, 16), second=True)
     checks, findings = _statuses(run, tree)
     assert RULE not in findings
     reason = checks[RULE]["reason"]
     assert reason.startswith("every PCIe link of the NVIDIA GPUs that could be judged runs at the width both its ends support (x16)")
-    assert "the links above %s, from %s up, were not read" % (GPU, USP) in reason
+    assert "the links above %s, %s, from %s up, were not read" % (GPU, GPU2, USP) in reason and reason.count(USP) == 2
 
 
 @pytest.mark.parametrize(
     "gpu, port, why",
     [
         ((8, 16), (16, 16), "its two ends read x8 and x16"),
-        ((0, 16), (0, 16), "0000:41:00.0 reads width 0, which no trained link has (a link that is down, or a device asleep)"),
+        ((0, 16), (0, 16), "0000:41:00.0 reads width 0, which no trained link has (a link that is down)"),
         ((63, 16), (63, 16), "0000:41:00.0 reads width 63, which no trained link has (a device that does not answer)"),
-        ((16, 255), (16, 255), "the most lanes 0000:41:00.0 and 0000:40:01.1 supports is not known"),
+        ((16, 255), (16, 255), "the most lanes 0000:41:00.0 and 0000:40:01.1 support is not known"),
+        ((16, 16), (63, 16), "0000:40:01.1 reads width 63, which no trained link has (a device that does not answer)"),
         ((8, 16), (8, None), "the most lanes 0000:40:01.1 supports is not known"),
         ((8, 16), (None, 16), "the width of 0000:40:01.1 was not read"),
     ],
@@ -188,12 +208,18 @@ def test_amd_gpus_are_not_judged(tree, run):
     assert checks[RULE]["reason"] == "no NVIDIA GPU on the PCI bus; AMD GPUs are not judged (their power management narrows idle links)"
 
 
-def test_gpus_the_driver_lists_on_a_bus_not_read_skip(tree, run):
+def test_a_bus_not_read_skips_and_gpus_only_the_driver_lists_are_not_judged(tree, run):
     _host(tree)
     tree.write("/proc/driver/nvidia/gpus/0000:41:00.0/information", "Model: H100\n")
     checks, _findings = _statuses(run, tree)
     assert checks[RULE]["status"] == "skip"
-    assert checks[RULE]["reason"] == "the PCI bus was not read, though the NVIDIA driver lists 1 GPU (/proc/driver/nvidia/gpus)"
+    assert checks[RULE]["reason"] == "the PCI bus was not read: PCI devices /sys/bus/pci/devices: not present"
+    # The bus read (an Intel NIC on it), and no NVIDIA function there.
+    tree.write("/sys/devices/pci0000:00/0000:00:19.0/vendor", "0x8086\n")
+    tree.write("/sys/devices/pci0000:00/0000:00:19.0/device", "0x15b8\n")
+    tree.link("/sys/bus/pci/devices/0000:00:19.0", "../../../devices/pci0000:00/0000:00:19.0")
+    checks, _findings = _statuses(run, tree)
+    assert checks[RULE]["reason"] == "no NVIDIA GPU was found on the PCI bus, though the NVIDIA driver lists 1 (/proc/driver/nvidia/gpus)"
 
 
 def test_an_image_skips(tree, run):

@@ -649,16 +649,17 @@ class GpuLink(Record):
         """Why the link cannot be judged, as a clause; None where it can: both ends read one
         width, as the two ends of one link do, and every number is a link width."""
         lower, upper = self.lower, self.upper
-        if lower.width not in PCIE_WIDTHS:
-            meaning = {0: " (a link that is down, or a device asleep)", 63: " (a device that does not answer)"}.get(lower.width, "")
-            return "%s reads width %s, which no trained link has%s" % (lower.address, lower.width, meaning)
         if upper.width is None:
             return "the width of %s was not read" % upper.address
+        for end in (lower, upper):
+            if end.width not in PCIE_WIDTHS:
+                meaning = {0: " (a link that is down)", 63: " (a device that does not answer)"}.get(end.width, "")
+                return "%s reads width %s, which no trained link has%s" % (end.address, end.width, meaning)
         if upper.width != lower.width:
-            return "its two ends read x%d and x%s" % (lower.width, upper.width)
+            return "its two ends read x%d and x%d" % (lower.width, upper.width)
         unread = [end.address for end in (lower, upper) if end.max_width not in PCIE_WIDTHS]
         if unread:
-            return "the most lanes %s supports is not known" % " and ".join(unread)
+            return "the most lanes %s %s is not known" % (" and ".join(unread), "supports" if len(unread) == 1 else "support")
         return None
 
     @property
