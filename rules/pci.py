@@ -298,13 +298,14 @@ def link_narrowed(f):
     nvidia = {d.address for d in gpus.nvidia}
     links = [link._replace(gpus=tuple(g for g in link.gpus if g in nvidia)) for link in found.links if nvidia.intersection(link.gpus)]
     judged = [link for link in links if link.unjudged is None]
-    notes = _link_notes(found, nvidia, links, judged, bool(gpus.amd))
+    unseen = _unseen(found, nvidia, links)
+    notes = unseen + _by_design(judged) + (["AMD GPUs are not judged (their power management narrows idle links)"] if gpus.amd else [])
     narrowed = [link for link in judged if link.narrowed]
     if not narrowed:
         if not judged:
             return Skip("no PCIe link of the NVIDIA GPUs could be judged: " + "; ".join(notes))
         widths = ", ".join("x%d" % width for width in sorted({link.lower.width for link in judged}))
-        if len(judged) < len(links) or any(a in nvidia for a in found.unplaced + found.unlinked + tuple(g for g, _ in found.stopped)):
+        if unseen:
             message = "every PCIe link of the NVIDIA GPUs that could be judged runs at the width both its ends support (%s)" % widths
         else:
             message = "every PCIe link between the NVIDIA GPUs and the root complex runs at the width both its ends support (%s)" % widths
@@ -366,8 +367,9 @@ def _share(width: int, capable: int) -> str:
 def _link_steps(fixes, narrowed):
     """Confirm under load (each narrowed link's lower end with lspci; a GPU's own with
     nvidia-smi too), then the work at the machine."""
+    own = any(link.own for link in narrowed)
     ways = []
-    if any(link.own for link in narrowed):
+    if own:
         ways.append("`nvidia-smi --query-gpu=pci.bus_id,pcie.link.width.current,pcie.link.width.max --format=csv` (a GPU's own link)")
     addresses = [link.lower.address for link in narrowed]
     ways.append(
@@ -376,7 +378,7 @@ def _link_steps(fixes, narrowed):
         else "`sudo lspci -vv -s ADDRESS` for each of %s" % ", ".join(addresses)
     )
     what = []
-    if any(link.own for link in narrowed):
+    if own:
         what.append("reseat the GPU and its riser or cable")
     uplinks = ", ".join("from %s up to %s" % (link.lower.address, link.upper.address) for link in narrowed if not link.own)
     if uplinks:
@@ -385,7 +387,7 @@ def _link_steps(fixes, narrowed):
         fixes.advice(
             "Confirm it while the GPU is busy (a model loading, or a large copy): %s, reading LnkSta against LnkCap" % ", or ".join(ways),
             # nvidia-smi needs no root; lspci reads the link registers only as root.
-            needs_root=not any(link.own for link in narrowed),
+            needs_root=not own,
             persistent=None,
             host_wide=True,
         ),
@@ -398,8 +400,8 @@ def _link_steps(fixes, narrowed):
     ]
 
 
-def _link_notes(found, nvidia, links, judged, amd) -> list:
-    """What was not judged, and links narrow by the board's design, as clauses."""
+def _unseen(found, nvidia, links) -> list:
+    """What of the NVIDIA GPUs' links was not judged, and why, as clauses."""
     notes = []
     unplaced = [a for a in found.unplaced if a in nvidia]
     if len(unplaced) == 1:
@@ -416,8 +418,14 @@ def _link_notes(found, nvidia, links, judged, amd) -> list:
     for address, below in stopped.items():
         notes.append("the links above %s, from %s up, were not read (%s has no link width to read)" % (", ".join(below), address, address))
     for link in links:
-        if link not in judged:
+        if link.unjudged is not None:
             notes.append("the link from %s to %s is not judged: %s" % (link.lower.address, link.upper.address, link.unjudged))
+    return notes
+
+
+def _by_design(judged) -> list:
+    """The judged links at all the lanes one end has (narrow by how the machine is built), as clauses."""
+    notes = []
     for link in judged:
         if not link.narrowed and link.capable < max(link.lower.max_width, link.upper.max_width):
             if link.upper.max_width == link.capable:
@@ -428,6 +436,4 @@ def _link_notes(found, nvidia, links, judged, amd) -> list:
                 "%s to %s runs at x%d, all the lanes %s has (%s), not a link that trained narrow"
                 % (link.lower.address, link.upper.address, link.lower.width, fewer.address, why)
             )
-    if amd:
-        notes.append("AMD GPUs are not judged (their power management narrows idle links)")
     return notes
